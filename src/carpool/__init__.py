@@ -1,0 +1,1 @@
+"""carpool: a highly available load-balancer pair."""
