@@ -1,0 +1,372 @@
+"""The unit daemon: wires the pure election to sockets, netlink, ICMP and the control socket.
+
+Everything here is I/O glue; decisions are made in carpool.ha.election. One event loop; the
+election is fed events and the effects it returns are carried out in order.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from ..config.ha import Config
+from ..ha import election as el
+from ..ha.drops import DropError
+from ..ha.profile import CarpProfile, VrrpProfile
+from . import addresses, control
+from .icmp import Pinger
+from .links import LinkMonitor
+from .notify import run_notify
+from .rawsock import AdvertSocket
+
+log = logging.getLogger("carpool.daemon")
+MULTICAST = IPv4Address("224.0.0.18")
+PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage
+
+
+def make_profile(cfg: Config):
+    if cfg.protocol == "carp":
+        return CarpProfile(cfg.secret, cfg.vhid, cfg.advbase, cfg.advskew)
+    interval_cs = cfg.fast_interval_ms // 10 if cfg.fast else cfg.advbase * 100
+    return VrrpProfile(cfg.vhid, cfg.priority, interval_cs)
+
+
+@dataclass
+class IfaceState:
+    """What this unit knows about one interface and the partner behind it."""
+    link_up: bool = True
+    last_advert: float | None = None      # monotonic time of the last valid partner advert
+    adverts_heard: int = 0
+    ping_rtt: float | None = None         # partner ICMP
+    ping_ok: bool | None = None
+    target_misses: int = 0                # check ping target
+    target_ok: bool | None = None
+
+
+@dataclass
+class Stats:
+    drops: collections.Counter = field(default_factory=collections.Counter)
+    adverts_sent: int = 0
+    adverts_received: int = 0
+    send_errors: int = 0
+    transitions: int = 0
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.profile = make_profile(cfg)
+        self.own = frozenset(a for i in cfg.interfaces for a in (i.own(cfg.role),))
+        primary = cfg.checked[0].own(cfg.role)
+        self.election = el.Election(self.profile.params(primary, cfg.preempt, cfg.initial_wait))
+        self.ifaces = {i.name: i for i in cfg.interfaces}
+        self.state = {i.name: IfaceState() for i in cfg.interfaces}
+        self.stats = Stats()
+        self.sockets: dict[str, AdvertSocket] = {}
+        self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
+        self.held: list[str] = []
+        self.events: collections.deque = collections.deque(maxlen=50)
+        self.stopped = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- time and the election ------------------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time()
+
+    def feed(self, event) -> None:
+        before = self.election.state
+        effects = self.election.handle(event, self.now())
+        for effect in effects:
+            self.apply(effect)
+        if self.election.state is not before:
+            self.stats.transitions += 1
+            self.events.append({"time": time.time(), "old": before.value,
+                                "new": self.election.state.value, "reason": self.election.reason})
+            self._write_state()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.election.deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, lambda: self.feed(el.Tick()))
+
+    def _write_state(self) -> None:
+        path = Path(self.cfg.state_dir) / "state"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.election.state.value + "\n")
+        os.replace(tmp, path)
+
+    # -- effects ---------------------------------------------------------------------------
+    def apply(self, effect) -> None:
+        match effect:
+            case el.SendAdvert(bow_out=bow_out, demote=demote):
+                self.send_adverts(bow_out, demote)
+            case el.TakeAddresses():
+                self.take_addresses()
+            case el.ReleaseAddresses():
+                self.release_addresses()
+            case el.SendGarp():
+                self.send_garp()
+            case el.RunNotify(new=new, old=old, reason=reason):
+                if self.cfg.notify:
+                    self.spawn(run_notify(self.cfg.notify, new.value, old.value, reason,
+                                          self.cfg.notify_timeout))
+            case _:
+                log.error("unknown effect %r", effect)
+
+    def send_adverts(self, bow_out: bool, demote: int) -> None:
+        self.counter = (self.counter + 1) & (2**64 - 1)
+        for name, sock in self.sockets.items():
+            iface = self.ifaces[name]
+            source = iface.own(self.cfg.role)
+            shared = [s.ip for s in iface.shared]
+            for dst in destinations(self.cfg, iface):
+                payload = self.profile.encode(bow_out, demote, self.counter, shared, source, dst)
+                if sock.send(payload, str(dst)):
+                    self.stats.adverts_sent += 1
+                else:
+                    self.stats.send_errors += 1
+
+    def _vmac(self) -> str | None:
+        return self.cfg.vmac_address if self.cfg.vmac else None
+
+    def take_addresses(self) -> None:
+        for iface in self.cfg.interfaces:
+            for cidr in iface.shared:
+                try:
+                    addresses.add_shared(iface.name, str(cidr), self._vmac())
+                    if str(cidr) not in self.held:
+                        self.held.append(str(cidr))
+                except OSError as e:
+                    log.error("cannot add shared address %s on %s: %s", cidr, iface.name, e)
+
+    def release_addresses(self) -> None:
+        remove_shared_addresses(self.cfg)
+        self.held.clear()
+
+    def send_garp(self) -> None:
+        for iface in self.cfg.interfaces:
+            for cidr in iface.shared:
+                try:
+                    addresses.send_garp(iface.name, str(cidr.ip), self._vmac(),
+                                        count=self.cfg.garp_count)
+                except OSError as e:
+                    log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
+
+    def spawn(self, coro) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- input -----------------------------------------------------------------------------
+    def on_readable(self, name: str) -> None:
+        sock = self.sockets[name]
+        iface = self.ifaces[name]
+        shared = [s.ip for s in iface.shared]
+        for datagram in sock.recv_all():
+            try:
+                heard = self.profile.decode(datagram, self.own, shared)
+            except DropError as e:
+                self.stats.drops[e.reason.value] += 1
+                log.debug("drop on %s: %s %s", name, e.reason.value, e.detail)
+                continue
+            self.stats.adverts_received += 1
+            st = self.state[name]
+            st.last_advert = self.now()
+            st.adverts_heard += 1
+            self.feed(el.AdvertReceived(heard.rank, heard.bow_out, name))
+
+    def on_link(self, ifname: str, up: bool) -> None:
+        st = self.state.get(ifname)
+        if st is None or st.link_up == up:
+            return
+        st.link_up = up
+        log.info("%s: link %s", ifname, "up" if up else "down")
+        self.update_demotion()
+
+    def demote_reasons(self) -> tuple[str, ...]:
+        reasons = []
+        for iface in self.cfg.checked:
+            st = self.state[iface.name]
+            if not st.link_up:
+                reasons.append(f"{iface.name}: link down")
+            elif st.target_ok is False:
+                reasons.append(f"{iface.name}: ping target {iface.ping_target} silent")
+        return tuple(reasons)
+
+    def update_demotion(self) -> None:
+        reasons = self.demote_reasons()
+        if reasons != tuple(self.election.demote_reasons):
+            self.feed(el.DemoteChanged(reasons))
+
+    async def ping_loop(self, pinger: Pinger) -> None:
+        """Partner status (for the WUI) and check targets, once per ping_interval."""
+        partner_every = 1.0
+        next_partner = 0.0
+        while True:
+            now = self.now()
+            jobs = []
+            if now >= next_partner:
+                next_partner = now + partner_every
+                for iface in self.cfg.interfaces:
+                    jobs.append(self._ping_partner(pinger, iface))
+            for iface in self.cfg.checked:
+                if iface.ping_target is not None:
+                    jobs.append(self._ping_target(pinger, iface))
+            await asyncio.gather(*jobs)
+            wait = min([partner_every] + [i.ping_interval for i in self.cfg.checked
+                                          if i.ping_target is not None])
+            await asyncio.sleep(wait)
+
+    async def _ping_partner(self, pinger: Pinger, iface) -> None:
+        rtt = await pinger.ping(str(iface.partner(self.cfg.role)), 0.9)
+        st = self.state[iface.name]
+        st.ping_rtt, st.ping_ok = rtt, rtt is not None
+
+    async def _ping_target(self, pinger: Pinger, iface) -> None:
+        rtt = await pinger.ping(str(iface.ping_target), min(1.0, iface.ping_interval))
+        st = self.state[iface.name]
+        st.target_misses = 0 if rtt is not None else st.target_misses + 1
+        ok = st.target_misses < PING_MISSES
+        if ok != st.target_ok:
+            st.target_ok = ok
+            if not ok:
+                log.warning("%s: ping target %s silent", iface.name, iface.ping_target)
+            self.update_demotion()
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, _request: dict | None = None) -> dict:
+        now = self.now()
+        e = self.election
+        partner = {}
+        for name, st in self.state.items():
+            iface = self.ifaces[name]
+            ago = None if st.last_advert is None else round(now - st.last_advert, 3)
+            partner[name] = {
+                "address": str(iface.partner(self.cfg.role)),
+                "advert_seen_ago": ago,
+                "advert_alive": ago is not None and ago <= e.params.master_down,
+                "adverts_heard": st.adverts_heard,
+                "ping_ok": st.ping_ok,
+                "ping_rtt_ms": None if st.ping_rtt is None else round(st.ping_rtt * 1000, 3),
+                "link_up": st.link_up, "check": iface.check, "heartbeat": iface.heartbeat,
+                "ping_target": str(iface.ping_target) if iface.ping_target else None,
+                "ping_target_ok": st.target_ok,
+            }
+        return {
+            "role": self.cfg.role, "state": e.state.value,
+            "since": None if e.since is None else time.time() - (now - e.since),
+            "since_ago": None if e.since is None else round(now - e.since, 3),
+            "reason": e.reason, "protocol": self.cfg.protocol, "vhid": self.cfg.vhid,
+            "advbase": self.cfg.advbase, "advskew": self.cfg.advskew,
+            "priority": self.cfg.priority, "preempt": self.cfg.preempt,
+            "transport": self.cfg.transport, "vmac": self._vmac(),
+            "demote": len(e.demote_reasons), "demote_reasons": list(e.demote_reasons),
+            "partner": partner, "shared_held": list(self.held),
+            "drops": dict(self.stats.drops),
+            "counters": {"adverts_sent": self.stats.adverts_sent,
+                         "adverts_received": self.stats.adverts_received,
+                         "send_errors": self.stats.send_errors,
+                         "transitions": self.stats.transitions},
+            "timers": {"advert_interval": e.params.advert_interval,
+                       "master_down": e.params.master_down,
+                       "next_timer_in": None if e.deadline is None
+                       else round(e.deadline - now, 3)},
+            "events": list(self.events), "pid": os.getpid(),
+        }
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
+        remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
+        links = LinkMonitor(self.on_link)
+        for iface in self.cfg.checked:
+            self.state[iface.name].link_up = links.state(iface.name)
+            try:
+                sock = AdvertSocket(iface.name, str(iface.own(self.cfg.role)), self.cfg.transport)
+            except OSError as e:
+                log.error("%s: cannot open advert socket: %s", iface.name, e)
+                continue
+            self.sockets[iface.name] = sock
+            self.loop.add_reader(sock.fileno(), self.on_readable, iface.name)
+        links.attach(self.loop)
+        pinger = Pinger()
+        server = await control.serve(self.cfg.socket_path, {"status": self.status})
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopped.set)
+        log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
+                 self.cfg.vhid, ", ".join(self.sockets))
+        self.feed(el.Start())
+        self.update_demotion()
+        self.spawn(self.ping_loop(pinger))
+        await self.stopped.wait()
+        log.info("SIGTERM: bowing out")
+        self.feed(el.Shutdown())
+        remove_shared_addresses(self.cfg)
+        for task in list(self._tasks):
+            task.cancel()
+        server.close()
+        links.close()
+        pinger.close()
+        for sock in self.sockets.values():
+            sock.close()
+        return 0
+
+
+def destinations(cfg: Config, iface) -> list[IPv4Address]:
+    if cfg.transport == "unicast":
+        return [iface.partner(cfg.role)]
+    if cfg.transport == "broadcast":
+        return [IPv4Address("255.255.255.255")]
+    return [MULTICAST]
+
+
+def remove_shared_addresses(cfg: Config) -> bool:
+    ok = True
+    vmac = cfg.vmac_address if cfg.vmac else None
+    for iface in cfg.interfaces:
+        if not iface.shared:
+            continue
+        try:
+            addresses.remove_stale(iface.name, [str(c) for c in iface.shared], vmac)
+        except OSError as e:
+            log.error("cannot remove shared addresses on %s: %s", iface.name, e)
+            ok = False
+    return ok
+
+
+def bow_out_once(cfg: Config) -> None:
+    """Used by the supervisor after the worker died: one bow-out advert on every checked link."""
+    profile = make_profile(cfg)
+    counter = secrets.randbits(63)
+    for iface in cfg.checked:
+        source = iface.own(cfg.role)
+        try:
+            sock = AdvertSocket(iface.name, str(source), cfg.transport)
+        except OSError as e:
+            log.warning("%s: cannot bow out: %s", iface.name, e)
+            continue
+        try:
+            for dst in destinations(cfg, iface):
+                sock.send(profile.encode(True, 0, counter, [s.ip for s in iface.shared],
+                                         source, dst), str(dst))
+        finally:
+            sock.close()
+
+
+def dump_status(status: dict) -> str:
+    return json.dumps(status, indent=2, sort_keys=True)

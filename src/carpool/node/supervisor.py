@@ -1,0 +1,65 @@
+"""`carpool run`: a minimal parent that runs the daemon as a child and cleans up after it.
+
+keepalived and ucarp both leave the shared address on a node whose daemon was SIGKILLed (measured
+in the lab), so the partner's takeover makes a duplicate. The parent does nothing but wait: when
+the worker dies uncleanly it withdraws the shared addresses and sends one bow-out advert, so the
+partner takes over at once instead of after master-down. If the parent itself is killed, the
+kernel sends the worker SIGTERM (PR_SET_PDEATHSIG) and the worker bows out by itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ..config.ha import Config
+from .daemon import bow_out_once, remove_shared_addresses
+
+log = logging.getLogger("carpool.supervisor")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # The parent may have died between fork and prctl: then nobody would clean up after us.
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def supervise(cfg: Config) -> int:
+    state_dir = Path(cfg.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "carpool.cli", "run", "--worker", "--config", cfg.path],
+        preexec_fn=_die_with_parent)
+    (state_dir / "daemon.pid").write_text(f"{worker.pid}\n")
+
+    def forward(signum, _frame):
+        try:
+            worker.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            code = worker.wait()
+            break
+        except InterruptedError:
+            continue
+    if code == 0:
+        log.info("daemon stopped cleanly")
+        return 0
+    why = f"signal {-code}" if code < 0 else f"exit status {code}"
+    log.error("daemon died (%s): withdrawing shared addresses and bowing out", why)
+    remove_shared_addresses(cfg)
+    bow_out_once(cfg)
+    (state_dir / "state").write_text("init\n")
+    return 1
