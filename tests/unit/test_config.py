@@ -1,0 +1,115 @@
+"""The HA configuration file: defaults, derived parameters, and clear refusals."""
+import subprocess
+import sys
+from ipaddress import IPv4Address
+
+import pytest
+
+from carpool.config.ha import ConfigError, load_config
+
+GOOD = """
+[unit]
+role = "second"
+secret = "lab-secret"
+state_dir = "/tmp/x"
+
+[ha]
+vhid = 7
+ha_timeout = 6
+preferred = "first"
+
+[[interface]]
+name = "eth0"
+shared = ["198.18.0.10/24"]
+first = "198.18.0.11"
+second = "198.18.0.12"
+ping_target = "198.18.0.100"
+
+[[interface]]
+name = "eth1"
+heartbeat = true
+first = "198.18.1.1"
+second = "198.18.1.2"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "carpool.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_and_derived_parameters(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.role == "second" and cfg.vhid == 7 and cfg.secret == b"lab-secret"
+    assert cfg.advbase == 2                      # ha_timeout 6 s → advbase 2
+    assert not cfg.preempt and cfg.advskew == 100 and cfg.priority == 100
+    assert cfg.protocol == "carp" and cfg.transport == "multicast"
+    eth0, eth1 = cfg.interfaces
+    assert eth0.own("second") == IPv4Address("198.18.0.12")
+    assert eth0.partner("second") == IPv4Address("198.18.0.11")
+    assert eth1.heartbeat and eth1.check and not eth1.shared
+    assert cfg.vmac_address == "00:00:5e:00:01:07"
+
+
+def test_preferred_unit_preempts(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD.replace('role = "second"', 'role = "first"')))
+    assert cfg.preempt and cfg.advskew == 0 and cfg.priority == 200
+
+
+def test_fast_profile_selects_vrrp3(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD.replace("vhid = 7", "vhid = 7\nfast = true")))
+    assert cfg.protocol == "vrrp3" and cfg.fast_interval_ms == 20
+
+
+@pytest.mark.parametrize("change, message", [
+    (('vhid = 7', 'vhid = 300'), "ha.vhid: must be between 1 and 255"),
+    (('vhid = 7', 'vhid = true'), "ha.vhid: expected int, got a boolean"),
+    (('ha_timeout = 6', 'ha_timeout = 4'), "ha.ha_timeout: must be one of 3, 6, 9, 12, 15"),
+    (('preferred = "first"', 'preferred = "third"'), "ha.preferred: must be one of"),
+    (('vhid = 7', 'vhid = 7\nbogus = 1'), "ha.bogus: unknown key"),
+    (('secret = "lab-secret"', 'secret = "' + "x" * 21 + '"'), "unit.secret: at most 20 bytes"),
+    (('role = "second"', ''), "unit.role: required key is missing"),
+    (('"198.18.0.10/24"', '"198.18.0.10"'), "interface[0].shared: '198.18.0.10' needs a prefix"),
+    (('"198.18.0.10/24"', '"198.18.0.11/24"'), "is a unit's own address"),
+    (('second = "198.18.0.12"', 'second = "198.18.0.300"'), "interface[0].second: not an IPv4"),
+    (('vhid = 7', 'vhid = 7\nfast_interval_ms = 15'), "must be a multiple of 10"),
+    (('heartbeat = true', 'heartbeat = true\nshared = ["198.18.1.3/30"]'), "heartbeat interface"),
+])
+def test_bad_values_are_refused_with_file_key_and_why(tmp_path, change, message):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(path))
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = GOOD.replace("vhid = 7", "vhid = 0").replace("ha_timeout = 6", "ha_timeout = 5")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "ha.vhid" in str(err.value) and "ha.ha_timeout" in str(err.value)
+
+
+def test_no_checked_interface_is_refused(tmp_path):
+    text = GOOD.replace('ping_target = "198.18.0.100"', "check = false").replace(
+        "heartbeat = true", "check = false")
+    with pytest.raises(ConfigError, match="at least one interface needs check = true"):
+        load_config(write(tmp_path, text))
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[unit\nrole="))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_run_with_bad_file_exits_2_and_changes_nothing(tmp_path):
+    state_dir = tmp_path / "state"
+    path = write(tmp_path, GOOD.replace("/tmp/x", str(state_dir)).replace("vhid = 7", "vhid = 0"))
+    proc = subprocess.run([sys.executable, "-m", "carpool.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "ha.vhid: must be between 1 and 255" in proc.stderr
+    assert not state_dir.exists()
