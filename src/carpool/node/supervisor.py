@@ -46,8 +46,9 @@ def supervise(cfg: Config) -> int:
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not fail the pair over
     while True:
         try:
             code = worker.wait()
