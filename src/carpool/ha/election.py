@@ -1,0 +1,279 @@
+"""The election: one unit-level CARP/VRRP instance as a pure state machine (BSD CARP semantics).
+
+Events in, effects out. No sockets, no clock reads, no asyncio: the caller passes `now` (float
+seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`.
+
+    INIT --Start--> BACKUP --master down | bow-out | peer more demoted | preempt--> MASTER
+    MASTER --peer rank beats ours | our demote rises (bow out)--> BACKUP
+    BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
+
+BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
+MASTER: the deadline is the next advert. Entering MASTER takes the shared addresses, sends a
+gratuitous ARP and an advert; the ARP is repeated with the 2nd advert after takeover.
+Rank order (who should be MASTER): lower demote, then lower preference (advbase*256 + advskew,
+or 255 - VRRP priority), then the higher address; an equal Rank never beats.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+log = logging.getLogger("carpool.election")
+
+GARP_REPEAT_ADVERT = 2  # resend the gratuitous ARP with this advert (the takeover advert is 1)
+
+
+class State(enum.Enum):
+    INIT = "init"
+    BACKUP = "backup"
+    MASTER = "master"
+
+
+TRANSITIONS: frozenset[tuple[State, State]] = frozenset({
+    (State.INIT, State.BACKUP),    # Start
+    (State.BACKUP, State.MASTER),  # master down, bow-out, peer more demoted, preempt
+    (State.BACKUP, State.INIT),    # Shutdown
+    (State.MASTER, State.BACKUP),  # peer rank beats ours, our demote rose
+    (State.MASTER, State.INIT),    # Shutdown (bow out)
+})
+
+
+class TransitionError(RuntimeError):
+    """A state change the table does not allow: a programming error, never a network event."""
+
+
+def _ip(address: int) -> str:
+    return str(IPv4Address(address))
+
+
+def _secs(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+@dataclass(frozen=True, order=False)
+class Rank:
+    """What an advert says about its sender."""
+
+    demote: int      # higher loses (OpenBSD demote / our count of failed checks)
+    preference: int  # lower wins: CARP advbase*256+advskew; VRRP 255-priority
+    address: int     # tie-break: the higher sender IPv4 (as int) wins, like VRRP
+
+    def beats(self, other: Rank) -> bool:
+        return (-self.demote, -self.preference, self.address) > \
+               (-other.demote, -other.preference, other.address)
+
+    def versus(self, other: Rank) -> str:
+        """The first field where self beats other, as text: 'demote 0 < 1'."""
+        if self.demote != other.demote:
+            return f"demote {self.demote} < {other.demote}"
+        if self.preference != other.preference:
+            return f"preference {self.preference} < {other.preference}"
+        return f"address {_ip(self.address)} > {_ip(other.address)}"
+
+
+@dataclass(frozen=True)
+class Params:
+    rank_preference: int
+    address: int
+    advert_interval: float  # s between adverts as master
+    master_down: float      # s of silence before a backup takes over
+    preempt: bool = False
+    initial_wait: float = 0.0
+
+    def __post_init__(self):
+        if not self.advert_interval > 0 or not self.master_down > 0:
+            raise ValueError("advert_interval and master_down must be > 0")
+        if not self.initial_wait >= 0:
+            raise ValueError("initial_wait must be >= 0")
+
+
+# -- events -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    reason: str = "shutdown"
+
+
+@dataclass(frozen=True)
+class AdvertReceived:
+    rank: Rank
+    bow_out: bool = False
+    interface: str = ""
+
+
+@dataclass(frozen=True)
+class DemoteChanged:
+    reasons: tuple[str, ...]  # the full current set of failed checks
+
+
+# -- effects ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SendAdvert:
+    bow_out: bool
+    demote: int
+
+
+@dataclass(frozen=True)
+class TakeAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class ReleaseAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class SendGarp:
+    pass
+
+
+@dataclass(frozen=True)
+class RunNotify:
+    new: State
+    old: State
+    reason: str
+
+
+Event = Start | Tick | Shutdown | AdvertReceived | DemoteChanged
+Effect = SendAdvert | TakeAddresses | ReleaseAddresses | SendGarp | RunNotify
+
+
+class Election:
+    def __init__(self, params: Params):
+        self.params = params
+        self._state = State.INIT
+        self._since: float | None = None
+        self._reason = "not started"
+        self._demote: tuple[str, ...] = ()
+        self._deadline: float | None = None
+        self._silent_since = 0.0  # BACKUP: last advert heard (or entry into BACKUP)
+        self._adverts = 0         # MASTER: adverts sent since takeover
+
+    state = property(lambda self: self._state)
+    since = property(lambda self: self._since, doc="`now` of the last state change")
+    reason = property(lambda self: self._reason, doc="why the last state change happened")
+    demote_reasons = property(lambda self: self._demote)
+    deadline = property(lambda self: self._deadline, doc="when to deliver the next Tick, or None")
+
+    @property
+    def demote(self) -> int:
+        return len(self._demote)
+
+    @property
+    def rank(self) -> Rank:
+        return Rank(self.demote, self.params.rank_preference, self.params.address)
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        match event:
+            case Start():
+                return self._start(now)
+            case DemoteChanged(reasons=reasons):
+                return self._demote_changed(tuple(reasons), now)
+            case Tick() | Shutdown() | AdvertReceived() if self._state is State.INIT:
+                return []  # stopped (or not yet started): only Start wakes us
+            case Tick():
+                return self._tick(now)
+            case AdvertReceived():
+                return self._advert_received(event, now)
+            case Shutdown(reason=reason):
+                return self._shutdown(reason, now)
+        raise TypeError(f"not an election event: {event!r}")
+
+    # -- handlers -----------------------------------------------------------------------------
+    def _start(self, now: float) -> list[Effect]:
+        if self._state is not State.INIT:
+            return []
+        wait = self.params.initial_wait + self.params.master_down
+        reason = f"started: listening for a master for {_secs(wait)} s"
+        if self.params.initial_wait:
+            reason += f" (initial wait {_secs(self.params.initial_wait)} s)"
+        notify = self._transition(State.BACKUP, reason, now)
+        self._silent_since, self._deadline = now, now + wait
+        return notify
+
+    def _tick(self, now: float) -> list[Effect]:
+        if self._deadline is None or now < self._deadline:
+            return []
+        if self._state is State.BACKUP:
+            silence = now - self._silent_since
+            return self._become_master(f"master down: no advert for {_secs(silence)} s", now)
+        return self._advertise(now)
+
+    def _advert_received(self, advert: AdvertReceived, now: float) -> list[Effect]:
+        peer, ours = advert.rank, self.rank
+        where = f" on {advert.interface}" if advert.interface else ""
+        if self._state is State.MASTER:
+            if not advert.bow_out and peer.beats(ours):
+                reason = f"{_ip(peer.address)} beats us ({peer.versus(ours)}){where}"
+                return self._become_backup(reason, now, bow_out=False)
+            return []  # a weaker peer yields when it hears our next advert
+        if advert.bow_out:
+            return self._become_master(f"{_ip(peer.address)} bowed out{where}", now)
+        if peer.demote > ours.demote:
+            return self._become_master(f"{_ip(peer.address)} is more demoted than us "
+                                       f"(demote {peer.demote} > {ours.demote}){where}", now)
+        if self.params.preempt and ours.beats(peer):
+            return self._become_master(f"preempting: our rank beats {_ip(peer.address)} "
+                                       f"({ours.versus(peer)}){where}", now)
+        self._silent_since, self._deadline = now, now + self.params.master_down
+        return []
+
+    def _demote_changed(self, reasons: tuple[str, ...], now: float) -> list[Effect]:
+        old, self._demote = self._demote, reasons
+        if old != reasons:
+            log.info("demote %d -> %d: %s", len(old), len(reasons), ", ".join(reasons) or "none")
+        if self._state is State.MASTER and len(reasons) > len(old):
+            added = [r for r in reasons if r not in old] or list(reasons)
+            reason = f"demoted {len(old)} -> {len(reasons)}: {', '.join(added)}"
+            return self._become_backup(reason, now, bow_out=True)
+        return []  # a BACKUP's demote travels in its adverts once it is MASTER; nothing to do
+
+    def _shutdown(self, reason: str, now: float) -> list[Effect]:
+        bow_out = self._state is State.MASTER
+        notify = self._transition(State.INIT, f"{reason}: bowed out" if bow_out else reason, now)
+        self._deadline = None
+        if bow_out:
+            return [SendAdvert(bow_out=True, demote=self.demote), ReleaseAddresses(), *notify]
+        return notify
+
+    # -- entering states ----------------------------------------------------------------------
+    def _become_master(self, reason: str, now: float) -> list[Effect]:
+        notify = self._transition(State.MASTER, reason, now)
+        self._adverts = 0
+        return [TakeAddresses(), SendGarp(), *self._advertise(now), *notify]
+
+    def _become_backup(self, reason: str, now: float, bow_out: bool) -> list[Effect]:
+        notify = self._transition(State.BACKUP, reason, now)
+        self._silent_since, self._deadline = now, now + self.params.master_down
+        bow = [SendAdvert(bow_out=True, demote=self.demote)] if bow_out else []
+        return [*bow, ReleaseAddresses(), *notify]
+
+    def _advertise(self, now: float) -> list[Effect]:
+        self._adverts += 1
+        self._deadline = now + self.params.advert_interval
+        effects: list[Effect] = [SendAdvert(bow_out=False, demote=self.demote)]
+        if self._adverts == GARP_REPEAT_ADVERT:
+            effects.append(SendGarp())
+        return effects
+
+    def _transition(self, new: State, reason: str, now: float) -> list[Effect]:
+        """The one place the state changes: checked against TRANSITIONS, logged, notified."""
+        old = self._state
+        if (old, new) not in TRANSITIONS:
+            raise TransitionError(f"{old.value} -> {new.value} is not allowed ({reason})")
+        log.info("%s -> %s (%s)", old.value, new.value, reason)
+        self._state, self._since, self._reason = new, now, reason
+        return [RunNotify(new=new, old=old, reason=reason)]
