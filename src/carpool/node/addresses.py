@@ -1,0 +1,379 @@
+"""Shared addresses: add/remove them with netlink (pyroute2), optionally on a virtual-MAC macvlan,
+and announce them with gratuitous ARP through an AF_PACKET socket.
+
+Every function is synchronous and fast (a few netlink round trips). pyroute2 ≥ 0.9's IPRoute runs
+its own event loop, which cannot start inside a running asyncio loop, so when called from a thread
+that runs one, the netlink work is done on a private worker thread and waited for (it still blocks
+the caller for those few milliseconds). All failures surface as OSError (netlink errors are
+converted), so callers need only catch OSError.
+
+Idempotent: adding an address that is there, or removing one that is not, is not an error.
+
+Virtual MAC. With `vmac="00:00:5e:00:01:<vhid>"` the shared addresses live on a macvlan
+(mode bridge) on top of the interface, named `cv<vhid>-<ifname>` (or `cv<vhid>-i<ifindex>` when
+that would pass the 15-character limit). To make ARP answer with the virtual MAC only:
+- the parent gets `arp_ignore=1` (answer only for addresses configured on the parent itself);
+- the macvlan gets `arp_ignore=1`, `arp_announce=2`, `rp_filter=2` (loose: replies to clients go
+  out through the parent's connected route) and IPv6 disabled (no link-local/DAD chatter).
+When the parent already has an address in the shared address's subnet, the shared address is
+added to the macvlan with `noprefixroute`, so the unit's own traffic keeps the parent's route and
+source address. Removing the last shared address deletes the macvlan.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Callable, TypeVar
+
+from .links import mac_address
+
+log = logging.getLogger("carpool.addresses")
+
+VMAC_PREFIX = "00:00:5e:00:01:"
+VMAC_IFNAME_PREFIX = "cv"
+IFNAMSIZ = 15
+IFA_F_NOPREFIXROUTE = 0x200
+ETH_P_ARP = 0x0806
+BROADCAST_MAC = b"\xff" * 6
+NETLINK_TIMEOUT = 10.0
+
+T = TypeVar("T")
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def vmac_for(vhid: int) -> str:
+    """The VRRP/CARP virtual MAC of a vhid: 00:00:5e:00:01:<vhid>."""
+    if not 1 <= vhid <= 255:
+        raise ValueError(f"vhid {vhid} out of 1..255")
+    return f"{VMAC_PREFIX}{vhid:02x}"
+
+
+def _norm_mac(mac: str) -> str:
+    parts = mac.strip().lower().replace("-", ":").split(":")
+    if len(parts) != 6:
+        raise ValueError(f"bad MAC address {mac!r}")
+    return ":".join(f"{int(p, 16):02x}" for p in parts)
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(p, 16) for p in _norm_mac(mac).split(":"))
+
+
+def vmac_ifname(ifname: str, vmac: str, ifindex: int | None = None) -> str:
+    """Name of the macvlan carrying `vmac` on `ifname`: cv<vhid>-<ifname>, ≤ 15 characters."""
+    vhid = int(_norm_mac(vmac).split(":")[-1], 16)
+    name = f"{VMAC_IFNAME_PREFIX}{vhid}-{ifname}"
+    if len(name) <= IFNAMSIZ:
+        return name
+    if ifindex is None:
+        ifindex = socket.if_nametoindex(ifname)
+    return f"{VMAC_IFNAME_PREFIX}{vhid}-i{ifindex}"
+
+
+def _interface(cidr: str) -> ipaddress.IPv4Interface:
+    iface = ipaddress.IPv4Interface(cidr)   # a bare address means /32
+    return iface
+
+
+def _on_loop_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _netlink(fn: Callable[..., T]) -> T:
+    """Run fn(ipr) with a fresh IPRoute, on a worker thread if an event loop runs here."""
+    def job() -> T:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            with IPRoute() as ipr:
+                return fn(ipr)
+        except NetlinkError as e:
+            raise OSError(e.code, f"netlink: {os.strerror(e.code)}") from None
+
+    if not _on_loop_thread():
+        return job()
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="carpool-nl")
+    try:
+        return _executor.submit(job).result(timeout=NETLINK_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        raise OSError(errno.ETIMEDOUT, "netlink request timed out") from None
+
+
+def _code(e: Exception) -> int | None:
+    return getattr(e, "code", None)
+
+
+def _lookup(ipr, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _kind(link) -> str | None:
+    try:
+        return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    except Exception:
+        return None
+
+
+def _our_macvlans(ipr, parent: int, vmac: str | None = None) -> list[tuple[int, str, str]]:
+    """(index, name, mac) of carpool macvlans on parent (optionally only the one with vmac)."""
+    out = []
+    for link in ipr.get_links():
+        if link.get("IFLA_LINK") != parent or _kind(link) != "macvlan":
+            continue
+        mac = (link.get("IFLA_ADDRESS") or "").lower()
+        name = link.get("IFLA_IFNAME") or ""
+        if not (mac.startswith(VMAC_PREFIX) and name.startswith(VMAC_IFNAME_PREFIX)):
+            continue
+        if vmac is not None and mac != _norm_mac(vmac):
+            continue
+        out.append((link["index"], name, mac))
+    return out
+
+
+def _addresses(ipr, index: int) -> list[tuple[str, int]]:
+    return [(a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"), a["prefixlen"])
+            for a in ipr.get_addr(family=socket.AF_INET, index=index)]
+
+
+def _sysctl(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        log.warning("cannot set %s=%s: %s", path, value, e)
+
+
+def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0) -> None:
+    have = dict(_addresses(ipr, index))
+    address = str(iface.ip)
+    if have.get(address) == iface.network.prefixlen:
+        return
+    if address in have:  # same address, other prefix: replace it
+        _del_address(ipr, index, address, have[address])
+    kwargs = {}
+    if iface.network.prefixlen < 31:
+        kwargs["broadcast"] = str(iface.network.broadcast_address)
+    if flags:
+        kwargs["IFA_FLAGS"] = flags
+    try:
+        ipr.addr("add", index=index, address=address, prefixlen=iface.network.prefixlen, **kwargs)
+    except Exception as e:
+        if _code(e) != errno.EEXIST:
+            raise
+
+
+def _del_address(ipr, index: int, address: str, prefixlen: int) -> bool:
+    try:
+        ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+        return True
+    except Exception as e:
+        if _code(e) in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+
+
+def _remove_from(ipr, index: int, address: str) -> bool:
+    removed = False
+    for have, prefixlen in _addresses(ipr, index):
+        if have == address:
+            removed |= _del_address(ipr, index, have, prefixlen)
+    return removed
+
+
+def _delete_link(ipr, index: int) -> None:
+    try:
+        ipr.link("del", index=index)
+    except Exception as e:
+        if _code(e) not in (errno.ENODEV, errno.ENOENT):
+            raise
+
+
+def _parent_covers(ipr, parent: int, iface: ipaddress.IPv4Interface) -> bool:
+    """Does the parent hold an address of its own in iface's subnet (so a connected route)?"""
+    for address, prefixlen in _addresses(ipr, parent):
+        own = ipaddress.IPv4Interface(f"{address}/{prefixlen}")
+        if own.ip != iface.ip and own.network == iface.network and prefixlen < 32:
+            return True
+    return False
+
+
+def _ensure_macvlan(ipr, ifname: str, parent: int, vmac: str) -> int:
+    vmac = _norm_mac(vmac)
+    name = vmac_ifname(ifname, vmac, parent)
+    # The parent must not answer ARP for the shared address with its own MAC (it would by
+    # default: Linux answers for any local address on any interface).
+    _sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_ignore", "1")
+    mine = _our_macvlans(ipr, parent, vmac)
+    if mine:
+        index = mine[0][0]
+    else:
+        stale = _lookup(ipr, name)
+        if stale is not None:  # our name, wrong parent or MAC: an old one of ours
+            _delete_link(ipr, stale)
+        try:
+            ipr.link("add", ifname=name, kind="macvlan", link=parent, macvlan_mode="bridge",
+                     address=vmac)
+        except Exception as e:
+            if _code(e) != errno.EEXIST:
+                raise
+        index = _lookup(ipr, name)
+        if index is None:
+            raise OSError(errno.ENODEV, f"macvlan {name} vanished after creation")
+        for key, value in (("ipv4/conf/{}/arp_ignore", "1"), ("ipv4/conf/{}/arp_announce", "2"),
+                           ("ipv4/conf/{}/rp_filter", "2"), ("ipv6/conf/{}/disable_ipv6", "1")):
+            path = "/proc/sys/net/" + key.format(name)
+            if os.path.exists(path):
+                _sysctl(path, value)
+        log.info("created macvlan %s on %s with MAC %s", name, ifname, vmac)
+    ipr.link("set", index=index, state="up")
+    return index
+
+
+def _parent(ipr, ifname: str) -> int:
+    index = _lookup(ipr, ifname)
+    if index is None:
+        raise OSError(errno.ENODEV, f"no interface {ifname}")
+    return index
+
+
+# -- the API ----------------------------------------------------------------------------------
+def add_shared(ifname: str, cidr: str, vmac: str | None = None) -> None:
+    """Put the shared address `cidr` (e.g. "198.18.0.10/24") on ifname, or on its vmac macvlan."""
+    iface = _interface(cidr)
+
+    def work(ipr) -> None:
+        parent = _parent(ipr, ifname)
+        if vmac is None:
+            _add_address(ipr, parent, iface)
+            return
+        index = _ensure_macvlan(ipr, ifname, parent, vmac)
+        flags = IFA_F_NOPREFIXROUTE if _parent_covers(ipr, parent, iface) else 0
+        _add_address(ipr, index, iface, flags)
+
+    _netlink(work)
+
+
+def remove_shared(ifname: str, cidr: str, vmac: str | None = None) -> None:
+    """Withdraw the shared address from ifname and from its vmac macvlan; delete the macvlan
+    when no IPv4 address is left on it. Nothing to remove is not an error."""
+    address = str(_interface(cidr).ip)
+
+    def work(ipr) -> None:
+        parent = _lookup(ipr, ifname)
+        if parent is None:
+            return
+        _remove_from(ipr, parent, address)
+        if vmac is None:
+            return
+        for index, name, _mac in _our_macvlans(ipr, parent, vmac):
+            _remove_from(ipr, index, address)
+            if not _addresses(ipr, index):
+                _delete_link(ipr, index)
+                log.info("deleted macvlan %s", name)
+
+    _netlink(work)
+
+
+def present(ifname: str, cidr: str, vmac: str | None = None) -> bool:
+    """Is the shared address (compared by address, not prefix) held on ifname?
+
+    With vmac: only its macvlan counts; without: ifname itself or any carpool macvlan on it."""
+    address = str(_interface(cidr).ip)
+
+    def work(ipr) -> bool:
+        parent = _lookup(ipr, ifname)
+        if parent is None:
+            return False
+        indexes = [] if vmac is not None else [parent]
+        indexes += [m[0] for m in _our_macvlans(ipr, parent, vmac)]
+        return any(a == address for index in indexes for a, _p in _addresses(ipr, index))
+
+    return _netlink(work)
+
+
+def remove_stale(ifname: str, cidrs, vmac: str | None = None) -> list[str]:
+    """At start (or after a crash): remove the listed shared addresses from ifname and delete every
+    carpool macvlan (cv*, MAC 00:00:5e:00:01:*) on it, whatever its vhid. Returns what went."""
+    addresses = [str(_interface(c).ip) for c in cidrs]
+    del vmac  # every carpool macvlan on the interface goes, this vhid's or an older one's
+
+    def work(ipr) -> list[str]:
+        parent = _lookup(ipr, ifname)
+        if parent is None:
+            return []
+        gone = []
+        for address in addresses:
+            if _remove_from(ipr, parent, address):
+                gone.append(f"{address} on {ifname}")
+        for index, name, _mac in _our_macvlans(ipr, parent):
+            held = [a for a, _p in _addresses(ipr, index)]
+            _delete_link(ipr, index)
+            gone.append(f"macvlan {name}" + (f" ({', '.join(held)})" if held else ""))
+        if gone:
+            log.info("removed stale shared state: %s", "; ".join(gone))
+        return gone
+
+    return _netlink(work)
+
+
+def build_garp(mac: str, address: str) -> bytes:
+    """A gratuitous ARP request (42 bytes, like keepalived's): broadcast, sender = target = address.
+
+    Ethernet: dst ff:ff:ff:ff:ff:ff, src mac, type 0x0806. ARP: htype 1, ptype 0x0800, hlen 6,
+    plen 4, op 1 (request), sha mac, spa address, tha ff:ff:ff:ff:ff:ff, tpa address.
+    """
+    hw = _mac_bytes(mac)
+    ip = ipaddress.IPv4Address(address).packed
+    return (BROADCAST_MAC + hw + struct.pack("!H", ETH_P_ARP)
+            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + ip + BROADCAST_MAC + ip)
+
+
+def _exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+        return True
+    except OSError:
+        return False
+
+
+def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1) -> int:
+    """Send `count` gratuitous ARPs for `address`, back to back; returns how many went out.
+
+    mac=None: from ifname with its own MAC. mac=<vmac>: from the vmac macvlan on ifname when it
+    exists (else from ifname itself, with mac as the source). Raises OSError (ENODEV, ENETDOWN…).
+    """
+    out_if = ifname
+    if mac is not None:
+        name = vmac_ifname(ifname, mac)
+        if _exists(name):
+            out_if = name
+        src = _norm_mac(mac)
+    else:
+        src = mac_address(ifname)
+        if src is None:
+            raise OSError(errno.ENODEV, f"no interface {ifname}")
+    frame = build_garp(src, address)
+    sent = 0
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
+        s.bind((out_if, ETH_P_ARP))
+        for _ in range(max(1, count)):
+            s.send(frame)
+            sent += 1
+    return sent

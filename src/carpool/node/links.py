@@ -1,0 +1,353 @@
+"""Link state from netlink: a monitor that calls back at once on every change, and lookups of an
+interface's state, first IPv4 address and MAC.
+
+Plain AF_NETLINK sockets and a tiny parser (ifinfomsg/ifaddrmsg), no pyroute2: pyroute2 ≥ 0.9's
+sync IPRoute cannot be used inside a running asyncio loop, and a bare socket is exactly what
+loop.add_reader wants. Lookups are synchronous netlink round trips (well under a millisecond) and
+may be called from anywhere, loop or not.
+
+"Up" means admin up AND carrier: IFF_UP and IFF_LOWER_UP. The kernel computes IFF_LOWER_UP
+from the carrier at the moment it answers; IFF_RUNNING and operstate are only updated by the
+kernel's linkwatch worker, which batches non-urgent events up to one second apart, and the
+RTM_NEWLINK notification of a carrier change is sent from that same worker. So a carrier loss
+(cable pulled, the veth peer set down) is notified up to ~1 s late, while an admin change
+(`ip link set dev X down`) is notified at once. LinkMonitor therefore also re-reads all links
+every `poll_interval` (default 0.1 s) while attached to a loop, so a carrier change is reported
+within about that interval.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+from typing import Callable
+
+log = logging.getLogger("carpool.links")
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE = 1, 3, 16
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_SECONDARY = 0x01
+IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBi")
+_RTATTR = struct.Struct("=HH")
+_RCVBUF = 1 << 20
+
+LinkCallback = Callable[[str, bool], None]
+
+
+# -- netlink plumbing ---------------------------------------------------------------------------
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size:offset + length])
+        offset += _align(length)
+    return out
+
+
+def _messages(data: bytes):
+    """(type, flags, seq, body) of each netlink message in one datagram."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            break
+        yield kind, flags, seq, data[offset + _NLMSGHDR.size:offset + length]
+        offset += _align(length)
+
+
+def _rtattr(kind: int, value: bytes) -> bytes:
+    raw = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
+    return raw + b"\0" * (_align(len(raw)) - len(raw))
+
+
+_seq_lock = threading.Lock()
+_seq = [0]
+
+
+def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    """One netlink request on a private socket; the (type, body) replies. Raises OSError."""
+    with _seq_lock:
+        _seq[0] = (_seq[0] + 1) & 0x7FFFFFFF
+        seq = _seq[0]
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
+        s.settimeout(timeout)
+        s.bind((0, 0))
+        s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0)
+               + body)
+        out = []
+        while True:
+            data = s.recv(1 << 16)
+            for mtype, _mflags, mseq, mbody in _messages(data):
+                if mseq != seq:
+                    continue
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", mbody)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return out
+                out.append((mtype, mbody))
+                if not flags & NLM_F_DUMP:
+                    return out
+
+
+# -- link records -------------------------------------------------------------------------------
+class Link:
+    """One interface as netlink describes it."""
+    __slots__ = ("index", "name", "flags", "operstate", "mac")
+
+    def __init__(self, index: int, name: str, flags: int, operstate: int | None, mac: str | None):
+        self.index, self.name, self.flags, self.operstate, self.mac = (
+            index, name, flags, operstate, mac)
+
+    @property
+    def up(self) -> bool:
+        need = IFF_UP | IFF_LOWER_UP
+        return self.flags & need == need
+
+    def __repr__(self) -> str:
+        return f"Link({self.index}, {self.name!r}, up={self.up}, mac={self.mac})"
+
+
+def _parse_link(body: bytes) -> Link | None:
+    if len(body) < _IFINFOMSG.size:
+        return None
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
+    attrs = _attrs(body, _IFINFOMSG.size)
+    name = attrs.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+    operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else None
+    raw_mac = attrs.get(IFLA_ADDRESS)
+    mac = ":".join(f"{b:02x}" for b in raw_mac) if raw_mac else None
+    return Link(index, name, flags, operstate, mac)
+
+
+def get_link(ifname: str) -> Link | None:
+    """The interface called ifname (fresh from the kernel), None if there is none."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rtattr(IFLA_IFNAME,
+                                                                   ifname.encode() + b"\0")
+    try:
+        replies = _request(RTM_GETLINK, 0, body)
+    except OSError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+            return None
+        raise
+    for mtype, mbody in replies:
+        if mtype == RTM_NEWLINK:
+            return _parse_link(mbody)
+    return None
+
+
+def all_links() -> list[Link]:
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return [link for mtype, mbody in _request(RTM_GETLINK, NLM_F_DUMP, body)
+            if mtype == RTM_NEWLINK and (link := _parse_link(mbody)) is not None]
+
+
+def link_up(ifname: str) -> bool:
+    """Admin up and carrier (IFF_UP and IFF_LOWER_UP); False for a missing interface."""
+    link = get_link(ifname)
+    return bool(link and link.up)
+
+
+def mac_address(ifname: str) -> str | None:
+    """The interface's MAC as "aa:bb:cc:dd:ee:ff", None if missing (or it has none)."""
+    link = get_link(ifname)
+    return link.mac if link else None
+
+
+def ipv4_addresses(ifname: str) -> list[tuple[str, int]]:
+    """The interface's IPv4 (address, prefixlen) pairs, primaries first, in kernel order."""
+    link = get_link(ifname)
+    if link is None:
+        return []
+    body = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+    primary, secondary = [], []
+    for mtype, mbody in _request(RTM_GETADDR, NLM_F_DUMP, body):
+        if mtype != RTM_NEWADDR or len(mbody) < _IFADDRMSG.size:
+            continue
+        family, prefixlen, flags8, _scope, index = _IFADDRMSG.unpack_from(mbody)
+        if family != socket.AF_INET or index != link.index:
+            continue
+        attrs = _attrs(mbody, _IFADDRMSG.size)
+        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+        if not raw or len(raw) != 4:
+            continue
+        flags = struct.unpack("=I", attrs[IFA_FLAGS][:4])[0] if IFA_FLAGS in attrs else flags8
+        (secondary if flags & IFA_F_SECONDARY else primary).append(
+            (socket.inet_ntoa(raw), prefixlen))
+    return primary + secondary
+
+
+def ipv4_address(ifname: str) -> tuple[str, int] | None:
+    """The interface's first (primary) IPv4 address and prefix length, or None."""
+    found = ipv4_addresses(ifname)
+    return found[0] if found else None
+
+
+# -- the monitor --------------------------------------------------------------------------------
+class LinkMonitor:
+    """Subscribes to RTMGRP_LINK; `on_change(ifname, up)` runs at once for every change of "up".
+
+    Usage in a loop: `mon = LinkMonitor(cb); mon.attach(loop)` … `mon.close()`. Without a loop,
+    call `poll()` whenever `fileno()` is readable (and `refresh()` now and then for carrier).
+    Callbacks run inside the loop's reader / timer (or poll()/refresh()); an exception in one is
+    logged, never propagated. A new interface that shows up is reported as it is; a deleted one
+    as down. `poll_interval=None` turns the periodic re-read off (events only).
+    """
+
+    def __init__(self, on_change: LinkCallback | None = None, poll_interval: float | None = 0.1):
+        self.on_change = on_change
+        self.poll_interval = poll_interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                   NETLINK_ROUTE)
+        try:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            except OSError:
+                pass
+            self._sock.bind((0, RTMGRP_LINK))
+            self._known: dict[int, Link] = {}
+            self._resync(notify=False)
+        except BaseException:
+            self._sock.close()
+            raise
+
+    # state
+    def state(self, ifname: str) -> bool:
+        """Up right now (asks the kernel; no callback runs). False for a missing interface."""
+        return link_up(ifname)
+
+    def known(self) -> dict[str, bool]:
+        """The monitor's view (as of the last processed event): ifname -> up."""
+        return {link.name: link.up for link in self._known.values()}
+
+    # event plumbing
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Watch the netlink socket from the loop (default: the running one)."""
+        self._loop = loop or asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self.poll)
+        self.poll()  # anything that changed between construction and now
+        if self.poll_interval:
+            self._timer = self._loop.call_later(self.poll_interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.refresh()
+        if self._loop is not None and self.poll_interval:
+            self._timer = self._loop.call_later(self.poll_interval, self._tick)
+
+    def refresh(self) -> None:
+        """Read queued notifications, then re-read every link (catches carrier changes that
+        linkwatch has not notified yet); fires callbacks for what changed. Never raises."""
+        self.poll()
+        try:
+            self._resync(notify=True)
+        except OSError as e:
+            log.error("link refresh failed: %s", e)
+
+    def detach(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self._sock.fileno())
+            except (ValueError, RuntimeError):
+                pass
+            self._loop = None
+
+    def poll(self) -> None:
+        """Read every queued notification and fire the callbacks; never blocks, never raises."""
+        while True:
+            try:
+                data = self._sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # notifications were lost: ask for the full picture
+                    log.warning("netlink link notifications overflowed; resynchronising")
+                    try:
+                        self._resync(notify=True)
+                    except OSError as e2:
+                        log.error("link resync failed: %s", e2)
+                    continue
+                if e.errno == errno.EBADF:
+                    return
+                log.error("netlink receive error: %s", e)
+                return
+            for mtype, _flags, _seq, body in _messages(data):
+                if mtype in (RTM_NEWLINK, RTM_DELLINK):
+                    link = _parse_link(body)
+                    if link is not None:
+                        self._update(link, deleted=mtype == RTM_DELLINK)
+
+    def _resync(self, notify: bool) -> None:
+        fresh = {link.index: link for link in all_links()}
+        if notify:
+            for index in list(self._known):
+                if index not in fresh:
+                    self._update(self._known[index], deleted=True)
+            for link in fresh.values():
+                self._update(link, deleted=False)
+        else:
+            self._known = fresh
+
+    def _update(self, link: Link, deleted: bool) -> None:
+        old = self._known.get(link.index)
+        if deleted:
+            self._known.pop(link.index, None)
+            if old is not None and old.up:
+                self._fire(old.name, False)
+            return
+        self._known[link.index] = link
+        if old is not None and old.name != link.name:  # renamed: the old name is gone
+            if old.up:
+                self._fire(old.name, False)
+            old = None
+        if old is None or old.up != link.up:
+            self._fire(link.name, link.up)
+
+    def _fire(self, ifname: str, up: bool) -> None:
+        log.debug("link %s %s", ifname, "up" if up else "down")
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(ifname, up)
+        except Exception:
+            log.exception("link callback failed for %s", ifname)
+
+    def close(self) -> None:
+        self.detach()
+        self._sock.close()
+
+    def __enter__(self) -> "LinkMonitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""Raw IP protocol-112 sockets for CARP/VRRP adverts, one per interface.
+
+No protocol logic here: the socket sends the payload it is given (the kernel builds the IPv4
+header, source = the interface's own address, TTL 255) and hands back whole datagrams, IPv4 header
+included, for carpool.ha to judge.
+
+Per-interface delivery. A raw socket sees every protocol-112 datagram the host receives unless it
+is narrowed down; three things keep an advert that arrived on eth0 out of the eth1 socket:
+- SO_BINDTODEVICE (the kernel matches raw sockets against the ingress device);
+- IP_MULTICAST_ALL off, so the socket gets 224.0.0.18 only through its own membership, which is
+  joined on its own interface index;
+- every datagram's IP_PKTINFO ingress index is compared with the socket's interface, and one that
+  does not match (e.g. queued between socket() and the bind) is dropped and counted in
+  `foreign_dropped`.
+Own adverts: multicast loopback is off, but the kernel always loops a broadcast back to the
+sender; datagrams whose IPv4 source is `ifaddr` are therefore dropped here and counted in
+`own_dropped` (a partner with the same address would show up there too).
+
+Sources. A raw socket is not bind()-ed (that would also filter received datagrams by destination
+address); the source address and the outgoing interface are set per datagram with an IP_PKTINFO
+control message instead, so the VRRPv3 pseudo-header checksum computed over `ifaddr` is right.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+
+log = logging.getLogger("carpool.rawsock")
+
+PROTO_CARP = 112
+MULTICAST_GROUP = "224.0.0.18"
+TRANSPORTS = ("multicast", "unicast", "broadcast")
+TTL = 255
+
+# Linux <linux/in.h> values the socket module does not export everywhere.
+IP_PKTINFO = 8
+IP_MULTICAST_ALL = 49
+_PKTINFO = struct.Struct("i4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
+_MREQN = struct.Struct("4s4si")     # struct ip_mreqn: multiaddr, address, ifindex
+_MAX_DATAGRAM = 65535
+_CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
+_BATCH = 256  # datagrams per recv_all() call; the rest stays queued and the fd stays readable
+
+
+def destinations(transport: str, partner_addr: str | None, ifaddr: str,
+                 prefixlen: int) -> list[str]:
+    """Where adverts go on one interface.
+
+    multicast: 224.0.0.18; unicast: the partner's address (required); broadcast: the directed
+    broadcast of ifaddr/prefixlen, or 255.255.255.255 for /31 and /32, which have none.
+    """
+    if transport == "multicast":
+        return [MULTICAST_GROUP]
+    if transport == "unicast":
+        if not partner_addr:
+            raise ValueError("unicast transport needs the partner's address")
+        return [str(ipaddress.IPv4Address(partner_addr))]
+    if transport == "broadcast":
+        net = ipaddress.IPv4Interface(f"{ifaddr}/{prefixlen}").network
+        if net.prefixlen >= 31:
+            return ["255.255.255.255"]
+        return [str(net.broadcast_address)]
+    raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
+
+
+class AdvertSocket:
+    """A non-blocking raw IPPROTO 112 socket bound to one interface.
+
+    Raises OSError on construction (ENODEV: no such interface, EPERM: not root…). After that,
+    send() never raises and recv_all() never raises.
+    """
+
+    def __init__(self, ifname: str, ifaddr: str, transport: str = "multicast"):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
+        self.ifname = ifname
+        self.ifaddr = str(ipaddress.IPv4Address(ifaddr))
+        self.transport = transport
+        self.ifindex = socket.if_nametoindex(ifname)   # OSError(ENODEV-like) if missing
+        self.foreign_dropped = 0                        # datagrams from another interface
+        self.own_dropped = 0                            # our own (looped-back) datagrams
+        self._own = socket.inet_aton(self.ifaddr)
+        self.last_error: OSError | None = None          # the last send error, for logging
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, PROTO_CARP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, TTL)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            mreqn_if = _MREQN.pack(b"\0" * 4, socket.inet_aton(self.ifaddr), self.ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn_if)
+            if transport == "multicast":
+                mreq = _MREQN.pack(socket.inet_aton(MULTICAST_GROUP),
+                                   socket.inet_aton(self.ifaddr), self.ifindex)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            if transport == "broadcast":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._cmsg = [(socket.IPPROTO_IP, IP_PKTINFO,
+                       _PKTINFO.pack(self.ifindex, socket.inet_aton(self.ifaddr), b"\0" * 4))]
+        # Anything queued before SO_BINDTODEVICE took effect may come from any interface.
+        self.recv_all()
+
+    def __repr__(self) -> str:
+        return f"AdvertSocket({self.ifname!r}, {self.ifaddr!r}, {self.transport!r})"
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def send(self, payload: bytes, dst: str) -> bool:
+        """Send one advert (payload without IP header) to dst; False on any OSError."""
+        try:
+            self._sock.sendmsg([payload], self._cmsg, 0, (str(dst), 0))
+            return True
+        except OSError as e:
+            self.last_error = e
+            log.debug("%s: send to %s failed: %s", self.ifname, dst, e)
+            return False
+
+    def _recv_one(self) -> bytes | None:
+        """One datagram from this interface, None when the queue is empty (or on error)."""
+        while True:
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    return None
+                log.debug("%s: recv error: %s", self.ifname, e)
+                return None
+            ifindex = None
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
+                    ifindex = _PKTINFO.unpack_from(value)[0]
+            if ifindex is not None and ifindex != self.ifindex:
+                self.foreign_dropped += 1
+                continue
+            if data[12:16] == self._own:
+                self.own_dropped += 1
+                continue
+            return data
+
+    def recv(self) -> tuple[bytes, str] | None:
+        """One queued datagram (IPv4 header included) and this socket's ifname, or None."""
+        data = self._recv_one()
+        return None if data is None else (data, self.ifname)
+
+    def recv_all(self) -> list[bytes]:
+        """Every queued datagram (IPv4 header included), without blocking (at most 256 a call)."""
+        out = []
+        for _ in range(_BATCH):
+            data = self._recv_one()
+            if data is None:
+                break
+            out.append(data)
+        return out
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> "AdvertSocket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

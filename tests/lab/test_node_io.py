@@ -1,0 +1,527 @@
+"""Node I/O adapters on real packets: two namespaces joined by veth pairs.
+
+    cp-t-node-a                         cp-t-node-b
+    va  198.18.9.1/24   <---- veth ---->  vb  198.18.9.2/24
+    va2 198.18.10.1/24  <---- veth ---->  vb2 198.18.10.2/24   (second link: per-interface checks)
+
+The code under test runs inside the namespaces (`ip netns exec NS python -c SNIPPET`); a snippet
+prints JSON lines. Only these two namespaces are made and removed (by name).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from carpool.ha.ipv4 import parse_ipv4
+from carpool.node.addresses import build_garp, vmac_for, vmac_ifname
+from carpool.node.rawsock import destinations
+
+NS_A, NS_B = "cp-t-node-a", "cp-t-node-b"
+A1, B1 = "198.18.9.1", "198.18.9.2"
+A2, B2 = "198.18.10.1", "198.18.10.2"
+SHARED = "198.18.9.10"
+SILENT = "198.18.9.77"
+VMAC = vmac_for(7)
+PY = sys.executable
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+
+PRELUDE = """
+import asyncio, json, os, select, socket, struct, subprocess, sys, time
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+"""
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=10)
+
+
+def _delete_namespaces() -> None:
+    existing = ip("netns", "list", check=False).stdout.split()
+    for ns in (NS_A, NS_B):
+        if ns in existing:
+            ip("netns", "delete", ns, check=False)
+
+
+class Snippet:
+    """A python snippet running in a namespace; reads its JSON lines with deadlines."""
+
+    def __init__(self, ns: str, code: str):
+        self.ns = ns
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, PY, "-c", PRELUDE + textwrap.dedent(code)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._buf = b""
+
+    def read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise AssertionError(f"{self.ns}: no output within {timeout}s; "
+                                     f"stderr: {self.proc.stderr.read().decode()}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self.proc.wait(timeout=5)
+                    raise AssertionError(f"{self.ns}: snippet exited ({self.proc.returncode}); "
+                                         f"stderr: {self.proc.stderr.read().decode()}")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def finish(self, timeout: float) -> dict:
+        """The last JSON line; the snippet must exit with status 0."""
+        try:
+            rest, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.ns}: snippet still running after {timeout}s")
+        lines = [ln for ln in (self._buf + rest).decode().splitlines() if ln.strip()]
+        assert self.proc.returncode == 0, f"{self.ns}: exit {self.proc.returncode}: {err.decode()}"
+        assert lines, f"{self.ns}: no output; stderr: {err.decode()}"
+        return json.loads(lines[-1])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def run_in(ns: str, code: str, timeout: float = 15) -> dict:
+    snippet = Snippet(ns, code)
+    try:
+        return snippet.finish(timeout)
+    finally:
+        snippet.kill()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, raw sockets)")
+    _delete_namespaces()  # leftovers of an interrupted run, by name
+    try:
+        ip("netns", "add", NS_A)
+        ip("netns", "add", NS_B)
+        for a, b, aa, ba in (("va", "vb", A1, B1), ("va2", "vb2", A2, B2)):
+            ip("link", "add", a, "netns", NS_A, "type", "veth", "peer", "name", b, "netns", NS_B)
+            ip("-n", NS_A, "addr", "add", f"{aa}/24", "dev", a)
+            ip("-n", NS_B, "addr", "add", f"{ba}/24", "dev", b)
+        for ns, links in ((NS_A, ("lo", "va", "va2")), (NS_B, ("lo", "vb", "vb2"))):
+            for link in links:
+                ip("-n", ns, "link", "set", link, "up")
+        yield
+    finally:
+        _delete_namespaces()
+
+
+@pytest.fixture
+def clean(lab):
+    """Each test starts with no shared address, no macvlan and empty neighbour tables."""
+    def reset():
+        run_in(NS_A, f"""
+            from carpool.node import addresses
+            addresses.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
+            out(ok=True)
+        """)
+        ip("-n", NS_A, "link", "set", "va", "up")
+        ip("-n", NS_B, "link", "set", "vb", "up")
+        ip("-n", NS_B, "neigh", "flush", "dev", "vb", check=False)
+    reset()
+    yield
+    reset()
+
+
+def _ip_facts(hexdata: str) -> tuple[str, str, int, int, bytes]:
+    pkt = parse_ipv4(bytes.fromhex(hexdata))
+    return str(pkt.src), str(pkt.dst), pkt.ttl, pkt.protocol, pkt.payload
+
+
+def _read_pcap(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    order = "<" if struct.unpack_from("<I", data)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    frames, offset = [], 24
+    while offset + 16 <= len(data):
+        incl = struct.unpack_from(order + "I", data, offset + 8)[0]
+        frames.append(data[offset + 16:offset + 16 + incl])
+        offset += 16 + incl
+    return frames
+
+
+# -- pure checks --------------------------------------------------------------------------------
+def test_garp_frame_matches_captured_peers():
+    ka = _read_pcap(VECTORS / "garp-ka.pcap")
+    ucarp = _read_pcap(VECTORS / "garp-ucarp.pcap")
+    assert ka and ucarp
+    mac = ":".join(f"{b:02x}" for b in ka[0][6:12])
+    ours = build_garp(mac, "198.18.0.10")
+    assert ours == ka[0][:42]                          # keepalived: identical, byte for byte
+    assert ours[:32] == ucarp[0][:32] and ours[38:] == ucarp[0][38:42]  # ucarp: tha differs only
+
+
+def test_destinations_and_names():
+    assert destinations("multicast", B1, A1, 24) == ["224.0.0.18"]
+    assert destinations("unicast", B1, A1, 24) == [B1]
+    assert destinations("broadcast", B1, A1, 24) == ["198.18.9.255"]
+    assert destinations("broadcast", None, "198.18.1.1", 30) == ["198.18.1.3"]
+    assert destinations("broadcast", None, "198.18.1.0", 31) == ["255.255.255.255"]
+    with pytest.raises(ValueError):
+        destinations("unicast", None, A1, 24)
+    with pytest.raises(ValueError):
+        destinations("anycast", B1, A1, 24)
+    assert vmac_for(7) == "00:00:5e:00:01:07" and vmac_for(255) == "00:00:5e:00:01:ff"
+    assert vmac_ifname("eth0", vmac_for(1)) == "cv1-eth0"
+    assert vmac_ifname("enp0s31f6xyz", vmac_for(200), ifindex=12) == "cv200-i12"
+
+
+# -- raw advert sockets -------------------------------------------------------------------------
+@pytest.mark.lab
+@pytest.mark.parametrize("transport", ["multicast", "unicast", "broadcast", "limited-broadcast"])
+def test_advert_reaches_partner_on_its_interface_only(lab, transport):
+    if transport == "limited-broadcast":   # 255.255.255.255 instead of the subnet's broadcast
+        transport = "broadcast"
+        dst_va = dst_va2 = dst_back = "255.255.255.255"
+    else:
+        dst_va = destinations(transport, B1, A1, 24)[0]
+        dst_va2 = destinations(transport, B2, A2, 24)[0]
+        dst_back = destinations(transport, A1, B1, 24)[0]
+    b = Snippet(NS_B, f"""
+        from carpool.node.rawsock import AdvertSocket
+        b1 = AdvertSocket("vb", "{B1}", "{transport}")
+        b2 = AdvertSocket("vb2", "{B2}", "{transport}")
+        out(ready=True)
+        got = {{"vb": [], "vb2": []}}
+        deadline = time.monotonic() + 5
+        while not (got["vb"] and got["vb2"]) and time.monotonic() < deadline:
+            ready, _, _ = select.select([b1, b2], [], [], max(0, deadline - time.monotonic()))
+            for s in ready:
+                got[s.ifname] += [d.hex() for d in s.recv_all()]
+        for s in (b1, b2):
+            got[s.ifname] += [d.hex() for d in s.recv_all()]
+        answered = b1.send(b"B-ANSWER", "{dst_back}")
+        out(got=got, answered=answered, foreign=b1.foreign_dropped + b2.foreign_dropped)
+    """)
+    try:
+        assert b.read(10) == {"ready": True}
+        a = run_in(NS_A, f"""
+            from carpool.node.rawsock import AdvertSocket
+            a1 = AdvertSocket("va", "{A1}", "{transport}")
+            a2 = AdvertSocket("va2", "{A2}", "{transport}")
+            sent = [a1.send(b"ADVERT-ON-VA", "{dst_va}"), a2.send(b"ADVERT-ON-VA2", "{dst_va2}")]
+            got = []
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                if select.select([a1], [], [], max(0, deadline - time.monotonic()))[0]:
+                    got += [d.hex() for d in a1.recv_all()]
+            out(sent=sent, got=got, got2=[d.hex() for d in a2.recv_all()], own=a1.own_dropped)
+        """)
+        res = b.finish(10)
+    finally:
+        b.kill()
+    assert a["sent"] == [True, True]
+    assert res["answered"] is True
+    # B: exactly the advert of its own link on each socket, TTL 255, protocol 112
+    assert [_ip_facts(h) for h in res["got"]["vb"]] == [(A1, dst_va, 255, 112, b"ADVERT-ON-VA")]
+    assert [_ip_facts(h) for h in res["got"]["vb2"]] == [(A2, dst_va2, 255, 112, b"ADVERT-ON-VA2")]
+    # A: only B's answer, never its own advert looped back
+    assert [_ip_facts(h) for h in a["got"]] == [(B1, dst_back, 255, 112, b"B-ANSWER")]
+    assert a["got2"] == []
+    # the kernel loops broadcasts back to the sender whatever IP_MULTICAST_LOOP says: dropped
+    assert a["own"] == (1 if transport == "broadcast" else 0)
+
+
+@pytest.mark.lab
+def test_send_error_returns_false_and_socket_survives_link_flap(clean):
+    a = Snippet(NS_A, f"""
+        from carpool.node import links
+        from carpool.node.rawsock import AdvertSocket
+        s = AdvertSocket("va", "{A1}", "multicast")
+        subprocess.run(["ip", "link", "set", "dev", "va", "down"], check=True)
+        try:
+            failed = s.send(b"x", "224.0.0.18")
+            err = s.last_error.errno if s.last_error else None
+        finally:
+            subprocess.run(["ip", "link", "set", "dev", "va", "up"], check=True)
+        deadline = time.monotonic() + 5
+        while not links.link_up("va") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out(failed=failed, err=err)
+        got = []
+        while not got and time.monotonic() < deadline:
+            if select.select([s], [], [], max(0, deadline - time.monotonic()))[0]:
+                got += [d.hex() for d in s.recv_all()]
+        out(got=got, sent_again=s.send(b"y", "224.0.0.18"))
+    """)
+    try:
+        first = a.read(10)
+        assert first["failed"] is False and first["err"] is not None
+        b = run_in(NS_B, f"""
+            from carpool.node.rawsock import AdvertSocket
+            out(sent=AdvertSocket("vb", "{B1}", "multicast").send(b"AFTER-FLAP", "224.0.0.18"))
+        """)
+        assert b["sent"] is True
+        res = a.finish(10)
+    finally:
+        a.kill()
+    assert [_ip_facts(h)[4] for h in res["got"]] == [b"AFTER-FLAP"]
+    assert res["sent_again"] is True
+
+
+@pytest.mark.lab
+def test_advert_socket_needs_an_interface(lab):
+    res = run_in(NS_A, f"""
+        from carpool.node.rawsock import AdvertSocket
+        try:
+            AdvertSocket("nosuch0", "{A1}", "multicast")
+            out(raised=None)
+        except OSError as e:
+            out(raised=type(e).__name__)
+    """)
+    assert res["raised"] is not None
+
+
+# -- shared addresses ---------------------------------------------------------------------------
+def _ping_from_b(address: str, timeout: float = 1.0) -> float | None:
+    return run_in(NS_B, f"""
+        from carpool.node.icmp import ping
+        out(rtt=asyncio.run(ping("{address}", {timeout})))
+    """)["rtt"]
+
+
+@pytest.mark.lab
+def test_shared_address_add_remove_idempotent(clean):
+    res = run_in(NS_A, f"""
+        from carpool.node import addresses as ad
+        before = ad.present("va", "{SHARED}/24")
+        ad.add_shared("va", "{SHARED}/24", None)
+        ad.add_shared("va", "{SHARED}/24", None)   # again: not an error
+        out(before=before, after=ad.present("va", "{SHARED}/24"))
+    """)
+    assert res == {"before": False, "after": True}
+    shown = ip("-n", NS_A, "-4", "-o", "addr", "show", "dev", "va").stdout
+    assert f"{SHARED}/24" in shown and shown.count(SHARED) == 1
+    assert _ping_from_b(SHARED) is not None
+    res = run_in(NS_A, f"""
+        from carpool.node import addresses as ad
+        ad.remove_shared("va", "{SHARED}/24", None)
+        ad.remove_shared("va", "{SHARED}/24", None)   # again: not an error
+        ad.remove_shared("nosuch0", "{SHARED}/24", None)
+        out(after=ad.present("va", "{SHARED}/24"), own=ad.present("va", "{A1}/24"))
+    """)
+    assert res == {"after": False, "own": True}
+    assert _ping_from_b(SHARED, 0.3) is None
+
+
+@pytest.mark.lab
+def test_add_shared_from_inside_an_event_loop(clean):
+    res = run_in(NS_A, f"""
+        from carpool.node import addresses as ad
+        async def main():
+            ad.add_shared("va", "{SHARED}/24", "{VMAC}")
+            here = ad.present("va", "{SHARED}/24", "{VMAC}")
+            gone = ad.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
+            return here, gone, ad.present("va", "{SHARED}/24")
+        here, gone, after = asyncio.run(main())
+        out(here=here, gone=gone, after=after)
+    """)
+    assert res["here"] is True and res["after"] is False
+    assert any("cv7-va" in g for g in res["gone"])
+
+
+@pytest.mark.lab
+def test_vmac_macvlan_reachable_from_partner(clean):
+    res = run_in(NS_A, f"""
+        from carpool.node import addresses as ad, links
+        ad.add_shared("va", "{SHARED}/24", "{VMAC}")
+        ad.add_shared("va", "{SHARED}/24", "{VMAC}")
+        link = links.get_link("cv7-va")
+        out(mac=link.mac, up=link.up, on_vmac=ad.present("va", "{SHARED}/24", "{VMAC}"),
+            anywhere=ad.present("va", "{SHARED}/24"),
+            vmac_addrs=links.ipv4_addresses("cv7-va"), va_addrs=links.ipv4_addresses("va"))
+    """)
+    assert res["mac"] == VMAC and res["up"] is True
+    assert res["on_vmac"] is True and res["anywhere"] is True
+    assert res["vmac_addrs"] == [[SHARED, 24]] and res["va_addrs"] == [[A1, 24]]
+    detail = ip("-n", NS_A, "-d", "link", "show", "cv7-va").stdout
+    assert "macvlan" in detail and "cv7-va@va" in detail
+    # A's own traffic keeps its own route and source address
+    route = ip("-n", NS_A, "route", "get", B1).stdout
+    assert "dev va" in route and f"src {A1}" in route
+    # B reaches the shared address, and only the virtual MAC answers ARP for it
+    res = run_in(NS_B, f"""
+        from carpool.node.icmp import ping
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        s.bind(("vb", 0x0806))
+        rtt = asyncio.run(ping("{SHARED}", 1.0))
+        replies = []
+        while select.select([s], [], [], 0)[0]:
+            f = s.recv(2048)
+            if f[20:22] == b"\\0\\2" and f[28:32] == socket.inet_aton("{SHARED}"):
+                replies.append(":".join(f"{{b:02x}}" for b in f[22:28]))
+        out(rtt=rtt, replies=replies)
+    """)
+    assert res["rtt"] is not None
+    assert res["replies"] and set(res["replies"]) == {VMAC}
+    neigh = ip("-n", NS_B, "neigh", "show", SHARED, "dev", "vb").stdout
+    assert VMAC in neigh
+    run_in(NS_A, f"""
+        from carpool.node import addresses as ad
+        ad.remove_shared("va", "{SHARED}/24", "{VMAC}")
+        ad.remove_shared("va", "{SHARED}/24", "{VMAC}")
+        out(ok=True)
+    """)
+    assert ip("-n", NS_A, "link", "show", "cv7-va", check=False).returncode != 0
+    assert _ping_from_b(SHARED, 0.3) is None
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("vmac", [None, VMAC])
+def test_gratuitous_arp_reaches_partner(clean, vmac):
+    ip("netns", "exec", NS_B, "sysctl", "-qw", "net.ipv4.conf.vb.arp_accept=1")
+    b = Snippet(NS_B, f"""
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        s.bind(("vb", 0x0806))
+        out(ready=True)
+        frames = []
+        deadline = time.monotonic() + 5
+        while len(frames) < 2 and time.monotonic() < deadline:
+            if select.select([s], [], [], max(0, deadline - time.monotonic()))[0]:
+                f = s.recv(2048)
+                if f[28:32] == socket.inet_aton("{SHARED}"):
+                    frames.append(f.hex())
+        neigh = ""
+        while time.monotonic() < deadline:   # the kernel learns it from the same frame
+            neigh = subprocess.run(["ip", "neigh", "show", "{SHARED}", "dev", "vb"],
+                                   capture_output=True, text=True).stdout
+            if "lladdr" in neigh:
+                break
+            time.sleep(0.01)
+        out(frames=frames, neigh=neigh)
+    """)
+    try:
+        assert b.read(10) == {"ready": True}
+        a = run_in(NS_A, f"""
+            from carpool.node import addresses as ad, links
+            vmac = {vmac!r}
+            ad.add_shared("va", "{SHARED}/24", vmac)
+            n = ad.send_garp("va", "{SHARED}", vmac, count=2)
+            out(n=n, mac=vmac or links.mac_address("va"))
+        """)
+        res = b.finish(10)
+    finally:
+        b.kill()
+    assert a["n"] == 2
+    expected = build_garp(a["mac"], SHARED)
+    frames = [bytes.fromhex(f) for f in res["frames"]]
+    assert len(frames) == 2
+    for frame in frames:
+        assert frame[:42] == expected and frame[42:].strip(b"\0") == b""
+    assert a["mac"] in res["neigh"]
+
+
+@pytest.mark.lab
+def test_send_garp_errors_are_oserror(lab):
+    res = run_in(NS_A, f"""
+        from carpool.node import addresses as ad
+        try:
+            ad.send_garp("nosuch0", "{SHARED}")
+            out(raised=None)
+        except OSError as e:
+            out(raised=type(e).__name__)
+    """)
+    assert res["raised"] is not None
+
+
+# -- links -------------------------------------------------------------------------------------
+@pytest.mark.lab
+def test_link_monitor_reports_changes_at_once(clean):
+    res = run_in(NS_A, f"""
+        from carpool.node import links
+        async def main():
+            events = asyncio.Queue()
+            mon = links.LinkMonitor(lambda name, up: events.put_nowait((name, up, time.monotonic())))
+            mon.attach(asyncio.get_running_loop())
+            facts = dict(state=mon.state("va"), missing=mon.state("nosuch0"),
+                         addr=links.ipv4_address("va"), mac=links.mac_address("va"),
+                         nomac=links.mac_address("nosuch0"), noaddr=links.ipv4_address("nosuch0"))
+            async def expect(name, up, timeout):
+                deadline = time.monotonic() + timeout
+                while True:
+                    n, u, t = await asyncio.wait_for(events.get(), max(0, deadline - time.monotonic()))
+                    if n == name:
+                        assert u == up, (n, u)
+                        return t
+            def run(*cmd):
+                t0 = time.monotonic()
+                subprocess.run(cmd, check=True)
+                return t0
+            delays = {{}}
+            t0 = run("ip", "link", "set", "dev", "va", "down")
+            delays["admin_down"] = await expect("va", False, 2) - t0
+            facts["state_down"] = mon.state("va")
+            t0 = run("ip", "link", "set", "dev", "va", "up")
+            delays["admin_up"] = await expect("va", True, 3) - t0
+            t0 = run("ip", "-n", "{NS_B}", "link", "set", "dev", "vb", "down")
+            delays["carrier_down"] = await expect("va", False, 2) - t0
+            t0 = run("ip", "-n", "{NS_B}", "link", "set", "dev", "vb", "up")
+            delays["carrier_up"] = await expect("va", True, 3) - t0
+            facts["state_up"] = mon.state("va")
+            facts["known"] = mon.known().get("va")
+            mon.close()
+            return facts, delays
+        facts, delays = asyncio.run(main())
+        out(facts=facts, delays=delays)
+    """)
+    facts, delays = res["facts"], res["delays"]
+    assert facts["state"] is True and facts["missing"] is False
+    assert facts["addr"] == [A1, 24] and facts["noaddr"] is None
+    assert facts["mac"] in ip("-n", NS_A, "link", "show", "va").stdout and facts["nomac"] is None
+    assert facts["state_down"] is False and facts["state_up"] is True and facts["known"] is True
+    assert delays["admin_down"] < 0.2, delays
+    assert delays["carrier_down"] < 0.2, delays
+    assert delays["admin_up"] < 0.5 and delays["carrier_up"] < 0.5, delays
+
+
+# -- ICMP ----------------------------------------------------------------------------------------
+@pytest.mark.lab
+def test_ping_live_and_silent(lab):
+    res = run_in(NS_B, f"""
+        from carpool.node.icmp import Pinger, ping
+        async def main():
+            with Pinger() as p:
+                t0 = time.monotonic()
+                many = await p.ping_many(["{A1}", "{SILENT}", "{A2}"], 0.5)
+                elapsed = time.monotonic() - t0
+                burst = await asyncio.gather(*(p.ping("{A1}", 1.0) for _ in range(20)))
+                via = await p.ping("{A1}", 1.0, ifname="vb")
+                via2 = await p.ping("{A2}", 1.0, ifname="vb2")
+            one = await ping("{A1}", 1.0)
+            t0 = time.monotonic()
+            silent = await ping("{SILENT}", 0.3)
+            silent_elapsed = time.monotonic() - t0
+            return dict(many=many, elapsed=elapsed, burst=burst, via=via, via2=via2,
+                        one=one, silent=silent, silent_elapsed=silent_elapsed)
+        out(**asyncio.run(main()))
+    """)
+    assert isinstance(res["many"][A1], float) and 0 < res["many"][A1] < 0.5
+    assert isinstance(res["many"][A2], float)
+    assert res["many"][SILENT] is None
+    assert 0.45 <= res["elapsed"] < 1.0
+    assert all(isinstance(r, float) for r in res["burst"])
+    assert isinstance(res["via"], float) and isinstance(res["one"], float)
+    assert isinstance(res["via2"], float)
+    assert res["silent"] is None and 0.25 <= res["silent_elapsed"] < 0.8
