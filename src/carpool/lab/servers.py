@@ -1,0 +1,81 @@
+"""A lab real server: a small HTTP/1.1 server that says who it is.
+
+    GET /          -> "<name>\\n"            (e.g. "cp-r1\\n"), header X-Server: <name>
+    GET /bytes/N   -> N bytes of "x" (N <= 64 MiB), for throughput runs
+    anything else  -> 404
+
+Run inside a namespace as `python -m carpool.lab.servers --name cp-r1 --pid-file F`; the pid file
+is written once the socket listens, so the lab knows when the server is ready.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BYTES = 64 * 1024 * 1024
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "carpool-lab"
+    name = "server"
+
+    def _reply(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        status, body = 200, b""
+        if path == "/":
+            body = f"{self.name}\n".encode()
+        elif path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
+            body = b"x" * int(path[7:])
+        else:
+            status, body = 404, b"not found\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Server", self.name)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._reply(True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._reply(False)
+
+    def log_message(self, *_args) -> None:  # quiet: benchmarks send many requests
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", required=True)
+    p.add_argument("--port", type=int, default=80)
+    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--pid-file", help="written once listening")
+    args = p.parse_args(argv)
+    Handler.name = args.name
+    server = Server((args.bind, args.port), Handler)
+    if args.pid_file:
+        tmp = f"{args.pid_file}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, args.pid_file)
+    print(f"{args.name}: listening on {args.bind}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The two units of the lab: their configuration files, their daemons, their status.
+
+Unit X (a or b) lives in namespace cp-X with state dir <lab dir>/X:
+    carpool.toml      the configuration (docs/config.md), written by the lab
+    carpool.log       stdout + stderr of `carpool run`
+    lab-run.pid       the pid of `carpool run` (the supervisor), written by the lab
+    daemon.pid        the worker's pid, written by the supervisor
+    carpool.sock      the daemon's control socket (`carpool status`)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .ns import (LabError, LabTimeout, alive, child_env, cmdline, read_pid, signal_pid, stop_pids,
+                 venv_bin, wait_for, write_file)
+from .topology import HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNITS, unit_ns
+
+SECRET = "lab-secret"
+VHID = 1
+
+
+# -- configuration ----------------------------------------------------------------------------
+def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = False,
+                preferred: str = "none") -> dict:
+    """The lab's configuration document of one unit, as a dict (before overrides)."""
+    def own(unit_, ifname):
+        return UNIT_ADDR[unit_][ifname].split("/")[0]
+
+    return {
+        "unit": {"role": ROLES[unit], "secret": SECRET, "state_dir": str(state_dir)},
+        "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
+        "interface": [
+            {"name": "eth0", "shared": [SHARED_LAN], "first": own("a", "eth0"),
+             "second": own("b", "eth0")},
+            {"name": HEARTBEAT, "heartbeat": True, "first": own("a", HEARTBEAT),
+             "second": own("b", HEARTBEAT)},
+            {"name": "eth2", "shared": [SHARED_SRV], "first": own("a", "eth2"),
+             "second": own("b", "eth2")},
+        ],
+    }
+
+
+def _flatten(prefix: tuple, value: Any):
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _flatten(prefix + tuple(str(key).split(".")), sub)
+    else:
+        yield prefix, value
+
+
+def _set(table: dict, path: tuple, value: Any) -> None:
+    for key in path[:-1]:
+        table = table.setdefault(key, {})
+    if value is None:
+        table.pop(path[-1], None)
+    else:
+        table[path[-1]] = copy.deepcopy(value)
+
+
+def apply_overrides(doc: dict, overrides: dict | None, unit: str) -> dict:
+    """A copy of doc with overrides applied. Keys are nested dicts or dotted paths:
+    {"ha": {"ha_timeout": 6}}, {"ha.preferred": "first"}, {"unit.log_level": "debug"};
+    interfaces by name: {"interface.eth0.ping_target": "198.18.0.100"} (an unknown name adds
+    one), {"interface.eth2": None} removes one, {"interface": [...]} replaces the list.
+    A value None removes the key. Keys under "a" / "b" apply to that unit only, after the
+    common ones: {"b": {"unit.secret": "other"}} or {"b.unit.secret": "other"}."""
+    doc = copy.deepcopy(doc)
+    flat = list(_flatten((), overrides or {}))
+    common = [(path, value) for path, value in flat if path[0] not in UNITS]
+    own = [(path[1:], value) for path, value in flat if path[0] == unit and len(path) > 1]
+    for path, value in common + own:
+        if path[0] == "interface" and len(path) >= 2:
+            ifaces = doc.setdefault("interface", [])
+            match = [i for i in ifaces if i.get("name") == path[1]]
+            if len(path) == 2 and value is None:
+                ifaces[:] = [i for i in ifaces if i.get("name") != path[1]]
+                continue
+            if not match:
+                match = [{"name": path[1]}]
+                ifaces.append(match[0])
+            if len(path) > 2:
+                _set(match[0], path[2:], value)
+        else:
+            _set(doc, path, value)
+    return doc
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise LabError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def to_toml(doc: dict) -> str:
+    """TOML for the documents the lab writes: scalars, tables, arrays of tables."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items()
+             if not isinstance(v, dict) and not _is_table_array(v)]
+    for key, table in doc.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    for key, tables in doc.items():
+        if _is_table_array(tables):
+            for table in tables:
+                lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+# -- the units' daemons -----------------------------------------------------------------------
+class UnitsMixin:
+    """Part of Lab: expects self.dir (Path), self.options (dict), self.wanted (set of units),
+    self._save()."""
+
+    dir: Path
+    options: dict
+    wanted: set
+
+    # where things are
+    def state_dir(self, unit: str) -> Path:
+        return self.dir / unit
+
+    def config_path(self, unit: str) -> Path:
+        return self.state_dir(unit) / "carpool.toml"
+
+    def log_path(self, unit: str) -> Path:
+        return self.state_dir(unit) / "carpool.log"
+
+    def socket_path(self, unit: str) -> Path:
+        return self.state_dir(unit) / "carpool.sock"
+
+    def _unit_pid(self, unit: str, pid_file: str) -> int | None:
+        # Alive and running this unit's configuration: never a recycled pid. (Not checked by
+        # namespace: `ip netns exec` enters cp-X only just after it starts.)
+        pid = read_pid(self.state_dir(unit) / pid_file)
+        return pid if alive(pid) and str(self.config_path(unit)) in cmdline(pid) else None
+
+    def supervisor_pid(self, unit: str) -> int | None:
+        """pid of `carpool run` of unit X (from <state_dir>/lab-run.pid), if it is alive."""
+        return self._unit_pid(self.unit(unit), "lab-run.pid")
+
+    def daemon_pid(self, unit: str) -> int | None:
+        """pid of the worker daemon (from <state_dir>/daemon.pid), if it is alive."""
+        return self._unit_pid(self.unit(unit), "daemon.pid")
+
+    def unit_running(self, unit: str) -> bool:
+        unit = self.unit(unit)
+        return self.supervisor_pid(unit) is not None and self.daemon_pid(unit) is not None
+
+    # configuration
+    def unit_config(self, unit: str) -> dict:
+        unit = self.unit(unit)
+        o = self.options
+        doc = base_config(unit, self.state_dir(unit), o.get("fast", False), o.get("vmac", False),
+                          o.get("preferred", "none"))
+        return apply_overrides(doc, o.get("overrides"), unit)
+
+    def write_configs(self, **options) -> None:
+        """Rewrite both units' configuration files; options as for up() (fast, vmac,
+        preferred, overrides) replace the current ones. Running daemons are not restarted."""
+        unknown = set(options) - {"fast", "vmac", "preferred", "overrides"}
+        if unknown:
+            raise LabError(f"write_configs: unknown options {sorted(unknown)}")
+        self.options.update(options)
+        for unit in UNITS:
+            write_file(self.config_path(unit), to_toml(self.unit_config(unit)))
+        self._save()
+
+    # life cycle
+    def _run_argv(self, unit: str) -> list[str]:
+        carpool = venv_bin() / "carpool"
+        cmd = [str(carpool)] if carpool.exists() else [str(venv_bin() / "python"), "-m",
+                                                       "carpool.cli"]
+        return ["ip", "netns", "exec", unit_ns(unit), *cmd, "run", "--config",
+                str(self.config_path(unit))]
+
+    def start_unit(self, unit: str, wait: bool = True, timeout: float = 15.0) -> int:
+        """Start `carpool run` in cp-X in the background; with wait, until its daemon answers
+        `status` with a state. Returns the supervisor pid. A running unit is left alone."""
+        unit = self.unit(unit)
+        self.wanted.add(unit)
+        self._save()
+        pid = self.supervisor_pid(unit)
+        if pid is not None and self.daemon_pid(unit) is not None:
+            return pid
+        if pid is not None:
+            self._stop_remnants(unit)
+        proc = self._launch(unit)
+        if wait:
+            self._wait_answers(unit, timeout)
+        return proc.pid
+
+    def _launch(self, unit: str) -> subprocess.Popen:
+        sdir = self.state_dir(unit)
+        sdir.mkdir(parents=True, exist_ok=True)
+        for stale in ("daemon.pid", "lab-run.pid"):
+            (sdir / stale).unlink(missing_ok=True)
+        if not self.config_path(unit).exists():
+            self.write_configs()
+        with open(self.log_path(unit), "ab") as log:
+            log.write(f"--- lab: starting unit {unit} at {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                self._run_argv(unit), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env=child_env({"CARPOOL_CONFIG": str(self.config_path(unit))}))
+        self._children[proc.pid] = proc
+        write_file(sdir / "lab-run.pid", f"{proc.pid}\n")
+        return proc
+
+    def _wait_answers(self, unit: str, timeout: float = 15.0) -> str:
+        """Wait until the unit's daemon answers status with a state (returned)."""
+        def answers():
+            if self.supervisor_pid(unit) is None:
+                raise LabError(f"unit {unit}: `carpool run` exited; log {self.log_path(unit)}:"
+                               f"\n{self.log_tail(unit)}")
+            return self.unit_status(unit).get("state")
+        try:
+            return wait_for(answers, timeout, what=f"unit {unit} answers status")
+        except LabTimeout as e:
+            raise LabTimeout(f"{e}; log {self.log_path(unit)}:\n{self.log_tail(unit)}") from None
+
+    def stop_unit(self, unit: str, timeout: float = 5.0) -> None:
+        """SIGTERM the unit's supervisor (the daemon bows out), SIGKILL after timeout."""
+        unit = self.unit(unit)
+        self.wanted.discard(unit)
+        self._save()
+        self._stop_remnants(unit, timeout)
+
+    def _stop_remnants(self, unit: str, timeout: float = 5.0) -> None:
+        pids = {p: None for p in (self.supervisor_pid(unit), self.daemon_pid(unit)) if p}
+        if pids:
+            stop_pids(pids, grace=timeout)
+
+    def start_units(self, timeout: float | None = None) -> str:
+        """Start both units; wait until both report a state and exactly one is master."""
+        for unit in UNITS:
+            self.start_unit(unit, wait=False)
+        return self.wait_for_master(timeout)
+
+    def default_timeout(self) -> float:
+        """Long enough for a first election under the current configuration."""
+        a = self.unit_config("a").get("ha", {})
+        fast = bool(a.get("fast"))
+        master_down = 1.0 if fast else 3.0 * int(a.get("ha_timeout", 3))
+        return 10.0 + master_down + float(a.get("initial_wait", 0))
+
+    # status
+    def unit_status(self, unit: str, timeout: float = 1.0) -> dict:
+        """The daemon's status object; {"state": None, "error": why} when none answers."""
+        unit = self.unit(unit)
+        path = self.socket_path(unit)
+        if not path.exists():
+            return {"state": None, "error": f"no control socket {path}"}
+        try:
+            from ..node import control
+            answer = control.request(str(path), "status", timeout=timeout)
+        except (OSError, ValueError) as e:
+            return {"state": None, "error": f"{path}: {e}"}
+        if not isinstance(answer, dict) or "state" not in answer:
+            return {"state": None, "error": f"{path}: unexpected answer {answer!r}"}
+        return answer
+
+    def states(self) -> dict[str, str | None]:
+        return {unit: self.unit_status(unit).get("state") for unit in UNITS}
+
+    def master(self) -> str | None:
+        """The unit that is master if exactly one is and both answer, else None."""
+        states = self.states()
+        if None in states.values():
+            return None
+        masters = [u for u, s in states.items() if s == "master"]
+        return masters[0] if len(masters) == 1 else None
+
+    def advert_interval(self) -> float:
+        """Seconds between adverts under the current configuration (unit a's)."""
+        ha = self.unit_config("a").get("ha", {})
+        if ha.get("fast"):
+            return int(ha.get("fast_interval_ms", 20)) / 1000
+        return int(ha.get("ha_timeout", 3)) // 3 + int(ha.get("advskew", 0)) / 256
+
+    def wait_for_master(self, timeout: float | None = None, settle: float | None = None) -> str:
+        """Wait until both units answer and exactly one is master, the same one for `settle`
+        seconds (default: one advert interval + 0.1 s, so that a unit whose master-down timer
+        fires just after the other's has had its say). Returns that unit (a or b)."""
+        timeout = self.default_timeout() if timeout is None else timeout
+        settle = self.advert_interval() + 0.1 if settle is None else settle
+        seen: list = [None, 0.0]  # master, since
+
+        def one_master():
+            for unit in UNITS:
+                if self.supervisor_pid(unit) is None:
+                    raise LabError(f"unit {unit} is not running; log {self.log_path(unit)}:\n"
+                                   f"{self.log_tail(unit)}")
+            master, now = self.master(), time.monotonic()
+            if master != seen[0]:
+                seen[:] = [master, now]
+            return master if master and now - seen[1] >= settle else None
+        try:
+            return wait_for(one_master, timeout + settle,
+                            what=f"both units answer, exactly one master for {settle:g}s")
+        except LabTimeout as e:
+            tails = "\n".join(f"unit {u} ({self.unit_status(u).get('state')}):\n"
+                              f"{self.log_tail(u)}" for u in UNITS)
+            raise LabTimeout(f"{e}\n{tails}") from None
+
+    def log_tail(self, unit: str, lines: int = 20) -> str:
+        try:
+            text = self.log_path(self.unit(unit)).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # signals (the faults use these)
+    def _signal_unit(self, unit: str, sig: int, who: str) -> int:
+        unit = self.unit(unit)
+        pid = self.daemon_pid(unit) if who == "daemon" else self.supervisor_pid(unit)
+        if pid is None or not signal_pid(pid, sig, None):
+            raise LabError(f"unit {unit}: no {who} process running")
+        return pid
+
+    def _kill_now(self, unit: str) -> list[int]:
+        """Freeze supervisor and worker, then SIGKILL both: neither gets to clean up."""
+        unit = self.unit(unit)
+        pids = [p for p in (self.supervisor_pid(unit), self.daemon_pid(unit)) if p]
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                signal_pid(pid, sig, None)
+        wait_for(lambda: not any(alive(p) for p in pids), 5.0, what=f"unit {unit} killed")
+        return pids
