@@ -162,9 +162,10 @@ class UnitsMixin:
         return self.supervisor_pid(unit) is not None and self.daemon_pid(unit) is not None
 
     # configuration
-    def unit_config(self, unit: str) -> dict:
+    def unit_config(self, unit: str, options: dict | None = None) -> dict:
+        """Unit X's configuration document under the lab's (or the given) options."""
         unit = self.unit(unit)
-        o = self.options
+        o = self.options if options is None else options
         doc = base_config(unit, self.state_dir(unit), o.get("fast", False), o.get("vmac", False),
                           o.get("preferred", "none"))
         return apply_overrides(doc, o.get("overrides"), unit)
@@ -175,9 +176,15 @@ class UnitsMixin:
         unknown = set(options) - {"fast", "vmac", "preferred", "overrides"}
         if unknown:
             raise LabError(f"write_configs: unknown options {sorted(unknown)}")
-        self.options.update(options)
-        for unit in UNITS:
-            write_file(self.config_path(unit), to_toml(self.unit_config(unit)))
+        merged = {**self.options, **options}
+        docs = {unit: self.unit_config(unit, merged) for unit in UNITS}
+        for unit, doc in docs.items():
+            if doc.get("unit", {}).get("state_dir") != str(self.state_dir(unit)):
+                raise LabError(f"unit.state_dir is the lab's ({self.state_dir(unit)}): "
+                               f"not an override")
+        self.options = merged
+        for unit, doc in docs.items():
+            write_file(self.config_path(unit), to_toml(doc))
         self._save()
 
     # life cycle
