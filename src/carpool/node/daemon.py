@@ -13,7 +13,7 @@ import os
 import secrets
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class Stats:
     adverts_sent: int = 0
     adverts_received: int = 0
     send_errors: int = 0
+    effect_errors: int = 0
     transitions: int = 0
 
 
@@ -66,6 +67,10 @@ class Daemon:
         self.profile = make_profile(cfg)
         self.own = frozenset(a for i in cfg.interfaces for a in (i.own(cfg.role),))
         primary = cfg.checked[0].own(cfg.role)
+        # Ranks compare unit identities, not per-link sources: any partner address counts as
+        # the partner's primary one, or the tie-break would differ per interface and flap.
+        partner_primary = cfg.checked[0].partner(cfg.role)
+        self.partner_identity = {i.partner(cfg.role): partner_primary for i in cfg.interfaces}
         self.election = el.Election(self.profile.params(primary, cfg.preempt, cfg.initial_wait))
         self.ifaces = {i.name: i for i in cfg.interfaces}
         self.state = {i.name: IfaceState() for i in cfg.interfaces}
@@ -87,7 +92,11 @@ class Daemon:
         before = self.election.state
         effects = self.election.handle(event, self.now())
         for effect in effects:
-            self.apply(effect)
+            try:
+                self.apply(effect)
+            except Exception:  # one failed effect must never stop the timer or the others
+                self.stats.effect_errors += 1
+                log.exception("applying %r failed", effect)
         if self.election.state is not before:
             self.stats.transitions += 1
             self.events.append({"time": time.time(), "old": before.value,
@@ -132,7 +141,7 @@ class Daemon:
         for name, sock in self.sockets.items():
             iface = self.ifaces[name]
             source = iface.own(self.cfg.role)
-            shared = [s.ip for s in iface.shared]
+            shared = advertised_addresses(self.cfg, iface)
             for dst in destinations(self.cfg, iface):
                 payload = self.profile.encode(bow_out, demote, self.counter, shared, source, dst)
                 if sock.send(payload, str(dst)):
@@ -174,8 +183,7 @@ class Daemon:
     # -- input -----------------------------------------------------------------------------
     def on_readable(self, name: str) -> None:
         sock = self.sockets[name]
-        iface = self.ifaces[name]
-        shared = [s.ip for s in iface.shared]
+        shared = advertised_addresses(self.cfg, self.ifaces[name])
         for datagram in sock.recv_all():
             try:
                 heard = self.profile.decode(datagram, self.own, shared)
@@ -184,10 +192,14 @@ class Daemon:
                 log.debug("drop on %s: %s %s", name, e.reason.value, e.detail)
                 continue
             self.stats.adverts_received += 1
+            rank = heard.rank
+            identity = self.partner_identity.get(heard.source)
+            if identity is not None:
+                rank = replace(rank, address=int(identity))
             st = self.state[name]
             st.last_advert = self.now()
             st.adverts_heard += 1
-            self.feed(el.AdvertReceived(heard.rank, heard.bow_out, name))
+            self.feed(el.AdvertReceived(rank, heard.bow_out, name))
 
     def on_link(self, ifname: str, up: bool) -> None:
         st = self.state.get(ifname)
@@ -280,6 +292,7 @@ class Daemon:
             "counters": {"adverts_sent": self.stats.adverts_sent,
                          "adverts_received": self.stats.adverts_received,
                          "send_errors": self.stats.send_errors,
+                         "effect_errors": self.stats.effect_errors,
                          "transitions": self.stats.transitions},
             "timers": {"advert_interval": e.params.advert_interval,
                        "master_down": e.params.master_down,
@@ -308,6 +321,7 @@ class Daemon:
         server = await control.serve(self.cfg.socket_path, {"status": self.status})
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopped.set)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
         log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
                  self.cfg.vhid, ", ".join(self.sockets))
         self.feed(el.Start())
@@ -325,6 +339,16 @@ class Daemon:
         for sock in self.sockets.values():
             sock.close()
         return 0
+
+
+def advertised_addresses(cfg: Config, iface) -> list[IPv4Address]:
+    """The addresses an advert on `iface` carries (and a received one must carry).
+
+    An interface without shared addresses (the heartbeat cable) carries all of the pair's:
+    VRRP needs at least one, and the CARP HMAC then proves the same appliance on every link.
+    """
+    own = [c.ip for c in iface.shared]
+    return own or [c.ip for i in cfg.interfaces for c in i.shared]
 
 
 def destinations(cfg: Config, iface) -> list[IPv4Address]:
@@ -362,7 +386,7 @@ def bow_out_once(cfg: Config) -> None:
             continue
         try:
             for dst in destinations(cfg, iface):
-                sock.send(profile.encode(True, 0, counter, [s.ip for s in iface.shared],
+                sock.send(profile.encode(True, 0, counter, advertised_addresses(cfg, iface),
                                          source, dst), str(dst))
         finally:
             sock.close()
