@@ -4,7 +4,8 @@ Events in, effects out. No sockets, no clock reads, no asyncio: the caller passe
 seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`.
 
     INIT --Start--> BACKUP --master down | bow-out | peer more demoted | preempt--> MASTER
-    MASTER --peer rank beats ours | our demote rises (bow out)--> BACKUP
+    MASTER --peer rank beats ours (a rising demote is advertised at once: a healthier
+             partner takes over and its advert makes us yield)--> BACKUP
     BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
 
 BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
@@ -217,7 +218,10 @@ class Election:
         where = f" on {advert.interface}" if advert.interface else ""
         if self._state is State.MASTER:
             if not advert.bow_out and peer.beats(ours):
-                reason = f"{_ip(peer.address)} beats us ({peer.versus(ours)}){where}"
+                why = peer.versus(ours)
+                if peer.demote < ours.demote:
+                    why += ": " + ", ".join(self._demote)
+                reason = f"{_ip(peer.address)} beats us ({why}){where}"
                 return self._become_backup(reason, now, bow_out=False)
             return []  # a weaker peer yields when it hears our next advert
         if advert.bow_out:
@@ -236,9 +240,12 @@ class Election:
         if old != reasons:
             log.info("demote %d -> %d: %s", len(old), len(reasons), ", ".join(reasons) or "none")
         if self._state is State.MASTER and len(reasons) > len(old):
-            added = [r for r in reasons if r not in old] or list(reasons)
-            reason = f"demoted {len(old)} -> {len(reasons)}: {', '.join(added)}"
-            return self._become_backup(reason, now, bow_out=True)
+            # Hand over rather than bow out: advertise the higher demote now; a healthier
+            # partner takes over at once and its advert makes us yield. A partner as demoted
+            # as we are (a cut heartbeat cable is down on both ends) or a dead one takes
+            # nothing, so the addresses stay served instead of nobody holding them.
+            self._deadline = now + self.params.advert_interval
+            return [SendAdvert(bow_out=False, demote=self.demote)]
         return []  # a BACKUP's demote travels in its adverts once it is MASTER; nothing to do
 
     def _shutdown(self, reason: str, now: float) -> list[Effect]:

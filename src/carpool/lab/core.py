@@ -42,6 +42,7 @@ class Lab(UnitsMixin, FaultsMixin):
         self.servers = 0
         self.wanted: set[str] = set()        # units that should be running (heal restarts them)
         self._children: dict[int, subprocess.Popen] = {}
+        self._signalled: dict[str, int] = {}  # unit -> supervisor pid, after kill()/term()
         self._load()
 
     # -- record -------------------------------------------------------------------------------

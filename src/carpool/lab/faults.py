@@ -144,6 +144,7 @@ class FaultsMixin:
         until exactly one unit is master (both wanted; returned) or the restarted unit answers
         status (one wanted; None)."""
         self.unblock()
+        self._wait_signalled()
         restart = [u for u in UNITS if u in self.wanted and not self.unit_running(u)]
         for unit in restart:
             self._stop_remnants(unit)

@@ -336,9 +336,20 @@ class UnitsMixin:
     def _signal_unit(self, unit: str, sig: int, who: str) -> int:
         unit = self.unit(unit)
         pid = self.daemon_pid(unit) if who == "daemon" else self.supervisor_pid(unit)
+        supervisor = self.supervisor_pid(unit)
         if pid is None or not signal_pid(pid, sig, None):
             raise LabError(f"unit {unit}: no {who} process running")
+        if supervisor:  # it exits after withdrawing: heal() waits for that before restarting
+            self._signalled[unit] = supervisor
         return pid
+
+    def _wait_signalled(self, timeout: float = 5.0) -> None:
+        """Let units stopped by kill()/term() finish exiting (so heal() restarts them)."""
+        pids = dict(self._signalled)
+        self._signalled.clear()
+        if pids:
+            wait_for(lambda: not any(alive(p) for p in pids.values()), timeout,
+                     what=f"signalled units {sorted(pids)} exit")
 
     def _kill_now(self, unit: str) -> list[int]:
         """Freeze supervisor and worker, then SIGKILL both: neither gets to clean up."""

@@ -82,7 +82,9 @@ class Daemon:
         self.stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._notifies: set[asyncio.Task] = set()  # hooks still running (awaited at shutdown)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.links: LinkMonitor | None = None
 
     # -- time and the election ------------------------------------------------------------
     def now(self) -> float:
@@ -131,8 +133,8 @@ class Daemon:
                 self.send_garp()
             case el.RunNotify(new=new, old=old, reason=reason):
                 if self.cfg.notify:
-                    self.spawn(run_notify(self.cfg.notify, new.value, old.value, reason,
-                                          self.cfg.notify_timeout))
+                    self._notifies.add(self.spawn(run_notify(
+                        self.cfg.notify, new.value, old.value, reason, self.cfg.notify_timeout)))
             case _:
                 log.error("unknown effect %r", effect)
 
@@ -175,10 +177,12 @@ class Daemon:
                 except OSError as e:
                     log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
 
-    def spawn(self, coro) -> None:
+    def spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._notifies.discard)
+        return task
 
     # -- input -----------------------------------------------------------------------------
     def on_readable(self, name: str) -> None:
@@ -196,6 +200,10 @@ class Daemon:
             identity = self.partner_identity.get(heard.source)
             if identity is not None:
                 rank = replace(rank, address=int(identity))
+            if rank.demote > self.election.demote and self.links is not None:
+                # Before taking over from a demoted master, make sure the same fault (a cut
+                # cable is down on both ends) has not hit us too: carrier is polled, not pushed.
+                self.links.refresh()
             st = self.state[name]
             st.last_advert = self.now()
             st.adverts_heard += 1
@@ -306,7 +314,7 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
-        links = LinkMonitor(self.on_link)
+        links = self.links = LinkMonitor(self.on_link)
         for iface in self.cfg.checked:
             self.state[iface.name].link_up = links.state(iface.name)
             try:
@@ -331,6 +339,8 @@ class Daemon:
         log.info("SIGTERM: bowing out")
         self.feed(el.Shutdown())
         remove_shared_addresses(self.cfg)
+        if self._notifies:  # the shutdown's own hook (and any still running) gets to finish
+            await asyncio.wait(list(self._notifies), timeout=self.cfg.notify_timeout + 1)
         for task in list(self._tasks):
             task.cancel()
         server.close()

@@ -1,0 +1,207 @@
+"""HA core with two real daemons in the lab (default timers: CARP advbase 1, master down 3 s,
+preferred none): election, SIGKILL/SIGTERM of the active unit, link loss on each interface,
+multicast blocked with the heartbeat cable up, no failback, bad adverts counted, notify hooks."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV
+
+NOTIFY_DIR = Path("/run/carpool-test-notify")
+LAB_OPTIONS = {"overrides": {u: {"unit.notify": str(NOTIFY_DIR / f"notify-{u}.sh")}
+                             for u in ("a", "b")}}
+SHARED = {SHARED_LAN, SHARED_SRV}
+VIP = SHARED_LAN.split("/")[0]
+TAKEOVER = 10.0  # s: master down (3 s) + detection + settling, with room for a loaded machine
+
+
+@pytest.fixture(scope="module", autouse=True)
+def notify_scripts():
+    """Notify hooks that record `new|old|reason` per unit (autouse: exist before the lab)."""
+    NOTIFY_DIR.mkdir(parents=True, exist_ok=True)
+    for unit in ("a", "b"):
+        script = NOTIFY_DIR / f"notify-{unit}.sh"
+        script.write_text(f"#!/bin/sh\nprintf '%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" "
+                          f">> {NOTIFY_DIR}/{unit}.log\n")
+        script.chmod(0o755)
+    yield
+    shutil.rmtree(NOTIFY_DIR, ignore_errors=True)
+
+
+def held(lab, unit: str) -> set[str]:
+    """The shared addresses configured in the unit's namespace (the kernel's view)."""
+    out = lab.exec(unit, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
+    found = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
+             for a in link.get("addr_info", [])}
+    return found & SHARED
+
+
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def wait_holder(lab, unit: str, timeout: float = TAKEOVER) -> None:
+    """Wait until `unit` holds every shared address and the other unit none."""
+    lab.wait_for(lambda: held(lab, unit) == SHARED and not held(lab, other(unit)), timeout,
+                 what=f"unit {unit} holds {sorted(SHARED)} and unit {other(unit)} none")
+
+
+def settled(lab) -> str:
+    master = lab.wait_for_master()
+    wait_holder(lab, master)
+    return master
+
+
+def test_election_settles_one_master_holding_everything(healed_lab):
+    lab = healed_lab
+    master = settled(lab)
+    backup = other(master)
+    assert lab.unit_status(backup)["shared_held"] == []
+    assert set(lab.unit_status(master)["shared_held"]) == SHARED
+    assert lab.ping(CLIENT, VIP, count=2)
+    status = lab.unit_status(backup)
+    for name, partner in status["partner"].items():
+        assert partner["advert_alive"], f"backup hears no adverts on {name}: {partner}"
+    assert lab.unit_status(master)["counters"]["adverts_sent"] > 0
+    assert not status["drops"], f"a healthy lab drops nothing: {status['drops']}"
+
+
+def test_sigkill_of_active_moves_addresses_and_supervisor_withdraws(healed_lab):
+    lab = healed_lab
+    master = settled(lab)
+    lab.kill(master)
+    wait_holder(lab, other(master))
+    assert lab.wait_for(lambda: lab.unit_status(other(master))["state"] == "master", 5,
+                        what="survivor reports master")
+    lab.heal()
+    # no failback with preferred none: the restarted unit stays backup
+    assert lab.wait_for_master() == other(master)
+
+
+def test_sigterm_of_active_bows_out(healed_lab):
+    lab = healed_lab
+    master = settled(lab)
+    lab.term(master)
+    wait_holder(lab, other(master))
+    reason = lab.unit_status(other(master))["reason"]
+    assert "bowed out" in reason, f"takeover should follow the bow-out advert: {reason}"
+    lab.heal()
+
+
+@pytest.mark.parametrize("iface", ["eth0", "eth2"])
+def test_link_loss_on_any_interface_moves_all_addresses(healed_lab, iface):
+    lab = healed_lab
+    master = settled(lab)
+    lab.link_down(master, iface)
+    wait_holder(lab, other(master))
+    old = lab.unit_status(master)
+    assert old["state"] == "backup"
+    assert f"{iface}: link down" in old["demote_reasons"]
+    assert f"{iface}: link down" in old["reason"], old["reason"]
+    assert "bowed out" not in lab.unit_status(other(master))["reason"]
+    lab.heal()
+
+
+def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
+    """Both ends of the cable lose carrier: both units are equally demoted, so the handover
+    rule keeps the master (no needless failover, never a moment without a master)."""
+    lab = healed_lab
+    master = settled(lab)
+    lab.cut_heartbeat()
+    lab.wait_for(lambda: all("eth1: link down" in lab.unit_status(u)["demote_reasons"]
+                             for u in ("a", "b")), 5, what="both units demoted by eth1")
+    deadline = time.monotonic() + 3.0 + 1.0  # a master-down period and an advert
+    while time.monotonic() < deadline:
+        assert lab.states() == {master: "master", other(master): "backup"}
+        time.sleep(0.1)
+    assert held(lab, master) == SHARED and not held(lab, other(master))
+    lab.heal()
+
+
+def test_multicast_blocked_with_heartbeat_up_never_two_masters(healed_lab):
+    lab = healed_lab
+    master = settled(lab)
+    lab.block_multicast()
+    # Watch for three master-down periods: a unit that heard nothing on lan/srv must still
+    # hear the partner on the heartbeat cable and stay backup.
+    deadline = time.monotonic() + 3 * 3.0 + 1.0
+    samples = 0
+    while time.monotonic() < deadline and samples < 400:
+        samples += 1
+        states = lab.states()
+        assert list(states.values()).count("master") <= 1, f"two masters: {states}"
+        assert states[master] == "master", f"the master changed: {states}"
+        assert not held(lab, other(master)), "the backup took shared addresses"
+    backup = lab.unit_status(other(master))["partner"]
+    assert backup["eth1"]["advert_alive"], backup["eth1"]
+    assert not backup["eth0"]["advert_alive"] and not backup["eth2"]["advert_alive"], backup
+    assert samples > 10
+
+
+def test_no_failback_with_preferred_none(healed_lab):
+    lab = healed_lab
+    first = settled(lab)
+    lab.crash(first)  # its links are down: what it still holds is unreachable
+    lab.wait_for(lambda: held(lab, other(first)) == SHARED, TAKEOVER,
+                 what=f"unit {other(first)} takes every shared address")
+    lab.heal()  # power the crashed unit on again
+    # The returning unit must not take over; watch it for two master-down periods.
+    assert lab.wait_for_master() == other(first)
+    deadline = time.monotonic() + 2 * 3.0
+    while time.monotonic() < deadline:
+        assert lab.states()[first] == "backup"
+        time.sleep(0.2)
+    assert held(lab, first) == set()
+
+
+FORGE = r"""
+import socket, sys
+from ipaddress import IPv4Address
+from carpool.ha.carp import CarpAdvert
+kind, vhid, src = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+key = b"not-the-lab-secret" if kind == "secret" else sys.argv[4].encode()
+packet = bytearray(CarpAdvert.build(key, vhid, 1, 0, 0, 7, [IPv4Address(sys.argv[5])]).pack())
+if kind == "checksum":
+    packet[6] ^= 0xFF
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 254 if kind == "ttl" else 255)
+for _ in range(5):
+    s.sendto(bytes(packet), ("224.0.0.18", 0))
+"""
+
+
+@pytest.mark.parametrize("kind,reason", [("secret", "bad_hmac"), ("ttl", "bad_ttl"),
+                                         ("checksum", "bad_checksum")])
+def test_forged_adverts_are_dropped_and_counted(healed_lab, kind, reason):
+    lab = healed_lab
+    master = settled(lab)
+    cfg = lab.unit_config("a")
+    before = {u: lab.unit_status(u)["drops"].get(reason, 0) for u in ("a", "b")}
+    lab.exec(CLIENT, [lab.python(), "-c", FORGE, kind, str(cfg["ha"]["vhid"]), "198.18.0.100",
+                      cfg["unit"]["secret"], VIP], check=True)
+    lab.wait_for(lambda: all(lab.unit_status(u)["drops"].get(reason, 0) >= before[u] + 5
+                             for u in ("a", "b")), 5, what=f"both units count 5 {reason} drops")
+    assert lab.states() == {master: "master", other(master): "backup"}
+
+
+def test_notify_hook_runs_with_new_old_reason(healed_lab):
+    lab = healed_lab
+    master = settled(lab)
+    lab.term(master)
+    wait_holder(lab, other(master))
+
+    def lines(unit):
+        path = NOTIFY_DIR / f"{unit}.log"
+        return path.read_text().splitlines() if path.exists() else []
+    lab.wait_for(lambda: any(line.startswith("master|backup|") and "bowed out" in line
+                             for line in lines(other(master))), 5,
+                 what="notify master|backup|<reason> on the new master")
+    lab.wait_for(lambda: any(line.startswith("init|master|") for line in lines(master)), 5,
+                 what="notify init|master on the stopped unit")
+    lab.heal()
