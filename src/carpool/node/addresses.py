@@ -12,7 +12,8 @@ Idempotent: adding an address that is there, or removing one that is not, is not
 Virtual MAC. With `vmac="00:00:5e:00:01:<vhid>"` the shared addresses live on a macvlan
 (mode bridge) on top of the interface, named `cv<vhid>-<ifname>` (or `cv<vhid>-i<ifindex>` when
 that would pass the 15-character limit). To make ARP answer with the virtual MAC only:
-- the parent gets `arp_ignore=1` (answer only for addresses configured on the parent itself);
+- the parent gets `arp_ignore=1` (answer only for addresses configured on the parent itself)
+  and `arp_announce=2` (its ARP requests name its own address, never the shared one);
 - the macvlan gets `arp_ignore=1`, `arp_announce=2`, `rp_filter=2` (loose: replies to clients go
   out through the parent's connected route) and IPv6 disabled (no link-local/DAD chatter).
 When the parent already has an address in the shared address's subnet, the shared address is
@@ -218,8 +219,10 @@ def _ensure_macvlan(ipr, ifname: str, parent: int, vmac: str) -> int:
     vmac = _norm_mac(vmac)
     name = vmac_ifname(ifname, vmac, parent)
     # The parent must not answer ARP for the shared address with its own MAC (it would by
-    # default: Linux answers for any local address on any interface).
+    # default: Linux answers for any local address on any interface), nor announce it in its
+    # own ARP requests (replies to clients leave through the parent with the shared source).
     _sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_ignore", "1")
+    _sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/arp_announce", "2")
     mine = _our_macvlans(ipr, parent, vmac)
     if mine:
         index = mine[0][0]
