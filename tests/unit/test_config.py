@@ -63,14 +63,14 @@ def test_fast_profile_selects_vrrp3(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (('vhid = 7', 'vhid = 300'), "ha.vhid: must be between 1 and 255"),
-    (('vhid = 7', 'vhid = true'), "ha.vhid: expected int, got a boolean"),
-    (('ha_timeout = 6', 'ha_timeout = 4'), "ha.ha_timeout: must be one of 3, 6, 9, 12, 15"),
+    (('vhid = 7', 'vhid = 300'), "ha.vhid: must be <= 255, not 300"),
+    (('vhid = 7', 'vhid = true'), "ha.vhid: expected an integer, got a boolean"),
+    (('ha_timeout = 6', 'ha_timeout = 4'), "ha.ha_timeout: must be one of 3, 6, 9, 12 or 15, not 4"),
     (('preferred = "first"', 'preferred = "third"'), "ha.preferred: must be one of"),
     (('vhid = 7', 'vhid = 7\nbogus = 1'), "ha.bogus: unknown key"),
     (('secret = "lab-secret"', 'secret = "' + "x" * 21 + '"'), "unit.secret: at most 20 bytes"),
     (('role = "second"', ''), "unit.role: required key is missing"),
-    (('"198.18.0.10/24"', '"198.18.0.10"'), "interface[0].shared: '198.18.0.10' needs a prefix"),
+    (('"198.18.0.10/24"', '"198.18.0.10"'), "interface[0].shared[0]: '198.18.0.10' needs a prefix"),
     (('"198.18.0.10/24"', '"198.18.0.11/24"'), "is a unit's own address"),
     (('second = "198.18.0.12"', 'second = "198.18.0.300"'), "interface[0].second: not an IPv4"),
     (('vhid = 7', 'vhid = 7\nfast_interval_ms = 15'), "must be a multiple of 10"),
@@ -111,5 +111,5 @@ def test_run_with_bad_file_exits_2_and_changes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "carpool.cli", "run", "--config", str(path)],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
-    assert "ha.vhid: must be between 1 and 255" in proc.stderr
+    assert "ha.vhid: must be >= 1, not 0" in proc.stderr
     assert not state_dir.exists()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import document
+
 ROLES = ("first", "second")
 PROTOCOLS = ("carp", "vrrp3")
 TRANSPORTS = ("multicast", "unicast", "broadcast")
@@ -46,6 +48,8 @@ class Config:
     role: str
     secret: bytes
     state_dir: str = "/run/carpool"
+    config_dir: str = ""          # the versioned document store; "" = state_dir
+    document: document.Document | None = None
     notify: str = ""
     notify_timeout: float = 5.0
     log_level: str = "info"
@@ -150,61 +154,26 @@ class _Checker:
             return None
 
 
-_UNIT_KEYS = {"role", "secret", "state_dir", "notify", "notify_timeout", "log_level"}
-_HA_KEYS = {"protocol", "vhid", "ha_timeout", "fast", "fast_interval_ms", "preferred",
-            "initial_wait", "transport", "vmac", "garp_count", "advskew", "priority"}
-_IF_KEYS = {"name", "check", "heartbeat", "shared", "first", "second", "ping_target",
-            "ping_interval"}
+_UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
+              "log_level"}
 
 
-def _interface(c: _Checker, raw: Any, n: int) -> Interface | None:
-    prefix = f"interface[{n}]."
-    if not isinstance(raw, dict):
-        c.fail(prefix[:-1], "must be a table")
-        return None
-    c.unknown(raw, _IF_KEYS, prefix)
-    name = c.get(raw, "name", str, "", prefix, required=True)
-    if name and (len(name) > 15 or "/" in name or " " in name):
-        c.fail(prefix + "name", f"not a valid interface name: {name!r}")
-    first = c.address(c.get(raw, "first", str, "0.0.0.0", prefix, required=True), prefix + "first")
-    second = c.address(c.get(raw, "second", str, "0.0.0.0", prefix, required=True),
-                       prefix + "second")
-    if first is not None and first == second:
-        c.fail(prefix + "second", "the two units need different addresses")
-    heartbeat = c.get(raw, "heartbeat", bool, False, prefix)
-    shared = []
-    for value in c.get(raw, "shared", list, [], prefix):
-        try:
-            cidr = ipaddress.IPv4Interface(value)
-        except (ipaddress.AddressValueError, ValueError, TypeError):
-            c.fail(prefix + "shared", f"not an IPv4 address with prefix: {value!r}")
-            continue
-        if "/" not in str(value):
-            c.fail(prefix + "shared", f"{value!r} needs a prefix length, e.g. {value}/24")
-        if cidr.ip in (first, second):
-            c.fail(prefix + "shared", f"{cidr.ip} is a unit's own address")
-        shared.append(cidr)
-    if heartbeat and shared:
-        c.fail(prefix + "shared", "the heartbeat interface carries no shared addresses")
-    target = c.get(raw, "ping_target", str, "", prefix)
+def _iface(i: document.Interface) -> Interface:
     return Interface(
-        name=name, first=first, second=second,
-        check=c.get(raw, "check", bool, True, prefix) or heartbeat,
-        heartbeat=heartbeat, shared=tuple(shared),
-        ping_target=c.address(target, prefix + "ping_target") if target else None,
-        ping_interval=float(c.number(raw, "ping_interval", 0.2, 60, 1.0, prefix)),
-    )
+        name=i.name, first=ipaddress.IPv4Address(i.first),
+        second=ipaddress.IPv4Address(i.second), check=i.check or i.heartbeat,
+        heartbeat=i.heartbeat, shared=tuple(ipaddress.IPv4Interface(c) for c in i.shared),
+        ping_target=ipaddress.IPv4Address(i.ping_target) if i.ping_target else None,
+        ping_interval=float(i.ping_interval))
 
 
 def parse_config(doc: dict, path: str = "<config>") -> Config:
+    """The local [unit] table plus the appliance document (every other table)."""
     c = _Checker(path)
-    c.unknown(doc, {"unit", "ha", "interface"}, "")
     unit = doc.get("unit", {})
-    ha = doc.get("ha", {})
-    if not isinstance(unit, dict) or not isinstance(ha, dict):
-        raise ConfigError(f"{path}: unit/ha: must be tables")
+    if not isinstance(unit, dict):
+        raise ConfigError(f"{path}: unit: must be a table")
     c.unknown(unit, _UNIT_KEYS, "unit.")
-    c.unknown(ha, _HA_KEYS, "ha.")
     role = c.choice(unit, "role", ROLES, "first", "unit.") if "role" in unit else None
     if role is None:
         c.fail("unit.role", "required key is missing (first or second)")
@@ -213,46 +182,33 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         c.fail("unit.secret", "must not be empty")
     if len(secret) > 20:
         c.fail("unit.secret", "at most 20 bytes (the CARP HMAC key is 20 bytes)")
-    fast = c.get(ha, "fast", bool, False, "ha.")
-    interval = c.number(ha, "fast_interval_ms", 10, 990, 20, "ha.", kind=int)
-    if interval % 10:
-        c.fail("ha.fast_interval_ms", f"must be a multiple of 10 (VRRPv3 counts centiseconds), not {interval}")
-    protocol = c.choice(ha, "protocol", PROTOCOLS, "carp", "ha.")
-    raw_ifaces = doc.get("interface", [])
-    if not isinstance(raw_ifaces, list):
-        c.fail("interface", "must be an array of tables ([[interface]])")
-        raw_ifaces = []
-    ifaces = [i for n, raw in enumerate(raw_ifaces) if (i := _interface(c, raw, n))]
-    if not any(i.check for i in ifaces):
-        c.fail("interface", "at least one interface needs check = true")
-    names = [i.name for i in ifaces]
-    for name in {n for n in names if names.count(n) > 1}:
-        c.fail("interface", f"{name} is listed twice")
-    all_shared = [s.ip for i in ifaces for s in i.shared]
-    if len(all_shared) != len(set(all_shared)):
-        c.fail("interface", "a shared address is listed twice")
-    cfg = Config(
-        path=path, role=role or "first", secret=secret,
+    local = dict(
         state_dir=c.get(unit, "state_dir", str, "/run/carpool", "unit."),
+        config_dir=c.get(unit, "config_dir", str, "", "unit."),
         notify=c.get(unit, "notify", str, "", "unit."),
         notify_timeout=float(c.number(unit, "notify_timeout", 0.1, 60, 5.0, "unit.")),
-        log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."),
-        protocol="vrrp3" if fast else protocol,
-        vhid=c.number(ha, "vhid", 1, 255, 1, "ha.", kind=int),
-        ha_timeout=c.choice(ha, "ha_timeout", HA_TIMEOUTS, 3, "ha."),
-        fast=fast, fast_interval_ms=interval,
-        preferred=c.choice(ha, "preferred", ("none",) + ROLES, "none", "ha."),
-        initial_wait=float(c.number(ha, "initial_wait", 0, 180, 0, "ha.")),
-        transport=c.choice(ha, "transport", TRANSPORTS, "multicast", "ha."),
-        vmac=c.get(ha, "vmac", bool, False, "ha."),
-        garp_count=c.number(ha, "garp_count", 1, 10, 3, "ha.", kind=int),
-        advskew_none=c.number(ha, "advskew", 0, 254, 0, "ha.", kind=int),
-        priority_none=c.number(ha, "priority", 1, 254, 100, "ha.", kind=int),
-        interfaces=tuple(ifaces),
-    )
+        log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."))
+    try:
+        appliance = document.parse_document({k: v for k, v in doc.items() if k != "unit"})
+    except document.DocumentError as e:
+        c.errors += [f"{path}: {p}" for p in e.problems]
+        appliance = None
     if c.errors:
         raise ConfigError("\n".join(c.errors))
-    return cfg
+    return config_from(appliance, path=path, role=role, secret=secret, **local)
+
+
+def config_from(doc: document.Document, **local) -> Config:
+    """The runtime view of one unit: its local settings and the appliance document."""
+    ha = doc.ha
+    local["config_dir"] = local.get("config_dir") or local.get("state_dir", "/run/carpool")
+    return Config(
+        **local, document=doc,
+        protocol="vrrp3" if ha.fast else ha.protocol, vhid=ha.vhid,
+        ha_timeout=ha.ha_timeout, fast=ha.fast, fast_interval_ms=ha.fast_interval_ms,
+        preferred=ha.preferred, initial_wait=float(ha.initial_wait), transport=ha.transport,
+        vmac=ha.vmac, garp_count=ha.garp_count, advskew_none=ha.advskew,
+        priority_none=ha.priority, interfaces=tuple(_iface(i) for i in doc.interface))
 
 
 def load_config(path: str | Path) -> Config:

@@ -10,13 +10,13 @@ Unit X (a or b) lives in namespace cp-X with state dir <lab dir>/X:
 from __future__ import annotations
 
 import copy
-import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from ..config import tomlw
 from .ns import (LabError, LabTimeout, alive, child_env, cmdline, read_pid, signal_pid, stop_pids,
                  venv_bin, wait_for, write_file)
 from .topology import HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNITS, unit_ns
@@ -91,34 +91,11 @@ def apply_overrides(doc: dict, overrides: dict | None, unit: str) -> dict:
     return doc
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise LabError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
-
-
 def to_toml(doc: dict) -> str:
-    """TOML for the documents the lab writes: scalars, tables, arrays of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items()
-             if not isinstance(v, dict) and not _is_table_array(v)]
-    for key, table in doc.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    for key, tables in doc.items():
-        if _is_table_array(tables):
-            for table in tables:
-                lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines).lstrip() + "\n"
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    try:
+        return tomlw.dumps(doc)
+    except TypeError as e:
+        raise LabError(str(e)) from None
 
 
 # -- the units' daemons -----------------------------------------------------------------------
