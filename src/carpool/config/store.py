@@ -1,0 +1,252 @@
+"""The versioned configuration store of one unit: atomic writes, history, diff, rollback.
+
+Layout under `<config_dir>/config/`:
+    versions/NNNNNNNN-<hash12>.toml   every kept version (the document as TOML)
+    versions/NNNNNNNN-<hash12>.json   its record: version, hash, parent, who, when, what, origin
+    conflicts/…                       versions that lost a split-brain resolution (never pruned)
+    current.toml                      a copy of the current version, with its number and hash
+
+Every file is written to a temp file, fsynced, renamed over, and the directory fsynced: a unit
+killed at any moment finds the old version or the new one. At load, current.toml is trusted only
+if its hash matches; otherwise the newest intact version file is used (and said so in the log).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import tomlw
+from .document import Document, DocumentError, parse_document, to_plain
+
+log = logging.getLogger("carpool.store")
+_NAME = re.compile(r"^(\d{8})-([0-9a-f]{12})\.json$")
+_HEADER = re.compile(r"^# carpool configuration version (\d+) hash ([0-9a-f]{64})$")
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Record:
+    version: int
+    hash: str
+    parent: str = ""            # hash of the version this one was made from ("" for the first)
+    who: str = ""
+    when: float = 0.0
+    what: tuple[str, ...] = ()  # changed keys
+    origin: str = ""            # the unit (first/second) where the change was made
+    conflict: str = ""          # non-empty: why this version lost a split-brain resolution
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.version, self.hash)
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"what": list(self.what)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Record:
+        return cls(**{**data, "what": tuple(data.get("what", ()))})
+
+
+@dataclass(frozen=True)
+class Version:
+    record: Record
+    document: Document = field(repr=False)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def flatten(value, prefix: str = "") -> dict[str, object]:
+    """Dotted keys to scalar values; list items by index, virtual services by name."""
+    out: dict[str, object] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for n, v in enumerate(value):
+            label = v.get("name", n) if isinstance(v.get("name"), str) else n
+            out.update(flatten(v, f"{prefix}[{label}]"))
+    else:
+        out[prefix] = value
+    return out
+
+
+def diff(old: Document | None, new: Document) -> list[str]:
+    """Human-readable changes: `key: old -> new`, `+key = v`, `-key`."""
+    a = flatten(old.model_dump(mode="json")) if old else {}
+    b = flatten(new.model_dump(mode="json"))
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a:
+            lines.append(f"+{key} = {json.dumps(b[key])}")
+        elif key not in b:
+            lines.append(f"-{key} (was {json.dumps(a[key])})")
+        elif a[key] != b[key]:
+            lines.append(f"{key}: {json.dumps(a[key])} -> {json.dumps(b[key])}")
+    return lines
+
+
+def changed_keys(old: Document | None, new: Document) -> tuple[str, ...]:
+    a = flatten(old.model_dump(mode="json")) if old else {}
+    b = flatten(new.model_dump(mode="json"))
+    return tuple(sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...)))
+
+
+class Store:
+    def __init__(self, directory: str | Path, keep: int = 50):
+        self.dir = Path(directory)
+        self.keep = keep
+        self.versions = self.dir / "versions"
+        self.conflicts = self.dir / "conflicts"
+        for d in (self.versions, self.conflicts):
+            d.mkdir(parents=True, exist_ok=True)
+        self._current: Version | None = None
+        self._load()
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def current(self) -> Version | None:
+        return self._current
+
+    def _stem(self, record: Record) -> str:
+        return f"{record.version:08d}-{record.hash[:12]}"
+
+    def _records(self, where: Path) -> list[Record]:
+        found = []
+        for path in where.glob("*.json"):
+            if not _NAME.match(path.name):
+                continue
+            try:
+                found.append(Record.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError, TypeError) as e:
+                log.warning("ignoring unreadable record %s: %s", path, e)
+        return sorted(found, key=lambda r: (r.version, r.when))
+
+    def history(self, conflicts: bool = True) -> list[Record]:
+        """Kept versions, oldest first; with conflicts, the lost ones too (by version)."""
+        records = self._records(self.versions)
+        if conflicts:
+            records += self._records(self.conflicts)
+        return sorted(records, key=lambda r: (r.version, bool(r.conflict), r.when))
+
+    def _read(self, where: Path, record: Record) -> Document:
+        path = where / f"{self._stem(record)}.toml"
+        doc = parse_document(tomllib.loads(path.read_text()))
+        if doc.hash != record.hash:
+            raise StoreError(f"{path}: content hash {doc.hash[:12]} does not match the record")
+        return doc
+
+    def get(self, version: int, hash_: str | None = None) -> Version:
+        for where in (self.versions, self.conflicts):
+            for record in reversed(self._records(where)):
+                if record.version == version and (hash_ is None or record.hash == hash_):
+                    return Version(record, self._read(where, record))
+        raise StoreError(f"version {version} is not in the history "
+                         f"(kept: {', '.join(str(r.version) for r in self.history()) or 'none'})")
+
+    def _load(self) -> None:
+        path = self.dir / "current.toml"
+        if path.exists():
+            try:
+                text = path.read_text()
+                m = _HEADER.match(text.splitlines()[0])
+                if not m:
+                    raise StoreError("no version header")
+                doc = parse_document(tomllib.loads(text))
+                record = next((r for r in self._records(self.versions)
+                               if r.key == (int(m[1]), m[2])), None)
+                if doc.hash != m[2] or record is None:
+                    raise StoreError("hash or record does not match")
+                self._current = Version(record, doc)
+                return
+            except (OSError, IndexError, ValueError, StoreError, DocumentError,
+                    tomllib.TOMLDecodeError) as e:
+                log.error("%s unusable (%s): falling back to the newest intact version", path, e)
+        for record in reversed(self._records(self.versions)):
+            try:
+                self._current = Version(record, self._read(self.versions, record))
+                self._write_current()
+                return
+            except (OSError, StoreError, DocumentError, tomllib.TOMLDecodeError) as e:
+                log.error("version %d unreadable: %s", record.version, e)
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write_version(self, where: Path, record: Record, doc: Document) -> None:
+        stem = self._stem(record)
+        atomic_write(where / f"{stem}.toml", tomlw.dumps(to_plain(doc)).encode())
+        atomic_write(where / f"{stem}.json", json.dumps(record.to_json(), indent=1).encode())
+
+    def _write_current(self) -> None:
+        r, doc = self._current.record, self._current.document
+        header = f"# carpool configuration version {r.version} hash {r.hash}\n" \
+                 f"# written by carpool; change it with `carpool config`, not by hand\n"
+        atomic_write(self.dir / "current.toml", (header + tomlw.dumps(to_plain(doc))).encode())
+
+    def commit(self, doc: Document, who: str, origin: str = "", what: tuple[str, ...] | None = None,
+               when: float | None = None) -> Version:
+        """Store `doc` as the next version and make it current. A document equal to the
+        current one is not a new version (returned as is)."""
+        old = self._current
+        if old and old.document.hash == doc.hash:
+            return old
+        record = Record(version=(old.record.version if old else 0) + 1, hash=doc.hash,
+                        parent=old.record.hash if old else "", who=who,
+                        when=time.time() if when is None else when,
+                        what=changed_keys(old.document if old else None, doc)
+                        if what is None else what, origin=origin)
+        return self.adopt(record, doc)
+
+    def adopt(self, record: Record, doc: Document) -> Version:
+        """Store a version made elsewhere (the partner) under its own number and make it
+        current. Raises StoreError if the document does not match the record."""
+        if doc.hash != record.hash:
+            raise StoreError(f"version {record.version}: content hash does not match")
+        self._write_version(self.versions, record, doc)
+        self._current = Version(record, doc)
+        self._write_current()
+        self._prune()
+        return self._current
+
+    def keep_as_conflict(self, record: Record, why: str) -> None:
+        """Move a kept version that lost a split-brain resolution to conflicts/ (kept)."""
+        version = self.get(record.version, record.hash)
+        lost = Record(**{**asdict(version.record), "conflict": why})
+        self._write_version(self.conflicts, lost, version.document)
+        for suffix in (".toml", ".json"):
+            (self.versions / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        records = self._records(self.versions)
+        for record in records[:max(0, len(records) - self.keep)]:
+            if self._current and record.key == self._current.record.key:
+                continue
+            for suffix in (".json", ".toml"):  # record first: a half-pruned version is ignored
+                (self.versions / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+
+    def rollback(self, version: int, who: str, origin: str = "") -> Version:
+        target = self.get(version)
+        if target.record.conflict:
+            log.info("rolling back to conflict version %d (%s)", version, target.record.conflict)
+        return self.commit(target.document, who=f"{who} (rollback to {version})", origin=origin)
