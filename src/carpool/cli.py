@@ -35,9 +35,12 @@ def _logging(cfg: Config, who: str) -> None:
 def cmd_run(args) -> int:
     cfg = _load(args)
     if args.worker:
+        from .config.ha import with_document
+        from .node.configd import open_store
         from .node.daemon import Daemon
         _logging(cfg, "daemon")
-        return asyncio.run(Daemon(cfg).run())
+        store = open_store(cfg)
+        return asyncio.run(Daemon(with_document(cfg, store.current.document), store).run())
     from .node.supervisor import supervise
     _logging(cfg, "supervisor")
     return supervise(cfg)
@@ -45,6 +48,14 @@ def cmd_run(args) -> int:
 
 def _ago(seconds) -> str:
     return "never" if seconds is None else f"{seconds:.1f}s ago"
+
+
+def _sync_line(s: dict) -> str:
+    c, y = s.get("config") or {}, s.get("sync") or {}
+    line = f"  config version {c.get('version')} ({(c.get('hash') or '')[:12]}); sync {y.get('state')}"
+    if y.get("partner_version") is not None:
+        line += f", partner at version {y['partner_version']} (lag {y.get('lag')})"
+    return line
 
 
 def format_status(s: dict) -> str:
@@ -56,6 +67,7 @@ def format_status(s: dict) -> str:
         f"{s['transport']}{'  vmac ' + s['vmac'] if s['vmac'] else ''}",
         f"  demote {s['demote']}: {', '.join(s['demote_reasons']) or 'no failed checks'}",
         f"  shared held: {', '.join(s['shared_held']) or 'none'}",
+        _sync_line(s),
         "  partner by interface:",
     ]
     for name, p in s["partner"].items():
@@ -100,6 +112,101 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _ask(args, command: str, timeout: float = 10.0, **fields) -> dict | None:
+    """One control request to the local daemon; prints its error and returns None."""
+    from .node import control
+    cfg = _load(args)
+    try:
+        answer = control.request(cfg.socket_path, command, timeout=timeout, **fields)
+    except (OSError, ValueError) as e:
+        print(f"carpool: no daemon answers on {cfg.socket_path}: {e}", file=sys.stderr)
+        return None
+    if "error" in answer:
+        print(f"carpool: {answer['error']}", file=sys.stderr)
+        return None
+    return answer
+
+
+def _value(text: str):
+    """A TOML value if it parses as one (5, true, ["a"]), else the text as a string."""
+    import tomllib
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _changed(answer: dict) -> str:
+    what = ", ".join(answer.get("what", [])[:10]) or "no change"
+    return f"version {answer['version']} ({answer['hash'][:12]}): {what}"
+
+
+def cmd_config(args) -> int:
+    import tomllib
+    from .config import tomlw
+    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
+    action = args.action
+    if action == "show":
+        answer = _ask(args, "config.show")
+        if answer is None:
+            return 1
+        if args.json:
+            print(json.dumps(answer, indent=2, sort_keys=True))
+        else:
+            print(f"# version {answer['version']} hash {answer['hash']}")
+            print(tomlw.dumps(answer["document"]), end="")
+        return 0
+    if action == "set":
+        answer = _ask(args, "config.set", key=args.key, value=_value(args.value), who=who)
+    elif action == "apply":
+        try:
+            with open(args.file, "rb") as f:
+                document = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            print(f"carpool: {args.file}: {e}", file=sys.stderr)
+            return 1
+        answer = _ask(args, "config.apply", document=document, who=who)
+    elif action == "rollback":
+        answer = _ask(args, "config.rollback", version=args.version, who=who)
+    elif action == "diff":
+        answer = _ask(args, "config.diff", a=args.a, b=args.b)
+        if answer is not None:
+            print(f"--- version {answer['a']}\n+++ version {answer['b']}")
+            print("\n".join(answer["diff"]) or "(no difference)")
+            return 0
+        return 1
+    elif action == "history":
+        answer = _ask(args, "config.history")
+        if answer is not None:
+            if args.json:
+                print(json.dumps(answer["history"], indent=2))
+                return 0
+            for r in answer["history"]:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["when"]))
+                flag = f"  CONFLICT: {r['conflict']}" if r["conflict"] else ""
+                print(f"{r['version']:>6}  {r['hash'][:12]}  {when}  {r['origin'] or '-':<6} "
+                      f"{r['who']}: {', '.join(r['what'][:6]) or '-'}{flag}")
+            return 0
+        return 1
+    else:  # sync
+        if not args.force:
+            answer = _ask(args, "status")
+            if answer is not None:
+                print(json.dumps(answer["sync"], indent=2, sort_keys=True))
+                return 0
+            return 1
+        answer = _ask(args, "config.sync", timeout=60.0)
+        if answer is not None:
+            print(f"partner updated: pushed versions {answer['pushed'] or 'none'}, "
+                  f"kept as conflict there: {answer['kept_as_conflict'] or 'none'}")
+            return 0
+        return 1
+    if answer is None:
+        return 1
+    print(_changed(answer))
+    return 0
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -119,6 +226,28 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl-C")
     status.set_defaults(func=cmd_status)
+    config = sub.add_parser("config", help="the appliance configuration (versioned, synced)")
+    config.add_argument("--config")
+    csub = config.add_subparsers(dest="action", required=True)
+    c = csub.add_parser("show", help="the current version")
+    c.add_argument("--json", action="store_true")
+    c = csub.add_parser("set", help="set one dotted key, e.g. appliance.description")
+    c.add_argument("key")
+    c.add_argument("value", help="a TOML value (5, true, [\"a\"]) or plain text")
+    c = csub.add_parser("apply", help="replace the document with a TOML file")
+    c.add_argument("file")
+    c = csub.add_parser("diff", help="changes between versions (default: previous -> current)")
+    c.add_argument("a", nargs="?", type=int)
+    c.add_argument("b", nargs="?", type=int)
+    c = csub.add_parser("history", help="kept versions, conflicts marked")
+    c.add_argument("--json", action="store_true")
+    c = csub.add_parser("rollback", help="make an old version current again (a new version)")
+    c.add_argument("version", type=int)
+    c = csub.add_parser("sync", help="sync state; --force pushes ours to the partner")
+    c.add_argument("--force", action="store_true")
+    for p in csub.choices.values():
+        p.add_argument("--config", default=argparse.SUPPRESS)
+    config.set_defaults(func=cmd_config)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check)

@@ -198,6 +198,13 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
     return config_from(appliance, path=path, role=role, secret=secret, **local)
 
 
+def with_document(cfg: Config, doc: document.Document) -> Config:
+    """cfg's local settings with another appliance document."""
+    return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
+                       state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
+                       notify_timeout=cfg.notify_timeout, log_level=cfg.log_level)
+
+
 def config_from(doc: document.Document, **local) -> Config:
     """The runtime view of one unit: its local settings and the appliance document."""
     ha = doc.ha

@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 
 log = logging.getLogger("carpool.control")
 Handler = Callable[[dict], Awaitable[dict] | dict]
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 64 * 1024 * 1024  # a whole configuration document fits
 
 
 async def serve(path: str, handlers: dict[str, Handler]) -> asyncio.AbstractServer:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from ..config.ha import Config
+from ..config.ha import Config, with_document
+from ..config.store import Store, Version
 from ..ha import election as el
 from ..ha.drops import DropError
 from ..ha.profile import CarpProfile, VrrpProfile
 from . import addresses, control
+from .configd import ConfigControl
 from .icmp import Pinger
 from .links import LinkMonitor
 from .notify import run_notify
@@ -62,18 +64,14 @@ class Stats:
 
 
 class Daemon:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, store: Store):
         self.cfg = cfg
-        self.profile = make_profile(cfg)
-        self.own = frozenset(a for i in cfg.interfaces for a in (i.own(cfg.role),))
-        primary = cfg.checked[0].own(cfg.role)
-        # Ranks compare unit identities, not per-link sources: any partner address counts as
-        # the partner's primary one, or the tie-break would differ per interface and flap.
-        partner_primary = cfg.checked[0].partner(cfg.role)
-        self.partner_identity = {i.partner(cfg.role): partner_primary for i in cfg.interfaces}
-        self.election = el.Election(self.profile.params(primary, cfg.preempt, cfg.initial_wait))
-        self.ifaces = {i.name: i for i in cfg.interfaces}
+        self._configure(cfg)
+        self.election = el.Election(self.params)
         self.state = {i.name: IfaceState() for i in cfg.interfaces}
+        self.config = ConfigControl(cfg, store, is_active=self.is_active,
+                                    active_address=lambda: str(self.primary_partner),
+                                    on_apply=self.apply_version)
         self.stats = Stats()
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
@@ -85,6 +83,48 @@ class Daemon:
         self._notifies: set[asyncio.Task] = set()  # hooks still running (awaited at shutdown)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.links: LinkMonitor | None = None
+
+    def _configure(self, cfg: Config) -> None:
+        """Everything derived from the configuration (at start and on a new version)."""
+        self.profile = make_profile(cfg)
+        self.own = frozenset(i.own(cfg.role) for i in cfg.interfaces)
+        # Ranks compare unit identities, not per-link sources: any partner address counts as
+        # the partner's primary one, or the tie-break would differ per interface and flap.
+        self.primary_partner = cfg.checked[0].partner(cfg.role)
+        self.partner_identity = {i.partner(cfg.role): self.primary_partner
+                                 for i in cfg.interfaces}
+        self.params = self.profile.params(cfg.checked[0].own(cfg.role), cfg.preempt,
+                                          cfg.initial_wait)
+        self.ifaces = {i.name: i for i in cfg.interfaces}
+
+    def is_active(self) -> bool:
+        return self.election.state is el.State.MASTER
+
+    def apply_version(self, version: Version) -> None:
+        """Apply a new configuration version in place: the election keeps its state."""
+        old, new = self.cfg, with_document(self.cfg, version.document)
+        self.cfg = new
+        log.info("configuration version %d applied (%s)", version.record.version,
+                 ", ".join(version.record.what[:8]) or "no change")
+        if (old.document.ha, old.document.interface) == (new.document.ha, new.document.interface):
+            return
+        gone = {(i.name, str(c)) for i in old.interfaces for c in i.shared} - \
+               {(i.name, str(c)) for i in new.interfaces for c in i.shared}
+        self._configure(new)
+        self.election.params = self.params
+        for name in self.ifaces:
+            self.state.setdefault(name, IfaceState())
+        if self.loop is not None:
+            self._open_sockets()
+        for name, cidr in sorted(gone):
+            try:
+                addresses.remove_stale(name, [cidr], old.vmac_address if old.vmac else None)
+            except OSError as e:
+                log.error("cannot remove %s from %s: %s", cidr, name, e)
+        self.held = [h for h in self.held if all(h != c for _, c in gone)]
+        if self.is_active():
+            self.take_addresses()
+            self.send_garp()
 
     # -- time and the election ------------------------------------------------------------
     def now(self) -> float:
@@ -267,6 +307,24 @@ class Daemon:
                 log.warning("%s: ping target %s silent", iface.name, iface.ping_target)
             self.update_demotion()
 
+    def _open_sockets(self) -> None:
+        """One advert socket per checked interface (opened or closed to match the config)."""
+        wanted = {i.name: i for i in self.cfg.checked}
+        for name in [n for n in self.sockets if n not in wanted]:
+            self.loop.remove_reader(self.sockets[name].fileno())
+            self.sockets.pop(name).close()
+        for name, iface in wanted.items():
+            if name in self.sockets:
+                continue
+            self.state[name].link_up = self.links.state(name)
+            try:
+                sock = AdvertSocket(name, str(iface.own(self.cfg.role)), self.cfg.transport)
+            except OSError as e:
+                log.error("%s: cannot open advert socket: %s", name, e)
+                continue
+            self.sockets[name] = sock
+            self.loop.add_reader(sock.fileno(), self.on_readable, name)
+
     # -- status ----------------------------------------------------------------------------
     def status(self, _request: dict | None = None) -> dict:
         now = self.now()
@@ -307,6 +365,9 @@ class Daemon:
                        "next_timer_in": None if e.deadline is None
                        else round(e.deadline - now, 3)},
             "events": list(self.events), "pid": os.getpid(),
+            "config": {"version": self.config.store.current.record.version,
+                       "hash": self.config.store.current.record.hash},
+            "sync": self.config.sync.status(),
         }
 
     # -- life cycle ------------------------------------------------------------------------
@@ -315,18 +376,15 @@ class Daemon:
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
         links = self.links = LinkMonitor(self.on_link)
-        for iface in self.cfg.checked:
-            self.state[iface.name].link_up = links.state(iface.name)
-            try:
-                sock = AdvertSocket(iface.name, str(iface.own(self.cfg.role)), self.cfg.transport)
-            except OSError as e:
-                log.error("%s: cannot open advert socket: %s", iface.name, e)
-                continue
-            self.sockets[iface.name] = sock
-            self.loop.add_reader(sock.fileno(), self.on_readable, iface.name)
+        self._open_sockets()
         links.attach(self.loop)
         pinger = Pinger()
-        server = await control.serve(self.cfg.socket_path, {"status": self.status})
+        server = await control.serve(self.cfg.socket_path,
+                                     {"status": self.status, **self.config.handlers()})
+        try:
+            await self.config.sync.start()
+        except OSError as e:  # sync is not the election: run without it and say why
+            log.error("config sync cannot listen on port %d: %s", self.config.sync.port, e)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopped.set)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
@@ -344,6 +402,7 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         server.close()
+        self.config.sync.close()
         links.close()
         pinger.close()
         for sock in self.sockets.values():

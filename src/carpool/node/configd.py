@@ -1,0 +1,170 @@
+"""The daemon's configuration side: the store, the control commands (`carpool config ...`) and
+the sync service. Changes are accepted on the active unit only; each becomes a version, is
+applied, then pushed to the partner at once."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config.document import Document, DocumentError, parse_document
+from ..config.ha import Config
+from ..config.store import Store, StoreError, Version, diff
+from .sync import SyncService
+
+log = logging.getLogger("carpool.config")
+_INDEX = re.compile(r"^(\w+)\[(.+)\]$")
+
+
+class Refused(Exception):
+    pass
+
+
+def open_store(cfg: Config) -> Store:
+    """The unit's store, seeded from the configuration file: on first start, and whenever the
+    file's document changed since it was last seeded (an admin edited it)."""
+    store = Store(Path(cfg.config_dir) / "config", keep=cfg.document.sync.history)
+    seed_file = store.dir / "seed"
+    seed = cfg.document.hash
+    last_seed = seed_file.read_text().strip() if seed_file.exists() else ""
+    if store.current is None or seed != last_seed:
+        why = "first start" if store.current is None else "the file changed"
+        v = store.commit(cfg.document, who=f"file {cfg.path} ({why})", origin=cfg.role)
+        log.info("configuration version %d from %s (%s)", v.record.version, cfg.path, why)
+        seed_file.write_text(seed + "\n")
+    elif store.current.document.hash != seed:
+        log.info("using stored configuration version %d; %s seeds only a first start or an "
+                 "edit of the file", store.current.record.version, cfg.path)
+    return store
+
+
+def set_key(data: dict, key: str, value: Any) -> dict:
+    """data with the dotted key set: `appliance.description`, `ha.vhid`,
+    `interface[eth0].ping_target` / `interface[0].check` (list items by name or index)."""
+    node: Any = data
+    parts = key.split(".")
+    for n, part in enumerate(parts):
+        last = n == len(parts) - 1
+        m = _INDEX.match(part)
+        if m:
+            items = node.setdefault(m[1], [])
+            if not isinstance(items, list):
+                raise Refused(f"{key}: {m[1]} is not a list")
+            found = [i for i in items if isinstance(i, dict) and i.get("name") == m[2]]
+            if not found and m[2].isdigit() and int(m[2]) < len(items):
+                found = [items[int(m[2])]]
+            if not found:
+                raise Refused(f"{key}: no {m[1]} named or numbered {m[2]!r}")
+            if last:
+                raise Refused(f"{key}: set a key inside {part}, not the whole item")
+            node = found[0]
+            continue
+        if not isinstance(node, dict):
+            raise Refused(f"{key}: {part} is inside a value, not a table")
+        if last:
+            if value is None:
+                node.pop(part, None)
+            else:
+                node[part] = value
+        else:
+            node = node.setdefault(part, {})
+    return data
+
+
+class ConfigControl:
+    def __init__(self, cfg: Config, store: Store, is_active: Callable[[], bool],
+                 active_address: Callable[[], str], on_apply: Callable[[Version], None]):
+        self.cfg, self.store = cfg, store
+        self.is_active, self.active_address = is_active, active_address
+        self.on_apply = on_apply
+        doc = store.current.document
+        self.sync = SyncService(cfg.secret, cfg.role, store, doc.sync.port,
+                                partner=self.partner_address,
+                                preferred=lambda: self.store.current.document.ha.preferred,
+                                is_active=is_active, on_apply=on_apply)
+
+    def partner_address(self) -> str:
+        doc = self.store.current.document
+        iface = next((i for i in doc.interface if i.shared), doc.interface[0])
+        return iface.second if self.cfg.role == "first" else iface.first
+
+    def handlers(self) -> dict:
+        return {"config.show": self.show, "config.set": self.set, "config.apply": self.apply,
+                "config.history": self.history, "config.diff": self.diff,
+                "config.rollback": self.rollback, "config.sync": self.force_sync}
+
+    # -- reading ---------------------------------------------------------------------------
+    def show(self, _req: dict) -> dict:
+        v = self.store.current
+        return {"version": v.record.version, "hash": v.record.hash,
+                "record": v.record.to_json(), "document": v.document.model_dump(mode="json")}
+
+    def history(self, _req: dict) -> dict:
+        return {"history": [r.to_json() for r in self.store.history()]}
+
+    def diff(self, req: dict) -> dict:
+        try:
+            cur = self.store.current.record.version
+            a, b = req.get("a"), req.get("b")
+            b = cur if b is None else int(b)
+            a = b - 1 if a is None else int(a)
+            old = self.store.get(a).document if a >= 1 else None
+            return {"a": a, "b": b, "diff": diff(old, self.store.get(b).document)}
+        except (StoreError, ValueError, TypeError) as e:
+            return {"error": str(e)}
+
+    # -- changing (active unit only) -------------------------------------------------------
+    def _guard(self) -> None:
+        if not self.is_active():
+            raise Refused(f"this unit ({self.cfg.role}) is the standby; change the "
+                          f"configuration on the active unit at {self.active_address()}")
+
+    def _commit(self, doc: Document, who: str) -> dict:
+        v = self.store.commit(doc, who=who, origin=self.cfg.role)
+        self.on_apply(v)
+        self.sync.changed()
+        return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
+
+    def _guarded(self, change: Callable[[], dict]) -> dict:
+        try:
+            self._guard()
+            return change()
+        except Refused as e:
+            return {"error": str(e)}
+        except DocumentError as e:
+            return {"error": "invalid configuration, nothing changed:\n" + str(e)}
+        except (StoreError, OSError) as e:
+            return {"error": f"cannot store the new version: {e}"}
+
+    def set(self, req: dict) -> dict:
+        def change():
+            data = self.store.current.document.model_dump(mode="json")
+            doc = parse_document(set_key(data, str(req["key"]), req.get("value")))
+            return self._commit(doc, who=req.get("who") or "cli: config set")
+        return self._guarded(change)
+
+    def apply(self, req: dict) -> dict:
+        def change():
+            data = req.get("document")
+            if isinstance(data, dict) and "unit" in data:
+                raise Refused("the [unit] table belongs to the unit's own file; it is not "
+                              "part of the synced document")
+            return self._commit(parse_document(data), who=req.get("who") or "cli: config apply")
+        return self._guarded(change)
+
+    def rollback(self, req: dict) -> dict:
+        def change():
+            target = self.store.get(int(req["version"]))
+            return self._commit(target.document, who=f"{req.get('who') or 'cli'}: rollback "
+                                                     f"to {target.record.version}")
+        return self._guarded(change)
+
+    async def force_sync(self, req: dict) -> dict:
+        try:
+            self._guard()
+            return await self.sync.force()
+        except Refused as e:
+            return {"error": str(e)}
+        except Exception as e:  # partner down, refused: say so, never crash
+            return {"error": f"force sync failed: {e}"}

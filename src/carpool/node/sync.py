@@ -1,0 +1,344 @@
+"""Config sync on TCP 6973 (asyncio adapter around config.syncproto and config.store).
+
+Every unit serves; the active unit also runs the client: it pushes each new version at once,
+re-checks (version, hash) every `sync.interval` seconds and on reconnect, and reconciles after a
+split by syncproto.plan(). The partner validates every version, stores it atomically, applies it,
+then acknowledges. Sync never touches the election: a dead sync channel is "sync down" in status.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from typing import Callable
+
+from ..config import syncproto as sp
+from ..config.document import DocumentError, parse_document
+from ..config.store import Record, Store, StoreError, Version
+
+log = logging.getLogger("carpool.sync")
+HANDSHAKE_TIMEOUT = 5.0
+REPLY_TIMEOUT = 30.0
+RETRY = 1.0
+
+
+class SyncRefused(Exception):
+    pass
+
+
+class Channel:
+    """One authenticated connection: read and write messages (both sides)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+        self.deframer = sp.Deframer()
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.session: sp.Session | None = None
+
+    @property
+    def peer(self) -> str:
+        peer = self.writer.get_extra_info("peername")
+        return peer[0] if peer else "?"
+
+    async def body(self, timeout: float) -> bytes:
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+            if not data:
+                raise ConnectionError("connection closed")
+            self.pending.extend(self.deframer.feed(data))
+        return self.pending.popleft()
+
+    async def recv(self, timeout: float = REPLY_TIMEOUT) -> dict:
+        body = await self.body(timeout)
+        return self.session.open(body) if self.session else sp.parse_json(body)
+
+    async def send(self, msg: dict) -> None:
+        self.writer.write(self.session.seal(msg) if self.session else sp.frame(sp.dumps(msg)))
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _versions(store: Store, keys) -> list[dict]:
+    out = []
+    for version, hash_ in keys:
+        v = store.get(version, hash_)
+        out.append({"record": v.record.to_json(), "document": v.document.model_dump(mode="json")})
+    return out
+
+
+def _parse_versions(items) -> list[Version]:
+    """Every version validated before any is stored: nothing half-applied."""
+    if not isinstance(items, list):
+        raise sp.FrameError("garbage", "versions must be a list")
+    out = []
+    for item in items:
+        try:
+            record = Record.from_json(item["record"])
+            doc = parse_document(item["document"])
+        except (KeyError, TypeError, DocumentError) as e:
+            raise SyncRefused(f"invalid version from partner: {e}") from None
+        if doc.hash != record.hash:
+            raise SyncRefused(f"version {record.version}: hash does not match its document")
+        out.append(Version(record, doc))
+    return out
+
+
+def _keys(store: Store) -> list[list]:
+    return [[r.version, r.hash] for r in store.history(conflicts=False)]
+
+
+class SyncService:
+    def __init__(self, secret: bytes, role: str, store: Store, port: int,
+                 partner: Callable[[], str], preferred: Callable[[], str],
+                 is_active: Callable[[], bool], on_apply: Callable[[Version], None]):
+        self.key = sp.sync_key(secret)
+        self.role, self.store, self.port = role, store, port
+        self.partner, self.preferred, self.is_active = partner, preferred, is_active
+        self.on_apply = on_apply
+        self.counters: collections.Counter = collections.Counter()
+        self.state = "idle"          # idle (standby) | connecting | in sync | sync down: why
+        self.partner_version: tuple[int, str] | None = None
+        self.last_error = ""
+        self.last_ok: float | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # -- server side -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, host="0.0.0.0", port=self.port,
+                                                 reuse_address=True)
+        self._task = asyncio.get_running_loop().create_task(self._client_loop())
+
+    def close(self) -> None:
+        if self.server:
+            self.server.close()
+        if self._task:
+            self._task.cancel()
+
+    async def _serve(self, reader, writer) -> None:
+        ch = Channel(reader, writer)
+        try:
+            await self._accept(ch)
+            while True:
+                msg = await ch.recv(timeout=3600)
+                await ch.send(self._answer(msg))
+        except sp.FrameError as e:
+            self.counters[f"bad_frame_{e.reason}"] += 1
+            log.warning("sync: closing connection from %s: bad frame (%s)", ch.peer, e)
+        except SyncRefused as e:
+            self.counters["refused"] += 1
+            log.warning("sync: %s", e)
+        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # never let one connection take the daemon down
+            self.counters["errors"] += 1
+            log.exception("sync: connection from %s failed", ch.peer)
+        finally:
+            ch.close()
+
+    async def _accept(self, ch: Channel) -> None:
+        hello = await ch.recv(HANDSHAKE_TIMEOUT)
+        if hello.get("type") != "hello" or hello.get("proto") != sp.PROTO or \
+                not isinstance(hello.get("nonce"), str) or len(hello["nonce"]) != 32:
+            raise sp.FrameError("garbage", "expected hello")
+        nonce = secrets.token_hex(16)
+        await ch.send({"type": "challenge", "role": self.role, "nonce": nonce,
+                       "proof": sp.proof(self.key, "server", hello["nonce"], nonce)})
+        answer = await ch.recv(HANDSHAKE_TIMEOUT)
+        expected = sp.proof(self.key, "client", hello["nonce"], nonce)
+        if answer.get("type") != "proof" or not isinstance(answer.get("proof"), str) or \
+                not secrets.compare_digest(answer["proof"], expected):
+            self.counters["unauthorized"] += 1
+            log.warning("sync: unauthorized connection from %s (wrong partner secret)", ch.peer)
+            await ch.send({"type": "error", "error": "unauthorized"})
+            raise ConnectionError("unauthorized")
+        ch.session = sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False)
+        await ch.send({"type": "welcome", "role": self.role})
+
+    def _answer(self, msg: dict) -> dict:
+        kind = msg["type"]
+        if kind == "state":
+            return {"type": "state", "history": _keys(self.store)}
+        if kind == "fetch":
+            try:
+                return {"type": "versions", "versions": _versions(self.store, msg["keys"])}
+            except (KeyError, TypeError, StoreError) as e:
+                return {"type": "error", "error": f"fetch: {e}"}
+        if kind == "push":
+            try:
+                self._receive(msg)
+            except (SyncRefused, StoreError, OSError) as e:
+                log.error("sync: refused push: %s", e)
+                return {"type": "error", "error": str(e)}
+            return {"type": "ack", "history": _keys(self.store)}
+        raise sp.FrameError("garbage", f"unknown message {kind!r}")
+
+    def _receive(self, msg: dict) -> None:
+        versions = _parse_versions(msg.get("versions"))
+        lost = msg.get("lost") or []
+        for version, hash_ in lost:
+            self.store.keep_as_conflict(self.store.get(version, hash_).record,
+                                        str(msg.get("why", "lost a split-brain resolution")))
+            log.warning("sync: version %d kept as conflict: %s", version, msg.get("why"))
+        self._adopt(versions)
+
+    def _adopt(self, versions: list[Version]) -> None:
+        for v in versions:
+            self.store.adopt(v.record, v.document)
+        if versions:
+            current = self.store.current
+            log.info("sync: now at version %d (%s)", current.record.version,
+                     current.record.hash[:12])
+            self.on_apply(current)
+
+    # -- client side (the active unit) -----------------------------------------------------
+    def changed(self) -> None:
+        """A new local version: push it now."""
+        self._wake.set()
+
+    async def force(self) -> dict:
+        """Force Partner Update: the partner takes our current version, its own newer ones
+        kept as conflicts."""
+        ch = await self._connect()
+        try:
+            theirs = [tuple(k) for k in (await self._call(ch, {"type": "state"}))["history"]]
+            ours = [tuple(k) for k in _keys(self.store)]
+            lost = [k for k in theirs if k not in ours and k[0] > 0]
+            push = [k for k in ours if k not in theirs]
+            if not push and ours and theirs and theirs[-1] != ours[-1]:
+                push = [ours[-1]]
+            reply = await self._push(ch, push, lost, "overwritten by Force Partner Update")
+            return {"pushed": [k[0] for k in push], "kept_as_conflict": [k[0] for k in lost],
+                    "partner": reply}
+        finally:
+            ch.close()
+
+    async def _connect(self) -> Channel:
+        address = self.partner()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, self.port), HANDSHAKE_TIMEOUT)
+        ch = Channel(reader, writer)
+        try:
+            nonce = secrets.token_hex(16)
+            await ch.send({"type": "hello", "proto": sp.PROTO, "role": self.role, "nonce": nonce})
+            challenge = await ch.recv(HANDSHAKE_TIMEOUT)
+            if challenge.get("type") != "challenge" or not secrets.compare_digest(
+                    str(challenge.get("proof", "")),
+                    sp.proof(self.key, "server", nonce, str(challenge.get("nonce", "")))):
+                self.counters["partner_unauthorized"] += 1
+                raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
+            await ch.send({"type": "proof",
+                           "proof": sp.proof(self.key, "client", nonce, challenge["nonce"])})
+            session = sp.Session(sp.session_key(self.key, nonce, challenge["nonce"]), True)
+            body = await ch.body(HANDSHAKE_TIMEOUT)
+            if body.startswith(b"{"):  # an unsealed answer can only be the refusal
+                self.counters["refused_by_partner"] += 1
+                raise SyncRefused(f"partner {address} refused our secret: "
+                                  f"{sp.parse_json(body).get('error')}")
+            if session.open(body).get("type") != "welcome":
+                raise sp.FrameError("garbage", "expected welcome")
+            ch.session = session
+            return ch
+        except BaseException:
+            ch.close()
+            raise
+
+    async def _call(self, ch: Channel, msg: dict) -> dict:
+        await ch.send(msg)
+        reply = await ch.recv()
+        if reply.get("type") == "error":
+            raise SyncRefused(f"partner: {reply.get('error')}")
+        return reply
+
+    async def _push(self, ch: Channel, keys, lost=(), why: str = "") -> dict:
+        reply = await self._call(ch, {"type": "push", "versions": _versions(self.store, keys),
+                                      "lost": [list(k) for k in lost], "why": why})
+        self._partner_at(reply["history"])
+        return {"version": self.partner_version[0] if self.partner_version else None}
+
+    def _partner_at(self, history) -> None:
+        self.partner_version = tuple(history[-1]) if history else None
+
+    async def reconcile(self, ch: Channel) -> str:
+        theirs = [tuple(k) for k in (await self._call(ch, {"type": "state"}))["history"]]
+        self._partner_at(theirs)
+        ours = [tuple(k) for k in _keys(self.store)]
+        p = sp.plan(ours, theirs, self.role, self.preferred())
+        if p.action == "in_sync":
+            return p.action
+        log.info("sync: %s (push %s, pull %s, lost here %s, lost there %s)", p.action,
+                 [k[0] for k in p.push], [k[0] for k in p.pull], [k[0] for k in p.ours_lost],
+                 [k[0] for k in p.theirs_lost])
+        if p.pull:
+            got = await self._call(ch, {"type": "fetch", "keys": [list(k) for k in p.pull]})
+            versions = _parse_versions(got.get("versions"))
+            why = f"lost to {p.winner}'s version {p.pull[-1][0]} after a split"
+            for key in p.ours_lost:
+                self.store.keep_as_conflict(self.store.get(*key).record, why)
+                log.warning("sync: our version %d kept as conflict: %s", key[0], why)
+            self._adopt(versions)
+        if p.push:
+            why = f"lost to {p.winner}'s version {p.push[-1][0]} after a split" if p.winner else ""
+            await self._push(ch, p.push, p.theirs_lost, why)
+        return p.action
+
+    async def _client_loop(self) -> None:
+        ch: Channel | None = None
+        while True:
+            try:
+                if not self.is_active():
+                    if ch:
+                        ch.close()
+                        ch = None
+                    self.state = "idle"
+                    await self._sleep(1.0)
+                    continue
+                if ch is None:
+                    self.state = "connecting"
+                    ch = await self._connect()
+                await self.reconcile(ch)
+                self.state, self.last_ok, self.last_error = "in sync", time.time(), ""
+                await self._sleep(self._interval())
+            except asyncio.CancelledError:
+                if ch:
+                    ch.close()
+                raise
+            except (OSError, ConnectionError, asyncio.TimeoutError, sp.FrameError, SyncRefused,
+                    StoreError, KeyError, TypeError) as e:
+                why = str(e) or type(e).__name__
+                if self.last_error != why:
+                    log.warning("sync down: %s", why)
+                self.state, self.last_error = f"sync down: {why}", why
+                self.counters["failures"] += 1
+                if ch:
+                    ch.close()
+                    ch = None
+                await self._sleep(RETRY)
+
+    def _interval(self) -> float:
+        current = self.store.current
+        return current.document.sync.interval if current else 5.0
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    def status(self) -> dict:
+        ours = self.store.current.record.key if self.store.current else None
+        lag = None
+        if ours and self.partner_version:
+            lag = ours[0] - self.partner_version[0]
+        return {"state": self.state, "port": self.port,
+                "version": ours[0] if ours else None, "hash": ours[1] if ours else None,
+                "partner_version": self.partner_version[0] if self.partner_version else None,
+                "partner_hash": self.partner_version[1] if self.partner_version else None,
+                "lag": lag, "last_ok": self.last_ok, "last_error": self.last_error,
+                "counters": dict(self.counters)}

@@ -1,0 +1,99 @@
+"""Sync protocol, pure: framing, authentication, sealed frames, the merge plan."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carpool.config import syncproto as sp
+
+KEY = sp.sync_key(b"lab-secret")
+
+
+def pair():
+    s = sp.session_key(KEY, "c" * 32, "s" * 32)
+    return sp.Session(s, True), sp.Session(s, False)
+
+
+def test_frames_split_anywhere_come_back_whole():
+    data = sp.frame(b"one") + sp.frame(b"") + sp.frame(b"three" * 1000)
+    d = sp.Deframer()
+    out = []
+    for i in range(0, len(data), 7):
+        out += d.feed(data[i:i + 7])
+    assert out == [b"one", b"", b"three" * 1000]
+
+
+def test_oversized_length_is_refused_before_reading():
+    with pytest.raises(sp.FrameError) as e:
+        sp.Deframer(limit=1000).feed(b"\x00\x01\x00\x00")
+    assert e.value.reason == "oversized"
+
+
+def test_proofs_differ_by_side_secret_and_nonce():
+    assert sp.proof(KEY, "server", "a", "b") != sp.proof(KEY, "client", "a", "b")
+    assert sp.proof(KEY, "server", "a", "b") != sp.proof(sp.sync_key(b"other"), "server", "a", "b")
+    assert sp.proof(KEY, "server", "a", "b") != sp.proof(KEY, "server", "a", "c")
+
+
+def test_sealed_messages_round_trip_in_order():
+    client, server = pair()
+    d = sp.Deframer()
+    for n in range(3):
+        [body] = d.feed(client.seal({"type": "state", "n": n}))
+        assert server.open(body) == {"type": "state", "n": n}
+    [body] = d.feed(server.seal({"type": "ack"}))
+    assert client.open(body) == {"type": "ack"}
+
+
+@pytest.mark.parametrize("attack", ["replay", "reflect", "tamper", "truncate"])
+def test_replayed_reflected_or_tampered_frames_fail(attack):
+    client, server = pair()
+    body = sp.Deframer().feed(client.seal({"type": "push"}))[0]
+    server.open(body)
+    if attack == "replay":
+        bad, victim = body, server
+    elif attack == "reflect":  # our own frame sent back to us
+        bad, victim = body, client
+    elif attack == "tamper":
+        bad, victim = body[:-2] + b"0}", server
+    else:
+        bad, victim = body[:10], server
+    with pytest.raises(sp.FrameError):
+        victim.open(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_only_ever_raises_frame_error(data):
+    _, server = pair()
+    try:
+        for body in sp.Deframer(limit=1 << 16).feed(data):
+            server.open(body)
+    except sp.FrameError:
+        pass
+    try:
+        sp.parse_json(data)
+    except sp.FrameError:
+        pass
+
+
+A = [(1, "h1"), (2, "h2")]
+
+
+@pytest.mark.parametrize("ours, theirs, role, preferred, expect", [
+    (A, A, "first", "none", sp.Plan("in_sync")),
+    (A + [(3, "h3")], A, "first", "none", sp.Plan("push", push=((3, "h3"),))),
+    (A, A + [(3, "h3")], "first", "none", sp.Plan("pull", pull=((3, "h3"),))),
+    (A, [], "first", "none", sp.Plan("push", push=tuple(A))),
+    # both moved: the first unit wins when none is preferred ...
+    (A + [(3, "x")], A + [(3, "y"), (4, "z")], "first", "none",
+     sp.Plan("resolve", push=((3, "x"),), theirs_lost=((3, "y"), (4, "z")), winner="first")),
+    (A + [(3, "x")], A + [(3, "y")], "second", "none",
+     sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="first")),
+    # ... the preferred unit's side otherwise
+    (A + [(3, "x")], A + [(3, "y")], "first", "second",
+     sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="second")),
+])
+def test_plan(ours, theirs, role, preferred, expect):
+    assert sp.plan(ours, theirs, role, preferred) == expect
