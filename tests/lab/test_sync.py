@@ -124,7 +124,8 @@ def test_split_brain_changes_on_both_sides_keep_the_conflict(healed_lab):
     assert description(lab, "a") == "by a"  # preferred none: the first unit's side wins
     lost = [r for r in ask(lab, "b", "config.history")["history"] if r["conflict"]]
     assert lost and lost[-1]["origin"] == "second", lost
-    lost_version = ask(lab, "b", "config.diff", a=lost[-1]["version"] - 1, b=lost[-1]["version"])
+    lost_version = ask(lab, "b", "config.diff", a=lost[-1]["version"] - 1,
+                       b=f"{lost[-1]['version']}:{lost[-1]['hash'][:12]}")
     assert any("by b" in line for line in lost_version["diff"]), lost_version
     proc = lab.exec("b", ["carpool", "config", "history"], check=True)
     assert "CONFLICT" in proc.stdout

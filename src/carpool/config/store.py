@@ -159,9 +159,12 @@ class Store:
         return doc
 
     def get(self, version: int, hash_: str | None = None) -> Version:
+        """A kept version (a conflict too); `hash_` (or a prefix) picks one of two with the
+        same number after a split."""
         for where in (self.versions, self.conflicts):
             for record in reversed(self._records(where)):
-                if record.version == version and (hash_ is None or record.hash == hash_):
+                if record.version == version and (hash_ is None or
+                                                  record.hash.startswith(hash_)):
                     return Version(record, self._read(where, record))
         raise StoreError(f"version {version} is not in the history "
                          f"(kept: {', '.join(str(r.version) for r in self.history()) or 'none'})")

@@ -92,7 +92,8 @@ class ConfigControl:
     def handlers(self) -> dict:
         return {"config.show": self.show, "config.set": self.set, "config.apply": self.apply,
                 "config.history": self.history, "config.diff": self.diff,
-                "config.rollback": self.rollback, "config.sync": self.force_sync}
+                "config.rollback": self.rollback, "config.sync": self.force_sync,
+                "config.applied": lambda _req: {"applied": list(self.sync.applied)}}
 
     # -- reading ---------------------------------------------------------------------------
     def show(self, _req: dict) -> dict:
@@ -104,13 +105,16 @@ class ConfigControl:
         return {"history": [r.to_json() for r in self.store.history()]}
 
     def diff(self, req: dict) -> dict:
+        def ref(value, default: int) -> tuple[int, str | None]:
+            if value is None:
+                return default, None
+            version, _, prefix = str(value).partition(":")  # "5" or "5:1a2b3c" (a conflict)
+            return int(version), prefix or None
         try:
-            cur = self.store.current.record.version
-            a, b = req.get("a"), req.get("b")
-            b = cur if b is None else int(b)
-            a = b - 1 if a is None else int(a)
-            old = self.store.get(a).document if a >= 1 else None
-            return {"a": a, "b": b, "diff": diff(old, self.store.get(b).document)}
+            b, b_hash = ref(req.get("b"), self.store.current.record.version)
+            a, a_hash = ref(req.get("a"), b - 1)
+            old = self.store.get(a, a_hash).document if a >= 1 else None
+            return {"a": a, "b": b, "diff": diff(old, self.store.get(b, b_hash).document)}
         except (StoreError, ValueError, TypeError) as e:
             return {"error": str(e)}
 

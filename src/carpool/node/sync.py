@@ -106,6 +106,8 @@ class SyncService:
         self.last_ok: float | None = None
         self.server: asyncio.base_events.Server | None = None
         self._wake = asyncio.Event()
+        # (version, committed at on the active unit, applied here): the sync latency
+        self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
 
     # -- server side -----------------------------------------------------------------------
@@ -190,6 +192,8 @@ class SyncService:
     def _adopt(self, versions: list[Version]) -> None:
         for v in versions:
             self.store.adopt(v.record, v.document)
+        now = time.time()
+        self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
             current = self.store.current
             log.info("sync: now at version %d (%s)", current.record.version,
@@ -227,13 +231,16 @@ class SyncService:
             nonce = secrets.token_hex(16)
             await ch.send({"type": "hello", "proto": sp.PROTO, "role": self.role, "nonce": nonce})
             challenge = await ch.recv(HANDSHAKE_TIMEOUT)
-            if challenge.get("type") != "challenge" or not secrets.compare_digest(
-                    str(challenge.get("proof", "")),
-                    sp.proof(self.key, "server", nonce, str(challenge.get("nonce", "")))):
-                self.counters["partner_unauthorized"] += 1
-                raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
+            if challenge.get("type") != "challenge" or not isinstance(challenge.get("nonce"), str):
+                raise sp.FrameError("garbage", "expected challenge")
+            # Our proof goes first, whatever theirs is: it is bound to fresh nonces (useless to
+            # anyone else), and it lets the partner log a wrong secret on its side too.
             await ch.send({"type": "proof",
                            "proof": sp.proof(self.key, "client", nonce, challenge["nonce"])})
+            if not secrets.compare_digest(str(challenge.get("proof", "")),
+                                          sp.proof(self.key, "server", nonce, challenge["nonce"])):
+                self.counters["partner_unauthorized"] += 1
+                raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
             session = sp.Session(sp.session_key(self.key, nonce, challenge["nonce"]), True)
             body = await ch.body(HANDSHAKE_TIMEOUT)
             if body.startswith(b"{"):  # an unsealed answer can only be the refusal
