@@ -123,6 +123,7 @@ class Store:
         for d in (self.versions, self.conflicts):
             d.mkdir(parents=True, exist_ok=True)
         self._current: Version | None = None
+        self._index: dict[Path, list[Record]] = {}
         self._load()
 
     # -- reading ---------------------------------------------------------------------------
@@ -134,6 +135,12 @@ class Store:
         return f"{record.version:08d}-{record.hash[:12]}"
 
     def _records(self, where: Path) -> list[Record]:
+        """The records kept in `where` (an in-memory index, read from disk once)."""
+        if where not in self._index:
+            self._index[where] = self._scan(where)
+        return list(self._index[where])
+
+    def _scan(self, where: Path) -> list[Record]:
         found = []
         for path in where.glob("*.json"):
             if not _NAME.match(path.name):
@@ -200,6 +207,13 @@ class Store:
         stem = self._stem(record)
         atomic_write(where / f"{stem}.toml", tomlw.dumps(to_plain(doc)).encode())
         atomic_write(where / f"{stem}.json", json.dumps(record.to_json(), indent=1).encode())
+        index = [r for r in self._records(where) if r.key != record.key] + [record]
+        self._index[where] = sorted(index, key=lambda r: (r.version, r.when))
+
+    def _forget(self, where: Path, record: Record) -> None:
+        for suffix in (".json", ".toml"):  # record first: a half-removed version is ignored
+            (where / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+        self._index[where] = [r for r in self._records(where) if r.key != record.key]
 
     def _write_current(self) -> None:
         r, doc = self._current.record, self._current.document
@@ -224,10 +238,16 @@ class Store:
     def adopt(self, record: Record, doc: Document) -> Version:
         """Store a version made elsewhere (the partner) under its own number and make it
         current. Raises StoreError if the document does not match the record."""
-        if doc.hash != record.hash:
-            raise StoreError(f"version {record.version}: content hash does not match")
-        self._write_version(self.versions, record, doc)
-        self._current = Version(record, doc)
+        return self.adopt_many([Version(record, doc)])
+
+    def adopt_many(self, versions: list[Version]) -> Version:
+        """adopt() for a batch, oldest first: the last becomes current (written once)."""
+        for v in versions:
+            if v.document.hash != v.record.hash:
+                raise StoreError(f"version {v.record.version}: content hash does not match")
+        for v in versions:
+            self._write_version(self.versions, v.record, v.document)
+        self._current = versions[-1]
         self._write_current()
         self._prune()
         return self._current
@@ -237,16 +257,14 @@ class Store:
         version = self.get(record.version, record.hash)
         lost = Record(**{**asdict(version.record), "conflict": why})
         self._write_version(self.conflicts, lost, version.document)
-        for suffix in (".toml", ".json"):
-            (self.versions / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+        self._forget(self.versions, record)
 
     def _prune(self) -> None:
         records = self._records(self.versions)
         for record in records[:max(0, len(records) - self.keep)]:
             if self._current and record.key == self._current.record.key:
                 continue
-            for suffix in (".json", ".toml"):  # record first: a half-pruned version is ignored
-                (self.versions / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+            self._forget(self.versions, record)
 
     def rollback(self, version: int, who: str, origin: str = "") -> Version:
         target = self.get(version)

@@ -106,6 +106,7 @@ class SyncService:
         self.last_ok: float | None = None
         self.server: asyncio.base_events.Server | None = None
         self._wake = asyncio.Event()
+        self._theirs: list[tuple[int, str]] | None = None  # the partner's history, last seen
         # (version, committed at on the active unit, applied here): the sync latency
         self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
@@ -190,8 +191,8 @@ class SyncService:
         self._adopt(versions)
 
     def _adopt(self, versions: list[Version]) -> None:
-        for v in versions:
-            self.store.adopt(v.record, v.document)
+        if versions:
+            self.store.adopt_many(versions)
         now = time.time()
         self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
@@ -269,11 +270,15 @@ class SyncService:
         return {"version": self.partner_version[0] if self.partner_version else None}
 
     def _partner_at(self, history) -> None:
-        self.partner_version = tuple(history[-1]) if history else None
+        self._theirs = [tuple(k) for k in history]
+        self.partner_version = self._theirs[-1] if self._theirs else None
 
-    async def reconcile(self, ch: Channel) -> str:
-        theirs = [tuple(k) for k in (await self._call(ch, {"type": "state"}))["history"]]
-        self._partner_at(theirs)
+    async def reconcile(self, ch: Channel, fresh: bool = True) -> str:
+        """Compare histories and act. fresh=False (a local change on a live connection):
+        trust the partner's history from its last answer and save a round trip."""
+        if fresh or self._theirs is None:
+            self._partner_at((await self._call(ch, {"type": "state"}))["history"])
+        theirs = list(self._theirs)
         ours = [tuple(k) for k in _keys(self.store)]
         p = sp.plan(ours, theirs, self.role, self.preferred())
         if p.action == "in_sync":
@@ -305,12 +310,14 @@ class SyncService:
                     self.state = "idle"
                     await self._sleep(1.0)
                     continue
+                fresh = True
                 if ch is None:
                     self.state = "connecting"
                     ch = await self._connect()
-                await self.reconcile(ch)
-                self.state, self.last_ok, self.last_error = "in sync", time.time(), ""
-                await self._sleep(self._interval())
+                while self.is_active():
+                    await self.reconcile(ch, fresh)
+                    self.state, self.last_ok, self.last_error = "in sync", time.time(), ""
+                    fresh = not await self._sleep(self._interval())
             except asyncio.CancelledError:
                 if ch:
                     ch.close()
@@ -325,18 +332,22 @@ class SyncService:
                 if ch:
                     ch.close()
                     ch = None
+                self._theirs = None
                 await self._sleep(RETRY)
 
     def _interval(self) -> float:
         current = self.store.current
         return current.document.sync.interval if current else 5.0
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a local change (True) or the timeout (False)."""
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
+            woken = True
         except asyncio.TimeoutError:
-            pass
+            woken = False
         self._wake.clear()
+        return woken
 
     def status(self) -> dict:
         ours = self.store.current.record.key if self.store.current else None
