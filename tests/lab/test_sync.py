@@ -111,7 +111,8 @@ def test_blocked_sync_port_no_failover_then_converges(healed_lab):
 def test_split_brain_changes_on_both_sides_keep_the_conflict(healed_lab):
     lab = healed_lab
     lab.wait_for_master()
-    lab.block_multicast()
+    lab.block_multicast()  # a real partition: adverts and sync both cut
+    lab.block_sync()
     lab.cut_heartbeat()
     lab.wait_for(lambda: set(lab.states().values()) == {"master"}, 15,
                  what="split brain: both units master")
