@@ -210,3 +210,14 @@ def test_fuzzed_frames_on_6973_never_crash(healed_lab):
     before = shown(lab, active)
     assert cli_set(lab, active, "appliance.description", "after fuzz").returncode == 0
     assert wait_same(lab)[0] == before[0] + 1
+
+
+def test_force_partner_update_from_the_cli(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    assert cli_set(lab, active, "appliance.description", "forced").returncode == 0
+    proc = lab.exec(active, ["carpool", "config", "sync", "--force"])
+    assert proc.returncode == 0 and "partner updated" in proc.stdout, proc.stderr
+    assert wait_same(lab) == shown(lab, active)
+    refused = lab.exec(other(active), ["carpool", "config", "sync", "--force"])
+    assert refused.returncode != 0 and "standby" in refused.stderr
