@@ -373,10 +373,31 @@ def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1)
         if src is None:
             raise OSError(errno.ENODEV, f"no interface {ifname}")
     frame = build_garp(src, address)
+    s = _packet_socket()
     sent = 0
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-        s.bind((out_if, ETH_P_ARP))
-        for _ in range(max(1, count)):
-            s.send(frame)
-            sent += 1
+    for _ in range(max(1, count)):
+        s.sendto(frame, (out_if, ETH_P_ARP))
+        sent += 1
     return sent
+
+
+_packet_sockets: dict[int, socket.socket] = {}
+_packet_lock = threading.Lock()
+
+
+def _packet_socket() -> socket.socket:
+    """The send-only AF_PACKET socket of the caller's network namespace, kept open.
+
+    A packet socket with a protocol registers a receive hook on creation/bind, and bind() and
+    close() each wait for an RCU grace period (synchronize_net): 8-25 ms apiece measured here,
+    paid on every takeover before the first gratuitous ARP left. Protocol 0 receives nothing,
+    and sendto() names the interface, so one socket serves every interface, unbound."""
+    try:
+        key = os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        key = 0
+    with _packet_lock:
+        s = _packet_sockets.get(key)
+        if s is None:
+            s = _packet_sockets[key] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        return s
