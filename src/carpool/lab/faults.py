@@ -1,8 +1,8 @@
 """Faults the lab injects (DESIGN §5), and heal() that undoes them all.
 
 Process faults: kill (SIGKILL of the worker daemon only: the supervisor cleans up), term (SIGTERM
-to the supervisor: a clean stop), crash (power loss: every link of the unit down first, then
-supervisor and worker frozen and SIGKILLed, so nothing is cleaned up).
+to the supervisor: a clean stop), crash (power loss: supervisor and worker frozen, every link
+of the unit down, then both SIGKILLed, so nothing reacts and nothing is cleaned up).
 Link faults: link_down / link_up of one unit interface; cut_heartbeat (both ends of eth1 down).
 Switch faults: one nftables table `bridge carpool_lab` in cp-sw, chain `forward` on the bridge
 forward hook, one rule per fault, tagged with a comment naming the fault. The chain sees the
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import signal
 
-from .ns import ip, sh, wait_for
+from .ns import ip, sh, signal_pid, wait_for
 from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNITS, base_addresses,
                        lab_namespaces, links, unit_ns)
 
@@ -43,10 +43,15 @@ class FaultsMixin:
         return self._signal_unit(unit, signal.SIGTERM, "supervisor")
 
     def crash(self, unit: str) -> list[int]:
-        """Power loss: every link of the unit down FIRST, then supervisor and worker SIGKILLed.
-        The unit keeps whatever it held (no bow-out reaches anyone). Returns the killed pids."""
+        """Power loss: supervisor and worker frozen FIRST, then every link of the unit down,
+        then both SIGKILLed. The unit keeps whatever it held (no bow-out reaches anyone).
+        Frozen first because the links go down one `ip` command at a time: a running daemon
+        sees the first one go and advertises (hands over) on the others before they follow,
+        which a real power loss never does. Returns the killed pids."""
         unit = self.unit(unit)
         ns = unit_ns(unit)
+        for pid in (self.supervisor_pid(unit), self.daemon_pid(unit)):
+            signal_pid(pid, signal.SIGSTOP, None)
         for link in links(ns):
             if link["ifname"] != "lo":
                 ip("link", "set", link["ifname"], "down", ns=ns)

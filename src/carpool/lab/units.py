@@ -126,6 +126,14 @@ class UnitsMixin:
         pid = read_pid(self.state_dir(unit) / pid_file)
         return pid if alive(pid) and str(self.config_path(unit)) in cmdline(pid) else None
 
+    def _exited(self, unit: str) -> bool:
+        """Has `carpool run` of unit X exited? A process this Lab started counts as running
+        until it is reaped: its /proc cmdline can read empty for a moment while it execs."""
+        if self.supervisor_pid(unit) is not None:
+            return False
+        proc = self._children.get(read_pid(self.state_dir(unit) / "lab-run.pid") or -1)
+        return proc is None or proc.poll() is not None
+
     def supervisor_pid(self, unit: str) -> int | None:
         """pid of `carpool run` of unit X (from <state_dir>/lab-run.pid), if it is alive."""
         return self._unit_pid(self.unit(unit), "lab-run.pid")
@@ -209,7 +217,7 @@ class UnitsMixin:
     def _wait_answers(self, unit: str, timeout: float = 15.0) -> str:
         """Wait until the unit's daemon answers status with a state (returned)."""
         def answers():
-            if self.supervisor_pid(unit) is None:
+            if self._exited(unit):
                 raise LabError(f"unit {unit}: `carpool run` exited; log {self.log_path(unit)}:"
                                f"\n{self.log_tail(unit)}")
             return self.unit_status(unit).get("state")
@@ -287,7 +295,7 @@ class UnitsMixin:
 
         def one_master():
             for unit in UNITS:
-                if self.supervisor_pid(unit) is None:
+                if self._exited(unit):
                     raise LabError(f"unit {unit} is not running; log {self.log_path(unit)}:\n"
                                    f"{self.log_tail(unit)}")
             master, now = self.master(), time.monotonic()

@@ -375,6 +375,10 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
+        try:
+            addresses.warm_up()
+        except OSError as e:
+            log.warning("netlink/packet socket warm-up failed: %s", e)
         links = self.links = LinkMonitor(self.on_link)
         self._open_sockets()
         links.attach(self.loop)
