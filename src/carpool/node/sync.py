@@ -20,7 +20,7 @@ from ..config.store import Record, Store, StoreError, Version
 
 log = logging.getLogger("carpool.sync")
 HANDSHAKE_TIMEOUT = 5.0
-REPLY_TIMEOUT = 30.0
+REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon
 RETRY = 1.0
 
 
@@ -182,6 +182,13 @@ class SyncService:
         raise sp.FrameError("garbage", f"unknown message {kind!r}")
 
     def _receive(self, msg: dict) -> None:
+        # The pusher planned against what it last saw of us: if we changed since (e.g. while
+        # partitioned), its plan is stale and applying it could silently drop our versions.
+        current = self.store.current.record.key if self.store.current else None
+        expect = msg.get("expect")
+        if expect is not None and (current is None or list(current) != list(expect)):
+            raise SyncRefused(f"stale push: expected version {expect[0]}, "
+                              f"here {current[0] if current else 'none'}")
         versions = _parse_versions(msg.get("versions"))
         lost = msg.get("lost") or []
         for version, hash_ in lost:
@@ -211,7 +218,8 @@ class SyncService:
         kept as conflicts."""
         ch = await self._connect()
         try:
-            theirs = [tuple(k) for k in (await self._call(ch, {"type": "state"}))["history"]]
+            self._partner_at((await self._call(ch, {"type": "state"}))["history"])
+            theirs = list(self._theirs)
             ours = [tuple(k) for k in _keys(self.store)]
             lost = [k for k in theirs if k not in ours and k[0] > 0]
             push = [k for k in ours if k not in theirs]
@@ -264,8 +272,10 @@ class SyncService:
         return reply
 
     async def _push(self, ch: Channel, keys, lost=(), why: str = "") -> dict:
+        expect = list(self._theirs[-1]) if self._theirs else None
         reply = await self._call(ch, {"type": "push", "versions": _versions(self.store, keys),
-                                      "lost": [list(k) for k in lost], "why": why})
+                                      "lost": [list(k) for k in lost], "why": why,
+                                      "expect": expect})
         self._partner_at(reply["history"])
         return {"version": self.partner_version[0] if self.partner_version else None}
 
@@ -315,7 +325,12 @@ class SyncService:
                     self.state = "connecting"
                     ch = await self._connect()
                 while self.is_active():
-                    await self.reconcile(ch, fresh)
+                    try:
+                        await self.reconcile(ch, fresh)
+                    except SyncRefused as e:
+                        if "stale push" not in str(e) or fresh:
+                            raise
+                        await self.reconcile(ch, True)  # the partner moved: look again
                     self.state, self.last_ok, self.last_error = "in sync", time.time(), ""
                     fresh = not await self._sleep(self._interval())
             except asyncio.CancelledError:
