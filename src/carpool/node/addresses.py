@@ -183,17 +183,15 @@ def _sysctl(path: str, value: str) -> None:
 
 
 def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0) -> None:
-    have = dict(_addresses(ipr, index))
     address = str(iface.ip)
-    if have.get(address) == iface.network.prefixlen:
-        return
-    if address in have:  # same address, other prefix: replace it
-        _del_address(ipr, index, address, have[address])
     kwargs = {}
     if iface.network.prefixlen < 31:
         kwargs["broadcast"] = str(iface.network.broadcast_address)
     if flags:
         kwargs["IFA_FLAGS"] = flags
+    # Added straight away, no dump first: this is the takeover path. A leftover of the same
+    # address with another prefix is removed before (remove_stale at start, and the daemon
+    # withdraws a shared address whose prefix a new configuration version changed).
     try:
         ipr.addr("add", index=index, address=address, prefixlen=iface.network.prefixlen, **kwargs)
     except Exception as e:
