@@ -221,3 +221,20 @@ def test_force_partner_update_from_the_cli(healed_lab):
     assert wait_same(lab) == shown(lab, active)
     refused = lab.exec(other(active), ["carpool", "config", "sync", "--force"])
     assert refused.returncode != 0 and "standby" in refused.stderr
+
+
+def test_ha_change_is_applied_live_on_both_units(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    pid = {u: lab.daemon_pid(u) for u in ("a", "b")}
+    assert cli_set(lab, active, "ha.advskew", "20").returncode == 0
+    lab.wait_for(lambda: all(lab.unit_status(u)["advskew"] == 20 for u in ("a", "b")), SYNC,
+                 what="both units run with advskew 20")
+    # applied in place: same daemons, same master, adverts still accepted (the HMAC-covered
+    # header changed on both sides)
+    assert {u: lab.daemon_pid(u) for u in ("a", "b")} == pid
+    before = lab.unit_status(other(active))["partner"]["eth0"]["adverts_heard"]
+    lab.wait_for(lambda: lab.unit_status(other(active))["partner"]["eth0"]["adverts_heard"]
+                 >= before + 3, 10, what="the standby keeps hearing the active unit")
+    assert lab.states() == {active: "master", other(active): "backup"}
+    assert cli_set(lab, active, "ha.advskew", "0").returncode == 0
