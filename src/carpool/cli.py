@@ -207,6 +207,106 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _document(args) -> dict | None:
+    answer = _ask(args, "config.show")
+    return None if answer is None else answer["document"]
+
+
+def _apply(args, doc: dict, what: str) -> int:
+    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'}): {what}"
+    answer = _ask(args, "config.apply", document=doc, who=who)
+    if answer is None:
+        return 1
+    print(_changed(answer))
+    return 0
+
+
+def _find_vs(doc: dict, name: str) -> dict | None:
+    found = [v for v in doc.get("virtual_service", []) if v["name"] == name]
+    if not found:
+        names = ", ".join(v["name"] for v in doc.get("virtual_service", [])) or "none"
+        print(f"carpool: no virtual service {name!r} (there are: {names})", file=sys.stderr)
+        return None
+    return found[0]
+
+
+def _server_ref(text: str) -> tuple[str, int]:
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit():
+        raise SystemExit(f"carpool: {text!r}: give a real server as ADDRESS:PORT")
+    return address, int(port)
+
+
+def cmd_vs(args) -> int:
+    if args.action in ("list", "show"):
+        status = _ask(args, "status")
+        if status is None:
+            return 1
+        doc = _document(args)
+        health = {(s["service"], s["address"], s["port"]): s
+                  for s in status.get("dataplane", {}).get("servers", [])}
+        services = doc.get("virtual_service", [])
+        if args.action == "show":
+            vs = _find_vs(doc, args.name)
+            if vs is None:
+                return 1
+            services = [vs]
+        for vs in services:
+            print(f"{vs['name']}: {vs['address']}:{vs['port']}/{vs['protocol']} {vs['type']} "
+                  f"{vs['scheduler']}" + (f" persistence {vs['persistence']}s"
+                                         if vs["persistence"] else ""))
+            for rs in vs["real_server"]:
+                h = health.get((vs["name"], rs["address"], rs["port"]))
+                state = "disabled" if not rs["enabled"] else (
+                    "unchecked" if h is None else ("up" if h["up"] else
+                                                   f"DOWN ({h['last_error']})"))
+                print(f"    {rs['address']}:{rs['port']} weight {rs['weight']} {state}")
+        return 0
+    doc = _document(args)
+    if doc is None:
+        return 1
+    services = doc.setdefault("virtual_service", [])
+    if args.action == "add":
+        vs = {"name": args.name, "address": args.address, "port": args.port,
+              "protocol": args.protocol, "type": args.type, "scheduler": args.scheduler,
+              "persistence": args.persistence, "real_server": []}
+        services.append(vs)
+        return _apply(args, doc, f"vs add {args.name}")
+    vs = _find_vs(doc, args.name)
+    if vs is None:
+        return 1
+    if args.action == "rm":
+        services.remove(vs)
+        return _apply(args, doc, f"vs rm {args.name}")
+    vs[args.key] = _value(args.value)  # set
+    return _apply(args, doc, f"vs set {args.name} {args.key}")
+
+
+def cmd_rs(args) -> int:
+    doc = _document(args)
+    if doc is None:
+        return 1
+    vs = _find_vs(doc, args.vs)
+    if vs is None:
+        return 1
+    address, port = _server_ref(args.server)
+    servers = vs.setdefault("real_server", [])
+    found = [r for r in servers if (r["address"], r["port"]) == (address, port)]
+    if args.action == "add":
+        servers.append({"address": address, "port": port, "weight": args.weight})
+        return _apply(args, doc, f"rs add {args.vs} {args.server}")
+    if not found:
+        print(f"carpool: {args.vs} has no real server {args.server}", file=sys.stderr)
+        return 1
+    if args.action == "rm":
+        servers.remove(found[0])
+    elif args.action in ("enable", "disable"):
+        found[0]["enabled"] = args.action == "enable"
+    else:
+        found[0][args.key] = _value(args.value)
+    return _apply(args, doc, f"rs {args.action} {args.vs} {args.server}")
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -248,6 +348,43 @@ def build_parser() -> argparse.ArgumentParser:
     for p in csub.choices.values():
         p.add_argument("--config", default=argparse.SUPPRESS)
     config.set_defaults(func=cmd_config)
+    vs = sub.add_parser("vs", help="virtual services (changes go through the synced document)")
+    vs.add_argument("--config")
+    vsub = vs.add_subparsers(dest="action", required=True)
+    vsub.add_parser("list", help="services and real-server health")
+    c = vsub.add_parser("show")
+    c.add_argument("name")
+    c = vsub.add_parser("add")
+    c.add_argument("name")
+    c.add_argument("address")
+    c.add_argument("port", type=int)
+    c.add_argument("--type", choices=("l4", "http"), default="l4")
+    c.add_argument("--protocol", choices=("tcp", "udp"), default="tcp")
+    c.add_argument("--scheduler", choices=("rr", "wrr", "lc", "sh"), default="rr")
+    c.add_argument("--persistence", type=int, default=0, metavar="SECONDS")
+    c = vsub.add_parser("set", help="set one key, e.g. scheduler wrr")
+    c.add_argument("name")
+    c.add_argument("key")
+    c.add_argument("value")
+    c = vsub.add_parser("rm")
+    c.add_argument("name")
+    for p in vsub.choices.values():
+        p.add_argument("--config", default=argparse.SUPPRESS)
+    vs.set_defaults(func=cmd_vs)
+    rs = sub.add_parser("rs", help="real servers of a virtual service")
+    rs.add_argument("--config")
+    rsub = rs.add_subparsers(dest="action", required=True)
+    for name in ("add", "set", "rm", "enable", "disable"):
+        c = rsub.add_parser(name)
+        c.add_argument("vs")
+        c.add_argument("server", help="ADDRESS:PORT")
+        if name == "add":
+            c.add_argument("--weight", type=int, default=1)
+        if name == "set":
+            c.add_argument("key")
+            c.add_argument("value")
+        c.add_argument("--config", default=argparse.SUPPRESS)
+    rs.set_defaults(func=cmd_rs)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check)

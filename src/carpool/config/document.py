@@ -130,6 +130,17 @@ class RealServer(_Model):
     enabled: bool = True
 
 
+class HealthCheck(_Model):
+    type: Literal["tcp", "http", "icmp", "none"] = "tcp"
+    path: str = Field("/", pattern=r"^/")        # http
+    status: int = Field(200, ge=100, le=599)     # http: expected status
+    host: str = ""                               # http: Host header ("" = the server's address)
+    interval: float = Field(2.0, ge=0.1, le=3600)
+    timeout: float = Field(1.0, ge=0.05, le=60)
+    rise: int = Field(2, ge=1, le=100)           # successes before a server comes back
+    fall: int = Field(2, ge=1, le=100)           # failures before a server leaves the pool
+
+
 class VirtualService(_Model):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     address: IPv4
@@ -142,6 +153,8 @@ class VirtualService(_Model):
     x_forwarded_for: bool = True                      # http
     when_down: Literal["reject", "sorry"] = "reject"
     sorry_server: OptionalIPv4 = ""
+    snat: bool = False            # l4: source-NAT to the shared address on the servers' side
+    check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
 
     @model_validator(mode="after")

@@ -102,6 +102,9 @@ def cmd_fault(args) -> int:
     elif name in ("link-down", "link-up"):
         getattr(lab, name.replace("-", "_"))(args.unit, args.iface)
         print(f"unit {lab.unit(args.unit)} {args.iface}: {name[5:]}")
+    elif name == "stop-server":
+        lab.stop_server(args.server)
+        print(f"real server {args.server}: HTTP stopped (heal restarts it)")
     elif name == "block-vmac":
         lab.block_vmac(args.vhid)
         print(f"switch: {', '.join(lab.switch_faults())}")
@@ -167,7 +170,7 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the lab (an existing one is torn down first)")
     up.add_argument("--fast", action="store_true", help="fast profile (VRRPv3, 20 ms adverts)")
     up.add_argument("--vmac", action="store_true", help="shared addresses on a virtual MAC")
-    up.add_argument("--servers", type=int, default=2, metavar="N", help="real servers (2)")
+    up.add_argument("--servers", type=int, default=3, metavar="N", help="real servers (3)")
     up.add_argument("--preferred", choices=("none", "first", "second"), default="none")
     up.add_argument("--no-units", action="store_true", help="topology and servers only")
     up.add_argument("--set", type=_parse_set, action="append", metavar="KEY=VALUE",
@@ -210,6 +213,8 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
                        ("block-sync", "switch drops TCP port 6973 (config sync)"),
                        ("cut-heartbeat", "the heartbeat cable (eth1) pulled at both ends")):
         faults.add_parser(name, help=text)
+    p = faults.add_parser("stop-server", help="stop a real server's HTTP service (heal restarts)")
+    p.add_argument("--server", required=True, help="r1, r2, ... (or cp-r1)")
     p = faults.add_parser("block-vmac", help="switch drops frames from the virtual MAC")
     p.add_argument("--vhid", type=int, default=1)
     for p in faults.choices.values():

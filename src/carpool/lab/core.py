@@ -88,7 +88,7 @@ class Lab(UnitsMixin, FaultsMixin):
                                             check=False).returncode == 0
 
     # -- up / down ------------------------------------------------------------------------------
-    def up(self, fast: bool = False, vmac: bool = False, servers: int = 2,
+    def up(self, fast: bool = False, vmac: bool = False, servers: int = 3,
            start_units: bool = True, overrides: dict | None = None, preferred: str = "none",
            timeout: float | None = None) -> "Lab":
         """Build the lab (tearing down any existing one first), start the real servers and,

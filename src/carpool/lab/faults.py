@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import signal
 
-from .ns import ip, sh, signal_pid, wait_for
+from .ns import LabError, ip, sh, signal_pid, wait_for
 from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNITS, base_addresses,
                        lab_namespaces, links, unit_ns)
 
@@ -56,6 +56,13 @@ class FaultsMixin:
             if link["ifname"] != "lo":
                 ip("link", "set", link["ifname"], "down", ns=ns)
         return self._kill_now(unit)
+
+    def stop_server(self, server: str) -> None:
+        """Stop a real server's HTTP service (rN or cp-rN); heal() starts it again."""
+        name = server if server.startswith("cp-") else f"cp-{server}"
+        if name not in self.server_pids():
+            raise LabError(f"no real server {server} (lab has {', '.join(self.server_pids())})")
+        self.stop_http(name)
 
     # -- links --------------------------------------------------------------------------------
     def link_down(self, unit: str, iface: str) -> None:
@@ -150,6 +157,9 @@ class FaultsMixin:
         status (one wanted; None)."""
         self.unblock()
         self._wait_signalled()
+        for ns, pid in self.server_pids().items():  # stopped real servers serve again
+            if pid is None:
+                self.serve_http(ns)
         restart = [u for u in UNITS if u in self.wanted and not self.unit_running(u)]
         for unit in restart:
             self._stop_remnants(unit)

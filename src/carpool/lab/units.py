@@ -19,7 +19,8 @@ from typing import Any
 from ..config import tomlw
 from .ns import (LabError, LabTimeout, alive, child_env, cmdline, read_pid, signal_pid, stop_pids,
                  venv_bin, wait_for, write_file)
-from .topology import HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNITS, unit_ns
+from .topology import (HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNITS,
+                       server_addr, unit_ns)
 
 SECRET = "lab-secret"
 VHID = 1
@@ -27,7 +28,7 @@ VHID = 1
 
 # -- configuration ----------------------------------------------------------------------------
 def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = False,
-                preferred: str = "none") -> dict:
+                preferred: str = "none", servers: int = 0) -> dict:
     """The lab's configuration document of one unit, as a dict (before overrides)."""
     def own(unit_, ifname):
         return UNIT_ADDR[unit_][ifname].split("/")[0]
@@ -43,6 +44,18 @@ def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = Fal
             {"name": "eth2", "shared": [SHARED_SRV], "first": own("a", "eth2"),
              "second": own("b", "eth2")},
         ],
+        # the lab's default service: L4 on the shared address, port 80, over cp-r1..N
+        "virtual_service": [
+            {"name": "web-l4", "address": SHARED_LAN.split("/")[0], "port": 80,
+             "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
+             "real_server": [{"address": server_addr(i), "port": 80}
+                             for i in range(1, servers + 1)]},
+            {"name": "web-http", "address": SHARED_LAN.split("/")[0], "port": 8080,
+             "type": "http",
+             "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
+             "real_server": [{"address": server_addr(i), "port": 80}
+                             for i in range(1, servers + 1)]},
+        ] if servers else [],
     }
 
 
@@ -152,7 +165,7 @@ class UnitsMixin:
         unit = self.unit(unit)
         o = self.options if options is None else options
         doc = base_config(unit, self.state_dir(unit), o.get("fast", False), o.get("vmac", False),
-                          o.get("preferred", "none"))
+                          o.get("preferred", "none"), self.servers)
         return apply_overrides(doc, o.get("overrides"), unit)
 
     def write_configs(self, **options) -> None:

@@ -22,6 +22,9 @@ from ..config.store import Store, Version
 from ..ha import election as el
 from ..ha.drops import DropError
 from ..ha.profile import CarpProfile, VrrpProfile
+from ..dataplane.haproxy import HaproxyDataplane
+from ..dataplane.health import HealthChecker
+from ..dataplane.l4 import L4Dataplane
 from . import addresses, control
 from .configd import ConfigControl
 from .icmp import Pinger
@@ -83,6 +86,9 @@ class Daemon:
         self._notifies: set[asyncio.Task] = set()  # hooks still running (awaited at shutdown)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.links: LinkMonitor | None = None
+        self.health = HealthChecker(on_change=self._server_changed)
+        self.l4 = L4Dataplane()
+        self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
 
     def _configure(self, cfg: Config) -> None:
         """Everything derived from the configuration (at start and on a new version)."""
@@ -106,6 +112,9 @@ class Daemon:
         self.cfg = new
         log.info("configuration version %d applied (%s)", version.record.version,
                  ", ".join(version.record.what[:8]) or "no change")
+        if self.loop is not None:
+            self.health.update(new.document)
+            self.refresh_dataplane()
         if (old.document.ha, old.document.interface) == (new.document.ha, new.document.interface):
             return
         gone = {(i.name, str(c)) for i in old.interfaces for c in i.shared} - \
@@ -125,6 +134,21 @@ class Daemon:
         if self.is_active():
             self.take_addresses()
             self.send_garp()
+
+    def refresh_dataplane(self) -> None:
+        """Re-apply both data planes from the current document and server health."""
+        self.spawn(self.l4.apply(self.cfg.document, self.health.healthy))
+        self.spawn(self.l7.apply(self.cfg.document, self.health.healthy))
+
+    def _server_changed(self, key, up: bool) -> None:
+        name, address, port = key
+        vs = next((v for v in self.cfg.document.virtual_service if v.name == name), None)
+        if vs is None:
+            return
+        if vs.type == "http":  # the runtime API: no reload for a health flip
+            self.spawn(self.l7.set_server(vs, address, port, up))
+        else:
+            self.spawn(self.l4.apply(self.cfg.document, self.health.healthy))
 
     # -- time and the election ------------------------------------------------------------
     def now(self) -> float:
@@ -368,6 +392,8 @@ class Daemon:
             "config": {"version": self.config.store.current.record.version,
                        "hash": self.config.store.current.record.hash},
             "sync": self.config.sync.status(),
+            "dataplane": {"l4": self.l4.status(), "l7": self.l7.status(),
+                          "servers": self.health.status()},
         }
 
     # -- life cycle ------------------------------------------------------------------------
@@ -383,6 +409,10 @@ class Daemon:
         self._open_sockets()
         links.attach(self.loop)
         pinger = Pinger()
+        self.health.pinger = pinger
+        self.health.update(self.cfg.document)
+        await self.l4.apply(self.cfg.document, self.health.healthy)
+        await self.l7.apply(self.cfg.document, self.health.healthy)
         server = await control.serve(self.cfg.socket_path,
                                      {"status": self.status, **self.config.handlers()})
         try:
@@ -407,6 +437,9 @@ class Daemon:
             task.cancel()
         server.close()
         self.config.sync.close()
+        self.health.close()
+        await self.l4.clear()
+        await self.l7.stop()
         links.close()
         pinger.close()
         for sock in self.sockets.values():

@@ -1,0 +1,71 @@
+"""Apply the L4 ruleset with `nft -j -f -` (one atomic transaction), keeping the last good one.
+
+A failed apply changes nothing in the kernel (nft's transaction is all or nothing); the daemon
+logs why and reports it in status, and the previous data plane keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from ..config.document import Document
+from . import nft
+
+log = logging.getLogger("carpool.l4")
+FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+class L4Dataplane:
+    def __init__(self):
+        self.applied: dict | None = None
+        self.last_error = ""
+        self.applies = 0
+        self.failures = 0
+        self.last_apply: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def apply(self, doc: Document, healthy) -> bool:
+        ruleset = nft.ruleset(doc, healthy)
+        async with self._lock:
+            if ruleset == self.applied:
+                return True
+            if any(vs.type == "l4" for vs in doc.virtual_service):
+                _enable_forwarding()
+            proc = await asyncio.create_subprocess_exec(
+                "nft", "-j", "-f", "-", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate(json.dumps(ruleset).encode())
+            if proc.returncode != 0:
+                self.failures += 1
+                self.last_error = err.decode(errors="replace").strip()[:500]
+                log.error("nft apply failed, the previous data plane stays: %s", self.last_error)
+                return False
+            self.applied, self.last_error = ruleset, ""
+            self.applies += 1
+            self.last_apply = time.time()
+            return True
+
+    async def clear(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "nft", "delete", "table", nft.FAMILY, nft.TABLE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await proc.wait()
+        self.applied = None
+
+    def status(self) -> dict:
+        return {"applies": self.applies, "failures": self.failures,
+                "last_error": self.last_error, "last_apply": self.last_apply}
+
+
+def _enable_forwarding() -> None:
+    try:
+        with open(FORWARD) as f:
+            if f.read().strip() == "1":
+                return
+        with open(FORWARD, "w") as f:
+            f.write("1")
+        log.info("enabled IPv4 forwarding (virtual services are NATed to the real servers)")
+    except OSError as e:
+        log.error("cannot enable IPv4 forwarding: %s", e)

@@ -1,0 +1,124 @@
+"""Both data planes with real daemons, real servers and health checks: the lab's default services
+web-l4 (nftables DNAT) on 198.18.0.10:80 and web-http (managed HAProxy) on 198.18.0.10:8080, over
+cp-r1..cp-r3."""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import time
+
+import pytest
+
+from carpool.lab.topology import CLIENT
+
+URL = "http://198.18.0.10/"
+URL_HTTP = "http://198.18.0.10:8080/"
+SERVERS = {"cp-r1", "cp-r2", "cp-r3"}
+
+
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def answers(lab, count: int, url: str = URL) -> collections.Counter:
+    """Which server answered each of `count` requests from the client (None = failed)."""
+    seen = collections.Counter()
+    for _ in range(count):
+        body = lab.http_get(CLIENT, url, timeout=2.0)
+        seen[next((s for s in SERVERS if body and s in body), None)] += 1
+    return seen
+
+
+@pytest.mark.parametrize("url", [URL, URL_HTTP], ids=["l4", "http"])
+def test_requests_spread_over_every_real_server(healed_lab, url):
+    lab = healed_lab
+    lab.wait_for_master()
+    seen = answers(lab, 12, url)
+    assert seen[None] == 0, seen
+    assert set(seen) == SERVERS, seen  # round robin: each of the 3 answers
+
+
+def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    lab.stop_server("r2")
+
+    def out_of_pool():
+        servers = lab.unit_status(active)["dataplane"]["servers"]
+        return any(s["address"] == "198.18.2.102" and not s["up"] for s in servers)
+    lab.wait_for(out_of_pool, 5, what="r2 marked down (interval 0.5 s x fall 2)")
+    for url in (URL, URL_HTTP):
+        seen = answers(lab, 9, url)
+        assert seen[None] == 0 and "cp-r2" not in seen, (url, seen)
+    assert any("198.18.2.102" in line and "down" in line
+               for line in lab.log_tail(active, 50).splitlines())
+    lab.heal()
+    lab.wait_for(lambda: not out_of_pool(), 5, what="r2 up again (rise 2)")
+    assert "cp-r2" in answers(lab, 9)
+    assert "cp-r2" in answers(lab, 9, URL_HTTP)
+
+
+def test_both_units_keep_the_data_plane_so_a_failover_only_moves_addresses(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    for unit in ("a", "b"):
+        ruleset = lab.exec(unit, ["nft", "list", "table", "ip", "carpool"], check=True).stdout
+        assert "198.18.0.10" in ruleset and "dnat" in ruleset, unit
+    lab.term(active)
+    lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
+                 what="the partner takes over")
+    deadline = time.monotonic() + 5
+    seen = answers(lab, 6)
+    while seen[None] and time.monotonic() < deadline:  # the first may race the GARP
+        seen = answers(lab, 6)
+    assert seen[None] == 0 and len(seen) >= 2, seen
+    lab.heal()
+
+
+def test_persistence_keeps_a_client_on_one_server(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    answer = lab.exec(active, ["carpool", "config", "set",
+                               "virtual_service[web-l4].persistence", "300"])
+    assert answer.returncode == 0, answer.stderr
+    lab.wait_for(lambda: "jhash" in lab.exec(active, ["nft", "list", "table", "ip",
+                                                      "carpool"]).stdout, 5,
+                 what="source-hash ruleset applied")
+    seen = answers(lab, 8)
+    assert seen[None] == 0 and len(seen) == 1, seen
+    lab.exec(active, ["carpool", "config", "set", "virtual_service[web-l4].persistence", "0"],
+             check=True)
+
+
+def test_haproxy_crash_is_detected_and_restarted(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    l7 = lab.unit_status(active)["dataplane"]["l7"]
+    assert l7["running"] and l7["pid"], l7
+    os.kill(l7["pid"], signal.SIGKILL)
+    lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["restarts"]
+                 == l7["restarts"] + 1 and lab.unit_status(active)["dataplane"]["l7"]["running"],
+                 10, what="HAProxy restarted by the daemon")
+    lab.wait_for(lambda: answers(lab, 1, URL_HTTP)[None] == 0, 10, what="http serves again")
+
+
+def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+
+    def carpool(*argv):
+        return lab.exec(active, ["carpool", *argv])
+    bad = carpool("vs", "add", "nope", "198.18.0.99", "81")
+    assert bad.returncode != 0 and "is not a shared address" in bad.stderr, bad.stderr
+    assert carpool("vs", "add", "extra", "198.18.0.10", "81").returncode == 0
+    assert carpool("rs", "add", "extra", "198.18.2.101:80").returncode == 0
+    assert carpool("rs", "add", "extra", "198.18.2.103:80").returncode == 0
+    url = "http://198.18.0.10:81/"
+    lab.wait_for(lambda: answers(lab, 1, url)[None] == 0, 5, what="the new service answers")
+    assert set(answers(lab, 6, url)) == {"cp-r1", "cp-r3"}
+    assert carpool("rs", "disable", "extra", "198.18.2.101:80").returncode == 0
+    assert set(answers(lab, 4, url)) == {"cp-r3"}
+    listing = lab.exec(other(active), ["carpool", "vs", "list"], check=True).stdout
+    assert "extra: 198.18.0.10:81/tcp" in listing and "disabled" in listing  # synced
+    assert carpool("vs", "rm", "extra").returncode == 0

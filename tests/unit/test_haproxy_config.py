@@ -1,0 +1,57 @@
+"""The HAProxy configuration carpool writes (pure), checked by `haproxy -c` when installed."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from carpool.config.document import parse_document
+from carpool.dataplane.haproxy import config_text
+
+IFACES = [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
+           "shared": ["198.18.0.10/24"]}]
+RS = [{"address": "198.18.2.101", "port": 80, "weight": 3},
+      {"address": "198.18.2.102", "port": 80, "enabled": False}]
+
+
+def text(tmp_path, healthy=lambda *k: True, **vs):
+    doc = parse_document({"interface": IFACES, "virtual_service": [
+        {"name": "app", "address": "198.18.0.10", "port": 8080, "type": "http",
+         "real_server": RS, **vs},
+        {"name": "tcp", "address": "198.18.0.10", "port": 80, "real_server": RS}]})
+    return config_text(doc, tmp_path, healthy)
+
+
+def test_http_services_only_with_weights_and_disabled_servers(tmp_path):
+    t = text(tmp_path)
+    assert "frontend fe_app" in t and "bind 198.18.0.10:8080" in t and "fe_tcp" not in t
+    assert "server rs1 198.18.2.101:80 weight 3\n" in t
+    assert "server rs2 198.18.2.102:80 weight 1 disabled" in t
+    assert "option forwardfor" in t and "balance roundrobin" in t
+
+
+def test_down_servers_are_disabled(tmp_path):
+    t = text(tmp_path, healthy=lambda vs, a, p: a != "198.18.2.101")
+    assert "server rs1 198.18.2.101:80 weight 3 disabled" in t
+
+
+@pytest.mark.parametrize("vs, line", [
+    ({"cookie": True}, "cookie CARPOOL insert indirect nocache"),
+    ({"persistence": 60}, "balance source"),
+    ({"scheduler": "lc"}, "balance leastconn"),
+    ({"when_down": "sorry", "sorry_server": "198.18.2.200"}, "server sorry 198.18.2.200:8080 backup"),
+])
+def test_options(tmp_path, vs, line):
+    assert line in text(tmp_path, **vs)
+
+
+@pytest.mark.skipif(not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists(),
+                    reason="haproxy not installed")
+def test_haproxy_accepts_it(tmp_path):
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(text(tmp_path, cookie=True))
+    proc = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,96 @@
+"""The L4 ruleset generator (pure): schedulers, weights, health, all-down, SNAT."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from carpool.config.document import DocumentError, parse_document
+from carpool.dataplane import nft
+
+IFACES = [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
+           "shared": ["198.18.0.10/24"]},
+          {"name": "eth2", "first": "198.18.2.11", "second": "198.18.2.12",
+           "shared": ["198.18.2.1/24"]}]
+RS = [{"address": "198.18.2.101", "port": 80, "weight": 2},
+      {"address": "198.18.2.102", "port": 8080}]
+
+
+def doc(**vs):
+    return parse_document({"interface": IFACES, "virtual_service": [
+        {"name": "web", "address": "198.18.0.10", "port": 80, "real_server": RS, **vs}]})
+
+
+def rule(d, healthy=lambda *k: True, chain="prerouting"):
+    cmds = nft.ruleset(d, healthy)["nftables"]
+    return [c["add"]["rule"]["expr"] for c in cmds
+            if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == chain]
+
+
+def target(expr):
+    return expr[-1]
+
+
+def test_table_is_replaced_whole_in_one_transaction():
+    cmds = nft.ruleset(doc())["nftables"]
+    assert [list(c)[0] for c in cmds[:3]] == ["add", "delete", "add"]
+    assert all("table" in c[list(c)[0]] for c in cmds[:3])
+    json.dumps(cmds)  # plain JSON
+
+
+def test_round_robin_maps_every_enabled_server_once():
+    [expr] = rule(doc())
+    m = target(expr)["dnat"]["addr"]["map"]
+    assert m["key"] == {"numgen": {"mode": "inc", "mod": 2}}
+    assert m["data"]["set"] == [[0, {"concat": ["198.18.2.101", 80]}],
+                                [1, {"concat": ["198.18.2.102", 8080]}]]
+
+
+def test_weighted_round_robin_repeats_by_weight():
+    [expr] = rule(doc(scheduler="wrr"))
+    slots = [e[1]["concat"][0] for e in target(expr)["dnat"]["addr"]["map"]["data"]["set"]]
+    assert slots == ["198.18.2.101", "198.18.2.101", "198.18.2.102"]
+
+
+@pytest.mark.parametrize("vs", [{"scheduler": "sh"}, {"persistence": 300}])
+def test_source_hash_and_persistence_pick_by_client_address(vs):
+    [expr] = rule(doc(**vs))
+    key = target(expr)["dnat"]["addr"]["map"]["key"]
+    assert key == {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}}, "mod": 2}}
+
+
+def test_down_disabled_and_drained_servers_leave_the_pool():
+    d = doc(real_server=[RS[0], {**RS[1], "enabled": False},
+                         {"address": "198.18.2.103", "port": 80, "weight": 0},
+                         {"address": "198.18.2.104", "port": 80}])
+    [expr] = rule(d, healthy=lambda vs, a, p: a != "198.18.2.104")
+    assert target(expr)["dnat"]["addr"]["map"]["data"]["set"] == [
+        [0, {"concat": ["198.18.2.101", 80]}]]
+
+
+def test_all_down_rejects_or_goes_to_the_sorry_server():
+    down = lambda *k: False  # noqa: E731
+    assert target(rule(doc(), down)[0]) == {"reject": {"type": "tcp reset"}}
+    sorry = rule(doc(when_down="sorry", sorry_server="198.18.2.200"), down)[0]
+    assert target(sorry) == {"dnat": {"family": "ip", "addr": "198.18.2.200", "port": 80}}
+
+
+def test_snat_uses_the_shared_address_in_the_servers_subnet():
+    rules = rule(doc(snat=True), chain="postrouting")
+    assert [r[-1] for r in rules] == [{"snat": {"family": "ip", "addr": "198.18.2.1"}}] * 2
+    assert rule(doc(), chain="postrouting") == []
+
+
+def test_http_services_are_not_in_the_l4_table():
+    assert rule(doc(type="http")) == []
+
+
+@pytest.mark.parametrize("vs, message", [
+    ({"address": "198.18.0.99"}, "is not a shared address"),
+    ({"scheduler": "fastest"}, "scheduler: must be one of"),
+    ({"real_server": [{"address": "198.18.2.101", "port": 80, "weight": 999}]}, "<= 256"),
+    ({"scheduler": "lc"}, "needs type http"),
+])
+def test_invalid_services_are_refused_with_the_key(vs, message):
+    with pytest.raises(DocumentError, match=message):
+        doc(**vs)
