@@ -48,7 +48,7 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
 
 def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True) -> str:
     lines = ["# written by carpool from the configuration document; do not edit", "global",
-             "    maxconn 20000", f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
+             "    maxconn 4000", f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
              "    tune.bufsize 65536", "", "defaults", "    mode http", "    timeout connect 2s",
              "    timeout client 30s", "    timeout server 30s", "    option dontlognull", ""]
     for vs in doc.virtual_service:
