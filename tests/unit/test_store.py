@@ -108,3 +108,14 @@ def test_sigkill_at_any_moment_leaves_a_readable_store(tmp_path):
         assert current.record.version >= last
         last = current.record.version
     assert last > 12
+
+
+def test_a_version_stored_but_not_yet_current_is_completed_at_load(tmp_path):
+    s = Store(tmp_path)
+    s.commit(doc("one"), who="a")
+    current = (tmp_path / "current.toml").read_text()
+    v2 = s.commit(doc("two"), who="a")
+    (tmp_path / "current.toml").write_text(current)  # killed between the two writes
+    reopened = Store(tmp_path)
+    assert reopened.current.record == v2.record
+    assert reopened.history()[-1].key == reopened.current.record.key

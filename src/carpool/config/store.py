@@ -190,7 +190,13 @@ class Store:
                 if doc.hash != m[2] or record is None:
                     raise StoreError("hash or record does not match")
                 self._current = Version(record, doc)
-                return
+                newest = self._records(self.versions)[-1]
+                if newest.version <= record.version:
+                    return
+                # killed after writing a newer version but before making it current: every
+                # version file is complete when its record exists, so the newer one stands
+                log.warning("version %d was stored but not yet current: completing it",
+                            newest.version)
             except (OSError, IndexError, ValueError, StoreError, DocumentError,
                     tomllib.TOMLDecodeError) as e:
                 log.error("%s unusable (%s): falling back to the newest intact version", path, e)

@@ -91,6 +91,10 @@ def _keys(store: Store) -> list[list]:
     return [[r.version, r.hash] for r in store.history(conflicts=False)]
 
 
+def _current(store: Store) -> list | None:
+    return list(store.current.record.key) if store.current else None
+
+
 class SyncService:
     def __init__(self, secret: bytes, role: str, store: Store, port: int,
                  partner: Callable[[], str], preferred: Callable[[], str],
@@ -107,6 +111,7 @@ class SyncService:
         self.server: asyncio.base_events.Server | None = None
         self._wake = asyncio.Event()
         self._theirs: list[tuple[int, str]] | None = None  # the partner's history, last seen
+        self._their_current: tuple[int, str] | None = None
         # (version, committed at on the active unit, applied here): the sync latency
         self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
@@ -166,7 +171,8 @@ class SyncService:
     def _answer(self, msg: dict) -> dict:
         kind = msg["type"]
         if kind == "state":
-            return {"type": "state", "history": _keys(self.store)}
+            return {"type": "state", "history": _keys(self.store),
+                    "current": _current(self.store)}
         if kind == "fetch":
             try:
                 return {"type": "versions", "versions": _versions(self.store, msg["keys"])}
@@ -178,7 +184,8 @@ class SyncService:
             except (SyncRefused, StoreError, OSError) as e:
                 log.error("sync: refused push: %s", e)
                 return {"type": "error", "error": str(e)}
-            return {"type": "ack", "history": _keys(self.store)}
+            return {"type": "ack", "history": _keys(self.store),
+                    "current": _current(self.store)}
         raise sp.FrameError("garbage", f"unknown message {kind!r}")
 
     def _receive(self, msg: dict) -> None:
@@ -218,14 +225,15 @@ class SyncService:
         kept as conflicts."""
         ch = await self._connect()
         try:
-            self._partner_at((await self._call(ch, {"type": "state"}))["history"])
-            theirs = list(self._theirs)
+            state = await self._call(ch, {"type": "state"})
+            theirs = [tuple(k) for k in state["history"]]
             ours = [tuple(k) for k in _keys(self.store)]
             lost = [k for k in theirs if k not in ours and k[0] > 0]
             push = [k for k in ours if k not in theirs]
             if not push and ours and theirs and theirs[-1] != ours[-1]:
                 push = [ours[-1]]
-            reply = await self._push(ch, push, lost, "overwritten by Force Partner Update")
+            reply = await self._push(ch, push, lost, "overwritten by Force Partner Update",
+                                     expect=state.get("current"))
             return {"pushed": [k[0] for k in push], "kept_as_conflict": [k[0] for k in lost],
                     "partner": reply}
         finally:
@@ -271,23 +279,26 @@ class SyncService:
             raise SyncRefused(f"partner: {reply.get('error')}")
         return reply
 
-    async def _push(self, ch: Channel, keys, lost=(), why: str = "") -> dict:
-        expect = list(self._theirs[-1]) if self._theirs else None
+    async def _push(self, ch: Channel, keys, lost=(), why: str = "", expect=...) -> dict:
+        if expect is ...:
+            expect = list(self._their_current) if self._their_current else None
         reply = await self._call(ch, {"type": "push", "versions": _versions(self.store, keys),
                                       "lost": [list(k) for k in lost], "why": why,
                                       "expect": expect})
-        self._partner_at(reply["history"])
+        self._partner_at(reply["history"], reply.get("current"))
         return {"version": self.partner_version[0] if self.partner_version else None}
 
-    def _partner_at(self, history) -> None:
+    def _partner_at(self, history, current) -> None:
         self._theirs = [tuple(k) for k in history]
-        self.partner_version = self._theirs[-1] if self._theirs else None
+        self._their_current = tuple(current) if current else None
+        self.partner_version = self._their_current
 
     async def reconcile(self, ch: Channel, fresh: bool = True) -> str:
         """Compare histories and act. fresh=False (a local change on a live connection):
         trust the partner's history from its last answer and save a round trip."""
         if fresh or self._theirs is None:
-            self._partner_at((await self._call(ch, {"type": "state"}))["history"])
+            state = await self._call(ch, {"type": "state"})
+            self._partner_at(state["history"], state.get("current"))
         theirs = list(self._theirs)
         ours = [tuple(k) for k in _keys(self.store)]
         p = sp.plan(ours, theirs, self.role, self.preferred())
