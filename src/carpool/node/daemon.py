@@ -227,6 +227,11 @@ class Daemon:
                         self.held.append(str(cidr))
                 except OSError as e:
                     log.error("cannot add shared address %s on %s: %s", cidr, iface.name, e)
+                    continue
+                try:  # one announcement right away, before the next add (the burst follows)
+                    addresses.send_garp(iface.name, str(cidr.ip), self._vmac(), count=1)
+                except OSError as e:
+                    log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
 
     def release_addresses(self) -> None:
         remove_shared_addresses(self.cfg)
