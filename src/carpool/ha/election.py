@@ -222,7 +222,7 @@ class Election:
                 if peer.demote < ours.demote:
                     why += ": " + ", ".join(self._demote)
                 reason = f"{_ip(peer.address)} beats us ({why}){where}"
-                return self._become_backup(reason, now, bow_out=False)
+                return self._become_backup(reason, now)
             return []  # a weaker peer yields when it hears our next advert
         if advert.bow_out:
             return self._become_master(f"{_ip(peer.address)} bowed out{where}", now)
@@ -262,11 +262,10 @@ class Election:
         self._adverts = 0
         return [TakeAddresses(), SendGarp(), *self._advertise(now), *notify]
 
-    def _become_backup(self, reason: str, now: float, bow_out: bool) -> list[Effect]:
+    def _become_backup(self, reason: str, now: float) -> list[Effect]:
         notify = self._transition(State.BACKUP, reason, now)
         self._silent_since, self._deadline = now, now + self.params.master_down
-        bow = [SendAdvert(bow_out=True, demote=self.demote)] if bow_out else []
-        return [*bow, ReleaseAddresses(), *notify]
+        return [ReleaseAddresses(), *notify]
 
     def _advertise(self, now: float) -> list[Effect]:
         self._adverts += 1
