@@ -136,6 +136,17 @@ def _value(text: str):
         return text
 
 
+def _set_key(table: dict, key: str, value) -> None:
+    """Set a dotted key (check.type) in a document table; the daemon validates the result."""
+    *path, last = key.split(".")
+    for part in path:
+        inner = table.get(part)
+        if not isinstance(inner, dict):
+            inner = table[part] = {}
+        table = inner
+    table[last] = value
+
+
 def _changed(answer: dict) -> str:
     what = ", ".join(answer.get("what", [])[:10]) or "no change"
     return f"version {answer['version']} ({answer['hash'][:12]}): {what}"
@@ -278,7 +289,7 @@ def cmd_vs(args) -> int:
     if args.action == "rm":
         services.remove(vs)
         return _apply(args, doc, f"vs rm {args.name}")
-    vs[args.key] = _value(args.value)  # set
+    _set_key(vs, args.key, _value(args.value))  # set
     return _apply(args, doc, f"vs set {args.name} {args.key}")
 
 
@@ -362,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--protocol", choices=("tcp", "udp"), default="tcp")
     c.add_argument("--scheduler", choices=("rr", "wrr", "lc", "sh"), default="rr")
     c.add_argument("--persistence", type=int, default=0, metavar="SECONDS")
-    c = vsub.add_parser("set", help="set one key, e.g. scheduler wrr")
+    c = vsub.add_parser("set", help="set one key, e.g. scheduler wrr or check.type https")
     c.add_argument("name")
     c.add_argument("key")
     c.add_argument("value")

@@ -122,3 +122,86 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
     listing = lab.exec(other(active), ["carpool", "vs", "list"], check=True).stdout
     assert "extra: 198.18.0.10:81/tcp" in listing and "disabled" in listing  # synced
     assert carpool("vs", "rm", "extra").returncode == 0
+
+
+def _keepalive_load(lab, url: str, stop_file: str, connections: int = 3):
+    """Start the keep-alive probe (carpool.lab.keepalive) in the client; returns the process."""
+    import subprocess
+    return lab.spawn(CLIENT, [lab.python(), "-m", "carpool.lab.keepalive", url,
+                              "--connections", str(connections), "--duration", "30",
+                              "--stop-file", stop_file],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_config_changes_under_load_drop_no_established_connection(healed_lab, tmp_path):
+    """Weights, scheduler, a new service (an HAProxy reload) and a disabled server elsewhere:
+    the keep-alive connections to healthy servers carry on without one failed request."""
+    import json
+    lab = healed_lab
+    active = lab.wait_for_master()
+    reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+    stop = tmp_path / "stop"
+    l4 = _keepalive_load(lab, URL, str(stop))
+    l7 = _keepalive_load(lab, URL_HTTP, str(stop))
+    try:
+        def carpool(*argv):
+            answer = lab.exec(active, ["carpool", *argv])
+            assert answer.returncode == 0, (argv, answer.stderr)
+            time.sleep(0.3)  # requests flow between changes (each change is applied at once)
+        time.sleep(0.5)
+        carpool("rs", "set", "web-l4", "198.18.2.102:80", "weight", "3")
+        carpool("rs", "set", "web-http", "198.18.2.102:80", "weight", "3")
+        carpool("vs", "set", "web-l4", "scheduler", "wrr")
+        carpool("vs", "add", "extra", "198.18.0.10", "8081", "--type", "http")  # HAProxy reload
+        carpool("rs", "add", "extra", "198.18.2.101:80")
+        carpool("vs", "set", "web-http", "scheduler", "lc")                      # and another
+        carpool("vs", "rm", "extra")
+        carpool("vs", "set", "web-l4", "scheduler", "rr")
+        carpool("rs", "set", "web-l4", "198.18.2.102:80", "weight", "1")
+        carpool("rs", "set", "web-http", "198.18.2.102:80", "weight", "1")
+        carpool("vs", "set", "web-http", "scheduler", "rr")
+    finally:
+        stop.touch()
+        out4, err4 = l4.communicate(timeout=40)
+        out7, err7 = l7.communicate(timeout=40)
+    assert lab.unit_status(active)["dataplane"]["l7"]["reloads"] >= reloads + 2
+    for name, out, err in (("l4", out4, err4), ("http", out7, err7)):
+        assert out, (name, err)
+        for conn in json.loads(out)["connections"]:
+            assert conn["requests"] > 20, (name, conn)
+            assert conn["failures"] == 0, (name, conn)
+            if name == "l4":  # the kernel keeps the NAT binding: the very same TCP connection
+                assert conn["reconnects"] == 0, (name, conn)
+
+
+def test_https_health_check_speaks_tls(healed_lab):
+    """type https: the lab servers' HTTPS on 443 is up; the same check against their plain-HTTP
+    port fails (no TLS there); a stopped server goes down and comes back after heal."""
+    lab = healed_lab
+    active = lab.wait_for_master()
+
+    def carpool(*argv):
+        answer = lab.exec(active, ["carpool", *argv])
+        assert answer.returncode == 0, (argv, answer.stderr)
+    carpool("vs", "add", "tls", "198.18.0.10", "443")
+    carpool("rs", "add", "tls", "198.18.2.101:443")
+    carpool("rs", "add", "tls", "198.18.2.102:443")
+    carpool("rs", "add", "tls", "198.18.2.103:80")  # plain HTTP: the TLS handshake fails
+    for key, value in (("check.type", "https"), ("check.interval", "0.3"),
+                       ("check.path", "/")):
+        carpool("vs", "set", "tls", key, value)
+
+    def health():
+        return {(s["address"], s["port"]): s for s in lab.unit_status(active)["dataplane"]["servers"]
+                if s["service"] == "tls"}
+    lab.wait_for(lambda: len(health()) == 3 and all(s["checks"] >= 3 for s in health().values()),
+                 10, what="three https checks each ran three times")
+    h = health()
+    assert h[("198.18.2.101", 443)]["up"] and h[("198.18.2.102", 443)]["up"], h
+    assert not h[("198.18.2.103", 80)]["up"], h
+    assert "https" in h[("198.18.2.103", 80)]["last_error"], h
+    lab.stop_server("r1")
+    lab.wait_for(lambda: not health()[("198.18.2.101", 443)]["up"], 5, what="r1 https down")
+    lab.heal()
+    lab.wait_for(lambda: health()[("198.18.2.101", 443)]["up"], 5, what="r1 https up again")
+    carpool("vs", "rm", "tls")

@@ -131,10 +131,12 @@ class RealServer(_Model):
 
 
 class HealthCheck(_Model):
-    type: Literal["tcp", "http", "icmp", "none"] = "tcp"
-    path: str = Field("/", pattern=r"^/")        # http
-    status: int = Field(200, ge=100, le=599)     # http: expected status
-    host: str = ""                               # http: Host header ("" = the server's address)
+    type: Literal["tcp", "http", "https", "icmp", "none"] = "tcp"
+    path: str = Field("/", pattern=r"^/")        # http(s)
+    status: int = Field(200, ge=100, le=599)     # http(s): expected status
+    host: str = ""                               # http(s): Host header and SNI ("" = the address)
+    verify: bool = False          # https: verify the server's certificate (real servers' are
+                                  # mostly self-signed, so off by default, as in HAProxy)
     interval: float = Field(2.0, ge=0.1, le=3600)
     timeout: float = Field(1.0, ge=0.05, le=60)
     rise: int = Field(2, ge=1, le=100)           # successes before a server comes back

@@ -49,7 +49,12 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
 def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True) -> str:
     lines = ["# written by carpool from the configuration document; do not edit", "global",
              "    maxconn 4000", f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
-             "    tune.bufsize 65536", "", "defaults", "    mode http", "    timeout connect 2s",
+             # a reload lets idle keep-alive clients send their next request to the old worker,
+             # which answers it with Connection: close, instead of closing under them (a race
+             # the client sees as a failed request); old workers are gone after a minute.
+             "    hard-stop-after 60s",
+             "    tune.bufsize 65536", "", "defaults", "    mode http",
+             "    option idle-close-on-response", "    timeout connect 2s",
              "    timeout client 30s", "    timeout server 30s", "    option dontlognull", ""]
     for vs in doc.virtual_service:
         if vs.type != "http":

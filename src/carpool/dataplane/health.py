@@ -1,4 +1,4 @@
-"""Real-server health checks (asyncio): TCP connect, HTTP GET, ICMP echo, with rise/fall.
+"""Real-server health checks (asyncio): TCP connect, HTTP(S) GET, ICMP echo, with rise/fall.
 
 A server starts up (so a fresh unit serves at once); `fall` failed checks in a row take it out,
 `rise` good ones bring it back. Every change is logged and reported through `on_change`, which
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -39,25 +40,37 @@ async def check_tcp(address: str, port: int, timeout: float) -> str | None:
     return None
 
 
+def tls_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 async def check_http(address: str, port: int, check: HealthCheck) -> str | None:
+    """GET check.path (over TLS for type https); None if the status is check.status."""
+    host = check.host or address
+    tls = {}
+    if check.type == "https":
+        tls = {"ssl": tls_context(check.verify), "server_hostname": host}
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port),
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, **tls),
                                                 check.timeout)
-    except (OSError, asyncio.TimeoutError) as e:
-        return f"http connect: {e.__class__.__name__} {e}".strip()
+    except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        return f"{check.type} connect: {e.__class__.__name__} {e}".strip()
     try:
-        host = check.host or address
         writer.write(f"GET {check.path} HTTP/1.0\r\nHost: {host}\r\n"
                      f"User-Agent: carpool-health\r\n\r\n".encode())
         line = await asyncio.wait_for(reader.readline(), check.timeout)
         parts = line.decode("latin-1").split()
         if len(parts) < 2 or not parts[1].isdigit():
-            return f"http: not an HTTP answer: {line[:40]!r}"
+            return f"{check.type}: not an HTTP answer: {line[:40]!r}"
         if int(parts[1]) != check.status:
-            return f"http: status {parts[1]}, expected {check.status}"
+            return f"{check.type}: status {parts[1]}, expected {check.status}"
         return None
     except (OSError, asyncio.TimeoutError) as e:
-        return f"http: {e.__class__.__name__} {e}".strip()
+        return f"{check.type}: {e.__class__.__name__} {e}".strip()
     finally:
         writer.close()
 
@@ -101,7 +114,7 @@ class HealthChecker:
         _, address, port = key
         if check.type == "tcp":
             return await check_tcp(address, port, check.timeout)
-        if check.type == "http":
+        if check.type in ("http", "https"):
             return await check_http(address, port, check)
         if self.pinger is None:
             return None

@@ -11,6 +11,7 @@ Files live under the lab dir (default /run/carpool-lab, env CARPOOL_LAB_DIR):
     lab.json                     what this lab is (options, number of servers, wanted units)
     a/, b/                       the units' state dirs (see carpool.lab.units)
     servers/cp-r1-80.pid|.log    real servers (pid written by the server once it listens)
+    tls/server.pem|.key          the real servers' self-signed certificate (HTTPS on 443)
 Every process the lab starts lives in a lab namespace; down() stops exactly those (by pid,
 checked against the namespace) and deletes the namespaces and the host veth.
 """
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from ..tlscert import ensure_self_signed
 from .faults import FaultsMixin
 from .ns import (LAB_DIR, LabError, alive, child_env, cmdline, in_namespace, ip, pids_in,
                  read_pid, sh, stop_pids, venv_bin, wait_for, write_file)
@@ -32,6 +34,7 @@ from .topology import (CLIENT, HOST_IF, SWITCH, UNITS, build, lab_namespaces, re
 from .units import UnitsMixin
 
 T = TypeVar("T")
+REAL_TLS_PORT = 443
 DEFAULT_OPTIONS = {"fast": False, "vmac": False, "preferred": "none", "overrides": None}
 
 
@@ -106,7 +109,7 @@ class Lab(UnitsMixin, FaultsMixin):
             self.write_configs()
             build(servers)
             for i in range(1, servers + 1):
-                self.serve_http(server_ns(i))
+                self.serve_real_server(server_ns(i))
             if start_units:
                 self.start_units(timeout)
         except BaseException:
@@ -180,10 +183,17 @@ class Lab(UnitsMixin, FaultsMixin):
     def python(self) -> str:
         return str(venv_bin() / "python")
 
+    def serve_real_server(self, ns: str) -> int:
+        """A real server: HTTP on 80 and HTTPS on 443 (the lab's self-signed certificate)."""
+        cert, key = self.dir / "tls" / "server.pem", self.dir / "tls" / "server.key"
+        ensure_self_signed(cert, key, "carpool-lab-server")
+        return self.serve_http(ns, extra=["--tls-port", str(REAL_TLS_PORT), "--cert", str(cert),
+                                          "--key", str(key)])
+
     def serve_http(self, node: str, port: int = 80, name: str | None = None,
-                   timeout: float = 10.0) -> int:
+                   timeout: float = 10.0, extra: list[str] | None = None) -> int:
         """Start the lab HTTP server (carpool.lab.servers) in a node; returns its pid once it
-        listens. The real servers are serve_http("cp-rN")."""
+        listens. The real servers are serve_real_server("cp-rN")."""
         ns = self.ns(node)
         name = name or ns
         base = self.dir / "servers" / f"{ns}-{port}"
@@ -192,7 +202,8 @@ class Lab(UnitsMixin, FaultsMixin):
         pid_file.unlink(missing_ok=True)
         with open(base.with_suffix(".log"), "ab") as log:
             proc = self.spawn(node, [self.python(), "-m", "carpool.lab.servers", "--name", name,
-                                     "--port", str(port), "--pid-file", str(pid_file)],
+                                     "--port", str(port), "--pid-file", str(pid_file),
+                                     *(extra or [])],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def listening():

@@ -159,7 +159,7 @@ class FaultsMixin:
         self._wait_signalled()
         for ns, pid in self.server_pids().items():  # stopped real servers serve again
             if pid is None:
-                self.serve_http(ns)
+                self.serve_real_server(ns)
         restart = [u for u in UNITS if u in self.wanted and not self.unit_running(u)]
         for unit in restart:
             self._stop_remnants(unit)

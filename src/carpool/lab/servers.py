@@ -5,13 +5,16 @@
     anything else  -> 404
 
 Run inside a namespace as `python -m carpool.lab.servers --name cp-r1 --pid-file F`; the pid file
-is written once the socket listens, so the lab knows when the server is ready.
+is written once the sockets listen, so the lab knows when the server is ready. With --tls-port
+(and --cert/--key) the same process also serves HTTPS, so stopping it stops both.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_BYTES = 64 * 1024 * 1024
@@ -61,9 +64,18 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=80)
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--pid-file", help="written once listening")
+    p.add_argument("--tls-port", type=int, help="also serve HTTPS on this port")
+    p.add_argument("--cert", help="PEM certificate for --tls-port")
+    p.add_argument("--key", help="PEM key for --tls-port")
     args = p.parse_args(argv)
     Handler.name = args.name
     server = Server((args.bind, args.port), Handler)
+    if args.tls_port:
+        tls = Server((args.bind, args.tls_port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
     if args.pid_file:
         tmp = f"{args.pid_file}.tmp"
         with open(tmp, "w") as f:
