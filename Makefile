@@ -5,7 +5,7 @@ CARPOOL := $(VENV)/bin/carpool
 PYTEST := $(VENV)/bin/python -m pytest
 # Debian packages the daemon, the lab and the interop/benchmark peers need.
 APT_PACKAGES := iproute2 nftables python3-nftables python3-venv iputils-ping tcpdump \
-                keepalived ucarp haproxy wrk
+                keepalived ucarp haproxy wrk chromium
 
 .PHONY: install demo test test-unit test-lab bench clean lab-down
 
