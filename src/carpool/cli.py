@@ -86,6 +86,7 @@ def format_status(s: dict) -> str:
               f"send errors {c['send_errors']}  drops: {drops}",
               f"  timers: advert every {t['advert_interval']:.3f}s, master down after "
               f"{t['master_down']:.3f}s"]
+    lines += [f"  WARNING: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -328,6 +329,24 @@ def cmd_failover(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    answer = _ask(args, "doctor", timeout=30.0)
+    if answer is None:
+        return 2
+    checks = answer["checks"]
+    if args.json:
+        print(json.dumps({"checks": checks}, indent=2))
+    else:
+        for c in checks:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+            if not c["ok"] and c["hint"]:
+                print(f"       {c['hint']}")
+        failed = [c["name"] for c in checks if not c["ok"]]
+        print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed" +
+              (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -347,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl-C")
     status.set_defaults(func=cmd_status)
+    doctor = sub.add_parser("doctor", help="check every HA prerequisite on the live network "
+                                           "(with the partner) and say how to fix what fails")
+    doctor.add_argument("--config")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
     failover = sub.add_parser("failover", help="force a graceful switch to the partner (run "
                                                 "on the active unit)")
     failover.add_argument("--config")

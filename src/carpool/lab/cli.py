@@ -6,7 +6,7 @@
     carpool lab exec UNIT -- CMD...         (UNIT: a, b, c1, r1.., sw; cp- prefix accepted)
     carpool lab fault kill|term|crash --unit a|b
     carpool lab fault link-down|link-up --unit a|b --iface ethN
-    carpool lab fault block-multicast|block-icmp|block-sync|block-vmac|cut-heartbeat
+    carpool lab fault block-multicast|block-icmp|block-sync|block-vmac|block-adverts|cut-heartbeat
     carpool lab heal
 """
 from __future__ import annotations
@@ -211,6 +211,8 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
     for name, text in (("block-multicast", "switch drops 224.0.0.18 (CARP/VRRP adverts)"),
                        ("block-icmp", "switch drops ICMP"),
                        ("block-sync", "switch drops TCP port 6973 (config sync)"),
+                       ("block-adverts", "both units drop IP protocol 112 on every interface "
+                                         "(heartbeat too); ICMP and sync pass"),
                        ("cut-heartbeat", "the heartbeat cable (eth1) pulled at both ends")):
         faults.add_parser(name, help=text)
     p = faults.add_parser("stop-server", help="stop a real server's HTTP service (heal restarts)")

@@ -4,6 +4,7 @@ Process faults: kill (SIGKILL of the worker daemon only: the supervisor cleans u
 to the supervisor: a clean stop), crash (power loss: supervisor and worker frozen, every link
 of the unit down, then both SIGKILLed, so nothing reacts and nothing is cleaned up).
 Link faults: link_down / link_up of one unit interface; cut_heartbeat (both ends of eth1 down).
+Unit faults: block_adverts (an input filter in both units, table ip carpool_lab).
 Switch faults: one nftables table `bridge carpool_lab` in cp-sw, chain `forward` on the bridge
 forward hook, one rule per fault, tagged with a comment naming the fault. The chain sees the
 frames of every bridge in cp-sw, which holds exactly lan and srv. (Matching the bridge by name,
@@ -117,6 +118,15 @@ class FaultsMixin:
         """Drop frames from the virtual MAC 00:00:5e:00:01:<vhid>."""
         self.block_mac(f"00:00:5e:00:01:{vhid:02x}")
 
+    def block_adverts(self) -> None:
+        """Both units drop IP protocol 112 (adverts, doctor probes) arriving on any interface,
+        the heartbeat cable included, which no switch rule reaches; ICMP and TCP pass. The
+        master-master picture: the partner answers ping, its adverts never arrive."""
+        for unit in UNITS:
+            sh(["nft", "-f", "-"], ns=unit_ns(unit), input=(
+                f"table ip {TABLE} {{ chain input {{ type filter hook input priority -300; "
+                f'policy accept; ip protocol 112 counter drop comment "block-adverts"; }} ; }}\n'))
+
     def switch_faults(self) -> list[str]:
         """The faults active on the switch (the comments of the table's rules), in order."""
         proc = sh(["nft", "-j", "list", "table", "bridge", TABLE], ns=SWITCH, check=False)
@@ -131,8 +141,12 @@ class FaultsMixin:
 
     def unblock(self) -> None:
         """Remove every switch fault (the whole table)."""
-        if SWITCH in lab_namespaces():
+        present = lab_namespaces()
+        if SWITCH in present:
             sh(["nft", "delete", "table", "bridge", TABLE], ns=SWITCH, check=False)
+        for unit in UNITS:  # block_adverts
+            if unit_ns(unit) in present:
+                sh(["nft", "delete", "table", "ip", TABLE], ns=unit_ns(unit), check=False)
 
     def links_down(self) -> dict[str, list[str]]:
         """Lab-made links that are administratively down, by namespace."""

@@ -407,6 +407,12 @@ def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1)
     return sent
 
 
+def send_frame(ifname: str, dst_mac: str, src_mac: str, ethertype: int, payload: bytes) -> None:
+    """One Ethernet frame with the given source MAC (the doctor's virtual-MAC probe)."""
+    frame = _mac_bytes(dst_mac) + _mac_bytes(src_mac) + ethertype.to_bytes(2, "big") + payload
+    _packet_socket().sendto(frame, (ifname, ethertype))
+
+
 _packet_sockets: dict[int, socket.socket] = {}
 _packet_lock = threading.Lock()
 

@@ -74,7 +74,8 @@ def set_key(data: dict, key: str, value: Any) -> dict:
 
 class ConfigControl:
     def __init__(self, cfg: Config, store: Store, is_active: Callable[[], bool],
-                 active_address: Callable[[], str], on_apply: Callable[[Version], None]):
+                 active_address: Callable[[], str], on_apply: Callable[[Version], None],
+                 ha_state: Callable[[], str] = lambda: "unknown"):
         self.cfg, self.store = cfg, store
         self.is_active, self.active_address = is_active, active_address
         self.on_apply = on_apply
@@ -82,7 +83,7 @@ class ConfigControl:
         self.sync = SyncService(cfg.secret, cfg.role, store, doc.sync.port,
                                 partner=self.partner_address,
                                 preferred=lambda: self.store.current.document.ha.preferred,
-                                is_active=is_active, on_apply=on_apply)
+                                is_active=is_active, on_apply=on_apply, ha_state=ha_state)
 
     def partner_address(self) -> str:
         doc = self.store.current.document

@@ -20,13 +20,17 @@ from pathlib import Path
 from ..config.ha import Config, with_document
 from ..config.store import Store, Version
 from ..ha import election as el
+from ..ha import probe
 from ..ha.drops import DropError
-from ..ha.profile import CarpProfile, VrrpProfile
+from ..ha.ipv4 import parse_ipv4
+from ..ha.profile import PROTO_CARP, CarpProfile, VrrpProfile
 from ..dataplane.haproxy import HaproxyDataplane
 from ..dataplane.health import HealthChecker
 from ..dataplane.l4 import L4Dataplane
 from . import addresses, control
+from . import findings
 from .configd import ConfigControl
+from .doctor import DoctorAgent
 from .icmp import Pinger
 from .links import LinkMonitor
 from .notify import run_notify
@@ -74,7 +78,8 @@ class Daemon:
         self.state = {i.name: IfaceState() for i in cfg.interfaces}
         self.config = ConfigControl(cfg, store, is_active=self.is_active,
                                     active_address=lambda: str(self.primary_partner),
-                                    on_apply=self.apply_version)
+                                    on_apply=self.apply_version,
+                                    ha_state=lambda: self.election.state.value)
         self.stats = Stats()
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
@@ -87,6 +92,8 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.links: LinkMonitor | None = None
         self.health = HealthChecker(on_change=self._server_changed)
+        self.doctor = DoctorAgent(self)
+        self.pinger: Pinger | None = None
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
 
@@ -258,6 +265,8 @@ class Daemon:
         sock = self.sockets[name]
         shared = advertised_addresses(self.cfg, self.ifaces[name])
         for datagram in sock.recv_all():
+            if self._sort_out(name, datagram):
+                continue
             try:
                 heard = self.profile.decode(datagram, self.own, shared)
             except DropError as e:
@@ -277,6 +286,22 @@ class Daemon:
             st.last_advert = self.now()
             st.adverts_heard += 1
             self.feed(el.AdvertReceived(rank, heard.bow_out, name))
+
+    def _sort_out(self, name: str, datagram: bytes) -> bool:
+        """Doctor probes go to the doctor (True: not an advert). An advert for our VHID from
+        a stranger is noted as a foreign speaker, then decoded (and counted) as usual."""
+        try:
+            pkt = parse_ipv4(datagram)
+        except DropError:
+            return False  # the decoder counts it
+        if pkt.protocol != PROTO_CARP or pkt.src in self.own:
+            return False
+        if probe.is_probe(pkt.payload):
+            self.doctor.on_probe(name, pkt.src, pkt.payload)
+            return True
+        if pkt.src not in self.partner_identity and pkt.payload[1:2] == bytes([self.cfg.vhid]):
+            self.doctor.note_foreign(name, pkt.src, pkt.payload)
+        return False
 
     def on_link(self, ifname: str, up: bool) -> None:
         st = self.state.get(ifname)
@@ -379,6 +404,12 @@ class Daemon:
         return {"state": self.election.state.value, "reason": self.election.reason,
                 "hold": hold, "partner_answers_on": heard}
 
+    # -- doctor ----------------------------------------------------------------------------
+    async def run_doctor(self, _request: dict | None = None) -> dict:
+        observed = await self.doctor.run(self.pinger)
+        return {"checks": [f.as_dict() for f in findings.evaluate(observed)],
+                "observed": observed}
+
     # -- status ----------------------------------------------------------------------------
     def status(self, _request: dict | None = None) -> dict:
         now = self.now()
@@ -398,7 +429,7 @@ class Daemon:
                 "ping_target": str(iface.ping_target) if iface.ping_target else None,
                 "ping_target_ok": st.target_ok,
             }
-        return {
+        status = {
             "role": self.cfg.role, "state": e.state.value,
             "since": None if e.since is None else time.time() - (now - e.since),
             "since_ago": None if e.since is None else round(now - e.since, 3),
@@ -424,7 +455,11 @@ class Daemon:
             "sync": self.config.sync.status(),
             "dataplane": {"l4": self.l4.status(), "l7": self.l7.status(),
                           "servers": self.health.status()},
+            "doctor": dict(self.doctor.counters),
         }
+        status["warnings"] = findings.warnings(status, self.config.sync.partner_ha,
+                                               self.doctor.recent_foreign(), time.time())
+        return status
 
     # -- life cycle ------------------------------------------------------------------------
     async def run(self) -> int:
@@ -438,13 +473,14 @@ class Daemon:
         links = self.links = LinkMonitor(self.on_link)
         self._open_sockets()
         links.attach(self.loop)
-        pinger = Pinger()
+        pinger = self.pinger = Pinger()
         self.health.pinger = pinger
         self.health.update(self.cfg.document)
         await self.l4.apply(self.cfg.document, self.health.healthy)
         await self.l7.apply(self.cfg.document, self.health.healthy)
         server = await control.serve(self.cfg.socket_path,
                                      {"status": self.status, "ha.failover": self.force_failover,
+                                      "doctor": self.run_doctor,
                                       **self.config.handlers()})
         try:
             await self.config.sync.start()

@@ -14,6 +14,7 @@ import secrets
 import time
 from typing import Callable
 
+from .. import __version__
 from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
@@ -98,8 +99,13 @@ def _current(store: Store) -> list | None:
 class SyncService:
     def __init__(self, secret: bytes, role: str, store: Store, port: int,
                  partner: Callable[[], str], preferred: Callable[[], str],
-                 is_active: Callable[[], bool], on_apply: Callable[[Version], None]):
+                 is_active: Callable[[], bool], on_apply: Callable[[Version], None],
+                 ha_state: Callable[[], str] = lambda: "unknown"):
         self.key = sp.sync_key(secret)
+        self.ha_state = ha_state
+        # The partner's HA state from its last state answer: {"state", "at"} (wall time).
+        # Both units of a master-master pair run the client, so each learns the other's.
+        self.partner_ha: dict | None = None
         self.role, self.store, self.port = role, store, port
         self.partner, self.preferred, self.is_active = partner, preferred, is_active
         self.on_apply = on_apply
@@ -172,7 +178,8 @@ class SyncService:
         kind = msg["type"]
         if kind == "state":
             return {"type": "state", "history": _keys(self.store),
-                    "current": _current(self.store)}
+                    "current": _current(self.store), "ha": self.ha_state(),
+                    "time": time.time(), "carpool": __version__}
         if kind == "fetch":
             try:
                 return {"type": "versions", "versions": _versions(self.store, msg["keys"])}
@@ -299,6 +306,8 @@ class SyncService:
         if fresh or self._theirs is None:
             state = await self._call(ch, {"type": "state"})
             self._partner_at(state["history"], state.get("current"))
+            if isinstance(state.get("ha"), str):
+                self.partner_ha = {"state": state["ha"], "at": time.time()}
         theirs = list(self._theirs)
         ours = [tuple(k) for k in _keys(self.store)]
         p = sp.plan(ours, theirs, self.role, self.preferred())
@@ -360,6 +369,43 @@ class SyncService:
                     ch = None
                 self._theirs = None
                 await self._sleep(RETRY)
+
+    async def probe_partner(self) -> dict:
+        """One connection for the doctor: reachable? authenticated? the partner's state, clock
+        and versions. Never raises; touches neither store nor sync state."""
+        started = time.monotonic()
+        result = {"reachable": False, "authenticated": None, "error": "", "connect_ms": None}
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.partner(), self.port), HANDSHAKE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            result["error"] = f"connect to {self.partner()}:{self.port}: " \
+                              f"{type(e).__name__} {e}".strip()
+            return result
+        result["reachable"] = True
+        result["connect_ms"] = round((time.monotonic() - started) * 1000, 3)
+        writer.close()
+        try:
+            ch = await self._connect()
+        except SyncRefused as e:
+            result.update(authenticated=False, error=str(e))
+            return result
+        except (OSError, asyncio.TimeoutError, sp.FrameError, ConnectionError) as e:
+            result["error"] = f"handshake: {type(e).__name__} {e}".strip()
+            return result
+        try:
+            sent = time.time()
+            state = await self._call(ch, {"type": "state"})
+            received = time.time()
+            result.update(authenticated=True, ha=state.get("ha"), carpool=state.get("carpool"),
+                          current=state.get("current"), rtt_ms=round((received - sent) * 1000, 3))
+            if isinstance(state.get("time"), (int, float)):
+                result["clock_offset"] = round(state["time"] - (sent + received) / 2, 3)
+        except (OSError, asyncio.TimeoutError, sp.FrameError, SyncRefused, KeyError) as e:
+            result.update(authenticated=True, error=f"state: {type(e).__name__} {e}".strip())
+        finally:
+            ch.close()
+        return result
 
     def _interval(self) -> float:
         current = self.store.current

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Throughput benchmark: carpool's data planes against a bare HAProxy, in one lab, in one run.
+
+    .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64] [--json F]
+
+wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
+  direct      one real server (198.18.2.101:80), routed through the active unit without NAT
+  haproxy-tcp a bare HAProxy in the active unit, configured by hand: mode tcp, roundrobin over
+              the three real servers (198.18.0.10:9081)
+  haproxy-http the same in mode http (198.18.0.10:9080)
+  carpool-l4  carpool's L4 service web-l4 (nftables DNAT, 198.18.0.10:80)
+  carpool-l7  carpool's http service web-http (its managed HAProxy, 198.18.0.10:8080)
+Targets (issue 4): carpool-l4 >= 1.25 x haproxy-tcp, carpool-l7 >= 0.95 x haproxy-http.
+
+The lab's Python real servers are far slower than any load balancer, so each cp-rN runs a
+one-thread HAProxy answering `GET /` itself (`http-request return`) instead. On 2 shared cores
+(DESIGN §7) wrk is pinned to CPU 1 and every HAProxy (servers, bare, carpool's) to CPU 0; the
+kernel's NAT work runs where the packets are handled. Quote the ratios, not the figures. The
+targets are interleaved run by run, so a drift of the machine hits all of them alike.
+
+Failover under load: wrk against each carpool service while the active unit gets SIGTERM
+(graceful: it bows out, the partner takes over in milliseconds); reported are the failed
+requests (wrk's socket errors + non-2xx answers) out of all. L4 with round robin (numgen) and
+with source-hash persistence (jhash: both units pick the same server for a flow).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from carpool.lab import Lab, machine_lock  # noqa: E402
+from carpool.lab.ns import write_file  # noqa: E402
+from carpool.lab.topology import CLIENT, SHARED_LAN, server_addr, server_ns  # noqa: E402
+
+VIP = SHARED_LAN.split("/")[0]
+SERVERS = 3
+TARGETS = {
+    "direct": f"http://{server_addr(1)}:80/",
+    "haproxy-tcp": f"http://{VIP}:9081/",
+    "haproxy-http": f"http://{VIP}:9080/",
+    "carpool-l4": f"http://{VIP}:80/",
+    "carpool-l7": f"http://{VIP}:8080/",
+}
+RATIOS = (("carpool-l4", "haproxy-tcp", 1.25), ("carpool-l7", "haproxy-http", 0.95))
+LB_CPU, WRK_CPU = "0", "1"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def server_config(name: str) -> str:
+    return "\n".join([
+        "global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode http",
+        "    timeout client 30s", "    timeout server 30s", "    timeout connect 2s",
+        "frontend web", "    bind :80",
+        f'    http-request return status 200 content-type text/plain string "{name}\\n" '
+        f"hdr X-Server {name}", ""])
+
+
+def bare_config() -> str:
+    """What an admin would write by hand for the same pool (defaults otherwise)."""
+    servers = [f"    server r{i} {server_addr(i)}:80" for i in range(1, SERVERS + 1)]
+    return "\n".join([
+        "global", "    maxconn 4000", "    tune.bufsize 65536", "defaults",
+        "    timeout client 30s", "    timeout server 30s", "    timeout connect 2s",
+        "listen bare-http", f"    bind {VIP}:9080", "    mode http", "    balance roundrobin",
+        *servers, "listen bare-tcp", f"    bind {VIP}:9081", "    mode tcp",
+        "    balance roundrobin", *servers, ""])
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (HAProxy -W: the master and its workers)."""
+    found, todo = [], [pid]
+    while todo and len(found) < 64:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def pin(pid: int, cpu: str) -> None:
+    for each in descendants(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_haproxy(lab: Lab, node: str, config: str, name: str) -> int:
+    """Started unpinned (so it picks its thread count as carpool's HAProxy does: one per CPU),
+    then pinned to the LB CPU like carpool's."""
+    path = lab.dir / "bench" / f"{name}.cfg"
+    write_file(path, config)
+    proc = lab.spawn(node, ["haproxy", "-db", "-f", str(path)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin(proc.pid, LB_CPU)
+    return proc.pid
+
+
+def fast_servers(lab: Lab) -> list[int]:
+    """Replace the lab's Python servers by one-thread HAProxies answering on :80."""
+    pids = []
+    for i in range(1, SERVERS + 1):
+        ns = server_ns(i)
+        lab.stop_http(ns)
+        pids.append(start_haproxy(lab, ns, server_config(ns), ns))
+    for i in range(1, SERVERS + 1):
+        lab.wait_for(lambda i=i: server_ns(i) in (lab.http_get(CLIENT, f"http://{server_addr(i)}/",
+                                                               timeout=1.0) or ""),
+                     10, what=f"fast server {server_ns(i)} answers")
+    return pids
+
+
+WRK_LINE = re.compile(r"Requests/sec:\s+([\d.]+)")
+SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+TOTAL = re.compile(r"(\d+) requests in")
+PERCENTILE = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(lab: Lab, url: str, duration: float, connections: int) -> dict:
+    argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
+            "--latency", "--timeout", "2s", url]
+    out = lab.exec(CLIENT, argv, timeout=duration + 30).stdout
+    rate = WRK_LINE.search(out)
+    if not rate:
+        raise RuntimeError(f"wrk gave no rate for {url}:\n{out}")
+    p99 = PERCENTILE.search(out)
+    errors = SOCKET_ERRORS.search(out)
+    non2xx = NON_2XX.search(out)
+    return {"rps": float(rate.group(1)),
+            "p99_ms": float(p99.group(1)) * UNIT[p99.group(2)] if p99 else None,
+            "requests": int(TOTAL.search(out).group(1)),
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def wait_all_up(lab: Lab, unit: str) -> None:
+    def all_up():
+        servers = lab.unit_status(unit)["dataplane"]["servers"]
+        return len(servers) == 2 * SERVERS and all(s["up"] for s in servers)
+    lab.wait_for(all_up, 15, what=f"unit {unit}: every real server up")
+
+
+def pin_carpool_haproxy(lab: Lab) -> None:
+    for unit in ("a", "b"):
+        pid = lab.unit_status(unit)["dataplane"]["l7"]["pid"]
+        if pid:
+            pin(pid, LB_CPU)
+
+
+def throughput(lab: Lab, runs: int, duration: float, connections: int) -> dict:
+    results: dict[str, list[dict]] = {name: [] for name in TARGETS}
+    for run in range(1, runs + 1):
+        for name, url in TARGETS.items():
+            r = wrk(lab, url, duration, connections)
+            results[name].append(r)
+            log(f"run {run}/{runs} {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']} ms, "
+                f"errors {r['socket_errors'] + r['non_2xx']}")
+    return results
+
+
+def failover_under_load(lab: Lab, service: str, url: str, duration: float,
+                        connections: int) -> dict:
+    active = lab.wait_for_master()
+    wait_all_up(lab, active)
+    result: dict = {}
+
+    def load():
+        result.update(wrk(lab, url, duration, connections))
+    worker = threading.Thread(target=load)
+    worker.start()
+    time.sleep(duration / 3)  # the load is running; the fault comes a third into it
+    lab.term(active)
+    worker.join(duration + 60)
+    partner = "b" if active == "a" else "a"
+    new = lab.unit_status(partner)["state"]
+    result.update({"service": service, "from": active, "to": f"{partner} {new}",
+                   "failed": result.get("socket_errors", 0) + result.get("non_2xx", 0)})
+    log(f"failover under load, {service}: {result['failed']} failed of {result['requests']} "
+        f"({active} -> {new})")
+    # Not heal(): it would restart the lab's Python servers over the fast ones.
+    lab.wait_for(lambda: not lab.unit_running(active), 15, what=f"unit {active} stopped")
+    lab.start_unit(active)
+    lab.wait_for_master()
+    pin_carpool_haproxy(lab)
+    return result
+
+
+def summarize(results: dict) -> dict:
+    table = {}
+    for name, runs in results.items():
+        rps = [r["rps"] for r in runs]
+        p99 = [r["p99_ms"] for r in runs if r["p99_ms"] is not None]
+        table[name] = {"rps_median": statistics.median(rps), "rps_min": min(rps),
+                       "rps_max": max(rps),
+                       "p99_ms_median": statistics.median(p99) if p99 else None,
+                       "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs)}
+    return table
+
+
+def print_report(table: dict, failovers: list[dict], args) -> None:
+    print(f"\nthroughput: wrk -t1 -c{args.connections} -d{args.duration:g}s keep-alive, "
+          f"median of {args.runs} interleaved runs ({platform.node()}, {os.cpu_count()} cpus)")
+    print(f"{'target':<14}{'req/s median':>14}{'(min-max)':>20}{'p99 ms':>10}{'errors':>8}")
+    for name, row in table.items():
+        spread = f"({row['rps_min']:.0f}-{row['rps_max']:.0f})"
+        print(f"{name:<14}{row['rps_median']:>14.0f}{spread:>20}"
+              f"{row['p99_ms_median'] or float('nan'):>10.2f}{row['errors']:>8}")
+    print("\nratios (target)")
+    for ours, peer, target in RATIOS:
+        ratio = table[ours]["rps_median"] / table[peer]["rps_median"]
+        verdict = "met" if ratio >= target else "NOT met"
+        print(f"  {ours} / {peer}: {ratio:.2f}  (>= {target}: {verdict})")
+        p99 = table[ours]["p99_ms_median"], table[peer]["p99_ms_median"]
+        if all(p99):
+            print(f"    p99 {p99[0]:.2f} ms vs {p99[1]:.2f} ms")
+    print("\nfailover under load (SIGTERM of the active unit)")
+    for f in failovers:
+        print(f"  {f['service']:<22} failed {f['failed']} of {f['requests']} requests "
+              f"(socket errors {f['socket_errors']}, non-2xx {f['non_2xx']}; "
+              f"{f['from']} -> {f['to']})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--no-failover", action="store_true")
+    ap.add_argument("--json", help="write the results here (- for stdout)")
+    args = ap.parse_args()
+    if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
+        ap.error("--runs 1..20, --duration 1..120")
+    with machine_lock(timeout=1800):
+        lab = Lab()
+        try:
+            log("lab up")
+            lab.up(servers=SERVERS)
+            active = lab.wait_for_master()
+            lab.exec(CLIENT, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"], check=True)
+            fast_servers(lab)
+            start_haproxy(lab, active, bare_config(), "bare")
+            lab.wait_for(lambda: lab.http_get(CLIENT, TARGETS["haproxy-http"], 1.0), 10,
+                         what="bare HAProxy answers")
+            wait_all_up(lab, active)
+            pin_carpool_haproxy(lab)
+            results = throughput(lab, args.runs, args.duration, args.connections)
+            failovers = []
+            if not args.no_failover:
+                for service, url, persistence in (("l4 rr", TARGETS["carpool-l4"], 0),
+                                                  ("l4 source hash", TARGETS["carpool-l4"], 300),
+                                                  ("l7 (http)", TARGETS["carpool-l7"], None)):
+                    if persistence is not None:
+                        lab.exec(lab.wait_for_master(), [
+                            "carpool", "config", "set", "virtual_service[web-l4].persistence",
+                            str(persistence)], check=True)
+                    failovers.append(failover_under_load(lab, service, url, 9.0,
+                                                         args.connections))
+        finally:
+            lab.down()
+    table = summarize(results)
+    print_report(table, failovers, args)
+    if args.json:
+        data = json.dumps({"table": table, "runs": results, "failover": failovers,
+                           "args": vars(args)}, indent=2)
+        sys.stdout.write(data + "\n") if args.json == "-" else Path(args.json).write_text(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

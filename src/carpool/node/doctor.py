@@ -1,0 +1,270 @@
+"""The doctor's agent in the daemon: probes over the advert paths, and what it observes.
+
+Both units run it. `run()` (the `doctor` control command) sends probes (carpool.ha.probe) on
+every advert interface, exactly where adverts go; the partner counts them per interface and
+answers with a report on every interface, so one exchange shows both directions of each path:
+what the partner heard of ours (in the report) and where its report reached us. With virtual
+MACs the unit holding the addresses also sends unicast frames from the virtual MAC to the
+partner. Pings, the sync port and the foreign speakers the daemon noted complete the picture,
+which carpool.node.findings turns into findings. Nothing here feeds the election or touches
+the data plane.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from .. import __version__
+from ..ha import probe
+from ..ha.ipv4 import Ipv4Packet
+from ..ha.profile import PROTO_CARP, TTL
+from . import addresses
+
+log = logging.getLogger("carpool.doctor")
+PROBES_PER_PATH = 3
+PROBE_GAP = 0.03
+REPORT_DELAY = 0.15     # gather the partner's probes on every path before answering once
+REPORT_WAIT = 1.5       # how long the initiator waits for reports
+MAX_REPORTS_PER_ID = 4
+MAX_REPORTS_PER_S = 20  # unauthenticated probes may trigger reports: bounded
+FOREIGN_WINDOW = 10.0   # s a silent foreign speaker stays in the findings (at least)
+
+
+@dataclass
+class Heard:
+    """Probes of one id heard from the partner."""
+    probes: collections.Counter = field(default_factory=collections.Counter)
+    vmac: collections.Counter = field(default_factory=collections.Counter)
+    authentic: bool = True
+    want_vmac: bool = False
+    reports_sent: int = 0
+    report_due: bool = False
+    vmac_sent: bool = False
+
+
+@dataclass
+class Session:
+    """One run of ours: the partner's reports by the interface they arrived on."""
+    id: str
+    reports: dict = field(default_factory=dict)
+    report_authentic: bool | None = None
+    vmac_heard: collections.Counter = field(default_factory=collections.Counter)
+    first_report_at: float | None = None   # wall time (the partner stamps its reports)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class DoctorAgent:
+    def __init__(self, daemon):
+        self.d = daemon
+        self.heard: collections.OrderedDict[str, Heard] = collections.OrderedDict()
+        self.sessions: dict[str, Session] = {}
+        self.foreign: dict[tuple[str, str], dict] = {}   # (iface, source) -> sighting
+        self.counters: collections.Counter = collections.Counter()
+        self._report_times: collections.deque = collections.deque(maxlen=MAX_REPORTS_PER_S)
+
+    @property
+    def key(self) -> bytes:
+        return probe.probe_key(self.d.cfg.secret)
+
+    # -- receive side (called from the daemon's socket reader) ------------------------------
+    def note_foreign(self, iface: str, source: IPv4Address, payload: bytes) -> None:
+        """An advert for our VHID from an address that is neither ours nor the partner's."""
+        kind = {2: "CARP", 3: "VRRPv3"}.get(payload[0] >> 4, f"version {payload[0] >> 4}") \
+            if payload else "?"
+        now = time.time()
+        seen = self.foreign.setdefault((iface, str(source)), {"count": 0, "last": now, "gap": 0})
+        seen.update(count=seen["count"] + 1, gap=max(seen["gap"], now - seen["last"]),
+                    last=now, kind=kind)
+
+    def recent_foreign(self) -> list[dict]:
+        """Speakers heard within 3 of their own advert intervals (at least FOREIGN_WINDOW s):
+        one that stopped drops out of the findings and warnings soon after."""
+        now = time.time()
+        for key in [k for k, v in self.foreign.items()
+                    if now - v["last"] > max(FOREIGN_WINDOW, 3 * v["gap"])]:
+            del self.foreign[key]
+        return [{"interface": i, "source": s, "kind": v["kind"], "count": v["count"],
+                 "last_ago": round(now - v["last"], 1)}
+                for (i, s), v in sorted(self.foreign.items())]
+
+    def on_probe(self, iface: str, source: IPv4Address, payload: bytes) -> None:
+        try:
+            p = probe.decode(self.key, payload)
+        except probe.ProbeError as e:
+            self.counters["bad_probe"] += 1
+            log.debug("bad doctor probe on %s from %s: %s", iface, source, e)
+            return
+        body, kind, pid = p.body, p.body.get("k"), str(p.body.get("id", ""))[:32]
+        if not pid:
+            self.counters["bad_probe"] += 1
+            return
+        self.counters[f"{kind}_received"] += 1
+        if kind == "report" and pid in self.sessions:
+            s = self.sessions[pid]
+            s.reports[iface] = body
+            s.report_authentic = p.authentic and s.report_authentic is not False
+            s.first_report_at = s.first_report_at or time.time()
+            s.arrived.set()
+        elif kind == "vmac" and pid in self.sessions:
+            self.sessions[pid].vmac_heard[iface] += 1
+        elif kind in ("probe", "vmac") and pid not in self.sessions:
+            heard = self._heard(pid)
+            (heard.probes if kind == "probe" else heard.vmac)[iface] += 1
+            heard.authentic = heard.authentic and p.authentic
+            heard.want_vmac = heard.want_vmac or bool(body.get("want_vmac"))
+            if kind == "probe" and not heard.report_due and \
+                    heard.reports_sent < MAX_REPORTS_PER_ID:
+                heard.report_due = True
+                self.d.loop.call_later(REPORT_DELAY, self._report, pid)
+
+    def _heard(self, pid: str) -> Heard:
+        heard = self.heard.get(pid)
+        if heard is None:
+            heard = self.heard[pid] = Heard()
+            while len(self.heard) > 16:
+                self.heard.popitem(last=False)
+        return heard
+
+    def _report(self, pid: str) -> None:
+        heard = self.heard.get(pid)
+        if heard is None:
+            return
+        heard.report_due = False
+        now = time.monotonic()
+        if len(self._report_times) == MAX_REPORTS_PER_S and now - self._report_times[0] < 1:
+            self.counters["reports_limited"] += 1
+            return
+        self._report_times.append(now)
+        if heard.want_vmac and not heard.vmac_sent and self.holds_vmac():
+            heard.vmac_sent = True
+            self.send_vmac_frames(pid)
+        heard.reports_sent += 1
+        d = self.d
+        body = {"k": "report", "id": pid, "from": d.cfg.role, "heard": dict(heard.probes),
+                "vmac_heard": dict(heard.vmac), "authentic": heard.authentic,
+                "ping": {n: st.ping_ok for n, st in d.state.items()},
+                "state": d.election.state.value, "version": __version__,
+                "config": list(d.config.store.current.record.key), "time": time.time()}
+        self.send_everywhere(body)
+
+    # -- send side --------------------------------------------------------------------------
+    def send_everywhere(self, body: dict) -> dict[str, int]:
+        """One probe on every advert socket to every advert destination; sent per interface."""
+        from .daemon import destinations
+        payload = probe.encode(self.key, body)
+        sent = {}
+        for name, sock in self.d.sockets.items():
+            iface = self.d.ifaces[name]
+            sent[name] = sum(sock.send(payload, str(dst))
+                             for dst in destinations(self.d.cfg, iface))
+        return sent
+
+    def holds_vmac(self) -> bool:
+        return bool(self.d.cfg.vmac and self.d.held)
+
+    def send_vmac_frames(self, pid: str) -> dict[str, int]:
+        """Unicast IPv4 frames from the virtual MAC to the partner on each shared interface
+        (only the unit that holds the MAC sends: a frame from the standby would teach the
+        switch the wrong port)."""
+        cfg, sent = self.d.cfg, {}
+        payload = probe.encode(self.key, {"k": "vmac", "id": pid, "from": cfg.role})
+        for iface in cfg.interfaces:
+            if not iface.shared or iface.name not in self.d.sockets:
+                continue
+            partner = iface.partner(cfg.role)
+            mac = neighbour_mac(str(partner), iface.name)
+            if mac is None:
+                sent[iface.name] = 0
+                continue
+            packet = Ipv4Packet(iface.own(cfg.role), partner, TTL, PROTO_CARP, payload).pack()
+            try:
+                for _ in range(PROBES_PER_PATH):
+                    addresses.send_frame(iface.name, mac, cfg.vmac_address, 0x0800, packet)
+                sent[iface.name] = PROBES_PER_PATH
+            except OSError as e:
+                log.warning("doctor: frame from the virtual MAC on %s failed: %s", iface.name, e)
+                sent[iface.name] = 0
+        return sent
+
+    # -- a doctor run -----------------------------------------------------------------------
+    async def run(self, pinger) -> dict:
+        """Probe every path, ping the partner, try the sync port; the raw observations."""
+        d, cfg = self.d, self.d.cfg
+        pid = secrets.token_hex(8)
+        session = self.sessions[pid] = Session(pid)
+        try:
+            pings = asyncio.gather(*[pinger.ping(str(i.partner(cfg.role)), 1.0)
+                                     for i in cfg.interfaces if i.name in d.sockets])
+            sync = asyncio.ensure_future(d.config.sync.probe_partner())
+            await pings  # first: the partner's MAC is then in the neighbour table
+            want_vmac = bool(cfg.vmac) and not self.holds_vmac()
+            sent: collections.Counter = collections.Counter()
+            started = time.monotonic()
+            if self.holds_vmac():
+                vmac_sent = self.send_vmac_frames(pid)
+            else:
+                vmac_sent = {}
+            for n in range(PROBES_PER_PATH):
+                sent.update(self.send_everywhere({"k": "probe", "id": pid, "n": n,
+                                                  "from": cfg.role, "want_vmac": want_vmac}))
+                await asyncio.sleep(PROBE_GAP)
+            deadline = started + REPORT_WAIT
+            while time.monotonic() < deadline and len(session.reports) < len(d.sockets):
+                session.arrived.clear()
+                try:
+                    await asyncio.wait_for(session.arrived.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+            rtts = pings.result()
+            names = [i.name for i in cfg.interfaces if i.name in d.sockets]
+            return {
+                "role": cfg.role, "state": d.election.state.value, "version": __version__,
+                "config": list(d.config.store.current.record.key), "time": time.time(),
+                "transport": cfg.transport, "vmac": bool(cfg.vmac), "vhid": cfg.vhid,
+                "vmac_address": cfg.vmac_address if cfg.vmac else None,
+                "sync_port": d.config.sync.port, "report_received": session.first_report_at,
+                "vmac_sender": "us" if self.holds_vmac() else ("partner" if want_vmac else None),
+                "vmac_sent": vmac_sent, "vmac_heard": dict(session.vmac_heard),
+                "sent": dict(sent), "reports": session.reports,
+                "report_authentic": session.report_authentic,
+                "pings": {n: None if r is None else round(r * 1000, 3)
+                          for n, r in zip(names, rtts)},
+                "interfaces": self._interfaces(),
+                "partner_state": d.config.sync.partner_ha,
+                "sync": await sync, "foreign": self.recent_foreign(),
+            }
+        finally:
+            self.sessions.pop(pid, None)
+
+    def _interfaces(self) -> dict:
+        d, now = self.d, self.d.now()
+        out = {}
+        for iface in d.cfg.interfaces:
+            st = d.state[iface.name]
+            out[iface.name] = {
+                "check": iface.check, "heartbeat": iface.heartbeat,
+                "shared": [str(c) for c in iface.shared], "link_up": st.link_up,
+                "socket": iface.name in d.sockets,
+                "advert_seen_ago": None if st.last_advert is None
+                else round(now - st.last_advert, 3)}
+        return out
+
+
+def neighbour_mac(address: str, ifname: str) -> str | None:
+    """The MAC of `address` on `ifname` from the kernel's ARP table, or None."""
+    try:
+        with open("/proc/net/arp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[0] == address and fields[5] == ifname \
+                and fields[3] != "00:00:00:00:00:00":
+            return fields[3]
+    return None

@@ -1,0 +1,114 @@
+"""carpool doctor on the live lab (virtual MACs on, so the mac checks run too): a healthy lab
+passes every check; each fault fails the checks of its topic and no other; the daemon's status
+warns of master-master when adverts are lost on every path while ping still answers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from carpool.lab.topology import CLIENT
+
+LAB_OPTIONS = {"vmac": True}
+TOPICS = ("multicast", "icmp", "6973", "mac", "heartbeat", "vhid", "ha-check", "version",
+          "clock", "latency")
+
+
+def doctor(lab, unit: str) -> tuple[int, list[dict]]:
+    proc = lab.exec(unit, ["carpool", "doctor", "--json"], timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)["checks"]
+
+
+def failed(checks: list[dict]) -> list[str]:
+    return [c["name"] for c in checks if not c["ok"]]
+
+
+def test_healthy_lab_passes_every_check_on_both_units(healed_lab):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    for unit in (active, "b" if active == "a" else "a"):
+        code, checks = doctor(lab, unit)
+        assert code == 0 and failed(checks) == [], checks
+        names = " ".join(c["name"] for c in checks)
+        for topic in TOPICS:
+            assert topic in names, (topic, names)
+        assert all(set(c) == {"name", "ok", "detail", "hint"} for c in checks)
+    text = lab.exec(active, ["carpool", "doctor"])
+    assert text.returncode == 0 and "checks passed" in text.stdout, text.stdout
+
+
+@pytest.mark.parametrize("fault, topic", [
+    ("block_multicast", "multicast"),
+    ("block_icmp", "icmp"),
+    ("block_sync", "6973 sync port reachable"),
+    ("block_vmac", "mac"),
+    ("cut_heartbeat", "heartbeat"),
+])
+def test_each_fault_fails_its_own_checks_and_no_other(healed_lab, fault, topic):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    getattr(lab, fault)()
+    for unit in ("a", "b"):
+        code, checks = doctor(lab, unit)
+        bad = failed(checks)
+        assert code == 1 and bad, (unit, checks)
+        assert all(name.startswith(topic) for name in bad), (unit, fault, bad)
+        assert all(c["hint"] for c in checks if not c["ok"]), checks
+    if fault == "block_vmac":  # the unit holding the virtual MAC sends; both see the failure
+        assert any(n.startswith("mac eth0") for n in failed(doctor(lab, active)[1]))
+
+
+def test_foreign_speaker_with_our_vhid_is_found(healed_lab):
+    lab = healed_lab
+    lab.wait_for_master()
+    foreign = lab.spawn(CLIENT, ["ucarp", "-i", "eth0", "-s", "198.18.0.100", "-v", "1",
+                                 "-p", "someone-else", "-a", "198.18.0.99", "-b", "1",
+                                 "-u", "/bin/true", "-d", "/bin/true"])
+    try:
+        def found():
+            return failed(doctor(lab, "a")[1])
+        lab.wait_for(lambda: found(), 15, what="ucarp with vhid 1 advertises and is noticed")
+        bad = found()
+        assert bad == ["vhid eth0: unique"], bad
+        status = lab.unit_status("b")
+        assert any("198.18.0.100" in w and "vhid 1" in w for w in status["warnings"]), status
+    finally:
+        foreign.terminate()
+        foreign.wait(10)
+    lab.wait_for(lambda: not found(), 20, what="the silent speaker drops out of the findings")
+
+
+def test_wrong_secret_is_its_own_finding(healed_lab):
+    lab = healed_lab
+    lab.wait_for_master()
+    lab.stop_unit("b")
+    lab.write_configs(overrides={"b": {"unit.secret": "not-the-pair-secret"}})
+    try:
+        lab.start_unit("b")
+        lab.wait_for(lambda: lab.unit_status("b")["state"] != "init", 10, what="b runs")
+        for unit in ("a", "b"):
+            code, checks = doctor(lab, unit)
+            assert failed(checks) == ["6973 secret (partner shared secret)"], (unit, checks)
+    finally:
+        lab.stop_unit("b")
+        lab.write_configs(overrides=None)
+        lab.start_unit("b")
+
+
+def test_status_warns_of_master_master_naming_the_paths(healed_lab):
+    lab = healed_lab
+    lab.wait_for_master()
+    lab.block_adverts()
+
+    def both_warn():
+        return all(any(w.startswith("master-master") for w in lab.unit_status(u)["warnings"])
+                   for u in ("a", "b"))
+    lab.wait_for(both_warn, 20, what="both units active, each warns master-master")
+    warning = next(w for w in lab.unit_status("a")["warnings"] if w.startswith("master-master"))
+    for iface in ("eth0", "eth1", "eth2"):
+        assert iface in warning, warning
+    assert "WARNING: master-master" in lab.exec("a", ["carpool", "status"]).stdout
+    lab.heal()
+    lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")), 30,
+                 what="one master again, no warnings")

@@ -1,0 +1,105 @@
+"""Doctor probes (codec) and findings (pure evaluation of observations)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from carpool.ha import probe
+from carpool.node import findings
+
+KEY = probe.probe_key(b"secret")
+
+
+def test_probe_round_trip_and_authenticity():
+    payload = probe.encode(KEY, {"k": "probe", "id": "ab12"})
+    assert probe.is_probe(payload)
+    assert probe.decode(KEY, payload) == probe.Probe({"k": "probe", "id": "ab12"}, True)
+    other = probe.decode(probe.probe_key(b"other"), payload)
+    assert other.body["id"] == "ab12" and other.authentic is False
+
+
+def test_probe_magic_reads_as_a_version_no_advert_decoder_takes():
+    assert probe.MAGIC[0] >> 4 == 4  # CARP is version 2, VRRP 2 or 3
+
+
+def test_oversized_probe_body_is_refused():
+    with pytest.raises(probe.ProbeError):
+        probe.encode(KEY, {"pad": "x" * 2000})
+
+
+@given(st.binary(max_size=300))
+def test_probe_decoder_raises_only_probe_error(data):
+    try:
+        probe.decode(KEY, probe.MAGIC + data)
+    except probe.ProbeError:
+        pass
+
+
+HEALTHY = {
+    "role": "first", "state": "master", "version": "0.1.0", "config": [3, "ab" * 32],
+    "transport": "multicast", "vmac": False, "vhid": 1, "sync_port": 6973,
+    "vmac_sender": None, "vmac_sent": {}, "vmac_heard": {},
+    "sent": {"eth0": 3, "eth1": 3}, "report_authentic": True, "report_received": 1000.0,
+    "reports": {"eth0": {"heard": {"eth0": 3, "eth1": 3}, "ping": {"eth0": True, "eth1": True},
+                         "authentic": True, "version": "0.1.0", "config": [3, "ab" * 32],
+                         "time": 1000.0, "vmac_heard": {}},
+                "eth1": {}},
+    "pings": {"eth0": 1.2, "eth1": 0.9},
+    "interfaces": {"eth0": {"check": True, "heartbeat": False, "shared": ["198.18.0.10/24"],
+                            "link_up": True, "socket": True},
+                   "eth1": {"check": True, "heartbeat": True, "shared": [], "link_up": True,
+                            "socket": True}},
+    "sync": {"reachable": True, "authenticated": True, "connect_ms": 0.5, "carpool": "0.1.0",
+             "current": [3, "ab" * 32], "clock_offset": 0.002},
+    "foreign": [],
+}
+
+
+def bad(observed) -> list[str]:
+    return [f.name for f in findings.evaluate(observed) if not f.ok]
+
+
+def test_healthy_observations_pass():
+    assert bad(HEALTHY) == []
+
+
+def test_a_lost_report_path_fails_only_that_direction():
+    o = copy.deepcopy(HEALTHY)
+    o["reports"] = {"eth1": o["reports"]["eth0"]}  # the report came back on eth1 only
+    assert bad(o) == ["multicast eth0: partner -> us"]
+
+
+def test_wrong_secret_with_the_sync_port_closed_is_judged_by_the_probes():
+    o = copy.deepcopy(HEALTHY)
+    o["sync"] = {"reachable": False, "authenticated": None, "error": "timeout",
+                 "connect_ms": None}
+    o["report_authentic"] = False
+    assert bad(o) == ["6973 sync port reachable", "6973 secret (partner shared secret)"]
+
+
+def test_unchecked_shared_interface_and_missing_heartbeat():
+    o = copy.deepcopy(HEALTHY)
+    o["interfaces"]["eth0"]["check"] = False
+    o["interfaces"]["eth1"]["heartbeat"] = False
+    assert set(bad(o)) == {"ha-check eth0", "heartbeat link"}
+
+
+def test_clock_and_latency_limits():
+    o = copy.deepcopy(HEALTHY)
+    o["sync"]["clock_offset"] = 4.0
+    o["pings"] = {"eth0": 150.0, "eth1": 180.0}
+    o["sync"]["connect_ms"] = 140.0
+    assert set(bad(o)) == {"clock offset", "latency"}
+
+
+def test_master_master_warning_names_the_silent_paths():
+    status = {"state": "master", "vhid": 1, "partner": {
+        "eth0": {"ping_ok": True, "advert_alive": False},
+        "eth1": {"ping_ok": True, "advert_alive": False}}}
+    [w] = findings.warnings(status, {"state": "master", "at": 100.0}, [], now=105.0)
+    assert w.startswith("master-master") and "eth0, eth1" in w
+    assert findings.warnings(status, {"state": "master", "at": 10.0}, [], now=105.0) == []
+    assert findings.warnings(status, {"state": "backup", "at": 100.0}, [], now=105.0) == []
