@@ -66,6 +66,7 @@ def format_status(s: dict) -> str:
         f"priority {s['priority']}  preempt {'yes' if s['preempt'] else 'no'}  "
         f"{s['transport']}{'  vmac ' + s['vmac'] if s['vmac'] else ''}",
         f"  demote {s['demote']}: {', '.join(s['demote_reasons']) or 'no failed checks'}",
+        *([f"  PACIFIED: {s['pacified']}"] if s.get("pacified") else []),
         f"  shared held: {', '.join(s['shared_held']) or 'none'}",
         _sync_line(s),
         "  partner by interface:",
@@ -347,6 +348,19 @@ def cmd_doctor(args) -> int:
     return 0 if all(c["ok"] for c in checks) else 1
 
 
+def cmd_pacify(args) -> int:
+    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
+    answer = _ask(args, "pacify", clear=args.clear, who=who)
+    if answer is None:
+        return 1
+    if args.clear:
+        print("cleared: this unit may become active again" if answer["was"]
+              else "this unit was not pacified; its start history is reset")
+    else:
+        print(f"pacified: {answer['pacified']}" if answer["pacified"] else "not pacified")
+    return 0
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -371,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
+    pacify = sub.add_parser("pacify", help="reboot-loop protection: show, or --clear, the "
+                                           "mark that keeps this unit standby")
+    pacify.add_argument("--config")
+    pacify.add_argument("--clear", action="store_true")
+    pacify.set_defaults(func=cmd_pacify)
     failover = sub.add_parser("failover", help="force a graceful switch to the partner (run "
                                                 "on the active unit)")
     failover.add_argument("--config")

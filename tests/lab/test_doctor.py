@@ -112,3 +112,32 @@ def test_status_warns_of_master_master_naming_the_paths(healed_lab):
     lab.heal()
     lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")), 30,
                  what="one master again, no warnings")
+
+
+def test_reboot_loop_pacifies_the_unit_until_an_admin_clears_it(healed_lab):
+    lab = healed_lab
+    lab.wait_for_master()
+    lab.write_configs(overrides={"b": {"unit.restart_limit": 3}})
+    try:
+        lab.stop_unit("b")
+        lab.start_unit("b")
+        assert lab.exec("b", ["carpool", "pacify", "--clear"]).returncode == 0  # history: 1
+        for restart in range(1, 5):
+            lab.stop_unit("b")
+            lab.start_unit("b")
+            pacified = lab.unit_status("b")["pacified"]
+            assert bool(pacified) == (restart == 4), (restart, pacified)
+        assert "restarted 4 times" in pacified
+        assert "PACIFIED" in lab.exec("b", ["carpool", "status"]).stdout
+        assert lab.wait_for_master() == "a"
+        lab.kill("a")  # a's supervisor bows out for it: b would take over at once
+        lab.wait_for(lambda: "not taking over" in lab.unit_status("b")["reason"], 10,
+                     what="b hears the bow-out and stays standby")
+        status = lab.unit_status("b")
+        assert status["state"] == "backup" and not status["shared_held"], status
+        cleared = lab.exec("b", ["carpool", "pacify", "--clear"])
+        assert cleared.returncode == 0 and "cleared" in cleared.stdout, cleared
+        lab.wait_for(lambda: lab.unit_status("b")["state"] == "master", 10,
+                     what="b takes over once cleared")
+    finally:
+        lab.write_configs(overrides=None)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from carpool.ha import election as el
 from carpool.ha.election import (AdvertReceived, DemoteChanged, Election, Params, Rank,
-                                 Relinquish, ReleaseAddresses, RunNotify, SendAdvert, SendGarp, Shutdown,
+                                 Pacify, Relinquish, ReleaseAddresses, RunNotify, SendAdvert, SendGarp, Shutdown,
                                  Start, State, TakeAddresses, Tick, TransitionError)
 from sim import A_ADDRESS, B_ADDRESS, Pair, carp_params
 
@@ -601,3 +601,23 @@ def test_after_relinquish_a_silent_partner_is_still_taken_over():
     e.handle(Relinquish(hold=600), 3.5)
     e.handle(peer(), 4.0)
     assert notify(e.handle(Tick(), e.deadline)).reason.startswith("master down")
+
+
+# -- Pacify (reboot-loop protection) ------------------------------------------------------------
+def test_pacified_before_start_never_takes_over():
+    e = Election(PARAMS)
+    e.handle(Pacify(True, "5 starts in 300 s"), 0.0)
+    e.handle(Start(), 0.0)
+    assert e.handle(Tick(), e.deadline) == [] and e.state is BACKUP
+    assert e.reason.startswith("pacified (5 starts in 300 s)")
+    assert e.handle(peer(bow_out=True), 4.0) == [] and e.state is BACKUP
+    assert e.handle(peer(demote=3), 5.0) == [] and e.state is BACKUP
+    assert e.deadline == 5.0 + PARAMS.master_down  # still listening
+
+
+def test_pacify_on_a_master_bows_out_and_clearing_lets_it_take_over():
+    e = master()
+    effects = e.handle(Pacify(True, "reboot loop"), 3.5)
+    assert effects[0] == SendAdvert(bow_out=True, demote=0) and e.state is BACKUP
+    assert e.handle(Pacify(False, "cleared by admin"), 4.0) == [] and e.pacified == ""
+    assert notify(e.handle(Tick(), e.deadline)).new is MASTER

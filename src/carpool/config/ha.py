@@ -53,6 +53,7 @@ class Config:
     notify: str = ""
     notify_timeout: float = 5.0
     log_level: str = "info"
+    restart_limit: int = 3        # more restarts in 5 min: pacified (0 = no protection)
     protocol: str = "carp"
     vhid: int = 1
     ha_timeout: int = 3
@@ -155,7 +156,7 @@ class _Checker:
 
 
 _UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
-              "log_level"}
+              "log_level", "restart_limit"}
 
 
 def _iface(i: document.Interface) -> Interface:
@@ -187,7 +188,8 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         config_dir=c.get(unit, "config_dir", str, "", "unit."),
         notify=c.get(unit, "notify", str, "", "unit."),
         notify_timeout=float(c.number(unit, "notify_timeout", 0.1, 60, 5.0, "unit.")),
-        log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."))
+        log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."),
+        restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")))
     try:
         appliance = document.parse_document({k: v for k, v in doc.items() if k != "unit"})
     except document.DocumentError as e:
@@ -202,7 +204,8 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
     """cfg's local settings with another appliance document."""
     return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
                        state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
-                       notify_timeout=cfg.notify_timeout, log_level=cfg.log_level)
+                       notify_timeout=cfg.notify_timeout, log_level=cfg.log_level,
+                       restart_limit=cfg.restart_limit)
 
 
 def config_from(doc: document.Document, **local) -> Config:

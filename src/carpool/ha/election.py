@@ -7,6 +7,7 @@ seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`
     MASTER --peer rank beats ours (a rising demote is advertised at once: a healthier
              partner takes over and its advert makes us yield)--> BACKUP
     MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
+    MASTER --Pacify(on)--> BACKUP; a pacified unit (reboot loop) never becomes MASTER
     BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
 
 BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
@@ -117,6 +118,14 @@ class Relinquish:
 
 
 @dataclass(frozen=True)
+class Pacify:
+    """Reboot-loop protection: while on, the unit stays BACKUP whatever happens (an admin
+    clears it). Delivered before Start, it holds from the first moment."""
+    on: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class AdvertReceived:
     rank: Rank
     bow_out: bool = False
@@ -157,7 +166,7 @@ class RunNotify:
     reason: str
 
 
-Event = Start | Tick | Shutdown | Relinquish | AdvertReceived | DemoteChanged
+Event = Start | Tick | Shutdown | Relinquish | Pacify | AdvertReceived | DemoteChanged
 Effect = SendAdvert | TakeAddresses | ReleaseAddresses | SendGarp | RunNotify
 
 
@@ -172,11 +181,13 @@ class Election:
         self._silent_since = 0.0  # BACKUP: last advert heard (or entry into BACKUP)
         self._adverts = 0         # MASTER: adverts sent since takeover
         self._no_preempt_until = float("-inf")  # after a Relinquish
+        self._pacified = ""                     # why, while pacified
 
     state = property(lambda self: self._state)
     since = property(lambda self: self._since, doc="`now` of the last state change")
     reason = property(lambda self: self._reason, doc="why the last state change happened")
     demote_reasons = property(lambda self: self._demote)
+    pacified = property(lambda self: self._pacified, doc="why the unit is pacified, or ''")
     deadline = property(lambda self: self._deadline, doc="when to deliver the next Tick, or None")
 
     @property
@@ -193,6 +204,8 @@ class Election:
                 return self._start(now)
             case DemoteChanged(reasons=reasons):
                 return self._demote_changed(tuple(reasons), now)
+            case Pacify(on=on, reason=reason):
+                return self._pacify(on, reason, now)
             case Tick() | Shutdown() | Relinquish() | AdvertReceived() \
                     if self._state is State.INIT:
                 return []  # stopped (or not yet started): only Start wakes us
@@ -269,6 +282,18 @@ class Election:
             return [SendAdvert(bow_out=True, demote=self.demote), ReleaseAddresses(), *notify]
         return notify
 
+    def _pacify(self, on: bool, reason: str, now: float) -> list[Effect]:
+        was, self._pacified = self._pacified, (reason or "pacified") if on else ""
+        if on and not was:
+            log.warning("pacified: %s", self._pacified)
+        elif was and not on:
+            log.warning("pacified no more (%s)", reason or "cleared")
+        if on and self._state is State.MASTER:
+            self._no_preempt_until = float("-inf")
+            notify = self._become_backup(f"pacified ({self._pacified}): bowed out", now)
+            return [SendAdvert(bow_out=True, demote=self.demote), *notify]
+        return []
+
     def _relinquish(self, reason: str, hold: float, now: float) -> list[Effect]:
         if self._state is not State.MASTER:
             return []
@@ -278,6 +303,12 @@ class Election:
 
     # -- entering states ----------------------------------------------------------------------
     def _become_master(self, reason: str, now: float) -> list[Effect]:
+        if self._pacified:  # stay BACKUP; keep listening (master-down re-armed)
+            if self._reason != f"pacified ({self._pacified}): not taking over":
+                log.warning("would take over (%s) but pacified: %s", reason, self._pacified)
+            self._reason = f"pacified ({self._pacified}): not taking over"
+            self._silent_since, self._deadline = now, now + self.params.master_down
+            return []
         notify = self._transition(State.MASTER, reason, now)
         self._adverts = 0
         return [TakeAddresses(), SendGarp(), *self._advertise(now), *notify]

@@ -34,7 +34,9 @@ def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = Fal
         return UNIT_ADDR[unit_][ifname].split("/")[0]
 
     return {
-        "unit": {"role": ROLES[unit], "secret": SECRET, "state_dir": str(state_dir)},
+        # The lab restarts units on purpose, far more often than reboot-loop protection allows.
+        "unit": {"role": ROLES[unit], "secret": SECRET, "state_dir": str(state_dir),
+                 "restart_limit": 0},
         "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
         "interface": [
             {"name": "eth0", "shared": [SHARED_LAN], "first": own("a", "eth0"),

@@ -31,6 +31,7 @@ from . import addresses, control
 from . import findings
 from .configd import ConfigControl
 from .doctor import DoctorAgent
+from .pacify import StartRecord
 from .icmp import Pinger
 from .links import LinkMonitor
 from .notify import run_notify
@@ -93,6 +94,7 @@ class Daemon:
         self.links: LinkMonitor | None = None
         self.health = HealthChecker(on_change=self._server_changed)
         self.doctor = DoctorAgent(self)
+        self.starts = StartRecord(cfg.config_dir or cfg.state_dir, cfg.restart_limit)
         self.pinger: Pinger | None = None
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
@@ -404,6 +406,15 @@ class Daemon:
         return {"state": self.election.state.value, "reason": self.election.reason,
                 "hold": hold, "partner_answers_on": heard}
 
+    def pacify(self, request: dict | None = None) -> dict:
+        """`carpool pacify [--clear]`: show or clear the reboot-loop mark."""
+        if (request or {}).get("clear"):
+            was = self.election.pacified
+            self.starts.clear()
+            self.feed(el.Pacify(False, f"cleared by {(request or {}).get('who') or 'admin'}"))
+            return {"pacified": "", "was": was}
+        return {"pacified": self.election.pacified}
+
     # -- doctor ----------------------------------------------------------------------------
     async def run_doctor(self, _request: dict | None = None) -> dict:
         observed = await self.doctor.run(self.pinger)
@@ -438,6 +449,7 @@ class Daemon:
             "priority": self.cfg.priority, "preempt": self.cfg.preempt,
             "transport": self.cfg.transport, "vmac": self._vmac(),
             "demote": len(e.demote_reasons), "demote_reasons": list(e.demote_reasons),
+            "pacified": e.pacified,
             "partner": partner, "shared_held": list(self.held),
             "drops": dict(self.stats.drops),
             "counters": {"adverts_sent": self.stats.adverts_sent,
@@ -480,7 +492,7 @@ class Daemon:
         await self.l7.apply(self.cfg.document, self.health.healthy)
         server = await control.serve(self.cfg.socket_path,
                                      {"status": self.status, "ha.failover": self.force_failover,
-                                      "doctor": self.run_doctor,
+                                      "doctor": self.run_doctor, "pacify": self.pacify,
                                       **self.config.handlers()})
         try:
             await self.config.sync.start()
@@ -491,6 +503,10 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
         log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
                  self.cfg.vhid, ", ".join(self.sockets))
+        pacified = self.starts.on_start()
+        if pacified:
+            log.warning("pacified: %s; this unit stays standby", pacified)
+            self.feed(el.Pacify(True, pacified))
         self.feed(el.Start())
         self.update_demotion()
         self.spawn(self.ping_loop(pinger))
