@@ -2,6 +2,8 @@
 heard on every interface (networks where multicast is blocked)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -22,6 +24,12 @@ def test_partner_heard_on_every_interface_with_multicast_blocked(lab):
         lab.wait_for(heard_everywhere_since_block, 10,
                      what=f"unit {backup} hears 3 more adverts on eth0, eth1 and eth2")
         assert lab.states() == {master: "master", backup: "backup"}
-        assert lab.unit_status(backup)["transport"] in ("unicast", "broadcast")
+        transport = lab.unit_status(backup)["transport"]
+        assert transport in ("unicast", "broadcast")
+        # The doctor probes the same way the adverts go: its path checks pass and say how.
+        proc = lab.exec(backup, ["carpool", "doctor", "--json"], timeout=60)
+        checks = json.loads(proc.stdout)["checks"]
+        assert proc.returncode == 0, [c for c in checks if not c["ok"]]
+        assert any(c["name"].startswith(f"{transport} eth0") for c in checks), checks
     finally:
         lab.unblock()
