@@ -103,3 +103,12 @@ def test_master_master_warning_names_the_silent_paths():
     assert w.startswith("master-master") and "eth0, eth1" in w
     assert findings.warnings(status, {"state": "master", "at": 10.0}, [], now=105.0) == []
     assert findings.warnings(status, {"state": "backup", "at": 100.0}, [], now=105.0) == []
+
+
+def test_report_shape_guards_the_findings():
+    from carpool.node.doctor import _report_shape
+    good = HEALTHY["reports"]["eth0"] | {"config": [3, "ab" * 32]}
+    assert _report_shape(good)
+    for key, value in (("heard", [1]), ("heard", {"eth0": "3"}), ("config", [3]),
+                       ("time", "now"), ("ping", None)):
+        assert not _report_shape(good | {key: value}), key

@@ -99,8 +99,11 @@ class DoctorAgent:
             self.counters["bad_probe"] += 1
             log.debug("bad doctor probe on %s from %s: %s", iface, source, e)
             return
+        if source not in self.d.partner_identity:  # only the partner gets answers
+            self.counters["probe_from_stranger"] += 1
+            return
         body, kind, pid = p.body, p.body.get("k"), str(p.body.get("id", ""))[:32]
-        if not pid:
+        if not pid or (kind == "report" and not _report_shape(body)):
             self.counters["bad_probe"] += 1
             return
         self.counters[f"{kind}_received"] += 1
@@ -253,6 +256,19 @@ class DoctorAgent:
                 "advert_seen_ago": None if st.last_advert is None
                 else round(now - st.last_advert, 3)}
         return out
+
+
+def _report_shape(body: dict) -> bool:
+    """A report's fields have the types the findings read (a partner's bug is not our crash)."""
+    def counts(value) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, int)
+                                               for k, v in value.items())
+    config = body.get("config")
+    return (counts(body.get("heard")) and counts(body.get("vmac_heard"))
+            and isinstance(body.get("ping"), dict)
+            and isinstance(body.get("time"), (int, float))
+            and isinstance(body.get("version"), str) and isinstance(config, list)
+            and len(config) == 2 and isinstance(config[0], int) and isinstance(config[1], str))
 
 
 def neighbour_mac(address: str, ifname: str) -> str | None:
