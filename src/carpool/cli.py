@@ -318,6 +318,16 @@ def cmd_rs(args) -> int:
     return _apply(args, doc, f"rs {args.action} {args.vs} {args.server}")
 
 
+def cmd_failover(args) -> int:
+    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
+    answer = _ask(args, "ha.failover", hold=args.hold, who=who)
+    if answer is None:
+        return 1
+    print(f"now {answer['state']}: {answer['reason']}; the partner takes over "
+          f"(no preempting back for {answer['hold']:g} s)")
+    return 0
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -337,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl-C")
     status.set_defaults(func=cmd_status)
+    failover = sub.add_parser("failover", help="force a graceful switch to the partner (run "
+                                                "on the active unit)")
+    failover.add_argument("--config")
+    failover.add_argument("--hold", type=float, default=300.0, metavar="SECONDS",
+                          help="do not preempt back for this long (default 300)")
+    failover.set_defaults(func=cmd_failover)
     config = sub.add_parser("config", help="the appliance configuration (versioned, synced)")
     config.add_argument("--config")
     csub = config.add_subparsers(dest="action", required=True)

@@ -59,3 +59,30 @@ def test_failover_keeps_the_mac_and_preferred_unit_fails_back(healed_lab):
     reason = lab.unit_status("a")["reason"]
     assert reason.startswith("preempting"), reason
     assert vmac_links(lab, "b") == []
+
+
+def test_forced_failover_switches_gracefully_and_holds_the_preferred_unit_back(healed_lab):
+    """`carpool failover` on the preferred active unit: b takes over at once on the bow-out,
+    a stays standby for the hold time instead of preempting back; the standby and a unit
+    whose partner is silent refuse."""
+    lab = healed_lab
+    assert lab.wait_for_master() == "a"
+    refused = lab.exec("b", ["carpool", "failover"])
+    assert refused.returncode == 1 and "not active" in refused.stderr, refused.stderr
+    switched = lab.exec("a", ["carpool", "failover", "--hold", "30"])
+    assert switched.returncode == 0, switched.stderr
+    lab.wait_for(lambda: lab.master() == "b" and held(lab, "b") == SHARED
+                 and not held(lab, "a"), 2.0, what="unit b takes over on the bow-out")
+    assert "bowed out" in lab.unit_status("b")["reason"], lab.unit_status("b")["reason"]
+    status_a = lab.unit_status("a")
+    assert status_a["state"] == "backup" and "forced failover" in status_a["reason"], status_a
+    # Preferred, yet no preempting back while held: a hears b's adverts and stays standby.
+    adverts = status_a["partner"]["eth0"]["adverts_heard"]
+    lab.wait_for(lambda: lab.unit_status("a")["partner"]["eth0"]["adverts_heard"] >= adverts + 3,
+                 10, what="unit a hears three of b's adverts")
+    assert lab.master() == "b"
+    lab.crash("a")
+    lab.wait_for(lambda: not any(p["ping_ok"] for p in lab.unit_status("b")["partner"].values()),
+                 10, what="unit b sees its partner's pings fail")
+    lonely = lab.exec("b", ["carpool", "failover"])
+    assert lonely.returncode == 1 and "answers no ping" in lonely.stderr, lonely.stderr

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from carpool.ha import election as el
 from carpool.ha.election import (AdvertReceived, DemoteChanged, Election, Params, Rank,
-                                 ReleaseAddresses, RunNotify, SendAdvert, SendGarp, Shutdown,
+                                 Relinquish, ReleaseAddresses, RunNotify, SendAdvert, SendGarp, Shutdown,
                                  Start, State, TakeAddresses, Tick, TransitionError)
 from sim import A_ADDRESS, B_ADDRESS, Pair, carp_params
 
@@ -572,3 +572,32 @@ def test_whole_quiet_network_never_keeps_two_masters(skews, preempt, initial_wai
         assert m.election.demote <= o.election.demote   # the backup would take a demoted master
         if all(preempt):
             assert m.election.rank.beats(o.election.rank)
+
+
+# -- Relinquish (forced failover) ----------------------------------------------------------------
+def test_relinquish_bows_out_to_the_partner_and_stays_backup():
+    e = master()
+    effects = e.handle(Relinquish("forced failover by admin", hold=60), 3.5)
+    assert effects == [SendAdvert(bow_out=True, demote=0), ReleaseAddresses(),
+                       RunNotify(BACKUP, MASTER, "forced failover by admin: bowed out to the partner")]
+    assert (e.state, e.deadline) == (BACKUP, 6.5)  # master-down still guards a dead partner
+
+
+def test_relinquish_on_a_backup_does_nothing():
+    e = backup()
+    assert e.handle(Relinquish(), 1.0) == [] and e.state is BACKUP
+
+
+def test_relinquish_holds_preemption_for_hold_seconds():
+    e = master(dataclasses.replace(PARAMS, preempt=True))
+    e.handle(Relinquish(hold=60), 3.5)
+    assert e.handle(peer(preference=266), 10.0) == [] and e.state is BACKUP
+    assert e.handle(peer(preference=266), 63.0) == [] and e.state is BACKUP
+    assert notify(e.handle(peer(preference=266), 63.6)).reason.startswith("preempting")
+
+
+def test_after_relinquish_a_silent_partner_is_still_taken_over():
+    e = master()
+    e.handle(Relinquish(hold=600), 3.5)
+    e.handle(peer(), 4.0)
+    assert notify(e.handle(Tick(), e.deadline)).reason.startswith("master down")

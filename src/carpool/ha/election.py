@@ -6,6 +6,7 @@ seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`
     INIT --Start--> BACKUP --master down | bow-out | peer more demoted | preempt--> MASTER
     MASTER --peer rank beats ours (a rising demote is advertised at once: a healthier
              partner takes over and its advert makes us yield)--> BACKUP
+    MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
     BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
 
 BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
@@ -108,6 +109,14 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class Relinquish:
+    """An admin's forced failover: the MASTER bows out to its partner and stays BACKUP; it does
+    not preempt for `hold` seconds (it still takes over if the partner falls silent)."""
+    reason: str = "forced failover"
+    hold: float = 300.0
+
+
+@dataclass(frozen=True)
 class AdvertReceived:
     rank: Rank
     bow_out: bool = False
@@ -148,7 +157,7 @@ class RunNotify:
     reason: str
 
 
-Event = Start | Tick | Shutdown | AdvertReceived | DemoteChanged
+Event = Start | Tick | Shutdown | Relinquish | AdvertReceived | DemoteChanged
 Effect = SendAdvert | TakeAddresses | ReleaseAddresses | SendGarp | RunNotify
 
 
@@ -162,6 +171,7 @@ class Election:
         self._deadline: float | None = None
         self._silent_since = 0.0  # BACKUP: last advert heard (or entry into BACKUP)
         self._adverts = 0         # MASTER: adverts sent since takeover
+        self._no_preempt_until = float("-inf")  # after a Relinquish
 
     state = property(lambda self: self._state)
     since = property(lambda self: self._since, doc="`now` of the last state change")
@@ -183,7 +193,8 @@ class Election:
                 return self._start(now)
             case DemoteChanged(reasons=reasons):
                 return self._demote_changed(tuple(reasons), now)
-            case Tick() | Shutdown() | AdvertReceived() if self._state is State.INIT:
+            case Tick() | Shutdown() | Relinquish() | AdvertReceived() \
+                    if self._state is State.INIT:
                 return []  # stopped (or not yet started): only Start wakes us
             case Tick():
                 return self._tick(now)
@@ -191,6 +202,8 @@ class Election:
                 return self._advert_received(event, now)
             case Shutdown(reason=reason):
                 return self._shutdown(reason, now)
+            case Relinquish(reason=reason, hold=hold):
+                return self._relinquish(reason, hold, now)
         raise TypeError(f"not an election event: {event!r}")
 
     # -- handlers -----------------------------------------------------------------------------
@@ -229,7 +242,7 @@ class Election:
         if peer.demote > ours.demote:
             return self._become_master(f"{_ip(peer.address)} is more demoted than us "
                                        f"(demote {peer.demote} > {ours.demote}){where}", now)
-        if self.params.preempt and ours.beats(peer):
+        if self.params.preempt and ours.beats(peer) and now >= self._no_preempt_until:
             return self._become_master(f"preempting: our rank beats {_ip(peer.address)} "
                                        f"({ours.versus(peer)}){where}", now)
         self._silent_since, self._deadline = now, now + self.params.master_down
@@ -255,6 +268,13 @@ class Election:
         if bow_out:
             return [SendAdvert(bow_out=True, demote=self.demote), ReleaseAddresses(), *notify]
         return notify
+
+    def _relinquish(self, reason: str, hold: float, now: float) -> list[Effect]:
+        if self._state is not State.MASTER:
+            return []
+        self._no_preempt_until = now + hold
+        notify = self._become_backup(f"{reason}: bowed out to the partner", now)
+        return [SendAdvert(bow_out=True, demote=self.demote), *notify]
 
     # -- entering states ----------------------------------------------------------------------
     def _become_master(self, reason: str, now: float) -> list[Effect]:

@@ -356,6 +356,31 @@ class Daemon:
             self.sockets[name] = sock
             self.loop.add_reader(sock.fileno(), self.on_readable, name)
 
+    # -- forced failover -------------------------------------------------------------------
+    def force_failover(self, request: dict | None = None) -> dict:
+        """A graceful switch asked by an admin: only the active unit, only when the partner is
+        heard (else nobody would serve); the partner takes over on our bow-out advert."""
+        request = request or {}
+        who = str(request.get("who") or "admin")
+        try:
+            hold = float(request.get("hold", 300.0))
+        except (TypeError, ValueError):
+            return {"error": f"hold: not a number of seconds: {request.get('hold')!r}"}
+        if not 0 <= hold <= 86400:
+            return {"error": f"hold: {hold:g} s is not within 0..86400"}
+        if self.election.state is not el.State.MASTER:
+            return {"error": f"this unit is {self.election.state.value}, not active: force "
+                             f"failover on the active unit ({self.config.partner_address()})"}
+        # A BACKUP does not advertise, so the partner's echo replies say it is there.
+        heard = [name for name, st in self.state.items() if st.ping_ok]
+        if not heard:
+            return {"error": "the partner answers no ping on any interface: a failover now "
+                             "could leave nobody serving; check the partner first"}
+        log.warning("forced failover asked by %s (no preempting back for %g s)", who, hold)
+        self.feed(el.Relinquish(f"forced failover by {who}", hold))
+        return {"state": self.election.state.value, "reason": self.election.reason,
+                "hold": hold, "partner_answers_on": heard}
+
     # -- status ----------------------------------------------------------------------------
     def status(self, _request: dict | None = None) -> dict:
         now = self.now()
@@ -421,7 +446,8 @@ class Daemon:
         await self.l4.apply(self.cfg.document, self.health.healthy)
         await self.l7.apply(self.cfg.document, self.health.healthy)
         server = await control.serve(self.cfg.socket_path,
-                                     {"status": self.status, **self.config.handlers()})
+                                     {"status": self.status, "ha.failover": self.force_failover,
+                                      **self.config.handlers()})
         try:
             await self.config.sync.start()
         except OSError as e:  # sync is not the election: run without it and say why
