@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from carpool.lab.topology import CLIENT
-from carpool.lab.units import wui_url
+from carpool.lab.units import lab_password_hash, wui_url
 
 from webclient import AUTH, client, other, pair_icons, wui_ready
 
@@ -244,3 +244,22 @@ def test_a_wui_that_cannot_listen_leaves_the_election_running(lab):
         lab.stop_unit("b")
         lab.start_unit("b")
         lab.wait_for_master()
+
+
+def test_carpool_passwd_sets_the_password_on_both_units(lab, pair):
+    try:
+        out = lab.exec(pair, ["carpool", "passwd", "--password-stdin"], input="new-secret-1\n")
+        assert out.returncode == 0, out.stderr
+        refused = lab.exec(other(pair), ["carpool", "passwd", "--password-stdin"],
+                           input="other-secret\n")
+        assert refused.returncode == 1 and "standby" in refused.stderr
+        for unit in ("a", "b"):  # synced: the new one works on both, the old one on neither
+            with client(unit, auth=("admin", "new-secret-1")) as c:
+                lab.wait_for(lambda: c.get("/api/v1/status").status_code == 200, 10,
+                             what=f"the new password on unit {unit}")
+            with client(unit) as c:
+                assert c.get("/api/v1/status").status_code == 401
+    finally:
+        with client(pair, auth=("admin", "new-secret-1")) as c:
+            c.patch("/api/v1/config", json={"key": "user", "value": [
+                {"name": "admin", "password_hash": lab_password_hash()}]})

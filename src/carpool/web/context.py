@@ -102,11 +102,11 @@ class WebContext:
         name, password = creds
         key = (name, hashlib.sha256(password.encode()).hexdigest())
         stored = self.users().get(name)
+        if self.retry_after(source):  # a blocked address waits, even with the right password
+            raise too_many(self.retry_after(source))
         hit = self._basic_ok.get(key)
         if hit and stored == hit[0] and hit[1] > time.monotonic():
             return name
-        if self.retry_after(source):
-            raise too_many(self.retry_after(source))
         if not await self.check_password(source, name, password):
             return None
         if len(self._basic_ok) > 1000:

@@ -35,7 +35,10 @@ class PartnerView:
     async def get(self) -> dict:
         """{"url", "status" (None if unknown), "error", "age"}."""
         async with self._lock:  # concurrent viewers share one request
-            if self._cached is None or time.monotonic() - self._at > self.max_age:
+            # a silent partner is asked less often: each try may cost the whole timeout
+            max_age = self.max_age if self._cached is None or self._cached["status"] \
+                else 3 * self.max_age
+            if self._cached is None or time.monotonic() - self._at > max_age:
                 self._cached = await self._fetch()
                 self._at = time.monotonic()
             return {**self._cached, "age": round(time.monotonic() - self._at, 3)}
