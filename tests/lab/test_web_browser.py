@@ -90,7 +90,7 @@ def test_log_in_and_see_both_units_with_their_roles(lab, pair, pages):
         expect(page.locator("#unit-first table.ifaces")).to_contain_text("eth1 (heartbeat)")
         if unit == pair:
             # the live part refreshes without a reload: wait for one refresh, then keep a picture
-            page.wait_for_function("document.getElementById('live').dataset.updated")
+            expect(page.locator("#live[data-updated]")).to_have_count(1)
             DOCS.mkdir(exist_ok=True)
             page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
 

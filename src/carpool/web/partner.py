@@ -15,6 +15,7 @@ import httpx
 from .auth import peer_token
 
 log = logging.getLogger("carpool.web")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is journal noise
 PEER_HEADER = "X-Carpool-Peer"
 
 

@@ -38,7 +38,7 @@ class WebServer:
         self.config = uvicorn.Config(app, host=host, port=port, ssl_certfile=cert,
                                      ssl_keyfile=key, log_config=None, lifespan="off",
                                      access_log=False, server_header=False,
-                                     timeout_graceful_shutdown=1)
+                                     timeout_graceful_shutdown=0.5)
         self.server = EmbeddedServer(self.config)
         self.task: asyncio.Task | None = None
 
