@@ -361,6 +361,40 @@ def cmd_pacify(args) -> int:
     return 0
 
 
+def _new_password(args) -> str | None:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+        password = getpass.getpass(f"new password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("carpool: the two passwords differ; nothing changed", file=sys.stderr)
+            return None
+    if len(password) < 8:
+        print("carpool: the password needs at least 8 characters; nothing changed",
+              file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_passwd(args) -> int:
+    """Set a WUI/API user's password: an argon2 hash in the synced document (both units)."""
+    from .web.auth import hash_password
+    doc = _document(args)
+    if doc is None:
+        return 1
+    password = _new_password(args)
+    if password is None:
+        return 1
+    users = doc.setdefault("user", [])
+    found = [u for u in users if u["name"] == args.user]
+    if found:
+        found[0]["password_hash"] = hash_password(password)
+    else:
+        users.append({"name": args.user, "password_hash": hash_password(password)})
+    return _apply(args, doc, f"passwd {args.user}")
+
+
 def cmd_check(args) -> int:
     cfg = _load(args)
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
@@ -455,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("value")
         c.add_argument("--config", default=argparse.SUPPRESS)
     rs.set_defaults(func=cmd_rs)
+    passwd = sub.add_parser("passwd", help="set a WUI/REST API user's password (synced)")
+    passwd.add_argument("user", nargs="?", default="admin")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of stdin (scripts)")
+    passwd.add_argument("--config")
+    passwd.set_defaults(func=cmd_passwd)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check)

@@ -25,6 +25,17 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The local [web] table: the unit's WUI, REST API and /metrics (not synced)."""
+    enabled: bool = True
+    bind: str = ""         # "" = the unit's own address on its first interface
+    port: int = 443
+    cert: str = ""         # "" = <state_dir>/web/cert.pem (self-signed at first start)
+    key: str = ""          # "" = <state_dir>/web/key.pem
+    partner_url: str = ""  # "" = https://<partner's address on the first interface>:<port>/
+
+
+@dataclass(frozen=True)
 class Interface:
     name: str
     first: ipaddress.IPv4Address
@@ -67,6 +78,7 @@ class Config:
     advskew_none: int = 0
     priority_none: int = 100
     interfaces: tuple[Interface, ...] = field(default_factory=tuple)
+    web: WebSettings = WebSettings()
 
     # -- derived HA parameters -------------------------------------------------------------
     @property
@@ -100,6 +112,26 @@ class Config:
     @property
     def socket_path(self) -> str:
         return str(Path(self.state_dir) / "carpool.sock")
+
+    # -- the WUI (local [web] table, defaults resolved) ------------------------------------
+    @property
+    def web_bind(self) -> str:
+        return self.web.bind or str(self.interfaces[0].own(self.role))
+
+    @property
+    def web_cert(self) -> str:
+        return self.web.cert or str(Path(self.state_dir) / "web" / "cert.pem")
+
+    @property
+    def web_key(self) -> str:
+        return self.web.key or str(Path(self.state_dir) / "web" / "key.pem")
+
+    @property
+    def partner_url(self) -> str:
+        if self.web.partner_url:
+            return self.web.partner_url.rstrip("/") + "/"
+        host = self.interfaces[0].partner(self.role)
+        return f"https://{host}/" if self.web.port == 443 else f"https://{host}:{self.web.port}/"
 
 
 class _Checker:
@@ -157,6 +189,25 @@ class _Checker:
 
 _UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
               "log_level", "restart_limit"}
+_WEB_KEYS = {"enabled", "bind", "port", "cert", "key", "partner_url"}
+LOCAL_TABLES = ("unit", "web")  # a unit's own file only; never part of the synced document
+
+
+def _web(c: _Checker, table: Any) -> WebSettings:
+    if not isinstance(table, dict):
+        c.fail("web", "must be a table")
+        return WebSettings()
+    c.unknown(table, _WEB_KEYS, "web.")
+    bind = c.get(table, "bind", str, "", "web.")
+    if bind:
+        c.address(bind, "web.bind")
+    url = c.get(table, "partner_url", str, "", "web.")
+    if url and not url.startswith(("https://", "http://")):
+        c.fail("web.partner_url", f"must start with https://, not {url!r}")
+    return WebSettings(enabled=c.get(table, "enabled", bool, True, "web."), bind=bind,
+                       port=c.number(table, "port", 1, 65535, 443, "web.", kind=int),
+                       cert=c.get(table, "cert", str, "", "web."),
+                       key=c.get(table, "key", str, "", "web."), partner_url=url)
 
 
 def _iface(i: document.Interface) -> Interface:
@@ -189,9 +240,11 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         notify=c.get(unit, "notify", str, "", "unit."),
         notify_timeout=float(c.number(unit, "notify_timeout", 0.1, 60, 5.0, "unit.")),
         log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."),
-        restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")))
+        restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")),
+        web=_web(c, doc.get("web", {})))
     try:
-        appliance = document.parse_document({k: v for k, v in doc.items() if k != "unit"})
+        appliance = document.parse_document({k: v for k, v in doc.items()
+                                             if k not in LOCAL_TABLES})
     except document.DocumentError as e:
         c.errors += [f"{path}: {p}" for p in e.problems]
         appliance = None
@@ -205,7 +258,7 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
     return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
                        state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
                        notify_timeout=cfg.notify_timeout, log_level=cfg.log_level,
-                       restart_limit=cfg.restart_limit)
+                       restart_limit=cfg.restart_limit, web=cfg.web)
 
 
 def config_from(doc: document.Document, **local) -> Config:

@@ -141,6 +141,10 @@ def format_summary(s: dict) -> str:
     for ns, srv in s["servers"].items():
         lines.append(f"  {ns} {srv['address']}: " + (f"http pid {srv['pid']}" if srv["pid"]
                                                        else "http DOWN"))
+    if s["units"]:
+        from .units import WUI_PASSWORD, WUI_USER, wui_url
+        lines.append("  WUI: " + "  ".join(f"{u} {wui_url(u)}" for u in s["units"]) +
+                     f"   (user {WUI_USER}, password {WUI_PASSWORD}; self-signed certificate)")
     f = s["faults"]
     down = "; ".join(f"{ns}: {', '.join(names)}" for ns, names in f["links_down"].items())
     lines.append(f"  faults: switch {', '.join(f['switch']) or 'none'}; links down "

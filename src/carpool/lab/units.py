@@ -10,6 +10,7 @@ Unit X (a or b) lives in namespace cp-X with state dir <lab dir>/X:
 from __future__ import annotations
 
 import copy
+import functools
 import signal
 import subprocess
 import time
@@ -24,6 +25,20 @@ from .topology import (HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNIT
 
 SECRET = "lab-secret"
 VHID = 1
+WUI_USER, WUI_PASSWORD = "admin", "carpool-lab"  # published: the lab is no production install
+WUI_PORT = 443
+
+
+def wui_url(unit: str) -> str:
+    return f"https://{UNIT_ADDR[unit]['eth0'].split('/')[0]}/"
+
+
+@functools.lru_cache(maxsize=1)
+def lab_password_hash() -> str:
+    """argon2id of the lab password with a fixed salt: every run writes the same document
+    (a fresh salt would make each rewrite of the files a new configuration version)."""
+    from ..web.auth import fixed_salt_hash
+    return fixed_salt_hash(WUI_PASSWORD, b"carpool-lab-salt")
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -37,6 +52,8 @@ def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = Fal
         # The lab restarts units on purpose, far more often than reboot-loop protection allows.
         "unit": {"role": ROLES[unit], "secret": SECRET, "state_dir": str(state_dir),
                  "restart_limit": 0},
+        # the unit's WUI on its own LAN address (the host reaches the lab's LAN directly)
+        "web": {"bind": own(unit, "eth0"), "port": WUI_PORT},
         "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
         "interface": [
             {"name": "eth0", "shared": [SHARED_LAN], "first": own("a", "eth0"),
@@ -58,6 +75,7 @@ def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = Fal
              "real_server": [{"address": server_addr(i), "port": 80}
                              for i in range(1, servers + 1)]},
         ] if servers else [],
+        "user": [{"name": WUI_USER, "password_hash": lab_password_hash()}],
     }
 
 

@@ -27,6 +27,7 @@ from ..ha.profile import PROTO_CARP, CarpProfile, VrrpProfile
 from ..dataplane.haproxy import HaproxyDataplane
 from ..dataplane.health import HealthChecker
 from ..dataplane.l4 import L4Dataplane
+from ..web.unit import WebUnit
 from . import addresses, control
 from . import findings
 from .configd import ConfigControl
@@ -98,6 +99,7 @@ class Daemon:
         self.pinger: Pinger | None = None
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
+        self.web = WebUnit(self)  # WUI, REST API, /metrics: same loop, started in run()
 
     def _configure(self, cfg: Config) -> None:
         """Everything derived from the configuration (at start and on a new version)."""
@@ -510,12 +512,15 @@ class Daemon:
         self.feed(el.Start())
         self.update_demotion()
         self.spawn(self.ping_loop(pinger))
+        web = self.loop.create_task(self.web.run())  # never awaited before the election runs
         await self.stopped.wait()
         log.info("SIGTERM: bowing out")
         self.feed(el.Shutdown())
         remove_shared_addresses(self.cfg)
         if self._notifies:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self._notifies), timeout=self.cfg.notify_timeout + 1)
+        web.cancel()
+        await self.web.stop()
         for task in list(self._tasks):
             task.cancel()
         server.close()

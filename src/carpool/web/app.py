@@ -1,0 +1,72 @@
+"""The FastAPI application of one unit: pages, REST API, /metrics, static files."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from importlib.metadata import PackageNotFoundError, version
+from . import api, pages
+from .context import LoginRequired, WebContext, api_user
+from .metrics import nft_counters, parse_show_stat
+
+try:
+    __version__ = version("carpool")
+except PackageNotFoundError:
+    __version__ = "0"
+HERE = Path(__file__).resolve().parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin", "Strict-Transport-Security": "max-age=31536000",
+    "Cache-Control": "no-store"}
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(title="carpool", version=__version__,
+                  description="REST API of one carpool unit. Scripts: HTTP Basic. Changes are "
+                              "made on the active unit (409 on the standby names it).",
+                  openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
+    app.state.ctx = ctx
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _exc: LoginRequired):
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(pages.CsrfRejected)
+    async def csrf_rejected(request: Request, _exc):
+        return HTMLResponse("<h1>Refused</h1><p>The form's CSRF token is missing or stale: "
+                            "reload the page and try again.</p>", status_code=403)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # pydantic's list, with each error's field path kept (loc) and the input left out
+        # (it may hold a password).
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request, _user: str = Depends(api_user)) -> Response:
+        nft = await asyncio.to_thread(nft_counters)
+        stats = []
+        if ctx.daemon.l7.running:
+            stats = parse_show_stat(await ctx.daemon.l7.runtime("show stat"))
+        body = ctx.metrics.render(ctx.daemon.status(), nft, stats)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.include_router(api.router())
+    app.include_router(pages.router(), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

@@ -1,0 +1,161 @@
+"""What the web layer needs of the daemon, in one place: its status, its config handlers (the
+same ones `carpool config` uses: same validation, history and sync), users, sessions, events."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+
+from fastapi import HTTPException, Request
+
+from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
+from .events import EventLog
+from .metrics import Metrics
+from .partner import PartnerView
+
+log = logging.getLogger("carpool.web")
+login_log = logging.getLogger("carpool.web.login")
+COOKIE = "carpool_session"
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class LoginRequired(Exception):
+    """A page asked for without a session: the browser is sent to the login page."""
+
+
+class WebContext:
+    def __init__(self, daemon, events: EventLog | None = None):
+        self.daemon = daemon
+        cfg = daemon.cfg
+        self.own_url = (f"https://{cfg.web_bind}/" if cfg.web.port == 443
+                        else f"https://{cfg.web_bind}:{cfg.web.port}/")
+        self.sessions = Sessions()
+        self.limiter = LoginLimiter()
+        self.events = events or EventLog()
+        self.partner = PartnerView(lambda: self.cfg.partner_url, cfg.secret)
+        self.metrics = Metrics()
+        self._basic_ok: dict[tuple[str, str], tuple[str, float]] = {}
+
+    # -- the daemon ------------------------------------------------------------------------
+    @property
+    def cfg(self):
+        return self.daemon.cfg
+
+    def status(self) -> dict:
+        """The daemon's status plus what the partner's dashboard needs of this unit."""
+        status = self.daemon.status()
+        status.setdefault("initial_wait", self.cfg.initial_wait)
+        status["web_url"] = self.own_url
+        return status
+
+    async def pair(self) -> list[dict]:
+        from .view import pair
+        return pair(self.status(), self.own_url, await self.partner.get())
+
+    def is_active(self) -> bool:
+        return self.daemon.is_active()
+
+    def document(self) -> dict:
+        return self.daemon.config.store.current.document.model_dump(mode="json")
+
+    async def call(self, command: str, **request) -> dict:
+        """One of the daemon's control handlers (config.*), as the control socket calls it."""
+        handlers = {"status": self.daemon.status, **self.daemon.config.handlers()}
+        result = handlers[command](request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    async def failover(self, who: str) -> dict:
+        force = getattr(self.daemon, "force_failover", None)
+        if force is None:
+            return {"error": "this daemon has no force failover"}
+        result = force({"who": who})
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    # -- users -----------------------------------------------------------------------------
+    def users(self) -> dict[str, str]:
+        return {u.name: u.password_hash for u in self.daemon.config.store.current.document.user}
+
+    async def check_password(self, source: str, name: str, password: str) -> bool:
+        """Verify (in a thread: argon2 takes tens of ms the election loop must not lose);
+        counts failures per source address."""
+        users = self.users()
+        ok = await asyncio.to_thread(verify_password, users, name, password)
+        if not ok:
+            self.limiter.failed(source)
+            login_log.warning("failed login for %r from %s", name[:32], source)
+        return ok
+
+    def retry_after(self, source: str) -> float:
+        return self.limiter.retry_after(source)
+
+    async def basic_user(self, request: Request, header: str) -> str | None:
+        """The user of a valid HTTP Basic header (successes cached a minute: scripts poll)."""
+        creds = parse_basic(header)
+        source = source_of(request)
+        if creds is None:
+            return None
+        name, password = creds
+        key = (name, hashlib.sha256(password.encode()).hexdigest())
+        stored = self.users().get(name)
+        if self.retry_after(source):  # a blocked address waits, even with the right password
+            raise too_many(self.retry_after(source))
+        hit = self._basic_ok.get(key)
+        if hit and stored == hit[0] and hit[1] > time.monotonic():
+            return name
+        if not await self.check_password(source, name, password):
+            return None
+        if len(self._basic_ok) > 1000:
+            self._basic_ok.clear()
+        self._basic_ok[key] = (stored, time.monotonic() + 60)
+        return name
+
+    def session(self, request: Request) -> Session | None:
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is not None and session.user not in self.users():
+            self.sessions.drop_user(session.user)  # the user was removed
+            return None
+        return session
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def too_many(seconds: float) -> HTTPException:
+    return HTTPException(429, f"too many failed logins from this address; try again in "
+                              f"{int(seconds) + 1} s", headers={"Retry-After": str(int(seconds) + 1)})
+
+
+async def api_user(request: Request) -> str:
+    """Dependency of every API route: the session (CSRF token on changes) or HTTP Basic."""
+    ctx: WebContext = request.app.state.ctx
+    header = request.headers.get("authorization")
+    if header:
+        user = await ctx.basic_user(request, header)
+        if user:
+            return user
+    else:
+        session = ctx.session(request)
+        if session is not None:
+            if request.method in UNSAFE and not csrf_ok(session,
+                                                        request.headers.get("x-csrf-token")):
+                raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token header)")
+            return session.user
+    # A page's fetch() gets no Basic challenge: the browser would pop up its own login box.
+    challenge = {} if request.headers.get("x-requested-with") else {
+        "WWW-Authenticate": 'Basic realm="carpool", charset="UTF-8"'}
+    raise HTTPException(401, "log in: HTTP Basic (user and password) or a WUI session",
+                        headers=challenge)
+
+
+def page_session(request: Request) -> Session:
+    """Dependency of every page: the browser session, else off to the login page."""
+    session = request.app.state.ctx.session(request)
+    if session is None:
+        raise LoginRequired()
+    return session

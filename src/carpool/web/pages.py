@@ -1,0 +1,280 @@
+"""The WUI's pages: server-rendered (Jinja2), every form with a CSRF token; the dashboard's live
+part is re-fetched by static/app.js. Changes go through the daemon's config handlers."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from .auth import Session, csrf_ok
+from .context import COOKIE, WebContext, login_log, page_session, source_of
+from .events import when
+from .forms import FormErrors, servers_text, vs_from_form, vs_problems
+from .view import ICONS, active_url
+
+log = logging.getLogger("carpool.web")
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+templates.env.filters["when"] = when
+INVALID = "invalid configuration, nothing changed:"
+HA_FIELDS = ("ha_timeout", "preferred", "initial_wait", "vhid", "vmac")
+
+
+def router() -> APIRouter:
+    pages = APIRouter()
+
+    def ctx_of(request: Request) -> WebContext:
+        return request.app.state.ctx
+
+    async def render(request: Request, name: str, session: Session | None, status_code=200,
+                     **data) -> HTMLResponse:
+        ctx = ctx_of(request)
+        units = await ctx.pair() if session else []
+        active = active_url(units)
+        data.update(request=request, session=session, units=units, own=ctx.own_url,
+                    role=ctx.cfg.role, readonly=not ctx.is_active(),
+                    active_url=active if active != ctx.own_url else None, icons=ICONS)
+        return templates.TemplateResponse(request, name, data, status_code=status_code)
+
+    async def check_csrf(request: Request, session: Session) -> dict:
+        form = dict(await request.form())
+        if not csrf_ok(session, form.get("csrf")):
+            raise CsrfRejected()
+        return form
+
+    async def commit(ctx: WebContext, doc: dict, who: str) -> tuple[dict | None, list[str]]:
+        """(answer, problems): problems are `KEY: why` lines or the refusal."""
+        answer = await ctx.call("config.apply", document=doc, who=who)
+        error = answer.get("error")
+        if error is None:
+            return answer, []
+        if error.startswith(INVALID):
+            return None, error[len(INVALID):].strip().splitlines()
+        return None, [error]
+
+    # -- login -----------------------------------------------------------------------------
+    @pages.get("/login", response_class=HTMLResponse)
+    async def login_page(request: Request):
+        return await render(request, "login.html", None)
+
+    @pages.post("/login", response_class=HTMLResponse)
+    async def login(request: Request):
+        ctx = ctx_of(request)
+        form = await request.form()
+        name, password = str(form.get("username", "")), str(form.get("password", ""))
+        source = source_of(request)
+        wait = ctx.retry_after(source)
+        if wait:
+            return await render(request, "login.html", None, 429, username=name,
+                                error=f"Too many failed logins from {source}: try again in "
+                                      f"{int(wait) + 1} s.")
+        if not await ctx.check_password(source, name, password):
+            return await render(request, "login.html", None, 401, username=name,
+                                error="Wrong user name or password.")
+        token, _ = ctx.sessions.create(name)
+        login_log.info("%s logged in from %s", name, source)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, secure=True, samesite="strict",
+                            max_age=int(ctx.sessions.lifetime), path="/")
+        return response
+
+    @pages.post("/logout")
+    async def logout(request: Request, session: Session = Depends(page_session)):
+        await check_csrf(request, session)
+        ctx_of(request).sessions.drop(request.cookies.get(COOKIE))
+        login_log.info("%s logged out", session.user)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    # -- dashboard -------------------------------------------------------------------------
+    @pages.get("/", response_class=HTMLResponse)
+    async def dashboard(request: Request, session: Session = Depends(page_session)):
+        return await render(request, "dashboard.html", session, **_live_data(ctx_of(request)))
+
+    @pages.get("/live", response_class=HTMLResponse)
+    async def live(request: Request):
+        session = ctx_of(request).session(request)
+        if session is None:
+            return HTMLResponse("login needed", status_code=401)
+        return await render(request, "_live.html", session, **_live_data(ctx_of(request)))
+
+    # -- virtual services ------------------------------------------------------------------
+    @pages.get("/services", response_class=HTMLResponse)
+    async def services(request: Request, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        return await render(request, "services.html", session,
+                            services=ctx.document().get("virtual_service", []),
+                            health=_health(ctx), message=request.query_params.get("done"))
+
+    @pages.get("/services/new", response_class=HTMLResponse)
+    async def vs_new(request: Request, session: Session = Depends(page_session)):
+        return await render(request, "vs_form.html", session, form={}, errors={}, editing=None)
+
+    @pages.get("/services/{name}/edit", response_class=HTMLResponse)
+    async def vs_edit(request: Request, name: str, session: Session = Depends(page_session)):
+        vs = _find(ctx_of(request).document(), name)
+        if vs is None:
+            return await render(request, "message.html", session, 404,
+                                title="Not found", text=f"No virtual service {name!r}.")
+        return await render(request, "vs_form.html", session, form=_vs_form(vs), errors={},
+                            editing=name)
+
+    async def save_vs(request: Request, session: Session, editing: str | None):
+        ctx = ctx_of(request)
+        form = await check_csrf(request, session)
+        doc = ctx.document()
+        services = doc.setdefault("virtual_service", [])
+        index = next((n for n, v in enumerate(services) if v["name"] == editing), None)
+        if editing is not None and index is None:
+            return await render(request, "message.html", session, 404, title="Not found",
+                                text=f"No virtual service {editing!r}.")
+        try:
+            vs = vs_from_form(form, services[index] if index is not None else None)
+        except FormErrors as e:
+            return await render(request, "vs_form.html", session, 422, form=form,
+                                errors=e.errors, editing=editing)
+        if index is None:
+            index = len(services)
+            services.append(vs)
+        else:
+            services[index] = vs
+        what = f"vs {'set' if editing else 'add'} {vs['name']}"
+        answer, problems = await commit(ctx, doc, f"wui ({session.user}): {what}")
+        if answer is None:
+            return await render(request, "vs_form.html", session, 422, form=form,
+                                errors=vs_problems(problems, index), editing=editing)
+        return RedirectResponse(f"/services?done={what}+(version+{answer['version']})",
+                                status_code=303)
+
+    @pages.post("/services/new", response_class=HTMLResponse)
+    async def vs_create(request: Request, session: Session = Depends(page_session)):
+        return await save_vs(request, session, None)
+
+    @pages.post("/services/{name}/edit", response_class=HTMLResponse)
+    async def vs_update(request: Request, name: str, session: Session = Depends(page_session)):
+        return await save_vs(request, session, name)
+
+    @pages.post("/services/{name}/delete", response_class=HTMLResponse)
+    async def vs_delete(request: Request, name: str, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        await check_csrf(request, session)
+        doc = ctx.document()
+        doc["virtual_service"] = [v for v in doc.get("virtual_service", [])
+                                  if v["name"] != name]
+        answer, problems = await commit(ctx, doc, f"wui ({session.user}): vs rm {name}")
+        if answer is None:
+            return await render(request, "message.html", session, 409, title="Not removed",
+                                text="\n".join(problems))
+        return RedirectResponse(f"/services?done=vs+rm+{name}+(version+{answer['version']})",
+                                status_code=303)
+
+    # -- HA parameters ---------------------------------------------------------------------
+    @pages.get("/ha", response_class=HTMLResponse)
+    async def ha(request: Request, session: Session = Depends(page_session)):
+        doc = ctx_of(request).document()
+        return await render(request, "ha.html", session, doc=doc, errors={}, form=None,
+                            message=request.query_params.get("done"))
+
+    @pages.post("/ha", response_class=HTMLResponse)
+    async def ha_save(request: Request, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        form = await check_csrf(request, session)
+        doc = ctx.document()
+        errors: dict[str, list[str]] = {}
+        ha = doc["ha"]
+        for key, kind in (("ha_timeout", int), ("vhid", int), ("initial_wait", float)):
+            try:
+                ha[key] = kind(str(form.get(key, "")).strip())
+            except ValueError:
+                errors.setdefault(key, []).append(f"a number, not {form.get(key)!r}")
+        ha["preferred"] = str(form.get("preferred", "none"))
+        ha["vmac"] = form.get("vmac") == "on"
+        for iface in doc["interface"]:
+            if not iface.get("heartbeat"):
+                iface["check"] = form.get(f"check_{iface['name']}") == "on"
+        if not errors:
+            answer, problems = await commit(ctx, doc, f"wui ({session.user}): HA parameters")
+            if answer is not None:
+                return RedirectResponse(f"/ha?done=saved+(version+{answer['version']})",
+                                        status_code=303)
+            for p in problems:
+                key, _, why = p.partition(": ")
+                field = key.removeprefix("ha.")
+                errors.setdefault(field if field in HA_FIELDS else "general", []).append(
+                    why if field in HA_FIELDS else p)
+        return await render(request, "ha.html", session, 422, doc=doc, errors=errors, form=form,
+                            message=None)
+
+    # -- history ---------------------------------------------------------------------------
+    @pages.get("/history", response_class=HTMLResponse)
+    async def history(request: Request, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        records = (await ctx.call("config.history"))["history"]
+        shown = request.query_params.get("diff")
+        diff = None
+        if shown:
+            diff = await ctx.call("config.diff", b=shown)
+        return await render(request, "history.html", session, history=list(reversed(records)),
+                            current=ctx.daemon.config.store.current.record.version, diff=diff,
+                            message=request.query_params.get("done"))
+
+    @pages.post("/history/{version}/rollback", response_class=HTMLResponse)
+    async def rollback(request: Request, version: int, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        await check_csrf(request, session)
+        answer = await ctx.call("config.rollback", version=version, who=f"wui ({session.user})")
+        if "error" in answer:
+            return await render(request, "message.html", session, 409, title="Not rolled back",
+                                text=answer["error"])
+        return RedirectResponse(f"/history?done=rolled+back+to+{version}+(version+"
+                                f"{answer['version']})", status_code=303)
+
+    # -- events ----------------------------------------------------------------------------
+    @pages.get("/events", response_class=HTMLResponse)
+    async def events(request: Request, session: Session = Depends(page_session)):
+        kind = request.query_params.get("kind") or None
+        return await render(request, "events.html", session, kind=kind,
+                            events=list(reversed(ctx_of(request).events.recent(kind, 0, 500))))
+
+    # -- force failover --------------------------------------------------------------------
+    @pages.get("/failover", response_class=HTMLResponse)
+    async def failover_page(request: Request, session: Session = Depends(page_session)):
+        return await render(request, "failover.html", session, result=None)
+
+    @pages.post("/failover", response_class=HTMLResponse)
+    async def failover(request: Request, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        await check_csrf(request, session)
+        answer = await ctx.failover(f"wui ({session.user})")
+        if "error" in answer:
+            return await render(request, "failover.html", session, 409, result=answer)
+        return RedirectResponse("/?done=failover", status_code=303)
+
+    return pages
+
+
+class CsrfRejected(Exception):
+    pass
+
+
+def _find(doc: dict, name: str) -> dict | None:
+    return next((v for v in doc.get("virtual_service", []) if v["name"] == name), None)
+
+
+def _health(ctx: WebContext) -> dict:
+    return {(h["service"], h["address"], h["port"]): h for h in ctx.daemon.health.status()}
+
+
+def _vs_form(vs: dict) -> dict:
+    return {"name": vs["name"], "address": vs["address"], "port": str(vs["port"]),
+            "protocol": vs["protocol"], "type": vs["type"], "scheduler": vs["scheduler"],
+            "persistence": str(vs["persistence"]), "check_type": vs["check"]["type"],
+            "check_path": vs["check"]["path"], "real_servers": servers_text(vs)}
+
+
+def _live_data(ctx: WebContext) -> dict:
+    doc = ctx.document()
+    return {"services": doc.get("virtual_service", []), "health": _health(ctx)}

@@ -1,0 +1,65 @@
+"""The daemon's web side: started in the daemon's loop after the election is set up, stopped
+after the bow-out. Nothing here can stop the election: every failure is logged and retried."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .events import EventLog
+
+log = logging.getLogger("carpool.web")
+RETRY = 10.0  # s between attempts to listen (the bind address may come up after the daemon)
+
+
+class WebUnit:
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.events = EventLog()
+        self.events.attach()  # from the start: the first transitions belong in the event log
+        self.ctx = None
+        self.server = None
+
+    async def run(self) -> None:
+        """Serve until cancelled; retry listening until it works."""
+        cfg = self.daemon.cfg
+        if not cfg.web.enabled:
+            log.info("WUI disabled ([web] enabled = false)")
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if await self._start():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken certificate, a bad bind: logged, never fatal
+                log.exception("WUI cannot start")
+            if attempt == 1:
+                log.error("WUI not available; retrying every %g s (the HA runs without it)",
+                          RETRY)
+            await asyncio.sleep(RETRY)
+
+    async def _start(self) -> bool:
+        from .app import create_app
+        from .context import WebContext
+        from .server import WebServer, ensure_certificate
+        cfg = self.daemon.cfg
+        ensure_certificate(cfg.web_cert, cfg.web_key, cfg.web_bind,
+                           f"carpool-{cfg.role}")
+        if self.ctx is None:
+            self.ctx = WebContext(self.daemon, self.events)
+        server = WebServer(create_app(self.ctx), cfg.web_bind, cfg.web.port, cfg.web_cert,
+                           cfg.web_key)
+        if await server.start():
+            self.server = server
+            return True
+        await server.stop()
+        return False
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.ctx is not None:
+            await self.ctx.partner.close()
+        self.events.detach()
