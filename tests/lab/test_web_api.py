@@ -85,6 +85,13 @@ def test_status_pair_and_event_log(lab, pair):
         assert c.get("/api/v1/events", params={"limit": 0}).status_code == 422
 
 
+def test_doctor_over_the_api(lab, pair):
+    with client(other(pair)) as c:
+        answer = c.get("/api/v1/doctor", timeout=30).json()
+    assert answer["ok"] is True, [x for x in answer["checks"] if not x["ok"]]
+    assert any(x["name"].startswith("heartbeat") for x in answer["checks"])
+
+
 def _wait_on_standby(lab, standby: str, predicate, what: str):
     with client(standby) as c:
         return lab.wait_for(lambda: predicate(c), 10, interval=0.1, what=what)

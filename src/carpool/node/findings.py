@@ -269,9 +269,10 @@ def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: fl
                           and now - partner_ha.get("at", 0) <= fresh)
     if status.get("state") == "master" and partner_master:
         out.append("master-master: the partner is active too (it says so on the sync port) "
-                   + (f"and answers ping on {', '.join(answers)}, but its adverts arrive on "
-                      f"{', '.join(silent)}: those paths drop IP protocol 112 (multicast "
-                      "filtering, IGMP snooping, a firewall)" if silent and not heard else
+                   + (f"and answers ping on {', '.join(answers)}, but none of its adverts "
+                      f"arrive on {', '.join(silent)}: those paths drop IP protocol 112 "
+                      "(multicast filtering, IGMP snooping, a firewall)" if silent and not heard
+                      else
                       "- check the secret (bad_hmac drops) and the adverts' paths"))
     elif status.get("state") == "backup" and heard and silent:
         out.append(f"adverts from the active unit arrive on {', '.join(heard)} but not on "

@@ -112,6 +112,12 @@ def router() -> APIRouter:
             raise HTTPException(409, answer["error"])
         return answer
 
+    @api.get("/doctor", dependencies=auth,
+             summary="Run carpool doctor: every HA prerequisite checked with the partner")
+    async def doctor(request: Request) -> dict:
+        answer = await ctx_of(request).daemon.run_doctor()
+        return {"checks": answer["checks"], "ok": all(c["ok"] for c in answer["checks"])}
+
     # -- configuration ---------------------------------------------------------------------
     @api.get("/config", dependencies=auth, summary="The current version and document")
     async def config_show(request: Request) -> dict:
