@@ -100,14 +100,19 @@ def pin(pid: int, cpu: str) -> None:
 
 
 def start_haproxy(lab: Lab, node: str, config: str, name: str) -> int:
-    """Started unpinned (so it picks its thread count as carpool's HAProxy does: one per CPU),
-    then pinned to the LB CPU like carpool's."""
+    """Started unpinned, so it picks its thread count as carpool's HAProxy does (one per CPU);
+    the caller pins it once it answers (pinning earlier races that choice)."""
     path = lab.dir / "bench" / f"{name}.cfg"
     write_file(path, config)
     proc = lab.spawn(node, ["haproxy", "-db", "-f", str(path)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pin(proc.pid, LB_CPU)
     return proc.pid
+
+
+def threads(pid: int) -> int:
+    """Threads of the process doing the work (HAProxy -W: its worker)."""
+    procs = descendants(pid)
+    return max(len(list(Path(f"/proc/{p}/task").iterdir())) for p in procs)
 
 
 def fast_servers(lab: Lab) -> list[int]:
@@ -121,6 +126,8 @@ def fast_servers(lab: Lab) -> list[int]:
         lab.wait_for(lambda i=i: server_ns(i) in (lab.http_get(CLIENT, f"http://{server_addr(i)}/",
                                                                timeout=1.0) or ""),
                      10, what=f"fast server {server_ns(i)} answers")
+    for pid in pids:
+        pin(pid, LB_CPU)
     return pids
 
 
@@ -254,11 +261,15 @@ def main() -> int:
             active = lab.wait_for_master()
             lab.exec(CLIENT, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"], check=True)
             fast_servers(lab)
-            start_haproxy(lab, active, bare_config(), "bare")
+            bare = start_haproxy(lab, active, bare_config(), "bare")
             lab.wait_for(lambda: lab.http_get(CLIENT, TARGETS["haproxy-http"], 1.0), 10,
                          what="bare HAProxy answers")
+            pin(bare, LB_CPU)
             wait_all_up(lab, active)
             pin_carpool_haproxy(lab)
+            carpool_l7 = lab.unit_status(active)["dataplane"]["l7"]["pid"]
+            log(f"threads: bare HAProxy {threads(bare)}, carpool's HAProxy worker "
+                f"{threads(carpool_l7)}")
             results = throughput(lab, args.runs, args.duration, args.connections)
             failovers = []
             if not args.no_failover:

@@ -21,6 +21,7 @@ from ..config.store import Record, Store, StoreError, Version
 
 log = logging.getLogger("carpool.sync")
 HANDSHAKE_TIMEOUT = 5.0
+DOCTOR_CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon
 RETRY = 1.0
 
@@ -375,9 +376,9 @@ class SyncService:
         and versions. Never raises; touches neither store nor sync state."""
         started = time.monotonic()
         result = {"reachable": False, "authenticated": None, "error": "", "connect_ms": None}
-        try:
+        try:  # the partner is one hop away: 2 s without an answer is a dropped port
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.partner(), self.port), HANDSHAKE_TIMEOUT)
+                asyncio.open_connection(self.partner(), self.port), DOCTOR_CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as e:
             result["error"] = f"connect to {self.partner()}:{self.port}: " \
                               f"{type(e).__name__} {e}".strip()
