@@ -5,7 +5,7 @@ CARPOOL := $(VENV)/bin/carpool
 PYTEST := $(VENV)/bin/python -m pytest
 # Debian packages the daemon, the lab and the interop/benchmark peers need.
 APT_PACKAGES := iproute2 nftables python3-nftables python3-venv iputils-ping tcpdump \
-                keepalived ucarp haproxy wrk chromium
+                keepalived ucarp haproxy wrk chromium conntrackd conntrack
 
 .PHONY: install demo test test-unit test-lab bench clean lab-down
 
@@ -19,7 +19,7 @@ install: .apt-stamp $(VENV)/.stamp
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi; \
-	for unit in keepalived ucarp haproxy; do systemctl disable --now $$unit >/dev/null 2>&1 || true; done; \
+	for unit in keepalived ucarp haproxy conntrackd; do systemctl disable --now $$unit >/dev/null 2>&1 || true; done; \
 	touch $@
 
 # Debian's python3 with system site packages: python3-nftables exists only there (DESIGN §7).

@@ -205,3 +205,36 @@ def test_https_health_check_speaks_tls(healed_lab):
     lab.heal()
     lab.wait_for(lambda: health()[("198.18.2.101", 443)]["up"], 5, what="r1 https up again")
     carpool("vs", "rm", "tls")
+
+
+def test_established_l4_connections_survive_a_failover(healed_lab, tmp_path):
+    """conntrackd puts the active unit's connection state into the standby's kernel table, so
+    after a SIGTERM failover the same TCP connections carry on through the new active unit."""
+    import json
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = other(active)
+    for unit in (active, standby):
+        sync = lab.unit_status(unit)["dataplane"]["state_sync"]
+        assert sync["running"], (unit, sync)
+    stop = tmp_path / "stop"
+    load = _keepalive_load(lab, URL, str(stop))
+    try:
+        def synced_to_standby():
+            table = lab.exec(standby, ["conntrack", "-L", "-p", "tcp", "--dport", "80",
+                                       "--src", "198.18.0.100"]).stdout
+            return table.count("ESTABLISHED") >= 3
+        lab.wait_for(synced_to_standby, 10, what="the 3 connections in the standby's table")
+        lab.term(active)
+        lab.wait_for(lambda: lab.unit_status(standby)["state"] == "master", 5,
+                     what="the standby takes over")
+        took_over = time.monotonic()
+        served = lab.unit_status(standby)["counters"]["adverts_sent"]
+        lab.wait_for(lambda: lab.unit_status(standby)["counters"]["adverts_sent"] >= served + 2,
+                     10, what="requests flow for two more adverts after the takeover")
+    finally:
+        stop.touch()
+        out, err = load.communicate(timeout=40)
+    for conn in json.loads(out)["connections"]:
+        assert conn["failures"] == 0 and conn["reconnects"] == 0, conn
+        assert conn["requests"] > 20 and conn["last_ok"] > took_over + 1.0, conn

@@ -77,6 +77,7 @@ class Ha(_Model):
     garp_count: int = Field(3, ge=1, le=10)
     advskew: int = Field(0, ge=0, le=254)
     priority: int = Field(100, ge=1, le=254)
+    state_sync: bool = True        # conntrackd over the heartbeat link: L4 flows survive
 
     @model_validator(mode="after")
     def _centiseconds(self):

@@ -18,7 +18,8 @@ import time
 
 def run_connection(host: str, port: int, path: str, duration: float, stop_file: str | None,
                    limit: int) -> dict:
-    result = {"requests": 0, "failures": 0, "reconnects": 0, "errors": [], "servers": {}}
+    result = {"requests": 0, "failures": 0, "reconnects": 0, "errors": [], "servers": {},
+              "last_ok": None}  # CLOCK_MONOTONIC (system wide: the caller can compare)
     conn = http.client.HTTPConnection(host, port, timeout=2.0)
     local = None
     deadline = time.monotonic() + duration
@@ -40,6 +41,7 @@ def run_connection(host: str, port: int, path: str, duration: float, stop_file: 
             if response.will_close:  # the server said Connection: close; the next is a reconnect
                 conn.close()
             result["requests"] += 1
+            result["last_ok"] = time.monotonic()
         except (OSError, http.client.HTTPException) as e:
             result["failures"] += 1
             if len(result["errors"]) < 5:

@@ -24,6 +24,7 @@ from ..ha import probe
 from ..ha.drops import DropError
 from ..ha.ipv4 import parse_ipv4
 from ..ha.profile import PROTO_CARP, CarpProfile, VrrpProfile
+from ..dataplane.conntrack import ConntrackSync
 from ..dataplane.haproxy import HaproxyDataplane
 from ..dataplane.health import HealthChecker
 from ..dataplane.l4 import L4Dataplane
@@ -99,6 +100,7 @@ class Daemon:
         self.pinger: Pinger | None = None
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
+        self.state_sync = ConntrackSync(Path(cfg.state_dir) / "conntrackd")
         self.web = WebUnit(self)  # WUI, REST API, /metrics: same loop, started in run()
 
     def _configure(self, cfg: Config) -> None:
@@ -145,6 +147,8 @@ class Daemon:
         if self.is_active():
             self.take_addresses()
             self.send_garp()
+        if self.loop is not None:
+            self.spawn(self.state_sync.apply(new))
 
     def refresh_dataplane(self) -> None:
         """Re-apply both data planes from the current document and server health."""
@@ -468,6 +472,7 @@ class Daemon:
                        "hash": self.config.store.current.record.hash},
             "sync": self.config.sync.status(),
             "dataplane": {"l4": self.l4.status(), "l7": self.l7.status(),
+                          "state_sync": self.state_sync.status(),
                           "servers": self.health.status()},
             "doctor": dict(self.doctor.counters),
         }
@@ -492,6 +497,7 @@ class Daemon:
         self.health.update(self.cfg.document)
         await self.l4.apply(self.cfg.document, self.health.healthy)
         await self.l7.apply(self.cfg.document, self.health.healthy)
+        await self.state_sync.apply(self.cfg)
         server = await control.serve(self.cfg.socket_path,
                                      {"status": self.status, "ha.failover": self.force_failover,
                                       "doctor": self.run_doctor, "pacify": self.pacify,
@@ -528,6 +534,7 @@ class Daemon:
         self.health.close()
         await self.l4.clear()
         await self.l7.stop()
+        await self.state_sync.stop()
         links.close()
         pinger.close()
         for sock in self.sockets.values():
