@@ -44,9 +44,11 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
     active = lab.wait_for_master()
     lab.stop_server("r2")
 
-    def out_of_pool():
+    def out_of_pool():  # in both services, and gone from the applied L4 ruleset
         servers = lab.unit_status(active)["dataplane"]["servers"]
-        return any(s["address"] == "198.18.2.102" and not s["up"] for s in servers)
+        r2 = [s for s in servers if s["address"] == "198.18.2.102"]
+        ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+        return len(r2) == 2 and not any(s["up"] for s in r2) and "198.18.2.102" not in ruleset
     lab.wait_for(out_of_pool, 5, what="r2 marked down (interval 0.5 s x fall 2)")
     for url in (URL, URL_HTTP):
         seen = answers(lab, 9, url)
@@ -54,7 +56,11 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
     assert any("198.18.2.102" in line and "down" in line
                for line in lab.log_tail(active, 50).splitlines())
     lab.heal()
-    lab.wait_for(lambda: not out_of_pool(), 5, what="r2 up again (rise 2)")
+
+    def back_in_pool():
+        servers = lab.unit_status(active)["dataplane"]["servers"]
+        return all(s["up"] for s in servers if s["address"] == "198.18.2.102")
+    lab.wait_for(back_in_pool, 5, what="r2 up again (rise 2)")
     assert "cp-r2" in answers(lab, 9)
     assert "cp-r2" in answers(lab, 9, URL_HTTP)
 
