@@ -135,7 +135,7 @@ def _keepalive_load(lab, url: str, stop_file: str, connections: int = 3):
     import subprocess
     return lab.spawn(CLIENT, [lab.python(), "-m", "carpool.lab.keepalive", url,
                               "--connections", str(connections), "--duration", "30",
-                              "--stop-file", stop_file],
+                              "--stop-file", stop_file, "--pause", "0.005"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -236,8 +236,10 @@ def test_established_l4_connections_survive_a_failover(healed_lab, tmp_path):
                      what="the standby takes over")
         took_over = time.monotonic()
         served = lab.unit_status(standby)["counters"]["adverts_sent"]
-        lab.wait_for(lambda: lab.unit_status(standby)["counters"]["adverts_sent"] >= served + 2,
-                     10, what="requests flow for two more adverts after the takeover")
+        # adverts_sent counts one per HA interface (eth0-eth2): 9 more are three rounds at
+        # advbase 1 s, at least 2 s of requests through the new active unit
+        lab.wait_for(lambda: lab.unit_status(standby)["counters"]["adverts_sent"] >= served + 9,
+                     10, what="requests flow for three advert rounds after the takeover")
     finally:
         stop.touch()
         out, err = load.communicate(timeout=40)

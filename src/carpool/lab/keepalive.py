@@ -17,7 +17,7 @@ import time
 
 
 def run_connection(host: str, port: int, path: str, duration: float, stop_file: str | None,
-                   limit: int) -> dict:
+                   limit: int, pause: float = 0.0) -> dict:
     result = {"requests": 0, "failures": 0, "reconnects": 0, "errors": [], "servers": {},
               "last_ok": None}  # CLOCK_MONOTONIC (system wide: the caller can compare)
     conn = http.client.HTTPConnection(host, port, timeout=2.0)
@@ -42,6 +42,8 @@ def run_connection(host: str, port: int, path: str, duration: float, stop_file: 
                 conn.close()
             result["requests"] += 1
             result["last_ok"] = time.monotonic()
+            if pause:
+                time.sleep(pause)
         except (OSError, http.client.HTTPException) as e:
             result["failures"] += 1
             if len(result["errors"]) < 5:
@@ -59,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--limit", type=int, default=200000, help="requests per connection at most")
     p.add_argument("--stop-file")
+    p.add_argument("--pause", type=float, default=0.0,
+                   help="seconds between requests (a steady load that leaves CPU to the units)")
     args = p.parse_args(argv)
     target = args.url.split("://", 1)[-1]
     hostport, _, path = target.partition("/")
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
 
     def worker(i: int) -> None:
         results[i] = run_connection(host, int(port or 80), "/" + path, args.duration,
-                                    args.stop_file, args.limit)
+                                    args.stop_file, args.limit, args.pause)
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.connections)]
     for t in threads:
         t.start()
