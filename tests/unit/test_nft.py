@@ -56,7 +56,11 @@ def test_weighted_round_robin_repeats_by_weight():
 def test_source_hash_and_persistence_pick_by_client_address(vs):
     [expr] = rule(doc(**vs))
     key = target(expr)["dnat"]["addr"]["map"]["key"]
+    seed = key["jhash"].pop("seed")
     assert key == {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}}, "mod": 2}}
+    # fixed per service: the same on both units and at every load (the kernel's is random)
+    assert isinstance(seed, int) and 0 <= seed < 2**32
+    assert target(rule(doc(**vs))[0])["dnat"]["addr"]["map"]["key"]["jhash"]["seed"] == seed
 
 
 def test_down_disabled_and_drained_servers_leave_the_pool():

@@ -5,9 +5,10 @@ has the old ruleset or the new one). Per L4 virtual service, in chain `preroutin
 
     ip daddr VIP tcp dport PORT counter dnat ip to <pick> map { i : server . port, ... }
 
-<pick> is `numgen inc mod N` (rr; wrr repeats a server `weight` times) or `jhash ip saddr mod N`
-(sh, and any service with persistence: the same client always lands on the same server, on both
-units alike, so a failover keeps clients where they were). Servers that are disabled, weight 0 or
+<pick> is `numgen inc mod N` (rr; wrr repeats a server `weight` times) or `jhash ip saddr
+mod N seed S` (sh, and any service with persistence: the same client always lands on the same
+server, on both units alike and after ruleset changes that leave its pool as it was, so a
+failover keeps clients where they were). Servers that are disabled, weight 0 or
 down by health check are left out; with none left the service rejects (TCP reset) or sends
 everything to its sorry server. Established connections are never touched by a ruleset change:
 NAT is decided on a connection's first packet and kept by conntrack.
@@ -17,6 +18,7 @@ that do not route through the active unit).
 from __future__ import annotations
 
 import ipaddress
+import zlib
 
 from ..config.document import Document, VirtualService
 
@@ -36,11 +38,18 @@ def pool(vs: VirtualService, healthy) -> list[tuple[str, int, int]]:
             if rs.enabled and rs.weight > 0 and healthy(vs.name, rs.address, rs.port)]
 
 
+def hash_seed(vs: VirtualService) -> int:
+    """The kernel draws a random jhash seed at every ruleset load unless one is given: then
+    each change (a health flip) and each unit would move persistent clients elsewhere. The
+    service's name gives both units, and every load, the same seed."""
+    return zlib.crc32(vs.name.encode())
+
+
 def _pick(vs: VirtualService, servers: list[tuple[str, int, int]]) -> dict:
     slots = [(a, p) for a, p, w in servers for _ in range(w)]
     if vs.scheduler == "sh" or vs.persistence:
         key = {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}},
-                         "mod": len(slots)}}
+                         "mod": len(slots), "seed": hash_seed(vs)}}
     else:
         key = {"numgen": {"mode": "inc", "mod": len(slots)}}
     return {"map": {"key": key, "data": {"set": [[i, {"concat": [a, p]}]
