@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from carpool.lab.topology import CLIENT
-from carpool.lab.units import lab_password_hash, wui_url
+from carpool.lab.units import WUI_PASSWORD, lab_password_hash, wui_url
 
 from webclient import AUTH, client, other, pair_icons, wui_ready
 
@@ -206,7 +206,13 @@ def test_metrics(lab, pair):
 
 def test_carpool_passwd_sets_the_password_on_both_units(lab, pair):
     pair = lab.wait_for_master()
+    browsers = {unit: client(unit, auth=None) for unit in ("a", "b")}
     try:
+        for unit, browser in browsers.items():  # a logged-in browser on each unit
+            login = browser.post("/login", data={"username": "admin",
+                                                 "password": WUI_PASSWORD})
+            assert login.status_code == 303, login.text
+            assert browser.get("/api/v1/status").status_code == 200
         out = lab.exec(pair, ["carpool", "passwd", "--password-stdin"], input="new-secret-1\n")
         assert out.returncode == 0, out.stderr
         refused = lab.exec(other(pair), ["carpool", "passwd", "--password-stdin"],
@@ -218,7 +224,11 @@ def test_carpool_passwd_sets_the_password_on_both_units(lab, pair):
                              what=f"the new password on unit {unit}")
             with client(unit) as c:
                 assert c.get("/api/v1/status").status_code == 401
+            # the sessions opened with the old password end too, also on the partner
+            assert browsers[unit].get("/api/v1/status").status_code == 401, unit
     finally:
+        for browser in browsers.values():
+            browser.close()
         with client(pair, auth=("admin", "new-secret-1")) as c:
             c.patch("/api/v1/config", json={"key": "user", "value": [
                 {"name": "admin", "password_hash": lab_password_hash()}]})

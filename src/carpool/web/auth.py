@@ -63,6 +63,7 @@ class Session:
     user: str
     csrf: str
     expires: float
+    password_hash: str = ""  # the user's hash at login: a changed password ends the session
 
 
 @dataclass
@@ -72,11 +73,11 @@ class Sessions:
     clock: Callable[[], float] = time.monotonic
     _by_token: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, user: str) -> tuple[str, Session]:
+    def create(self, user: str, password_hash: str = "") -> tuple[str, Session]:
         self._expire()
         token = secrets.token_urlsafe(32)
         session = self._by_token[token] = Session(user, secrets.token_urlsafe(32),
-                                                  self.clock() + self.lifetime)
+                                                  self.clock() + self.lifetime, password_hash)
         return token, session
 
     def get(self, token: str | None) -> Session | None:

@@ -116,8 +116,10 @@ class WebContext:
 
     def session(self, request: Request) -> Session | None:
         session = self.sessions.get(request.cookies.get(COOKIE))
-        if session is not None and session.user not in self.users():
-            self.sessions.drop_user(session.user)  # the user was removed
+        if session is not None and self.users().get(session.user) != session.password_hash:
+            # the user was removed or the password changed (here or on the partner, by sync)
+            self.sessions.drop_user(session.user)
+            log.info("sessions of %s ended: user removed or password changed", session.user)
             return None
         return session
 

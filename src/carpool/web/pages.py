@@ -73,7 +73,7 @@ def router() -> APIRouter:
         if not await ctx.check_password(source, name, password):
             return await render(request, "login.html", None, 401, username=name,
                                 error="Wrong user name or password.")
-        token, _ = ctx.sessions.create(name)
+        token, _ = ctx.sessions.create(name, ctx.users().get(name, ""))
         login_log.info("%s logged in from %s", name, source)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, token, httponly=True, secure=True, samesite="strict",
