@@ -4,12 +4,15 @@ cp-r1..cp-r3."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
+import socket
 import time
 
 import pytest
 
+from carpool.dataplane import nft
 from carpool.lab.topology import CLIENT
 
 URL = "http://198.18.0.10/"
@@ -82,37 +85,101 @@ def test_both_units_keep_the_data_plane_so_a_failover_only_moves_addresses(heale
     lab.heal()
 
 
-def test_persistence_keeps_a_client_on_one_server(healed_lab):
+def persistent_clients(lab, unit: str, service: str) -> int:
+    """Clients the unit's data plane remembers for a service (nft sets / HAProxy table)."""
+    if service == "web-l4":
+        listing = lab.exec(unit, ["nft", "-j", "list", "table", "ip", "carpool"]).stdout
+        return sum(len(m) for m in nft.persisted(json.loads(listing)).values())
+    sock = socket.socket(socket.AF_UNIX)  # the runtime API socket is a file: reachable here
+    with sock:
+        sock.settimeout(2)
+        sock.connect(str(lab.dir / unit / "haproxy" / "haproxy.sock"))
+        sock.sendall(f"show table be_{service}\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return sum(1 for line in answer.decode().splitlines() if line.startswith("0x"))
+
+
+def set_key(lab, unit: str, key: str, value: str) -> None:
+    answer = lab.exec(unit, ["carpool", "config", "set", key, value])
+    assert answer.returncode == 0, answer.stderr
+
+
+@pytest.mark.parametrize("service, url", [("web-l4", URL), ("web-http", URL_HTTP)],
+                         ids=["l4", "http"])
+def test_persistence_keeps_a_client_on_its_server_until_the_timeout(healed_lab, service, url):
     lab = healed_lab
     active = lab.wait_for_master()
-    answer = lab.exec(active, ["carpool", "config", "set",
-                               "virtual_service[web-l4].persistence", "300"])
-    assert answer.returncode == 0, answer.stderr
-    lab.wait_for(lambda: "jhash" in lab.exec(active, ["nft", "list", "table", "ip",
-                                                      "carpool"]).stdout, 5,
-                 what="source-hash ruleset applied")
-    seen = answers(lab, 8)
-    assert seen[None] == 0 and len(seen) == 1, seen
-    # the same server after a reload of the ruleset (another service added) and on the
-    # partner after a failover: the hash seed is the service's, not the kernel's random one
-    lab.exec(active, ["carpool", "vs", "add", "other-l4", "198.18.0.10", "81"], check=True)
-    for unit in ("a", "b"):
-        lab.wait_for(lambda: "other-l4" in lab.exec(unit, ["nft", "list", "table", "ip",
-                                                           "carpool"]).stdout, 5,
-                     what=f"the new ruleset on unit {unit}")
-    assert answers(lab, 4) == collections.Counter({next(iter(seen)): 4})
-    lab.term(active)
-    lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
-                 what="the partner takes over")
-    after = answers(lab, 4)
-    if after[None]:  # the first may race the GARP
-        after = answers(lab, 4)
-    assert after == collections.Counter({next(iter(seen)): 4}), (seen, after)
-    lab.heal()
+    set_key(lab, active, f"virtual_service[{service}].persistence", "300")
+    try:
+        first = answers(lab, 6, url)
+        assert first[None] == 0 and len(first) == 1, first
+        server = next(iter(first))
+        assert persistent_clients(lab, active, service) == 1
+        # a reload (L4: the ruleset is replaced; http: HAProxy reloads) keeps what it knew
+        reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+        lab.exec(active, ["carpool", "vs", "add", "other", "198.18.0.10", "8082", "--type",
+                          "http" if service == "web-http" else "l4"], check=True)
+        if service == "web-http":
+            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+                         > reloads, 5, what="HAProxy reloaded")
+        else:
+            lab.wait_for(lambda: '"other"' in lab.exec(active, ["nft", "list", "table", "ip",
+                                                                "carpool"]).stdout, 5,
+                         what="the new ruleset")
+        # carried over the reload (HAProxy: the old worker pushes its table to the new one)
+        lab.wait_for(lambda: persistent_clients(lab, active, service) == 1, 5,
+                     what="the client still known after the reload")
+        assert answers(lab, 4, url) == collections.Counter({server: 4})
+        # a short timeout: a forgotten client is scheduled anew (round robin moves on, while
+        # the pool and the rules stay as they are: another server), then sticks to that one
+        reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+        set_key(lab, active, f"virtual_service[{service}].persistence", "1")
+        if service == "web-http":  # the reload is over (the table restored) before we look
+            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+                         > reloads, 5, what="HAProxy reloaded")
+        picks = []
+        for _ in range(2):
+            lab.wait_for(lambda: persistent_clients(lab, active, service) == 0, 10,
+                         what="the client forgotten after 1 s")
+            seen = answers(lab, 3, url)
+            assert seen[None] == 0 and len(seen) == 1, seen
+            picks.append(next(iter(seen)))
+        assert picks[0] != picks[1], picks
+    finally:
+        lab.exec(active, ["carpool", "vs", "rm", "other"])
+        set_key(lab, active, f"virtual_service[{service}].persistence", "0")
+
+
+def test_persistence_survives_a_failover(healed_lab):
+    """L7: HAProxy's table goes to the partner's HAProxy (peers over the heartbeat link).
+    L4 source hash: both units hash alike (a fixed seed), also after a ruleset reload."""
+    lab = healed_lab
     active = lab.wait_for_master()
-    lab.exec(active, ["carpool", "vs", "rm", "other-l4"], check=True)
-    lab.exec(active, ["carpool", "config", "set", "virtual_service[web-l4].persistence", "0"],
-             check=True)
+    set_key(lab, active, "virtual_service[web-http].persistence", "300")
+    set_key(lab, active, "virtual_service[web-l4].scheduler", "sh")
+    try:
+        lab.wait_for(lambda: "jhash" in lab.exec(other(active), ["nft", "list", "table", "ip",
+                                                                 "carpool"]).stdout, 5,
+                     what="source hash on the standby")
+        before = {url: answers(lab, 4, url) for url in (URL, URL_HTTP)}
+        for url, seen in before.items():
+            assert seen[None] == 0 and len(seen) == 1, (url, seen)
+        lab.wait_for(lambda: persistent_clients(lab, other(active), "web-http") == 1, 5,
+                     what="the client in the standby's HAProxy table")
+        lab.term(active)
+        lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
+                     what="the partner takes over")
+        for url, seen in before.items():
+            after = answers(lab, 4, url)
+            if after[None]:  # the first may race the GARP
+                after = answers(lab, 4, url)
+            assert after == collections.Counter({next(iter(seen)): 4}), (url, seen, after)
+    finally:
+        active = lab.heal() or lab.wait_for_master()
+        set_key(lab, active, "virtual_service[web-http].persistence", "0")
+        set_key(lab, active, "virtual_service[web-l4].scheduler", "rr")
 
 
 def test_haproxy_crash_is_detected_and_restarted(healed_lab):

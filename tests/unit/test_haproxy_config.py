@@ -16,12 +16,12 @@ RS = [{"address": "198.18.2.101", "port": 80, "weight": 3},
       {"address": "198.18.2.102", "port": 80, "enabled": False}]
 
 
-def text(tmp_path, healthy=lambda *k: True, **vs):
+def text(tmp_path, healthy=lambda *k: True, peer_list=(("first", "127.0.0.1"), None), **vs):
     doc = parse_document({"interface": IFACES, "virtual_service": [
         {"name": "app", "address": "198.18.0.10", "port": 8080, "type": "http",
          "real_server": RS, **vs},
         {"name": "tcp", "address": "198.18.0.10", "port": 80, "real_server": RS}]})
-    return config_text(doc, tmp_path, healthy)
+    return config_text(doc, tmp_path, healthy, peer_list)
 
 
 def test_http_services_only_with_weights_and_disabled_servers(tmp_path):
@@ -39,7 +39,9 @@ def test_down_servers_are_disabled(tmp_path):
 
 @pytest.mark.parametrize("vs, line", [
     ({"cookie": True}, "cookie CARPOOL insert indirect nocache"),
-    ({"persistence": 60}, "balance source"),
+    ({"scheduler": "sh"}, "balance source"),
+    ({"persistence": 60}, "    stick-table type ip size 256k expire 60s peers carpool\n"
+                          "    stick on src\n"),
     ({"scheduler": "lc"}, "balance leastconn"),
     ({"when_down": "sorry", "sorry_server": "198.18.2.200"}, "server sorry 198.18.2.200:8080 backup"),
 ])
@@ -47,11 +49,25 @@ def test_options(tmp_path, vs, line):
     assert line in text(tmp_path, **vs)
 
 
+def test_persistence_tables_go_to_the_partner_over_the_heartbeat_link(tmp_path):
+    assert "peers" not in text(tmp_path) and "stick" not in text(tmp_path, cookie=True,
+                                                                   persistence=60)
+    t = text(tmp_path, persistence=60, scheduler="wrr",
+             peer_list=(("second", "198.18.1.12"), ("first", "198.18.1.11")))
+    assert "balance roundrobin" in t and "    localpeer second\n" in t
+    assert ("peers carpool\n    peer second 198.18.1.12:6974\n"
+            "    peer first 198.18.1.11:6974\n") in t
+    alone = text(tmp_path, persistence=60)
+    assert "peers carpool\n    peer first 127.0.0.1:6974\n\n" in alone
+
+
 @pytest.mark.skipif(not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists(),
                     reason="haproxy not installed")
 def test_haproxy_accepts_it(tmp_path):
     cfg = tmp_path / "h.cfg"
-    cfg.write_text(text(tmp_path, cookie=True))
-    proc = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for vs in ({"cookie": True}, {"persistence": 60, "scheduler": "wrr"}):
+        cfg.write_text(text(tmp_path, peer_list=(("first", "127.0.0.1"),
+                                                 ("second", "198.18.1.12")), **vs))
+        proc = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

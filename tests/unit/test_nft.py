@@ -52,15 +52,78 @@ def test_weighted_round_robin_repeats_by_weight():
     assert slots == ["198.18.2.101", "198.18.2.101", "198.18.2.102"]
 
 
-@pytest.mark.parametrize("vs", [{"scheduler": "sh"}, {"persistence": 300}])
-def test_source_hash_and_persistence_pick_by_client_address(vs):
-    [expr] = rule(doc(**vs))
+def test_source_hash_picks_by_client_address_with_a_fixed_seed():
+    [expr] = rule(doc(scheduler="sh"))
     key = target(expr)["dnat"]["addr"]["map"]["key"]
     seed = key["jhash"].pop("seed")
     assert key == {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}}, "mod": 2}}
     # fixed per service: the same on both units and at every load (the kernel's is random)
     assert isinstance(seed, int) and 0 <= seed < 2**32
-    assert target(rule(doc(**vs))[0])["dnat"]["addr"]["map"]["key"]["jhash"]["seed"] == seed
+    assert seed == nft.hash_seed(doc().virtual_service[0])
+
+
+def sets(d, healthy=lambda *k: True):
+    return {c["add"]["set"]["name"]: c["add"]["set"] for c in nft.ruleset(d, healthy)["nftables"]
+            if "set" in c.get("add", {})}
+
+
+SADDR = {"payload": {"protocol": "ip", "field": "saddr"}}
+
+
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "sh"])
+def test_persistence_sends_a_known_client_back_to_its_server(scheduler):
+    d = doc(persistence=300, scheduler=scheduler)
+    vs = d.virtual_service[0]
+    first, second = (nft.persist_set(vs, "198.18.2.101", 80),
+                     nft.persist_set(vs, "198.18.2.102", 8080))
+    assert set(sets(d)) == {first, second} and first != second
+    assert sets(d)[first]["timeout"] == 300 and sets(d)[first]["flags"] == ["timeout"]
+    stick_1, stick_2, pick, new_1, new_2 = rule(d)
+    # a known client: back to its server, its time refreshed
+    assert stick_1[2:] == [{"match": {"op": "==", "left": SADDR, "right": "@" + first}},
+                           {"set": {"op": "update", "elem": SADDR, "set": "@" + first}},
+                           {"counter": None},
+                           {"dnat": {"family": "ip", "addr": "198.18.2.101", "port": 80}}]
+    assert stick_2[-1] == {"dnat": {"family": "ip", "addr": "198.18.2.102", "port": 8080}}
+    # a new one: scheduled as without persistence (slot -> server number in the mark) ...
+    chosen = pick[-1]["mangle"]["value"]["map"]
+    assert list(chosen["key"]) == (["jhash"] if scheduler == "sh" else ["numgen"])
+    slots = [1, 1, 2] if scheduler == "wrr" else [1, 2]
+    assert chosen["data"]["set"] == [[n, i] for n, i in enumerate(slots)]
+    # ... then remembered with its server
+    assert new_1[2] == {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 1}}
+    assert new_1[3] == {"set": {"op": "add", "elem": SADDR, "set": "@" + first}}
+    assert new_2[-1] == stick_2[-1]
+
+
+def test_persistence_forgets_the_clients_of_a_down_server():
+    d = doc(persistence=60)
+    up = lambda vs, a, p: a != "198.18.2.102"  # noqa: E731
+    assert list(sets(d, up)) == [nft.persist_set(d.virtual_service[0], "198.18.2.101", 80)]
+    assert len(rule(d, up)) == 3
+
+
+def test_persistent_clients_are_carried_over_a_ruleset_load():
+    d = doc(persistence=60)
+    vs = d.virtual_service[0]
+    kept, gone = nft.persist_set(vs, "198.18.2.101", 80), "persist_deadbeef"
+    listing = {"nftables": [{"metainfo": {"version": "1.0.6"}},
+                            {"set": {"name": kept, "timeout": 300, "elem": [
+                                {"elem": {"val": "198.18.0.100", "expires": 200}},
+                                {"elem": {"val": "198.18.0.101", "expires": 0}}]}},
+                            {"set": {"name": gone, "timeout": 60, "elem": [
+                                {"elem": {"val": "198.18.0.102", "expires": 5}}]}},
+                            {"set": {"name": "someone_elses", "elem": ["1.2.3.4"]}}]}
+    members = nft.persisted(listing)
+    assert members == {kept: [("198.18.0.100", 200), ("198.18.0.101", 0)],
+                       gone: [("198.18.0.102", 5)]}
+    batch = nft.carry_over(nft.ruleset(d), members)["nftables"]
+    added = [c["add"]["element"] for c in batch if "element" in c.get("add", {})]
+    # the new timeout (60) caps what was left; a server no longer in the pool keeps nobody
+    assert added == [{"family": "ip", "table": "carpool", "name": kept, "elem": [
+        {"elem": {"val": "198.18.0.100", "timeout": 60, "expires": 60}},
+        {"elem": {"val": "198.18.0.101", "timeout": 60, "expires": 1}}]}]
+    assert batch[:len(nft.ruleset(d)["nftables"])] == nft.ruleset(d)["nftables"]
 
 
 def test_down_disabled_and_drained_servers_leave_the_pool():

@@ -12,15 +12,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 from ..config.document import Document, VirtualService
+from . import sticky as sticky_tables
 
 log = logging.getLogger("carpool.haproxy")
 HAPROXY = "/usr/sbin/haproxy"
 BALANCE = {"rr": "roundrobin", "wrr": "roundrobin", "lc": "leastconn", "sh": "source"}
 NONLOCAL = "/proc/sys/net/ipv4/ip_nonlocal_bind"
+PEERS_PORT = 6974  # HAProxy's peers protocol: persistence tables to the partner's HAProxy
+STICK_SIZE = "256k"
+
+
+def peers(cfg) -> tuple[tuple[str, str], tuple[str, str] | None]:
+    """((our name, our address), (partner's name, address) or None) for HAProxy's peers
+    section: over the heartbeat link when there is one and ha.state_sync is on (the partner's
+    HAProxy then knows every persistent client before it takes over), else local only (the
+    tables still survive a reload)."""
+    own = (cfg.role, "127.0.0.1")
+    heartbeat = [i for i in cfg.interfaces if i.heartbeat]
+    if not heartbeat or not cfg.document.ha.state_sync:
+        return own, None
+    partner = "second" if cfg.role == "first" else "first"
+    return ((cfg.role, str(heartbeat[0].own(cfg.role))),
+            (partner, str(heartbeat[0].partner(cfg.role))))
+
+
+def sticky(vs: VirtualService) -> bool:
+    """Source-address persistence with a timeout (cookie persistence needs no table)."""
+    return vs.type == "http" and bool(vs.persistence) and not vs.cookie
 
 
 def server_name(n: int) -> str:
@@ -28,8 +52,10 @@ def server_name(n: int) -> str:
 
 
 def _backend(vs: VirtualService, healthy) -> list[str]:
-    balance = "source" if vs.persistence and not vs.cookie else BALANCE[vs.scheduler]
-    lines = [f"backend be_{vs.name}", f"    balance {balance}"]
+    lines = [f"backend be_{vs.name}", f"    balance {BALANCE[vs.scheduler]}"]
+    if sticky(vs):  # a client seen within `persistence` s goes back to its server
+        lines += [f"    stick-table type ip size {STICK_SIZE} expire {vs.persistence}s "
+                  "peers carpool", "    stick on src"]
     if vs.x_forwarded_for:
         lines.append("    option forwardfor")
     if vs.cookie:
@@ -46,16 +72,23 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
     return lines
 
 
-def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True) -> str:
+def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True,
+                peer_list=(("first", "127.0.0.1"), None)) -> str:
+    (own, own_address), partner = peer_list
+    tables = any(sticky(vs) for vs in doc.virtual_service)
     lines = ["# written by carpool from the configuration document; do not edit", "global",
              "    maxconn 4000", f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
              # a reload lets idle keep-alive clients send their next request to the old worker,
              # which answers it with Connection: close, instead of closing under them (a race
              # the client sees as a failed request); old workers are gone after a minute.
              "    hard-stop-after 60s",
-             "    tune.bufsize 65536", "", "defaults", "    mode http",
+             "    tune.bufsize 65536", *([f"    localpeer {own}"] if tables else []), "",
+             "defaults", "    mode http",
              "    option idle-close-on-response", "    timeout connect 2s",
              "    timeout client 30s", "    timeout server 30s", "    option dontlognull", ""]
+    if tables:  # the old worker hands its tables to the new one at a reload, and the partner
+        lines += ["peers carpool", f"    peer {own} {own_address}:{PEERS_PORT}",
+                  *([f"    peer {partner[0]} {partner[1]}:{PEERS_PORT}"] if partner else []), ""]
     for vs in doc.virtual_service:
         if vs.type != "http":
             continue
@@ -76,17 +109,23 @@ class HaproxyDataplane:
         self.last_error = ""
         self._watch: asyncio.Task | None = None
         self._stopping = False
+        self._lock = asyncio.Lock()
 
     def wanted(self, doc: Document) -> bool:
         return any(vs.type == "http" for vs in doc.virtual_service)
 
-    async def apply(self, doc: Document, healthy) -> bool:
+    async def apply(self, doc: Document, healthy, peer_list=(("first", "127.0.0.1"), None)
+                    ) -> bool:
         """Write the configuration; start HAProxy or reload it. A configuration HAProxy
         refuses (`haproxy -c`) is not applied: the running one stays."""
+        async with self._lock:  # one reload at a time (each awaits haproxy -c, peers)
+            return await self._apply(doc, healthy, peer_list)
+
+    async def _apply(self, doc: Document, healthy, peer_list) -> bool:
         if not self.wanted(doc):
             await self.stop()
             return True
-        text = config_text(doc, self.dir, healthy)
+        text = config_text(doc, self.dir, healthy, peer_list)
         if text == self.text and self.running:
             return True
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -102,11 +141,15 @@ class HaproxyDataplane:
                       self.last_error)
             return False
         os.replace(candidate, self.cfg_path)
-        self.text, self.last_error = text, ""
+        live, self.text, self.last_error = self.text, text, ""
         _nonlocal_bind()
         if self.running:
+            saved = await self._read_tables(live)
+            old_pid = await self._worker_pid() if saved else ""
             self.proc.send_signal(signal.SIGUSR2)  # master-worker: hitless reload
-            self.reloads += 1
+            if saved:
+                await self._write_tables(saved, live, text, old_pid)
+            self.reloads += 1  # counted once the new worker has the tables too
             log.info("HAProxy reloaded")
         else:
             await self._start()
@@ -115,6 +158,32 @@ class HaproxyDataplane:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
+
+    async def _read_tables(self, live_text: str | None) -> dict[str, list[tuple[str, int]]]:
+        saved = {}
+        for backend in sticky_tables.servers_by_id(live_text or ""):
+            saved[backend] = sticky_tables.entries(await self.runtime(f"show table {backend}"))
+        return saved
+
+    async def _write_tables(self, saved: dict, live_text: str, text: str, old_pid: str) -> None:
+        """Once the new worker answers on the runtime socket, give it the old one's clients."""
+        commands = sticky_tables.restore_commands(saved, live_text, text)
+        if not commands:
+            return
+        deadline = time.monotonic() + 5
+        while await self._worker_pid() in ("", old_pid):
+            if time.monotonic() > deadline:
+                log.warning("HAProxy's new worker did not answer within 5 s: %d persistent "
+                            "clients will be scheduled anew", len(commands))
+                return
+            await asyncio.sleep(0.05)
+        for at in range(0, len(commands), 200):  # `;` joins commands: one connection each 200
+            await self.runtime("; ".join(commands[at:at + 200]))
+        log.info("HAProxy: %d persistent clients kept over the reload", len(commands))
+
+    async def _worker_pid(self) -> str:
+        pid = re.search(r"^Pid: (\d+)", await self.runtime("show info"), re.M)
+        return pid[1] if pid else ""
 
     async def _start(self) -> None:
         self._stopping = False

@@ -33,10 +33,11 @@ class L4Dataplane:
                 return True
             if any(vs.type == "l4" for vs in doc.virtual_service):
                 _enable_forwarding()
+            batch = nft.carry_over(ruleset, await self._persisted(ruleset))
             proc = await asyncio.create_subprocess_exec(
                 "nft", "-j", "-f", "-", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate(json.dumps(ruleset).encode())
+            _, err = await proc.communicate(json.dumps(batch).encode())
             if proc.returncode != 0:
                 self.failures += 1
                 self.last_error = err.decode(errors="replace").strip()[:500]
@@ -46,6 +47,23 @@ class L4Dataplane:
             self.applies += 1
             self.last_apply = time.time()
             return True
+
+    async def _persisted(self, ruleset: dict) -> dict:
+        """The running table's persistent clients, when the new ruleset has persistence sets
+        (a client that arrives between this read and the load is scheduled anew: harmless)."""
+        if not any("set" in c.get("add", {}) for c in ruleset["nftables"]):
+            return {}
+        proc = await asyncio.create_subprocess_exec(
+            "nft", "-j", "list", "table", nft.FAMILY, nft.TABLE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            return {}  # no table yet
+        try:
+            return nft.persisted(json.loads(out))
+        except ValueError as e:
+            log.warning("cannot read the persistent clients, they are scheduled anew: %s", e)
+            return {}
 
     async def clear(self) -> None:
         proc = await asyncio.create_subprocess_exec(

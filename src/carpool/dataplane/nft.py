@@ -6,10 +6,12 @@ has the old ruleset or the new one). Per L4 virtual service, in chain `preroutin
     ip daddr VIP tcp dport PORT counter dnat ip to <pick> map { i : server . port, ... }
 
 <pick> is `numgen inc mod N` (rr; wrr repeats a server `weight` times) or `jhash ip saddr
-mod N seed S` (sh, and any service with persistence: the same client always lands on the same
-server, on both units alike and after ruleset changes that leave its pool as it was, so a
-failover keeps clients where they were). Servers that are disabled, weight 0 or
-down by health check are left out; with none left the service rejects (TCP reset) or sends
+mod N seed S` (sh: the same client lands on the same server, on both units alike and after
+ruleset changes that leave the pool as it was). With `persistence` (seconds) a client goes back
+to the server it had while it keeps coming within that time (per server a set of clients with a
+timeout, refreshed by each new connection, carried over each ruleset load); a new client is
+scheduled as above. Servers that are disabled, weight 0 or down by health check are left out
+(their clients are scheduled anew); with none left the service rejects (TCP reset) or sends
 everything to its sorry server. Established connections are never touched by a ruleset change:
 NAT is decided on a connection's first packet and kept by conntrack.
 With `snat`, chain `postrouting` source-NATs the service's traffic to the servers (for servers
@@ -24,6 +26,7 @@ from ..config.document import Document, VirtualService
 
 TABLE = "carpool"
 FAMILY = "ip"
+PERSIST_SIZE = 262144  # clients remembered per server; a full set schedules newcomers anew
 
 
 def _match(protocol: str, field: str, value) -> dict:
@@ -40,35 +43,81 @@ def pool(vs: VirtualService, healthy) -> list[tuple[str, int, int]]:
 
 def hash_seed(vs: VirtualService) -> int:
     """The kernel draws a random jhash seed at every ruleset load unless one is given: then
-    each change (a health flip) and each unit would move persistent clients elsewhere. The
+    each change (a health flip) and each unit would move hashed clients elsewhere. The
     service's name gives both units, and every load, the same seed."""
     return zlib.crc32(vs.name.encode())
 
 
+def persist_set(vs: VirtualService, address: str, port: int) -> str:
+    """Name of the set of clients that stick to one server of a service: stable while other
+    servers and services change, so its members can be carried over a ruleset load."""
+    return "persist_%08x" % zlib.crc32(f"{vs.name}|{address}|{port}".encode())
+
+
+def _key(vs: VirtualService, slots: list) -> dict:
+    if vs.scheduler == "sh":
+        return {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}},
+                          "mod": len(slots), "seed": hash_seed(vs)}}
+    return {"numgen": {"mode": "inc", "mod": len(slots)}}
+
+
+def _slots(servers: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    return [(a, p) for a, p, w in servers for _ in range(w)]
+
+
 def _pick(vs: VirtualService, servers: list[tuple[str, int, int]]) -> dict:
-    slots = [(a, p) for a, p, w in servers for _ in range(w)]
-    if vs.scheduler == "sh" or vs.persistence:
-        key = {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}},
-                         "mod": len(slots), "seed": hash_seed(vs)}}
-    else:
-        key = {"numgen": {"mode": "inc", "mod": len(slots)}}
-    return {"map": {"key": key, "data": {"set": [[i, {"concat": [a, p]}]
-                                                  for i, (a, p) in enumerate(slots)]}}}
+    slots = _slots(servers)
+    return {"map": {"key": _key(vs, slots), "data": {"set": [[i, {"concat": [a, p]}]
+                                                            for i, (a, p) in enumerate(slots)]}}}
 
 
-def service_rule(vs: VirtualService, healthy) -> list[dict]:
-    expr = [_match("ip", "daddr", vs.address), _match(vs.protocol, "dport", vs.port),
-            {"counter": None}]
+def _down_verdict(vs: VirtualService) -> dict:
+    if vs.when_down == "sorry" and vs.sorry_server:
+        return {"dnat": {"family": "ip", "addr": vs.sorry_server, "port": vs.port}}
+    if vs.protocol == "tcp":
+        return {"reject": {"type": "tcp reset"}}
+    return {"reject": {"type": "icmp", "expr": "port-unreachable"}}
+
+
+def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
+    """The service's rules in chain prerouting (nat: only a connection's first packet)."""
+    head = [_match("ip", "daddr", vs.address), _match(vs.protocol, "dport", vs.port)]
     servers = pool(vs, healthy)
-    if servers:
-        expr.append({"dnat": {"family": "ip", "addr": _pick(vs, servers)}})
-    elif vs.when_down == "sorry" and vs.sorry_server:
-        expr.append({"dnat": {"family": "ip", "addr": vs.sorry_server, "port": vs.port}})
-    elif vs.protocol == "tcp":
-        expr.append({"reject": {"type": "tcp reset"}})
-    else:
-        expr.append({"reject": {"type": "icmp", "expr": "port-unreachable"}})
-    return expr
+    if not servers:
+        return [head + [{"counter": None}, _down_verdict(vs)]]
+    if not vs.persistence:
+        return [head + [{"counter": None}, {"dnat": {"family": "ip", "addr": _pick(vs, servers)}}]]
+    # Persistence with a timeout (like LVS): a client seen within `persistence` seconds goes
+    # back to its server; a new one is scheduled as usual, its pick carried from the pick rule
+    # to its server's rule in the packet mark (nft 1.0 cannot store a map lookup's result).
+    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    rules, index = [], {}
+    for a, p, _w in servers:
+        index[(a, p)] = len(index) + 1
+    for (a, p), i in index.items():
+        name = "@" + persist_set(vs, a, p)
+        rules.append(head + [{"match": {"op": "==", "left": saddr, "right": name}},
+                             {"set": {"op": "update", "elem": saddr, "set": name}},
+                             {"counter": None},
+                             {"dnat": {"family": "ip", "addr": a, "port": p}}])
+    slots = _slots(servers)
+    rules.append(head + [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"map": {
+        "key": _key(vs, slots),
+        "data": {"set": [[n, index[s]] for n, s in enumerate(slots)]}}}}}])
+    for (a, p), i in index.items():
+        name = "@" + persist_set(vs, a, p)
+        rules.append(head + [{"match": {"op": "==", "left": {"meta": {"key": "mark"}},
+                                        "right": i}},
+                             {"set": {"op": "add", "elem": saddr, "set": name}},
+                             {"counter": None},
+                             {"dnat": {"family": "ip", "addr": a, "port": p}}])
+    return rules
+
+
+def persist_sets(vs: VirtualService, healthy) -> list[str]:
+    if vs.type != "l4" or not vs.persistence:
+        return []
+    return [persist_set(vs, a, p) for a, p, _w in pool(vs, healthy)]
 
 
 def snat_source(doc: Document, address: str) -> str | None:
@@ -107,11 +156,49 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
     for vs in doc.virtual_service:
         if vs.type != "l4":
             continue
-        cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting",
-                                      "comment": vs.name, "expr": service_rule(vs, healthy)}}})
+        for name in persist_sets(vs, healthy):
+            cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE, "name": name,
+                                         "type": "ipv4_addr", "flags": ["timeout"],
+                                         "timeout": vs.persistence, "size": PERSIST_SIZE}}})
+        for expr in service_rules(vs, healthy):
+            cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting",
+                                          "comment": vs.name, "expr": expr}}})
         if vs.snat:
             for expr in snat_rules(doc, vs):
                 cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE,
                                               "chain": "postrouting", "comment": vs.name,
                                               "expr": expr}}})
+    return {"nftables": cmds}
+
+
+def persisted(listing: dict) -> dict[str, list[tuple[str, int]]]:
+    """Members of the persistence sets in a `nft -j list table` answer: set -> [(client,
+    seconds left)]."""
+    found: dict[str, list[tuple[str, int]]] = {}
+    for item in listing.get("nftables", []):
+        st = item.get("set")
+        if not st or not str(st.get("name", "")).startswith("persist_"):
+            continue
+        members = found.setdefault(st["name"], [])
+        for e in st.get("elem", []):
+            e = e.get("elem", e) if isinstance(e, dict) else {"val": e}
+            if isinstance(e.get("val"), str):
+                members.append((e["val"], int(e.get("expires", st.get("timeout", 0)))))
+    return found
+
+
+def carry_over(ruleset_doc: dict, members: dict[str, list[tuple[str, int]]]) -> dict:
+    """The ruleset plus the clients of its persistence sets that the running one remembers
+    (sets of servers gone or down are not in the new ruleset: their clients are scheduled anew).
+    """
+    cmds = list(ruleset_doc["nftables"])
+    for c in ruleset_doc["nftables"]:
+        st = c.get("add", {}).get("set")
+        if not st or not members.get(st["name"]):
+            continue
+        elems = [{"elem": {"val": client, "timeout": st["timeout"],
+                           "expires": max(1, min(left, st["timeout"]))}}
+                 for client, left in members[st["name"]]]
+        cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": st["name"],
+                                         "elem": elems}}})
     return {"nftables": cmds}
