@@ -21,7 +21,7 @@ targets are interleaved run by run, so a drift of the machine hits all of them a
 Failover under load: wrk against each carpool service while the active unit gets SIGTERM
 (graceful: it bows out, the partner takes over in milliseconds); reported are the failed
 requests (wrk's socket errors + non-2xx answers) out of all. L4 with round robin (numgen) and
-with source-hash persistence (jhash: both units pick the same server for a flow).
+with source hash (scheduler sh, jhash with a fixed seed: both units pick the same server).
 """
 from __future__ import annotations
 
@@ -273,13 +273,13 @@ def main() -> int:
             results = throughput(lab, args.runs, args.duration, args.connections)
             failovers = []
             if not args.no_failover:
-                for service, url, persistence in (("l4 rr", TARGETS["carpool-l4"], 0),
-                                                  ("l4 source hash", TARGETS["carpool-l4"], 300),
-                                                  ("l7 (http)", TARGETS["carpool-l7"], None)):
-                    if persistence is not None:
+                for service, url, scheduler in (("l4 rr", TARGETS["carpool-l4"], "rr"),
+                                                ("l4 source hash", TARGETS["carpool-l4"], "sh"),
+                                                ("l7 (http)", TARGETS["carpool-l7"], None)):
+                    if scheduler is not None:
                         lab.exec(lab.wait_for_master(), [
-                            "carpool", "config", "set", "virtual_service[web-l4].persistence",
-                            str(persistence)], check=True)
+                            "carpool", "config", "set", "virtual_service[web-l4].scheduler",
+                            scheduler], check=True)
                     failovers.append(failover_under_load(lab, service, url, 9.0,
                                                          args.connections))
         finally:
