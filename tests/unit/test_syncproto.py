@@ -46,6 +46,27 @@ def test_sealed_messages_round_trip_in_order():
     assert client.open(body) == {"type": "ack"}
 
 
+def test_a_welcome_whose_tag_starts_with_a_brace_is_not_taken_for_a_refusal():
+    for n in range(5000):  # a tag starts with "{" once in 256 welcomes
+        client, server = pair()
+        welcome = {"type": "welcome", "n": n}
+        body = sp.Deframer().feed(server.seal(welcome))[0]
+        if body.startswith(b"{"):
+            break
+    else:
+        pytest.fail("no tag starting with '{' in 5000 tries")
+    assert sp.open_welcome(client, body) == (welcome, None)
+
+
+def test_an_unsealed_refusal_says_why_and_other_garbage_raises():
+    client, _ = pair()
+    refusal = sp.Deframer().feed(sp.frame(sp.dumps({"type": "error",
+                                                     "error": "wrong secret"})))[0]
+    assert sp.open_welcome(client, refusal) == ({}, "wrong secret")
+    with pytest.raises(sp.FrameError):
+        sp.open_welcome(client, b"\x00" * 40)
+
+
 @pytest.mark.parametrize("attack", ["replay", "reflect", "tamper", "truncate"])
 def test_replayed_reflected_or_tampered_frames_fail(attack):
     client, server = pair()

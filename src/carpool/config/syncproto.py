@@ -117,6 +117,18 @@ class Session:
         return parse_json(body[TAG:])
 
 
+def open_welcome(session: Session, body: bytes) -> tuple[dict, str | None]:
+    """The server's answer to our proof: (the sealed welcome, None) or ({}, why it refused) —
+    a refusal is unsealed JSON. Sealed is tried first: a sealed frame starts with its tag,
+    and a tag starts with "{" once in 256 (seen in CI: a welcome taken for a refusal)."""
+    try:
+        return session.open(body), None
+    except FrameError:
+        if not body.startswith(b"{"):
+            raise
+    return {}, str(parse_json(body).get("error"))
+
+
 # -- the merge plan -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:

@@ -268,11 +268,11 @@ class SyncService:
                 raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
             session = sp.Session(sp.session_key(self.key, nonce, challenge["nonce"]), True)
             body = await ch.body(HANDSHAKE_TIMEOUT)
-            if body.startswith(b"{"):  # an unsealed answer can only be the refusal
+            welcome, refusal = sp.open_welcome(session, body)
+            if refusal is not None:
                 self.counters["refused_by_partner"] += 1
-                raise SyncRefused(f"partner {address} refused our secret: "
-                                  f"{sp.parse_json(body).get('error')}")
-            if session.open(body).get("type") != "welcome":
+                raise SyncRefused(f"partner {address} refused our secret: {refusal}")
+            if welcome.get("type") != "welcome":
                 raise sp.FrameError("garbage", "expected welcome")
             ch.session = session
             return ch
