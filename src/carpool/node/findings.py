@@ -88,25 +88,28 @@ def _transport_words(o: dict) -> tuple[str, str]:
     return transport, " to 224.0.0.18" if transport == "multicast" else ""
 
 
-def _delivery(o: dict, name: str, reports: dict, partner_report) -> tuple[str, bool, bool]:
-    """(detail, us->partner ok, partner->us ok) for one path."""
+def _delivery(o: dict, name: str, reports: dict, partner_report
+              ) -> tuple[tuple[str, bool], tuple[str, bool]]:
+    """((detail, ok) us -> partner, (detail, ok) partner -> us) for one path."""
     sent = o.get("sent", {}).get(name, 0)
     if partner_report is None:
-        return (f"sent {sent} probes; no report from the partner on any path (its daemon down, "
-                "or our probes reach it nowhere)", False, False)
+        nothing = (f"sent {sent} probes; no report from the partner on any path (its daemon "
+                   "down, or our probes reach it nowhere)", False)
+        return nothing, nothing
     heard = partner_report.get("heard", {}).get(name, 0)
     back = name in reports
-    return (f"partner heard {heard} of our {sent} probes; its report "
-            f"{'arrived' if back else 'did not arrive'} here", heard > 0, back)
+    return ((f"partner heard {heard} of our {sent} probes", heard > 0),
+            (f"the partner's report on this path {'arrived' if back else 'did not arrive'} "
+             "here", back))
 
 
 def _paths(o, name, iface, reports, partner_report) -> list[Finding]:
     transport, group = _transport_words(o)
-    detail, out_ok, back_ok = _delivery(o, name, reports, partner_report)
+    (out_detail, out_ok), (back_detail, back_ok) = _delivery(o, name, reports, partner_report)
     hint = HINT_MULTICAST.format(transport=transport, group=group, iface=name)
-    found = [Finding(f"{transport} {name}: us -> partner", out_ok, detail,
+    found = [Finding(f"{transport} {name}: us -> partner", out_ok, out_detail,
                      "" if out_ok else hint),
-             Finding(f"{transport} {name}: partner -> us", back_ok, detail,
+             Finding(f"{transport} {name}: partner -> us", back_ok, back_detail,
                      "" if back_ok else hint)]
     rtt = o.get("pings", {}).get(name)
     theirs = (partner_report or {}).get("ping", {}).get(name)
@@ -137,7 +140,8 @@ def _mac(o, name, partner_report) -> Finding:
 
 
 def _heartbeat(o, name, iface, reports, partner_report) -> Finding:
-    detail, out_ok, back_ok = _delivery(o, name, reports, partner_report)
+    (out_detail, out_ok), (back_detail, back_ok) = _delivery(o, name, reports, partner_report)
+    detail = out_detail if out_detail == back_detail else f"{out_detail}; {back_detail}"
     rtt = o.get("pings", {}).get(name)
     ok = iface["link_up"] and out_ok and back_ok
     detail = (f"link {'up' if iface['link_up'] else 'DOWN'}; {detail}; echo "
