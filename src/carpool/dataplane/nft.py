@@ -91,27 +91,20 @@ def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
     # back to its server; a new one is scheduled as usual, its pick carried from the pick rule
     # to its server's rule in the packet mark (nft 1.0 cannot store a map lookup's result).
     saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
-    rules, index = [], {}
-    for a, p, _w in servers:
-        index[(a, p)] = len(index) + 1
-    for (a, p), i in index.items():
+    number = {(a, p): n + 1 for n, (a, p, _w) in enumerate(servers)}  # 0: no mark set
+
+    def to_server(match: dict, op: str, a: str, p: int) -> list[dict]:
         name = "@" + persist_set(vs, a, p)
-        rules.append(head + [{"match": {"op": "==", "left": saddr, "right": name}},
-                             {"set": {"op": "update", "elem": saddr, "set": name}},
-                             {"counter": None},
-                             {"dnat": {"family": "ip", "addr": a, "port": p}}])
+        return head + [match, {"set": {"op": op, "elem": saddr, "set": name}},
+                       {"counter": None}, {"dnat": {"family": "ip", "addr": a, "port": p}}]
+    known = [to_server({"match": {"op": "==", "left": saddr, "right": "@" + persist_set(vs, a, p)}},
+                       "update", a, p) for a, p in number]
     slots = _slots(servers)
-    rules.append(head + [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"map": {
-        "key": _key(vs, slots),
-        "data": {"set": [[n, index[s]] for n, s in enumerate(slots)]}}}}}])
-    for (a, p), i in index.items():
-        name = "@" + persist_set(vs, a, p)
-        rules.append(head + [{"match": {"op": "==", "left": {"meta": {"key": "mark"}},
-                                        "right": i}},
-                             {"set": {"op": "add", "elem": saddr, "set": name}},
-                             {"counter": None},
-                             {"dnat": {"family": "ip", "addr": a, "port": p}}])
-    return rules
+    pick = head + [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"map": {
+        "key": _key(vs, slots), "data": {"set": [[n, number[s]] for n, s in enumerate(slots)]}}}}}]
+    new = [to_server({"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": i}},
+                     "add", a, p) for (a, p), i in number.items()]
+    return known + [pick] + new
 
 
 def persist_sets(vs: VirtualService, healthy) -> list[str]:
