@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carpool.config.document import parse_document
-from carpool.dataplane.haproxy import config_text
+from carpool.dataplane.haproxy import LOCAL_ONLY, config_text
 
 IFACES = [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
            "shared": ["198.18.0.10/24"]}]
@@ -16,7 +16,7 @@ RS = [{"address": "198.18.2.101", "port": 80, "weight": 3},
       {"address": "198.18.2.102", "port": 80, "enabled": False}]
 
 
-def text(tmp_path, healthy=lambda *k: True, peer_list=(("first", "127.0.0.1"), None), **vs):
+def text(tmp_path, healthy=lambda *k: True, peer_list=LOCAL_ONLY, **vs):
     doc = parse_document({"interface": IFACES, "virtual_service": [
         {"name": "app", "address": "198.18.0.10", "port": 8080, "type": "http",
          "real_server": RS, **vs},

@@ -110,6 +110,14 @@ class Config:
         return tuple(i for i in self.interfaces if i.check)
 
     @property
+    def heartbeats(self) -> tuple[Interface, ...]:
+        return tuple(i for i in self.interfaces if i.heartbeat)
+
+    @property
+    def partner_role(self) -> str:
+        return "second" if self.role == "first" else "first"
+
+    @property
     def socket_path(self) -> str:
         return str(Path(self.state_dir) / "carpool.sock")
 

@@ -54,7 +54,7 @@ def wanted(cfg) -> tuple[list[tuple[str, str, str]], list[str]] | None:
     doc = cfg.document
     if not doc.ha.state_sync:
         return None
-    heartbeat = [i for i in cfg.interfaces if i.heartbeat]
+    heartbeat = list(cfg.heartbeats)
     if not heartbeat:
         return None
     others = [i for i in cfg.checked if not i.heartbeat]

@@ -28,18 +28,19 @@ PEERS_PORT = 6974  # HAProxy's peers protocol: persistence tables to the partner
 STICK_SIZE = "256k"
 
 
+LOCAL_ONLY = (("first", "127.0.0.1"), None)
+
+
 def peers(cfg) -> tuple[tuple[str, str], tuple[str, str] | None]:
     """((our name, our address), (partner's name, address) or None) for HAProxy's peers
     section: over the heartbeat link when there is one and ha.state_sync is on (the partner's
     HAProxy then knows every persistent client before it takes over), else local only (the
     tables still survive a reload)."""
-    own = (cfg.role, "127.0.0.1")
-    heartbeat = [i for i in cfg.interfaces if i.heartbeat]
-    if not heartbeat or not cfg.document.ha.state_sync:
-        return own, None
-    partner = "second" if cfg.role == "first" else "first"
-    return ((cfg.role, str(heartbeat[0].own(cfg.role))),
-            (partner, str(heartbeat[0].partner(cfg.role))))
+    if not cfg.heartbeats or not cfg.document.ha.state_sync:
+        return (cfg.role, "127.0.0.1"), None
+    link = cfg.heartbeats[0]
+    return ((cfg.role, str(link.own(cfg.role))),
+            (cfg.partner_role, str(link.partner(cfg.role))))
 
 
 def sticky(vs: VirtualService) -> bool:
@@ -73,7 +74,7 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
 
 
 def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True,
-                peer_list=(("first", "127.0.0.1"), None)) -> str:
+                peer_list=LOCAL_ONLY) -> str:
     (own, own_address), partner = peer_list
     tables = any(sticky(vs) for vs in doc.virtual_service)
     lines = ["# written by carpool from the configuration document; do not edit", "global",
@@ -114,12 +115,11 @@ class HaproxyDataplane:
     def wanted(self, doc: Document) -> bool:
         return any(vs.type == "http" for vs in doc.virtual_service)
 
-    async def apply(self, doc: Document, healthy, peer_list=(("first", "127.0.0.1"), None)
-                    ) -> bool:
-        """Write the configuration; start HAProxy or reload it. A configuration HAProxy
-        refuses (`haproxy -c`) is not applied: the running one stays."""
-        async with self._lock:  # one reload at a time (each awaits haproxy -c, peers)
-            return await self._apply(doc, healthy, peer_list)
+    async def apply(self, cfg, healthy) -> bool:
+        """Write the configuration for the unit's document; start HAProxy or reload it. A
+        configuration HAProxy refuses (`haproxy -c`) is not applied: the running one stays."""
+        async with self._lock:  # one reload at a time (each awaits haproxy -c, the tables)
+            return await self._apply(cfg.document, healthy, peers(cfg))
 
     async def _apply(self, doc: Document, healthy, peer_list) -> bool:
         if not self.wanted(doc):

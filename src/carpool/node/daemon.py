@@ -26,7 +26,6 @@ from ..ha.ipv4 import parse_ipv4
 from ..ha.profile import PROTO_CARP, CarpProfile, VrrpProfile
 from ..dataplane.conntrack import ConntrackSync
 from ..dataplane.haproxy import HaproxyDataplane
-from ..dataplane.haproxy import peers as l7_peers
 from ..dataplane.health import HealthChecker
 from ..dataplane.l4 import L4Dataplane
 from ..web.unit import WebUnit
@@ -154,7 +153,7 @@ class Daemon:
     def refresh_dataplane(self) -> None:
         """Re-apply both data planes from the current document and server health."""
         self.spawn(self.l4.apply(self.cfg.document, self.health.healthy))
-        self.spawn(self.l7.apply(self.cfg.document, self.health.healthy, l7_peers(self.cfg)))
+        self.spawn(self.l7.apply(self.cfg, self.health.healthy))
 
     def _server_changed(self, key, up: bool) -> None:
         name, address, port = key
@@ -497,7 +496,7 @@ class Daemon:
         self.health.pinger = pinger
         self.health.update(self.cfg.document)
         await self.l4.apply(self.cfg.document, self.health.healthy)
-        await self.l7.apply(self.cfg.document, self.health.healthy, l7_peers(self.cfg))
+        await self.l7.apply(self.cfg, self.health.healthy)
         await self.state_sync.apply(self.cfg)
         server = await control.serve(self.cfg.socket_path,
                                      {"status": self.status, "ha.failover": self.force_failover,
