@@ -621,3 +621,37 @@ def test_pacify_on_a_master_bows_out_and_clearing_lets_it_take_over():
     assert effects[0] == SendAdvert(bow_out=True, demote=0) and e.state is BACKUP
     assert e.handle(Pacify(False, "cleared by admin"), 4.0) == [] and e.pacified == ""
     assert notify(e.handle(Tick(), e.deadline)).new is MASTER
+
+
+# -- a master that wakes from a stall ----------------------------------------------------------
+def test_master_woken_after_a_stall_longer_than_master_down_yields_at_once():
+    e = master()
+    last_advert = e.deadline - PARAMS.advert_interval
+    effects = e.handle(Tick(), last_advert + PARAMS.master_down + 0.5)  # frozen for 3.5 s
+    assert e.state is BACKUP and ReleaseAddresses() in effects
+    assert not [x for x in effects if isinstance(x, (SendAdvert, TakeAddresses))]
+    assert "woke after 3.5 s without advertising" in e.reason
+
+
+def test_master_woken_by_the_partner_advert_yields_even_when_its_rank_wins():
+    e = master()
+    late = e.deadline - PARAMS.advert_interval + PARAMS.master_down + 0.01
+    weaker = peer(address=OURS - 1)  # a rank we beat: only the stall makes us yield
+    effects = e.handle(weaker, late)
+    assert e.state is BACKUP and ReleaseAddresses() in effects
+    assert e.deadline == late + PARAMS.master_down  # the advert re-armed master-down
+
+
+def test_master_woken_with_a_new_demotion_yields_and_keeps_the_reasons():
+    e = master()
+    late = e.deadline - PARAMS.advert_interval + PARAMS.master_down + 0.01
+    effects = e.handle(DemoteChanged(LINK), late)
+    assert e.state is BACKUP and e.demote_reasons == LINK
+    assert not [x for x in effects if isinstance(x, SendAdvert)]
+
+
+def test_a_late_tick_within_master_down_is_no_stall():
+    e = master()
+    last_advert = e.deadline - PARAMS.advert_interval
+    effects = e.handle(Tick(), last_advert + PARAMS.master_down - 0.01)
+    assert e.state is MASTER and SendAdvert(bow_out=False, demote=0) in effects

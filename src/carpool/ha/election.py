@@ -8,6 +8,7 @@ seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`
              partner takes over and its advert makes us yield)--> BACKUP
     MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
     MASTER --Pacify(on)--> BACKUP; a pacified unit (reboot loop) never becomes MASTER
+    MASTER --woke from a stall longer than master-down (the partner has taken over)--> BACKUP
     BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
 
 BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
@@ -199,6 +200,14 @@ class Election:
         return Rank(self.demote, self.params.rank_preference, self.params.address)
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        if isinstance(event, (Tick, AdvertReceived, DemoteChanged)) and self._stalled(now):
+            # Yield first, then take the event as the BACKUP we now are (an advert re-arms
+            # master-down, a bow-out still hands us the addresses).
+            effects = self._become_backup(self._stall_reason(now), now)
+            return effects + ([] if isinstance(event, Tick) else self._handle(event, now))
+        return self._handle(event, now)
+
+    def _handle(self, event: Event, now: float) -> list[Effect]:
         match event:
             case Start():
                 return self._start(now)
@@ -220,6 +229,21 @@ class Election:
         raise TypeError(f"not an election event: {event!r}")
 
     # -- handlers -----------------------------------------------------------------------------
+    def _stalled(self, now: float) -> bool:
+        """A MASTER whose last advert went out longer than master-down ago was frozen (SIGSTOP,
+        a hung loop): the partner has heard nothing for that long and has taken over, so
+        asserting mastership on waking would duplicate every shared address. The last advert
+        left at deadline - advert_interval."""
+        if self._state is not State.MASTER or self._deadline is None:
+            return False
+        last_advert = self._deadline - self.params.advert_interval
+        return now - last_advert > self.params.master_down
+
+    def _stall_reason(self, now: float) -> str:
+        silent = now - (self._deadline - self.params.advert_interval)
+        return (f"woke after {_secs(silent)} s without advertising (> master-down "
+                f"{_secs(self.params.master_down)} s): the partner may hold the addresses")
+
     def _start(self, now: float) -> list[Effect]:
         if self._state is not State.INIT:
             return []
