@@ -4,10 +4,11 @@
     carpool lab down [--purge]
     carpool lab status [--json] [--watch SECONDS]
     carpool lab exec UNIT -- CMD...         (UNIT: a, b, c1, r1.., sw; cp- prefix accepted)
-    carpool lab fault kill|term|crash --unit a|b
-    carpool lab fault link-down|link-up --unit a|b --iface ethN
-    carpool lab fault block-multicast|block-icmp|block-sync|block-vmac|block-adverts|cut-heartbeat
+    carpool lab fault FAULT [ARGS]          (carpool lab fault --help lists them: kill, term,
+                                             crash, killall, freeze, reboot, link-down, flap,
+                                             one-way, partition, block-*, cut-heartbeat, ...)
     carpool lab heal
+    carpool lab chaos [--faults N] [--seed S] [--fast] [--report DIR]
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 import tomllib
 
 from .core import Lab
+from .faults import FAULTS
 from .ns import LabError, machine_lock
 
 UNIT_HELP = "a or b (cp-a / cp-b accepted)"
@@ -94,23 +96,20 @@ def cmd_exec(args) -> int:
 
 def cmd_fault(args) -> int:
     lab = Lab()
-    name = args.fault
-    if name in ("kill", "term", "crash"):
-        result = getattr(lab, name)(args.unit)
-        pids = result if isinstance(result, list) else [result]
-        print(f"{name} unit {lab.unit(args.unit)}: pids {' '.join(map(str, pids)) or 'none'}")
-    elif name in ("link-down", "link-up"):
-        getattr(lab, name.replace("-", "_"))(args.unit, args.iface)
-        print(f"unit {lab.unit(args.unit)} {args.iface}: {name[5:]}")
-    elif name == "stop-server":
-        lab.stop_server(args.server)
-        print(f"real server {args.server}: HTTP stopped (heal restarts it)")
-    elif name == "block-vmac":
-        lab.block_vmac(args.vhid)
-        print(f"switch: {', '.join(lab.switch_faults())}")
-    else:
-        getattr(lab, name.replace("-", "_"))()
-        print(f"{name}: done; switch faults: {', '.join(lab.switch_faults()) or 'none'}")
+    fault = FAULTS[args.fault]
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("func", "fault", "force", "lab_command")}
+    result = fault.inject(lab, values)
+    where = " ".join(f"{k} {v}" for k, v in values.items() if v not in (None, False))
+    said = ""
+    if isinstance(result, int):
+        result = [result]
+    if isinstance(result, list) and result and isinstance(result[0], int):
+        said = f": pids {' '.join(map(str, result))}"
+    elif isinstance(result, list) and result:
+        said = f": {len(result)} windows"
+    print(f"{fault.name}{' ' + where if where else ''}: done{said}; switch faults: "
+          f"{', '.join(lab.switch_faults()) or 'none'}")
     return 0
 
 
@@ -203,26 +202,10 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
 
     fault = sub.add_parser("fault", help="inject a fault")
     faults = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
-    for name, text in (("kill", "SIGKILL the worker daemon (the supervisor cleans up)"),
-                       ("term", "SIGTERM the supervisor (clean stop, bow-out)"),
-                       ("crash", "power loss: all links down, then SIGKILL supervisor+worker")):
-        p = faults.add_parser(name, help=text)
-        p.add_argument("--unit", required=True, help=UNIT_HELP)
-    for name in ("link-down", "link-up"):
-        p = faults.add_parser(name, help=f"{name.replace('-', ' ')} one unit interface")
-        p.add_argument("--unit", required=True, help=UNIT_HELP)
-        p.add_argument("--iface", required=True, help="eth0, eth1 or eth2")
-    for name, text in (("block-multicast", "switch drops 224.0.0.18 (CARP/VRRP adverts)"),
-                       ("block-icmp", "switch drops ICMP"),
-                       ("block-sync", "switch drops TCP port 6973 (config sync)"),
-                       ("block-adverts", "both units drop IP protocol 112 on every interface "
-                                         "(heartbeat too); ICMP and sync pass"),
-                       ("cut-heartbeat", "the heartbeat cable (eth1) pulled at both ends")):
-        faults.add_parser(name, help=text)
-    p = faults.add_parser("stop-server", help="stop a real server's HTTP service (heal restarts)")
-    p.add_argument("--server", required=True, help="r1, r2, ... (or cp-r1)")
-    p = faults.add_parser("block-vmac", help="switch drops frames from the virtual MAC")
-    p.add_argument("--vhid", type=int, default=1)
+    for f in FAULTS.values():
+        p = faults.add_parser(f.name, help=f.help)
+        for flag, kwargs in f.args:
+            p.add_argument(flag, **kwargs)
     for p in faults.choices.values():
         p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     fault.set_defaults(func=_guard(_locked(cmd_fault)))

@@ -4,7 +4,15 @@ Process faults: kill (SIGKILL of the worker daemon only: the supervisor cleans u
 to the supervisor: a clean stop), crash (power loss: supervisor and worker frozen, every link
 of the unit down, then both SIGKILLed, so nothing reacts and nothing is cleaned up).
 Link faults: link_down / link_up of one unit interface; cut_heartbeat (both ends of eth1 down).
-Unit faults: block_adverts (an input filter in both units, table ip carpool_lab).
+Unit faults: block_adverts (an input filter in both units, table ip carpool_lab); one_way (the
+same table in one unit only, dropping the partner's adverts on chosen paths).
+Chaos faults (issue 11): freeze (SIGSTOP of the worker or of every process of the unit; the pids
+are recorded in <lab dir>/frozen.json so a `heal` from another process thaws them), killall
+(SIGKILL of every process in the unit's namespace; heal restarts it without tidying its
+leftovers, so a campaign sees what the kernel and the restarted daemon do), flap, partition
+(heartbeat cable down and the switch dropping every frame between the units' ports), reboot.
+FAULTS at the end is the one table of every fault: its name, its arguments, how to inject it;
+the command line and the chaos campaign are built from it.
 Switch faults: one nftables table `bridge carpool_lab` in cp-sw, chain `forward` on the bridge
 forward hook, one rule per fault, tagged with a comment naming the fault. The chain sees the
 frames of every bridge in cp-sw, which holds exactly lan and srv. (Matching the bridge by name,
@@ -15,10 +23,15 @@ switch whose IGMP snooping eats CARP/VRRP adverts.
 from __future__ import annotations
 
 import json
+import random
 import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .ns import LabError, ip, sh, signal_pid, wait_for
-from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNITS, base_addresses,
+from .ns import (LabError, alive, in_namespace, ip, pids_in, sh, signal_pid, wait_for,
+                 write_file)
+from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNIT_BRIDGE, UNITS, base_addresses,
                        lab_namespaces, links, unit_ns)
 
 TABLE = "carpool_lab"
@@ -29,6 +42,13 @@ RULES = {
     "block-icmp": ["ip protocol icmp"],
     "block-sync": [f"tcp dport {SYNC_PORT}", f"tcp sport {SYNC_PORT}"],
 }
+PATHS = ("eth0", HEARTBEAT, "eth2")   # the advert paths between the units
+FLAP_MAX = 20                          # flaps and reboots are bounded, whatever is asked
+REBOOT_MAX = 5
+
+
+def partner(unit: str) -> str:
+    return "b" if unit == "a" else "a"
 
 
 class FaultsMixin:
@@ -57,6 +77,108 @@ class FaultsMixin:
             if link["ifname"] != "lo":
                 ip("link", "set", link["ifname"], "down", ns=ns)
         return self._kill_now(unit)
+
+    def freeze(self, unit: str, whole: bool = False) -> list[int]:
+        """SIGSTOP the worker daemon (a hung event loop; the supervisor still waits on it), or
+        with whole every process of the unit (supervisor, worker, HAProxy, conntrackd...).
+        The pids are recorded so thaw()/heal() (from any process) SIGCONT them. Returns them."""
+        unit = self.unit(unit)
+        ns = unit_ns(unit)
+        if whole:
+            pids: list[int] = []
+            for _ in range(3):  # a process forked while we listed is caught by the next round
+                fresh = [p for p in pids_in([ns]).get(ns, []) if p not in pids]
+                if not fresh:
+                    break
+                pids += [p for p in fresh if signal_pid(p, signal.SIGSTOP, ns)]
+        else:
+            pid = self.daemon_pid(unit)
+            if pid is None or not signal_pid(pid, signal.SIGSTOP, None):
+                raise LabError(f"unit {unit}: no daemon process running")
+            pids = [pid]
+        frozen = self._frozen()
+        frozen[unit] = sorted(set(frozen.get(unit, [])) | set(pids))
+        self._save_frozen(frozen)
+        return pids
+
+    def thaw(self, unit: str | None = None) -> list[int]:
+        """SIGCONT what freeze() stopped (one unit, or all). Returns the pids woken."""
+        frozen = self._frozen()
+        woken = []
+        for name in [self.unit(unit)] if unit else list(frozen):
+            for pid in frozen.pop(name, []):
+                if signal_pid(pid, signal.SIGCONT, unit_ns(name)):
+                    woken.append(pid)
+        self._save_frozen(frozen)
+        return woken
+
+    def frozen(self) -> dict[str, list[int]]:
+        """unit -> pids stopped by freeze() and not thawed yet."""
+        return self._frozen()
+
+    @property
+    def _frozen_path(self):
+        return self.dir / "frozen.json"
+
+    def _frozen(self) -> dict[str, list[int]]:
+        try:
+            return {u: [int(p) for p in pids]
+                    for u, pids in json.loads(self._frozen_path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _save_frozen(self, frozen: dict[str, list[int]]) -> None:
+        if frozen:
+            write_file(self._frozen_path, json.dumps(frozen) + "\n")
+        else:
+            self._frozen_path.unlink(missing_ok=True)
+
+    def killall(self, unit: str) -> list[int]:
+        """SIGKILL every process in the unit's namespace (`systemctl kill -s KILL`, a cgroup
+        OOM kill): nobody cleans up, the links stay up. All are stopped first so none sees
+        another die and reacts. heal() restarts the unit without removing what it left."""
+        unit = self.unit(unit)
+        ns = unit_ns(unit)
+        killed: list[int] = []
+        for _ in range(3):
+            fresh = [p for p in pids_in([ns]).get(ns, []) if p not in killed]
+            if not fresh:
+                break
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in fresh:
+                    signal_pid(pid, sig, ns)
+            killed += fresh
+        if not killed:
+            raise LabError(f"unit {unit}: no process running")
+        wait_for(lambda: not any(alive(p) for p in killed), 5.0, what=f"unit {unit} killed")
+        self._mark_killall(unit)
+        return killed
+
+    @property
+    def _killall_path(self):
+        return self.dir / "killall.json"
+
+    def _killall_units(self) -> set[str]:
+        try:
+            return set(json.loads(self._killall_path.read_text())) & set(UNITS)
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _mark_killall(self, unit: str) -> None:
+        write_file(self._killall_path, json.dumps(sorted(self._killall_units() | {unit})))
+
+    def reboot(self, unit: str, times: int = 3, timeout: float = 15.0) -> list[list[float]]:
+        """Restart the unit `times` times in a row (SIGTERM, then start; each start waits until
+        the daemon answers). Returns the [stopped at, answers at] CLOCK_MONOTONIC windows, when
+        the unit had no live daemon."""
+        unit = self.unit(unit)
+        windows = []
+        for _ in range(max(1, min(int(times), REBOOT_MAX))):
+            start = time.monotonic()
+            self.stop_unit(unit)
+            self.start_unit(unit, wait=True, timeout=timeout)
+            windows.append([start, time.monotonic()])
+        return windows
 
     def stop_server(self, server: str) -> None:
         """Stop a real server's HTTP service (rN or cp-rN); heal() starts it again."""
@@ -87,6 +209,34 @@ class FaultsMixin:
         """The heartbeat cable pulled: eth1 down at both ends."""
         for unit in UNITS:
             self.link_down(unit, HEARTBEAT)
+
+    def flap(self, unit: str, iface: str, times: int = 5,
+             rng: random.Random | None = None) -> list[list[float]]:
+        """The link goes down and up `times` times (at most FLAP_MAX), each state held a random
+        10-500 ms; it ends up. Returns the [down, up] CLOCK_MONOTONIC windows."""
+        rng = rng or random.Random()
+        ns = unit_ns(self.unit(unit))
+        windows = []
+        for _ in range(max(1, min(int(times), FLAP_MAX))):
+            down = time.monotonic()
+            ip("link", "set", iface, "down", ns=ns)
+            time.sleep(rng.uniform(0.01, 0.5))
+            ip("link", "set", iface, "up", ns=ns)
+            windows.append([down, time.monotonic()])
+            time.sleep(rng.uniform(0.01, 0.5))
+        self._wait_not_down({ns: [iface]})
+        return windows
+
+    def partition(self) -> None:
+        """Every path between the units cut: the heartbeat cable down at both ends and the
+        switch dropping every frame from one unit's port to the other's (multicast and ARP
+        too); the client and the real servers still reach each unit."""
+        self.cut_heartbeat()
+        matches = []
+        for port in UNIT_BRIDGE:
+            matches += [f'iifname "a-{port}" oifname "b-{port}"',
+                        f'iifname "b-{port}" oifname "a-{port}"']
+        self._block("partition", matches)
 
     # -- the switch ---------------------------------------------------------------------------
     def _block(self, fault: str, matches: list[str]) -> None:
@@ -127,6 +277,24 @@ class FaultsMixin:
                 f"table ip {TABLE} {{ chain input {{ type filter hook input priority -300; "
                 f'policy accept; ip protocol 112 counter drop comment "block-adverts"; }} ; }}\n'))
 
+    def one_way(self, to_unit: str, ifaces: list[str] | tuple[str, ...] | None = None) -> None:
+        """Adverts (IP protocol 112) from the partner dropped at `to_unit`'s input on the given
+        paths (default all: eth0, eth1, eth2); the other direction, ICMP and TCP pass. Matched
+        on the partner's address on each path (its adverts' source), so a virtual MAC's
+        macvlan is covered too."""
+        unit = self.unit(to_unit)
+        other = partner(unit)
+        chosen = [ifaces] if isinstance(ifaces, str) else list(ifaces or PATHS)
+        unknown = [i for i in chosen if i not in PATHS]
+        if unknown:
+            raise LabError(f"one-way: unknown path {unknown}: {', '.join(PATHS)}")
+        rules = " ".join(
+            f'ip saddr {UNIT_ADDR[other][i].split("/")[0]} ip protocol 112 counter drop '
+            f'comment "one-way {other}>{unit} {i}";' for i in chosen)
+        sh(["nft", "-f", "-"], ns=unit_ns(unit), input=(
+            f"table ip {TABLE} {{ chain oneway {{ type filter hook input priority -300; "
+            f"policy accept; {rules} }} ; }}\n"))
+
     def switch_faults(self) -> list[str]:
         """The faults active on the switch (the comments of the table's rules), in order."""
         proc = sh(["nft", "-j", "list", "table", "bridge", TABLE], ns=SWITCH, check=False)
@@ -144,7 +312,7 @@ class FaultsMixin:
         present = lab_namespaces()
         if SWITCH in present:
             sh(["nft", "delete", "table", "bridge", TABLE], ns=SWITCH, check=False)
-        for unit in UNITS:  # block_adverts
+        for unit in UNITS:  # block_adverts, one_way
             if unit_ns(unit) in present:
                 sh(["nft", "delete", "table", "ip", TABLE], ns=unit_ns(unit), check=False)
 
@@ -168,16 +336,21 @@ class FaultsMixin:
         """Undo every fault: remove the switch table, reset crashed units to a power-on state,
         set all lab links up, restart the wanted units whose daemon is not running. With wait:
         until exactly one unit is master (both wanted; returned) or the restarted unit answers
-        status (one wanted; None)."""
+        status (one wanted; None). Frozen processes are woken first; a unit killed by killall()
+        is restarted on what it left (its daemon must clean that up itself)."""
+        self.thaw()
         self.unblock()
         self._wait_signalled()
         for ns, pid in self.server_pids().items():  # stopped real servers serve again
             if pid is None:
                 self.serve_real_server(ns)
         restart = [u for u in UNITS if u in self.wanted and not self.unit_running(u)]
+        killed = self._killall_units()
+        self._killall_path.unlink(missing_ok=True)
         for unit in restart:
             self._stop_remnants(unit)
-            self._power_on(unit)
+            if unit not in killed:
+                self._power_on(unit)
         down = self.links_down()
         for ns, names in down.items():
             for name in names:
@@ -209,3 +382,115 @@ class FaultsMixin:
                 cidr = f"{addr['local']}/{addr['prefixlen']}"
                 if name in own and cidr != own[name]:
                     ip("addr", "del", cidr, "dev", name, ns=ns, check=False)
+
+
+# -- the fault table --------------------------------------------------------------------------
+UNIT_ARG = ("--unit", {"required": True, "help": "a or b (cp-a / cp-b accepted)"})
+IFACE_ARG = ("--iface", {"required": True, "help": "eth0, eth1 or eth2"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: how `carpool lab fault NAME` spells its arguments (argparse add_argument
+    pairs; dests are the keys `inject` reads) and how to inject it on a Lab. Every fault is
+    undone by Lab.heal(); `undo`, if any, undoes this one alone."""
+    name: str
+    help: str
+    inject: Callable[[Any, dict], Any]
+    args: tuple[tuple[str, dict], ...] = ()
+    undo: Callable[[Any, dict], Any] | None = None
+    effect: Callable[[dict], dict] = lambda a: {}
+
+
+def _rng(a: dict) -> random.Random:
+    return random.Random(a.get("seed"))
+
+
+# effect(args): what the fault does to the pair while it lasts, for the chaos invariants:
+#   dead: units without a live, responsive daemon;
+#   cut: channels between the units that carry nothing: "eth0:a>b" (adverts from a reach b
+#        on eth0), ..., and "sync" (TCP 6973; it runs between the eth0 addresses);
+#   client_down: units whose client link (eth0) is down.
+def _both(*paths: str) -> list[str]:
+    return [f"{p}:{x}>{partner(x)}" for p in paths for x in UNITS]
+
+
+def _dead(a: dict) -> dict:
+    return {"dead": [a["unit"]]}
+
+
+def _link(a: dict) -> dict:
+    eth0 = a["iface"] == "eth0"
+    return {"cut": _both(a["iface"]) + (["sync"] if eth0 else []),
+            "client_down": [a["unit"]] if eth0 else []}
+
+
+def _one_way(a: dict) -> dict:
+    to = a["to"].lower().removeprefix("cp-")
+    paths = a.get("iface") or PATHS
+    return {"cut": [f"{p}:{partner(to)}>{to}" for p in ([paths] if isinstance(paths, str)
+                                                        else paths)]}
+
+
+ALL_CUT = _both(*PATHS) + ["sync"]
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("kill", "SIGKILL the worker daemon (the supervisor cleans up)",
+          lambda lab, a: lab.kill(a["unit"]), (UNIT_ARG,), effect=_dead),
+    Fault("term", "SIGTERM the supervisor (clean stop, bow-out)",
+          lambda lab, a: lab.term(a["unit"]), (UNIT_ARG,), effect=_dead),
+    Fault("crash", "power loss: all links down, then SIGKILL supervisor+worker",
+          lambda lab, a: lab.crash(a["unit"]), (UNIT_ARG,),
+          effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]}),
+    Fault("killall", "SIGKILL every process of the unit, no cleanup, links stay up",
+          lambda lab, a: lab.killall(a["unit"]), (UNIT_ARG,), effect=_dead),
+    Fault("freeze", "SIGSTOP the worker (--whole: every process of the unit); heal thaws",
+          lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
+          (UNIT_ARG, ("--whole", {"action": "store_true",
+                                  "help": "every process of the unit, not the worker only"})),
+          undo=lambda lab, a: lab.thaw(a["unit"]), effect=_dead),
+    Fault("thaw", "SIGCONT what freeze stopped (heal does it too)",
+          lambda lab, a: lab.thaw(a["unit"]), (UNIT_ARG,)),
+    Fault("reboot", "restart the unit several times in a row",
+          lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)),
+          (UNIT_ARG, ("--times", {"type": int, "default": 3,
+                                  "help": f"restarts (at most {REBOOT_MAX})"})),
+          effect=_dead),
+    Fault("link-down", "set one unit interface down",
+          lambda lab, a: lab.link_down(a["unit"], a["iface"]), (UNIT_ARG, IFACE_ARG),
+          undo=lambda lab, a: lab.link_up(a["unit"], a["iface"]),
+          effect=_link),
+    Fault("link-up", "set one unit interface up",
+          lambda lab, a: lab.link_up(a["unit"], a["iface"]), (UNIT_ARG, IFACE_ARG)),
+    Fault("flap", "a unit interface down and up several times, 10-500 ms apart; ends up",
+          lambda lab, a: lab.flap(a["unit"], a["iface"], a.get("times", 5), _rng(a)),
+          (UNIT_ARG, IFACE_ARG,
+           ("--times", {"type": int, "default": 5, "help": f"flaps (at most {FLAP_MAX})"}),
+           ("--seed", {"type": int, "help": "random intervals from this seed"})),
+          effect=_link),
+    Fault("block-multicast", "switch drops 224.0.0.18 (CARP/VRRP adverts)",
+          lambda lab, a: lab.block_multicast(), effect=lambda a: {"cut": _both("eth0", "eth2")}),
+    Fault("block-icmp", "switch drops ICMP", lambda lab, a: lab.block_icmp()),
+    Fault("block-sync", "switch drops TCP port 6973 (config sync)",
+          lambda lab, a: lab.block_sync(), effect=lambda a: {"cut": ["sync"]}),
+    Fault("block-vmac", "switch drops frames from the virtual MAC",
+          lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
+          (("--vhid", {"type": int, "default": 1}),), effect=lambda a: {"cut": _both("eth0", "eth2")}),
+    Fault("block-adverts", "both units drop IP protocol 112 on every interface (heartbeat "
+                           "too); ICMP and sync pass",
+          lambda lab, a: lab.block_adverts(), effect=lambda a: {"cut": _both(*PATHS)}),
+    Fault("one-way", "adverts from the partner dropped at --to's input (one direction), on "
+                     "the given paths (default all)",
+          lambda lab, a: lab.one_way(a["to"], a.get("iface") or None),
+          (("--to", {"required": True, "help": "the unit that stops hearing its partner"}),
+           ("--iface", {"action": "append", "choices": PATHS,
+                        "help": "a path (repeatable; default eth0, eth1 and eth2)"})),
+          effect=_one_way),
+    Fault("cut-heartbeat", "the heartbeat cable (eth1) pulled at both ends",
+          lambda lab, a: lab.cut_heartbeat(), effect=lambda a: {"cut": _both(HEARTBEAT)}),
+    Fault("partition", "every path between the units cut (heartbeat down, switch drops "
+                       "unit-to-unit frames); client and servers reach both",
+          lambda lab, a: lab.partition(), effect=lambda a: {"cut": ALL_CUT}),
+    Fault("stop-server", "stop a real server's HTTP service (heal restarts it)",
+          lambda lab, a: lab.stop_server(a["server"]),
+          (("--server", {"required": True, "help": "r1, r2, ... (or cp-r1)"}),)),
+)}
