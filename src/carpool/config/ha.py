@@ -65,6 +65,8 @@ class Config:
     notify_timeout: float = 5.0
     log_level: str = "info"
     restart_limit: int = 3        # more restarts in 5 min: pacified (0 = no protection)
+    watchdog: float = -1.0        # s of a silent worker loop before the supervisor kills it;
+                                  # -1 = automatic (watchdog_timeout), 0 = off
     protocol: str = "carp"
     vhid: int = 1
     ha_timeout: int = 3
@@ -196,7 +198,7 @@ class _Checker:
 
 
 _UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
-              "log_level", "restart_limit"}
+              "log_level", "restart_limit", "watchdog"}
 _WEB_KEYS = {"enabled", "bind", "port", "cert", "key", "partner_url"}
 LOCAL_TABLES = ("unit", "web")  # a unit's own file only; never part of the synced document
 
@@ -249,6 +251,8 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         notify_timeout=float(c.number(unit, "notify_timeout", 0.1, 60, 5.0, "unit.")),
         log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."),
         restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")),
+        watchdog=float(c.number(unit, "watchdog", 0, 600, 0, "unit.")) if "watchdog" in unit
+        else -1.0,
         web=_web(c, doc.get("web", {})))
     try:
         appliance = document.parse_document({k: v for k, v in doc.items()
@@ -266,7 +270,7 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
     return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
                        state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
                        notify_timeout=cfg.notify_timeout, log_level=cfg.log_level,
-                       restart_limit=cfg.restart_limit, web=cfg.web)
+                       restart_limit=cfg.restart_limit, watchdog=cfg.watchdog, web=cfg.web)
 
 
 def config_from(doc: document.Document, **local) -> Config:

@@ -182,7 +182,8 @@ def _sysctl(path: str, value: str) -> None:
         log.warning("cannot set %s=%s: %s", path, value, e)
 
 
-def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0) -> None:
+def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0,
+                 lifetime: int | None = None) -> None:
     address = str(iface.ip)
     kwargs = {}
     if iface.network.prefixlen < 31:
@@ -192,8 +193,13 @@ def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0
     # Added straight away, no dump first: this is the takeover path. A leftover of the same
     # address with another prefix is removed before (remove_stale at start, and the daemon
     # withdraws a shared address whose prefix a new configuration version changed).
+    command = "add"
+    if lifetime is not None:
+        # "replace" adds or renews: the same call takes the address and keeps it alive.
+        command, kwargs["valid_lft"], kwargs["preferred_lft"] = "replace", lifetime, lifetime
     try:
-        ipr.addr("add", index=index, address=address, prefixlen=iface.network.prefixlen, **kwargs)
+        ipr.addr(command, index=index, address=address, prefixlen=iface.network.prefixlen,
+                 **kwargs)
     except Exception as e:
         if _code(e) != errno.EEXIST:
             raise
@@ -283,18 +289,23 @@ def warm_up() -> None:
     _packet_socket()
 
 
-def add_shared(ifname: str, cidr: str, vmac: str | None = None) -> None:
-    """Put the shared address `cidr` (e.g. "198.18.0.10/24") on ifname, or on its vmac macvlan."""
+def add_shared(ifname: str, cidr: str, vmac: str | None = None,
+               lifetime: int | None = None) -> None:
+    """Put the shared address `cidr` (e.g. "198.18.0.10/24") on ifname, or on its vmac macvlan.
+
+    With lifetime (seconds) the kernel removes the address that long after the last call
+    unless it is called again: a dead daemon's addresses go away without it (see node/fence.py
+    for the millisecond part). Calling again renews it, or puts it back if it vanished."""
     iface = _interface(cidr)
 
     def work(ipr) -> None:
         parent = _parent(ipr, ifname)
         if vmac is None:
-            _add_address(ipr, parent, iface)
+            _add_address(ipr, parent, iface, lifetime=lifetime)
             return
         index = _ensure_macvlan(ipr, ifname, parent, vmac)
         flags = IFA_F_NOPREFIXROUTE if _parent_covers(ipr, parent, iface) else 0
-        _add_address(ipr, index, iface, flags)
+        _add_address(ipr, index, iface, flags, lifetime)
 
     _netlink(work)
 

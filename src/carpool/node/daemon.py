@@ -33,6 +33,8 @@ from . import addresses, control
 from . import findings
 from .configd import ConfigControl
 from .doctor import DoctorAgent
+from .fence import Fence, fence_timeout
+from .watchdog import Pulse, watchdog_timeout
 from .pacify import StartRecord
 from .icmp import Pinger
 from .links import LinkMonitor
@@ -42,6 +44,10 @@ from .rawsock import AdvertSocket
 log = logging.getLogger("carpool.daemon")
 MULTICAST = IPv4Address("224.0.0.18")
 PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage
+# Kernel lifetime of a held shared address, renewed every LIFETIME_RENEW s while active: the
+# backstop that removes a dead unit's addresses (the fence darkens them long before).
+ADDRESS_LIFETIME = 3
+LIFETIME_RENEW = 1.0
 
 
 def make_profile(cfg: Config):
@@ -87,6 +93,8 @@ class Daemon:
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
         self.held: list[str] = []
+        self.fence = Fence(fence_timeout(self.params.advert_interval))
+        self._renewed = float("-inf")  # when the held addresses' kernel lifetime was renewed
         self.events: collections.deque = collections.deque(maxlen=50)
         self.stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -116,6 +124,9 @@ class Daemon:
                                           cfg.initial_wait)
         self.ifaces = {i.name: i for i in cfg.interfaces}
 
+    def shared_ips(self) -> list[IPv4Address]:
+        return [c.ip for i in self.cfg.interfaces for c in i.shared]
+
     def is_active(self) -> bool:
         return self.election.state is el.State.MASTER
 
@@ -134,6 +145,8 @@ class Daemon:
                {(i.name, str(c)) for i in new.interfaces for c in i.shared}
         self._configure(new)
         self.election.params = self.params
+        self.fence.timeout = fence_timeout(self.params.advert_interval)
+        self.fence.install(self.shared_ips())
         for name in self.ifaces:
             self.state.setdefault(name, IfaceState())
         if self.loop is not None:
@@ -219,6 +232,8 @@ class Daemon:
 
     def send_adverts(self, bow_out: bool, demote: int) -> None:
         self.counter = (self.counter + 1) & (2**64 - 1)
+        if not bow_out and self.is_active():
+            self.keep_alive()
         for name, sock in self.sockets.items():
             iface = self.ifaces[name]
             source = iface.own(self.cfg.role)
@@ -233,15 +248,32 @@ class Daemon:
     def _vmac(self) -> str | None:
         return self.cfg.vmac_address if self.cfg.vmac else None
 
+    def keep_alive(self) -> None:
+        """The active unit, each advert: the fence keeps the held addresses serving for another
+        timeout; once a second their kernel lifetime is renewed (which re-adds one that went)."""
+        now = self.now()
+        self.fence.hold(self.shared_ips(), now)
+        if now - self._renewed >= LIFETIME_RENEW:
+            self._renewed = now
+            self._add_addresses(announce=False)
+
     def take_addresses(self) -> None:
+        # Live in the fence first: the first packets to an address just added must pass.
+        self.fence.hold(self.shared_ips(), self.now(), force=True)
+        self._renewed = self.now()
+        self._add_addresses(announce=True)
+
+    def _add_addresses(self, announce: bool) -> None:
         for iface in self.cfg.interfaces:
             for cidr in iface.shared:
                 try:
-                    addresses.add_shared(iface.name, str(cidr), self._vmac())
+                    addresses.add_shared(iface.name, str(cidr), self._vmac(), ADDRESS_LIFETIME)
                     if str(cidr) not in self.held:
                         self.held.append(str(cidr))
                 except OSError as e:
                     log.error("cannot add shared address %s on %s: %s", cidr, iface.name, e)
+                    continue
+                if not announce:
                     continue
                 try:  # one announcement right away, before the next add (the burst follows)
                     addresses.send_garp(iface.name, str(cidr.ip), self._vmac(), count=1)
@@ -249,6 +281,7 @@ class Daemon:
                     log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
 
     def release_addresses(self) -> None:
+        self.fence.release()  # dark at once; the netlink removals take a few milliseconds
         remove_shared_addresses(self.cfg)
         self.held.clear()
 
@@ -475,6 +508,7 @@ class Daemon:
                           "state_sync": self.state_sync.status(),
                           "servers": self.health.status()},
             "doctor": dict(self.doctor.counters),
+            "fence": self.fence.status(),
         }
         status["warnings"] = findings.warnings(status, self.config.sync.partner_ha,
                                                self.doctor.recent_foreign(), time.time())
@@ -483,8 +517,14 @@ class Daemon:
     # -- life cycle ------------------------------------------------------------------------
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
+        timeout = watchdog_timeout(self.params.master_down, self.params.advert_interval,
+                                   self.cfg.watchdog)
+        pulse = Pulse.from_env(timeout) if timeout > 0 else None
+        if pulse:
+            pulse.start(self.loop)
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
+        self.fence.install(self.shared_ips())
         try:
             addresses.warm_up()
         except OSError as e:
@@ -523,6 +563,7 @@ class Daemon:
         log.info("SIGTERM: bowing out")
         self.feed(el.Shutdown())
         remove_shared_addresses(self.cfg)
+        self.fence.remove()
         if self._notifies:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self._notifies), timeout=self.cfg.notify_timeout + 1)
         web.cancel()
@@ -537,6 +578,8 @@ class Daemon:
         await self.state_sync.stop()
         links.close()
         pinger.close()
+        if pulse:
+            pulse.stop()
         for sock in self.sockets.values():
             sock.close()
         return 0

@@ -4,7 +4,10 @@ keepalived and ucarp both leave the shared address on a node whose daemon was SI
 in the lab), so the partner's takeover makes a duplicate. The parent does nothing but wait: when
 the worker dies uncleanly it withdraws the shared addresses and sends one bow-out advert, so the
 partner takes over at once instead of after master-down. If the parent itself is killed, the
-kernel sends the worker SIGTERM (PR_SET_PDEATHSIG) and the worker bows out by itself.
+kernel sends the worker SIGTERM (PR_SET_PDEATHSIG) and the worker bows out by itself. A worker
+that stops answering (SIGSTOP, a hung loop) is SIGKILLed by the watchdog (node/watchdog.py) and
+cleaned up after the same way. When both are killed at once, the kernel takes the addresses
+away by itself: the fence within a few adverts, their lifetime within seconds (node/fence.py).
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import sys
 from pathlib import Path
 
 from ..config.ha import Config
-from .daemon import bow_out_once, remove_shared_addresses
+from . import fence, watchdog
+from .daemon import bow_out_once, make_profile, remove_shared_addresses
 
 log = logging.getLogger("carpool.supervisor")
 PR_SET_PDEATHSIG = 1
@@ -35,9 +39,16 @@ def supervise(cfg: Config) -> int:
     state_dir = Path(cfg.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    params = make_profile(cfg).params(cfg.checked[0].own(cfg.role), cfg.preempt,
+                                      cfg.initial_wait)
+    timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval,
+                                        cfg.watchdog)
+    pulse_r, pulse_w = os.pipe()
     worker = subprocess.Popen(
         [sys.executable, "-m", "carpool.cli", "run", "--worker", "--config", cfg.path],
-        preexec_fn=_die_with_parent)
+        preexec_fn=_die_with_parent, pass_fds=(pulse_w,),
+        env={**os.environ, watchdog.ENV: str(pulse_w)})
+    os.close(pulse_w)
     (state_dir / "daemon.pid").write_text(f"{worker.pid}\n")
 
     def forward(signum, _frame):
@@ -49,17 +60,18 @@ def supervise(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not fail the pair over
-    while True:
-        try:
-            code = worker.wait()
-            break
-        except InterruptedError:
-            continue
+    hung = watchdog.watch(pulse_r, timeout, lambda: worker.poll() is not None)
+    if hung:
+        log.error("daemon %d hung: %s; killing it", worker.pid, hung)
+        worker.kill()
+    code = worker.wait()
+    os.close(pulse_r)
     if code == 0:
         log.info("daemon stopped cleanly")
         return 0
     why = f"signal {-code}" if code < 0 else f"exit status {code}"
     log.error("daemon died (%s): withdrawing shared addresses and bowing out", why)
+    fence.darken()
     remove_shared_addresses(cfg)
     bow_out_once(cfg)
     (state_dir / "state").write_text("init\n")

@@ -1,0 +1,151 @@
+"""The fence: a shared address serves only while its holder's daemon keeps saying so.
+
+A killed (every process SIGKILLed) or frozen (SIGSTOP, a hung loop) unit cannot withdraw its
+shared addresses, and the partner takes them over: two holders. The kernel must end that on its
+own. Address lifetimes (valid_lft) do, but only to the second: IPv4 lifetimes are whole seconds
+and the kernel checks them at most once a second (devinet.c check_lifetime), too coarse for
+the fast profile. An nftables set with a timeout is exact to the millisecond (an element stops
+matching the moment it expires, checked at lookup), so:
+
+    table ip carpool_fence   prerouting: drop to a shared address that is not in @live
+                             output:     drop from a shared address that is not in @live
+    table arp carpool_fence  input:  no ARP answer for a shared address not in @live
+                             output: no ARP sent from a shared address not in @live
+
+The active unit keeps the addresses it holds in @live with a timeout of a few adverts,
+refreshed as it advertises; when the daemon dies or stops, the elements expire and the
+addresses go dark within that timeout, while the kernel lifetime (node/addresses.py) removes
+them a few seconds later. The tables outlive the daemon on purpose. Refreshing flushes and
+re-adds the set in one transaction: re-adding an element does not renew its timeout on every
+kernel, and the flush drops addresses no longer held.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from ipaddress import IPv4Address
+
+log = logging.getLogger("carpool.fence")
+TABLE = "carpool_fence"
+FAMILIES = ("ip", "arp")
+FAST_BOUND = 0.08  # fast profiles: dark within 80 ms of the last refresh (the target is 100 ms)
+LOG_EVERY = 60.0
+
+
+def fence_timeout(advert_interval: float) -> float:
+    """How long a held address stays live without a refresh: past 1.75 adverts (a late advert
+    must not darken a healthy master), within two (the stale-address bound); fast profiles
+    get FAST_BOUND, which leaves room for a few late adverts."""
+    return max(1.75 * advert_interval, min(FAST_BOUND, 4 * advert_interval))
+
+
+def _elements(addresses, timeout_ms: int | None = None) -> str:
+    suffix = f" timeout {timeout_ms}ms" if timeout_ms is not None else ""
+    return ", ".join(f"{a}{suffix}" for a in sorted(set(addresses), key=int))
+
+
+def install_commands(shared: list[IPv4Address]) -> str:
+    """The fence tables, replaced as a whole: every configured shared address, none live."""
+    shared_set = (f" elements = {{ {_elements(shared)} }} ;" if shared else "")
+    ip_rules = ("chain prerouting { type filter hook prerouting priority -400; policy accept; "
+                "ip daddr @shared ip daddr != @live counter drop ; } ; "
+                "chain output { type filter hook output priority -400; policy accept; "
+                "ip saddr @shared ip saddr != @live counter drop ; } ;")
+    arp_rules = ("chain input { type filter hook input priority 0; policy accept; "
+                 "arp daddr ip @shared arp daddr ip != @live counter drop ; } ; "
+                 "chain output { type filter hook output priority 0; policy accept; "
+                 "arp saddr ip @shared arp saddr ip != @live counter drop ; } ;")
+    lines = []
+    for family, rules in (("ip", ip_rules), ("arp", arp_rules)):
+        lines.append(f"table {family} {TABLE} {{ }}")
+        lines.append(f"delete table {family} {TABLE}")
+        lines.append(f"table {family} {TABLE} {{ "
+                     f"set shared {{ type ipv4_addr ;{shared_set} }} ; "
+                     f"set live {{ type ipv4_addr ; flags timeout ; }} ; {rules} }}")
+    return "\n".join(lines) + "\n"
+
+
+def refresh_commands(live: list[IPv4Address], timeout: float) -> str:
+    """One transaction: @live becomes exactly `live`, each element for `timeout` seconds."""
+    ms = max(1, round(timeout * 1000))
+    lines = []
+    for family in FAMILIES:
+        lines.append(f"flush set {family} {TABLE} live")
+        if live:
+            lines.append(f"add element {family} {TABLE} live {{ {_elements(live, ms)} }}")
+    return "\n".join(lines) + "\n"
+
+
+class Fence:
+    """The daemon's handle on the fence tables (libnftables in process: a refresh costs
+    ~0.3 ms, a `nft` subprocess ~5 ms). Never raises: a fence that cannot be set is logged,
+    counted and shown in status, and the unit goes on without it."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.live: tuple[IPv4Address, ...] = ()
+        self.installed = False
+        self.refreshes = 0
+        self.failures = 0
+        self.last_error = ""
+        self._last_refresh = float("-inf")
+        self._last_log = float("-inf")
+        self._nft = None
+
+    def _run(self, commands: str) -> bool:
+        try:
+            if self._nft is None:
+                import nftables  # Debian's python3-nftables (DESIGN §7)
+                self._nft = nftables.Nftables()
+            rc, _out, err = self._nft.cmd(commands)
+        except Exception as e:  # a missing library or a broken ruleset: no fence, not no unit
+            rc, err = 1, f"{type(e).__name__}: {e}"
+        if rc == 0:
+            return True
+        self.failures += 1
+        self.last_error = str(err).strip()[:300]
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY:  # a broken fence must not flood the log
+            self._last_log = now
+            log.error("fence: nft failed (%d so far): %s", self.failures, self.last_error)
+        return False
+
+    def install(self, shared: list[IPv4Address]) -> None:
+        """At start and when the configured shared addresses change; nothing is live after."""
+        self.installed = self._run(install_commands(shared))
+        self.live, self._last_refresh = (), float("-inf")
+
+    def hold(self, live: list[IPv4Address], now: float, force: bool = False) -> None:
+        """Keep `live` serving for another timeout. Called with each advert; refreshes once a
+        third of the timeout has passed (or at once with force: a takeover, a new set)."""
+        wanted = tuple(sorted(set(live), key=int))
+        if not self.installed:
+            return
+        if not force and wanted == self.live and now - self._last_refresh < self.timeout / 3:
+            return
+        if self._run(refresh_commands(list(wanted), self.timeout)):
+            self.live, self._last_refresh = wanted, now
+            self.refreshes += 1
+
+    def release(self) -> None:
+        """Dark at once: before the addresses are removed (removing takes a few netlink calls)."""
+        if self.installed and self._run(refresh_commands([], self.timeout)):
+            self.live, self._last_refresh = (), float("-inf")
+
+    def remove(self) -> None:
+        """A clean stop: the addresses are gone already, the tables may go too."""
+        self._run("".join(f"table {f} {TABLE} {{ }}\ndelete table {f} {TABLE}\n"
+                          for f in FAMILIES))
+        self.installed, self.live = False, ()
+
+    def status(self) -> dict:
+        return {"installed": self.installed, "timeout": self.timeout,
+                "live": [str(a) for a in self.live], "refreshes": self.refreshes,
+                "failures": self.failures, "last_error": self.last_error}
+
+
+def darken() -> None:
+    """The supervisor, after its worker died: nothing held serves from now on."""
+    f = Fence(0.0)
+    f.installed = True
+    f.release()
