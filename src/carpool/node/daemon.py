@@ -40,6 +40,7 @@ from .icmp import Pinger
 from .links import LinkMonitor
 from .notify import run_notify
 from .rawsock import AdvertSocket
+from .relay import AdvertRelay, wants_relay
 
 log = logging.getLogger("carpool.daemon")
 MULTICAST = IPv4Address("224.0.0.18")
@@ -89,6 +90,8 @@ class Daemon:
                                     active_address=lambda: str(self.primary_partner),
                                     on_apply=self.apply_version,
                                     ha_state=lambda: self.election.state.value)
+        self.relay = AdvertRelay(self.config.sync, self.on_relayed_advert,
+                                 lambda: self.election.state.value, self._our_advert)
         self.stats = Stats()
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
@@ -98,6 +101,7 @@ class Daemon:
         self.events: collections.deque = collections.deque(maxlen=50)
         self.stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._relay_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._notifies: set[asyncio.Task] = set()  # hooks still running (awaited at shutdown)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -244,6 +248,7 @@ class Daemon:
                     self.stats.adverts_sent += 1
                 else:
                     self.stats.send_errors += 1
+        self.relay.send(demote, self.params.rank_preference, bow_out)
 
     def _vmac(self) -> str | None:
         return self.cfg.vmac_address if self.cfg.vmac else None
@@ -319,14 +324,34 @@ class Daemon:
             identity = self.partner_identity.get(heard.source)
             if identity is not None:
                 rank = replace(rank, address=int(identity))
-            if rank.demote > self.election.demote and self.links is not None:
-                # Before taking over from a demoted master, make sure the same fault (a cut
-                # cable is down on both ends) has not hit us too: carrier is polled, not pushed.
-                self.links.refresh()
             st = self.state[name]
             st.last_advert = self.now()
             st.adverts_heard += 1
-            self.feed(el.AdvertReceived(rank, heard.bow_out, name))
+            self._heard(rank, heard.bow_out, name)
+
+    def on_relayed_advert(self, demote: int, preference: int, bow_out: bool) -> None:
+        """An advert the partner relayed over 6973 (node/relay.py): its rank, as the partner."""
+        self._heard(el.Rank(demote, preference, int(self.primary_partner)), bow_out, "6973")
+
+    def _heard(self, rank: el.Rank, bow_out: bool, where: str) -> None:
+        if rank.demote > self.election.demote and self.links is not None:
+            # Before taking over from a demoted master, make sure the same fault (a cut
+            # cable is down on both ends) has not hit us too: carrier is polled, not pushed.
+            self.links.refresh()
+        self.feed(el.AdvertReceived(rank, bow_out, where))
+
+    def _our_advert(self) -> tuple[int, int] | None:
+        if not self.is_active():
+            return None
+        return self.election.demote, self.params.rank_preference
+
+    def _relay_tick(self) -> None:
+        """Every half advert interval: ask the partner to relay its adverts while no path brings
+        them (a master asks too: two masters that cannot hear each other settle over 6973)."""
+        heard = [self.state[i.name].last_advert for i in self.cfg.checked]
+        self.relay.ask(wants_relay(heard, self.now(), self.params.advert_interval))
+        self._relay_timer = self.loop.call_later(self.params.advert_interval / 2,
+                                                 self._relay_tick)
 
     def _sort_out(self, name: str, datagram: bytes) -> bool:
         """Doctor probes go to the doctor (True: not an advert). An advert for our VHID from
@@ -509,6 +534,7 @@ class Daemon:
                           "servers": self.health.status()},
             "doctor": dict(self.doctor.counters),
             "fence": self.fence.status(),
+            "relay": self.relay.status(now),
         }
         status["warnings"] = findings.warnings(status, self.config.sync.partner_ha,
                                                self.doctor.recent_foreign(), time.time())
@@ -546,6 +572,8 @@ class Daemon:
             await self.config.sync.start()
         except OSError as e:  # sync is not the election: run without it and say why
             log.error("config sync cannot listen on port %d: %s", self.config.sync.port, e)
+        self.spawn(self.relay.run())
+        self._relay_tick()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopped.set)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
@@ -567,6 +595,8 @@ class Daemon:
         if self._notifies:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self._notifies), timeout=self.cfg.notify_timeout + 1)
         web.cancel()
+        if self._relay_timer:
+            self._relay_timer.cancel()
         await self.web.stop()
         for task in list(self._tasks):
             task.cancel()

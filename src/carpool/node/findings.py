@@ -261,6 +261,13 @@ def _clock_latency(o, partner_report) -> list[Finding]:
     return out
 
 
+def relayed_only(status: dict, heard: list[str]) -> bool:
+    """The partner's adverts reach us over 6973 (node/relay.py) and on no path."""
+    ago = (status.get("relay") or {}).get("heard_ago")
+    master_down = (status.get("timers") or {}).get("master_down") or 3.0
+    return not heard and ago is not None and ago <= master_down
+
+
 def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: float,
              fresh: float = 20.0) -> list[str]:
     """The cheap checks the daemon keeps running, for `carpool status` and the WUI."""
@@ -278,6 +285,18 @@ def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: fl
                       "(multicast filtering, IGMP snooping, a firewall)" if silent and not heard
                       else
                       "- check the secret (bad_hmac drops) and the adverts' paths"))
+    elif relayed_only(status, heard):
+        out.append(f"adverts lost: none of the partner's adverts arrive on "
+                   f"{', '.join(partner) or 'any path'}, only over the sync port (6973), "
+                   f"which keeps this unit {status.get('state')}: those paths drop IP protocol "
+                   f"112 from the partner to us (a filter, multicast filtering); without 6973 "
+                   f"both units would be active")
+    elif status.get("state") == "master" and (status.get("relay") or {}).get(
+            "partner_state") == "backup":
+        out.append(f"adverts lost: the partner hears none of our adverts on "
+                   f"{', '.join(partner) or 'any path'} and takes them over the sync port "
+                   f"(6973): those paths drop IP protocol 112 from us to the partner; without "
+                   f"6973 both units would be active")
     elif status.get("state") == "backup" and heard and silent:
         out.append(f"adverts from the active unit arrive on {', '.join(heard)} but not on "
                    f"{', '.join(silent)}, where the partner answers ping: that path drops IP "

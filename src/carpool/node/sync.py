@@ -24,6 +24,7 @@ HANDSHAKE_TIMEOUT = 5.0
 DOCTOR_CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon
 RETRY = 1.0
+POST_LIMIT = 64 * 1024  # bytes queued to a slow reader before posts to it are dropped
 
 
 class SyncRefused(Exception):
@@ -59,6 +60,16 @@ class Channel:
     async def send(self, msg: dict) -> None:
         self.writer.write(self.session.seal(msg) if self.session else sp.frame(sp.dumps(msg)))
         await self.writer.drain()
+
+    def post(self, msg: dict) -> bool:
+        """Send without waiting (from a callback); False, nothing queued, when the peer does
+        not keep up or the connection is closing: memory stays bounded."""
+        transport = self.writer.transport
+        if self.session is None or transport.is_closing() or \
+                transport.get_write_buffer_size() > POST_LIMIT:
+            return False
+        self.writer.write(self.session.seal(msg))
+        return True
 
     def close(self) -> None:
         self.writer.close()
@@ -122,6 +133,7 @@ class SyncService:
         # (version, committed at on the active unit, applied here): the sync latency
         self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
+        self.relay = None  # node.relay.AdvertRelay, set by the daemon: "relay" messages go there
 
     # -- server side -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +153,9 @@ class SyncService:
             await self._accept(ch)
             while True:
                 msg = await ch.recv(timeout=3600)
+                if msg.get("type") == "relay" and self.relay is not None:
+                    self.relay.subscribe(ch, msg)  # no answer: adverts follow when wanted
+                    continue
                 await ch.send(self._answer(msg))
         except sp.FrameError as e:
             self.counters[f"bad_frame_{e.reason}"] += 1
@@ -154,6 +169,8 @@ class SyncService:
             self.counters["errors"] += 1
             log.exception("sync: connection from %s failed", ch.peer)
         finally:
+            if self.relay is not None:
+                self.relay.forget(ch)
             ch.close()
 
     async def _accept(self, ch: Channel) -> None:

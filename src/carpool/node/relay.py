@@ -1,0 +1,139 @@
+"""Adverts over the sync channel (TCP 6973) while no advert path carries them.
+
+When every advert path drops the partner's adverts in one direction (a filter on IP protocol
+112, multicast eaten on the LAN with the heartbeat cable out), the unit that hears nothing
+takes over while the partner still serves: two active units that still talk on 6973. So each
+unit keeps one authenticated 6973 connection to its partner and, while it hears no advert on
+any path, asks over it for the partner's adverts ("relay", want true). The partner then posts
+each advert it sends (demote, preference, bow-out) on that connection as well, and they feed
+the election like any advert: the unit stays standby, or, active, yields to a better ranked
+partner at once. Nothing flows while adverts arrive on a path (want false), so a healthy pair
+pays nothing; a silent partner (dead, frozen, cut off) relays nothing either, so a takeover is
+never delayed. The session's HMAC and sequence numbers authenticate every relayed advert.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Callable
+
+from ..config import syncproto as sp
+from .sync import RETRY, Channel, SyncRefused, SyncService
+
+log = logging.getLogger("carpool.relay")
+# Advert intervals without an advert on any path before we ask for relays. Asked for, the
+# partner relays its state at once, so with the daemon's check every half interval the relay
+# arrives by 1.75 intervals, well before master-down (3 intervals).
+WANT_AFTER = 1.25
+
+
+def wants_relay(last_heard: list[float | None], now: float, advert_interval: float) -> bool:
+    """Ask for relayed adverts when no path has carried one for WANT_AFTER intervals."""
+    recent = [t for t in last_heard if t is not None]
+    return not recent or now - max(recent) > WANT_AFTER * advert_interval
+
+
+def parse_advert(msg: dict) -> tuple[int, int, bool]:
+    """(demote, preference, bow_out) of a relayed advert; ValueError names a bad field."""
+    demote, preference, bow_out = msg.get("demote"), msg.get("preference"), msg.get("bow_out")
+    if type(demote) is not int or not 0 <= demote <= 255:
+        raise ValueError(f"demote: {demote!r}")
+    if type(preference) is not int or not 0 <= preference <= 65535:
+        raise ValueError(f"preference: {preference!r}")
+    if type(bow_out) is not bool:
+        raise ValueError(f"bow_out: {bow_out!r}")
+    return demote, preference, bow_out
+
+
+class AdvertRelay:
+    def __init__(self, sync: SyncService, on_advert: Callable[[int, int, bool], None],
+                 state: Callable[[], str], advert: Callable[[], tuple[int, int] | None]):
+        """advert(): (demote, preference) of our advert while we are active, else None."""
+        self.sync, self.on_advert, self.state, self.advert = sync, on_advert, state, advert
+        self.want = False
+        self._asked: tuple[bool, str] | None = None   # what the partner last heard from us
+        self.subscribers: dict[Channel, dict] = {}     # the partner's connections to us
+        self.client: Channel | None = None
+        self.connected_since: float | None = None
+        self.last_heard: float | None = None           # monotonic, a relayed advert
+        self.counters: collections.Counter = collections.Counter()
+        sync.relay = self
+
+    # -- the side that relays its adverts ----------------------------------------------------
+    def subscribe(self, ch: Channel, msg: dict) -> None:
+        sub = {"want": msg.get("want") is True, "state": str(msg.get("state", "?"))[:16]}
+        self.subscribers[ch] = sub
+        current = self.advert() if sub["want"] else None
+        if current is not None:  # not the next advert: the asker's master-down is running
+            sent = ch.post({"type": "advert", "demote": current[0], "preference": current[1],
+                            "bow_out": False})
+            self.counters["relayed" if sent else "relay_dropped"] += 1
+
+    def forget(self, ch: Channel) -> None:
+        self.subscribers.pop(ch, None)
+
+    def partner_wants(self) -> dict | None:
+        """The partner's ask ({"want", "state"}) if it wants our adverts, else None."""
+        return next((s for s in self.subscribers.values() if s["want"]), None)
+
+    def send(self, demote: int, preference: int, bow_out: bool) -> None:
+        """With every advert we send: relayed to a partner that asked for it."""
+        for ch, sub in list(self.subscribers.items()):
+            if sub["want"]:
+                sent = ch.post({"type": "advert", "demote": demote, "preference": preference,
+                                "bow_out": bow_out})
+                self.counters["relayed" if sent else "relay_dropped"] += 1
+
+    # -- the side that asks --------------------------------------------------------------------
+    def ask(self, want: bool) -> None:
+        """Called every advert interval with whether we hear the partner on no path."""
+        self.want = want
+        wanted = (want, self.state())
+        if self.client is not None and wanted != self._asked:
+            if self.client.post({"type": "relay", "want": want, "state": wanted[1]}):
+                self._asked = wanted
+
+    async def run(self) -> None:
+        """Keep one connection to the partner (reconnecting after RETRY s) and feed what it
+        relays to the election."""
+        while True:
+            ch = None
+            try:
+                ch = await self.sync._connect()
+                self.client, self._asked = ch, None
+                self.connected_since = time.monotonic()
+                self.ask(self.want)
+                while True:
+                    msg = await ch.recv(timeout=3600)
+                    if msg.get("type") != "advert":
+                        raise sp.FrameError("garbage", f"relay: unexpected {msg.get('type')!r}")
+                    try:
+                        demote, preference, bow_out = parse_advert(msg)
+                    except ValueError as e:
+                        self.counters["relay_garbage"] += 1
+                        raise sp.FrameError("garbage", f"relayed advert: {e}") from None
+                    self.counters["heard"] += 1
+                    self.last_heard = time.monotonic()
+                    self.on_advert(demote, preference, bow_out)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, ConnectionError, asyncio.TimeoutError, sp.FrameError,
+                    SyncRefused) as e:
+                self.counters["disconnects"] += 1
+                log.debug("relay: %s", e)
+            finally:
+                if ch is not None:
+                    ch.close()
+                self.client = self.connected_since = None
+            await asyncio.sleep(RETRY)
+
+    def status(self, now: float) -> dict:
+        wants = self.partner_wants()
+        return {"connected": self.client is not None, "want": self.want,
+                "partner_wants": wants is not None,
+                "partner_state": wants["state"] if wants else None,
+                "heard_ago": None if self.last_heard is None
+                else round(now - self.last_heard, 3),
+                "counters": dict(self.counters)}
