@@ -113,6 +113,25 @@ def cmd_fault(args) -> int:
     return 0
 
 
+def cmd_chaos(args) -> int:
+    from .chaos import run_campaign
+    from .chaos_report import summary_table
+    result = run_campaign(Lab(), faults=args.faults, seed=args.seed, fast=args.fast,
+                          report_dir=args.report, vmac=args.vmac,
+                          say=lambda text: print(text, flush=True))
+    print(summary_table(result))
+    for v in result["violations"]:
+        if not v["canary"]:
+            print(f"VIOLATION {v['invariant']} at +{v['start'] - result['start']:.3f}s "
+                  f"(faults {v['faults']}): {v['detail']}")
+    for c in result["canaries"]:
+        print(f"canary: {'caught' if c['caught'] else 'NOT CAUGHT'}: {c['verdict']}")
+    print(f"{result['violation_count']} violations; longest beyond the bounds: two holders "
+          f"{result['longest']['double_holder']}s, stale address "
+          f"{result['longest']['stale_address']}s; report {args.report or Lab().dir / 'chaos'}")
+    return 0 if result["violation_count"] == 0 and result["canary_ok"] else 1
+
+
 def cmd_heal(args) -> int:
     lab = Lab()
     master = lab.heal(timeout=args.timeout)
@@ -209,6 +228,17 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
     for p in faults.choices.values():
         p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     fault.set_defaults(func=_guard(_locked(cmd_fault)))
+
+    chaos = sub.add_parser("chaos", help="a seeded campaign of random faults, invariants "
+                                         "checked (exit 1 on any violation)")
+    chaos.add_argument("--faults", type=int, default=15, metavar="N")
+    chaos.add_argument("--seed", type=int, default=1, metavar="S")
+    chaos.add_argument("--fast", action="store_true", help="fast profile (VRRPv3, 20 ms)")
+    chaos.add_argument("--vmac", action="store_true", help="a lab with the virtual MAC")
+    chaos.add_argument("--report", metavar="DIR", help="chaos.json and chaos.html go here "
+                                                       "(default <lab dir>/chaos)")
+    chaos.add_argument("--force", action="store_true", help="even if a test run holds the lab")
+    chaos.set_defaults(func=_guard(_locked(cmd_chaos)))
 
     heal = sub.add_parser("heal", help="undo every fault, restart stopped units")
     heal.add_argument("--timeout", type=float, help="seconds to wait for one master")

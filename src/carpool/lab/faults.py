@@ -54,6 +54,8 @@ def partner(unit: str) -> str:
 class FaultsMixin:
     """Part of Lab (needs UnitsMixin)."""
 
+    struck_at: float | None = None   # CLOCK_MONOTONIC of the last freeze/killall's first signal
+
     # -- processes ----------------------------------------------------------------------------
     def kill(self, unit: str) -> int:
         """SIGKILL the worker daemon only (its supervisor sees it die). Returns its pid."""
@@ -86,6 +88,7 @@ class FaultsMixin:
         ns = unit_ns(unit)
         if whole:
             pids: list[int] = []
+            self.struck_at = time.monotonic()
             for _ in range(3):  # a process forked while we listed is caught by the next round
                 fresh = [p for p in pids_in([ns]).get(ns, []) if p not in pids]
                 if not fresh:
@@ -93,6 +96,7 @@ class FaultsMixin:
                 pids += [p for p in fresh if signal_pid(p, signal.SIGSTOP, ns)]
         else:
             pid = self.daemon_pid(unit)
+            self.struck_at = time.monotonic()
             if pid is None or not signal_pid(pid, signal.SIGSTOP, None):
                 raise LabError(f"unit {unit}: no daemon process running")
             pids = [pid]
@@ -144,6 +148,8 @@ class FaultsMixin:
             fresh = [p for p in pids_in([ns]).get(ns, []) if p not in killed]
             if not fresh:
                 break
+            if not killed:
+                self.struck_at = time.monotonic()   # when it stopped being live (campaign)
             for sig in (signal.SIGSTOP, signal.SIGKILL):
                 for pid in fresh:
                     signal_pid(pid, sig, ns)

@@ -85,14 +85,15 @@ class Bounds:
     master_down: float          # a backup's master-down time (s)
     sample: float = 0.02        # the sampler's resolution: one period plus its jitter
     takeover_margin: float = 1.0  # detection, first election after a restart, a loaded host
+    floor: float = 0.0          # the fast profile's target is 100 ms, not 2 x 20 ms
 
     @property
     def overlap(self) -> float:   # I1: a handover's overlap
-        return 2 * self.advert + self.sample
+        return max(2 * self.advert, self.floor) + self.sample
 
     @property
     def stale(self) -> float:     # I3: a dead unit's addresses gone
-        return 2 * self.advert + self.sample
+        return max(2 * self.advert, self.floor) + self.sample
 
     @property
     def takeover(self) -> float:  # I2
