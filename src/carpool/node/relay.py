@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import time
 from typing import Callable
 
@@ -27,6 +28,24 @@ log = logging.getLogger("carpool.relay")
 # partner relays its state at once, so with the daemon's check every half interval the relay
 # arrives by 1.75 intervals, well before master-down (3 intervals).
 WANT_AFTER = 1.25
+
+
+def keep_alive(ch: Channel) -> None:
+    """A relay connection is idle for as long as adverts arrive on a path, and its partner may
+    vanish without a FIN (power loss, a path cut): TCP keepalive declares it dead within ~5 s
+    at no cost to the loop, so a partner that comes back is reached on a fresh connection."""
+    sock = ch.writer.get_extra_info("socket")
+    if sock is None:
+        return
+    for level, option, value in ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+                                 (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
+                                 (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
+                                 (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+                                 (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000)):
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError:
+            pass
 
 
 def wants_relay(last_heard: list[float | None], now: float, advert_interval: float) -> bool:
@@ -64,6 +83,8 @@ class AdvertRelay:
     # -- the side that relays its adverts ----------------------------------------------------
     def subscribe(self, ch: Channel, msg: dict) -> None:
         sub = {"want": msg.get("want") is True, "state": str(msg.get("state", "?"))[:16]}
+        if ch not in self.subscribers:
+            keep_alive(ch)
         self.subscribers[ch] = sub
         current = self.advert() if sub["want"] else None
         if current is not None:  # not the next advert: the asker's master-down is running
@@ -102,6 +123,7 @@ class AdvertRelay:
             ch = None
             try:
                 ch = await self.sync._connect()
+                keep_alive(ch)
                 self.client, self._asked = ch, None
                 self.connected_since = time.monotonic()
                 self.ask(self.want)

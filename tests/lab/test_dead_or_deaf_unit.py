@@ -1,0 +1,248 @@
+"""The three cases the first chaos runs found (issue 11), each seen from outside the daemons.
+
+- every process of the active unit SIGKILLed: its shared addresses go dark (the fence) within
+  two adverts, the kernel removes them (lifetime) within seconds, the partner takes over;
+- the active unit's worker frozen (SIGSTOP): dark within two adverts, the supervisor's watchdog
+  kills and cleans up; a whole unit frozen and woken yields at once instead of taking back;
+- the active unit's adverts lost on every path toward the standby while 6973 works: no second
+  active unit (the adverts travel over 6973), warnings on both; a split that happened while 6973
+  was blocked too ends once 6973 is back.
+Holders are read by the chaos sampler (carpool.lab.sampler: addresses and fence, every 10 ms).
+Run in both profiles (default 1 s adverts; fast: 20 ms adverts, a 100 ms bound).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from carpool.lab.ns import wait_for
+from carpool.lab.sampler import held_intervals
+from carpool.lab.topology import SHARED_LAN, SHARED_SRV
+
+SHARED = [SHARED_LAN.split("/")[0], SHARED_SRV.split("/")[0]]
+SLACK = 0.05  # the sampler's period and jitter
+PROFILES = [pytest.param(dict(fast=False), id="default"), pytest.param(dict(fast=True), id="fast")]
+
+
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def stale_bound(lab) -> float:
+    """How long a unit without a live daemon may still hold a shared address."""
+    interval = lab.advert_interval()
+    return 0.1 if lab.options.get("fast") else 2 * interval
+
+
+def configured(lab, unit: str) -> set[str]:
+    """The shared addresses configured in the unit's namespace (whatever the fence says)."""
+    out = lab.exec(unit, ["ip", "-j", "-4", "addr"], check=True).stdout
+    return {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])} & \
+        set(SHARED)
+
+
+def master_down(lab) -> float:
+    return lab.unit_status(lab.master() or "a")["timers"]["master_down"]
+
+
+class Recording:
+    def __init__(self):
+        self.lines: list[dict] = []
+
+    def spans(self, unit: str, addr: str) -> list[tuple[float, float]]:
+        return held_intervals(self.lines, time.monotonic()).get((unit, addr), [])
+
+    def holds_at(self, unit: str, addr: str, t: float) -> bool:
+        return any(a <= t <= b for a, b in self.spans(unit, addr))
+
+    def released_after(self, unit: str, addr: str, t: float) -> float | None:
+        """Seconds from t until the hold that covered t ended (None: it never ended)."""
+        for a, b in self.spans(unit, addr):
+            if a <= t <= b:
+                return None if b >= time.monotonic() - 0.02 else b - t
+        return 0.0
+
+    def held_after(self, unit: str, addr: str, t: float) -> list[tuple[float, float]]:
+        return [(max(a, t), b) for a, b in self.spans(unit, addr) if b > t]
+
+    def overlaps(self, addr: str, since: float) -> list[float]:
+        """Lengths of the windows after `since` in which both units held addr."""
+        out = []
+        for a1, b1 in self.spans("a", addr):
+            for a2, b2 in self.spans("b", addr):
+                start, end = max(a1, a2, since), min(b1, b2)
+                if end > start:
+                    out.append(end - start)
+        return out
+
+
+@contextlib.contextmanager
+def sampling(lab, seconds: float = 120.0):
+    """The sampler in the client namespace (a killall of a unit does not reach it)."""
+    stop = lab.dir / "test-sampler.stop"
+    stop.unlink(missing_ok=True)
+    argv = [lab.python(), "-m", "carpool.lab.sampler", "--unit", "a=cp-a", "--unit", "b=cp-b",
+            "--period", "0.01", "--duration", str(seconds), "--stop-file", str(stop)]
+    for addr in SHARED:
+        argv += ["--addr", addr]
+    proc = lab.spawn("c1", argv, stdout=subprocess.PIPE, text=True)
+    rec = Recording()
+
+    def read():
+        for line in proc.stdout:
+            rec.lines.append(json.loads(line))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any(l["ev"] == "tick" for l in rec.lines), 10, what="sampler runs")
+        yield rec
+    finally:
+        stop.touch()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        stop.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def lab(request, lab_lock):
+    from carpool.lab import Lab
+    the_lab = Lab()
+    try:
+        the_lab.up(servers=1, **request.param)
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+def test_killall_of_the_active_unit_leaves_no_stale_address(healed_lab):
+    lab = healed_lab
+    dead = lab.wait_for_master()
+    down = master_down(lab)
+    with sampling(lab) as rec:
+        t0 = time.monotonic()
+        lab.killall(dead)
+        lab.wait_for(lambda: lab.unit_status(other(dead))["state"] == "master", down + 5,
+                     what="the partner takes over")
+        # the backstop: the kernel removes the addresses themselves (lifetime 3 s)
+        lab.wait_for(lambda: not configured(lab, dead), 6, what="addresses expire")
+        time.sleep(0.1)
+    for addr in SHARED:
+        assert rec.holds_at(dead, addr, t0), f"{dead} did not hold {addr} before the kill"
+        stale = rec.released_after(dead, addr, t0)
+        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
+        assert rec.held_after(other(dead), addr, t0), f"nobody took {addr} over"
+
+
+def test_a_frozen_worker_goes_dark_and_its_supervisor_kills_it(healed_lab):
+    lab = healed_lab
+    hung = lab.wait_for_master()
+    down = master_down(lab)
+    supervisor = lab.supervisor_pid(hung)
+    with sampling(lab) as rec:
+        t0 = time.monotonic()
+        lab.freeze(hung)
+        lab.wait_for(lambda: lab.unit_status(other(hung))["state"] == "master", down + 5,
+                     what="the partner takes over")
+        # watchdog: master-down + two adverts, at least 2 s; then the supervisor cleans up
+        lab.wait_for(lambda: lab.supervisor_pid(hung) is None, down + 10,
+                     what="the supervisor kills the hung worker and exits")
+        time.sleep(0.1)
+    log = lab.log_path(hung).read_text(errors="replace")
+    assert supervisor is not None
+    assert " hung: its event loop has not answered" in log, log[-2000:]
+    for addr in SHARED:
+        stale = rec.released_after(hung, addr, t0)
+        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
+        assert not rec.held_after(hung, addr, t0 + stale_bound(lab) + SLACK), addr
+    assert not configured(lab, hung)
+
+
+def test_a_whole_unit_frozen_and_woken_does_not_take_the_addresses_back(healed_lab):
+    lab = healed_lab
+    sleeper = lab.wait_for_master()
+    down = master_down(lab)
+    with sampling(lab) as rec:
+        t0 = time.monotonic()
+        lab.freeze(sleeper, whole=True)
+        lab.wait_for(lambda: lab.unit_status(other(sleeper))["state"] == "master", down + 5,
+                     what="the partner takes over")
+        time.sleep(lab.advert_interval() * 2)
+        woken = time.monotonic()
+        lab.thaw(sleeper)
+        lab.wait_for(lambda: lab.unit_status(sleeper).get("state") == "backup", 10,
+                     what="the woken unit is standby")
+        time.sleep(max(1.0, 2 * down))  # long enough for a wrong takeover to show
+    status = lab.unit_status(sleeper)
+    assert "woke after" in status["reason"], status["reason"]
+    assert lab.unit_status(other(sleeper))["state"] == "master"
+    for addr in SHARED:
+        stale = rec.released_after(sleeper, addr, t0)
+        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
+        assert not rec.held_after(sleeper, addr, woken), (addr, rec.spans(sleeper, addr))
+
+
+def _master_that_beats_its_partner(lab) -> str:
+    """b: with no preferred unit the higher address wins (VRRP's tie-break)."""
+    if lab.wait_for_master() == "a":
+        assert lab.exec("a", ["carpool", "failover", "--hold", "0"]).returncode == 0
+        lab.wait_for(lambda: lab.master() == "b", 10, what="b active")
+    return "b"
+
+
+def test_one_way_advert_loss_on_every_path_makes_no_second_active_unit(healed_lab):
+    lab = healed_lab
+    active = _master_that_beats_its_partner(lab)
+    standby = other(active)
+    down = master_down(lab)
+    with sampling(lab) as rec:
+        t0 = time.monotonic()
+        lab.one_way(standby)  # the active unit's adverts dropped at the standby, every path
+        deadline = t0 + 4 * down + 2
+        while time.monotonic() < deadline:  # the standby must stay standby all along
+            assert lab.unit_status(standby)["state"] == "backup", lab.unit_status(standby)
+            time.sleep(0.1)
+        warned = {u: [w for w in lab.unit_status(u)["warnings"] if w.startswith("adverts lost")]
+                  for u in ("a", "b")}
+    for addr in SHARED:
+        assert rec.overlaps(addr, t0) == [], addr
+        assert rec.held_after(active, addr, t0) and not rec.held_after(standby, addr, t0)
+    for unit, found in warned.items():
+        assert found and all(i in found[0] for i in ("eth0", "eth1", "eth2")), (unit, warned)
+    relay = lab.unit_status(standby)["relay"]
+    assert relay["want"] and relay["counters"].get("heard", 0) > 0, relay
+    lab.heal()
+    lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")),
+                 3 * down + 5, what="no warnings after the heal")
+
+
+def test_a_split_from_one_way_loss_ends_once_6973_is_back(healed_lab):
+    lab = healed_lab
+    active = _master_that_beats_its_partner(lab)
+    standby = other(active)
+    down = master_down(lab)
+    lab.block_sync()
+    lab.one_way(standby)
+    lab.wait_for(lambda: lab.unit_status(standby)["state"] == "master", down + 10,
+                 what="both units active (no channel from the active unit to the standby)")
+    with sampling(lab) as rec:
+        t0 = time.monotonic()
+        # 6973 back (only the switch rule: the one-way loss stays)
+        lab.exec("sw", ["nft", "delete", "table", "bridge", "carpool_lab"], check=True)
+        # the relay connection: keepalive ends the dead one (~5 s), then a reconnect (1 s)
+        lab.wait_for(lambda: lab.unit_status(standby)["state"] == "backup", 15,
+                     what="the worse ranked unit yields over 6973")
+        resolved = time.monotonic() - t0
+        time.sleep(max(1.0, 2 * down))
+        assert lab.unit_status(standby)["state"] == "backup"
+        assert lab.unit_status(active)["state"] == "master"
+    for addr in SHARED:
+        assert not rec.held_after(standby, addr, t0 + resolved + stale_bound(lab) + SLACK), addr

@@ -1,0 +1,87 @@
+"""Adverts relayed over 6973: when to ask for them, and what a relayed advert may say."""
+import pytest
+
+from carpool.node.fence import fence_timeout, install_commands, refresh_commands
+from carpool.node.relay import WANT_AFTER, parse_advert, wants_relay
+from carpool.node.watchdog import watchdog_timeout
+
+
+def test_a_unit_asks_for_relays_only_after_silence_on_every_path():
+    assert wants_relay([None, None], 10.0, 1.0)                  # never heard on any path
+    assert not wants_relay([9.0, None, 3.0], 10.0, 1.0)          # one path is enough
+    assert not wants_relay([10.0 - WANT_AFTER], 10.0, 1.0)       # exactly at the limit
+    assert wants_relay([10.0 - WANT_AFTER - 0.01, 2.0], 10.0, 1.0)
+
+
+def test_asking_leaves_time_for_the_relay_before_master_down():
+    # checked every half interval, answered at once: the relay lands before 3 intervals
+    assert WANT_AFTER + 0.5 < 3.0
+
+
+@pytest.mark.parametrize("msg, field", [
+    ({"demote": -1, "preference": 256, "bow_out": False}, "demote"),
+    ({"demote": 256, "preference": 256, "bow_out": False}, "demote"),
+    ({"demote": True, "preference": 256, "bow_out": False}, "demote"),
+    ({"demote": 0, "preference": "256", "bow_out": False}, "preference"),
+    ({"demote": 0, "preference": 70000, "bow_out": False}, "preference"),
+    ({"demote": 0, "preference": 256, "bow_out": 1}, "bow_out"),
+    ({"demote": 0, "preference": 256}, "bow_out"),
+])
+def test_a_relayed_advert_with_a_bad_field_is_refused_naming_it(msg, field):
+    with pytest.raises(ValueError, match=field):
+        parse_advert(msg)
+
+
+def test_a_relayed_advert():
+    assert parse_advert({"demote": 2, "preference": 256, "bow_out": True}) == (2, 256, True)
+
+
+def test_fence_timeout_stays_within_two_adverts_and_100_ms_in_fast_profiles():
+    assert fence_timeout(1.0) == 1.75                       # default: < 2 s, > 1 late advert
+    assert fence_timeout(0.02) == pytest.approx(0.08)       # fast 20 ms: 80 ms (< 100 ms)
+    assert fence_timeout(0.01) == pytest.approx(0.04)       # never past two... four adverts
+    for interval in (0.02, 0.05, 1.0, 2.0):
+        assert fence_timeout(interval) > interval
+
+
+def test_fence_commands():
+    from ipaddress import IPv4Address as A
+    text = install_commands([A("198.18.2.1"), A("198.18.0.10")])
+    assert "elements = { 198.18.0.10, 198.18.2.1 }" in text
+    assert text.count("delete table") == 2 and "arp daddr ip != @live" in text
+    refresh = refresh_commands([A("198.18.0.10")], 0.08)
+    assert refresh.splitlines() == [
+        "flush set ip carpool_fence live",
+        "add element ip carpool_fence live { 198.18.0.10 timeout 80ms }",
+        "flush set arp carpool_fence live",
+        "add element arp carpool_fence live { 198.18.0.10 timeout 80ms }"]
+    assert "add element" not in refresh_commands([], 1.0)
+
+
+def test_watchdog_timeout():
+    assert watchdog_timeout(3.0, 1.0, -1) == 5.0       # master-down + two adverts
+    assert watchdog_timeout(0.07, 0.02, -1) == 2.0     # at least 2 s
+    assert watchdog_timeout(3.0, 1.0, 0) == 0          # off
+    assert watchdog_timeout(3.0, 1.0, 9.5) == 9.5
+
+
+def test_watch_kills_only_after_a_first_beat_and_then_silence():
+    import os
+    import threading
+    import time
+
+    from carpool.node.watchdog import watch
+    r, w = os.pipe()
+    try:
+        done = threading.Event()
+        # no beat yet: a slow start is never a hang; the worker exits -> None
+        threading.Timer(0.3, done.set).start()
+        assert watch(r, 0.1, done.is_set) is None
+        for _ in range(3):  # beats, then silence: killed after ~the timeout
+            os.write(w, b".")
+        started = time.monotonic()
+        why = watch(r, 0.2, lambda: time.monotonic() - started > 5)
+        assert why and "watchdog 0.2 s" in why and time.monotonic() - started < 1.0
+    finally:
+        os.close(r)
+        os.close(w)
