@@ -128,9 +128,10 @@ def snapshot(**over):
             "config": {"a": {"version": 5, "hash": "abc123"}, "b": {"version": 5,
                                                                    "hash": "abc123"}},
             "history": {"a": [{"version": 4, "hash": "fff000", "conflict": ""},
+                              {"version": 5, "hash": "abc123", "conflict": ""}],
+                        "b": [{"version": 4, "hash": "fff000", "conflict": ""},
                               {"version": 5, "hash": "abc123", "conflict": ""},
-                              {"version": 5, "hash": "ddd999", "conflict": "lost"}],
-                        "b": []}}
+                              {"version": 5, "hash": "ddd999", "conflict": "lost"}]}}
     snap.update(over)
     return snap
 
@@ -158,6 +159,11 @@ def test_heal_lost_version():
     lost = CREATED + [{"version": 6, "hash": "eee", "unit": "b", "t": 27.0}]
     found = inv.check_heal(snapshot(), lost)
     assert len(found) == 1 and "version 6" in found[0].detail
+    # the split-brain loser kept on b only is not lost; gone from b too, it is
+    snap = snapshot()
+    snap["history"]["b"] = snap["history"]["b"][:2]
+    found = inv.check_heal(snap, CREATED)
+    assert [v.unit for v in found] == ["b"] and "ddd9" in found[0].detail
     # pruned versions (older than the kept window) are not counted as lost
     assert inv.check_heal(snapshot(), [{"version": 2, "hash": "x", "unit": "a", "t": 1}]) == []
 

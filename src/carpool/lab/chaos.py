@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import invariants as inv
 from .faults import ALL_CUT, FAULTS, PATHS, partner
-from .ns import LabError, wait_for
+from .ns import LabError, ip, wait_for
 from .sampler import held_intervals
 from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
 
@@ -255,19 +255,41 @@ class Campaign:
         return proc
 
     def heal(self, group: list[dict]) -> None:
-        t = time.monotonic()
-        for entry in group:
-            if not entry.get("skipped"):
-                entry["heal"] = t
+        """Lab.heal() in its steps, each timed, so the invariants know when the units were
+        joined again (switch and links restored) and when each restarted daemon answered."""
+        lab = self.lab
+        t0 = time.monotonic()
+        lab.thaw()                      # a frozen daemon is live again from here
+        lab.unblock()
+        down = lab.links_down()
+        for ns, names in down.items():
+            for name in names:
+                ip("link", "set", name, "up", ns=ns)
+        lab._wait_not_down(down)
+        joined = time.monotonic()
+        restart = [u for u in UNITS if u in lab.wanted and not lab.unit_running(u)]
+        live_again: dict[str, float] = {}
         try:
-            self.lab.heal(timeout=self.lab.default_timeout() + 10)
+            lab.heal(wait=False)        # servers and stopped units
+            for unit in restart:        # polled: a restarted daemon is live once it answers
+                wait_for(lambda: lab.unit_status(unit, timeout=0.5).get("state"), 20,
+                         interval=0.02, what=f"unit {unit} answers")
+                live_again[unit] = time.monotonic()
+            lab.wait_for_master(lab.default_timeout() + 10)
             outcome = "healed"
         except LabError as e:
             outcome = f"heal failed: {str(e).splitlines()[0]}"
+        for entry in group:
+            if entry.get("skipped"):
+                continue
+            entry["heal"] = joined
+            entry["live_again"] = {u: live_again.get(u, t0 if entry["kind"] == "freeze"
+                                                      else joined)
+                                   for u in entry["effect"].get("dead", [])}
         settled = self.settle()
         for entry in group:
             entry["outcome"] = outcome if settled else f"{outcome}; not settled"
-            entry["healed_in"] = round(time.monotonic() - t, 3)
+            entry["healed_in"] = round(time.monotonic() - t0, 3)
             load = entry.pop("_load", None)
             if load is not None:
                 (self.dir / f"load-{entry['id']}.stop").touch()

@@ -22,7 +22,8 @@ Invariants
     I3 no address held by a unit without a live daemon beyond bounds.stale after it stopped
        being live;
     I4 after a heal: one holder, the same version and hash on both units, every version created
-       so far in the holder's history (a conflict counts; pruned ones cannot be checked).
+       so far in a unit's history (a conflict counts: the pair keeps a split-brain loser on the
+       unit that made it; versions older than the kept window cannot be checked).
 """
 from __future__ import annotations
 
@@ -235,9 +236,9 @@ def check_heal(snapshot: dict, created: list[dict]) -> list[Violation]:
         out.append(Violation("I4", None, None, t, t, "after the heal the units differ: " +
                              ", ".join(f"{u} {v[0]}:{v[1][:12]}" if v else f"{u} no answer"
                                        for u, v in sorted(seen.items())), ids))
-    holders = {u for hs in snapshot.get("holders", {}).values() for u in hs}
-    winner = sorted(holders)[0] if len(holders) == 1 else sorted(snapshot.get("history", {}))[0]
-    history = snapshot.get("history", {}).get(winner) or []
+    # The pair keeps a split-brain loser as a CONFLICT on the unit that made it (config.store),
+    # so a version is lost when neither unit's history has it.
+    history = [r for rs in snapshot.get("history", {}).values() for r in rs]
     kept = [r["version"] for r in history if not r.get("conflict")]
     oldest = min(kept) if kept else 0
     for c in created:
@@ -245,9 +246,9 @@ def check_heal(snapshot: dict, created: list[dict]) -> list[Violation]:
             continue  # pruned from the kept window: nothing left to compare with
         if not any(r["version"] == c["version"] and r["hash"].startswith(c["hash"])
                    for r in history):
-            out.append(Violation("I4", None, winner, t, t,
+            out.append(Violation("I4", None, c["unit"], t, t,
                                  f"version {c['version']} ({c['hash'][:12]}, made on unit "
-                                 f"{c['unit']}) is not in unit {winner}'s history", ids))
+                                 f"{c['unit']}) is in neither unit's history", ids))
     return out
 
 
