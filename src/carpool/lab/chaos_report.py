@@ -42,7 +42,7 @@ def svg_timeline(result: dict) -> str:
     rows = sorted(held) or []
     keys = sorted({k for k in rows}, key=lambda k: (k.split(" ")[1], k.split(" ")[0]))
     rows = keys + ["client outage", "violations"]
-    top = 30
+    top = 42   # two lines of fault labels, alternating, so neighbours do not overlap
     height = top + ROW * len(rows) + 20
 
     def x(t):
@@ -50,16 +50,16 @@ def svg_timeline(result: dict) -> str:
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LEFT + width + 20}" '
            f'height="{height}" font-family="sans-serif" font-size="11">']
-    for f in result["log"]:   # fault bands behind everything
+    for n, f in enumerate(result["log"]):   # fault bands behind everything
         if f.get("skipped"):
             continue
         s, e = f["inject"], f.get("heal") or t1
-        out.append(f'<rect x="{x(s):.1f}" y="{top - 12}" width="{max(1, (e - s) * scale):.1f}" '
-                   f'height="{ROW * len(rows) + 12}" fill="#888" fill-opacity="0.12">'
+        out.append(f'<rect x="{x(s):.1f}" y="{top - 24}" width="{max(1, (e - s) * scale):.1f}" '
+                   f'height="{ROW * len(rows) + 24}" fill="#888" fill-opacity="0.12">'
                    f'<title>#{f["id"]} {html.escape(f["kind"])} {f.get("unit") or ""} '
                    f'{html.escape(json.dumps(f.get("params", {})))} held {e - s:.2f}s, '
                    f'outage {f.get("outage")}s</title></rect>')
-        out.append(f'<text x="{x(s) + 2:.1f}" y="{top - 2}" fill="#555">#{f["id"]} '
+        out.append(f'<text x="{x(s) + 2:.1f}" y="{top - 2 - 12 * (n % 2)}" fill="#555">#{f["id"]} '
                    f'{html.escape(f["kind"])}</text>')
     for c in result.get("canaries", []):
         out.append(f'<rect x="{x(c["start"]):.1f}" y="{top - 12}" '
