@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .ns import (LabError, alive, in_namespace, ip, pids_in, sh, signal_pid, wait_for,
+from .ns import (LabError, alive, ip, pids_in, sh, signal_pid, wait_for,
                  write_file)
 from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNIT_BRIDGE, UNITS, base_addresses,
                        lab_namespaces, links, unit_ns)
@@ -480,7 +480,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           lambda lab, a: lab.block_sync(), effect=lambda a: {"cut": ["sync"]}),
     Fault("block-vmac", "switch drops frames from the virtual MAC",
           lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
-          (("--vhid", {"type": int, "default": 1}),), effect=lambda a: {"cut": _both("eth0", "eth2")}),
+          (("--vhid", {"type": int, "default": 1}),),
+          effect=lambda a: {"cut": _both("eth0", "eth2")}),
     Fault("block-adverts", "both units drop IP protocol 112 on every interface (heartbeat "
                            "too); ICMP and sync pass",
           lambda lab, a: lab.block_adverts(), effect=lambda a: {"cut": _both(*PATHS)}),
