@@ -85,3 +85,30 @@ def test_watch_kills_only_after_a_first_beat_and_then_silence():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_watch_gives_a_fresh_timeout_after_the_supervisor_itself_was_stopped():
+    import os
+
+    from carpool.node.watchdog import watch
+    r, w = os.pipe()
+    clock = {"t": 0.0, "polls": 0, "arm": 0}
+
+    def now():
+        if clock["arm"]:
+            clock["arm"] -= 1
+            if not clock["arm"]:
+                clock["t"] += 8.0  # read after the poll: stopped for 8 s inside it
+        return clock["t"]
+
+    def exited():
+        clock["polls"] += 1
+        if clock["polls"] == 2:
+            clock["arm"] = 2  # the whole unit is SIGSTOPped during the next poll
+        return clock["polls"] > 6
+    try:
+        os.write(w, b".")  # one beat: the watch is armed
+        assert watch(r, 5.0, exited, now=now) is None  # not blamed on the worker
+    finally:
+        os.close(r)
+        os.close(w)

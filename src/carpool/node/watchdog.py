@@ -71,19 +71,19 @@ def watch(fd: int, timeout: float, exited, now=time.monotonic) -> str | None:
     poll = select.poll()
     poll.register(fd, select.POLLIN)
     step = 0.05 if timeout <= 0 else min(0.05, timeout / 4)
-    woke = now()
     while not exited():
-        before, woke = woke, now()
-        if last is not None and woke - before > max(timeout / 2, 1.0):
-            last = woke  # we were stopped ourselves (the whole unit was): a fresh start
-        for _fd, events in poll.poll(step * 1000):
-            if events & select.POLLIN:
+        before = now()
+        events = poll.poll(step * 1000)
+        if last is not None and now() - before > max(timeout / 2, 1.0):
+            last = now()  # we were stopped ourselves (the whole unit was): a fresh start
+        for _fd, event in events:
+            if event & select.POLLIN:
                 try:
                     if os.read(fd, 4096):
                         last = now()
                 except BlockingIOError:
                     pass
-            elif events & (select.POLLHUP | select.POLLERR):
+            elif event & (select.POLLHUP | select.POLLERR):
                 poll.unregister(fd)  # the worker closed its end (exiting): wait for it
         if timeout > 0 and last is not None and now() - last > timeout:
             return f"its event loop has not answered for {now() - last:.2f} s " \
