@@ -180,3 +180,10 @@ def test_outage_and_summary():
     assert table["kill"] == {"count": 2, "skipped": 0, "violations": 1, "outage_median": 1.25,
                              "outage_max": 2.0}
     assert table["freeze"]["skipped"] == 1
+
+
+def test_a_restarted_daemon_taking_over_before_it_was_seen_live_is_not_stale():
+    held = held_by(("b", 0, 10.01), ("a", 12.5, 20.0), ("b", 20.95, 60))
+    faults = [{"id": 1, "kind": "killall", "inject": 10.0, "heal": 20.0,
+               "effect": {"dead": ["b"]}, "live_again": {"b": 21.0}}]
+    assert [v for v in check(held, faults) if v.invariant == "I3"] == []

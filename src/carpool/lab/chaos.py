@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import invariants as inv
 from .faults import ALL_CUT, FAULTS, PATHS, partner
-from .ns import LabError, ip, wait_for
+from .ns import LabError, wait_for
 from .sampler import held_intervals
 from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
 
@@ -255,29 +255,21 @@ class Campaign:
         return proc
 
     def heal(self, group: list[dict]) -> None:
-        """Lab.heal() in its steps, each timed, so the invariants know when the units were
-        joined again (switch and links restored) and when each restarted daemon answered."""
+        """Lab.heal() in its steps, timed, so the invariants know when the units were joined
+        again (switch, links) and when each restarted daemon was live again (out of init)."""
         lab = self.lab
         t0 = time.monotonic()
         lab.thaw()                      # a frozen daemon is live again from here
-        lab.unblock()
-        down = lab.links_down()
-        for ns, names in down.items():
-            for name in names:
-                ip("link", "set", name, "up", ns=ns)
-        lab._wait_not_down(down)
-        joined = time.monotonic()
         restart = [u for u in UNITS if u in lab.wanted and not lab.unit_running(u)]
         live_again: dict[str, float] = {}
         try:
-            lab.heal(wait=False)        # servers and stopped units
-            for unit in restart:        # polled: a restarted daemon is live once it answers
-                wait_for(lambda: lab.unit_status(unit, timeout=0.5).get("state"), 20,
-                         interval=0.02, what=f"unit {unit} answers")
-                live_again[unit] = time.monotonic()
+            lab.heal(wait=False)        # switch, links (after a crash's power-on), restarts
+            joined = time.monotonic()
+            self._wait_live(restart, live_again)
             lab.wait_for_master(lab.default_timeout() + 10)
             outcome = "healed"
         except LabError as e:
+            joined = joined if "joined" in locals() else time.monotonic()
             outcome = f"heal failed: {str(e).splitlines()[0]}"
         for entry in group:
             if entry.get("skipped"):
@@ -286,9 +278,11 @@ class Campaign:
             entry["live_again"] = {u: live_again.get(u, t0 if entry["kind"] == "freeze"
                                                       else joined)
                                    for u in entry["effect"].get("dead", [])}
-        settled = self.settle()
+        settled, incidents = self.settle()
         for entry in group:
             entry["outcome"] = outcome if settled else f"{outcome}; not settled"
+            if incidents:
+                entry["incidents"] = incidents
             entry["healed_in"] = round(time.monotonic() - t0, 3)
             load = entry.pop("_load", None)
             if load is not None:
@@ -300,8 +294,31 @@ class Campaign:
                     load.kill()
         self.snapshot(group[-1]["id"])
 
-    def settle(self) -> bool:
-        """Until one master and the same version on both (bounded); False if not."""
+    def _wait_live(self, units: list[str], seen: dict[str, float]) -> None:
+        """Poll restarted units until their daemon has left init (it answers before it can
+        take anything over): the moment each is live again."""
+        for unit in units:
+            wait_for(lambda: self.lab.unit_status(unit, timeout=0.5).get("state")
+                     not in (None, "init"), 20, interval=0.02, what=f"unit {unit} live")
+            seen[unit] = time.monotonic()
+
+    def settle(self) -> tuple[bool, list[str]]:
+        """Until one master and the same version on both (bounded). A unit found not running
+        although the campaign wants it (it died after its restart) is reported and healed
+        once more, so one incident does not spoil the rest of the run."""
+        incidents = []
+        for _ in range(2):
+            dead = [u for u in UNITS if u in self.lab.wanted and not self.lab.unit_running(u)]
+            if not dead:
+                break
+            incidents.append(f"unit(s) {', '.join(dead)} not running after the heal; "
+                             f"log: {self.lab.log_tail(dead[0], 3).replace(chr(10), ' | ')}")
+            self.say(f"  ! {incidents[-1]}")
+            try:
+                self.lab.heal(timeout=self.lab.default_timeout() + 10)
+            except LabError:
+                pass
+
         def same():
             shows = {u: self.request(u, "config.show") for u in UNITS}
             versions = {(s.get("version"), s.get("hash")) for s in shows.values()}
@@ -310,9 +327,9 @@ class Campaign:
         try:
             wait_for(same, 30.0, interval=0.2, what="one master, one version")
         except LabError:
-            return False
+            return False, incidents
         time.sleep(self.bounds.overlap + 0.05)   # the sampler sees what settled
-        return True
+        return True, incidents
 
     def snapshot(self, fault_id: int | None) -> None:
         config, history = {}, {}

@@ -19,8 +19,8 @@ Invariants
     I1 never two holders longer than bounds.overlap while both daemons are live and any channel
        joins them (the clock starts when all three hold, e.g. at the heal of a partition);
     I2 a holder within bounds.takeover of any moment from which a live unit has its client link;
-    I3 no address held by a unit without a live daemon beyond bounds.stale after it stopped
-       being live;
+    I3 no address a unit held when its daemon stopped being live still held beyond
+       bounds.stale after that;
     I4 after a heal: one holder, the same version and hash on both units, every version created
        so far in a unit's history (a conflict counts: the pair keeps a split-brain loser on the
        unit that made it; versions older than the kept window cannot be checked).
@@ -199,18 +199,20 @@ def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dic
                                      f"live unit had its client link (bound "
                                      f"{bounds.takeover:.3f}s)",
                                      _fault_ids(faults, s, settle)))
-    # I3: held without a live daemon, beyond the bound
+    # I3: still held, beyond the bound, what a unit held when its daemon stopped being live.
+    # (Holding that starts while the log says "dead" is a restarted daemon seen live a few ms
+    # before the campaign noticed: nothing was left behind.)
     for unit in units:
         for d0, d1 in fx.dead[unit]:
             for addr in addresses:
-                stale = intersect(held.get((unit, addr), []), [(d0, d1)])
-                if stale and stale[-1][1] > d0 + bounds.stale:
-                    s, e = stale[0][0], stale[-1][1]
-                    out.append(Violation("I3", addr, unit, s, e,
-                                         f"unit {unit} held {addr} until {e - d0:.3f}s after "
-                                         f"its daemon stopped being live (bound "
-                                         f"{bounds.stale:.3f}s)",
-                                         _fault_ids(faults, d0, settle)))
+                for h0, h1 in held.get((unit, addr), []):
+                    if h0 <= d0 < h1 and min(h1, d1) > d0 + bounds.stale:
+                        e = min(h1, d1)
+                        out.append(Violation("I3", addr, unit, d0, e,
+                                             f"unit {unit} held {addr} until {e - d0:.3f}s "
+                                             f"after its daemon stopped being live (bound "
+                                             f"{bounds.stale:.3f}s)",
+                                             _fault_ids(faults, d0, settle)))
     return sorted(out, key=lambda v: (v.start, v.invariant))
 
 
