@@ -123,35 +123,43 @@ def lab(request, lab_lock):
         the_lab.down()
 
 
+def fault_on_the_master(lab, fault) -> tuple[str, float]:
+    """fault(master) under the sampler; returns (that unit, when) once the partner is active."""
+    unit = lab.master()
+    down = master_down(lab)
+    t0 = time.monotonic()
+    fault(unit)
+    lab.wait_for(lambda: lab.unit_status(other(unit))["state"] == "master", down + 5,
+                 what="the partner takes over")
+    return unit, t0
+
+
+def assert_dark_within_bound(lab, rec: Recording, unit: str, t0: float) -> None:
+    for addr in SHARED:
+        stale = rec.released_after(unit, addr, t0)
+        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
+
+
 def test_killall_of_the_active_unit_leaves_no_stale_address(healed_lab):
     lab = healed_lab
-    dead = lab.wait_for_master()
-    down = master_down(lab)
+    lab.wait_for_master()
     with sampling(lab) as rec:
-        t0 = time.monotonic()
-        lab.killall(dead)
-        lab.wait_for(lambda: lab.unit_status(other(dead))["state"] == "master", down + 5,
-                     what="the partner takes over")
+        dead, t0 = fault_on_the_master(lab, lab.killall)
         # the backstop: the kernel removes the addresses themselves (lifetime 3 s)
         lab.wait_for(lambda: not configured(lab, dead), 6, what="addresses expire")
         time.sleep(0.1)
     for addr in SHARED:
         assert rec.holds_at(dead, addr, t0), f"{dead} did not hold {addr} before the kill"
-        stale = rec.released_after(dead, addr, t0)
-        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
         assert rec.held_after(other(dead), addr, t0), f"nobody took {addr} over"
+    assert_dark_within_bound(lab, rec, dead, t0)
 
 
 def test_a_frozen_worker_goes_dark_and_its_supervisor_kills_it(healed_lab):
     lab = healed_lab
-    hung = lab.wait_for_master()
+    supervisor = lab.supervisor_pid(lab.wait_for_master())
     down = master_down(lab)
-    supervisor = lab.supervisor_pid(hung)
     with sampling(lab) as rec:
-        t0 = time.monotonic()
-        lab.freeze(hung)
-        lab.wait_for(lambda: lab.unit_status(other(hung))["state"] == "master", down + 5,
-                     what="the partner takes over")
+        hung, t0 = fault_on_the_master(lab, lab.freeze)
         # watchdog: master-down + two adverts, at least 2 s; then the supervisor cleans up
         lab.wait_for(lambda: lab.supervisor_pid(hung) is None, down + 10,
                      what="the supervisor kills the hung worker and exits")
@@ -159,22 +167,18 @@ def test_a_frozen_worker_goes_dark_and_its_supervisor_kills_it(healed_lab):
     log = lab.log_path(hung).read_text(errors="replace")
     assert supervisor is not None
     assert " hung: its event loop has not answered" in log, log[-2000:]
+    assert_dark_within_bound(lab, rec, hung, t0)
     for addr in SHARED:
-        stale = rec.released_after(hung, addr, t0)
-        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
         assert not rec.held_after(hung, addr, t0 + stale_bound(lab) + SLACK), addr
     assert not configured(lab, hung)
 
 
 def test_a_whole_unit_frozen_and_woken_does_not_take_the_addresses_back(healed_lab):
     lab = healed_lab
-    sleeper = lab.wait_for_master()
+    lab.wait_for_master()
     down = master_down(lab)
     with sampling(lab) as rec:
-        t0 = time.monotonic()
-        lab.freeze(sleeper, whole=True)
-        lab.wait_for(lambda: lab.unit_status(other(sleeper))["state"] == "master", down + 5,
-                     what="the partner takes over")
+        sleeper, t0 = fault_on_the_master(lab, lambda u: lab.freeze(u, whole=True))
         time.sleep(lab.advert_interval() * 2)
         woken = time.monotonic()
         lab.thaw(sleeper)
@@ -184,9 +188,8 @@ def test_a_whole_unit_frozen_and_woken_does_not_take_the_addresses_back(healed_l
     status = lab.unit_status(sleeper)
     assert "woke after" in status["reason"], status["reason"]
     assert lab.unit_status(other(sleeper))["state"] == "master"
+    assert_dark_within_bound(lab, rec, sleeper, t0)
     for addr in SHARED:
-        stale = rec.released_after(sleeper, addr, t0)
-        assert stale is not None and stale <= stale_bound(lab) + SLACK, (addr, stale)
         assert not rec.held_after(sleeper, addr, woken), (addr, rec.spans(sleeper, addr))
 
 

@@ -78,6 +78,8 @@ class Stats:
     send_errors: int = 0
     effect_errors: int = 0
     transitions: int = 0
+    timer_late_max: float = 0.0   # s the election's timer ran late at worst (loop lag)
+    timer_late_over_interval: int = 0  # times it ran more than an advert interval late
 
 
 class Daemon:
@@ -208,7 +210,14 @@ class Daemon:
             self._timer = None
         deadline = self.election.deadline
         if deadline is not None:
-            self._timer = self.loop.call_at(deadline, lambda: self.feed(el.Tick()))
+            self._timer = self.loop.call_at(deadline, self._on_timer, deadline)
+
+    def _on_timer(self, deadline: float) -> None:
+        late = self.now() - deadline
+        self.stats.timer_late_max = max(self.stats.timer_late_max, late)
+        if late > self.params.advert_interval:
+            self.stats.timer_late_over_interval += 1
+        self.feed(el.Tick())
 
     def _write_state(self) -> None:
         path = Path(self.cfg.state_dir) / "state"
@@ -520,7 +529,9 @@ class Daemon:
                          "adverts_received": self.stats.adverts_received,
                          "send_errors": self.stats.send_errors,
                          "effect_errors": self.stats.effect_errors,
-                         "transitions": self.stats.transitions},
+                         "transitions": self.stats.transitions,
+                         "timer_late_max_ms": round(self.stats.timer_late_max * 1000, 1),
+                         "timer_late_over_interval": self.stats.timer_late_over_interval},
             "timers": {"advert_interval": e.params.advert_interval,
                        "master_down": e.params.master_down,
                        "next_timer_in": None if e.deadline is None
