@@ -171,15 +171,15 @@ def test_heal_lost_version():
 def test_outage_and_summary():
     faults = [{"id": 1, "kind": "kill", "inject": 10.0, "heal": 20.0},
               {"id": 2, "kind": "kill", "inject": 30.0, "heal": 35.0},
-              {"id": 3, "kind": "freeze", "inject": 40.0, "skipped": "no daemon"}]
+              {"id": 3, "kind": "freeze", "inject": 40.0, "heal": 41.0, "error": "no daemon"}]
     out = inv.outages(faults, [(10.5, 12.5), (31.0, 31.5)], 60.0)
-    assert out == {1: 2.0, 2: 0.5}
+    assert out == {1: 2.0, 2: 0.5, 3: 0.0}
     v = inv.Violation("I1", VIP, None, 31, 32, "x", [2])
     table = inv.summary(faults, [v, inv.Violation("I1", VIP, None, 1, 2, "c", [], canary=True)],
                         out)
-    assert table["kill"] == {"count": 2, "skipped": 0, "violations": 1, "outage_median": 1.25,
+    assert table["kill"] == {"count": 2, "failed": 0, "violations": 1, "outage_median": 1.25,
                              "outage_max": 2.0}
-    assert table["freeze"]["skipped"] == 1
+    assert table["freeze"]["failed"] == 1
 
 
 def test_a_restarted_daemon_taking_over_before_it_was_seen_live_is_not_stale():

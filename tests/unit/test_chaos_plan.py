@@ -48,7 +48,7 @@ def result():
                             "start": 100.5, "end": 101.0, "duration": 0.5, "detail": "<both>",
                             "faults": [], "canary": True}],
             "violation_count": 0,
-            "summary": {"killall": {"count": 1, "skipped": 0, "violations": 0,
+            "summary": {"killall": {"count": 1, "failed": 0, "violations": 0,
                                     "outage_median": 0.04, "outage_max": 0.04}},
             "longest": {"double_holder": 0.0, "stale_address": 0.0},
             "held": {"a 198.18.0.10": [[100.0, 102.01]], "b 198.18.0.10": [[100.5, 101.0],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -221,8 +222,11 @@ class Campaign:
         try:
             result = fault.inject(self.lab, args)
         except LabError as e:
-            entry["skipped"] = str(e)
-            self.say(f"  #{step['n']} {kind}: skipped ({e})")
+            # Kept in force: a fault that failed half way (a reboot whose start failed) did
+            # act, and one that could not start (no daemon to kill) finds the unit dead anyway.
+            entry["error"] = str(e).splitlines()[0]
+            self.say(f"  #{step['n']} {kind}{' ' + unit if unit else ''}: "
+                     f"failed ({entry['error']})")
             return entry
         if self.lab.struck_at:   # the first signal, after finding the processes
             entry["inject"] = self.lab.struck_at
@@ -369,14 +373,14 @@ class Campaign:
             for step in self.steps:
                 entry = self.inject(step)
                 group.append(entry)
-                if step["config_change"] and not entry.get("skipped") and step["kind"] != \
+                if step["config_change"] and not entry.get("error") and step["kind"] != \
                         "partition":
                     time.sleep(step["hold"] / 2)
                     active = [u for u, s in lab.states().items() if s == "master"]
                     if len(active) == 1:
                         self.change_config(active[0], step["n"], f"chaos {step['n']}")
                     time.sleep(step["hold"] / 2)
-                elif not entry.get("skipped"):
+                elif not entry.get("error"):
                     time.sleep(step["hold"])
                 if not step["combine"]:
                     self.heal(group)
@@ -386,6 +390,11 @@ class Campaign:
         finally:
             end = time.monotonic()
             self.stop_observers()
+            for unit in UNITS:   # the units' side of the story, next to the report
+                try:
+                    shutil.copy(lab.log_path(unit), self.dir / f"unit-{unit}.log")
+                except OSError:
+                    pass
         return self.analyse(start, end)
 
     def analyse(self, start: float, end: float) -> dict:

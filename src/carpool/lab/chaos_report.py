@@ -18,9 +18,9 @@ ROW, LEFT = 22, 150
 
 def summary_table(result: dict) -> str:
     """The summary per fault kind as plain text (the CLI prints it)."""
-    rows = [("fault", "count", "skipped", "outage median", "outage max", "violations")]
+    rows = [("fault", "count", "failed", "outage median", "outage max", "violations")]
     for kind, r in result["summary"].items():
-        rows.append((kind, str(r["count"]), str(r["skipped"]),
+        rows.append((kind, str(r["count"]), str(r["failed"]),
                      _s(r["outage_median"]), _s(r["outage_max"]), str(r["violations"])))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
@@ -107,16 +107,17 @@ def _table(head: list[str], rows: list[list]) -> str:
 def render_html(result: dict) -> str:
     t0 = result["start"]
     verdict = ("PASS" if result["violation_count"] == 0 and result["canary_ok"] else "FAIL")
-    summary = _table(["fault", "count", "skipped", "outage median", "outage max", "violations"],
-                     [[k, r["count"], r["skipped"], _s(r["outage_median"]),
+    summary = _table(["fault", "count", "failed", "outage median", "outage max", "violations"],
+                     [[k, r["count"], r["failed"], _s(r["outage_median"]),
                        _s(r["outage_max"]), r["violations"]]
                       for k, r in result["summary"].items()])
     faults = _table(["#", "kind", "unit", "params", "at", "held", "outage", "outcome"],
                     [[f["id"], f["kind"], f.get("unit") or "", json.dumps(f.get("params", {})),
                       f"{f['inject'] - t0:.2f}s",
                       f"{(f.get('heal') or f['inject']) - f['inject']:.2f}s"
-                      if not f.get("skipped") else "",
-                      _s(f.get("outage")), f.get("skipped") or f.get("outcome", "")]
+                      if f.get("heal") else "",
+                      _s(f.get("outage")), "; ".join(x for x in (f.get("error"), f.get("outcome"),
+                                                            *f.get("incidents", [])) if x)]
                      for f in result["log"]])
     violations = _table(["invariant", "address", "unit", "at", "duration", "faults", "detail"],
                         [[v["invariant"] + (" (canary)" if v["canary"] else ""),

@@ -288,25 +288,27 @@ def canary_verdict(violations: list[Violation], canary: dict, bounds: Bounds) ->
 
 def summary(faults: list[dict], violations: list[Violation],
             outage: dict[int, float]) -> dict[str, dict]:
-    """Per fault kind: count, client outage median and max (s), violations (canary excluded)."""
+    """Per fault kind: count, how many failed to inject (they stay in force: see the
+    campaign), client outage median and max (s), violations (canary excluded)."""
+    def row(kind):
+        return table.setdefault(kind, {"count": 0, "failed": 0, "outages": [],
+                                       "violations": 0})
     table: dict[str, dict] = {}
     for f in faults:
-        row = table.setdefault(f["kind"], {"count": 0, "skipped": 0, "outages": [],
-                                           "violations": 0})
         if f.get("skipped"):
-            row["skipped"] += 1
             continue
-        row["count"] += 1
-        row["outages"].append(outage.get(f["id"], 0.0))
+        r = row(f["kind"])
+        r["count"] += 1
+        r["failed"] += 1 if f.get("error") else 0
+        r["outages"].append(outage.get(f["id"], 0.0))
     by_id = {f["id"]: f["kind"] for f in faults}
     for v in violations:
         if v.canary:
             continue
         for kind in {by_id[i] for i in v.faults if i in by_id} or {"(none)"}:
-            table.setdefault(kind, {"count": 0, "skipped": 0, "outages": [],
-                                    "violations": 0})["violations"] += 1
-    for row in table.values():
-        o = row.pop("outages")
-        row["outage_median"] = round(statistics.median(o), 3) if o else None
-        row["outage_max"] = round(max(o), 3) if o else None
+            row(kind)["violations"] += 1
+    for r in table.values():
+        o = r.pop("outages")
+        r["outage_median"] = round(statistics.median(o), 3) if o else None
+        r["outage_max"] = round(max(o), 3) if o else None
     return dict(sorted(table.items()))
