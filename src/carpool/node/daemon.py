@@ -116,6 +116,7 @@ class Daemon:
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
         self.state_sync = ConntrackSync(Path(cfg.state_dir) / "conntrackd")
         self.web = WebUnit(self)  # WUI, REST API, /metrics: same loop, started in run()
+        self.web.prepare()        # (built before the loop runs: see WebUnit.prepare)
 
     def _configure(self, cfg: Config) -> None:
         """Everything derived from the configuration (at start and on a new version)."""

@@ -17,7 +17,31 @@ class WebUnit:
         self.events = EventLog()
         self.events.attach()  # from the start: the first transitions belong in the event log
         self.ctx = None
+        self.app = None
         self.server = None
+
+    def prepare(self) -> None:
+        """Before the event loop runs: the web stack's imports (~0.6 s, seconds on a busy
+        machine), the certificate (a key pair at first start) and the application. Done in
+        the loop they would stall the election long enough for a fast profile's master-down
+        and the supervisor's watchdog. Failures are left for run() to log and retry."""
+        if not self.daemon.cfg.web.enabled:
+            return
+        try:
+            self._app()
+        except Exception as e:
+            log.warning("WUI not prepared (retried in the loop): %s", e)
+
+    def _app(self):
+        from .app import create_app
+        from .context import WebContext
+        from .server import ensure_certificate
+        cfg = self.daemon.cfg
+        ensure_certificate(cfg.web_cert, cfg.web_key, cfg.web_bind, f"carpool-{cfg.role}")
+        if self.ctx is None:
+            self.ctx = WebContext(self.daemon, self.events)
+            self.app = create_app(self.ctx)
+        return self.app
 
     async def run(self) -> None:
         """Serve until cancelled; retry listening until it works."""
@@ -41,16 +65,9 @@ class WebUnit:
             await asyncio.sleep(RETRY)
 
     async def _start(self) -> bool:
-        from .app import create_app
-        from .context import WebContext
-        from .server import WebServer, ensure_certificate
+        from .server import WebServer
         cfg = self.daemon.cfg
-        ensure_certificate(cfg.web_cert, cfg.web_key, cfg.web_bind,
-                           f"carpool-{cfg.role}")
-        if self.ctx is None:
-            self.ctx = WebContext(self.daemon, self.events)
-        server = WebServer(create_app(self.ctx), cfg.web_bind, cfg.web.port, cfg.web_cert,
-                           cfg.web_key)
+        server = WebServer(self._app(), cfg.web_bind, cfg.web.port, cfg.web_cert, cfg.web_key)
         if await server.start():
             self.server = server
             return True
