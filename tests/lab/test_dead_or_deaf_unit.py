@@ -222,13 +222,6 @@ def test_one_way_advert_loss_on_every_path_makes_no_second_active_unit(healed_la
         assert found and all(i in found[0] for i in ("eth0", "eth1", "eth2")), (unit, warned)
     relay = lab.unit_status(standby)["relay"]
     assert relay["want"] and relay["counters"].get("heard", 0) > 0, relay
-    # the doctor names the broken direction on each side
-    for unit, broken in ((standby, "partner -> us"), (active, "us -> partner")):
-        proc = lab.exec(unit, ["carpool", "doctor", "--json"], timeout=60)
-        failed = [c["name"] for c in json.loads(proc.stdout)["checks"]
-                  if not c["ok"] and c["name"].startswith("multicast")]
-        assert failed == [f"multicast eth0: {broken}", f"multicast eth2: {broken}"], \
-            (unit, failed)
     lab.heal()
     lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")),
                  3 * down + 5, what="no warnings after the heal")
