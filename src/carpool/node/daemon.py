@@ -558,8 +558,6 @@ class Daemon:
         timeout = watchdog_timeout(self.params.master_down, self.params.advert_interval,
                                    self.cfg.watchdog)
         pulse = Pulse.from_env(timeout) if timeout > 0 else None
-        if pulse:
-            pulse.start(self.loop)
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
         self.fence.install(self.shared_ips())
@@ -591,6 +589,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
         log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
                  self.cfg.vhid, ", ".join(self.sockets))
+        if pulse:  # watched from here: the start (pyroute2's import, the data planes: seconds
+            pulse.start(self.loop)  # on a busy machine) holds no address and is no hang
         pacified = self.starts.on_start()
         if pacified:
             log.warning("pacified: %s; this unit stays standby", pacified)
