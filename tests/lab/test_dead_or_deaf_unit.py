@@ -160,7 +160,7 @@ def test_a_frozen_worker_goes_dark_and_its_supervisor_kills_it(healed_lab):
     down = master_down(lab)
     with sampling(lab) as rec:
         hung, t0 = fault_on_the_master(lab, lab.freeze)
-        # watchdog: master-down + two adverts, at least 2 s; then the supervisor cleans up
+        # watchdog: master-down + two adverts, at least 5 s; then the supervisor cleans up
         lab.wait_for(lambda: lab.supervisor_pid(hung) is None, down + 10,
                      what="the supervisor kills the hung worker and exits")
         time.sleep(0.1)

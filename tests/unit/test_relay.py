@@ -60,7 +60,8 @@ def test_fence_commands():
 
 def test_watchdog_timeout():
     assert watchdog_timeout(3.0, 1.0, -1) == 5.0       # master-down + two adverts
-    assert watchdog_timeout(0.07, 0.02, -1) == 2.0     # at least 2 s
+    assert watchdog_timeout(6.0, 2.0, -1) == 10.0
+    assert watchdog_timeout(0.07, 0.02, -1) == 5.0     # at least 5 s
     assert watchdog_timeout(3.0, 1.0, 0) == 0          # off
     assert watchdog_timeout(3.0, 1.0, 9.5) == 9.5
 

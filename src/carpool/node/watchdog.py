@@ -17,12 +17,14 @@ import time
 
 log = logging.getLogger("carpool.watchdog")
 ENV = "CARPOOL_WATCHDOG_FD"
-MIN_TIMEOUT = 2.0
+MIN_TIMEOUT = 5.0
 
 
 def watchdog_timeout(master_down: float, advert_interval: float, configured: float) -> float:
-    """configured (unit.watchdog) when set; else master-down plus two adverts, at least 2 s:
-    by then the partner has taken over, and a busy loop (a big configuration) is not a hang."""
+    """configured (unit.watchdog) when set; else master-down plus two adverts, at least 5 s.
+    The fence has darkened a hung unit's addresses long before; the kill only ends the hang,
+    so it can wait out a loop that is merely slow (a big configuration, the WUI starting on
+    a busy machine took 2 s in the fast profile)."""
     if configured >= 0:
         return configured
     return max(MIN_TIMEOUT, master_down + 2 * advert_interval)
