@@ -178,8 +178,10 @@ def test_a_whole_unit_frozen_and_woken_does_not_take_the_addresses_back(healed_l
     lab.wait_for_master()
     down = master_down(lab)
     with sampling(lab) as rec:
+        limit = lab.unit_status(other(lab.master() or "a"))["timers"]["stall_limit"]
         sleeper, t0 = fault_on_the_master(lab, lambda u: lab.freeze(u, whole=True))
-        time.sleep(lab.advert_interval() * 2)
+        # frozen past the stall limit: a shorter lag is left to the rank comparison
+        time.sleep(max(0.0, t0 + limit + 0.5 - time.monotonic()))
         woken = time.monotonic()
         lab.thaw(sleeper)
         lab.wait_for(lambda: lab.unit_status(sleeper).get("state") == "backup", 10,

@@ -627,15 +627,15 @@ def test_pacify_on_a_master_bows_out_and_clearing_lets_it_take_over():
 def test_master_woken_after_a_stall_longer_than_master_down_yields_at_once():
     e = master()
     last_advert = e.deadline - PARAMS.advert_interval
-    effects = e.handle(Tick(), last_advert + PARAMS.master_down + 0.5)  # frozen for 3.5 s
+    effects = e.handle(Tick(), last_advert + e.stall_limit() + 0.5)  # frozen for 5.5 s
     assert e.state is BACKUP and ReleaseAddresses() in effects
     assert not [x for x in effects if isinstance(x, (SendAdvert, TakeAddresses))]
-    assert "woke after 3.5 s without advertising" in e.reason
+    assert "woke after 5.5 s without advertising" in e.reason
 
 
 def test_master_woken_by_the_partner_advert_yields_even_when_its_rank_wins():
     e = master()
-    late = e.deadline - PARAMS.advert_interval + PARAMS.master_down + 0.01
+    late = e.deadline - PARAMS.advert_interval + e.stall_limit() + 0.01
     weaker = peer(address=OURS - 1)  # a rank we beat: only the stall makes us yield
     effects = e.handle(weaker, late)
     assert e.state is BACKUP and ReleaseAddresses() in effects
@@ -644,14 +644,26 @@ def test_master_woken_by_the_partner_advert_yields_even_when_its_rank_wins():
 
 def test_master_woken_with_a_new_demotion_yields_and_keeps_the_reasons():
     e = master()
-    late = e.deadline - PARAMS.advert_interval + PARAMS.master_down + 0.01
+    late = e.deadline - PARAMS.advert_interval + e.stall_limit() + 0.01
     effects = e.handle(DemoteChanged(LINK), late)
     assert e.state is BACKUP and e.demote_reasons == LINK
     assert not [x for x in effects if isinstance(x, SendAdvert)]
 
 
-def test_a_late_tick_within_master_down_is_no_stall():
+def test_a_late_tick_short_of_the_stall_limit_is_left_to_the_rank_comparison():
     e = master()
     last_advert = e.deadline - PARAMS.advert_interval
-    effects = e.handle(Tick(), last_advert + PARAMS.master_down - 0.01)
+    assert e.stall_limit() == PARAMS.master_down + 2 * PARAMS.advert_interval
+    effects = e.handle(Tick(), last_advert + e.stall_limit() - 0.01)  # past master-down
     assert e.state is MASTER and SendAdvert(bow_out=False, demote=0) in effects
+    e.handle(peer(), e.deadline - 0.5)  # the partner took over meanwhile and beats us
+    assert e.state is BACKUP
+
+
+def test_fast_profile_lag_of_a_busy_machine_is_no_stall():
+    params = dataclasses.replace(PARAMS, advert_interval=0.02, master_down=0.072)
+    e = master(params)
+    last_advert = e.deadline - params.advert_interval
+    assert e.stall_limit() == pytest.approx(0.322)
+    e.handle(Tick(), last_advert + 0.12)  # 120 ms late: seen under load in the chaos runs
+    assert e.state is MASTER

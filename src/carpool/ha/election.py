@@ -8,7 +8,7 @@ seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`
              partner takes over and its advert makes us yield)--> BACKUP
     MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
     MASTER --Pacify(on)--> BACKUP; a pacified unit (reboot loop) never becomes MASTER
-    MASTER --woke from a stall longer than master-down (the partner has taken over)--> BACKUP
+    MASTER --woke from a freeze well past master-down (the partner has taken over)--> BACKUP
     BACKUP, MASTER --Shutdown (a MASTER bows out)--> INIT
 
 BACKUP: the deadline is master-down (silence from the master); every advert re-arms it.
@@ -27,6 +27,10 @@ from ipaddress import IPv4Address
 log = logging.getLogger("carpool.election")
 
 GARP_REPEAT_ADVERT = 2  # resend the gratuitous ARP with this advert (the takeover advert is 1)
+# A master silent this much longer than master-down was frozen, not merely late. A shorter lag
+# (a busy machine: 0.1 s is common in a 20 ms profile) is left to the rank comparison, which
+# settles two masters within an advert without leaving the pair with none.
+STALL_MARGIN = 0.25
 
 
 class State(enum.Enum):
@@ -229,19 +233,24 @@ class Election:
         raise TypeError(f"not an election event: {event!r}")
 
     # -- handlers -----------------------------------------------------------------------------
+    def stall_limit(self) -> float:
+        """Silence after which a waking MASTER yields (see _stalled)."""
+        p = self.params
+        return p.master_down + max(2 * p.advert_interval, STALL_MARGIN)
+
     def _stalled(self, now: float) -> bool:
-        """A MASTER whose last advert went out longer than master-down ago was frozen (SIGSTOP,
+        """A MASTER whose last advert went out well past master-down ago was frozen (SIGSTOP,
         a hung loop): the partner has heard nothing for that long and has taken over, so
-        asserting mastership on waking would duplicate every shared address. The last advert
-        left at deadline - advert_interval."""
+        advertising on waking would take the addresses back or duplicate them. The last
+        advert left at deadline - advert_interval."""
         if self._state is not State.MASTER or self._deadline is None:
             return False
         last_advert = self._deadline - self.params.advert_interval
-        return now - last_advert > self.params.master_down
+        return now - last_advert > self.stall_limit()
 
     def _stall_reason(self, now: float) -> str:
         silent = now - (self._deadline - self.params.advert_interval)
-        return (f"woke after {_secs(silent)} s without advertising (> master-down "
+        return (f"woke after {_secs(silent)} s without advertising (master-down is "
                 f"{_secs(self.params.master_down)} s): the partner may hold the addresses")
 
     def _start(self, now: float) -> list[Effect]:

@@ -535,6 +535,7 @@ class Daemon:
                          "timer_late_over_interval": self.stats.timer_late_over_interval},
             "timers": {"advert_interval": e.params.advert_interval,
                        "master_down": e.params.master_down,
+                       "stall_limit": round(e.stall_limit(), 3),
                        "next_timer_in": None if e.deadline is None
                        else round(e.deadline - now, 3)},
             "events": list(self.events), "pid": os.getpid(),
