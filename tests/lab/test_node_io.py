@@ -32,7 +32,7 @@ SHARED = "198.18.9.10"
 SILENT = "198.18.9.77"
 VMAC = vmac_for(7)
 PY = sys.executable
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 PRELUDE = """
 import asyncio, json, os, select, socket, struct, subprocess, sys, time

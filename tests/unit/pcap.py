@@ -7,8 +7,8 @@ from pathlib import Path
 
 from carpool.ha.ipv4 import Ipv4Packet, parse_ipv4
 
-# Captured from real peers; ../shared/vectors beside the repository (DESIGN §3).
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+# Captured from real peers (ucarp, keepalived), kept in the repository: tests/vectors.
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LINKTYPE_ETHERNET = 1
 ETHERTYPE_IPV4 = 0x0800
 _MAGIC = {  # magic as read little-endian -> (byte order, fraction-of-second divisor)
