@@ -127,6 +127,33 @@ def test_adverts_lost_on_every_path_make_no_master_master_and_are_named(healed_l
                  what="one master again, no warnings")
 
 
+def test_doctor_names_the_direction_that_drops_on_every_path(healed_lab):
+    """The active unit's adverts and probes dropped at the standby on every path, the other
+    direction intact: the reports travel over 6973 too, so each unit's doctor fails exactly
+    the broken direction of each path (before, both directions failed as "no report")."""
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = "b" if active == "a" else "a"
+    lab.one_way(standby)
+    lab.wait_for(lambda: any(w.startswith("adverts lost")
+                             for w in lab.unit_status(standby)["warnings"]), 20,
+                 what="the standby warns that adverts are lost")
+    directions = {}
+    for unit in (active, standby):
+        _, checks = doctor(lab, unit)
+        directions[unit] = {c["name"]: c for c in checks if "->" in c["name"]}
+        assert len(directions[unit]) == 4, checks  # eth0 and eth2, both ways
+    for name, check in directions[standby].items():
+        assert check["ok"] == name.endswith("us -> partner"), (standby, check)
+        if not check["ok"]:
+            assert "came over the sync port" in check["detail"], check
+    for name, check in directions[active].items():
+        assert check["ok"] == name.endswith("partner -> us"), (active, check)
+        if not check["ok"]:
+            assert "heard 0 of our" in check["detail"], check
+    lab.heal()
+
+
 def test_reboot_loop_pacifies_the_unit_until_an_admin_clears_it(healed_lab):
     lab = healed_lab
     lab.wait_for_master()

@@ -72,6 +72,20 @@ def test_a_lost_report_path_fails_only_that_direction():
     assert bad(o) == ["multicast eth0: partner -> us"]
 
 
+def test_one_way_loss_on_every_path_is_named_by_the_report_over_6973():
+    """The partner's probes-report comes back over the sync port only: each path's
+    partner -> us direction fails, us -> partner passes, and the detail says where it came."""
+    o = copy.deepcopy(HEALTHY)
+    o["relayed_report"], o["reports"] = o["reports"]["eth0"], {}
+    assert bad(o) == ["multicast eth0: partner -> us", "heartbeat eth1"]
+    eth0 = next(f for f in findings.evaluate(o) if f.name == "multicast eth0: partner -> us")
+    assert "came over the sync port" in eth0.detail
+    # and the other direction: the partner heard none of our probes, said so over 6973
+    o = copy.deepcopy(HEALTHY)
+    o["relayed_report"] = o["reports"]["eth0"] | {"heard": {}}
+    assert bad(o) == ["multicast eth0: us -> partner", "heartbeat eth1"]
+
+
 def test_wrong_secret_with_the_sync_port_closed_is_judged_by_the_probes():
     o = copy.deepcopy(HEALTHY)
     o["sync"] = {"reachable": False, "authenticated": None, "error": "timeout",

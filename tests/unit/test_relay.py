@@ -113,3 +113,49 @@ def test_watch_gives_a_fresh_timeout_after_the_supervisor_itself_was_stopped():
     finally:
         os.close(r)
         os.close(w)
+
+
+def _blocks_the_loop(seconds: float) -> None:
+    import time
+    time.sleep(seconds)
+
+
+def test_pulse_reports_a_blocked_loop_with_its_stack(capfd):
+    import asyncio
+
+    from carpool.node.watchdog import Pulse
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        pulse = Pulse(None, 1.0, lag_report=0.1)
+        pulse.start(loop)
+        await asyncio.sleep(0.1)
+        loop.call_soon(_blocks_the_loop, 0.4)
+        for _ in range(40):  # bounded: the next turn reports it
+            await asyncio.sleep(0.025)
+            if pulse.lags:
+                break
+        pulse.stop()
+        return pulse
+
+    pulse = asyncio.run(main())
+    assert pulse.lags == 1 and pulse.lag_max >= 0.3
+    assert pulse.status()["lags"] == 1
+    err = capfd.readouterr().err
+    assert "_blocks_the_loop" in err  # the stack names what blocked the loop
+
+
+def test_pulse_quiet_loop_reports_nothing(capfd):
+    import asyncio
+
+    from carpool.node.watchdog import Pulse
+
+    async def main():
+        pulse = Pulse(None, 1.0, lag_report=0.2)
+        pulse.start(asyncio.get_running_loop())
+        await asyncio.sleep(0.3)
+        pulse.stop()
+        return pulse
+
+    assert asyncio.run(main()).lags == 0
+    assert "Thread" not in capfd.readouterr().err

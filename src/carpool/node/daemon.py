@@ -110,8 +110,11 @@ class Daemon:
         self.links: LinkMonitor | None = None
         self.health = HealthChecker(on_change=self._server_changed)
         self.doctor = DoctorAgent(self)
+        self.relay.report_for = self.doctor.report_over_relay
+        self.relay.on_report = self.doctor.on_relayed_report
         self.starts = StartRecord(cfg.config_dir or cfg.state_dir, cfg.restart_limit)
         self.pinger: Pinger | None = None
+        self.pulse: Pulse | None = None
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(cfg.state_dir) / "haproxy")
         self.state_sync = ConntrackSync(Path(cfg.state_dir) / "conntrackd")
@@ -533,6 +536,7 @@ class Daemon:
                          "transitions": self.stats.transitions,
                          "timer_late_max_ms": round(self.stats.timer_late_max * 1000, 1),
                          "timer_late_over_interval": self.stats.timer_late_over_interval},
+            "loop": self.pulse.status() if self.pulse else None,
             "timers": {"advert_interval": e.params.advert_interval,
                        "master_down": e.params.master_down,
                        "stall_limit": round(e.stall_limit(), 3),
@@ -558,7 +562,7 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         timeout = watchdog_timeout(self.params.master_down, self.params.advert_interval,
                                    self.cfg.watchdog)
-        pulse = Pulse.from_env(timeout) if timeout > 0 else None
+        pulse = self.pulse = Pulse.from_env(timeout)
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
         self.fence.install(self.shared_ips())
@@ -590,8 +594,8 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
         log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
                  self.cfg.vhid, ", ".join(self.sockets))
-        if pulse:  # watched from here: the start (pyroute2's import, the data planes: seconds
-            pulse.start(self.loop)  # on a busy machine) holds no address and is no hang
+        # watched from here: the start (pyroute2's import, the data planes: seconds on a busy
+        pulse.start(self.loop)  # machine) holds no address and is no hang
         pacified = self.starts.on_start()
         if pacified:
             log.warning("pacified: %s; this unit stays standby", pacified)
@@ -621,8 +625,7 @@ class Daemon:
         await self.state_sync.stop()
         links.close()
         pinger.close()
-        if pulse:
-            pulse.stop()
+        pulse.stop()
         for sock in self.sockets.values():
             sock.close()
         return 0

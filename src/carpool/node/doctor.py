@@ -3,7 +3,9 @@
 Both units run it. `run()` (the `doctor` control command) sends probes (carpool.ha.probe) on
 every advert interface, exactly where adverts go; the partner counts them per interface and
 answers with a report on every interface, so one exchange shows both directions of each path:
-what the partner heard of ours (in the report) and where its report reached us. With virtual
+what the partner heard of ours (in the report) and where its report reached us. The partner's
+report also comes over the sync channel (node/relay.py) when that is up, so a direction that
+drops on every path is still named, not just "no report". With virtual
 MACs the unit holding the addresses also sends unicast frames from the virtual MAC to the
 partner. Pings, the sync port and the foreign speakers the daemon noted complete the picture,
 which carpool.node.findings turns into findings. Nothing here feeds the election or touches
@@ -55,6 +57,7 @@ class Session:
     report_authentic: bool | None = None
     vmac_heard: collections.Counter = field(default_factory=collections.Counter)
     first_report_at: float | None = None   # wall time (the partner stamps its reports)
+    relayed: dict | None = None            # the partner's report over 6973
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -133,27 +136,60 @@ class DoctorAgent:
                 self.heard.popitem(last=False)
         return heard
 
+    def _limited(self) -> bool:
+        now = time.monotonic()
+        if len(self._report_times) == MAX_REPORTS_PER_S and now - self._report_times[0] < 1:
+            self.counters["reports_limited"] += 1
+            return True
+        self._report_times.append(now)
+        return False
+
     def _report(self, pid: str) -> None:
         heard = self.heard.get(pid)
         if heard is None:
             return
         heard.report_due = False
-        now = time.monotonic()
-        if len(self._report_times) == MAX_REPORTS_PER_S and now - self._report_times[0] < 1:
-            self.counters["reports_limited"] += 1
+        if self._limited():
             return
-        self._report_times.append(now)
         if heard.want_vmac and not heard.vmac_sent and self.holds_vmac():
             heard.vmac_sent = True
             self.send_vmac_frames(pid)
         heard.reports_sent += 1
-        d = self.d
-        body = {"k": "report", "id": pid, "from": d.cfg.role, "heard": dict(heard.probes),
+        self.send_everywhere(self.report_body(pid))
+
+    def report_body(self, pid: str) -> dict:
+        d, heard = self.d, self.heard.get(pid) or Heard()
+        return {"k": "report", "id": pid, "from": d.cfg.role, "heard": dict(heard.probes),
                 "vmac_heard": dict(heard.vmac), "authentic": heard.authentic,
                 "ping": {n: st.ping_ok for n, st in d.state.items()},
                 "state": d.election.state.value, "version": __version__,
                 "config": list(d.config.store.current.record.key), "time": time.time()}
-        self.send_everywhere(body)
+
+    def report_over_relay(self, pid: str, send) -> None:
+        """The partner asked over 6973: our report once its probes are in (or are not). Sent
+        on the advert paths too if no probe made us send it there, so the partner -> us
+        direction of each path is tested even when none of its probes reached us."""
+        def answer() -> None:
+            if self._limited():
+                return
+            body = self.report_body(pid)
+            send(body)
+            heard = self.heard.get(pid)
+            if heard is None or (heard.reports_sent == 0 and not heard.report_due):
+                self._heard(pid).reports_sent += 1
+                self.send_everywhere(body)
+        self.d.loop.call_later(REPORT_DELAY, answer)
+
+    def on_relayed_report(self, body: dict) -> None:
+        pid = str(body.get("id", ""))
+        if body.get("k") != "report" or not _report_shape(body) or pid not in self.sessions:
+            self.counters["bad_relayed_report"] += 1
+            return
+        self.counters["relayed_report_received"] += 1
+        s = self.sessions[pid]
+        s.relayed = body
+        s.first_report_at = s.first_report_at or time.time()
+        s.arrived.set()
 
     # -- send side --------------------------------------------------------------------------
     def send_everywhere(self, body: dict) -> dict[str, int]:
@@ -216,8 +252,10 @@ class DoctorAgent:
                 sent.update(self.send_everywhere({"k": "probe", "id": pid, "n": n,
                                                   "from": cfg.role, "want_vmac": want_vmac}))
                 await asyncio.sleep(PROBE_GAP)
+            relayed = d.relay.ask_doctor(pid)
             deadline = started + REPORT_WAIT
-            while time.monotonic() < deadline and len(session.reports) < len(d.sockets):
+            while time.monotonic() < deadline and (len(session.reports) < len(d.sockets) or
+                                                   (relayed and session.relayed is None)):
                 session.arrived.clear()
                 try:
                     await asyncio.wait_for(session.arrived.wait(), deadline - time.monotonic())
@@ -234,6 +272,7 @@ class DoctorAgent:
                 "vmac_sender": "us" if self.holds_vmac() else ("partner" if want_vmac else None),
                 "vmac_sent": vmac_sent, "vmac_heard": dict(session.vmac_heard),
                 "sent": dict(sent), "reports": session.reports,
+                "relayed_report": session.relayed,
                 "report_authentic": session.report_authentic,
                 "pings": {n: None if r is None else round(r * 1000, 3)
                           for n, r in zip(names, rtts)},

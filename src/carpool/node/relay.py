@@ -10,6 +10,10 @@ the election like any advert: the unit stays standby, or, active, yields to a be
 partner at once. Nothing flows while adverts arrive on a path (want false), so a healthy pair
 pays nothing; a silent partner (dead, frozen, cut off) relays nothing either, so a takeover is
 never delayed. The session's HMAC and sequence numbers authenticate every relayed advert.
+
+The doctor uses the same connection: a run asks the partner ("doctor", id) for its report of
+the run's probes, which then arrives here even when no advert path carries it back, so the
+findings can say which direction of each path drops (node/doctor.py).
 """
 from __future__ import annotations
 
@@ -78,6 +82,10 @@ class AdvertRelay:
         self.connected_since: float | None = None
         self.last_heard: float | None = None           # monotonic, a relayed advert
         self.counters: collections.Counter = collections.Counter()
+        # The doctor's, set by the daemon: report_for(id, send) sends (or, rate-limited, drops)
+        # our report of the partner's run id; on_report(body) takes the partner's report.
+        self.report_for: Callable[[str, Callable[[dict], None]], None] | None = None
+        self.on_report: Callable[[dict], None] | None = None
         sync.relay = self
 
     # -- the side that relays its adverts ----------------------------------------------------
@@ -91,6 +99,19 @@ class AdvertRelay:
             sent = ch.post({"type": "advert", "demote": current[0], "preference": current[1],
                             "bow_out": False})
             self.counters["relayed" if sent else "relay_dropped"] += 1
+
+    def doctor(self, ch: Channel, msg: dict) -> None:
+        """The partner's doctor asks for our report of its probes: the doctor answers when its
+        probes are in, back on this connection."""
+        pid = msg.get("id")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 32 or self.report_for is None:
+            self.counters["doctor_garbage"] += 1
+            return
+
+        def send(body: dict) -> None:
+            if ch.post({"type": "doctor-report", "report": body}):
+                self.counters["doctor_reports_sent"] += 1
+        self.report_for(pid, send)
 
     def forget(self, ch: Channel) -> None:
         self.subscribers.pop(ch, None)
@@ -116,6 +137,27 @@ class AdvertRelay:
             if self.client.post({"type": "relay", "want": want, "state": wanted[1]}):
                 self._asked = wanted
 
+    def ask_doctor(self, pid: str) -> bool:
+        """Ask the partner for its report of doctor run `pid` over 6973 (False: no connection)."""
+        return self.client is not None and self.client.post({"type": "doctor", "id": pid})
+
+    def _received(self, msg: dict) -> None:
+        kind = msg.get("type")
+        if kind == "doctor-report":
+            if isinstance(msg.get("report"), dict) and self.on_report is not None:
+                self.on_report(msg["report"])  # checked there like any report
+            return
+        if kind != "advert":
+            raise sp.FrameError("garbage", f"relay: unexpected {kind!r}")
+        try:
+            demote, preference, bow_out = parse_advert(msg)
+        except ValueError as e:
+            self.counters["relay_garbage"] += 1
+            raise sp.FrameError("garbage", f"relayed advert: {e}") from None
+        self.counters["heard"] += 1
+        self.last_heard = time.monotonic()
+        self.on_advert(demote, preference, bow_out)
+
     async def run(self) -> None:
         """Keep one connection to the partner (reconnecting after RETRY s) and feed what it
         relays to the election."""
@@ -128,17 +170,7 @@ class AdvertRelay:
                 self.connected_since = time.monotonic()
                 self.ask(self.want)
                 while True:
-                    msg = await ch.recv(timeout=3600)
-                    if msg.get("type") != "advert":
-                        raise sp.FrameError("garbage", f"relay: unexpected {msg.get('type')!r}")
-                    try:
-                        demote, preference, bow_out = parse_advert(msg)
-                    except ValueError as e:
-                        self.counters["relay_garbage"] += 1
-                        raise sp.FrameError("garbage", f"relayed advert: {e}") from None
-                    self.counters["heard"] += 1
-                    self.last_heard = time.monotonic()
-                    self.on_advert(demote, preference, bow_out)
+                    self._received(await ch.recv(timeout=3600))
             except asyncio.CancelledError:
                 raise
             except (OSError, ConnectionError, asyncio.TimeoutError, sp.FrameError,

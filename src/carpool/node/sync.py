@@ -156,6 +156,9 @@ class SyncService:
                 if msg.get("type") == "relay" and self.relay is not None:
                     self.relay.subscribe(ch, msg)  # no answer: adverts follow when wanted
                     continue
+                if msg.get("type") == "doctor" and self.relay is not None:
+                    self.relay.doctor(ch, msg)
+                    continue
                 await ch.send(self._answer(msg))
         except sp.FrameError as e:
             self.counters[f"bad_frame_{e.reason}"] += 1

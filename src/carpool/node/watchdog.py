@@ -6,10 +6,15 @@ The worker writes one byte to a pipe from its event loop every BEAT seconds; the
 which does nothing else, reads the pipe and SIGKILLs the worker once the pipe has been silent
 for the watchdog timeout, then cleans up as after any death. The watch is armed by the first
 beat, so a slow start (imports, the first data plane load) is never mistaken for a hang.
+
+A loop that is blocked for less than the timeout is no hang but costs adverts all the same: the
+pulse arms faulthandler each turn, so a loop blocked beyond LAG_REPORT writes every thread's
+stack to stderr (the unit's log) while it is blocked, and a warning with the length once free.
 """
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import select
@@ -18,6 +23,7 @@ import time
 log = logging.getLogger("carpool.watchdog")
 ENV = "CARPOOL_WATCHDOG_FD"
 MIN_TIMEOUT = 5.0
+LAG_REPORT = 0.5  # a blocked loop worth a stack trace: longer than any advert interval
 
 
 def watchdog_timeout(master_down: float, advert_interval: float, configured: float) -> float:
@@ -33,37 +39,69 @@ def watchdog_timeout(master_down: float, advert_interval: float, configured: flo
 class Pulse:
     """Worker side: beat from the event loop (a loop that runs is a loop that answers)."""
 
-    def __init__(self, fd: int, interval: float):
-        self.fd, self.interval = fd, interval
+    def __init__(self, fd: int | None, interval: float, lag_report: float = LAG_REPORT):
+        self.fd, self.interval, self.lag_report = fd, interval, lag_report
+        self.step = min(interval, lag_report / 4)
+        self.lag_max = 0.0
+        self.lags = 0  # turns that came more than lag_report late
         self._handle: asyncio.TimerHandle | None = None
-        os.set_blocking(fd, False)
+        self._due = self._written = 0.0
+        if fd is not None:
+            os.set_blocking(fd, False)
 
     @classmethod
-    def from_env(cls, timeout: float) -> "Pulse | None":
+    def from_env(cls, timeout: float) -> "Pulse":
+        """Beats to the supervisor's pipe when there is one and a timeout; the lag report runs
+        either way."""
         value = os.environ.pop(ENV, "")
-        if not value.isdigit():
-            return None
-        return cls(int(value), max(0.01, timeout / 8))
+        fd = int(value) if value.isdigit() and timeout > 0 else None
+        return cls(fd, max(0.01, timeout / 8) if timeout > 0 else 1.0)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._due = loop.time()
         self._beat(loop)
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            os.write(self.fd, b".")
-        except BlockingIOError:
-            pass  # the supervisor is behind (stopped too?): the pipe holds plenty of beats
-        except OSError:
-            return  # the supervisor is gone; PR_SET_PDEATHSIG ends us
-        self._handle = loop.call_later(self.interval, self._beat, loop)
+        now = loop.time()
+        late = now - self._due
+        self.lag_max = max(self.lag_max, late)
+        if late > self.lag_report:
+            self.lags += 1
+            log.warning("the event loop was blocked for %.3f s (what blocked it: the stack "
+                        "written above)", late)
+        if self.fd is not None and now - self._written >= self.interval:
+            try:
+                os.write(self.fd, b".")
+            except BlockingIOError:
+                pass  # the supervisor is behind (stopped too?): the pipe holds plenty of beats
+            except OSError:
+                return  # the supervisor is gone; PR_SET_PDEATHSIG ends us
+            self._written = now
+        _arm_stack_dump(self.step + self.lag_report)
+        self._due = now + self.step
+        self._handle = loop.call_at(self._due, self._beat, loop)
+
+    def status(self) -> dict:
+        return {"lag_max_ms": round(self.lag_max * 1000, 1), "lags": self.lags,
+                "lag_report_s": self.lag_report}
 
     def stop(self) -> None:
         if self._handle:
             self._handle.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        if self.fd is None:
+            return
         try:
             os.close(self.fd)
         except OSError:
             pass
+
+
+def _arm_stack_dump(after: float) -> None:
+    try:  # re-arming cancels the previous one: fires only when the loop misses a turn
+        faulthandler.dump_traceback_later(after, repeat=False)
+    except (RuntimeError, ValueError, OSError):
+        pass  # no usable stderr: the warning alone still says how long
 
 
 def watch(fd: int, timeout: float, exited, now=time.monotonic) -> str | None:
