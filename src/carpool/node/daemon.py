@@ -41,6 +41,7 @@ from .links import LinkMonitor
 from .notify import run_notify
 from .rawsock import AdvertSocket
 from .relay import AdvertRelay, wants_relay
+from .shared import SharedAddresses
 
 log = logging.getLogger("carpool.daemon")
 MULTICAST = IPv4Address("224.0.0.18")
@@ -97,7 +98,7 @@ class Daemon:
         self.stats = Stats()
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
-        self.held: list[str] = []
+        self.shared = SharedAddresses()  # the loop is set in run()
         self.fence = Fence(fence_timeout(self.params.advert_interval))
         self._renewed = float("-inf")  # when the held addresses' kernel lifetime was renewed
         self.events: collections.deque = collections.deque(maxlen=50)
@@ -161,12 +162,9 @@ class Daemon:
             self.state.setdefault(name, IfaceState())
         if self.loop is not None:
             self._open_sockets()
-        for name, cidr in sorted(gone):
-            try:
-                addresses.remove_stale(name, [cidr], old.vmac_address if old.vmac else None)
-            except OSError as e:
-                log.error("cannot remove %s from %s: %s", cidr, name, e)
-        self.held = [h for h in self.held if all(h != c for _, c in gone)]
+        if gone:
+            self.shared.forget([c for _, c in gone], sorted(gone),
+                               old.vmac_address if old.vmac else None)
         if self.is_active():
             self.take_addresses()
             self.send_garp()
@@ -266,6 +264,9 @@ class Daemon:
     def _vmac(self) -> str | None:
         return self.cfg.vmac_address if self.cfg.vmac else None
 
+    def _items(self) -> list[tuple[str, str]]:
+        return [(i.name, str(c)) for i in self.cfg.interfaces for c in i.shared]
+
     def keep_alive(self) -> None:
         """The active unit, each advert: the fence keeps the held addresses serving for another
         timeout; once a second their kernel lifetime is renewed (which re-adds one that went)."""
@@ -273,44 +274,24 @@ class Daemon:
         self.fence.hold(self.shared_ips(), now)
         if now - self._renewed >= LIFETIME_RENEW:
             self._renewed = now
-            self._add_addresses(announce=False)
+            self.shared.renew(self._items(), self._vmac(), ADDRESS_LIFETIME)
 
     def take_addresses(self) -> None:
         # Live in the fence first: the first packets to an address just added must pass.
         self.fence.hold(self.shared_ips(), self.now(), force=True)
         self._renewed = self.now()
-        self._add_addresses(announce=True)
-
-    def _add_addresses(self, announce: bool) -> None:
-        for iface in self.cfg.interfaces:
-            for cidr in iface.shared:
-                try:
-                    addresses.add_shared(iface.name, str(cidr), self._vmac(), ADDRESS_LIFETIME)
-                    if str(cidr) not in self.held:
-                        self.held.append(str(cidr))
-                except OSError as e:
-                    log.error("cannot add shared address %s on %s: %s", cidr, iface.name, e)
-                    continue
-                if not announce:
-                    continue
-                try:  # one announcement right away, before the next add (the burst follows)
-                    addresses.send_garp(iface.name, str(cidr.ip), self._vmac(), count=1)
-                except OSError as e:
-                    log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
+        self.shared.take(self._items(), self._vmac(), ADDRESS_LIFETIME, announce=True)
 
     def release_addresses(self) -> None:
-        self.fence.release()  # dark at once; the netlink removals take a few milliseconds
-        remove_shared_addresses(self.cfg)
-        self.held.clear()
+        self.fence.release()  # dark at once; the netlink removals follow on their thread
+        self.shared.release(self._items(), self._vmac())
 
     def send_garp(self) -> None:
-        for iface in self.cfg.interfaces:
-            for cidr in iface.shared:
-                try:
-                    addresses.send_garp(iface.name, str(cidr.ip), self._vmac(),
-                                        count=self.cfg.garp_count)
-                except OSError as e:
-                    log.warning("gratuitous ARP for %s on %s failed: %s", cidr.ip, iface.name, e)
+        self.shared.garp(self._items(), self._vmac(), self.cfg.garp_count)
+
+    @property
+    def held(self) -> list[str]:
+        return self.shared.held
 
     def spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -551,6 +532,7 @@ class Daemon:
                           "servers": self.health.status()},
             "doctor": dict(self.doctor.counters),
             "fence": self.fence.status(),
+            "addresses": self.shared.status(),
             "relay": self.relay.status(now),
         }
         status["warnings"] = findings.warnings(status, self.config.sync.partner_ha,
@@ -559,7 +541,7 @@ class Daemon:
 
     # -- life cycle ------------------------------------------------------------------------
     async def run(self) -> int:
-        self.loop = asyncio.get_running_loop()
+        self.loop = self.shared.loop = asyncio.get_running_loop()
         timeout = watchdog_timeout(self.params.master_down, self.params.advert_interval,
                                    self.cfg.watchdog)
         pulse = self.pulse = Pulse.from_env(timeout)
@@ -607,7 +589,9 @@ class Daemon:
         await self.stopped.wait()
         log.info("SIGTERM: bowing out")
         self.feed(el.Shutdown())
-        remove_shared_addresses(self.cfg)
+        await self.shared.drain(2.0)     # the release queued by Shutdown, in order
+        remove_shared_addresses(self.cfg)  # and whatever a stuck queue left
+        self.shared.close()
         self.fence.remove()
         if self._notifies:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self._notifies), timeout=self.cfg.notify_timeout + 1)
