@@ -19,6 +19,7 @@ class WebUnit:
         self.ctx = None
         self.app = None
         self.server = None
+        self._prepared = None  # a WebServer built (and its uvicorn config loaded) before the loop
 
     def prepare(self) -> None:
         """Before the event loop runs: the web stack's imports (~0.6 s, seconds on a busy
@@ -28,9 +29,18 @@ class WebUnit:
         if not self.daemon.cfg.web.enabled:
             return
         try:
-            self._app()
+            self._prepared = self._server()
+            # uvicorn's load: its HTTP protocol imports and the TLS context (~1 s measured on
+            # a busy machine), otherwise done in serve(), in the loop
+            self._prepared.config.load()
         except Exception as e:
+            self._prepared = None
             log.warning("WUI not prepared (retried in the loop): %s", e)
+
+    def _server(self):
+        from .server import WebServer
+        cfg = self.daemon.cfg
+        return WebServer(self._app(), cfg.web_bind, cfg.web.port, cfg.web_cert, cfg.web_key)
 
     def _app(self):
         from .app import create_app
@@ -65,9 +75,7 @@ class WebUnit:
             await asyncio.sleep(RETRY)
 
     async def _start(self) -> bool:
-        from .server import WebServer
-        cfg = self.daemon.cfg
-        server = WebServer(self._app(), cfg.web_bind, cfg.web.port, cfg.web_cert, cfg.web_key)
+        server, self._prepared = self._prepared or self._server(), None
         if await server.start():
             self.server = server
             return True
