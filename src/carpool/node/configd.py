@@ -125,45 +125,47 @@ class ConfigControl:
             raise Refused(f"this unit ({self.cfg.role}) is the standby; change the "
                           f"configuration on the active unit at {self.active_address()}")
 
-    def _commit(self, doc: Document, who: str) -> dict:
-        v = self.store.commit(doc, who=who, origin=self.cfg.role)
-        self.on_apply(v)
-        self.sync.changed()
-        return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
-
-    def _guarded(self, change: Callable[[], dict]) -> dict:
+    async def _change(self, make: Callable[[], Document], who: str) -> dict:
+        """Build the new document from the current one and store it, both on the store's
+        writer (off the loop, one change at a time: none builds on a version another replaced),
+        then apply it here and push it to the partner."""
         try:
             self._guard()
-            return change()
+
+            def job() -> Version:
+                return self.store.commit(make(), who=who, origin=self.cfg.role)
+            v = await self.sync.writer.run(job)
         except Refused as e:
             return {"error": str(e)}
         except DocumentError as e:
             return {"error": "invalid configuration, nothing changed:\n" + str(e)}
         except (StoreError, OSError) as e:
             return {"error": f"cannot store the new version: {e}"}
+        self.on_apply(v)
+        self.sync.changed()
+        return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
 
-    def set(self, req: dict) -> dict:
-        def change():
+    async def set(self, req: dict) -> dict:
+        def make() -> Document:
             data = self.store.current.document.model_dump(mode="json")
-            doc = parse_document(set_key(data, str(req["key"]), req.get("value")))
-            return self._commit(doc, who=req.get("who") or "cli: config set")
-        return self._guarded(change)
+            return parse_document(set_key(data, str(req["key"]), req.get("value")))
+        return await self._change(make, who=req.get("who") or "cli: config set")
 
-    def apply(self, req: dict) -> dict:
-        def change():
+    async def apply(self, req: dict) -> dict:
+        def make() -> Document:
             data = req.get("document")
             if isinstance(data, dict) and "unit" in data:
                 raise Refused("the [unit] table belongs to the unit's own file; it is not "
                               "part of the synced document")
-            return self._commit(parse_document(data), who=req.get("who") or "cli: config apply")
-        return self._guarded(change)
+            return parse_document(data)
+        return await self._change(make, who=req.get("who") or "cli: config apply")
 
-    def rollback(self, req: dict) -> dict:
-        def change():
-            target = self.store.get(int(req["version"]))
-            return self._commit(target.document, who=f"{req.get('who') or 'cli'}: rollback "
-                                                     f"to {target.record.version}")
-        return self._guarded(change)
+    async def rollback(self, req: dict) -> dict:
+        version = int(req["version"])
+
+        def make() -> Document:
+            return self.store.get(version).document
+        return await self._change(make, who=f"{req.get('who') or 'cli'}: rollback to {version}")
 
     async def force_sync(self, req: dict) -> dict:
         try:

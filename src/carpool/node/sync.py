@@ -18,6 +18,7 @@ from .. import __version__
 from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
+from .storeio import StoreWriter
 
 log = logging.getLogger("carpool.sync")
 HANDSHAKE_TIMEOUT = 5.0
@@ -134,6 +135,7 @@ class SyncService:
         self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
         self.relay = None  # node.relay.AdvertRelay, set by the daemon: "relay" messages go there
+        self.writer = StoreWriter(store)  # every store write (ours and configd's) goes here
 
     # -- server side -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,7 +161,7 @@ class SyncService:
                 if msg.get("type") == "doctor" and self.relay is not None:
                     self.relay.doctor(ch, msg)
                     continue
-                await ch.send(self._answer(msg))
+                await ch.send(await self._answer(msg))
         except sp.FrameError as e:
             self.counters[f"bad_frame_{e.reason}"] += 1
             log.warning("sync: closing connection from %s: bad frame (%s)", ch.peer, e)
@@ -195,7 +197,7 @@ class SyncService:
         ch.session = sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False)
         await ch.send({"type": "welcome", "role": self.role})
 
-    def _answer(self, msg: dict) -> dict:
+    async def _answer(self, msg: dict) -> dict:
         kind = msg["type"]
         if kind == "state":
             return {"type": "state", "history": _keys(self.store),
@@ -208,7 +210,7 @@ class SyncService:
                 return {"type": "error", "error": f"fetch: {e}"}
         if kind == "push":
             try:
-                self._receive(msg)
+                await self._receive(msg)
             except (SyncRefused, StoreError, OSError) as e:
                 log.error("sync: refused push: %s", e)
                 return {"type": "error", "error": str(e)}
@@ -216,25 +218,29 @@ class SyncService:
                     "current": _current(self.store)}
         raise sp.FrameError("garbage", f"unknown message {kind!r}")
 
-    def _receive(self, msg: dict) -> None:
-        # The pusher planned against what it last saw of us: if we changed since (e.g. while
-        # partitioned), its plan is stale and applying it could silently drop our versions.
-        current = self.store.current.record.key if self.store.current else None
-        expect = msg.get("expect")
-        if expect is not None and (current is None or list(current) != list(expect)):
-            raise SyncRefused(f"stale push: expected version {expect[0]}, "
-                              f"here {current[0] if current else 'none'}")
+    async def _receive(self, msg: dict) -> None:
         versions = _parse_versions(msg.get("versions"))
         lost = msg.get("lost") or []
-        for version, hash_ in lost:
-            self.store.keep_as_conflict(self.store.get(version, hash_).record,
-                                        str(msg.get("why", "lost a split-brain resolution")))
-            log.warning("sync: version %d kept as conflict: %s", version, msg.get("why"))
-        self._adopt(versions)
+        why = str(msg.get("why", "lost a split-brain resolution"))
+        expect = msg.get("expect")
 
-    def _adopt(self, versions: list[Version]) -> None:
-        if versions:
-            self.store.adopt_many(versions)
+        def job() -> None:
+            # The pusher planned against what it last saw of us: if we changed since (e.g.
+            # while partitioned), its plan is stale and applying it could silently drop our
+            # versions. Checked under the write lock, with the writes.
+            current = self.store.current.record.key if self.store.current else None
+            if expect is not None and (current is None or list(current) != list(expect)):
+                raise SyncRefused(f"stale push: expected version {expect[0]}, "
+                                  f"here {current[0] if current else 'none'}")
+            for version, hash_ in lost:
+                self.store.keep_as_conflict(self.store.get(version, hash_).record, why)
+                log.warning("sync: version %d kept as conflict: %s", version, why)
+            if versions:
+                self.store.adopt_many(versions)
+        await self.writer.run(job)
+        self._adopted(versions)
+
+    def _adopted(self, versions: list[Version]) -> None:
         now = time.time()
         self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
@@ -341,10 +347,15 @@ class SyncService:
             got = await self._call(ch, {"type": "fetch", "keys": [list(k) for k in p.pull]})
             versions = _parse_versions(got.get("versions"))
             why = f"lost to {p.winner}'s version {p.pull[-1][0]} after a split"
-            for key in p.ours_lost:
-                self.store.keep_as_conflict(self.store.get(*key).record, why)
-                log.warning("sync: our version %d kept as conflict: %s", key[0], why)
-            self._adopt(versions)
+
+            def job() -> None:
+                for key in p.ours_lost:
+                    self.store.keep_as_conflict(self.store.get(*key).record, why)
+                    log.warning("sync: our version %d kept as conflict: %s", key[0], why)
+                if versions:
+                    self.store.adopt_many(versions)
+            await self.writer.run(job)
+            self._adopted(versions)
         if p.push:
             why = f"lost to {p.winner}'s version {p.push[-1][0]} after a split" if p.winner else ""
             await self._push(ch, p.push, p.theirs_lost, why)
