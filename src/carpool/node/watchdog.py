@@ -7,23 +7,29 @@ which does nothing else, reads the pipe and SIGKILLs the worker once the pipe ha
 for the watchdog timeout, then cleans up as after any death. The watch is armed by the first
 beat, so a slow start (imports, the first data plane load) is never mistaken for a hang.
 
-A loop that is blocked for less than the timeout is no hang but costs adverts all the same: the
-pulse arms faulthandler each turn, so a loop blocked beyond LAG_REPORT writes every thread's
-stack to stderr (the unit's log) while it is blocked, and a warning with the length once free.
+A loop that is blocked for less than the timeout is no hang but costs adverts all the same. A
+small thread waits on the pulse's turns: once the loop misses LAG_REPORT s of them it logs where
+the loop's thread is (its Python stack, at most every STACK_EVERY s), and the pulse logs the
+length once the loop turns again. (faulthandler's dump_traceback_later would do the first part
+without a thread, but it reads the running thread's frames unlocked: it crashed the worker with
+SIGSEGV in a chaos campaign.)
 """
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import logging
 import os
 import select
+import sys
+import threading
 import time
+import traceback
 
 log = logging.getLogger("carpool.watchdog")
 ENV = "CARPOOL_WATCHDOG_FD"
 MIN_TIMEOUT = 5.0
 LAG_REPORT = 0.5  # a blocked loop worth a stack trace: longer than any advert interval
+STACK_EVERY = 10.0  # s between two stacks in the log (a loop that keeps stalling: no flood)
 
 
 def watchdog_timeout(master_down: float, advert_interval: float, configured: float) -> float:
@@ -46,6 +52,10 @@ class Pulse:
         self.lags = 0  # turns that came more than lag_report late
         self._handle: asyncio.TimerHandle | None = None
         self._due = self._written = 0.0
+        self._turned = threading.Event()
+        self._stopping = False
+        self._loop_thread = 0
+        self._stack_at = float("-inf")
         if fd is not None:
             os.set_blocking(fd, False)
 
@@ -59,7 +69,26 @@ class Pulse:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._due = loop.time()
+        self._loop_thread = threading.get_ident()
+        threading.Thread(target=self._watch_lag, name="carpool-lag", daemon=True).start()
         self._beat(loop)
+
+    def _watch_lag(self) -> None:
+        """Off the loop: log where the loop's thread is once it misses lag_report s of turns."""
+        while not self._stopping:
+            if self._turned.wait(self.lag_report):
+                self._turned.clear()
+                continue
+            now = time.monotonic()
+            if self._stopping or now - self._stack_at < STACK_EVERY:
+                self._turned.wait()  # one stack per stall at most
+                continue
+            self._stack_at = now
+            frame = sys._current_frames().get(self._loop_thread)
+            stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "(no frame)\n"
+            log.warning("the event loop has not turned for %.1f s; it is at:\n%s",
+                        self.lag_report, stack.rstrip())
+            self._turned.wait()
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
@@ -67,8 +96,7 @@ class Pulse:
         self.lag_max = max(self.lag_max, late)
         if late > self.lag_report:
             self.lags += 1
-            log.warning("the event loop was blocked for %.3f s (what blocked it: the stack "
-                        "written above)", late)
+            log.warning("the event loop was blocked for %.3f s", late)
         if self.fd is not None and now - self._written >= self.interval:
             try:
                 os.write(self.fd, b".")
@@ -77,7 +105,7 @@ class Pulse:
             except OSError:
                 return  # the supervisor is gone; PR_SET_PDEATHSIG ends us
             self._written = now
-        _arm_stack_dump(self.step + self.lag_report)
+        self._turned.set()
         self._due = now + self.step
         self._handle = loop.call_at(self._due, self._beat, loop)
 
@@ -88,20 +116,14 @@ class Pulse:
     def stop(self) -> None:
         if self._handle:
             self._handle.cancel()
-        faulthandler.cancel_dump_traceback_later()
+        self._stopping = True
+        self._turned.set()
         if self.fd is None:
             return
         try:
             os.close(self.fd)
         except OSError:
             pass
-
-
-def _arm_stack_dump(after: float) -> None:
-    try:  # re-arming cancels the previous one: fires only when the loop misses a turn
-        faulthandler.dump_traceback_later(after, repeat=False)
-    except (RuntimeError, ValueError, OSError):
-        pass  # no usable stderr: the warning alone still says how long
 
 
 def watch(fd: int, timeout: float, exited, now=time.monotonic) -> str | None:
