@@ -113,3 +113,14 @@ def test_run_with_bad_file_exits_2_and_changes_nothing(tmp_path):
     assert proc.returncode == 2
     assert "ha.vhid: must be >= 1, not 0" in proc.stderr
     assert not state_dir.exists()
+
+
+def test_rt_priority_default_range_and_kind(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).rt_priority == 10
+    text = GOOD.replace('state_dir = "/tmp/x"', 'state_dir = "/tmp/x"\nrt_priority = 0')
+    assert load_config(write(tmp_path, text)).rt_priority == 0
+    for bad, words in (("100", "between 0 and 99"), ("2.5", "expected int"),
+                       ("true", "boolean")):
+        text = GOOD.replace('state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\nrt_priority = {bad}')
+        with pytest.raises(ConfigError, match=f"unit.rt_priority.*{words}"):
+            load_config(write(tmp_path, text))

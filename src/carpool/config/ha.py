@@ -67,6 +67,7 @@ class Config:
     restart_limit: int = 3        # more restarts in 5 min: pacified (0 = no protection)
     watchdog: float = -1.0        # s of a silent worker loop before the supervisor kills it;
                                   # -1 = automatic (watchdog_timeout), 0 = off
+    rt_priority: int = 10         # SCHED_RR priority of the election's loop (node/sched.py); 0 off
     protocol: str = "carp"
     vhid: int = 1
     ha_timeout: int = 3
@@ -198,7 +199,7 @@ class _Checker:
 
 
 _UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
-              "log_level", "restart_limit", "watchdog"}
+              "log_level", "restart_limit", "watchdog", "rt_priority"}
 _WEB_KEYS = {"enabled", "bind", "port", "cert", "key", "partner_url"}
 LOCAL_TABLES = ("unit", "web")  # a unit's own file only; never part of the synced document
 
@@ -253,6 +254,7 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")),
         watchdog=float(c.number(unit, "watchdog", 0, 600, 0, "unit.")) if "watchdog" in unit
         else -1.0,
+        rt_priority=int(c.number(unit, "rt_priority", 0, 99, 10, "unit.", kind=int)),
         web=_web(c, doc.get("web", {})))
     try:
         appliance = document.parse_document({k: v for k, v in doc.items()
@@ -270,7 +272,8 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
     return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
                        state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
                        notify_timeout=cfg.notify_timeout, log_level=cfg.log_level,
-                       restart_limit=cfg.restart_limit, watchdog=cfg.watchdog, web=cfg.web)
+                       restart_limit=cfg.restart_limit, watchdog=cfg.watchdog,
+                       rt_priority=cfg.rt_priority, web=cfg.web)
 
 
 def config_from(doc: document.Document, **local) -> Config:

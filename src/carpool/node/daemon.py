@@ -41,6 +41,7 @@ from .links import LinkMonitor
 from .notify import run_notify
 from .rawsock import AdvertSocket
 from .relay import AdvertRelay, wants_relay
+from .sched import realtime
 from .shared import SharedAddresses
 
 log = logging.getLogger("carpool.daemon")
@@ -98,7 +99,8 @@ class Daemon:
         self.stats = Stats()
         self.sockets: dict[str, AdvertSocket] = {}
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
-        self.shared = SharedAddresses()  # the loop is set in run()
+        self.shared = SharedAddresses(rt_priority=cfg.rt_priority)  # the loop is set in run()
+        self.rt_priority = 0
         self.fence = Fence(fence_timeout(self.params.advert_interval))
         self._renewed = float("-inf")  # when the held addresses' kernel lifetime was renewed
         self.events: collections.deque = collections.deque(maxlen=50)
@@ -517,7 +519,8 @@ class Daemon:
                          "transitions": self.stats.transitions,
                          "timer_late_max_ms": round(self.stats.timer_late_max * 1000, 1),
                          "timer_late_over_interval": self.stats.timer_late_over_interval},
-            "loop": self.pulse.status() if self.pulse else None,
+            "loop": {**(self.pulse.status() if self.pulse else {}),
+                     "rt_priority": self.rt_priority},
             "timers": {"advert_interval": e.params.advert_interval,
                        "master_down": e.params.master_down,
                        "stall_limit": round(e.stall_limit(), 3),
@@ -542,6 +545,7 @@ class Daemon:
     # -- life cycle ------------------------------------------------------------------------
     async def run(self) -> int:
         self.loop = self.shared.loop = asyncio.get_running_loop()
+        self.rt_priority = realtime(self.cfg.rt_priority, "the event loop")
         timeout = watchdog_timeout(self.params.master_down, self.params.advert_interval,
                                    self.cfg.watchdog)
         pulse = self.pulse = Pulse.from_env(timeout)

@@ -18,6 +18,7 @@ import time
 from typing import Callable, Iterable
 
 from . import addresses
+from .sched import realtime
 
 log = logging.getLogger("carpool.addresses")
 STUCK = 2.0
@@ -25,8 +26,9 @@ Item = tuple[str, str]  # (interface name, "address/prefix")
 
 
 class SharedAddresses:
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, rt_priority: int = 0):
         self.loop = loop
+        self.rt_priority = rt_priority  # the thread's too: a takeover waits for its add
         self.held: list[str] = []             # cidrs added (as last reported by the thread)
         self.counters = {"jobs": 0, "errors": 0, "stuck": 0, "renewals_coalesced": 0}
         self._executor = self._new_executor()
@@ -34,9 +36,10 @@ class SharedAddresses:
         self._renewing = False
         self._pending: set[concurrent.futures.Future] = set()
 
-    @staticmethod
-    def _new_executor() -> concurrent.futures.ThreadPoolExecutor:
-        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="carpool-shared")
+    def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="carpool-shared",
+            initializer=realtime, initargs=(self.rt_priority, "the netlink thread"))
 
     # -- what the daemon asks ---------------------------------------------------------------
     def take(self, items: list[Item], vmac: str | None, lifetime: int, announce: bool) -> None:
