@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import json
 import logging
 import os
@@ -101,6 +102,8 @@ class Daemon:
         self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
         self.shared = SharedAddresses(rt_priority=cfg.rt_priority)  # the loop is set in run()
         self.rt_priority = 0
+        self._files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="carpool-files")
+        self._state_value, self._state_pending = "init", False
         self.fence = Fence(fence_timeout(self.params.advert_interval))
         self._renewed = float("-inf")  # when the held addresses' kernel lifetime was renewed
         self.events: collections.deque = collections.deque(maxlen=50)
@@ -224,10 +227,22 @@ class Daemon:
         self.feed(el.Tick())
 
     def _write_state(self) -> None:
+        """The state file (for monitoring scripts) on a thread, the latest state winning: a
+        rename on a busy disk must not hold the transition's adverts."""
+        self._state_value = self.election.state.value
+        if not self._state_pending:
+            self._state_pending = True
+            self._files.submit(self._flush_state)
+
+    def _flush_state(self) -> None:
+        self._state_pending = False  # first: a change from here on submits another write
         path = Path(self.cfg.state_dir) / "state"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.election.state.value + "\n")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(self._state_value + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            log.error("cannot write %s: %s", path, e)
 
     # -- effects ---------------------------------------------------------------------------
     def apply(self, effect) -> None:
@@ -616,6 +631,7 @@ class Daemon:
         pulse.stop()
         for sock in self.sockets.values():
             sock.close()
+        self._files.shutdown(wait=True)  # the last state lands
         return 0
 
 
