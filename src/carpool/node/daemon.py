@@ -567,10 +567,9 @@ class Daemon:
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses
         self.fence.install(self.shared_ips())
-        try:
-            addresses.warm_up()
-        except OSError as e:
-            log.warning("netlink/packet socket warm-up failed: %s", e)
+        self.shared.warm_up()  # the first takeover must not pay for pyroute2's set-up
+        if not await self.shared.drain(10.0):
+            log.warning("netlink warm-up still running after 10 s")
         links = self.links = LinkMonitor(self.on_link)
         self._open_sockets()
         links.attach(self.loop)

@@ -42,6 +42,11 @@ class SharedAddresses:
             initializer=realtime, initargs=(self.rt_priority, "the netlink thread"))
 
     # -- what the daemon asks ---------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Open the thread's netlink and packet sockets now (~100 ms of pyroute2 set-up, more on
+        a busy machine), so the first takeover does not wait for them."""
+        self._submit("warm-up", self._warm_up)
+
     def take(self, items: list[Item], vmac: str | None, lifetime: int, announce: bool) -> None:
         """Add each address (or renew it) and, with announce, one gratuitous ARP right after
         it, before the next address is added (the burst follows with garp())."""
@@ -161,6 +166,13 @@ class SharedAddresses:
                 except OSError as e:
                     log.warning("gratuitous ARP for %s on %s failed: %s", cidr, ifname, e)
         return added
+
+    @staticmethod
+    def _warm_up() -> None:
+        try:
+            addresses.warm_up()
+        except OSError as e:
+            log.warning("netlink/packet socket warm-up failed: %s", e)
 
     @staticmethod
     def _garp(items: list[Item], vmac: str | None, count: int) -> None:
