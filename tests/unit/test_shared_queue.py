@@ -1,6 +1,7 @@
 """The shared-address queue (node/shared.py): the loop never waits for netlink, jobs keep their
-order, renewals coalesce, a stuck job does not hold the queue. The netlink work itself runs in
-the lab tests; here it is replaced by recorded steps, to control its timing."""
+order, renewals coalesce, a stuck job does not hold the queue and can never act after a newer
+one. The netlink work itself runs in the lab tests; here it is replaced by recorded steps, to
+control its timing."""
 import asyncio
 import threading
 import time
@@ -15,23 +16,30 @@ class Recorded(SharedAddresses):
         self.steps: list[str] = []
         self.gate = gate
 
-    def _wait(self):
-        if self.gate is not None:
-            assert self.gate.wait(5)
-
-    def _add(self, items, vmac, lifetime, announce):  # type: ignore[override]
-        self._wait()
+    def _add(self, live, items, vmac, lifetime, announce):  # type: ignore[override]
+        gate = self.gate
+        if gate is not None:
+            assert gate.wait(5)
+        if not live():  # as the real one: checked before each netlink request
+            self.steps.append("abandoned add")
+            return []
         self.steps.append(f"add {[c for _, c in items]} {lifetime} {announce}")
         return [c for _, c in items]
 
-    def _remove(self, items, vmac):  # type: ignore[override]
+    def _remove(self, live, items, vmac):  # type: ignore[override]
         self.steps.append(f"remove {[c for _, c in items]}")
 
-    def _garp(self, items, vmac, count):  # type: ignore[override]
+    def _garp(self, live, items, vmac, count):  # type: ignore[override]
         self.steps.append(f"garp {count}")
 
 
 ITEMS = [("eth0", "198.18.0.10/24"), ("eth2", "198.18.2.1/24")]
+CIDRS = ["198.18.0.10/24", "198.18.2.1/24"]
+
+
+async def settled(q: SharedAddresses) -> None:
+    assert await q.drain(2)
+    await asyncio.sleep(0.01)  # the done callbacks
 
 
 def test_jobs_run_in_order_and_held_follows():
@@ -40,17 +48,14 @@ def test_jobs_run_in_order_and_held_follows():
         q.loop = asyncio.get_running_loop()
         q.take(ITEMS, None, 3, True)
         q.garp(ITEMS, None, 5)
-        assert await q.drain(2)
-        await asyncio.sleep(0)  # the done callbacks
-        assert q.held == ["198.18.0.10/24", "198.18.2.1/24"]
+        await settled(q)
+        assert q.held == CIDRS and not q.wedged(0)
         q.release(ITEMS, None)
         assert q.held == []     # at once: the fence is dark before release is asked
-        assert await q.drain(2)
+        await settled(q)
         q.close()
         return q.steps
-    assert asyncio.run(main()) == [
-        "add ['198.18.0.10/24', '198.18.2.1/24'] 3 True", "garp 5",
-        "remove ['198.18.0.10/24', '198.18.2.1/24']"]
+    assert asyncio.run(main()) == [f"add {CIDRS} 3 True", "garp 5", f"remove {CIDRS}"]
 
 
 def test_the_loop_does_not_wait_and_renewals_coalesce():
@@ -64,18 +69,49 @@ def test_the_loop_does_not_wait_and_renewals_coalesce():
         asked_in = time.monotonic() - started
         assert q.counters["renewals_coalesced"] == 4
         gate.set()
-        assert await q.drain(2)
-        await asyncio.sleep(0)
+        await settled(q)
         q.renew(ITEMS, None, 3)  # the first one is done: a new one runs
-        assert await q.drain(2)
+        await settled(q)
         q.close()
         return asked_in, q.steps
     asked_in, steps = asyncio.run(main())
     assert asked_in < 0.05
-    assert steps == ["add ['198.18.0.10/24', '198.18.2.1/24'] 3 False"] * 2
+    assert steps == [f"add {CIDRS} 3 False"] * 2
 
 
-def test_a_stuck_job_moves_the_queue_to_a_fresh_thread(monkeypatch, caplog):
+def test_a_renewal_finishing_after_a_release_does_not_refill_held():
+    async def main():
+        gate = threading.Event()
+        q = Recorded(gate)
+        q.loop = asyncio.get_running_loop()
+        q.renew(ITEMS, None, 3)
+        await asyncio.sleep(0.05)
+        q.release(ITEMS, None)
+        gate.set()
+        await settled(q)
+        q.close()
+        return q
+    q = asyncio.run(main())
+    assert q.steps == [f"add {CIDRS} 3 False", f"remove {CIDRS}"]
+    assert q.held == []
+
+
+def test_wedged_once_no_renewal_finishes_within_the_limit():
+    async def main():
+        gate = threading.Event()
+        q = Recorded(gate)
+        q.loop = asyncio.get_running_loop()
+        q.renew(ITEMS, None, 3)
+        await asyncio.sleep(0.15)
+        wedged = q.wedged(0.1)
+        gate.set()
+        await settled(q)
+        q.close()
+        return wedged, q.wedged(0.1)
+    assert asyncio.run(main()) == (True, False)
+
+
+def test_a_stuck_job_moves_the_queue_and_never_acts_after_it(monkeypatch, caplog):
     monkeypatch.setattr(shared_mod, "STUCK", 0.1)
 
     async def main():
@@ -83,14 +119,50 @@ def test_a_stuck_job_moves_the_queue_to_a_fresh_thread(monkeypatch, caplog):
         q = Recorded(gate)
         q.loop = asyncio.get_running_loop()
         q.take(ITEMS, None, 3, True)      # blocks on the gate: stuck
+        q.garp(ITEMS, None, 5)            # waits behind it
         await asyncio.sleep(0.2)
         q.gate = None                     # what runs next does not block
-        q.release(ITEMS, None)            # noticed here: a fresh thread takes this one
-        assert await q.drain(2)
+        q.release(ITEMS, None)            # noticed here: garp and release move, in order
+        await settled(q)
         assert q.counters["stuck"] == 1 and q.status()["queued"] == 0
-        gate.set()
+        gate.set()                        # the abandoned take returns now
+        await asyncio.sleep(0.1)
         q.close()
-        return q.steps
-    steps = asyncio.run(main())
-    assert steps[0] == "remove ['198.18.0.10/24', '198.18.2.1/24']"
+        return q
+    q = asyncio.run(main())
+    assert q.steps == ["garp 5", f"remove {CIDRS}", "abandoned add"]
+    assert q.held == []
     assert "has not finished" in caplog.text
+
+
+def test_a_stuck_renewal_is_noticed_by_the_next_renewal(monkeypatch):
+    monkeypatch.setattr(shared_mod, "STUCK", 0.1)
+
+    async def main():
+        gate = threading.Event()
+        q = Recorded(gate)
+        q.loop = asyncio.get_running_loop()
+        q.renew(ITEMS, None, 3)
+        await asyncio.sleep(0.2)
+        q.gate = None
+        q.renew(ITEMS, None, 3)           # the only thing the active unit asks, each second
+        await settled(q)
+        gate.set()
+        await asyncio.sleep(0.1)
+        q.close()
+        return q
+    q = asyncio.run(main())
+    assert q.counters["stuck"] == 1 and q.held == CIDRS
+    assert q.steps == [f"add {CIDRS} 3 False", "abandoned add"]
+
+
+def test_nothing_is_taken_after_close():
+    async def main():
+        q = Recorded()
+        q.loop = asyncio.get_running_loop()
+        q.close()
+        q.take(ITEMS, None, 3, True)
+        await asyncio.sleep(0.05)
+        return q
+    q = asyncio.run(main())
+    assert q.steps == [] and q.status()["queued"] == 0

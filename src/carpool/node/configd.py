@@ -133,6 +133,7 @@ class ConfigControl:
             self._guard()
 
             def job() -> Version:
+                self._guard()  # again: the unit may have become standby while we waited
                 return self.store.commit(make(), who=who, origin=self.cfg.role)
             v = await self.sync.writer.run(job)
         except Refused as e:
@@ -141,8 +142,10 @@ class ConfigControl:
             return {"error": "invalid configuration, nothing changed:\n" + str(e)}
         except (StoreError, OSError) as e:
             return {"error": f"cannot store the new version: {e}"}
-        self.on_apply(v)
-        self.sync.changed()
+        try:
+            self.on_apply(v)
+        finally:
+            self.sync.changed()  # stored: the partner gets it whatever applying it here did
         return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
 
     async def set(self, req: dict) -> dict:

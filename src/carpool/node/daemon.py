@@ -292,6 +292,7 @@ class Daemon:
         if now - self._renewed >= LIFETIME_RENEW:
             self._renewed = now
             self.shared.renew(self._items(), self._vmac(), ADDRESS_LIFETIME)
+            self.loop.call_soon(self.update_demotion)  # netlink wedged: our addresses go
 
     def take_addresses(self) -> None:
         # Live in the fence first: the first packets to an address just added must pass.
@@ -396,6 +397,8 @@ class Daemon:
                 reasons.append(f"{iface.name}: link down")
             elif st.target_ok is False:
                 reasons.append(f"{iface.name}: ping target {iface.ping_target} silent")
+        if self.shared.wedged(ADDRESS_LIFETIME):
+            reasons.append("netlink: the shared addresses could not be renewed")
         return tuple(reasons)
 
     def update_demotion(self) -> None:
@@ -606,6 +609,7 @@ class Daemon:
         web = self.loop.create_task(self.web.run())  # never awaited before the election runs
         await self.stopped.wait()
         log.info("SIGTERM: bowing out")
+        self.config.sync.close()  # no push (and no address job) after the bow-out
         self.feed(el.Shutdown())
         await self.shared.drain(2.0)     # the release queued by Shutdown, in order
         remove_shared_addresses(self.cfg)  # and whatever a stuck queue left

@@ -138,8 +138,11 @@ class AdvertRelay:
                 self._asked = wanted
 
     def ask_doctor(self, pid: str) -> bool:
-        """Ask the partner for its report of doctor run `pid` over 6973 (False: no connection)."""
-        return self.client is not None and self.client.post({"type": "doctor", "id": pid})
+        """Ask the partner for its report of doctor run `pid` over 6973 (False: no connection,
+        or a partner too old to answer: it would drop the connection the relay runs on)."""
+        client = self.client
+        return client is not None and "doctor" in client.features and \
+            client.post({"type": "doctor", "id": pid})
 
     def _received(self, msg: dict) -> None:
         kind = msg.get("type")

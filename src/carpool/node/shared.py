@@ -4,17 +4,26 @@ thread, in the order asked, without the event loop waiting for any of it.
 The election's loop must keep its advert timer even when a netlink request is slow (a busy
 rtnl lock, a reply pyroute2 waits for): that loop blocked for seconds cost the fast profile
 its adverts. Whether a held address serves is the fence's job (node/fence.py, in the loop,
-sub-millisecond); this module only keeps the kernel's addresses in step behind it. Jobs run in
-submission order on one thread, so a release queued after a take undoes it; renewals coalesce
-(one waits at most); a job that has not finished within STUCK s is reported and the thread
-replaced, so one stuck request cannot hold the queue for good.
+sub-millisecond); this module only keeps the kernel's addresses in step behind it.
+
+- Jobs run in submission order on one thread, so a release queued after a take undoes it;
+  renewals coalesce (one waits at most).
+- A job still running after STUCK s is reported and the queue moves, in order, to a fresh
+  thread (a new generation). The abandoned job checks its generation before each netlink
+  request and announcement, and its result is ignored, so it can never act after a newer job.
+- `held` follows the jobs' results, except those of jobs asked for before the last release
+  (an epoch): a renewal that finishes after a release does not put addresses back in `held`.
+- `wedged()` says that no take or renewal has finished for longer than the addresses' kernel
+  lifetime: the daemon then demotes itself rather than advertise addresses it no longer has.
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import queue
+import threading
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import addresses
@@ -25,21 +34,37 @@ STUCK = 2.0
 Item = tuple[str, str]  # (interface name, "address/prefix")
 
 
+@dataclass(eq=False)
+class Job:
+    what: str
+    fn: Callable
+    args: tuple
+    generation: int
+    epoch: int
+    submitted: float = field(default_factory=time.monotonic)
+
+
 class SharedAddresses:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, rt_priority: int = 0):
         self.loop = loop
         self.rt_priority = rt_priority  # the thread's too: a takeover waits for its add
         self.held: list[str] = []             # cidrs added (as last reported by the thread)
         self.counters = {"jobs": 0, "errors": 0, "stuck": 0, "renewals_coalesced": 0}
-        self._executor = self._new_executor()
-        self._running: tuple[str, float] | None = None   # (what, since: monotonic)
+        self._generation = 0
+        self._epoch = 0
+        self._queue: queue.SimpleQueue = self._new_thread()
+        self._running: tuple[Job, float] | None = None   # (job, since: monotonic)
         self._renewing = False
-        self._pending: set[concurrent.futures.Future] = set()
+        self._pending: list[Job] = []         # submitted, not yet done (in order)
+        self._waiting_since: float | None = None  # a take/renew asked for, none done since
+        self._closed = False
 
-    def _new_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        return concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="carpool-shared",
-            initializer=realtime, initargs=(self.rt_priority, "the netlink thread"))
+    def _new_thread(self) -> queue.SimpleQueue:
+        jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # A daemon thread, not a pool's: a thread stuck in netlink must not hold the exit.
+        threading.Thread(target=self._work, args=(jobs, self._generation), daemon=True,
+                         name=f"carpool-shared-{self._generation}").start()
+        return jobs
 
     # -- what the daemon asks ---------------------------------------------------------------
     def warm_up(self) -> None:
@@ -54,6 +79,7 @@ class SharedAddresses:
 
     def renew(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
         """Renew the kernel lifetime (or put back an address that went); coalesced."""
+        self._check_stuck()  # a renewal stuck behind another must not hide the queue's state
         if self._renewing:
             self.counters["renewals_coalesced"] += 1
             return
@@ -66,46 +92,98 @@ class SharedAddresses:
     def release(self, items: list[Item], vmac: str | None) -> None:
         """Withdraw every listed address (and the virtual MAC's macvlans); held is empty now:
         the fence went dark before this was called."""
+        self._epoch += 1
         self.held.clear()
+        self._waiting_since = None
         self._submit("release", self._remove, items, vmac)
 
     def forget(self, cidrs: Iterable[str], items: list[Item], vmac: str | None) -> None:
         """Addresses a new configuration dropped: withdrawn in queue order."""
         gone = set(cidrs)
+        self._epoch += 1
         self.held = [h for h in self.held if h not in gone]
         self._submit("forget", self._remove, items, vmac)
 
+    def wedged(self, limit: float, now: float | None = None) -> bool:
+        """A take or renewal has been waiting for more than `limit` s with none finished."""
+        now = time.monotonic() if now is None else now
+        return self._waiting_since is not None and now - self._waiting_since > limit
+
     async def drain(self, timeout: float) -> bool:
         """Wait (bounded) for the queued jobs: True when none is left."""
-        pending = list(self._pending)
-        if not pending:
-            return True
-        _, left = await asyncio.wait([asyncio.wrap_future(f) for f in pending], timeout=timeout)
-        return not left
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return not self._pending
 
     def status(self) -> dict:
-        running = None if self._running is None else {
-            "job": self._running[0], "for_s": round(time.monotonic() - self._running[1], 3)}
-        return {"held": list(self.held), "queued": len(self._pending), "running": running,
+        running = self._running
+        return {"held": list(self.held), "queued": len(self._pending),
+                "running": None if running is None else {
+                    "job": running[0].what, "for_s": round(time.monotonic() - running[1], 3)},
                 "counters": dict(self.counters)}
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """No job is taken after this; the thread ends once its queue is done."""
+        self._closed = True
+        self._queue.put(None)
 
-    # -- the queue --------------------------------------------------------------------------
+    # -- the queue (loop side) ----------------------------------------------------------------
     def _submit(self, what: str, fn: Callable, *args) -> None:
+        if self._closed:
+            log.debug("shared addresses: %s asked after close, ignored", what)
+            return
         self._check_stuck()
+        job = Job(what, fn, args, self._generation, self._epoch)
+        if what in ("take", "renew") and self._waiting_since is None:
+            self._waiting_since = job.submitted
         self.counters["jobs"] += 1
-        future = self._executor.submit(self._run, what, fn, *args)
-        self._pending.add(future)
-        future.add_done_callback(lambda f: self._call_in_loop(self._done, what, f))
+        self._enqueue(job)
 
-    def _run(self, what: str, fn: Callable, *args):
-        self._running = (what, time.monotonic())
-        try:
-            return fn(*args)
-        finally:
-            self._running = None
+    def _enqueue(self, job: Job) -> None:
+        self._pending.append(job)
+        self._queue.put(job)
+
+    def _done(self, job: Job, result, error: BaseException | None) -> None:
+        if job in self._pending:
+            self._pending.remove(job)
+        if job.what == "renew":
+            self._renewing = False
+        if job.generation != self._generation:
+            return  # an abandoned job finishing late: its queue was redone
+        if error is not None:
+            self.counters["errors"] += 1
+            log.error("shared addresses (%s) failed: %s", job.what, error)
+            return
+        if job.what in ("take", "renew"):
+            if job.epoch == self._epoch:  # not asked for before a release or a forget
+                self._waiting_since = None
+                for cidr in result:
+                    if cidr not in self.held:
+                        self.held.append(cidr)
+
+    def _check_stuck(self) -> None:
+        running = self._running
+        if running is None or running[0].generation != self._generation or \
+                time.monotonic() - running[1] < STUCK:
+            return
+        stuck = running[0]
+        self.counters["stuck"] += 1
+        log.error("netlink: the %s job has not finished in %.1f s; the queue moves to a fresh "
+                  "thread", stuck.what, time.monotonic() - running[1])
+        old = self._queue
+        self._generation += 1
+        self._running = None
+        self._queue = self._new_thread()
+        old.put(None)  # the old thread ends if its job ever returns
+        # What waited behind the stuck job moves, in order, to the new thread.
+        waiting = [j for j in self._pending if j is not stuck]
+        self._pending = []
+        if stuck.what == "renew":
+            self._renewing = False
+        for job in waiting:  # same epoch: a take asked before a release stays out of held
+            job.generation = self._generation
+            self._enqueue(job)
 
     def _call_in_loop(self, fn: Callable, *args) -> None:
         loop = self.loop
@@ -117,50 +195,40 @@ class SharedAddresses:
         except RuntimeError:  # the loop closed meanwhile (shutdown)
             fn(*args)
 
-    def _done(self, what: str, future: concurrent.futures.Future) -> None:
-        self._pending.discard(future)
-        if what == "renew":
-            self._renewing = False
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            self.counters["errors"] += 1
-            log.error("shared addresses (%s) failed: %s", what, error)
-            return
-        if what in ("take", "renew"):
-            for cidr in future.result():
-                if cidr not in self.held:
-                    self.held.append(cidr)
-
-    def _check_stuck(self) -> None:
-        running = self._running
-        if running is None or time.monotonic() - running[1] < STUCK:
-            return
-        self.counters["stuck"] += 1
-        log.error("netlink: the %s job has not finished in %.1f s; queued jobs move to a "
-                  "fresh thread", running[0], time.monotonic() - running[1])
-        old, self._executor = self._executor, self._new_executor()
-        self._running = None
-        self._renewing = False
-        old.shutdown(wait=False, cancel_futures=True)
-        # What was queued behind the stuck job is dropped with the old thread: the next renew
-        # (within a second) puts held addresses back; dropped removals are covered by the
-        # fence (dark already) and the addresses' kernel lifetime (they expire).
-        self._pending.clear()
-
     # -- on the netlink thread --------------------------------------------------------------
+    def _work(self, jobs: queue.SimpleQueue, generation: int) -> None:
+        realtime(self.rt_priority, "the netlink thread")
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            if job.generation != generation:
+                continue  # moved to the thread that replaced this one
+            self._running = (job, time.monotonic())
+            result, error = None, None
+            try:
+                live = (lambda g=generation: g == self._generation)
+                result = job.fn(live, *job.args)
+            except Exception as e:  # reported in the loop; the thread goes on
+                error = e
+            if self._running is not None and self._running[0] is job:
+                self._running = None
+            self._call_in_loop(self._done, job, result, error)
+
     @staticmethod
-    def _add(items: list[Item], vmac: str | None, lifetime: int, announce: bool) -> list[str]:
+    def _add(live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int,
+             announce: bool) -> list[str]:
         added = []
         for ifname, cidr in items:
+            if not live():
+                break
             try:
                 addresses.add_shared(ifname, cidr, vmac, lifetime)
             except OSError as e:
                 log.error("cannot add shared address %s on %s: %s", cidr, ifname, e)
                 continue
             added.append(cidr)
-            if announce:
+            if announce and live():
                 try:
                     addresses.send_garp(ifname, cidr.split("/")[0], vmac, count=1)
                 except OSError as e:
@@ -168,26 +236,30 @@ class SharedAddresses:
         return added
 
     @staticmethod
-    def _warm_up() -> None:
+    def _warm_up(live: Callable[[], bool]) -> None:
         try:
             addresses.warm_up()
         except OSError as e:
             log.warning("netlink/packet socket warm-up failed: %s", e)
 
     @staticmethod
-    def _garp(items: list[Item], vmac: str | None, count: int) -> None:
+    def _garp(live: Callable[[], bool], items: list[Item], vmac: str | None, count: int) -> None:
         for ifname, cidr in items:
+            if not live():
+                return
             try:
                 addresses.send_garp(ifname, cidr.split("/")[0], vmac, count=count)
             except OSError as e:
                 log.warning("gratuitous ARP for %s on %s failed: %s", cidr, ifname, e)
 
     @staticmethod
-    def _remove(items: list[Item], vmac: str | None) -> None:
+    def _remove(live: Callable[[], bool], items: list[Item], vmac: str | None) -> None:
         by_iface: dict[str, list[str]] = {}
         for ifname, cidr in items:
             by_iface.setdefault(ifname, []).append(cidr)
         for ifname, cidrs in by_iface.items():
+            if not live():
+                return
             try:
                 addresses.remove_stale(ifname, cidrs, vmac)
             except OSError as e:

@@ -25,6 +25,9 @@ HANDSHAKE_TIMEOUT = 5.0
 DOCTOR_CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon
 RETRY = 1.0
+# Messages beyond the first release's, announced in the welcome: a partner that does not list
+# one would close the connection on it (an unknown message is a bad frame).
+FEATURES = frozenset({"doctor"})
 POST_LIMIT = 64 * 1024  # bytes queued to a slow reader before posts to it are dropped
 
 
@@ -40,6 +43,7 @@ class Channel:
         self.deframer = sp.Deframer()
         self.pending: collections.deque[bytes] = collections.deque()
         self.session: sp.Session | None = None
+        self.features: frozenset[str] = frozenset()  # what the other side said it understands
 
     @property
     def peer(self) -> str:
@@ -195,7 +199,7 @@ class SyncService:
             await ch.send({"type": "error", "error": "unauthorized"})
             raise ConnectionError("unauthorized")
         ch.session = sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False)
-        await ch.send({"type": "welcome", "role": self.role})
+        await ch.send({"type": "welcome", "role": self.role, "features": sorted(FEATURES)})
 
     async def _answer(self, msg: dict) -> dict:
         kind = msg["type"]
@@ -300,6 +304,9 @@ class SyncService:
                 raise SyncRefused(f"partner {address} refused our secret: {refusal}")
             if welcome.get("type") != "welcome":
                 raise sp.FrameError("garbage", "expected welcome")
+            features = welcome.get("features")
+            if isinstance(features, list):
+                ch.features = frozenset(f for f in features[:32] if isinstance(f, str))
             ch.session = session
             return ch
         except BaseException:
@@ -349,6 +356,10 @@ class SyncService:
             why = f"lost to {p.winner}'s version {p.pull[-1][0]} after a split"
 
             def job() -> None:
+                # A local change committed since the plan would be overwritten unseen: plan
+                # again (the client loop retries) rather than adopt over it.
+                if [tuple(k) for k in _keys(self.store)] != ours:
+                    raise SyncRefused("our history changed during the pull: planning again")
                 for key in p.ours_lost:
                     self.store.keep_as_conflict(self.store.get(*key).record, why)
                     log.warning("sync: our version %d kept as conflict: %s", key[0], why)

@@ -103,7 +103,7 @@ class Pulse:
             except BlockingIOError:
                 pass  # the supervisor is behind (stopped too?): the pipe holds plenty of beats
             except OSError:
-                return  # the supervisor is gone; PR_SET_PDEATHSIG ends us
+                self.fd = None  # the supervisor is gone (PR_SET_PDEATHSIG ends us); keep turning
             self._written = now
         self._turned.set()
         self._due = now + self.step
