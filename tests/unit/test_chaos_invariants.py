@@ -91,6 +91,27 @@ def test_no_holder_is_fine_while_no_live_unit_has_its_client_link():
     assert [v for v in check(held, faults) if v.invariant == "I2"] == []
 
 
+def test_an_address_whose_own_link_is_down_on_the_live_unit_is_not_owed():
+    """Seed 11, default, faults 150-151: the standby's eth2 down, then the active unit crashed.
+    Nobody can hold the gateway (it lives on eth2) until b is back; the client address is owed."""
+    held = {("b", VIP): [(0, 10.01)], ("a", VIP): [(13.0, 60)],
+            ("b", GW): [(0, 10.01), (25.0, 60)]}  # b, live again at 21, takes the gateway back
+    faults = [{"id": 150, "kind": "link-down", "inject": 5.0, "heal": 40.0,
+               "effect": {"cut": ["eth2:a>b", "eth2:b>a"], "links_down": [["a", "eth2"]]}},
+              {"id": 151, "kind": "crash", "inject": 10.0, "heal": 20.0,
+               "effect": {"dead": ["b"]}, "live_again": {"b": 21.0}}]
+    links = {VIP: "eth0", GW: "eth2"}
+    i2 = [v for v in inv.check_timeline(held, faults, UNITS, ADDRS, CHANNELS, BOUNDS, 0.0, 60.0,
+                                         None, links) if v.invariant == "I2"]
+    assert i2 == []
+    held[("a", VIP)] = [(16.0, 60)]  # the client address is still owed within the bound
+    i2 = [v for v in inv.check_timeline(held, faults, UNITS, ADDRS, CHANNELS, BOUNDS, 0.0, 60.0,
+                                         None, links) if v.invariant == "I2"]
+    assert [(v.address, v.faults) for v in i2] == [(VIP, [150, 151])]
+    # without the address's link (the old rule: eth0 for all) the gateway was wrongly owed
+    assert any(v.address == GW for v in check(held, faults) if v.invariant == "I2")
+
+
 def test_stale_address_on_a_dead_unit_is_caught():
     held = held_by(("b", 0, 15.0), ("a", 10.5, 60))  # b keeps them 5 s after killall
     faults = [{"id": 3, "kind": "killall", "inject": 10.0, "heal": 20.0,

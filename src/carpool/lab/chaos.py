@@ -29,6 +29,7 @@ from .sampler import held_intervals
 from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
 
 SHARED = [SHARED_LAN.split("/")[0], SHARED_SRV.split("/")[0]]
+LINKS = {SHARED[0]: "eth0", SHARED[1]: "eth2"}  # where each shared address lives
 CHANNELS = tuple(ALL_CUT)
 # kind -> weight; each draws its own arguments in _draw
 WEIGHTS = {
@@ -401,7 +402,7 @@ class Campaign:
         lines = self._sampler_lines()
         held = held_intervals(lines, end)
         violations = inv.check_timeline(held, self.log, UNITS, SHARED, CHANNELS, self.bounds,
-                                        start, end, self.canaries)
+                                        start, end, self.canaries, LINKS)
         created_upto = []
         for snap in self.snapshots:
             created_upto = self.created[:snap["created"]]
@@ -472,7 +473,7 @@ def longest_windows(result: dict) -> dict:
     loose = inv.Bounds(advert=0.0, master_down=b["master_down"], sample=0.0,
                        takeover_margin=b["takeover"] - b["master_down"])
     found = inv.check_timeline(held, result["log"], UNITS, SHARED, CHANNELS, loose,
-                               result["start"], result["end"], result["canaries"])
+                               result["start"], result["end"], result["canaries"], LINKS)
     real = [v for v in found if not v.canary]
     return _longest(real)
 

@@ -416,7 +416,9 @@ def _rng(a: dict) -> random.Random:
 #   dead: units without a live, responsive daemon;
 #   cut: channels between the units that carry nothing: "eth0:a>b" (adverts from a reach b
 #        on eth0), ..., and "sync" (TCP 6973; it runs between the eth0 addresses);
-#   client_down: units whose client link (eth0) is down.
+#   client_down: units whose client link (eth0) is down;
+#   links_down: [unit, iface] pairs of another link down (a shared address on it cannot be
+#        held there: eth2 carries the real servers' gateway).
 def _both(*paths: str) -> list[str]:
     return [f"{p}:{x}>{partner(x)}" for p in paths for x in UNITS]
 
@@ -428,7 +430,8 @@ def _dead(a: dict) -> dict:
 def _link(a: dict) -> dict:
     eth0 = a["iface"] == "eth0"
     return {"cut": _both(a["iface"]) + (["sync"] if eth0 else []),
-            "client_down": [a["unit"]] if eth0 else []}
+            "client_down": [a["unit"]] if eth0 else [],
+            "links_down": [] if eth0 else [[a["unit"], a["iface"]]]}
 
 
 def _one_way(a: dict) -> dict:

@@ -126,6 +126,8 @@ class Facts:
     dead: dict[str, list[Interval]]          # unit -> no live, responsive daemon
     cut: dict[str, list[Interval]]           # channel -> carries nothing
     client_down: dict[str, list[Interval]]   # unit -> its eth0 down
+    links_down: dict[tuple[str, str], list[Interval]] = field(default_factory=dict)
+    # (unit, iface) -> that link down
 
 
 def facts(faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...],
@@ -134,6 +136,7 @@ def facts(faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...],
     dead: dict[str, list] = {u: [] for u in units}
     cut: dict[str, list] = {c: [] for c in channels}
     down: dict[str, list] = {u: [] for u in units}
+    links: dict[tuple[str, str], list] = {}
     for f in faults:
         if f.get("skipped"):
             continue
@@ -149,8 +152,11 @@ def facts(faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...],
             cut.setdefault(ch, []).append((t0, t1))
         for unit in effect.get("client_down", []):
             down[unit].append((t0, t1))
+        for unit, iface in effect.get("links_down", []):
+            links.setdefault((unit, iface), []).append((t0, t1))
     return Facts({u: union(v) for u, v in dead.items()}, {c: union(v) for c, v in cut.items()},
-                 {u: union(v) for u, v in down.items()})
+                 {u: union(v) for u, v in down.items()},
+                 {k: union(v) for k, v in links.items()})
 
 
 def _fault_ids(faults: list[dict], t: float, settle: float) -> list[int]:
@@ -163,10 +169,12 @@ def _fault_ids(faults: list[dict], t: float, settle: float) -> list[int]:
 def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dict],
                    units: tuple[str, str], addresses: list[str], channels: tuple[str, ...],
                    bounds: Bounds, start: float, end: float,
-                   canaries: list[dict] | None = None) -> list[Violation]:
+                   canaries: list[dict] | None = None,
+                   links: dict[str, str] | None = None) -> list[Violation]:
     """I1, I2 and I3 over [start, end]. canaries: [{"unit", "address", "start", "end"}] windows
     in which the campaign made a double holder itself; violations in them are marked canary
-    (I1) or ignored (I2/I3 cannot be blamed on the pair there)."""
+    (I1) or ignored (I2/I3 cannot be blamed on the pair there). links: the interface each
+    address lives on (default eth0): a unit with that link down cannot hold it (I2)."""
     fx = facts(faults, units, channels, end)
     canary_spans = union([(c["start"], c["end"] + bounds.overlap) for c in canaries or []])
     a, b = units
@@ -186,10 +194,12 @@ def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dic
                               _fault_ids(faults, s, settle))
                 v.canary = bool(intersect([(s, e)], canary_spans))
                 out.append(v)
-    # I2: a live unit with its client link, and nobody holds
-    serving = union(*[complement(union(fx.dead[u], fx.client_down[u]), start, end)
-                      for u in units])
+    # I2: a live unit with its client link (and the address's own link), and nobody holds
     for addr in addresses:
+        iface = (links or {}).get(addr, "eth0")
+        serving = union(*[complement(union(fx.dead[u], fx.client_down[u],
+                                           fx.links_down.get((u, iface), [])), start, end)
+                          for u in units])
         nobody = complement(union(*[held.get((u, addr), []) for u in units]), start, end)
         for s, e in intersect(nobody, serving):
             if e - s > bounds.takeover and not intersect([(s, e)], canary_spans):
