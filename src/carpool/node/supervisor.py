@@ -22,6 +22,7 @@ from pathlib import Path
 from ..config.ha import Config
 from . import fence, watchdog
 from .daemon import bow_out_once, make_profile, remove_shared_addresses
+from .sched import realtime
 
 log = logging.getLogger("carpool.supervisor")
 PR_SET_PDEATHSIG = 1
@@ -43,6 +44,9 @@ def supervise(cfg: Config) -> int:
                                       cfg.initial_wait)
     timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval,
                                         cfg.watchdog)
+    # Real-time too: it forwards SIGTERM (the bow-out) and cleans up after a dead worker, both
+    # against the clock; the worker starts as a normal task (reset on fork) and sets its own.
+    realtime(cfg.rt_priority, "the supervisor")
     pulse_r, pulse_w = os.pipe()
     worker = subprocess.Popen(
         [sys.executable, "-m", "carpool.cli", "run", "--worker", "--config", cfg.path],
