@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 import pytest
@@ -174,15 +175,12 @@ def test_garp_frame_matches_captured_peers():
 
 
 def test_destinations_and_names():
-    assert destinations("multicast", B1, A1, 24) == ["224.0.0.18"]
-    assert destinations("unicast", B1, A1, 24) == [B1]
-    assert destinations("broadcast", B1, A1, 24) == ["198.18.9.255"]
-    assert destinations("broadcast", None, "198.18.1.1", 30) == ["198.18.1.3"]
-    assert destinations("broadcast", None, "198.18.1.0", 31) == ["255.255.255.255"]
+    # the one `destinations` (the one the daemon sends with): broadcast is the limited one
+    assert destinations("multicast", IPv4Address(B1)) == [IPv4Address("224.0.0.18")]
+    assert destinations("unicast", IPv4Address(B1)) == [IPv4Address(B1)]
+    assert destinations("broadcast", IPv4Address(B1)) == [IPv4Address("255.255.255.255")]
     with pytest.raises(ValueError):
-        destinations("unicast", None, A1, 24)
-    with pytest.raises(ValueError):
-        destinations("anycast", B1, A1, 24)
+        destinations("anycast", IPv4Address(B1))
     assert vmac_for(7) == "00:00:5e:00:01:07" and vmac_for(255) == "00:00:5e:00:01:ff"
     assert vmac_ifname("eth0", vmac_for(1)) == "cv1-eth0"
     assert vmac_ifname("enp0s31f6xyz", vmac_for(200), ifindex=12) == "cv200-i12"
@@ -196,9 +194,15 @@ def test_advert_reaches_partner_on_its_interface_only(lab, transport):
         transport = "broadcast"
         dst_va = dst_va2 = dst_back = "255.255.255.255"
     else:
-        dst_va = destinations(transport, B1, A1, 24)[0]
-        dst_va2 = destinations(transport, B2, A2, 24)[0]
-        dst_back = destinations(transport, A1, B1, 24)[0]
+        # the socket also carries a subnet's directed broadcast (the lab's links are /24s)
+        directed = {"va": "198.18.9.255", "va2": str(IPv4Interface(f"{A2}/24").network
+                                                     .broadcast_address)}
+        dst_va = str(destinations(transport, IPv4Address(B1))[0]) \
+            if transport != "broadcast" else directed["va"]
+        dst_va2 = str(destinations(transport, IPv4Address(B2))[0]) \
+            if transport != "broadcast" else directed["va2"]
+        dst_back = str(destinations(transport, IPv4Address(A1))[0]) \
+            if transport != "broadcast" else directed["va"]
     b = Snippet(NS_B, f"""
         from carpool.node.rawsock import AdvertSocket
         b1 = AdvertSocket("vb", "{B1}", "{transport}")

@@ -16,14 +16,14 @@ class Recorded(SharedAddresses):
         self.steps: list[str] = []
         self.gate = gate
 
-    def _add(self, live, items, vmac, lifetime, announce):  # type: ignore[override]
+    def _add(self, live, items, vmac, lifetime):  # type: ignore[override]
         gate = self.gate
         if gate is not None:
             assert gate.wait(5)
         if not live():  # as the real one: checked before each netlink request
             self.steps.append("abandoned add")
             return []
-        self.steps.append(f"add {[c for _, c in items]} {lifetime} {announce}")
+        self.steps.append(f"add {[c for _, c in items]} {lifetime}")
         return [c for _, c in items]
 
     def _remove(self, live, items, vmac):  # type: ignore[override]
@@ -46,7 +46,7 @@ def test_jobs_run_in_order_and_held_follows():
     async def main():
         q = Recorded()
         q.loop = asyncio.get_running_loop()
-        q.take(ITEMS, None, 3, True)
+        q.take(ITEMS, None, 3)
         q.garp(ITEMS, None, 5)
         await settled(q)
         assert q.held == CIDRS and not q.wedged(0)
@@ -55,7 +55,7 @@ def test_jobs_run_in_order_and_held_follows():
         await settled(q)
         q.close()
         return q.steps
-    assert asyncio.run(main()) == [f"add {CIDRS} 3 True", "garp 5", f"remove {CIDRS}"]
+    assert asyncio.run(main()) == [f"add {CIDRS} 3", "garp 5", f"remove {CIDRS}"]
 
 
 def test_the_loop_does_not_wait_and_renewals_coalesce():
@@ -76,7 +76,7 @@ def test_the_loop_does_not_wait_and_renewals_coalesce():
         return asked_in, q.steps
     asked_in, steps = asyncio.run(main())
     assert asked_in < 0.05
-    assert steps == [f"add {CIDRS} 3 False"] * 2
+    assert steps == [f"add {CIDRS} 3"] * 2
 
 
 def test_a_renewal_finishing_after_a_release_does_not_refill_held():
@@ -92,7 +92,7 @@ def test_a_renewal_finishing_after_a_release_does_not_refill_held():
         q.close()
         return q
     q = asyncio.run(main())
-    assert q.steps == [f"add {CIDRS} 3 False", f"remove {CIDRS}"]
+    assert q.steps == [f"add {CIDRS} 3", f"remove {CIDRS}"]
     assert q.held == []
 
 
@@ -118,7 +118,7 @@ def test_a_stuck_job_moves_the_queue_and_never_acts_after_it(monkeypatch, caplog
         gate = threading.Event()
         q = Recorded(gate)
         q.loop = asyncio.get_running_loop()
-        q.take(ITEMS, None, 3, True)      # blocks on the gate: stuck
+        q.take(ITEMS, None, 3)      # blocks on the gate: stuck
         q.garp(ITEMS, None, 5)            # waits behind it
         await asyncio.sleep(0.2)
         q.gate = None                     # what runs next does not block
@@ -153,7 +153,7 @@ def test_a_stuck_renewal_is_noticed_by_the_next_renewal(monkeypatch):
         return q
     q = asyncio.run(main())
     assert q.counters["stuck"] == 1 and q.held == CIDRS
-    assert q.steps == [f"add {CIDRS} 3 False", "abandoned add"]
+    assert q.steps == [f"add {CIDRS} 3", "abandoned add"]
 
 
 def test_nothing_is_taken_after_close():
@@ -161,7 +161,7 @@ def test_nothing_is_taken_after_close():
         q = Recorded()
         q.loop = asyncio.get_running_loop()
         q.close()
-        q.take(ITEMS, None, 3, True)
+        q.take(ITEMS, None, 3)
         await asyncio.sleep(0.05)
         return q
     q = asyncio.run(main())

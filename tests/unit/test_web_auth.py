@@ -153,7 +153,7 @@ def test_web_table_is_local_with_defaults_and_checked():
 
 
 def test_haproxy_show_stat_parses():
-    from carpool.web.metrics import parse_show_stat
+    from carpool.dataplane.haproxy import parse_show_stat
     rows = parse_show_stat("# pxname,svname,scur,stot,bout\nfe_web,FRONTEND,1,7,900\n\n")
     assert rows == [{"pxname": "fe_web", "svname": "FRONTEND", "scur": "1", "stot": "7",
                      "bout": "900"}]

@@ -28,11 +28,11 @@ class ConfigError(Exception):
 class WebSettings:
     """The local [web] table: the unit's WUI, REST API and /metrics (not synced)."""
     enabled: bool = True
-    bind: str = ""         # "" = the unit's own address on its first interface
+    bind: str = ""         # "" = the unit's own address (Config.own_address)
     port: int = 443
     cert: str = ""         # "" = <state_dir>/web/cert.pem (self-signed at first start)
     key: str = ""          # "" = <state_dir>/web/key.pem
-    partner_url: str = ""  # "" = https://<partner's address on the first interface>:<port>/
+    partner_url: str = ""  # "" = https://<Config.partner_address>:<port>/
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,33 @@ class Config:
         return tuple(i for i in self.interfaces if i.heartbeat)
 
     @property
+    def primary(self) -> Interface:
+        """The interface whose addresses name the units as a whole — the one rule for "the
+        partner's address": where sync connects, what the WUI binds and links to, what ranks
+        compare. The first checked interface with shared addresses (the client LAN), else
+        the first checked one, else the first."""
+        checked = self.checked
+        return next((i for i in checked if i.shared), checked[0] if checked
+                    else self.interfaces[0])
+
+    @property
+    def own_address(self) -> ipaddress.IPv4Address:
+        return self.primary.own(self.role)
+
+    @property
+    def partner_address(self) -> ipaddress.IPv4Address:
+        return self.primary.partner(self.role)
+
+    @property
+    def unit_name(self) -> str:
+        """`units.<role>.name`, else the role: what status and the WUI call this unit."""
+        return _unit_name(self.document, self.role)
+
+    @property
+    def partner_name(self) -> str:
+        return _unit_name(self.document, self.partner_role)
+
+    @property
     def partner_role(self) -> str:
         return "second" if self.role == "first" else "first"
 
@@ -127,7 +154,7 @@ class Config:
     # -- the WUI (local [web] table, defaults resolved) ------------------------------------
     @property
     def web_bind(self) -> str:
-        return self.web.bind or str(self.interfaces[0].own(self.role))
+        return self.web.bind or str(self.own_address)
 
     @property
     def web_cert(self) -> str:
@@ -141,8 +168,13 @@ class Config:
     def partner_url(self) -> str:
         if self.web.partner_url:
             return self.web.partner_url.rstrip("/") + "/"
-        host = self.interfaces[0].partner(self.role)
+        host = self.partner_address
         return f"https://{host}/" if self.web.port == 443 else f"https://{host}:{self.web.port}/"
+
+
+def _unit_name(doc: document.Document | None, role: str) -> str:
+    name = getattr(doc.units, role).name if doc is not None else ""
+    return name or role
 
 
 class _Checker:

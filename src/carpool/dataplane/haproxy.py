@@ -231,6 +231,10 @@ class HaproxyDataplane:
             log.warning("HAProxy runtime API: %s: %s", command, e)
             return ""
 
+    async def stats(self) -> list[dict]:
+        """`show stat` as rows (none while HAProxy is not running)."""
+        return parse_show_stat(await self.runtime("show stat")) if self.running else []
+
     async def stop(self) -> None:
         self._stopping = True
         if self.running:
@@ -254,3 +258,12 @@ def _nonlocal_bind() -> None:
             f.write("1")
     except OSError as e:
         log.error("cannot enable ip_nonlocal_bind: %s", e)
+
+
+def parse_show_stat(csv_text: str) -> list[dict]:
+    """HAProxy's `show stat` CSV (header line starts with '# ') as dicts."""
+    lines = [line for line in csv_text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return []
+    header = lines[0][2:].split(",")
+    return [dict(zip(header, line.split(","))) for line in lines[1:]]

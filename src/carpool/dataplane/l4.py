@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 
 from ..config.document import Document
@@ -15,6 +16,19 @@ from . import nft
 
 log = logging.getLogger("carpool.l4")
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+_COUNTER = re.compile(r"^\s*(.*?)\s*counter packets (\d+) bytes (\d+)")
+
+
+def parse_counters(listing: str) -> list[tuple[str, int, int]]:
+    """(rule, packets, bytes) of every rule with a counter in an `nft list table` listing."""
+    found = []
+    for line in listing.splitlines():
+        m = _COUNTER.match(line)
+        if m:
+            found.append((m[1][:120] or "rule", int(m[2]), int(m[3])))
+    return found
 
 
 class L4Dataplane:
@@ -47,6 +61,23 @@ class L4Dataplane:
             self.applies += 1
             self.last_apply = time.time()
             return True
+
+    async def counters(self) -> list[tuple[str, int, int]]:
+        """(rule, packets, bytes) of the rules with a counter in our table ([] if it is not
+        there or nft does not answer within 2 s)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "nft", "list", "table", nft.FAMILY, nft.TABLE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        except OSError:
+            return []
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 2)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return []
+        return parse_counters(out.decode(errors="replace"))
 
     async def _persisted(self, ruleset: dict) -> dict:
         """The running table's persistent clients, when the new ruleset has persistence sets

@@ -24,6 +24,9 @@ from ipaddress import IPv4Address
 
 from .drops import DropError, DropReason
 
+PROTO_CARP = 112  # CARP and VRRP share IP protocol 112 (and the doctor's probes ride it)
+TTL = 255  # adverts are sent with 255 and only 255 is accepted: the sender is on this link
+
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
 _MF, _OFFSET = 0x2000, 0x1FFF
 

@@ -1,21 +1,20 @@
 """Protocol profiles: turn election effects into advert bytes and received adverts into Ranks.
 
-Pure: the daemon hands in what came off the wire (with its IPv4 header) and gets back either a
-(Rank, bow_out) pair or a DropError whose reason it counts. Checks run cheap → costly.
+Pure: ha/classify.py hands in the parsed IPv4 packet (protocol, TTL and own source already
+checked there) and gets back a Heard or a DropError whose reason it counts. Checks run cheap →
+costly.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .carp import BOW_OUT, CarpAdvert
+from .carp import BOW_OUT, CarpAdvert, carp_hmac
 from .drops import DropError, DropReason
 from .election import Params, Rank
-from .ipv4 import Ipv4Packet, parse_ipv4
+from .ipv4 import Ipv4Packet
 from .vrrp import VrrpAdvert
 
-PROTO_CARP = 112
-TTL = 255
 
 
 @dataclass(frozen=True)
@@ -23,18 +22,6 @@ class Heard:
     rank: Rank
     bow_out: bool
     source: IPv4Address
-
-
-def _parse(datagram: bytes, own: frozenset[IPv4Address]) -> Ipv4Packet:
-    pkt = parse_ipv4(datagram)
-    if pkt.protocol != PROTO_CARP:
-        raise DropError(DropReason.BAD_PROTOCOL, f"protocol {pkt.protocol}")
-    if pkt.ttl != TTL:
-        # TTL 255 proves the sender is on this link (RFC 5798 §7.1 / BSD CARP).
-        raise DropError(DropReason.BAD_TTL, f"ttl {pkt.ttl} from {pkt.src}")
-    if pkt.src in own:
-        raise DropError(DropReason.OWN_PACKET, f"from own address {pkt.src}")
-    return pkt
 
 
 @dataclass(frozen=True)
@@ -56,11 +43,12 @@ class CarpProfile:
 
     def encode(self, bow_out: bool, demote: int, counter: int, addresses, source, dst) -> bytes:
         advbase, advskew = BOW_OUT if bow_out else (self.advbase, self.advskew)
-        return CarpAdvert.build(self.key, self.vhid, advbase, advskew, min(demote, 255),
-                                counter, list(addresses)).pack()
+        # pack() computes the checksum: once per advert (build() would pack twice)
+        return CarpAdvert(vhid=self.vhid, advskew=advskew, demote=min(demote, 255),
+                          advbase=advbase, counter=counter,
+                          md=carp_hmac(self.key, self.vhid, addresses, counter)).pack()
 
-    def decode(self, datagram: bytes, own: frozenset[IPv4Address], addresses) -> Heard:
-        pkt = _parse(datagram, own)
+    def decode(self, pkt: Ipv4Packet, addresses) -> Heard:
         advert = CarpAdvert.unpack(pkt.payload)
         if advert.vhid != self.vhid:
             raise DropError(DropReason.WRONG_VHID, f"vhid {advert.vhid} from {pkt.src}")
@@ -95,8 +83,7 @@ class VrrpProfile:
                             interval=self.interval_cs, addresses=tuple(addresses))
         return advert.pack(source, dst)
 
-    def decode(self, datagram: bytes, own: frozenset[IPv4Address], addresses) -> Heard:
-        pkt = _parse(datagram, own)
+    def decode(self, pkt: Ipv4Packet, addresses) -> Heard:
         advert = VrrpAdvert.unpack(pkt.payload, pkt.src, pkt.dst)
         if advert.version != 3:
             raise DropError(DropReason.BAD_VERSION, f"VRRP version {advert.version}")

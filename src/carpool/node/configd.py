@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config.document import Document, DocumentError, parse_document
-from ..config.ha import Config
+from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
 from .sync import SyncService
 
@@ -86,9 +86,7 @@ class ConfigControl:
                                 is_active=is_active, on_apply=on_apply, ha_state=ha_state)
 
     def partner_address(self) -> str:
-        doc = self.store.current.document
-        iface = next((i for i in doc.interface if i.shared), doc.interface[0])
-        return iface.second if self.cfg.role == "first" else iface.first
+        return str(with_document(self.cfg, self.store.current.document).partner_address)
 
     def handlers(self) -> dict:
         return {"config.show": self.show, "config.set": self.set, "config.apply": self.apply,

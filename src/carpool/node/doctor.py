@@ -24,8 +24,9 @@ from ipaddress import IPv4Address
 from .. import __version__
 from ..ha import probe
 from ..ha.ipv4 import Ipv4Packet
-from ..ha.profile import PROTO_CARP, TTL
+from ..ha.ipv4 import PROTO_CARP, TTL
 from . import addresses
+from .view import UnitView
 
 log = logging.getLogger("carpool.doctor")
 PROBES_PER_PATH = 3
@@ -62,8 +63,8 @@ class Session:
 
 
 class DoctorAgent:
-    def __init__(self, daemon):
-        self.d = daemon
+    def __init__(self, unit: UnitView):
+        self.unit = unit
         self.heard: collections.OrderedDict[str, Heard] = collections.OrderedDict()
         self.sessions: dict[str, Session] = {}
         self.foreign: dict[tuple[str, str], dict] = {}   # (iface, source) -> sighting
@@ -72,7 +73,7 @@ class DoctorAgent:
 
     @property
     def key(self) -> bytes:
-        return probe.probe_key(self.d.cfg.secret)
+        return probe.probe_key(self.unit.cfg.secret)
 
     # -- receive side (called from the daemon's socket reader) ------------------------------
     def note_foreign(self, iface: str, source: IPv4Address, payload: bytes) -> None:
@@ -102,7 +103,7 @@ class DoctorAgent:
             self.counters["bad_probe"] += 1
             log.debug("bad doctor probe on %s from %s: %s", iface, source, e)
             return
-        if source not in self.d.partner_identity:  # only the partner gets answers
+        if not self.unit.is_partner(source):  # only the partner gets answers
             self.counters["probe_from_stranger"] += 1
             return
         body, kind, pid = p.body, p.body.get("k"), str(p.body.get("id", ""))[:32]
@@ -126,7 +127,7 @@ class DoctorAgent:
             if kind == "probe" and not heard.report_due and \
                     heard.reports_sent < MAX_REPORTS_PER_ID:
                 heard.report_due = True
-                self.d.loop.call_later(REPORT_DELAY, self._report, pid)
+                asyncio.get_running_loop().call_later(REPORT_DELAY, self._report, pid)
 
     def _heard(self, pid: str) -> Heard:
         heard = self.heard.get(pid)
@@ -158,12 +159,12 @@ class DoctorAgent:
         self.send_everywhere(self.report_body(pid))
 
     def report_body(self, pid: str) -> dict:
-        d, heard = self.d, self.heard.get(pid) or Heard()
-        return {"k": "report", "id": pid, "from": d.cfg.role, "heard": dict(heard.probes),
+        unit, heard = self.unit, self.heard.get(pid) or Heard()
+        return {"k": "report", "id": pid, "from": unit.cfg.role, "heard": dict(heard.probes),
                 "vmac_heard": dict(heard.vmac), "authentic": heard.authentic,
-                "ping": {n: st.ping_ok for n, st in d.state.items()},
-                "state": d.election.state.value, "version": __version__,
-                "config": list(d.config.store.current.record.key), "time": time.time()}
+                "ping": {n: st.ping_ok for n, st in unit.paths().items()},
+                "state": unit.ha_state(), "version": __version__,
+                "config": list(unit.version()), "time": time.time()}
 
     def report_over_relay(self, pid: str, send) -> None:
         """The partner asked over 6973: our report once its probes are in (or are not). Sent
@@ -178,7 +179,7 @@ class DoctorAgent:
             if heard is None or (heard.reports_sent == 0 and not heard.report_due):
                 self._heard(pid).reports_sent += 1
                 self.send_everywhere(body)
-        self.d.loop.call_later(REPORT_DELAY, answer)
+        asyncio.get_running_loop().call_later(REPORT_DELAY, answer)
 
     def on_relayed_report(self, body: dict) -> None:
         pid = str(body.get("id", ""))
@@ -194,26 +195,19 @@ class DoctorAgent:
     # -- send side --------------------------------------------------------------------------
     def send_everywhere(self, body: dict) -> dict[str, int]:
         """One probe on every advert socket to every advert destination; sent per interface."""
-        from .daemon import destinations
-        payload = probe.encode(self.key, body)
-        sent = {}
-        for name, sock in self.d.sockets.items():
-            iface = self.d.ifaces[name]
-            sent[name] = sum(sock.send(payload, str(dst))
-                             for dst in destinations(self.d.cfg, iface))
-        return sent
+        return self.unit.send_probe(probe.encode(self.key, body))
 
     def holds_vmac(self) -> bool:
-        return bool(self.d.cfg.vmac and self.d.held)
+        return bool(self.unit.cfg.vmac and self.unit.held())
 
     def send_vmac_frames(self, pid: str) -> dict[str, int]:
         """Unicast IPv4 frames from the virtual MAC to the partner on each shared interface
         (only the unit that holds the MAC sends: a frame from the standby would teach the
         switch the wrong port)."""
-        cfg, sent = self.d.cfg, {}
+        cfg, sent, paths = self.unit.cfg, {}, self.unit.advert_paths()
         payload = probe.encode(self.key, {"k": "vmac", "id": pid, "from": cfg.role})
         for iface in cfg.interfaces:
-            if not iface.shared or iface.name not in self.d.sockets:
+            if not iface.shared or iface.name not in paths:
                 continue
             partner = iface.partner(cfg.role)
             mac = neighbour_mac(str(partner), iface.name)
@@ -233,13 +227,14 @@ class DoctorAgent:
     # -- a doctor run -----------------------------------------------------------------------
     async def run(self, pinger) -> dict:
         """Probe every path, ping the partner, try the sync port; the raw observations."""
-        d, cfg = self.d, self.d.cfg
+        unit, cfg = self.unit, self.unit.cfg
+        paths = unit.advert_paths()
         pid = secrets.token_hex(8)
         session = self.sessions[pid] = Session(pid)
         try:
             pings = asyncio.gather(*[pinger.ping(str(i.partner(cfg.role)), 1.0)
-                                     for i in cfg.interfaces if i.name in d.sockets])
-            sync = asyncio.ensure_future(d.config.sync.probe_partner())
+                                     for i in cfg.interfaces if i.name in paths])
+            sync = asyncio.ensure_future(unit.probe_sync())
             await pings  # first: the partner's MAC is then in the neighbour table
             want_vmac = bool(cfg.vmac) and not self.holds_vmac()
             sent: collections.Counter = collections.Counter()
@@ -252,9 +247,9 @@ class DoctorAgent:
                 sent.update(self.send_everywhere({"k": "probe", "id": pid, "n": n,
                                                   "from": cfg.role, "want_vmac": want_vmac}))
                 await asyncio.sleep(PROBE_GAP)
-            relayed = d.relay.ask_doctor(pid)
+            relayed = unit.ask_doctor(pid)
             deadline = started + REPORT_WAIT
-            while time.monotonic() < deadline and (len(session.reports) < len(d.sockets) or
+            while time.monotonic() < deadline and (len(session.reports) < len(paths) or
                                                    (relayed and session.relayed is None)):
                 session.arrived.clear()
                 try:
@@ -262,13 +257,13 @@ class DoctorAgent:
                 except asyncio.TimeoutError:
                     break
             rtts = pings.result()
-            names = [i.name for i in cfg.interfaces if i.name in d.sockets]
+            names = [i.name for i in cfg.interfaces if i.name in paths]
             return {
-                "role": cfg.role, "state": d.election.state.value, "version": __version__,
-                "config": list(d.config.store.current.record.key), "time": time.time(),
+                "role": cfg.role, "state": unit.ha_state(), "version": __version__,
+                "config": list(unit.version()), "time": time.time(),
                 "transport": cfg.transport, "vmac": bool(cfg.vmac), "vhid": cfg.vhid,
                 "vmac_address": cfg.vmac_address if cfg.vmac else None,
-                "sync_port": d.config.sync.port, "report_received": session.first_report_at,
+                "sync_port": unit.sync_port(), "report_received": session.first_report_at,
                 "vmac_sender": "us" if self.holds_vmac() else ("partner" if want_vmac else None),
                 "vmac_sent": vmac_sent, "vmac_heard": dict(session.vmac_heard),
                 "sent": dict(sent), "reports": session.reports,
@@ -277,21 +272,21 @@ class DoctorAgent:
                 "pings": {n: None if r is None else round(r * 1000, 3)
                           for n, r in zip(names, rtts)},
                 "interfaces": self._interfaces(),
-                "partner_state": d.config.sync.partner_ha,
+                "partner_state": unit.partner_ha(),
                 "sync": await sync, "foreign": self.recent_foreign(),
             }
         finally:
             self.sessions.pop(pid, None)
 
     def _interfaces(self) -> dict:
-        d, now = self.d, self.d.now()
-        out = {}
-        for iface in d.cfg.interfaces:
-            st = d.state[iface.name]
+        unit, now = self.unit, self.unit.now()
+        states, paths, out = unit.paths(), unit.advert_paths(), {}
+        for iface in unit.cfg.interfaces:
+            st = states[iface.name]
             out[iface.name] = {
                 "check": iface.check, "heartbeat": iface.heartbeat,
                 "shared": [str(c) for c in iface.shared], "link_up": st.link_up,
-                "socket": iface.name in d.sockets,
+                "socket": iface.name in paths,
                 "advert_seen_ago": None if st.last_advert is None
                 else round(now - st.last_advert, 3)}
         return out

@@ -10,11 +10,12 @@ is narrowed down; three things keep an advert that arrived on eth0 out of the et
 - IP_MULTICAST_ALL off, so the socket gets 224.0.0.18 only through its own membership, which is
   joined on its own interface index;
 - every datagram's IP_PKTINFO ingress index is compared with the socket's interface, and one that
-  does not match (e.g. queued between socket() and the bind) is dropped and counted in
-  `foreign_dropped`.
+  does not match (e.g. queued between socket() and the bind) is dropped and counted as
+  UNKNOWN_INTERFACE.
 Own adverts: multicast loopback is off, but the kernel always loops a broadcast back to the
-sender; datagrams whose IPv4 source is `ifaddr` are therefore dropped here and counted in
-`own_dropped` (a partner with the same address would show up there too).
+sender; datagrams whose IPv4 source is `ifaddr` are therefore dropped here — the one own-packet
+check — and counted as OWN_PACKET (a partner with the same address would show up there too).
+Both counts go to the `drops` counter the caller hands in, beside the decoders' drops.
 
 Sources. A raw socket is not bind()-ed (that would also filter received datagrams by destination
 address); the source address and the outgoing interface are set per datagram with an IP_PKTINFO
@@ -22,18 +23,33 @@ control message instead, so the VRRPv3 pseudo-header checksum computed over `ifa
 """
 from __future__ import annotations
 
+import collections
 import errno
 import ipaddress
 import logging
 import socket
 import struct
 
+from ..ha.drops import DropReason
+from ..ha.ipv4 import PROTO_CARP, TTL
+
 log = logging.getLogger("carpool.rawsock")
 
-PROTO_CARP = 112
 MULTICAST_GROUP = "224.0.0.18"
 TRANSPORTS = ("multicast", "unicast", "broadcast")
-TTL = 255
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def destinations(transport: str, partner: ipaddress.IPv4Address) -> list[ipaddress.IPv4Address]:
+    """Where adverts (and doctor probes) go on one interface: the group, the partner's own
+    address on that link, or the limited broadcast (never routed, whatever the prefix)."""
+    if transport == "multicast":
+        return [ipaddress.IPv4Address(MULTICAST_GROUP)]
+    if transport == "unicast":
+        return [partner]
+    if transport == "broadcast":
+        return [LIMITED_BROADCAST]
+    raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
 
 # Linux <linux/in.h> values the socket module does not export everywhere.
 IP_PKTINFO = 8
@@ -45,26 +61,6 @@ _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 _BATCH = 256  # datagrams per recv_all() call; the rest stays queued and the fd stays readable
 
 
-def destinations(transport: str, partner_addr: str | None, ifaddr: str,
-                 prefixlen: int) -> list[str]:
-    """Where adverts go on one interface.
-
-    multicast: 224.0.0.18; unicast: the partner's address (required); broadcast: the directed
-    broadcast of ifaddr/prefixlen, or 255.255.255.255 for /31 and /32, which have none.
-    """
-    if transport == "multicast":
-        return [MULTICAST_GROUP]
-    if transport == "unicast":
-        if not partner_addr:
-            raise ValueError("unicast transport needs the partner's address")
-        return [str(ipaddress.IPv4Address(partner_addr))]
-    if transport == "broadcast":
-        net = ipaddress.IPv4Interface(f"{ifaddr}/{prefixlen}").network
-        if net.prefixlen >= 31:
-            return ["255.255.255.255"]
-        return [str(net.broadcast_address)]
-    raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
-
 
 class AdvertSocket:
     """A non-blocking raw IPPROTO 112 socket bound to one interface.
@@ -73,15 +69,15 @@ class AdvertSocket:
     send() never raises and recv_all() never raises.
     """
 
-    def __init__(self, ifname: str, ifaddr: str, transport: str = "multicast"):
+    def __init__(self, ifname: str, ifaddr: str, transport: str = "multicast",
+                 drops: collections.Counter | None = None):
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
         self.ifname = ifname
         self.ifaddr = str(ipaddress.IPv4Address(ifaddr))
         self.transport = transport
         self.ifindex = socket.if_nametoindex(ifname)   # OSError(ENODEV-like) if missing
-        self.foreign_dropped = 0                        # datagrams from another interface
-        self.own_dropped = 0                            # our own (looped-back) datagrams
+        self.drops: collections.Counter = collections.Counter() if drops is None else drops
         self._own = socket.inet_aton(self.ifaddr)
         self.last_error: OSError | None = None          # the last send error, for logging
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, PROTO_CARP)
@@ -143,17 +139,12 @@ class AdvertSocket:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
                     ifindex = _PKTINFO.unpack_from(value)[0]
             if ifindex is not None and ifindex != self.ifindex:
-                self.foreign_dropped += 1
+                self.drops[DropReason.UNKNOWN_INTERFACE] += 1
                 continue
             if data[12:16] == self._own:
-                self.own_dropped += 1
+                self.drops[DropReason.OWN_PACKET] += 1
                 continue
             return data
-
-    def recv(self) -> tuple[bytes, str] | None:
-        """One queued datagram (IPv4 header included) and this socket's ifname, or None."""
-        data = self._recv_one()
-        return None if data is None else (data, self.ifname)
 
     def recv_all(self) -> list[bytes]:
         """Every queued datagram (IPv4 header included), without blocking (at most 256 a call)."""
@@ -164,6 +155,15 @@ class AdvertSocket:
                 break
             out.append(data)
         return out
+
+    @property
+    def foreign_dropped(self) -> int:
+        """Datagrams that arrived on another interface (in the counter this socket counts into)."""
+        return self.drops[DropReason.UNKNOWN_INTERFACE]
+
+    @property
+    def own_dropped(self) -> int:
+        return self.drops[DropReason.OWN_PACKET]
 
     def close(self) -> None:
         self._sock.close()

@@ -72,10 +72,9 @@ class SharedAddresses:
         a busy machine), so the first takeover does not wait for them."""
         self._submit("warm-up", self._warm_up)
 
-    def take(self, items: list[Item], vmac: str | None, lifetime: int, announce: bool) -> None:
-        """Add each address (or renew it) and, with announce, one gratuitous ARP right after
-        it, before the next address is added (the burst follows with garp())."""
-        self._submit("take", self._add, items, vmac, lifetime, announce)
+    def take(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
+        """Add each address (or renew it); garp() announces them, queued right behind."""
+        self._submit("take", self._add, items, vmac, lifetime)
 
     def renew(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
         """Renew the kernel lifetime (or put back an address that went); coalesced."""
@@ -84,7 +83,7 @@ class SharedAddresses:
             self.counters["renewals_coalesced"] += 1
             return
         self._renewing = True
-        self._submit("renew", self._add, items, vmac, lifetime, False)
+        self._submit("renew", self._add, items, vmac, lifetime)
 
     def garp(self, items: list[Item], vmac: str | None, count: int) -> None:
         self._submit("garp", self._garp, items, vmac, count)
@@ -216,8 +215,8 @@ class SharedAddresses:
             self._call_in_loop(self._done, job, result, error)
 
     @staticmethod
-    def _add(live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int,
-             announce: bool) -> list[str]:
+    def _add(live: Callable[[], bool], items: list[Item], vmac: str | None,
+             lifetime: int) -> list[str]:
         added = []
         for ifname, cidr in items:
             if not live():
@@ -228,11 +227,6 @@ class SharedAddresses:
                 log.error("cannot add shared address %s on %s: %s", cidr, ifname, e)
                 continue
             added.append(cidr)
-            if announce and live():
-                try:
-                    addresses.send_garp(ifname, cidr.split("/")[0], vmac, count=1)
-                except OSError as e:
-                    log.warning("gratuitous ARP for %s on %s failed: %s", cidr, ifname, e)
         return added
 
     @staticmethod

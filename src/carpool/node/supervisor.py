@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..config.ha import Config
 from . import fence, watchdog
-from .daemon import bow_out_once, make_profile, remove_shared_addresses
+from .advert import bow_out_once, election_params
+from .holder import remove_shared_addresses
 from .sched import realtime
 
 log = logging.getLogger("carpool.supervisor")
@@ -40,8 +41,7 @@ def supervise(cfg: Config) -> int:
     state_dir = Path(cfg.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
-    params = make_profile(cfg).params(cfg.checked[0].own(cfg.role), cfg.preempt,
-                                      cfg.initial_wait)
+    params = election_params(cfg)
     timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval,
                                         cfg.watchdog)
     # Real-time too: it forwards SIGTERM (the bow-out) and cleans up after a dead worker, both

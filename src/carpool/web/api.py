@@ -86,7 +86,7 @@ def router() -> APIRouter:
         raise HTTPException(404, f"no virtual service {name!r}")
 
     def health_of(ctx: WebContext, vs: dict) -> list[dict]:
-        servers = ctx.daemon.health.status()
+        servers = ctx.servers()
         return [s for s in servers if s["service"] == vs["name"]]
 
     # -- status ----------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def router() -> APIRouter:
     @api.get("/doctor", dependencies=auth,
              summary="Run carpool doctor: every HA prerequisite checked with the partner")
     async def doctor(request: Request) -> dict:
-        answer = await ctx_of(request).daemon.run_doctor()
+        answer = await ctx_of(request).doctor()
         return {"checks": answer["checks"], "ok": all(c["ok"] for c in answer["checks"])}
 
     # -- configuration ---------------------------------------------------------------------

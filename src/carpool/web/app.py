@@ -12,7 +12,6 @@ from fastapi.staticfiles import StaticFiles
 from importlib.metadata import PackageNotFoundError, version
 from . import api, pages
 from .context import LoginRequired, WebContext, api_user
-from .metrics import nft_counters, parse_show_stat
 
 try:
     __version__ = version("carpool")
@@ -59,11 +58,8 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request, _user: str = Depends(api_user)) -> Response:
-        nft = await asyncio.to_thread(nft_counters)
-        stats = []
-        if ctx.daemon.l7.running:
-            stats = parse_show_stat(await ctx.daemon.l7.runtime("show stat"))
-        body = ctx.metrics.render(ctx.daemon.status(), nft, stats)
+        nft, stats = await ctx.unit.dataplane_counters()
+        body = ctx.metrics.render(ctx.status(), nft, stats)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(api.router())

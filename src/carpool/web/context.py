@@ -1,5 +1,6 @@
-"""What the web layer needs of the daemon, in one place: its status, its config handlers (the
-same ones `carpool config` uses: same validation, history and sync), users, sessions, events."""
+"""What the web layer needs of the unit, in one place (through node.view.UnitView, never the
+daemon): its status, its config handlers (the same ones `carpool config` uses: same validation,
+history and sync), users, sessions, events."""
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +26,9 @@ class LoginRequired(Exception):
 
 
 class WebContext:
-    def __init__(self, daemon, events: EventLog | None = None):
-        self.daemon = daemon
-        cfg = daemon.cfg
+    def __init__(self, unit, events: EventLog | None = None):
+        self.unit = unit  # node.view.UnitView
+        cfg = unit.cfg
         self.own_url = (f"https://{cfg.web_bind}/" if cfg.web.port == 443
                         else f"https://{cfg.web_bind}:{cfg.web.port}/")
         self.sessions = Sessions()
@@ -37,14 +38,14 @@ class WebContext:
         self.metrics = Metrics()
         self._basic_ok: dict[tuple[str, str], tuple[str, float]] = {}
 
-    # -- the daemon ------------------------------------------------------------------------
+    # -- the unit --------------------------------------------------------------------------
     @property
     def cfg(self):
-        return self.daemon.cfg
+        return self.unit.cfg
 
     def status(self) -> dict:
         """The daemon's status plus what the partner's dashboard needs of this unit."""
-        status = self.daemon.status()
+        status = self.unit.status()
         status.setdefault("initial_wait", self.cfg.initial_wait)
         status["web_url"] = self.own_url
         return status
@@ -54,31 +55,33 @@ class WebContext:
         return pair(self.status(), self.own_url, await self.partner.get())
 
     def is_active(self) -> bool:
-        return self.daemon.is_active()
+        return self.unit.is_active()
 
     def document(self) -> dict:
-        return self.daemon.config.store.current.document.model_dump(mode="json")
+        return self.unit.document().model_dump(mode="json")
+
+    def version(self) -> int:
+        return self.unit.version()[0]
+
+    def servers(self) -> list[dict]:
+        return self.unit.servers()
+
+    async def doctor(self) -> dict:
+        return await self.unit.doctor()
 
     async def call(self, command: str, **request) -> dict:
         """One of the daemon's control handlers (config.*), as the control socket calls it."""
-        handlers = {"status": self.daemon.status, **self.daemon.config.handlers()}
-        result = handlers[command](request)
+        result = self.unit.handlers()[command](request)
         if asyncio.iscoroutine(result):
             result = await result
         return result
 
     async def failover(self, who: str) -> dict:
-        force = getattr(self.daemon, "force_failover", None)
-        if force is None:
-            return {"error": "this daemon has no force failover"}
-        result = force({"who": who})
-        if asyncio.iscoroutine(result):
-            result = await result
-        return result
+        return self.unit.failover({"who": who})
 
     # -- users -----------------------------------------------------------------------------
     def users(self) -> dict[str, str]:
-        return {u.name: u.password_hash for u in self.daemon.config.store.current.document.user}
+        return {u.name: u.password_hash for u in self.unit.document().user}
 
     async def check_password(self, source: str, name: str, password: str) -> bool:
         """Verify (in a thread: argon2 takes tens of ms the election loop must not lose);

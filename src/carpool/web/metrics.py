@@ -1,8 +1,6 @@
 """/metrics: the daemon's status as Prometheus metrics, read at scrape time (own registry)."""
 from __future__ import annotations
 
-import re
-import subprocess
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -108,39 +106,12 @@ def _num(text) -> float:
         return 0.0
 
 
-def parse_show_stat(csv_text: str) -> list[dict]:
-    """HAProxy's `show stat` CSV (header line starts with '# ') as dicts."""
-    lines = [l for l in csv_text.splitlines() if l.strip()]
-    if not lines or not lines[0].startswith("# "):
-        return []
-    header = lines[0][2:].split(",")
-    return [dict(zip(header, l.split(","))) for l in lines[1:]]
-
-
 def _gauge(name: str, doc: str, value) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=float(value))
 
 
 def _counter(name: str, doc: str, value) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=float(value))
-
-
-_COUNTER = re.compile(r"^\s*(.*?)\s*counter packets (\d+) bytes (\d+)")
-
-
-def nft_counters() -> list[tuple[str, int, int]]:
-    """(rule, packets, bytes) of every rule with a counter in table ip carpool."""
-    try:
-        out = subprocess.run(["nft", "list", "table", "ip", "carpool"], capture_output=True,
-                             text=True, timeout=2).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    found = []
-    for line in out.splitlines():
-        m = _COUNTER.match(line)
-        if m:
-            found.append((m[1][:120] or "rule", int(m[2]), int(m[3])))
-    return found
 
 
 class Metrics:

@@ -218,7 +218,7 @@ def router() -> APIRouter:
         if shown:
             diff = await ctx.call("config.diff", b=shown)
         return await render(request, "history.html", session, history=list(reversed(records)),
-                            current=ctx.daemon.config.store.current.record.version, diff=diff,
+                            current=ctx.version(), diff=diff,
                             message=request.query_params.get("done"))
 
     @pages.post("/history/{version}/rollback", response_class=HTMLResponse)
@@ -265,7 +265,7 @@ def _find(doc: dict, name: str) -> dict | None:
 
 
 def _health(ctx: WebContext) -> dict:
-    return {(h["service"], h["address"], h["port"]): h for h in ctx.daemon.health.status()}
+    return {(h["service"], h["address"], h["port"]): h for h in ctx.servers()}
 
 
 def _vs_form(vs: dict) -> dict:

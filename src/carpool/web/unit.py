@@ -12,8 +12,8 @@ RETRY = 10.0  # s between attempts to listen (the bind address may come up after
 
 
 class WebUnit:
-    def __init__(self, daemon):
-        self.daemon = daemon
+    def __init__(self, unit):
+        self.unit = unit  # node.view.UnitView
         self.events = EventLog()
         self.events.attach()  # from the start: the first transitions belong in the event log
         self.ctx = None
@@ -26,7 +26,7 @@ class WebUnit:
         machine), the certificate (a key pair at first start) and the application. Done in
         the loop they would stall the election long enough for a fast profile's master-down
         and the supervisor's watchdog. Failures are left for run() to log and retry."""
-        if not self.daemon.cfg.web.enabled:
+        if not self.unit.cfg.web.enabled:
             return
         try:
             self._prepared = self._server()
@@ -39,23 +39,23 @@ class WebUnit:
 
     def _server(self):
         from .server import WebServer
-        cfg = self.daemon.cfg
+        cfg = self.unit.cfg
         return WebServer(self._app(), cfg.web_bind, cfg.web.port, cfg.web_cert, cfg.web_key)
 
     def _app(self):
         from .app import create_app
         from .context import WebContext
         from .server import ensure_certificate
-        cfg = self.daemon.cfg
+        cfg = self.unit.cfg
         ensure_certificate(cfg.web_cert, cfg.web_key, cfg.web_bind, f"carpool-{cfg.role}")
         if self.ctx is None:
-            self.ctx = WebContext(self.daemon, self.events)
+            self.ctx = WebContext(self.unit, self.events)
             self.app = create_app(self.ctx)
         return self.app
 
     async def run(self) -> None:
         """Serve until cancelled; retry listening until it works."""
-        cfg = self.daemon.cfg
+        cfg = self.unit.cfg
         if not cfg.web.enabled:
             log.info("WUI disabled ([web] enabled = false)")
             return

@@ -1,0 +1,71 @@
+"""The unit's data plane as one port: L4 (nftables), L7 (HAProxy), state sync (conntrackd)
+and the real servers' health checks that steer both. The daemon applies documents to it; web
+and status read its status and counters."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+
+from .conntrack import ConntrackSync
+from .haproxy import HaproxyDataplane
+from .health import HealthChecker
+from .l4 import L4Dataplane
+
+log = logging.getLogger("carpool.daemon")
+
+
+class Dataplanes:
+    def __init__(self, state_dir: str, spawn: Callable[[Coroutine], asyncio.Task]):
+        """spawn(coro): run a background job (the daemon's tasks: cancelled at its end)."""
+        self.spawn = spawn
+        self.cfg = None
+        self.health = HealthChecker(on_change=self._server_changed)
+        self.l4 = L4Dataplane()
+        self.l7 = HaproxyDataplane(Path(state_dir) / "haproxy")
+        self.state_sync = ConntrackSync(Path(state_dir) / "conntrackd")
+
+    async def start(self, cfg, pinger) -> None:
+        self.cfg = cfg
+        self.health.pinger = pinger
+        self.health.update(cfg.document)
+        await self.l4.apply(cfg.document, self.health.healthy)
+        await self.l7.apply(cfg, self.health.healthy)
+        await self.state_sync.apply(cfg)
+
+    def apply(self, cfg, ha_changed: bool) -> None:
+        """A new version: servers and services at once; conntrackd if its settings moved."""
+        self.cfg = cfg
+        self.health.update(cfg.document)
+        self.spawn(self.l4.apply(cfg.document, self.health.healthy))
+        self.spawn(self.l7.apply(cfg, self.health.healthy))
+        if ha_changed:
+            self.spawn(self.state_sync.apply(cfg))
+
+    def _server_changed(self, key: tuple[str, str, int], up: bool) -> None:
+        name, address, port = key
+        vs = next((v for v in self.cfg.document.virtual_service if v.name == name), None)
+        if vs is None:
+            return
+        if vs.type == "http":  # the runtime API: no reload for a health flip
+            self.spawn(self.l7.set_server(vs, address, port, up))
+        else:
+            self.spawn(self.l4.apply(self.cfg.document, self.health.healthy))
+
+    def servers(self) -> list[dict]:
+        return self.health.status()
+
+    def status(self) -> dict:
+        return {"l4": self.l4.status(), "l7": self.l7.status(),
+                "state_sync": self.state_sync.status(), "servers": self.health.status()}
+
+    async def counters(self) -> tuple[list[tuple[str, int, int]], list[dict]]:
+        """(nft rule counters, HAProxy `show stat` rows) for /metrics."""
+        return await self.l4.counters(), await self.l7.stats()
+
+    async def stop(self) -> None:
+        self.health.close()
+        await self.l4.clear()
+        await self.l7.stop()
+        await self.state_sync.stop()

@@ -1,0 +1,185 @@
+"""The advert paths: one raw socket per checked interface, adverts sent on each, and every
+received datagram judged once (ha/classify.py) and handed to whoever owns its kind.
+
+    socket readable -> recv_all (ingress and own checks) -> classify -> on_advert (the election)
+                                                                     -> on_probe (the doctor)
+                                                                     -> a counted drop
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from ..config.ha import Config, Interface
+from ..ha import election as el
+from ..ha.classify import Kind, classify
+from ..ha.profile import CarpProfile, VrrpProfile
+from .paths import IfaceState, Paths
+from .rawsock import AdvertSocket, destinations
+
+log = logging.getLogger("carpool.daemon")
+
+
+def make_profile(cfg: Config) -> CarpProfile | VrrpProfile:
+    if cfg.protocol == "carp":
+        return CarpProfile(cfg.secret, cfg.vhid, cfg.advbase, cfg.advskew)
+    interval_cs = cfg.fast_interval_ms // 10 if cfg.fast else cfg.advbase * 100
+    return VrrpProfile(cfg.vhid, cfg.priority, interval_cs)
+
+
+def election_params(cfg: Config) -> el.Params:
+    """The election's timers and rank from the configuration (the supervisor's watchdog too)."""
+    return make_profile(cfg).params(cfg.own_address, cfg.preempt, cfg.initial_wait)
+
+
+def advertised_addresses(cfg: Config, iface: Interface) -> list[IPv4Address]:
+    """The addresses an advert on `iface` carries (and a received one must carry).
+
+    An interface without shared addresses (the heartbeat cable) carries all of the pair's:
+    VRRP needs at least one, and the CARP HMAC then proves the same appliance on every link.
+    """
+    own = [c.ip for c in iface.shared]
+    return own or [c.ip for i in cfg.interfaces for c in i.shared]
+
+
+@dataclass
+class AdvertCounters:
+    drops: collections.Counter = field(default_factory=collections.Counter)  # by DropReason
+    sent: int = 0
+    received: int = 0
+    send_errors: int = 0
+
+
+class AdvertPaths:
+    def __init__(self, cfg: Config, paths: Paths, *,
+                 on_advert: Callable[[el.Rank, bool, str], None],
+                 on_probe: Callable[[str, IPv4Address, bytes], None],
+                 on_foreign: Callable[[str, IPv4Address, bytes], None]):
+        """on_advert(rank, bow_out, interface): a valid partner advert, ranked as the partner.
+        on_probe / on_foreign(interface, source, payload): a doctor probe; an advert for our
+        VHID from a stranger (judged as usual afterwards)."""
+        self.paths = paths
+        self.on_advert, self.on_probe, self.on_foreign = on_advert, on_probe, on_foreign
+        self.counters = AdvertCounters()
+        self.sockets: dict[str, AdvertSocket] = {}
+        self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link_up: Callable[[str], bool] = lambda _name: True
+        self.configure(cfg)
+
+    def configure(self, cfg: Config) -> None:
+        """Everything derived from the configuration (at start and on a new version)."""
+        self.cfg = cfg
+        self.profile = make_profile(cfg)
+        self.partner = cfg.partner_address
+        # Ranks compare unit identities, not per-link sources: any partner address counts as
+        # the partner's primary one, or the tie-break would differ per interface and flap.
+        self.partner_identity = {i.partner(cfg.role): self.partner for i in cfg.interfaces}
+        self.ifaces = {i.name: i for i in cfg.interfaces}
+        self._carried = {i.name: advertised_addresses(cfg, i) for i in cfg.interfaces}
+        for name in self.ifaces:
+            self.paths.setdefault(name, IfaceState())
+        if self._loop is not None:
+            self._open_sockets()
+
+    def attach(self, loop: asyncio.AbstractEventLoop, link_up: Callable[[str], bool]) -> None:
+        self._loop, self._link_up = loop, link_up
+        self._open_sockets()
+
+    def is_partner(self, source: IPv4Address) -> bool:
+        return source in self.partner_identity
+
+    # -- send ------------------------------------------------------------------------------
+    def send(self, bow_out: bool, demote: int) -> None:
+        self.counter = (self.counter + 1) & (2**64 - 1)
+        for name, sock in self.sockets.items():
+            iface = self.ifaces[name]
+            source = iface.own(self.cfg.role)
+            for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
+                payload = self.profile.encode(bow_out, demote, self.counter, self._carried[name],
+                                              source, dst)
+                if sock.send(payload, str(dst)):
+                    self.counters.sent += 1
+                else:
+                    self.counters.send_errors += 1
+
+    def send_probe(self, payload: bytes) -> dict[str, int]:
+        """A doctor probe on every advert socket to every advert destination: sent per path."""
+        return {name: sum(sock.send(payload, str(dst)) for dst in destinations(
+                    self.cfg.transport, self.ifaces[name].partner(self.cfg.role)))
+                for name, sock in self.sockets.items()}
+
+    # -- receive ---------------------------------------------------------------------------
+    def on_readable(self, name: str) -> None:
+        sock, carried = self.sockets[name], self._carried[name]
+        for datagram in sock.recv_all():
+            verdict = classify(datagram, partners=self.partner_identity, vhid=self.cfg.vhid,
+                               decoder=self.profile, addresses=carried)
+            if verdict.foreign:
+                self.on_foreign(name, verdict.source, verdict.payload)
+            if verdict.kind is Kind.PROBE:
+                self.on_probe(name, verdict.source, verdict.payload)
+            elif verdict.kind is Kind.DROP:
+                self.counters.drops[verdict.reason] += 1
+                log.debug("drop on %s: %s", name, verdict.drop)
+            else:
+                self._heard(name, verdict.heard)
+
+    def _heard(self, name: str, heard) -> None:
+        self.counters.received += 1
+        rank = heard.rank
+        identity = self.partner_identity.get(heard.source)
+        if identity is not None:
+            rank = replace(rank, address=int(identity))
+        st = self.paths[name]
+        st.last_advert = self._loop.time()
+        st.adverts_heard += 1
+        self.on_advert(rank, heard.bow_out, name)
+
+    # -- sockets ---------------------------------------------------------------------------
+    def _open_sockets(self) -> None:
+        """One advert socket per checked interface (opened or closed to match the config)."""
+        wanted = {i.name: i for i in self.cfg.checked}
+        for name in [n for n in self.sockets if n not in wanted]:
+            self._loop.remove_reader(self.sockets[name].fileno())
+            self.sockets.pop(name).close()
+        for name, iface in wanted.items():
+            if name in self.sockets:
+                continue
+            self.paths[name].link_up = self._link_up(name)
+            try:
+                sock = AdvertSocket(name, str(iface.own(self.cfg.role)), self.cfg.transport,
+                                    drops=self.counters.drops)
+            except OSError as e:
+                log.error("%s: cannot open advert socket: %s", name, e)
+                continue
+            self.sockets[name] = sock
+            self._loop.add_reader(sock.fileno(), self.on_readable, name)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
+def bow_out_once(cfg: Config) -> None:
+    """Used by the supervisor after the worker died: one bow-out advert on every checked link."""
+    profile = make_profile(cfg)
+    counter = secrets.randbits(63)
+    for iface in cfg.checked:
+        source = iface.own(cfg.role)
+        try:
+            sock = AdvertSocket(iface.name, str(source), cfg.transport)
+        except OSError as e:
+            log.warning("%s: cannot bow out: %s", iface.name, e)
+            continue
+        try:
+            for dst in destinations(cfg.transport, iface.partner(cfg.role)):
+                sock.send(profile.encode(True, 0, counter, advertised_addresses(cfg, iface),
+                                         source, dst), str(dst))
+        finally:
+            sock.close()

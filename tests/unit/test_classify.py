@@ -1,0 +1,72 @@
+"""The receive path's one judge: every protocol-112 datagram is an advert, a probe or a drop
+with its reason — against ucarp's captured adverts and built ones, never an exception."""
+from ipaddress import IPv4Address
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from carpool.ha import probe
+from carpool.ha.classify import Kind, classify
+from carpool.ha.drops import DropReason
+from carpool.ha.ipv4 import Ipv4Packet
+from carpool.ha.profile import CarpProfile, VrrpProfile
+from pcap import vector
+
+UCARP = IPv4Address("198.18.0.11")          # the captured sender
+SHARED = [IPv4Address("198.18.0.10")]
+CARP = CarpProfile(b"secret", 10, 1, 0)      # the capture's vhid, advbase, advskew
+RAW = [pkt.pack() for _raw, pkt in vector("carp.pcap")]  # as a raw socket hands them over
+
+
+def judge(datagram, partners=(UCARP,), decoder=CARP, vhid=10, addresses=SHARED):
+    return classify(datagram, partners=set(partners), vhid=vhid, decoder=decoder,
+                    addresses=addresses)
+
+
+def test_captured_ucarp_advert_is_an_advert_of_the_partner():
+    v = judge(RAW[0])
+    assert v.kind is Kind.ADVERT and v.source == UCARP and not v.foreign
+    assert v.heard.rank.preference == 256 and not v.heard.bow_out
+
+
+def test_same_advert_from_a_stranger_is_judged_and_marked_foreign():
+    v = judge(RAW[0], partners=[IPv4Address("198.18.0.2")])
+    assert v.kind is Kind.ADVERT and v.foreign
+
+
+def test_wrong_secret_is_a_counted_drop_still_marked_foreign_when_from_a_stranger():
+    v = judge(RAW[0], partners=[], decoder=CarpProfile(b"other", 10, 1, 0))
+    assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.BAD_HMAC, True)
+
+
+def test_ttl_below_255_is_dropped_before_decoding():
+    pkt = Ipv4Packet(UCARP, IPv4Address("224.0.0.18"), 254, 112, RAW[0][20:])
+    assert judge(pkt.pack()).reason is DropReason.BAD_TTL
+
+
+def test_other_protocol_and_garbage_are_drops():
+    pkt = Ipv4Packet(UCARP, IPv4Address("224.0.0.18"), 255, 17, RAW[0][20:])
+    assert judge(pkt.pack()).reason is DropReason.BAD_PROTOCOL
+    assert judge(b"\x45").reason is DropReason.TOO_SHORT
+
+
+def test_doctor_probe_goes_to_the_doctor_not_the_decoder():
+    payload = probe.encode(probe.probe_key(b"secret"), {"k": "probe", "id": "ab"})
+    pkt = Ipv4Packet(UCARP, IPv4Address("224.0.0.18"), 255, 112, payload)
+    v = judge(pkt.pack(), decoder=VrrpProfile(10, 100, 100))
+    assert (v.kind, v.payload) == (Kind.PROBE, payload)
+
+
+def test_vrrp_profile_reads_its_own_encoding():
+    prof = VrrpProfile(51, 150, 100)
+    src, dst = IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
+    payload = prof.encode(False, 0, 0, SHARED, src, dst)
+    v = judge(Ipv4Packet(src, dst, 255, 112, payload).pack(), partners=[src], decoder=prof,
+              vhid=51)
+    assert v.kind is Kind.ADVERT and v.heard.rank.preference == 255 - 150
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_get_a_verdict(data):
+    v = judge(data)
+    assert v.kind in Kind and (v.kind is not Kind.DROP or v.reason is not None)
