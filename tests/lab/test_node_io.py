@@ -321,9 +321,9 @@ def test_shared_address_add_remove_idempotent(clean):
     assert _ping_from_b(SHARED) is not None
     res = run_in(NS_A, f"""
         from carpool.node import addresses as ad
-        ad.remove_shared("va", "{SHARED}/24", None)
-        ad.remove_shared("va", "{SHARED}/24", None)   # again: not an error
-        ad.remove_shared("nosuch0", "{SHARED}/24", None)
+        ad.remove_stale("va", ["{SHARED}/24"], None)
+        ad.remove_stale("va", ["{SHARED}/24"], None)   # again: not an error
+        ad.remove_stale("nosuch0", ["{SHARED}/24"], None)
         out(after=ad.present("va", "{SHARED}/24"), own=ad.present("va", "{A1}/24"))
     """)
     assert res == {"after": False, "own": True}
@@ -384,8 +384,8 @@ def test_vmac_macvlan_reachable_from_partner(clean):
     assert VMAC in neigh
     run_in(NS_A, f"""
         from carpool.node import addresses as ad
-        ad.remove_shared("va", "{SHARED}/24", "{VMAC}")
-        ad.remove_shared("va", "{SHARED}/24", "{VMAC}")
+        ad.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
+        ad.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
         out(ok=True)
     """)
     assert ip("-n", NS_A, "link", "show", "cv7-va", check=False).returncode != 0

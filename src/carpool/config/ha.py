@@ -14,10 +14,16 @@ from typing import Any
 from . import document
 
 ROLES = ("first", "second")
-PROTOCOLS = ("carp", "vrrp3")
 TRANSPORTS = ("multicast", "unicast", "broadcast")
-HA_TIMEOUTS = (3, 6, 9, 12, 15)
 LOG_LEVELS = ("debug", "info", "warning")
+VMAC_PREFIX = "00:00:5e:00:01:"
+
+
+def vmac_for(vhid: int) -> str:
+    """The VRRP/CARP virtual MAC of a vhid: 00:00:5e:00:01:<vhid>."""
+    if not 1 <= vhid <= 255:
+        raise ValueError(f"vhid {vhid} out of 1..255")
+    return f"{VMAC_PREFIX}{vhid:02x}"
 
 
 class ConfigError(Exception):
@@ -106,7 +112,7 @@ class Config:
 
     @property
     def vmac_address(self) -> str:
-        return f"00:00:5e:00:01:{self.vhid:02x}"
+        return vmac_for(self.vhid)
 
     @property
     def checked(self) -> tuple[Interface, ...]:

@@ -15,19 +15,13 @@ import struct
 import sys
 import time
 
+from ..ha.ipv4 import internet_checksum
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
 
 
 def _echo(ident: int, seq: int) -> bytes:
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", 8, 0, _checksum(header), ident, seq)
+    return struct.pack("!BBHHH", 8, 0, internet_checksum(header), ident, seq)
 
 
 def probe(target: str, interval: float, duration: float, stop_file: str | None) -> dict:

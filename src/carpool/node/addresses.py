@@ -33,11 +33,11 @@ import struct
 import threading
 from typing import Callable, TypeVar
 
+from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the tests name it here)
 from .links import mac_address
 
 log = logging.getLogger("carpool.addresses")
 
-VMAC_PREFIX = "00:00:5e:00:01:"
 VMAC_IFNAME_PREFIX = "cv"
 IFNAMSIZ = 15
 IFA_F_NOPREFIXROUTE = 0x200
@@ -51,12 +51,6 @@ _executor_lock = threading.Lock()
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def vmac_for(vhid: int) -> str:
-    """The VRRP/CARP virtual MAC of a vhid: 00:00:5e:00:01:<vhid>."""
-    if not 1 <= vhid <= 255:
-        raise ValueError(f"vhid {vhid} out of 1..255")
-    return f"{VMAC_PREFIX}{vhid:02x}"
-
 
 def _norm_mac(mac: str) -> str:
     parts = mac.strip().lower().replace("-", ":").split(":")
@@ -309,26 +303,6 @@ def add_shared(ifname: str, cidr: str, vmac: str | None = None,
 
     _netlink(work)
 
-
-def remove_shared(ifname: str, cidr: str, vmac: str | None = None) -> None:
-    """Withdraw the shared address from ifname and from its vmac macvlan; delete the macvlan
-    when no IPv4 address is left on it. Nothing to remove is not an error."""
-    address = str(_interface(cidr).ip)
-
-    def work(ipr) -> None:
-        parent = _lookup(ipr, ifname)
-        if parent is None:
-            return
-        _remove_from(ipr, parent, address)
-        if vmac is None:
-            return
-        for index, name, _mac in _our_macvlans(ipr, parent, vmac):
-            _remove_from(ipr, index, address)
-            if not _addresses(ipr, index):
-                _delete_link(ipr, index)
-                log.info("deleted macvlan %s", name)
-
-    _netlink(work)
 
 
 def present(ifname: str, cidr: str, vmac: str | None = None) -> bool:

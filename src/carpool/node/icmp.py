@@ -26,6 +26,8 @@ import socket
 import struct
 import time
 
+from ..ha.ipv4 import internet_checksum
+
 log = logging.getLogger("carpool.icmp")
 
 ICMP_ECHO_REPLY, ICMP_ECHO = 0, 8
@@ -37,18 +39,10 @@ _PAYLOAD_LEN = 56  # like ping(8)
 _seq = itertools.count(int.from_bytes(os.urandom(2), "big"))
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
 
 def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = _ICMP.pack(ICMP_ECHO, 0, 0, ident, seq)
-    csum = _checksum(header + payload)
+    csum = internet_checksum(header + payload)
     return _ICMP.pack(ICMP_ECHO, 0, csum, ident, seq) + payload
 
 
@@ -112,7 +106,7 @@ class Pinger:
             address, sent, fut = entry
             if src != address or icmp[_ICMP.size:_ICMP.size + 8] != self._cookie:
                 continue
-            if _checksum(icmp) != 0:
+            if internet_checksum(icmp) != 0:
                 continue
             if not fut.done():
                 fut.set_result(now - sent)

@@ -37,6 +37,16 @@ class StatusCollector:
         for reason, n in sorted(s["drops"].items()):
             drops.add_metric([reason], n)
         yield drops
+        for name, doc, counts in (
+                ("carpool_sync_events", "config sync events (frames, refusals, drops), by kind",
+                 s["sync"].get("counters", {})),
+                ("carpool_relay_events", "adverts relayed over 6973 and what was dropped",
+                 s["relay"].get("counters", {})),
+                ("carpool_doctor_events", "doctor probes and reports, by kind", s["doctor"])):
+            family = CounterMetricFamily(name, doc, labels=["kind"])
+            for kind, n in sorted(counts.items()):
+                family.add_metric([kind], n)
+            yield family
         yield _gauge("carpool_demote", "failed HA checks (the demotion counter)", s["demote"])
         partner = GaugeMetricFamily("carpool_partner_ping_ok",
                                     "1 if the partner answers ICMP on the interface",
