@@ -443,7 +443,7 @@ class Chaos:
     thawed: bool = False    # its dead units are live again at the thaw, heal's first step
 
 
-def heal_all(lab, args: dict) -> Any:
+def _heal_all(lab, args: dict) -> Any:
     return lab.heal()
 
 
@@ -518,17 +518,17 @@ def _one_path(rng: random.Random) -> dict:
 # The order is the chaos campaign's: it draws kinds in this order, so a seed keeps its plan.
 ALL_CUT = _both(*PATHS) + ["sync"]
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("kill", UNIT, lambda lab, a: lab.kill(a["unit"]), heal_all,
+    Fault("kill", UNIT, lambda lab, a: lab.kill(a["unit"]), _heal_all,
           "SIGKILL the worker daemon (the supervisor cleans up)",
           effect=_dead, chaos=Chaos(3), bench="kill"),
-    Fault("term", UNIT, lambda lab, a: lab.term(a["unit"]), heal_all,
+    Fault("term", UNIT, lambda lab, a: lab.term(a["unit"]), _heal_all,
           "SIGTERM the supervisor (clean stop, bow-out)",
           effect=_dead, chaos=Chaos(2), bench="term"),
-    Fault("crash", UNIT, lambda lab, a: lab.crash(a["unit"]), heal_all,
+    Fault("crash", UNIT, lambda lab, a: lab.crash(a["unit"]), _heal_all,
           "power loss: all links down, then SIGKILL supervisor+worker",
           effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]},
           chaos=Chaos(3), bench="crash"),
-    Fault("killall", UNIT, lambda lab, a: lab.killall(a["unit"]), heal_all,
+    Fault("killall", UNIT, lambda lab, a: lab.killall(a["unit"]), _heal_all,
           "SIGKILL every process of the unit, no cleanup, links stay up",
           effect=_dead, chaos=Chaos(4)),
     Fault("freeze", UNIT, lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
@@ -540,7 +540,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           chaos=Chaos(4, lambda rng: {"whole": rng.random() < 0.5}, thawed=True)),
     Fault("thaw", UNIT, lambda lab, a: lab.thaw(a["unit"]), _nothing,
           "SIGCONT what freeze stopped (heal does it too)"),
-    Fault("reboot", UNIT, lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)), heal_all,
+    Fault("reboot", UNIT, lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)), _heal_all,
           "restart the unit several times in a row",
           (("--times", {"type": int, "default": 3, "help": f"restarts (at most {REBOOT_MAX})"}),),
           effect=_dead,
@@ -583,17 +583,17 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "adverts from the partner dropped at --to's input (one direction), on the given "
           "paths (default all)",
           effect=_one_way, chaos=Chaos(4, _one_path)),
-    Fault("cut-heartbeat", PAIR, lambda lab, a: lab.cut_heartbeat(), heal_all,
+    Fault("cut-heartbeat", PAIR, lambda lab, a: lab.cut_heartbeat(), _heal_all,
           "the heartbeat cable (eth1) pulled at both ends",
           effect=lambda a: {"cut": _both(HEARTBEAT)}, chaos=Chaos(2)),
-    Fault("partition", PAIR, lambda lab, a: lab.partition(), heal_all,
+    Fault("partition", PAIR, lambda lab, a: lab.partition(), _heal_all,
           "every path between the units cut (heartbeat down, switch drops unit-to-unit "
           "frames); client and servers reach both",
           effect=lambda a: {"cut": ALL_CUT}, chaos=Chaos(3, split=True)),
-    Fault("stop-server", SERVER, lambda lab, a: lab.stop_server(a["server"]), heal_all,
+    Fault("stop-server", SERVER, lambda lab, a: lab.stop_server(a["server"]), _heal_all,
           "stop a real server's HTTP service (heal restarts it)",
           chaos=Chaos(2, lambda rng: {"server": f"r{rng.randint(1, 3)}"}, load=True)),
-    Fault("pull-cable", PORT, lambda lab, a: lab.pull_cable(a["unit"], a["iface"]), heal_all,
+    Fault("pull-cable", PORT, lambda lab, a: lab.pull_cable(a["unit"], a["iface"]), _heal_all,
           "the switch port facing a unit's link down: the link loses carrier",
           effect=_link, bench="carrier"),
 )}
