@@ -19,9 +19,12 @@ Faults (always on the unit that is master at that moment)
   term     SIGTERM to carpool's supervisor / keepalived's parent (a clean stop)
   link     the unit's eth0 (lan, the client side) set down (`Lab.link_down`: an admin down,
            which netlink reports at once)
-  carrier  the switch port of the unit's eth0 set down: the unit's eth0 loses carrier, as when
-           a cable is pulled (on a veth the kernel reports that at once; on a real NIC its
-           linkwatch may hold it up to ~1 s, which carpool's 0.1 s carrier poll covers)
+  carrier  the switch port of the unit's eth0 set down (`Lab.pull_cable`): the unit's eth0
+           loses carrier, as when a cable is pulled (on a veth the kernel reports that at once;
+           on a real NIC its linkwatch may hold it up to ~1 s, which carpool's 0.1 s carrier
+           poll covers)
+These are the lab's faults (carpool.lab.faults.FAULTS) with a benchmark name; on the keepalived
+pair the process faults hit keepalived's processes instead (KeepalivedPair.kill/term/crash).
 
 The keepalived pair mirrors carpool's lab configuration: state BACKUP and priority 100 on both
 units, nopreempt (carpool's default "preferred none" never fails back), one instance on eth0
@@ -55,13 +58,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from carpool.lab import Lab, LabError, LabTimeout, machine_lock
+from carpool.lab.faults import FAULTS as LAB_FAULTS
 from carpool.lab.ns import alive, cmdline, ip, read_pid, sh, signal_pid, wait_for
-from carpool.lab.topology import (CLIENT, SHARED_LAN, SHARED_SRV, SWITCH, UNITS, links,
-                                  unit_ns)
+from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, links, unit_ns
 
 VIP = SHARED_LAN.split("/")[0]
 SHARED = {SHARED_LAN, SHARED_SRV}
-FAULTS = ("crash", "kill", "term", "link", "carrier")
+FAULTS = {f.bench: f for f in LAB_FAULTS.values() if f.bench}   # kill, term, crash, link, ...
 IMPLS = ("carpool", "keepalived")
 PROBE_INTERVAL = 0.002
 BASELINE = 0.5       # s of probing before the fault
@@ -111,9 +114,10 @@ def freeze_and_kill(pids: list[int]) -> None:
     wait_for(lambda: not any(alive(p) for p in pids), 5.0, what=f"{pids} killed")
 
 
-def pull_cable(unit: str) -> None:
-    """The switch port facing the unit's eth0 down: eth0 loses carrier (Lab.heal sets it up)."""
-    ip("link", "set", f"{unit}-eth0", "down", ns=SWITCH)
+def inject(fault: str, on, unit: str) -> None:
+    """The benchmark's fault on the master `unit`, through the lab's table; `on` is the Lab or a
+    KeepalivedPair (the table calls them by the same names). Link faults take its eth0."""
+    FAULTS[fault].inject(on, {"unit": unit, "iface": "eth0"})
 
 
 def all_links_down(unit: str) -> None:
@@ -161,19 +165,8 @@ class CarpoolPair:
                           what=f"unit {master} holds the shared addresses, the other none")
         return master
 
-    def fault(self, kind: str, unit: str) -> None:
-        if kind == "crash":
-            self.lab.crash(unit)
-        elif kind == "kill":
-            self.lab.kill(unit)
-        elif kind == "term":
-            self.lab.term(unit)
-        elif kind == "link":
-            self.lab.link_down(unit, "eth0")
-        elif kind == "carrier":
-            pull_cable(unit)
-        else:
-            raise ValueError(kind)
+    def fault(self, name: str, unit: str) -> None:
+        inject(name, self.lab, unit)
 
     def heal(self) -> str:
         self.lab.heal(timeout=SETTLE_TIMEOUT)
@@ -372,26 +365,32 @@ class KeepalivedPair:
                               f"{self.log_tail(u)}" for u in UNITS)
             raise LabTimeout(f"{e}\n{tails}") from None
 
-    def fault(self, kind: str, unit: str) -> None:
+    def fault(self, name: str, unit: str) -> None:
         self.signalled = self.pids(unit)  # heal() lets them finish exiting first
-        if kind == "crash":  # as Lab.crash: frozen first, so nothing reacts to the links
-            pids = self.pids(unit)
-            for pid in pids:
-                signal_pid(pid, signal.SIGSTOP, None)
-            all_links_down(unit)
-            freeze_and_kill(pids)
-        elif kind == "kill":
-            freeze_and_kill(self.pids(unit))
-        elif kind == "term":
-            pid = self.parent_pid(unit)
-            if not pid or not signal_pid(pid, signal.SIGTERM, None):
-                raise LabError(f"keepalived in {unit_ns(unit)}: no parent to SIGTERM")
-        elif kind == "link":
-            self.lab.link_down(unit, "eth0")
-        elif kind == "carrier":
-            pull_cable(unit)
-        else:
-            raise ValueError(kind)
+        inject(name, self, unit)
+
+    # The lab's faults by the names its table calls: process faults on keepalived, link faults
+    # the lab's own.
+    def crash(self, unit: str) -> None:
+        pids = self.pids(unit)  # as Lab.crash: frozen first, so nothing reacts to the links
+        for pid in pids:
+            signal_pid(pid, signal.SIGSTOP, None)
+        all_links_down(unit)
+        freeze_and_kill(pids)
+
+    def kill(self, unit: str) -> None:
+        freeze_and_kill(self.pids(unit))
+
+    def term(self, unit: str) -> None:
+        pid = self.parent_pid(unit)
+        if not pid or not signal_pid(pid, signal.SIGTERM, None):
+            raise LabError(f"keepalived in {unit_ns(unit)}: no parent to SIGTERM")
+
+    def link_down(self, unit: str, iface: str) -> None:
+        self.lab.link_down(unit, iface)
+
+    def pull_cable(self, unit: str, iface: str) -> None:
+        self.lab.pull_cable(unit, iface)
 
     def heal(self) -> str:
         if self.signalled:  # a SIGTERMed keepalived takes a moment to exit

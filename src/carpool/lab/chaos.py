@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import invariants as inv
-from .faults import ALL_CUT, FAULTS, PATHS, partner
+from .faults import ALL_CUT, FAULTS, Target, partner
 from .ns import LabError, wait_for
 from .sampler import held_intervals
 from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
@@ -31,51 +31,35 @@ from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
 SHARED = [SHARED_LAN.split("/")[0], SHARED_SRV.split("/")[0]]
 LINKS = {SHARED[0]: "eth0", SHARED[1]: "eth2"}  # where each shared address lives
 CHANNELS = tuple(ALL_CUT)
-# kind -> weight; each draws its own arguments in _draw
-WEIGHTS = {
-    "kill": 3, "term": 2, "crash": 3, "killall": 4, "freeze": 4, "reboot": 2,
-    "link-down": 4, "flap": 3, "block-multicast": 2, "block-icmp": 1, "block-sync": 1,
-    "block-vmac": 1, "block-adverts": 2, "one-way": 4, "cut-heartbeat": 2, "partition": 3,
-    "stop-server": 2,
-}
+CHAOS = {name: f.chaos for name, f in FAULTS.items() if f.chaos}   # the kinds drawn, in order
+WEIGHTS = {kind: c.weight for kind, c in CHAOS.items()}
 HOLD = {False: (1.0, 6.0), True: (0.3, 2.5)}   # seconds a fault lasts, by profile (fast?)
 P_COMBINE, P_CONFIG = 0.2, 0.3
 
 
 # -- the plan (pure) --------------------------------------------------------------------------
-def _draw(rng: random.Random, kind: str) -> tuple[str | None, dict]:
-    """(target role, arguments) of one fault."""
+def _role(rng: random.Random, target: Target) -> str | None:
+    """The role of the unit a fault hits: 70 % the one its target aims at. The first draw is
+    made for every fault, on a unit or not, as it always was: a seed keeps its plan."""
     role = "active" if rng.random() < 0.7 else "standby"
-    if kind in ("kill", "term", "crash", "killall"):
-        return role, {}
-    if kind == "freeze":
-        return role, {"whole": rng.random() < 0.5}
-    if kind == "reboot":
-        return role, {"times": rng.randint(2, 3)}
-    if kind == "link-down":
-        return role, {"iface": rng.choice(PATHS)}
-    if kind == "flap":
-        return role, {"iface": rng.choice(PATHS), "times": rng.randint(2, 6),
-                      "seed": rng.randrange(2 ** 31)}
-    if kind == "one-way":   # mostly the standby deaf to the active unit's adverts
-        to = "standby" if rng.random() < 0.7 else "active"
-        path = rng.choice([None, None, "eth0", "eth1", "eth2"])
-        return to, {"iface": [path] if path else None}
-    if kind == "stop-server":
-        return None, {"server": f"r{rng.randint(1, 3)}"}
-    return None, {}
+    if target.unit is None:
+        return None
+    if target.aim == "standby":
+        return "standby" if rng.random() < 0.7 else "active"
+    return role
 
 
 def plan(faults: int, seed: int, fast: bool = False, vmac: bool = False) -> list[dict]:
     """The campaign's steps, from the seed alone."""
     rng = random.Random(seed)
-    kinds = [k for k in WEIGHTS if vmac or k != "block-vmac"]
+    kinds = [k for k, c in CHAOS.items() if vmac or not c.vmac]
     weights = [WEIGHTS[k] for k in kinds]
     lo, hi = HOLD[fast]
     steps = []
     for i in range(faults):
         kind = rng.choices(kinds, weights)[0]
-        role, args = _draw(rng, kind)
+        role = _role(rng, FAULTS[kind].target)
+        args = CHAOS[kind].draw(rng)
         steps.append({"n": i + 1, "kind": kind, "role": role, "args": args,
                       "hold": round(rng.uniform(lo, hi), 3),
                       "config_change": rng.random() < P_CONFIG,
@@ -207,17 +191,17 @@ class Campaign:
     # one fault -------------------------------------------------------------------------------
     def inject(self, step: dict) -> dict:
         kind, args = step["kind"], dict(step["args"])
+        fault, chaos = FAULTS[kind], CHAOS[kind]
         unit = None
         if step["role"]:
             active = self.active()
             unit = active if step["role"] == "active" else partner(active)
-            args["to" if kind == "one-way" else "unit"] = unit
-        fault = FAULTS[kind]
+            args[fault.target.unit] = unit
         entry = {"id": step["n"], "kind": kind, "unit": unit, "role": step["role"],
-                 "params": {k: v for k, v in args.items() if k not in ("unit", "to")},
+                 "params": {k: v for k, v in args.items() if k != fault.target.unit},
                  "hold": step["hold"], "effect": fault.effect(args)}
         self.log.append(entry)
-        load = self._start_load(step) if kind == "stop-server" else None
+        load = self._start_load(step) if chaos.load else None
         entry["inject"] = time.monotonic()
         self.lab.struck_at = None
         try:
@@ -231,15 +215,12 @@ class Campaign:
             return entry
         if self.lab.struck_at:   # the first signal, after finding the processes
             entry["inject"] = self.lab.struck_at
-        if kind == "reboot":
-            entry["dead_windows"] = {unit: result}
-        elif kind == "flap":
-            entry["windows"] = result
+        entry.update(chaos.log(result, args))
         if load:
             entry["_load"] = load
         self.say(f"  #{step['n']} {kind}{' ' + unit if unit else ''}"
                  f"{' ' + json.dumps(entry['params']) if entry['params'] else ''}")
-        if kind == "partition":   # both sides take over, then each makes its own change
+        if chaos.split:   # both sides take over, then each makes its own change
             try:
                 wait_for(lambda: set(self.lab.states().values()) == {"master"},
                          self.bounds.takeover + 3, what="both sides of the partition active")
@@ -280,8 +261,8 @@ class Campaign:
             if entry.get("skipped"):
                 continue
             entry["heal"] = joined
-            entry["live_again"] = {u: live_again.get(u, t0 if entry["kind"] == "freeze"
-                                                      else joined)
+            thawed = CHAOS[entry["kind"]].thawed
+            entry["live_again"] = {u: live_again.get(u, t0 if thawed else joined)
                                    for u in entry["effect"].get("dead", [])}
         settled, incidents = self.settle()
         for entry in group:
@@ -374,8 +355,8 @@ class Campaign:
             for step in self.steps:
                 entry = self.inject(step)
                 group.append(entry)
-                if step["config_change"] and not entry.get("error") and step["kind"] != \
-                        "partition":
+                if step["config_change"] and not entry.get("error") and \
+                        not CHAOS[step["kind"]].split:
                     time.sleep(step["hold"] / 2)
                     active = [u for u, s in lab.states().items() if s == "master"]
                     if len(active) == 1:

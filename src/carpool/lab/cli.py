@@ -4,9 +4,8 @@
     carpool lab down [--purge]
     carpool lab status [--json] [--watch SECONDS]
     carpool lab exec UNIT -- CMD...         (UNIT: a, b, c1, r1.., sw; cp- prefix accepted)
-    carpool lab fault FAULT [ARGS]          (carpool lab fault --help lists them: kill, term,
-                                             crash, killall, freeze, reboot, link-down, flap,
-                                             one-way, partition, block-*, cut-heartbeat, ...)
+    carpool lab fault FAULT [ARGS]          (carpool lab fault --help lists them: the table
+                                             FAULTS in carpool.lab.faults)
     carpool lab heal
     carpool lab chaos [--faults N] [--seed S] [--fast] [--report DIR]
 """
@@ -22,8 +21,6 @@ import tomllib
 from .core import Lab
 from .faults import FAULTS
 from .ns import LabError, machine_lock
-
-UNIT_HELP = "a or b (cp-a / cp-b accepted)"
 
 
 def _parse_set(text: str) -> tuple[str, object]:
@@ -97,8 +94,7 @@ def cmd_exec(args) -> int:
 def cmd_fault(args) -> int:
     lab = Lab()
     fault = FAULTS[args.fault]
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("func", "fault", "force", "lab_command")}
+    values = {dest: getattr(args, dest) for dest in fault.dests}
     result = fault.inject(lab, values)
     where = " ".join(f"{k} {v}" for k, v in values.items() if v not in (None, False))
     said = ""
@@ -223,9 +219,8 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
     faults = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
     for f in FAULTS.values():
         p = faults.add_parser(f.name, help=f.help)
-        for flag, kwargs in f.args:
+        for flag, kwargs in f.arguments:
             p.add_argument(flag, **kwargs)
-    for p in faults.choices.values():
         p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     fault.set_defaults(func=_guard(_locked(cmd_fault)))
 

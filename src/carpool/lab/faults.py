@@ -3,7 +3,8 @@
 Process faults: kill (SIGKILL of the worker daemon only: the supervisor cleans up), term (SIGTERM
 to the supervisor: a clean stop), crash (power loss: supervisor and worker frozen, every link
 of the unit down, then both SIGKILLed, so nothing reacts and nothing is cleaned up).
-Link faults: link_down / link_up of one unit interface; cut_heartbeat (both ends of eth1 down).
+Link faults: link_down / link_up of one unit interface; pull_cable (the switch port facing it
+down: the unit's link loses carrier); cut_heartbeat (both ends of eth1 down).
 Unit faults: block_adverts (an input filter in both units, table ip carpool_lab); one_way (the
 same table in one unit only, dropping the partner's adverts on chosen paths).
 Chaos faults (issue 11): freeze (SIGSTOP of the worker or of every process of the unit; the pids
@@ -11,8 +12,9 @@ are recorded in <lab dir>/frozen.json so a `heal` from another process thaws the
 (SIGKILL of every process in the unit's namespace; heal restarts it without tidying its
 leftovers, so a campaign sees what the kernel and the restarted daemon do), flap, partition
 (heartbeat cable down and the switch dropping every frame between the units' ports), reboot.
-FAULTS at the end is the one table of every fault: its name, its arguments, how to inject it;
-the command line and the chaos campaign are built from it.
+FAULTS at the end is the one table of every fault (name, target, inject, heal, help, how the
+chaos campaign draws it, its name in the failover benchmark): `carpool lab fault`, the chaos
+campaign and bench/failover.py are built from it.
 Switch faults: one nftables table `bridge carpool_lab` in cp-sw, chain `forward` on the bridge
 forward hook, one rule per fault, tagged with a comment naming the fault. The chain sees the
 frames of every bridge in cp-sw, which holds exactly lan and srv. (Matching the bridge by name,
@@ -211,6 +213,14 @@ class FaultsMixin:
                        for l in links(ns) if l["ifname"] in wanted)
         wait_for(ready, timeout, what=f"links {names} operational")
 
+    def pull_cable(self, unit: str, iface: str) -> None:
+        """The switch port facing the unit's link down: the unit's link loses carrier, as when
+        a cable is pulled (an admin down, link_down, is another event to the daemon)."""
+        unit = self.unit(unit)
+        if iface not in UNIT_BRIDGE:
+            raise LabError(f"pull-cable: {iface} has no switch port: {', '.join(UNIT_BRIDGE)}")
+        ip("link", "set", f"{unit}-{iface}", "down", ns=SWITCH)
+
     def cut_heartbeat(self) -> None:
         """The heartbeat cable pulled: eth1 down at both ends."""
         for unit in UNITS:
@@ -391,21 +401,80 @@ class FaultsMixin:
 
 
 # -- the fault table --------------------------------------------------------------------------
-UNIT_ARG = ("--unit", {"required": True, "help": "a or b (cp-a / cp-b accepted)"})
-IFACE_ARG = ("--iface", {"required": True, "help": "eth0, eth1 or eth2"})
+Arg = tuple[str, dict]   # (flag, argparse add_argument keywords); its dest is a key of args
+UNIT_ARG: Arg = ("--unit", {"required": True, "help": "a or b (cp-a / cp-b accepted)"})
+IFACE_ARG: Arg = ("--iface", {"required": True, "help": "eth0, eth1 or eth2"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a fault applies to: the arguments naming it, the one that takes the unit (the
+    chaos campaign fills it in by role) and the role a campaign mostly aims at."""
+    name: str
+    args: tuple[Arg, ...] = ()
+    unit: str | None = None
+    aim: str = "active"
+
+
+UNIT = Target("unit", (UNIT_ARG,), unit="unit")
+LINK = Target("link", (UNIT_ARG, IFACE_ARG), unit="unit")
+LISTENER = Target("listener", (
+    ("--to", {"required": True, "help": "the unit that stops hearing its partner"}),
+    ("--iface", {"action": "append", "choices": PATHS,
+                 "help": "a path (repeatable; default eth0, eth1 and eth2)"})),
+    unit="to", aim="standby")   # mostly the standby deaf to the active unit's adverts
+PAIR = Target("pair")           # the switch and the paths between the units
+PORT = Target("switch port", (UNIT_ARG, ("--iface", {
+    "required": True, "choices": tuple(UNIT_BRIDGE),
+    "help": "eth0 or eth2 (eth1, the heartbeat, is a direct cable: cut-heartbeat)"})),
+    unit="unit")
+SERVER = Target("server", (("--server", {"required": True, "help": "r1, r2, ... (or cp-r1)"}),))
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """How the chaos campaign draws and runs a fault."""
+    weight: int                                                  # among the kinds drawn
+    draw: Callable[[random.Random], dict] = lambda rng: {}       # its args, after the role
+    log: Callable[[Any, dict], dict] = lambda result, args: {}   # kept of inject's result
+    vmac: bool = False      # only on a lab with the virtual MAC
+    load: bool = False      # under keep-alive client load
+    split: bool = False     # both sides take over: each makes its own config change
+    thawed: bool = False    # its dead units are live again at the thaw, heal's first step
+
+
+def _heal_all(lab, args: dict) -> Any:
+    return lab.heal()
+
+
+def _nothing(lab, args: dict) -> None:
+    """The fault undoes itself (thaw, link-up; a flap ends up)."""
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: how `carpool lab fault NAME` spells its arguments (argparse add_argument
-    pairs; dests are the keys `inject` reads) and how to inject it on a Lab. Every fault is
-    undone by Lab.heal(); `undo`, if any, undoes this one alone."""
+    """One fault. inject(lab, args) and heal(lab, args) call Lab methods by name (the failover
+    benchmark hands them a keepalived pair with the same ones); args holds the dests of the
+    target's arguments and the options, as `carpool lab fault NAME` spells them. Lab.heal()
+    undoes every fault at once; heal is narrower where the lab can be."""
     name: str
-    help: str
+    target: Target
     inject: Callable[[Any, dict], Any]
-    args: tuple[tuple[str, dict], ...] = ()
-    undo: Callable[[Any, dict], Any] | None = None
+    heal: Callable[[Any, dict], Any]
+    help: str
+    options: tuple[Arg, ...] = ()
     effect: Callable[[dict], dict] = lambda a: {}
+    chaos: Chaos | None = None
+    bench: str | None = None   # its name in bench/failover.py (on the master, its eth0)
+
+    @property
+    def arguments(self) -> tuple[Arg, ...]:
+        return self.target.args + self.options
+
+    @property
+    def dests(self) -> list[str]:
+        return [kw.get("dest") or flag.lstrip("-").replace("-", "_")
+                for flag, kw in self.arguments]
 
 
 def _rng(a: dict) -> random.Random:
@@ -441,66 +510,90 @@ def _one_way(a: dict) -> dict:
                                                         else paths)]}
 
 
+def _one_path(rng: random.Random) -> dict:
+    path = rng.choice([None, None, "eth0", "eth1", "eth2"])
+    return {"iface": [path] if path else None}
+
+
+# The order is the chaos campaign's: it draws kinds in this order, so a seed keeps its plan.
 ALL_CUT = _both(*PATHS) + ["sync"]
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("kill", "SIGKILL the worker daemon (the supervisor cleans up)",
-          lambda lab, a: lab.kill(a["unit"]), (UNIT_ARG,), effect=_dead),
-    Fault("term", "SIGTERM the supervisor (clean stop, bow-out)",
-          lambda lab, a: lab.term(a["unit"]), (UNIT_ARG,), effect=_dead),
-    Fault("crash", "power loss: all links down, then SIGKILL supervisor+worker",
-          lambda lab, a: lab.crash(a["unit"]), (UNIT_ARG,),
-          effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]}),
-    Fault("killall", "SIGKILL every process of the unit, no cleanup, links stay up",
-          lambda lab, a: lab.killall(a["unit"]), (UNIT_ARG,), effect=_dead),
-    Fault("freeze", "SIGSTOP the worker (--whole: every process of the unit); heal thaws",
-          lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
-          (UNIT_ARG, ("--whole", {"action": "store_true",
-                                  "help": "every process of the unit, not the worker only"})),
-          undo=lambda lab, a: lab.thaw(a["unit"]), effect=_dead),
-    Fault("thaw", "SIGCONT what freeze stopped (heal does it too)",
-          lambda lab, a: lab.thaw(a["unit"]), (UNIT_ARG,)),
-    Fault("reboot", "restart the unit several times in a row",
-          lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)),
-          (UNIT_ARG, ("--times", {"type": int, "default": 3,
-                                  "help": f"restarts (at most {REBOOT_MAX})"})),
-          effect=_dead),
-    Fault("link-down", "set one unit interface down",
-          lambda lab, a: lab.link_down(a["unit"], a["iface"]), (UNIT_ARG, IFACE_ARG),
-          undo=lambda lab, a: lab.link_up(a["unit"], a["iface"]),
-          effect=_link),
-    Fault("link-up", "set one unit interface up",
-          lambda lab, a: lab.link_up(a["unit"], a["iface"]), (UNIT_ARG, IFACE_ARG)),
-    Fault("flap", "a unit interface down and up several times, 10-500 ms apart; ends up",
-          lambda lab, a: lab.flap(a["unit"], a["iface"], a.get("times", 5), _rng(a)),
-          (UNIT_ARG, IFACE_ARG,
-           ("--times", {"type": int, "default": 5, "help": f"flaps (at most {FLAP_MAX})"}),
+    Fault("kill", UNIT, lambda lab, a: lab.kill(a["unit"]), _heal_all,
+          "SIGKILL the worker daemon (the supervisor cleans up)",
+          effect=_dead, chaos=Chaos(3), bench="kill"),
+    Fault("term", UNIT, lambda lab, a: lab.term(a["unit"]), _heal_all,
+          "SIGTERM the supervisor (clean stop, bow-out)",
+          effect=_dead, chaos=Chaos(2), bench="term"),
+    Fault("crash", UNIT, lambda lab, a: lab.crash(a["unit"]), _heal_all,
+          "power loss: all links down, then SIGKILL supervisor+worker",
+          effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]},
+          chaos=Chaos(3), bench="crash"),
+    Fault("killall", UNIT, lambda lab, a: lab.killall(a["unit"]), _heal_all,
+          "SIGKILL every process of the unit, no cleanup, links stay up",
+          effect=_dead, chaos=Chaos(4)),
+    Fault("freeze", UNIT, lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
+          lambda lab, a: lab.thaw(a["unit"]),
+          "SIGSTOP the worker (--whole: every process of the unit); heal thaws",
+          (("--whole", {"action": "store_true",
+                        "help": "every process of the unit, not the worker only"}),),
+          effect=_dead,
+          chaos=Chaos(4, lambda rng: {"whole": rng.random() < 0.5}, thawed=True)),
+    Fault("thaw", UNIT, lambda lab, a: lab.thaw(a["unit"]), _nothing,
+          "SIGCONT what freeze stopped (heal does it too)"),
+    Fault("reboot", UNIT, lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)), _heal_all,
+          "restart the unit several times in a row",
+          (("--times", {"type": int, "default": 3, "help": f"restarts (at most {REBOOT_MAX})"}),),
+          effect=_dead,
+          chaos=Chaos(2, lambda rng: {"times": rng.randint(2, 3)},
+                      log=lambda result, a: {"dead_windows": {a["unit"]: result}})),
+    Fault("link-down", LINK, lambda lab, a: lab.link_down(a["unit"], a["iface"]),
+          lambda lab, a: lab.link_up(a["unit"], a["iface"]),
+          "set one unit interface down",
+          effect=_link, chaos=Chaos(4, lambda rng: {"iface": rng.choice(PATHS)}), bench="link"),
+    Fault("link-up", LINK, lambda lab, a: lab.link_up(a["unit"], a["iface"]), _nothing,
+          "set one unit interface up"),
+    Fault("flap", LINK,
+          lambda lab, a: lab.flap(a["unit"], a["iface"], a.get("times", 5), _rng(a)), _nothing,
+          "a unit interface down and up several times, 10-500 ms apart; ends up",
+          (("--times", {"type": int, "default": 5, "help": f"flaps (at most {FLAP_MAX})"}),
            ("--seed", {"type": int, "help": "random intervals from this seed"})),
-          effect=_link),
-    Fault("block-multicast", "switch drops 224.0.0.18 (CARP/VRRP adverts)",
-          lambda lab, a: lab.block_multicast(), effect=lambda a: {"cut": _both("eth0", "eth2")}),
-    Fault("block-icmp", "switch drops ICMP", lambda lab, a: lab.block_icmp()),
-    Fault("block-sync", "switch drops TCP port 6973 (config sync)",
-          lambda lab, a: lab.block_sync(), effect=lambda a: {"cut": ["sync"]}),
-    Fault("block-vmac", "switch drops frames from the virtual MAC",
-          lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
+          effect=_link,
+          chaos=Chaos(3, lambda rng: {"iface": rng.choice(PATHS), "times": rng.randint(2, 6),
+                                      "seed": rng.randrange(2 ** 31)},
+                      log=lambda result, a: {"windows": result})),
+    Fault("block-multicast", PAIR, lambda lab, a: lab.block_multicast(),
+          lambda lab, a: lab.unblock(), "switch drops 224.0.0.18 (CARP/VRRP adverts)",
+          effect=lambda a: {"cut": _both("eth0", "eth2")}, chaos=Chaos(2)),
+    Fault("block-icmp", PAIR, lambda lab, a: lab.block_icmp(), lambda lab, a: lab.unblock(),
+          "switch drops ICMP", chaos=Chaos(1)),
+    Fault("block-sync", PAIR, lambda lab, a: lab.block_sync(), lambda lab, a: lab.unblock(),
+          "switch drops TCP port 6973 (config sync)",
+          effect=lambda a: {"cut": ["sync"]}, chaos=Chaos(1)),
+    Fault("block-vmac", PAIR, lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
+          lambda lab, a: lab.unblock(), "switch drops frames from the virtual MAC",
           (("--vhid", {"type": int, "default": 1}),),
-          effect=lambda a: {"cut": _both("eth0", "eth2")}),
-    Fault("block-adverts", "both units drop IP protocol 112 on every interface (heartbeat "
-                           "too); ICMP and sync pass",
-          lambda lab, a: lab.block_adverts(), effect=lambda a: {"cut": _both(*PATHS)}),
-    Fault("one-way", "adverts from the partner dropped at --to's input (one direction), on "
-                     "the given paths (default all)",
-          lambda lab, a: lab.one_way(a["to"], a.get("iface") or None),
-          (("--to", {"required": True, "help": "the unit that stops hearing its partner"}),
-           ("--iface", {"action": "append", "choices": PATHS,
-                        "help": "a path (repeatable; default eth0, eth1 and eth2)"})),
-          effect=_one_way),
-    Fault("cut-heartbeat", "the heartbeat cable (eth1) pulled at both ends",
-          lambda lab, a: lab.cut_heartbeat(), effect=lambda a: {"cut": _both(HEARTBEAT)}),
-    Fault("partition", "every path between the units cut (heartbeat down, switch drops "
-                       "unit-to-unit frames); client and servers reach both",
-          lambda lab, a: lab.partition(), effect=lambda a: {"cut": ALL_CUT}),
-    Fault("stop-server", "stop a real server's HTTP service (heal restarts it)",
-          lambda lab, a: lab.stop_server(a["server"]),
-          (("--server", {"required": True, "help": "r1, r2, ... (or cp-r1)"}),)),
+          effect=lambda a: {"cut": _both("eth0", "eth2")}, chaos=Chaos(1, vmac=True)),
+    Fault("block-adverts", PAIR, lambda lab, a: lab.block_adverts(),
+          lambda lab, a: lab.unblock(),
+          "both units drop IP protocol 112 on every interface (heartbeat too); ICMP and sync "
+          "pass",
+          effect=lambda a: {"cut": _both(*PATHS)}, chaos=Chaos(2)),
+    Fault("one-way", LISTENER, lambda lab, a: lab.one_way(a["to"], a.get("iface") or None),
+          lambda lab, a: lab.unblock(),
+          "adverts from the partner dropped at --to's input (one direction), on the given "
+          "paths (default all)",
+          effect=_one_way, chaos=Chaos(4, _one_path)),
+    Fault("cut-heartbeat", PAIR, lambda lab, a: lab.cut_heartbeat(), _heal_all,
+          "the heartbeat cable (eth1) pulled at both ends",
+          effect=lambda a: {"cut": _both(HEARTBEAT)}, chaos=Chaos(2)),
+    Fault("partition", PAIR, lambda lab, a: lab.partition(), _heal_all,
+          "every path between the units cut (heartbeat down, switch drops unit-to-unit "
+          "frames); client and servers reach both",
+          effect=lambda a: {"cut": ALL_CUT}, chaos=Chaos(3, split=True)),
+    Fault("stop-server", SERVER, lambda lab, a: lab.stop_server(a["server"]), _heal_all,
+          "stop a real server's HTTP service (heal restarts it)",
+          chaos=Chaos(2, lambda rng: {"server": f"r{rng.randint(1, 3)}"}, load=True)),
+    Fault("pull-cable", PORT, lambda lab, a: lab.pull_cable(a["unit"], a["iface"]), _heal_all,
+          "the switch port facing a unit's link down: the link loses carrier",
+          effect=_link, bench="carrier"),
 )}
