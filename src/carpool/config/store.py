@@ -13,7 +13,6 @@ if its hash matches; otherwise the newest intact version file is used (and said 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -23,8 +22,9 @@ from pathlib import Path
 
 from . import tomlw
 from .document import Document, DocumentError, parse_document, to_plain
+from .. import events
 
-log = logging.getLogger("carpool.store")
+log = events.logger("carpool.store", events.Kind.CONFIG)
 _NAME = re.compile(r"^(\d{8})-([0-9a-f]{12})\.json$")
 _HEADER = re.compile(r"^# carpool configuration version (\d+) hash ([0-9a-f]{64})$")
 

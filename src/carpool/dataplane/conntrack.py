@@ -15,12 +15,12 @@ or no interface is a heartbeat (logged once).
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import signal
 from pathlib import Path
+from .. import events
 
-log = logging.getLogger("carpool.conntrack")
+log = events.logger("carpool.conntrack", events.Kind.DATAPLANE)
 CONNTRACKD = "conntrackd"
 PORT = 3780
 LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"

@@ -4,7 +4,6 @@ and status read its status and counters."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
@@ -12,8 +11,9 @@ from .conntrack import ConntrackSync
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DATAPLANE)
 
 
 class Dataplanes:

@@ -10,7 +10,6 @@ when it dies. Both units run it: the listeners bind the shared address with
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import signal
@@ -19,8 +18,9 @@ from pathlib import Path
 
 from ..config.document import Document, VirtualService
 from . import sticky as sticky_tables
+from .. import events
 
-log = logging.getLogger("carpool.haproxy")
+log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
 BALANCE = {"rr": "roundrobin", "wrr": "roundrobin", "lc": "leastconn", "sh": "source"}
 NONLOCAL = "/proc/sys/net/ipv4/ip_nonlocal_bind"

@@ -8,15 +8,15 @@ stops tasks to match a new configuration version, keeping the state of servers t
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from ..config.document import Document, HealthCheck
+from .. import events
 
-log = logging.getLogger("carpool.health")
+log = events.logger("carpool.health", events.Kind.HEALTH)
 Key = tuple[str, str, int]  # (virtual service name, server address, server port)
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import time
 
 from ..config.document import Document
 from . import nft
+from .. import events
 
-log = logging.getLogger("carpool.l4")
+log = events.logger("carpool.l4", events.Kind.DATAPLANE)
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 

@@ -20,11 +20,11 @@ or 255 - VRRP priority), then the higher address; an equal Rank never beats.
 from __future__ import annotations
 
 import enum
-import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from .. import events
 
-log = logging.getLogger("carpool.election")
+log = events.logger("carpool.election", events.Kind.TRANSITION)
 
 GARP_REPEAT_ADVERT = 2  # resend the gratuitous ARP with this advert (the takeover advert is 1)
 # A master silent this much longer than master-down was frozen, not merely late. A shorter lag

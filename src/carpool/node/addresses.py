@@ -26,7 +26,6 @@ import asyncio
 import concurrent.futures
 import errno
 import ipaddress
-import logging
 import os
 import socket
 import struct
@@ -35,8 +34,9 @@ from typing import Callable, TypeVar
 
 from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the tests name it here)
 from .links import mac_address
+from .. import events
 
-log = logging.getLogger("carpool.addresses")
+log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 
 VMAC_IFNAME_PREFIX = "cv"
 IFNAMSIZ = 15

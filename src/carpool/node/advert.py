@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,8 +20,9 @@ from ..ha.classify import Kind, classify
 from ..ha.profile import CarpProfile, VrrpProfile
 from .paths import IfaceState, Paths
 from .rawsock import AdvertSocket, destinations
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
 
 def make_profile(cfg: Config) -> CarpProfile | VrrpProfile:

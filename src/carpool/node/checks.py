@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 
 from ..config.ha import Config, Interface
 from .icmp import Pinger
 from .paths import Paths
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage
 PARTNER_EVERY = 1.0  # s between echoes to the partner (status only: they demote nothing)
 

@@ -2,15 +2,15 @@
 the reboot-loop mark. Each answers a dict: the result, or {"error": why}."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from ..ha import election as el
 from .driver import ElectionDriver
 from .pacify import StartRecord
 from .paths import Paths
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 MAX_HOLD = 86400.0
 
 

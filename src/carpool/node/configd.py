@@ -3,7 +3,6 @@ the sync service. Changes are accepted on the active unit only; each becomes a v
 applied, then pushed to the partner at once."""
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -12,8 +11,9 @@ from ..config.document import Document, DocumentError, parse_document
 from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
 from .sync import SyncService
+from .. import events
 
-log = logging.getLogger("carpool.config")
+log = events.logger("carpool.config", events.Kind.CONFIG)
 _INDEX = re.compile(r"^(\w+)\[(.+)\]$")
 
 

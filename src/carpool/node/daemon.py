@@ -12,7 +12,6 @@ One event loop; decisions are made in carpool.ha.election.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from ..config.ha import Config, with_document
@@ -38,8 +37,9 @@ from .sched import realtime
 from .status import StatusParts, unit_status
 from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
 
 class Daemon:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -27,8 +26,9 @@ from ..ha.ipv4 import Ipv4Packet
 from ..ha.ipv4 import PROTO_CARP, TTL
 from . import addresses
 from .view import UnitView
+from .. import events
 
-log = logging.getLogger("carpool.doctor")
+log = events.logger("carpool.doctor", events.Kind.DOCTOR)
 PROBES_PER_PATH = 3
 PROBE_GAP = 0.03
 REPORT_DELAY = 0.15     # gather the partner's probes on every path before answering once

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..ha import election as el
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
 
 class Effects(Protocol):

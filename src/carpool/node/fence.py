@@ -21,11 +21,11 @@ kernel, and the flush drops addresses no longer held.
 """
 from __future__ import annotations
 
-import logging
 import time
 from ipaddress import IPv4Address
+from .. import events
 
-log = logging.getLogger("carpool.fence")
+log = events.logger("carpool.fence", events.Kind.ADDRESSES)
 TABLE = "carpool_fence"
 FAMILIES = ("ip", "arp")
 FAST_BOUND = 0.08  # fast profiles: dark within 80 ms of the last refresh (the target is 100 ms)

@@ -4,7 +4,6 @@ a gratuitous ARP burst announces them. The election's address effects land here.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
@@ -12,8 +11,9 @@ from ..config.ha import Config
 from . import addresses
 from .fence import Fence, fence_timeout
 from .shared import SharedAddresses
+from .. import events
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.ADDRESSES)
 # Kernel lifetime of a held shared address, renewed every LIFETIME_RENEW s while active: the
 # backstop that removes a dead unit's addresses (the fence darkens them long before).
 ADDRESS_LIFETIME = 3

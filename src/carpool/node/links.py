@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import struct
 import threading
 from typing import Callable
+from .. import events
 
-log = logging.getLogger("carpool.links")
+log = events.logger("carpool.links", events.Kind.LINK)
 
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1

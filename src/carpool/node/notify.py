@@ -3,9 +3,9 @@ the election (like keepalived's notify_master/backup/fault)."""
 from __future__ import annotations
 
 import asyncio
-import logging
+from .. import events
 
-log = logging.getLogger("carpool.notify")
+log = events.logger("carpool.notify", events.Kind.DAEMON)
 
 
 async def run_notify(script: str, new: str, old: str, reason: str, timeout: float) -> int | None:

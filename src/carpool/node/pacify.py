@@ -9,12 +9,12 @@ state_dir on /run), so a real reboot loop is seen too.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
+from .. import events
 
-log = logging.getLogger("carpool.pacify")
+log = events.logger("carpool.pacify", events.Kind.DAEMON)
 WINDOW = 300.0
 KEEP = 20
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import socket
 import time
 from typing import Callable
 
 from ..config import syncproto as sp
 from .sync import RETRY, Channel, SyncRefused, SyncService
+from .. import events
 
-log = logging.getLogger("carpool.relay")
+log = events.logger("carpool.relay", events.Kind.SYNC)
 # Advert intervals without an advert on any path before we ask for relays. Asked for, the
 # partner relays its state at once, so with the daemon's check every half interval the relay
 # arrives by 1.75 intervals, well before master-down (3 intervals).

@@ -19,7 +19,6 @@ sub-millisecond); this module only keeps the kernel's addresses in step behind i
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import threading
 import time
@@ -28,8 +27,9 @@ from typing import Callable, Iterable
 
 from . import addresses
 from .sched import realtime
+from .. import events
 
-log = logging.getLogger("carpool.addresses")
+log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 STUCK = 2.0
 Item = tuple[str, str]  # (interface name, "address/prefix")
 

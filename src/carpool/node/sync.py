@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import secrets
 import time
 from typing import Callable
@@ -19,8 +18,9 @@ from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
 from .storeio import StoreWriter
+from .. import events
 
-log = logging.getLogger("carpool.sync")
+log = events.logger("carpool.sync", events.Kind.SYNC)
 HANDSHAKE_TIMEOUT = 5.0
 DOCTOR_CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon

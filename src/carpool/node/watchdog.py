@@ -17,15 +17,15 @@ SIGSEGV in a chaos campaign.)
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import select
 import sys
 import threading
 import time
 import traceback
+from .. import events
 
-log = logging.getLogger("carpool.watchdog")
+log = events.logger("carpool.watchdog", events.Kind.DAEMON)
 ENV = "CARPOOL_WATCHDOG_FD"
 MIN_TIMEOUT = 5.0
 LAG_REPORT = 0.5  # a blocked loop worth a stack trace: longer than any advert interval

@@ -1,7 +1,6 @@
 """The FastAPI application of one unit: pages, REST API, /metrics, static files."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request

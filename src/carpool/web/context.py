@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 
 from fastapi import HTTPException, Request
 
+from .. import events
 from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
 from .events import EventLog
 from .metrics import Metrics
 from .partner import PartnerView
 
-log = logging.getLogger("carpool.web")
-login_log = logging.getLogger("carpool.web.login")
+log = events.logger("carpool.web", events.Kind.WEB)
+login_log = events.logger("carpool.web.login", events.Kind.LOGIN)
 COOKIE = "carpool_session"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 

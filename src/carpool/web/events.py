@@ -1,17 +1,16 @@
 """The event log the WUI shows: transitions, sync, health changes, logins, configuration.
 
 Fed from the daemon's own log records (one source of truth: what the journal says, the WUI
-shows), kept in memory, newest last."""
+shows): those that carry an event kind (carpool/events.py), kept in memory, newest last."""
 from __future__ import annotations
 
 import collections
 import logging
 import time
 
-KINDS = {"carpool.election": "transition", "carpool.sync": "sync", "carpool.health": "health",
-         "carpool.web.login": "login", "carpool.config": "config", "carpool.store": "config",
-         "carpool.links": "link", "carpool.daemon": "daemon", "carpool.web": "web",
-         "carpool.l4": "dataplane", "carpool.haproxy": "dataplane"}
+from ..events import Kind, kind_of
+
+KINDS = tuple(k.value for k in Kind)
 
 
 class EventLog(logging.Handler):
@@ -21,7 +20,7 @@ class EventLog(logging.Handler):
         self.seq = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        kind = KINDS.get(record.name)
+        kind = kind_of(record)
         if kind is None:
             return
         try:

@@ -2,7 +2,6 @@
 part is re-fetched by static/app.js. Changes go through the daemon's config handlers."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -11,11 +10,12 @@ from fastapi.templating import Jinja2Templates
 
 from .auth import Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_session, source_of
-from .events import when
+from .events import KINDS, when
 from .forms import FormErrors, servers_text, vs_from_form, vs_problems
 from .view import ICONS, active_url
+from .. import events
 
-log = logging.getLogger("carpool.web")
+log = events.logger("carpool.web", events.Kind.WEB)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 templates.env.filters["when"] = when
 INVALID = "invalid configuration, nothing changed:"
@@ -236,7 +236,7 @@ def router() -> APIRouter:
     @pages.get("/events", response_class=HTMLResponse)
     async def events(request: Request, session: Session = Depends(page_session)):
         kind = request.query_params.get("kind") or None
-        return await render(request, "events.html", session, kind=kind,
+        return await render(request, "events.html", session, kind=kind, kinds=KINDS,
                             events=list(reversed(ctx_of(request).events.recent(kind, 0, 500))))
 
     # -- force failover --------------------------------------------------------------------

@@ -13,8 +13,9 @@ from typing import Callable
 import httpx
 
 from .auth import peer_token
+from .. import events
 
-log = logging.getLogger("carpool.web")
+log = events.logger("carpool.web", events.Kind.WEB)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is journal noise
 PEER_HEADER = "X-Carpool-Peer"
 

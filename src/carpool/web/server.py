@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from pathlib import Path
 
 import uvicorn
 
 from ..tlscert import ensure_self_signed
+from .. import events
 
-log = logging.getLogger("carpool.web")
+log = events.logger("carpool.web", events.Kind.WEB)
 
 
 class EmbeddedServer(uvicorn.Server):

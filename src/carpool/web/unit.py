@@ -3,11 +3,11 @@ after the bow-out. Nothing here can stop the election: every failure is logged a
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from .events import EventLog
+from .. import events
 
-log = logging.getLogger("carpool.web")
+log = events.logger("carpool.web", events.Kind.WEB)
 RETRY = 10.0  # s between attempts to listen (the bind address may come up after the daemon)
 
 
