@@ -101,7 +101,8 @@ def say(text: str) -> None:
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT,
+                          check=False)
     if check and proc.returncode != 0:
         raise CaptureError(f"{shlex.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
     return proc
@@ -247,7 +248,7 @@ class Network:
                 except ProcessLookupError:
                     pass
             try:
-                wait_for(lambda: not any(alive(p) for p in pids), STOP_GRACE,
+                wait_for(lambda pids=pids: not any(alive(p) for p in pids), STOP_GRACE,
                          f"processes {pids} in {ns} gone")
             except CaptureError as e:
                 problems.append(str(e))
