@@ -32,7 +32,8 @@ def test_freeze_worker_and_whole_unit_thawed_by_heal(healed_lab):
     assert proc_state(pid) != "T" and lab.frozen() == {}
     pids = lab.freeze("a", whole=True)
     assert set(pids) == set(pids_in(["cp-a"])["cp-a"]) and len(pids) >= 2
-    assert all(proc_state(p) == "T" for p in pids)
+    # SIGSTOP takes effect when each process next runs: wait for it, as for the worker above
+    lab.wait_for(lambda: all(proc_state(p) == "T" for p in pids), 2, what="unit a stopped")
     lab.heal()
     assert not any(proc_state(p) == "T" for p in pids)
     assert lab.unit_status("a")["state"] in ("master", "backup")
@@ -66,7 +67,7 @@ def test_one_way_drops_the_partners_adverts_at_one_unit_only(healed_lab):
         return sum(i["rule"]["expr"][-2]["counter"]["packets"]
                    for i in json.loads(out)["nftables"] if "rule" in i)
     lab.wait_for(lambda: dropped() > 3, 3, what="the partner's adverts dropped")
-    assert lab.ping(standby, addr(master, "eth1"))  # ICMP passes
+    assert lab.reaches(standby, addr(master, "eth1"))  # ICMP passes
     lab.heal()
     assert lab.exec(standby, ["nft", "list", "table", "ip", "carpool_lab"]).returncode != 0
 
@@ -76,10 +77,10 @@ def test_partition_cuts_every_path_but_the_client_reaches_both(healed_lab):
     lab.partition()
     for iface in ("eth0", "eth1", "eth2"):
         assert not lab.ping("a", addr("b", iface), timeout=0.3)
-    assert lab.ping(CLIENT, addr("a", "eth0")) and lab.ping(CLIENT, addr("b", "eth0"))
-    assert lab.ping("r1", addr("a", "eth2")) and lab.ping("r1", addr("b", "eth2"))
+    assert lab.reaches(CLIENT, addr("a", "eth0")) and lab.reaches(CLIENT, addr("b", "eth0"))
+    assert lab.reaches("r1", addr("a", "eth2")) and lab.reaches("r1", addr("b", "eth2"))
     lab.heal()
-    assert lab.ping("a", addr("b", "eth0")) and lab.ping("a", addr("b", "eth1"))
+    assert lab.reaches("a", addr("b", "eth0")) and lab.reaches("a", addr("b", "eth1"))
 
 
 def test_reboot_restarts_the_unit_each_time(healed_lab):

@@ -33,10 +33,23 @@ def answers(lab, count: int, url: str = URL) -> collections.Counter:
     return seen
 
 
+def serving(lab) -> str:
+    """The active unit once it serves: one master, every real server up in its data plane and
+    both services answering the client (after a heal or a failover the first request may race
+    the GARP). From then on every request a test makes must succeed."""
+    active = lab.wait_for_master()
+    lab.wait_for(lambda: all(s["up"] for s in lab.unit_status(active)["dataplane"]["servers"]),
+                 10, what=f"every real server up on unit {active}")
+    for url in (URL, URL_HTTP):
+        lab.wait_for(lambda url=url: answers(lab, 1, url)[None] == 0, 10,
+                     what=f"{url} answers the client")
+    return active
+
+
 @pytest.mark.parametrize("url", [URL, URL_HTTP], ids=["l4", "http"])
 def test_requests_spread_over_every_real_server(healed_lab, url):
     lab = healed_lab
-    lab.wait_for_master()
+    serving(lab)
     seen = answers(lab, 12, url)
     assert seen[None] == 0, seen
     assert set(seen) == SERVERS, seen  # round robin: each of the 3 answers
@@ -44,7 +57,7 @@ def test_requests_spread_over_every_real_server(healed_lab, url):
 
 def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
     lab = healed_lab
-    active = lab.wait_for_master()
+    active = serving(lab)
     lab.stop_server("r2")
 
     def out_of_pool():  # in both services, and gone from the applied L4 ruleset
@@ -60,9 +73,11 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
                for line in lab.log_tail(active, 50).splitlines())
     lab.heal()
 
-    def back_in_pool():
+    def back_in_pool():  # in both services, and in the applied L4 ruleset again
         servers = lab.unit_status(active)["dataplane"]["servers"]
-        return all(s["up"] for s in servers if s["address"] == "198.18.2.102")
+        ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+        return all(s["up"] for s in servers if s["address"] == "198.18.2.102") and \
+            "198.18.2.102" in ruleset
     lab.wait_for(back_in_pool, 5, what="r2 up again (rise 2)")
     assert "cp-r2" in answers(lab, 9)
     assert "cp-r2" in answers(lab, 9, URL_HTTP)
@@ -110,9 +125,18 @@ def set_key(lab, unit: str, key: str, value: str) -> None:
                          ids=["l4", "http"])
 def test_persistence_keeps_a_client_on_its_server_until_the_timeout(healed_lab, service, url):
     lab = healed_lab
-    active = lab.wait_for_master()
+    active = serving(lab)
+    reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
     set_key(lab, active, f"virtual_service[{service}].persistence", "300")
     try:
+        # applied by a task after the answer (http: an HAProxy reload): wait before looking
+        if service == "web-http":
+            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
+                         > reloads, 5, what="HAProxy reloaded")
+        else:
+            lab.wait_for(lambda: "persist_" in lab.exec(active, ["nft", "list", "table", "ip",
+                                                                 "carpool"]).stdout, 5,
+                         what="the persistence sets in the ruleset")
         first = answers(lab, 6, url)
         assert first[None] == 0 and len(first) == 1, first
         server = next(iter(first))
@@ -156,10 +180,15 @@ def test_persistence_survives_a_failover(healed_lab):
     """L7: HAProxy's table goes to the partner's HAProxy (peers over the heartbeat link).
     L4 source hash: both units hash alike (a fixed seed), also after a ruleset reload."""
     lab = healed_lab
-    active = lab.wait_for_master()
+    active = serving(lab)
+    reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
     set_key(lab, active, "virtual_service[web-http].persistence", "300")
     set_key(lab, active, "virtual_service[web-l4].scheduler", "sh")
     try:
+        lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads
+                     and "jhash" in lab.exec(active, ["nft", "list", "table", "ip",
+                                                      "carpool"]).stdout, 5,
+                     what="persistence and source hash applied on the active unit")
         lab.wait_for(lambda: "jhash" in lab.exec(other(active), ["nft", "list", "table", "ip",
                                                                  "carpool"]).stdout, 5,
                      what="source hash on the standby")
@@ -172,9 +201,10 @@ def test_persistence_survives_a_failover(healed_lab):
         lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
                      what="the partner takes over")
         for url, seen in before.items():
+            # the first request may race the GARP: wait until the new active unit answers
+            lab.wait_for(lambda url=url: answers(lab, 1, url)[None] == 0, 10,
+                         what=f"{url} answers through the new active unit")
             after = answers(lab, 4, url)
-            if after[None]:  # the first may race the GARP
-                after = answers(lab, 4, url)
             assert after == collections.Counter({next(iter(seen)): 4}), (url, seen, after)
     finally:
         active = lab.heal() or lab.wait_for_master()
@@ -206,12 +236,18 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
     assert carpool("rs", "add", "extra", "198.18.2.101:80").returncode == 0
     assert carpool("rs", "add", "extra", "198.18.2.103:80").returncode == 0
     url = "http://198.18.0.10:81/"
-    lab.wait_for(lambda: answers(lab, 1, url)[None] == 0, 5, what="the new service answers")
+    # each change is applied by a task the daemon starts: wait until both servers answer
+    lab.wait_for(lambda: set(answers(lab, 2, url)) == {"cp-r1", "cp-r3"}, 5,
+                 what="the new service answers from r1 and r3")
     assert set(answers(lab, 6, url)) == {"cp-r1", "cp-r3"}
     assert carpool("rs", "disable", "extra", "198.18.2.101:80").returncode == 0
+    lab.wait_for(lambda: "cp-r1" not in answers(lab, 2, url), 5, what="r1 out of the service")
     assert set(answers(lab, 4, url)) == {"cp-r3"}
-    listing = lab.exec(other(active), ["carpool", "vs", "list"], check=True).stdout
-    assert "extra: 198.18.0.10:81/tcp" in listing and "disabled" in listing  # synced
+
+    def synced():  # the partner gets the new version over 6973, a moment later
+        listing = lab.exec(other(active), ["carpool", "vs", "list"], check=True).stdout
+        return "extra: 198.18.0.10:81/tcp" in listing and "disabled" in listing
+    lab.wait_for(synced, 10, what="the service and the disabled server on the standby")
     assert carpool("vs", "rm", "extra").returncode == 0
 
 
@@ -229,7 +265,7 @@ def test_config_changes_under_load_drop_no_established_connection(healed_lab, tm
     the keep-alive connections to healthy servers carry on without one failed request."""
     import json
     lab = healed_lab
-    active = lab.wait_for_master()
+    active = serving(lab)
     reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
     stop = tmp_path / "stop"
     l4 = _keepalive_load(lab, URL, str(stop))
@@ -303,11 +339,11 @@ def test_established_l4_connections_survive_a_failover(healed_lab, tmp_path):
     after a SIGTERM failover the same TCP connections carry on through the new active unit."""
     import json
     lab = healed_lab
-    active = lab.wait_for_master()
+    active = serving(lab)
     standby = other(active)
-    for unit in (active, standby):
-        sync = lab.unit_status(unit)["dataplane"]["state_sync"]
-        assert sync["running"], (unit, sync)
+    lab.wait_for(lambda: all(lab.unit_status(u)["dataplane"]["state_sync"]["running"]
+                             for u in (active, standby)), 10,
+                 what="conntrackd (state sync) runs on both units")
     stop = tmp_path / "stop"
     load = _keepalive_load(lab, URL, str(stop))
     try:

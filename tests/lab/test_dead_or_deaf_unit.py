@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from carpool.lab import LabTimeout
 from carpool.lab.ns import wait_for
 from carpool.lab.sampler import held_intervals
 from carpool.lab.topology import SHARED_LAN, SHARED_SRV
@@ -215,8 +216,15 @@ def test_one_way_advert_loss_on_every_path_makes_no_second_active_unit(healed_la
         while time.monotonic() < deadline:  # the standby must stay standby all along
             assert lab.unit_status(standby)["state"] == "backup", lab.unit_status(standby)
             time.sleep(0.1)
-        warned = {u: [w for w in lab.unit_status(u)["warnings"] if w.startswith("adverts lost")]
-                  for u in ("a", "b")}
+        warned = {}
+
+        def warned_on_every_path() -> bool:  # the warnings follow the status checks: waited for
+            warned.update({u: [w for w in lab.unit_status(u)["warnings"]
+                               if w.startswith("adverts lost")] for u in ("a", "b")})
+            return all(found and all(i in found[0] for i in ("eth0", "eth1", "eth2"))
+                       for found in warned.values())
+        with contextlib.suppress(LabTimeout):  # judged below, with what was last seen
+            lab.wait_for(warned_on_every_path, 10, interval=0.1)
     for addr in SHARED:
         assert rec.overlaps(addr, t0) == [], addr
         assert rec.held_after(active, addr, t0) and not rec.held_after(standby, addr, t0)

@@ -62,8 +62,13 @@ def test_election_settles_one_master_holding_everything(healed_lab):
     master = settled(lab)
     backup = other(master)
     assert lab.unit_status(backup)["shared_held"] == []
-    assert set(lab.unit_status(master)["shared_held"]) == SHARED
-    assert lab.ping(CLIENT, VIP, count=2)
+    # the daemon's view follows the kernel's once its netlink job reports back
+    lab.wait_for(lambda: set(lab.unit_status(master)["shared_held"]) == SHARED, 5,
+                 what=f"unit {master} reports {sorted(SHARED)} held")
+    assert lab.reaches(CLIENT, VIP)
+    lab.wait_for(lambda: all(p["advert_alive"]
+                             for p in lab.unit_status(backup)["partner"].values()), 5,
+                 what=f"unit {backup} hears adverts on every interface")
     status = lab.unit_status(backup)
     for name, partner in status["partner"].items():
         assert partner["advert_alive"], f"backup hears no adverts on {name}: {partner}"

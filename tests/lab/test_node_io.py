@@ -12,17 +12,16 @@ from __future__ import annotations
 import json
 import os
 import select
-import struct
 import subprocess
 import sys
 import textwrap
 import time
 from ipaddress import IPv4Address, IPv4Interface
-from pathlib import Path
 
 import pytest
 
 from carpool.ha.ipv4 import parse_ipv4
+from carpool.lab.ns import LabTimeout, wait_for
 from carpool.node.addresses import build_garp, vmac_for, vmac_ifname
 from carpool.node.rawsock import destinations
 
@@ -33,7 +32,6 @@ SHARED = "198.18.9.10"
 SILENT = "198.18.9.77"
 VMAC = vmac_for(7)
 PY = sys.executable
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 PRELUDE = """
 import asyncio, json, os, select, socket, struct, subprocess, sys, time
@@ -110,6 +108,19 @@ def run_in(ns: str, code: str, timeout: float = 15) -> dict:
         snippet.kill()
 
 
+def _operational(ns: str, *links: str) -> bool:
+    out = ip("-n", ns, "-j", "link", "show", check=False).stdout
+    state = {link["ifname"]: link.get("operstate") for link in json.loads(out or "[]")}
+    return all(state.get(link) == "UP" for link in links)
+
+
+def wait_operational(timeout: float = 5.0) -> None:
+    """Until both ends of both veth pairs are operational: a link just set up has no carrier
+    for a moment, and what is sent then is dropped."""
+    wait_for(lambda: _operational(NS_A, "va", "va2") and _operational(NS_B, "vb", "vb2"),
+             timeout, what="the veth links operational")
+
+
 @pytest.fixture(scope="module")
 def lab():
     if os.geteuid() != 0:
@@ -125,6 +136,7 @@ def lab():
         for ns, links in ((NS_A, ("lo", "va", "va2")), (NS_B, ("lo", "vb", "vb2"))):
             for link in links:
                 ip("-n", ns, "link", "set", link, "up")
+        wait_operational()
         yield
     finally:
         _delete_namespaces()
@@ -141,6 +153,7 @@ def clean(lab):
         """)
         ip("-n", NS_A, "link", "set", "va", "up")
         ip("-n", NS_B, "link", "set", "vb", "up")
+        wait_operational()
         ip("-n", NS_B, "neigh", "flush", "dev", "vb", check=False)
     reset()
     yield
@@ -152,28 +165,7 @@ def _ip_facts(hexdata: str) -> tuple[str, str, int, int, bytes]:
     return str(pkt.src), str(pkt.dst), pkt.ttl, pkt.protocol, pkt.payload
 
 
-def _read_pcap(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    order = "<" if struct.unpack_from("<I", data)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    frames, offset = [], 24
-    while offset + 16 <= len(data):
-        incl = struct.unpack_from(order + "I", data, offset + 8)[0]
-        frames.append(data[offset + 16:offset + 16 + incl])
-        offset += 16 + incl
-    return frames
-
-
 # -- pure checks --------------------------------------------------------------------------------
-def test_garp_frame_matches_captured_peers():
-    ka = _read_pcap(VECTORS / "garp-ka.pcap")
-    ucarp = _read_pcap(VECTORS / "garp-ucarp.pcap")
-    assert ka and ucarp
-    mac = ":".join(f"{b:02x}" for b in ka[0][6:12])
-    ours = build_garp(mac, "198.18.0.10")
-    assert ours == ka[0][:42]                          # keepalived: identical, byte for byte
-    assert ours[:32] == ucarp[0][:32] and ours[38:] == ucarp[0][38:42]  # ucarp: tha differs only
-
-
 def test_destinations_and_names():
     # the one `destinations` (the one the daemon sends with): broadcast is the limited one
     assert destinations("multicast", IPv4Address(B1)) == [IPv4Address("224.0.0.18")]
@@ -265,6 +257,7 @@ def test_send_error_returns_false_and_socket_survives_link_flap(clean):
             time.sleep(0.01)
         out(failed=failed, err=err)
         got = []
+        deadline = time.monotonic() + 10   # B sends once both ends are operational again
         while not got and time.monotonic() < deadline:
             if select.select([s], [], [], max(0, deadline - time.monotonic()))[0]:
                 got += [d.hex() for d in s.recv_all()]
@@ -273,12 +266,13 @@ def test_send_error_returns_false_and_socket_survives_link_flap(clean):
     try:
         first = a.read(10)
         assert first["failed"] is False and first["err"] is not None
+        wait_operational()  # vb lost its carrier with va: one advert sent before is dropped
         b = run_in(NS_B, f"""
             from carpool.node.rawsock import AdvertSocket
             out(sent=AdvertSocket("vb", "{B1}", "multicast").send(b"AFTER-FLAP", "224.0.0.18"))
         """)
         assert b["sent"] is True
-        res = a.finish(10)
+        res = a.finish(15)
     finally:
         a.kill()
     assert [_ip_facts(h)[4] for h in res["got"]] == [b"AFTER-FLAP"]
@@ -306,6 +300,16 @@ def _ping_from_b(address: str, timeout: float = 1.0) -> float | None:
     """)["rtt"]
 
 
+def _reaches_from_b(address: str, timeout: float = 5.0) -> bool:
+    """Echo from B until one is answered (True) or the deadline (False): presence is never
+    judged on one echo (the first may wait for ARP)."""
+    try:
+        return wait_for(lambda: _ping_from_b(address, 0.5) is not None, timeout,
+                        what=f"{address} answers B")
+    except LabTimeout:
+        return False
+
+
 @pytest.mark.lab
 def test_shared_address_add_remove_idempotent(clean):
     res = run_in(NS_A, f"""
@@ -318,7 +322,7 @@ def test_shared_address_add_remove_idempotent(clean):
     assert res == {"before": False, "after": True}
     shown = ip("-n", NS_A, "-4", "-o", "addr", "show", "dev", "va").stdout
     assert f"{SHARED}/24" in shown and shown.count(SHARED) == 1
-    assert _ping_from_b(SHARED) is not None
+    assert _reaches_from_b(SHARED)
     res = run_in(NS_A, f"""
         from carpool.node import addresses as ad
         ad.remove_stale("va", ["{SHARED}/24"], None)
@@ -370,7 +374,9 @@ def test_vmac_macvlan_reachable_from_partner(clean):
         from carpool.node.icmp import ping
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
         s.bind(("vb", 0x0806))
-        rtt = asyncio.run(ping("{SHARED}", 1.0))
+        rtt, deadline = None, time.monotonic() + 5
+        while rtt is None and time.monotonic() < deadline:  # echo until one is answered
+            rtt = asyncio.run(ping("{SHARED}", 1.0))
         replies = []
         while select.select([s], [], [], 0)[0]:
             f = s.recv(2048)
@@ -506,6 +512,10 @@ def test_ping_live_and_silent(lab):
     res = run_in(NS_B, f"""
         from carpool.node.icmp import Pinger, ping
         async def main():
+            deadline = time.monotonic() + 5   # first both live: links up, neighbours resolved
+            while not all([await ping(a, 0.5) is not None for a in ("{A1}", "{A2}")]) \
+                    and time.monotonic() < deadline:
+                pass
             with Pinger() as p:
                 t0 = time.monotonic()
                 many = await p.ping_many(["{A1}", "{SILENT}", "{A2}"], 0.5)

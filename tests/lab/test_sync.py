@@ -5,7 +5,6 @@ import json
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -56,8 +55,12 @@ def test_change_on_active_reaches_standby(healed_lab):
     assert version == before[0] + 1
     assert shown(lab, other(active)) == (version, hash_)
     assert description(lab, other(active)) == "edge pair, rack 4"
-    sync = lab.unit_status(active)["sync"]
-    assert sync["state"] == "in sync" and sync["lag"] == 0 and sync["partner_version"] == version
+
+    def in_sync():  # the active unit learns the partner's version from its answer, a bit later
+        sync = lab.unit_status(active)["sync"]
+        return sync["state"] == "in sync" and sync["lag"] == 0 and \
+            sync["partner_version"] == version
+    lab.wait_for(in_sync, SYNC, what=f"unit {active} reports in sync at version {version}")
 
 
 def test_standby_refuses_changes_naming_the_active_unit(healed_lab):
@@ -142,8 +145,10 @@ def test_wrong_secret_is_refused_and_logged(healed_lab):
         lab.wait_for(lambda: lab.unit_status("a")["sync"]["counters"].get("unauthorized", 0)
                      + lab.unit_status("b")["sync"]["counters"].get("unauthorized", 0) > 0,
                      20, what="an unauthorized sync connection is counted")
-        logs = lab.log_tail("a", 200) + lab.log_tail("b", 200)
-        assert "unauthorized connection from 198.18.0.1" in logs
+        # either unit may count first; the line names a's connection to b (from 198.18.0.1)
+        lab.wait_for(lambda: "unauthorized connection from 198.18.0.1"
+                     in lab.log_tail("a", 200) + lab.log_tail("b", 200), 20,
+                     what="b logs the unauthorized connection from 198.18.0.1")
     finally:
         lab.stop_unit("b")
         lab.write_configs(overrides=None)
@@ -156,6 +161,7 @@ def test_sigkill_of_standby_during_200_changes_ends_identical(healed_lab):
     active = lab.wait_for_master()
     standby = other(active)
     errors = []
+    done = [0]
 
     def burst():
         for n in range(200):
@@ -163,10 +169,12 @@ def test_sigkill_of_standby_during_200_changes_ends_identical(healed_lab):
                          value=f"burst {n}")
             if "error" in answer:
                 errors.append(answer)
+            done[0] = n + 1
 
     writer = threading.Thread(target=burst)
     writer.start()
-    time.sleep(0.3)
+    # the kill lands during the burst: after some changes, not after a fixed time
+    lab.wait_for(lambda: done[0] >= 20 or not writer.is_alive(), 30, what="the burst under way")
     lab.kill(standby)
     writer.join(timeout=120)
     assert not writer.is_alive() and not errors, errors[:3]
@@ -204,8 +212,11 @@ def test_fuzzed_frames_on_6973_never_crash(healed_lab):
     address = lab.unit_status(other(active))["partner"]["eth0"]["address"]
     proc = lab.exec(CLIENT, [lab.python(), "-c", FUZZ, address], check=True)
     assert "sent 8" in proc.stdout
-    counters = lab.unit_status(active)["sync"]["counters"]
-    assert sum(v for k, v in counters.items() if k.startswith("bad_frame")) >= 3, counters
+
+    def bad_frames() -> int:
+        counters = lab.unit_status(active)["sync"]["counters"]
+        return sum(v for k, v in counters.items() if k.startswith("bad_frame"))
+    lab.wait_for(lambda: bad_frames() >= 3, 5, what="at least 3 bad frames counted")
     assert lab.daemon_pid(active) == pid and lab.unit_status(active)["state"] == "master"
     before = shown(lab, active)
     assert cli_set(lab, active, "appliance.description", "after fuzz").returncode == 0

@@ -2,7 +2,8 @@
 servers, every fault blocks what it should and heal() undoes it, down() leaves nothing.
 
 Absence is checked with bounded waits (a ping with a 1 s deadline, a receiver that gives up after
-1 s); presence is checked with deadlines and returns as soon as it is seen.
+1 s); presence is checked with deadlines and returns as soon as it is seen: a probe (echo, request,
+multicast burst, gratuitous ARP) is repeated until it gets through, never judged on one packet.
 """
 from __future__ import annotations
 
@@ -82,15 +83,6 @@ def multicast_arrives(lab: Lab, src: str, dst: str, marker: str, seconds: float 
     return out.strip() == "got"
 
 
-def reaches(lab: Lab, node: str, address: str, timeout: float = 5.0) -> bool:
-    """Ping until an answer (True) or the deadline (False): after a link comes back the first
-    echo may wait for an ARP retry (1 s)."""
-    try:
-        return lab.wait_for(lambda: lab.ping(node, address, timeout=0.5), timeout)
-    except LabTimeout:
-        return False
-
-
 def neighbour_mac(lab: Lab, node: str, address: str) -> str | None:
     out = lab.exec(node, ["ip", "-j", "neigh", "show", address], check=True).stdout
     entries = json.loads(out) if out.strip() else []
@@ -99,6 +91,27 @@ def neighbour_mac(lab: Lab, node: str, address: str) -> str | None:
 
 def garp(lab: Lab, node: str, ifname: str, address: str, mac: str) -> None:
     lab.exec(node, [sys.executable, "-I", "-c", SEND_GARP, ifname, address, mac], check=True)
+
+
+def announce(lab: Lab, node: str, ifname: str, address: str, mac: str, observer: str,
+             timeout: float = 5.0) -> str | None:
+    """Gratuitous ARP for `address` from node, sent again each round (one frame may be lost)
+    until `observer` has a neighbour entry for it: that entry's MAC, or None at the deadline."""
+    def learned():
+        garp(lab, node, ifname, address, mac)
+        return neighbour_mac(lab, observer, address)
+    try:
+        return lab.wait_for(learned, timeout, interval=0.1, what=f"{observer} learns {address}")
+    except LabTimeout:
+        return None
+
+
+def get(lab: Lab, node: str, url: str, timeout: float = 10.0) -> str | None:
+    """The body of GET url from node, asked again until one answers (None at the deadline)."""
+    try:
+        return lab.wait_for(lambda: lab.http_get(node, url), timeout, what=f"{node} GETs {url}")
+    except LabTimeout:
+        return None
 
 
 def addresses(lab: Lab, node: str) -> dict[str, list[str]]:
@@ -166,21 +179,21 @@ def test_sysctls_and_routes(lab):
 
 def test_client_and_host_reach_both_units_on_lan(lab):
     for address in (A_LAN, B_LAN):
-        assert lab.ping("c1", address), address
-        assert lab.ping("host", address), address
+        assert lab.reaches("c1", address), address
+        assert lab.reaches("host", address), address
 
 
 def test_units_reach_each_other_over_heartbeat_cable(lab):
-    assert lab.ping("a", B_HB)
-    assert lab.ping("b", A_HB)
+    assert lab.reaches("a", B_HB)
+    assert lab.reaches("b", A_HB)
 
 
 def test_real_servers_answer_http(lab):
     assert lab.server_pids().keys() == {"cp-r1", "cp-r2"} and all(lab.server_pids().values())
     for unit in ("a", "b"):
-        assert lab.http_get(unit, "http://198.18.2.101/") == "cp-r1\n"
-        assert lab.http_get(unit, "http://198.18.2.102/") == "cp-r2\n"
-    assert lab.http_get("a", "http://198.18.2.101/bytes/1000") == "x" * 1000
+        assert get(lab, unit, "http://198.18.2.101/") == "cp-r1\n"
+        assert get(lab, unit, "http://198.18.2.102/") == "cp-r2\n"
+    assert get(lab, "a", "http://198.18.2.101/bytes/1000") == "x" * 1000
 
 
 def test_gratuitous_arp_creates_neighbour_entries(lab):
@@ -188,10 +201,8 @@ def test_gratuitous_arp_creates_neighbour_entries(lab):
     ip("neigh", "flush", "dev", "eth0", ns="cp-c1")
     ip("neigh", "flush", "dev", "eth0", ns="cp-r1")
     assert neighbour_mac(lab, "c1", "198.18.0.10") is None
-    garp(lab, "a", "eth0", "198.18.0.10", mac_for(A_LAN))
-    garp(lab, "a", "eth2", "198.18.2.1", mac_for(A_SRV))
-    assert lab.wait_for(lambda: neighbour_mac(lab, "c1", "198.18.0.10"), 2) == mac_for(A_LAN)
-    assert lab.wait_for(lambda: neighbour_mac(lab, "r1", "198.18.2.1"), 2) == mac_for(A_SRV)
+    assert announce(lab, "a", "eth0", "198.18.0.10", mac_for(A_LAN), "c1") == mac_for(A_LAN)
+    assert announce(lab, "a", "eth2", "198.18.2.1", mac_for(A_SRV), "r1") == mac_for(A_SRV)
 
 
 def test_exec_sets_the_unit_config(lab):
@@ -252,46 +263,53 @@ def test_block_icmp_drops_ping_but_not_tcp(healed_lab):
     lab = healed_lab
     lab.serve_http("a", 8080)
     try:
-        assert lab.ping("c1", A_LAN)
+        assert lab.reaches("c1", A_LAN)
         lab.block_icmp()
         assert lab.switch_faults() == ["block-icmp"]
         assert not lab.ping("c1", A_LAN)
         assert not lab.ping("a", "198.18.2.101")                     # srv bridge too
-        assert lab.http_get("c1", f"http://{A_LAN}:8080/") == "cp-a\n"
-        assert lab.ping("a", B_HB)                                   # not on the cable
+        assert get(lab, "c1", f"http://{A_LAN}:8080/") == "cp-a\n"
+        assert lab.reaches("a", B_HB)                                # not on the cable
         lab.heal()
         assert lab.switch_faults() == []
-        assert reaches(lab, "c1", A_LAN)
+        assert lab.reaches("c1", A_LAN)
     finally:
         lab.stop_http("a", 8080)
 
 
 def test_block_multicast_drops_adverts_on_both_bridges(healed_lab):
     lab = healed_lab
-    assert multicast_arrives(lab, A_LAN, B_LAN, "lan-1")
-    assert multicast_arrives(lab, A_SRV, B_SRV, "srv-1")
+
+    def gets_through(src: str, dst: str, marker: str) -> bool:  # presence: tried until seen
+        return lab.wait_for(lambda: multicast_arrives(lab, src, dst, marker), 10,
+                            what=f"multicast {marker} from {src} reaches {dst}")
+    assert gets_through(A_LAN, B_LAN, "lan-1")
+    assert gets_through(A_SRV, B_SRV, "srv-1")
     lab.block_multicast()
     assert not multicast_arrives(lab, A_LAN, B_LAN, "lan-2")
     assert not multicast_arrives(lab, A_SRV, B_SRV, "srv-2")
-    assert multicast_arrives(lab, A_HB, B_HB, "hb-2")                # the cable is no switch
-    assert lab.ping("a", B_LAN)                                      # unicast still passes
+    assert gets_through(A_HB, B_HB, "hb-2")                          # the cable is no switch
+    assert lab.reaches("a", B_LAN)                                   # unicast still passes
     lab.heal()
-    assert multicast_arrives(lab, A_LAN, B_LAN, "lan-3")
+    assert gets_through(A_LAN, B_LAN, "lan-3")
 
 
 def test_block_sync_drops_tcp_6973_only(healed_lab):
     lab = healed_lab
     lab.serve_http("b", 6973)
     lab.serve_http("b", 6974)
+    def connects(port: int) -> bool:  # presence: tried until accepted
+        return lab.wait_for(lambda: lab.tcp_connect("a", B_LAN, port), 10,
+                            what=f"a connects to {B_LAN}:{port}")
     try:
-        assert lab.tcp_connect("a", B_LAN, 6973)
+        assert connects(6973)
         lab.block_sync()
         assert not lab.tcp_connect("a", B_LAN, 6973, timeout=1.0)
         assert not lab.tcp_connect("a", B_SRV, 6973, timeout=1.0)
-        assert lab.tcp_connect("a", B_LAN, 6974)
-        assert lab.ping("a", B_LAN)
+        assert connects(6974)
+        assert lab.reaches("a", B_LAN)
         lab.heal()
-        assert lab.tcp_connect("a", B_LAN, 6973)
+        assert connects(6973)
     finally:
         lab.stop_http("b", 6973)
         lab.stop_http("b", 6974)
@@ -302,12 +320,11 @@ def test_block_vmac_drops_frames_from_the_virtual_mac(healed_lab):
     ip("neigh", "flush", "dev", "eth0", ns="cp-c1")
     lab.block_vmac()
     garp(lab, "a", "eth0", "198.18.0.10", VMAC)            # dropped by the switch
-    garp(lab, "a", "eth0", "198.18.0.20", mac_for(A_LAN))  # then a marker that passes
-    lab.wait_for(lambda: neighbour_mac(lab, "c1", "198.18.0.20"), 2)
+    # then a marker that passes (sent until it is seen)
+    assert announce(lab, "a", "eth0", "198.18.0.20", mac_for(A_LAN), "c1") == mac_for(A_LAN)
     assert neighbour_mac(lab, "c1", "198.18.0.10") is None
     lab.heal()
-    garp(lab, "a", "eth0", "198.18.0.10", VMAC)
-    assert lab.wait_for(lambda: neighbour_mac(lab, "c1", "198.18.0.10"), 2) == VMAC
+    assert announce(lab, "a", "eth0", "198.18.0.10", VMAC, "c1") == VMAC
 
 
 def test_link_down_and_up(healed_lab):
@@ -315,10 +332,10 @@ def test_link_down_and_up(healed_lab):
     lab.link_down("a", "eth0")
     assert lab.links_down() == {"cp-a": ["eth0"]}
     assert not lab.ping("c1", A_LAN)
-    assert lab.ping("c1", B_LAN)
+    assert lab.reaches("c1", B_LAN)
     lab.link_up("cp-a", "eth0")
     assert lab.links_down() == {}
-    assert reaches(lab, "c1", A_LAN)
+    assert lab.reaches("c1", A_LAN)
 
 
 def test_cut_heartbeat_and_heal(healed_lab):
@@ -326,9 +343,9 @@ def test_cut_heartbeat_and_heal(healed_lab):
     lab.cut_heartbeat()
     assert lab.links_down() == {"cp-a": ["eth1"], "cp-b": ["eth1"]}
     assert not lab.ping("a", B_HB)
-    assert lab.ping("a", B_LAN)
+    assert lab.reaches("a", B_LAN)
     lab.heal()
-    assert reaches(lab, "a", B_HB)
+    assert lab.reaches("a", B_HB)
 
 
 def test_crash_takes_every_link_of_the_unit_down(healed_lab):
@@ -338,7 +355,7 @@ def test_crash_takes_every_link_of_the_unit_down(healed_lab):
     assert not lab.ping("c1", B_LAN)
     lab.heal()
     assert lab.links_down() == {}
-    assert reaches(lab, "c1", B_LAN) and reaches(lab, "a", B_HB)
+    assert lab.reaches("c1", B_LAN) and lab.reaches("a", B_HB)
 
 
 # -- unit processes (needs only `carpool run` to write daemon.pid and answer status) -----------
@@ -438,7 +455,7 @@ def test_up_replaces_an_existing_lab(lab_lock):
         second = Lab().up(start_units=False, servers=1)
         assert set(lab_namespaces()) == {"cp-a", "cp-b", "cp-sw", "cp-c1", "cp-r1"}
         assert not alive(old)
-        assert second.http_get("a", "http://198.18.2.101/") == "cp-r1\n"
+        assert get(second, "a", "http://198.18.2.101/") == "cp-r1\n"
     finally:
         Lab().down()
     assert _ours() == []

@@ -74,8 +74,10 @@ def test_status_pair_and_event_log(lab, pair):
             status = c.get("/api/v1/status").json()
             assert status["role"] == ROLE[unit]
             assert status["state"] == ("master" if unit == pair else "backup")
-        icons = pair_icons(unit)  # each unit shows both, the partner fetched from its WUI
-        assert icons == {ROLE[pair]: "active", ROLE[other(pair)]: "standby"}, (unit, icons)
+        # each unit shows both, the partner fetched from its WUI (cached for a second)
+        want = {ROLE[pair]: "active", ROLE[other(pair)]: "standby"}
+        lab.wait_for(lambda unit=unit, want=want: pair_icons(unit) == want, 10, interval=0.2,
+                     what=f"unit {unit} shows {want}")
     with client(pair) as c:
         events = c.get("/api/v1/events").json()
         assert any(e["kind"] == "transition" and "-> master" in e["text"] for e in events)
@@ -242,9 +244,10 @@ def test_force_failover_via_the_api(healed_lab, pair):
         r = c.post("/api/v1/failover")
         assert r.status_code == 200, r.text
     lab.wait_for(lambda: lab.master() == other(active), 5, what="the partner takes over")
-    icons = pair_icons(other(active))
-    assert icons[ROLE[other(active)]] == "active"
-    assert icons[ROLE[active]] == "standby"
+    # the partner's part comes from its WUI, cached for a second: wait for the new picture
+    want = {ROLE[other(active)]: "active", ROLE[active]: "standby"}
+    lab.wait_for(lambda: pair_icons(other(active)) == want, 10, interval=0.2,
+                 what=f"unit {other(active)} shows {want}")
     with client(active) as c:
         events = c.get("/api/v1/events", params={"kind": "transition"}).json()
         assert any("forced failover" in e["text"] for e in events)

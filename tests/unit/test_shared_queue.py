@@ -42,6 +42,20 @@ async def settled(q: SharedAddresses) -> None:
     await asyncio.sleep(0.01)  # the done callbacks
 
 
+async def until(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll (without blocking the loop) until condition() holds; fail after the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        await asyncio.sleep(0.005)
+
+
+def running_for(q: SharedAddresses, seconds: float) -> bool:
+    """The netlink thread has been on its current job for more than `seconds`."""
+    running = q.status()["running"]
+    return running is not None and running["for_s"] > seconds
+
+
 def test_jobs_run_in_order_and_held_follows():
     async def main():
         q = Recorded()
@@ -85,7 +99,7 @@ def test_a_renewal_finishing_after_a_release_does_not_refill_held():
         q = Recorded(gate)
         q.loop = asyncio.get_running_loop()
         q.renew(ITEMS, None, 3)
-        await asyncio.sleep(0.05)
+        await until(lambda: q.status()["running"] is not None, what="the renewal running")
         q.release(ITEMS, None)
         gate.set()
         await settled(q)
@@ -120,13 +134,13 @@ def test_a_stuck_job_moves_the_queue_and_never_acts_after_it(monkeypatch, caplog
         q.loop = asyncio.get_running_loop()
         q.take(ITEMS, None, 3)      # blocks on the gate: stuck
         q.garp(ITEMS, None, 5)            # waits behind it
-        await asyncio.sleep(0.2)
+        await until(lambda: running_for(q, shared_mod.STUCK), what="the take stuck")
         q.gate = None                     # what runs next does not block
         q.release(ITEMS, None)            # noticed here: garp and release move, in order
         await settled(q)
         assert q.counters["stuck"] == 1 and q.status()["queued"] == 0
         gate.set()                        # the abandoned take returns now
-        await asyncio.sleep(0.1)
+        await until(lambda: "abandoned add" in q.steps, what="the abandoned take returns")
         q.close()
         return q
     q = asyncio.run(main())
@@ -143,12 +157,12 @@ def test_a_stuck_renewal_is_noticed_by_the_next_renewal(monkeypatch):
         q = Recorded(gate)
         q.loop = asyncio.get_running_loop()
         q.renew(ITEMS, None, 3)
-        await asyncio.sleep(0.2)
+        await until(lambda: running_for(q, shared_mod.STUCK), what="the renewal stuck")
         q.gate = None
         q.renew(ITEMS, None, 3)           # the only thing the active unit asks, each second
         await settled(q)
         gate.set()
-        await asyncio.sleep(0.1)
+        await until(lambda: "abandoned add" in q.steps, what="the abandoned renewal returns")
         q.close()
         return q
     q = asyncio.run(main())

@@ -27,8 +27,8 @@ from typing import Callable, TypeVar
 
 from ..tlscert import ensure_self_signed
 from .faults import FaultsMixin
-from .ns import (LAB_DIR, LabError, alive, child_env, cmdline, in_namespace, ip, pids_in,
-                 read_pid, sh, stop_pids, venv_bin, wait_for, write_file)
+from .ns import (LAB_DIR, LabError, LabTimeout, alive, child_env, cmdline, in_namespace, ip,
+                 pids_in, read_pid, sh, stop_pids, venv_bin, wait_for, write_file)
 from .topology import (CLIENT, HOST_IF, SWITCH, UNITS, build, lab_namespaces, remove_network,
                        server_addr, server_ns, unit_ns)
 from .units import UnitsMixin
@@ -238,6 +238,16 @@ class Lab(UnitsMixin, FaultsMixin):
         proc = self.exec(node, ["ping", "-n", "-q", "-c", str(count), "-i", "0.2",
                                 "-W", f"{timeout:g}", address], timeout=count * timeout + 10)
         return proc.returncode == 0
+
+    def reaches(self, node: str, address: str, timeout: float = 5.0) -> bool:
+        """Ping until an answer (True) or the deadline (False). Tests check presence this way,
+        never with one echo: right after the lab comes up or a link comes back, the first echo
+        may be lost (a link not yet operational, an ARP retry after 1 s)."""
+        try:
+            return self.wait_for(lambda: self.ping(node, address, timeout=0.5), timeout,
+                                 what=f"{address} answers ping from {node}")
+        except LabTimeout:
+            return False
 
     _HTTP_GET = ("import sys, urllib.request\n"
                  "r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 
-from .ns import LabError, ip, namespaces, sh
+from .ns import LabError, LabTimeout, ip, namespaces, sh, wait_for
 
 UNITS = ("a", "b")
 ROLES = {"a": "first", "b": "second"}
@@ -38,6 +38,7 @@ MAX_SERVERS = 99
 # Every namespace the lab may have made (and nothing else: tests' own cp-t-* are not ours).
 LAB_NS = re.compile(r"^cp-(a|b|sw|c[0-9]+|r[0-9]+)$")
 IPV4_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+OPERATIONAL_TIMEOUT = 5.0           # s for every link of a new lab to carry frames
 
 
 def unit_ns(unit: str) -> str:
@@ -152,6 +153,24 @@ def build(servers: int) -> None:
     ip("addr", "add", HOST_ADDR, "dev", HOST_IF)
     ip("link", "set", HOST_IF, "up")
     _port("host", "lan")
+
+    # A veth just set up has no carrier for a moment and drops what is sent (a fresh clone's
+    # first test pinged right after `lab up` and lost its one echo): done when all carry frames.
+    try:
+        wait_for(lambda: not not_operational(), OPERATIONAL_TIMEOUT, what="lab links operational")
+    except LabTimeout:
+        raise LabError(f"links not operational after {OPERATIONAL_TIMEOUT:g} s: "
+                       f"{', '.join(not_operational())}") from None
+
+
+def not_operational() -> list[str]:
+    """The lab's links (and the host's end) that do not carry frames yet: ns:ifname."""
+    waiting = [f"{ns}:{link['ifname']}" for ns in lab_namespaces() for link in links(ns)
+               if link["ifname"] != "lo" and link.get("operstate") not in ("UP", "UNKNOWN")]
+    out = ip("-j", "link", "show", "dev", HOST_IF, check=False).stdout
+    waiting += [HOST_IF for link in (json.loads(out) if out.strip() else [])
+                if link.get("operstate") not in ("UP", "UNKNOWN")]
+    return waiting
 
 
 def _ip(cidr: str) -> str:
