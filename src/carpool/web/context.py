@@ -9,6 +9,7 @@ import time
 
 from fastapi import HTTPException, Request
 
+from ..config.edit import Edit, Op
 from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
 from .events import EventLog
 from .metrics import Metrics
@@ -57,7 +58,17 @@ class WebContext:
         return self.daemon.is_active()
 
     def document(self) -> dict:
-        return self.daemon.config.store.current.document.model_dump(mode="json")
+        return self.current()[1]
+
+    def current(self) -> tuple[int, dict]:
+        """(version, document) read together: an edit made from it may expect that version."""
+        v = self.daemon.config.store.current
+        return v.record.version, v.document.model_dump(mode="json")
+
+    async def edit(self, who: str, *ops: Op, expect_version: int | None = None) -> dict:
+        """Operations applied by the daemon (config.edit): the answer, or a typed error's."""
+        return await self.call("config.edit", who=who,
+                               **Edit(ops, expect_version).to_json())
 
     async def call(self, command: str, **request) -> dict:
         """One of the daemon's control handlers (config.*), as the control socket calls it."""
