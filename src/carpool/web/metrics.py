@@ -6,6 +6,8 @@ import subprocess
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..node.sync import SyncState
+
 STATES = ("init", "backup", "master")
 
 
@@ -64,7 +66,7 @@ class StatusCollector:
         if y.get("lag") is not None:
             yield _gauge("carpool_sync_lag", "our version minus the partner's", y["lag"])
         yield _gauge("carpool_sync_ok", "1 if the last sync with the partner succeeded",
-                     y.get("state") in ("in sync", "ok", "synced"))
+                     y.get("state") == SyncState.IN_SYNC)
         servers = GaugeMetricFamily("carpool_real_server_up", "1 if the real server passes its "
                                     "health check", labels=["service", "address", "port"])
         for r in s["dataplane"]["servers"]:
