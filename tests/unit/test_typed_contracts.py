@@ -1,13 +1,15 @@
 """Contracts between modules carried by types, not by words in a message: a stale sync push,
-the sync states /metrics knows."""
+the sync states /metrics knows, the kind of a status warning."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
+from carpool.node import findings
 from carpool.node.sync import StalePush, SyncRefused, SyncService, SyncState
 from carpool.web.metrics import Metrics
+from carpool.web.view import icon
 
 from edits import Unit
 
@@ -60,3 +62,13 @@ def test_metrics_sync_ok_only_in_sync(state, ok):
     text = Metrics().render(_status(state), [], []).decode()
     assert f"carpool_sync_ok {1.0 if ok else 0.0}" in text
 
+
+def test_warnings_carry_their_kind_and_the_icon_reads_the_kind():
+    status = {"state": "master", "partner": {"eth0": {"ping_ok": True, "advert_alive": False}}}
+    [w] = findings.warnings(status, {"state": "master", "at": 100.0}, [], now=105.0)
+    assert w.kind is findings.Warn.MASTER_MASTER and isinstance(w, str)
+    foreign = [{"source": "198.18.0.50", "interface": "eth0", "kind": "carp", "last_ago": 1.0}]
+    [w] = findings.warnings({"state": "backup", "vhid": 1}, None, foreign, now=0.0)
+    assert w.kind is findings.Warn.FOREIGN_VHID
+    assert icon({"state": "master", "warning_kinds": ["master-master"]}, None) == "master-master"
+    assert icon({"state": "master", "warnings": ["master-master: words only"]}, None) == "active"

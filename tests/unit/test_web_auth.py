@@ -124,8 +124,8 @@ def test_document_problems_land_next_to_their_field():
     ({"state": "backup", "reason": "198.18.0.11 beats us"}, {"state": "master"}, "standby"),
     ({"state": "backup", "reason": "forced failover by admin"}, None, "standby"),
     ({"state": "backup", "pacified": "restarted 4 times in 5 min"}, None, "pacified"),
-    ({"state": "master", "warnings": ["master-master: the partner is active too"]}, None,
-     "master-master"),
+    ({"state": "master", "warnings": ["master-master: the partner is active too"],
+      "warning_kinds": ["master-master"]}, None, "master-master"),
     ({"state": "init"}, {"state": "master"}, "not-operational"),
     (None, {"state": "master"}, "not-operational"),
 ])

@@ -556,8 +556,10 @@ class Daemon:
             "addresses": self.shared.status(),
             "relay": self.relay.status(now),
         }
-        status["warnings"] = findings.warnings(status, self.config.sync.partner_ha,
-                                               self.doctor.recent_foreign(), time.time())
+        warnings = findings.warnings(status, self.config.sync.partner_ha,
+                                     self.doctor.recent_foreign(), time.time())
+        status["warnings"] = [str(w) for w in warnings]
+        status["warning_kinds"] = [w.kind.value for w in warnings]  # the kind of each, in order
         return status
 
     # -- life cycle ------------------------------------------------------------------------
