@@ -152,12 +152,12 @@ def test_already_exists(op, key):
 
 @pytest.mark.parametrize("op, loc, words", [
     (E.SetKey("interface[eth0]", {}), ("interface", 0), "not the whole item"),
-    (E.SetKey("ha.vhid.x", 1), ("ha", "vhid"), "inside a value"),
+    (E.SetKey("ha.vhid.x", 1), ("ha", "vhid"), "cannot be set inside it"),
     (E.SetKey("ha[0].x", 1), ("ha",), "not a list"),
     (E.SetKey("ha..vhid", 1), (), "no dotted key"),
     (E.SetKey("", 1), (), "no dotted key"),
     (E.SetVirtualService("web", "port.x", 1),
-     ("virtual_service", 0, "port"), "inside a value"),
+     ("virtual_service", 0, "port"), "a value, not a table"),
     (E.SetPassword("admin", "clear text"), ("user",), "argon2"),
 ])
 def test_invalid_names_the_place(op, loc, words):

@@ -162,7 +162,7 @@ def _set(node: dict, key: str, value: Any, at: Loc = ()) -> None:
     for n, (name, ref, so_far) in enumerate(parts):
         last = n == len(parts) - 1
         if not isinstance(node, dict):
-            raise invalid(at, f"{key}: {name} is inside a value, not a table")
+            raise invalid(at, f"a value, not a table: {key} cannot be set inside it")
         if ref is None:
             at += (name,)
             if not last:
@@ -174,13 +174,13 @@ def _set(node: dict, key: str, value: Any, at: Loc = ()) -> None:
             continue
         items = node.get(name, [])
         if not isinstance(items, list):
-            raise invalid(at + (name,), f"{key}: {name} is not a list")
+            raise invalid(at + (name,), f"not a list: {key} names an item of it")
         k = _item(items, ref)
         if k is None:
             raise NotFound(so_far, f"no {name} named or numbered {ref!r}")
         at += (name, k)
         if last:
-            raise invalid(at, f"{key}: set a key inside {so_far}, not the whole item")
+            raise invalid(at, f"set a key inside {so_far}, not the whole item")
         node = items[k]
 
 
