@@ -9,9 +9,21 @@ import os
 import sys
 import time
 
+from .config.edit import (AddRealServer, AddVirtualService, AlreadyExists, Conflict, Edit,
+                          EditError, Invalid, NotFound, Op, Refused, RemoveRealServer,
+                          RemoveVirtualService, SetKey, SetPassword, SetRealServer,
+                          SetVirtualService, error_of)
 from .config.ha import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/carpool/carpool.toml"
+# Exit status of a change the daemon refused, by its typed error; any other failure is 1
+# (the standby refusing, no daemon answering).
+EXIT_CODES: dict[type[EditError], int] = {Invalid: 2, NotFound: 3, AlreadyExists: 4,
+                                          Conflict: 5}
+
+
+def exit_code(error: EditError) -> int:
+    return next((EXIT_CODES[c] for c in type(error).__mro__ if c in EXIT_CODES), 1)
 
 
 def _config_path(args) -> str:
@@ -114,19 +126,45 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _ask(args, command: str, timeout: float = 10.0, **fields) -> dict | None:
-    """One control request to the local daemon; prints its error and returns None."""
+def _request(args, command: str, timeout: float = 10.0, **fields) -> dict | EditError:
+    """One control request to the local daemon: its answer, or its typed error (printed)."""
     from .node import control
     cfg = _load(args)
     try:
         answer = control.request(cfg.socket_path, command, timeout=timeout, **fields)
     except (OSError, ValueError) as e:
-        print(f"carpool: no daemon answers on {cfg.socket_path}: {e}", file=sys.stderr)
-        return None
-    if "error" in answer:
-        print(f"carpool: {answer['error']}", file=sys.stderr)
-        return None
+        error: EditError | None = Refused("", f"no daemon answers on {cfg.socket_path}: {e}")
+    else:
+        error = error_of(answer)
+    if error is not None:
+        print(f"carpool: {error.message}", file=sys.stderr)
+        return error
     return answer
+
+
+def _ask(args, command: str, timeout: float = 10.0, **fields) -> dict | None:
+    """One control request to the local daemon; prints its error and returns None."""
+    answer = _request(args, command, timeout, **fields)
+    return None if isinstance(answer, EditError) else answer
+
+
+def _who() -> str:
+    return f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
+
+
+def _change(args, command: str, **fields) -> int:
+    """A change made by the daemon: prints the new version, or exits by the error's type."""
+    answer = _request(args, command, **fields)
+    if isinstance(answer, EditError):
+        return exit_code(answer)
+    print(_changed(answer))
+    return 0
+
+
+def _edit(args, *ops: Op) -> int:
+    """Operations the daemon applies to its current version (or to --expect-version only)."""
+    edit = Edit(ops, getattr(args, "expect_version", None))
+    return _change(args, "config.edit", who=_who(), **edit.to_json())
 
 
 def _value(text: str):
@@ -138,17 +176,6 @@ def _value(text: str):
         return text
 
 
-def _set_key(table: dict, key: str, value) -> None:
-    """Set a dotted key (check.type) in a document table; the daemon validates the result."""
-    *path, last = key.split(".")
-    for part in path:
-        inner = table.get(part)
-        if not isinstance(inner, dict):
-            inner = table[part] = {}
-        table = inner
-    table[last] = value
-
-
 def _changed(answer: dict) -> str:
     what = ", ".join(answer.get("what", [])[:10]) or "no change"
     return f"version {answer['version']} ({answer['hash'][:12]}): {what}"
@@ -157,7 +184,6 @@ def _changed(answer: dict) -> str:
 def cmd_config(args) -> int:
     import tomllib
     from .config import tomlw
-    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
     action = args.action
     if action == "show":
         answer = _ask(args, "config.show")
@@ -170,25 +196,25 @@ def cmd_config(args) -> int:
             print(tomlw.dumps(answer["document"]), end="")
         return 0
     if action == "set":
-        answer = _ask(args, "config.set", key=args.key, value=_value(args.value), who=who)
-    elif action == "apply":
+        return _edit(args, SetKey(args.key, _value(args.value)))
+    if action == "apply":
         try:
             with open(args.file, "rb") as f:
                 document = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as e:
             print(f"carpool: {args.file}: {e}", file=sys.stderr)
             return 1
-        answer = _ask(args, "config.apply", document=document, who=who)
-    elif action == "rollback":
-        answer = _ask(args, "config.rollback", version=args.version, who=who)
-    elif action == "diff":
+        return _change(args, "config.apply", document=document, who=_who())
+    if action == "rollback":
+        return _change(args, "config.rollback", version=args.version, who=_who())
+    if action == "diff":
         answer = _ask(args, "config.diff", a=args.a, b=args.b)
         if answer is not None:
             print(f"--- version {answer['a']}\n+++ version {answer['b']}")
             print("\n".join(answer["diff"]) or "(no difference)")
             return 0
         return 1
-    elif action == "history":
+    if action == "history":
         answer = _ask(args, "config.history")
         if answer is not None:
             if args.json:
@@ -201,37 +227,24 @@ def cmd_config(args) -> int:
                       f"{r['who']}: {', '.join(r['what'][:6]) or '-'}{flag}")
             return 0
         return 1
-    else:  # sync
-        if not args.force:
-            answer = _ask(args, "status")
-            if answer is not None:
-                print(json.dumps(answer["sync"], indent=2, sort_keys=True))
-                return 0
-            return 1
-        answer = _ask(args, "config.sync", timeout=60.0)
+    # sync
+    if not args.force:
+        answer = _ask(args, "status")
         if answer is not None:
-            print(f"partner updated: pushed versions {answer['pushed'] or 'none'}, "
-                  f"kept as conflict there: {answer['kept_as_conflict'] or 'none'}")
+            print(json.dumps(answer["sync"], indent=2, sort_keys=True))
             return 0
         return 1
-    if answer is None:
-        return 1
-    print(_changed(answer))
-    return 0
+    answer = _ask(args, "config.sync", timeout=60.0)
+    if answer is not None:
+        print(f"partner updated: pushed versions {answer['pushed'] or 'none'}, "
+              f"kept as conflict there: {answer['kept_as_conflict'] or 'none'}")
+        return 0
+    return 1
 
 
 def _document(args) -> dict | None:
     answer = _ask(args, "config.show")
     return None if answer is None else answer["document"]
-
-
-def _apply(args, doc: dict, what: str) -> int:
-    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'}): {what}"
-    answer = _ask(args, "config.apply", document=doc, who=who)
-    if answer is None:
-        return 1
-    print(_changed(answer))
-    return 0
 
 
 def _find_vs(doc: dict, name: str) -> dict | None:
@@ -253,16 +266,16 @@ def _server_ref(text: str) -> tuple[str, int]:
 def cmd_vs(args) -> int:
     if args.action in ("list", "show"):
         status = _ask(args, "status")
-        if status is None:
+        doc = None if status is None else _document(args)
+        if doc is None:
             return 1
-        doc = _document(args)
         health = {(s["service"], s["address"], s["port"]): s
                   for s in status.get("dataplane", {}).get("servers", [])}
         services = doc.get("virtual_service", [])
         if args.action == "show":
             vs = _find_vs(doc, args.name)
             if vs is None:
-                return 1
+                return EXIT_CODES[NotFound]
             services = [vs]
         for vs in services:
             print(f"{vs['name']}: {vs['address']}:{vs['port']}/{vs['protocol']} {vs['type']} "
@@ -275,54 +288,31 @@ def cmd_vs(args) -> int:
                                                    f"DOWN ({h['last_error']})"))
                 print(f"    {rs['address']}:{rs['port']} weight {rs['weight']} {state}")
         return 0
-    doc = _document(args)
-    if doc is None:
-        return 1
-    services = doc.setdefault("virtual_service", [])
     if args.action == "add":
-        vs = {"name": args.name, "address": args.address, "port": args.port,
-              "protocol": args.protocol, "type": args.type, "scheduler": args.scheduler,
-              "persistence": args.persistence, "real_server": []}
-        services.append(vs)
-        return _apply(args, doc, f"vs add {args.name}")
-    vs = _find_vs(doc, args.name)
-    if vs is None:
-        return 1
+        return _edit(args, AddVirtualService({
+            "name": args.name, "address": args.address, "port": args.port,
+            "protocol": args.protocol, "type": args.type, "scheduler": args.scheduler,
+            "persistence": args.persistence, "real_server": []}))
     if args.action == "rm":
-        services.remove(vs)
-        return _apply(args, doc, f"vs rm {args.name}")
-    _set_key(vs, args.key, _value(args.value))  # set
-    return _apply(args, doc, f"vs set {args.name} {args.key}")
+        return _edit(args, RemoveVirtualService(args.name))
+    return _edit(args, SetVirtualService(args.name, args.key, _value(args.value)))  # set
 
 
 def cmd_rs(args) -> int:
-    doc = _document(args)
-    if doc is None:
-        return 1
-    vs = _find_vs(doc, args.vs)
-    if vs is None:
-        return 1
     address, port = _server_ref(args.server)
-    servers = vs.setdefault("real_server", [])
-    found = [r for r in servers if (r["address"], r["port"]) == (address, port)]
     if args.action == "add":
-        servers.append({"address": address, "port": port, "weight": args.weight})
-        return _apply(args, doc, f"rs add {args.vs} {args.server}")
-    if not found:
-        print(f"carpool: {args.vs} has no real server {args.server}", file=sys.stderr)
-        return 1
+        return _edit(args, AddRealServer(args.vs, {"address": address, "port": port,
+                                                   "weight": args.weight}))
     if args.action == "rm":
-        servers.remove(found[0])
-    elif args.action in ("enable", "disable"):
-        found[0]["enabled"] = args.action == "enable"
-    else:
-        found[0][args.key] = _value(args.value)
-    return _apply(args, doc, f"rs {args.action} {args.vs} {args.server}")
+        return _edit(args, RemoveRealServer(args.vs, address, port))
+    if args.action in ("enable", "disable"):
+        return _edit(args, SetRealServer(args.vs, address, port, "enabled",
+                                         args.action == "enable"))
+    return _edit(args, SetRealServer(args.vs, address, port, args.key, _value(args.value)))
 
 
 def cmd_failover(args) -> int:
-    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
-    answer = _ask(args, "ha.failover", hold=args.hold, who=who)
+    answer = _ask(args, "ha.failover", hold=args.hold, who=_who())
     if answer is None:
         return 1
     print(f"now {answer['state']}: {answer['reason']}; the partner takes over "
@@ -349,8 +339,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_pacify(args) -> int:
-    who = f"cli ({os.environ.get('SUDO_USER') or os.environ.get('USER') or 'root'})"
-    answer = _ask(args, "pacify", clear=args.clear, who=who)
+    answer = _ask(args, "pacify", clear=args.clear, who=_who())
     if answer is None:
         return 1
     if args.clear:
@@ -378,21 +367,15 @@ def _new_password(args) -> str | None:
 
 
 def cmd_passwd(args) -> int:
-    """Set a WUI/API user's password: an argon2 hash in the synced document (both units)."""
+    """Set a WUI/API user's password: an argon2 hash in the synced document (both units). The
+    hash is made here: the password never crosses the control socket."""
     from .web.auth import hash_password
-    doc = _document(args)
-    if doc is None:
+    if _ask(args, "config.history") is None:  # no daemon: say so before asking for a password
         return 1
     password = _new_password(args)
     if password is None:
         return 1
-    users = doc.setdefault("user", [])
-    found = [u for u in users if u["name"] == args.user]
-    if found:
-        found[0]["password_hash"] = hash_password(password)
-    else:
-        users.append({"name": args.user, "password_hash": hash_password(password)})
-    return _apply(args, doc, f"passwd {args.user}")
+    return _edit(args, SetPassword(args.user, hash_password(password)))
 
 
 def cmd_check(args) -> int:
@@ -400,6 +383,12 @@ def cmd_check(args) -> int:
     print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
           f"{len(cfg.interfaces)} interfaces)")
     return 0
+
+
+def _expect_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--expect-version", type=int, metavar="VERSION",
+                        help="change only if the configuration is still at this version "
+                             "(else exit 5, nothing changed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -438,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("set", help="set one dotted key, e.g. appliance.description")
     c.add_argument("key")
     c.add_argument("value", help="a TOML value (5, true, [\"a\"]) or plain text")
+    _expect_version(c)
     c = csub.add_parser("apply", help="replace the document with a TOML file")
     c.add_argument("file")
     c = csub.add_parser("diff", help="changes between versions (default: previous -> current)")
@@ -472,8 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("value")
     c = vsub.add_parser("rm")
     c.add_argument("name")
-    for p in vsub.choices.values():
+    for name, p in vsub.choices.items():
         p.add_argument("--config", default=argparse.SUPPRESS)
+        if name in ("add", "set", "rm"):
+            _expect_version(p)
     vs.set_defaults(func=cmd_vs)
     rs = sub.add_parser("rs", help="real servers of a virtual service")
     rs.add_argument("--config")
@@ -488,12 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("key")
             c.add_argument("value")
         c.add_argument("--config", default=argparse.SUPPRESS)
+        _expect_version(c)
     rs.set_defaults(func=cmd_rs)
     passwd = sub.add_parser("passwd", help="set a WUI/REST API user's password (synced)")
     passwd.add_argument("user", nargs="?", default="admin")
     passwd.add_argument("--password-stdin", action="store_true",
                         help="read the password from the first line of stdin (scripts)")
     passwd.add_argument("--config")
+    _expect_version(passwd)
     passwd.set_defaults(func=cmd_passwd)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config")

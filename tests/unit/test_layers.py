@@ -11,9 +11,9 @@ MAY_IMPORT = {
     "ha": {"events"},
     "config": {"events"},
     "dataplane": {"config", "events"},
-    "web": {"config", "events", "tlscert"},
-    "node": {"ha", "config", "dataplane", "web", "events"},
-    "lab": {"ha", "config", "node", "web", "events", "tlscert"},
+    "web": {"config", "events", "terms", "tlscert"},
+    "node": {"ha", "config", "dataplane", "web", "events", "terms"},
+    "lab": {"ha", "config", "node", "web", "events", "terms", "tlscert"},
 }
 
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from carpool.config.document import DocumentError, parse_document
+from carpool.config.document import DocumentError, Problem, parse_document
 from carpool.web.auth import (LoginLimiter, Sessions, csrf_ok, fixed_salt_hash, hash_password,
                               parse_basic, peer_token, peer_token_ok, verify_password)
 from carpool.web.forms import FormErrors, vs_from_form, vs_problems
@@ -110,8 +110,10 @@ def test_document_problems_land_next_to_their_field():
         parse_document({**DOC, "virtual_service": [bad]})
     errors = vs_problems(e.value.problems, 0)
     assert "port" in errors and "65535" in errors["port"][0]
-    assert vs_problems(["virtual_service[0].address: not shared", "ha.vhid: bad",
-                        "virtual_service[0].real_server[1].port: too big"], 0) == {
+    assert vs_problems([Problem(("virtual_service", 0, "address"), "not shared"),
+                        Problem(("ha", "vhid"), "bad"),
+                        Problem(("virtual_service", 0, "real_server", 1, "port"), "too big")],
+                       0) == {
         "address": ["not shared"], "general": ["ha.vhid: bad"], "real_servers": ["too big"]}
 
 
@@ -122,8 +124,8 @@ def test_document_problems_land_next_to_their_field():
     ({"state": "backup", "reason": "198.18.0.11 beats us"}, {"state": "master"}, "standby"),
     ({"state": "backup", "reason": "forced failover by admin"}, None, "standby"),
     ({"state": "backup", "pacified": "restarted 4 times in 5 min"}, None, "pacified"),
-    ({"state": "master", "warnings": ["master-master: the partner is active too"]}, None,
-     "master-master"),
+    ({"state": "master", "warnings": ["master-master: the partner is active too"],
+      "warning_kinds": ["master-master"]}, None, "master-master"),
     ({"state": "init"}, {"state": "master"}, "not-operational"),
     (None, {"state": "master"}, "not-operational"),
 ])

@@ -3,13 +3,15 @@
 Pydantic models (TOML on disk, JSON on the wire). Everything here is synced; what belongs to one
 machine only (role, partner secret, directories) is the local `[unit]` table (config/ha.py).
 A document has a content hash (SHA-256 of its canonical JSON); the version number is the store's.
-Validation errors are `KEY: why` lines, e.g. `virtual_service[0].port: must be 1-65535`.
+Validation errors are Problems (a place and why), shown as `KEY: why` lines, e.g.
+`virtual_service[0].port: must be 1-65535`.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
@@ -18,11 +20,44 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 ROLES = ("first", "second")
 
 
-class DocumentError(ValueError):
-    """The document is invalid; `problems` are `KEY: why` strings."""
+Loc = tuple[str | int, ...]
 
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
+
+def key_of(loc: Loc) -> str:
+    """`virtual_service[0].check.type` for ("virtual_service", 0, "check", "type")."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f"{'.' if n else ''}{p}"
+                   for n, p in enumerate(loc))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a document is invalid: where (keys and list indexes) and why. Callers use
+    `loc` to place it (a form field, an API error's loc); str() is the `KEY: why` line."""
+    loc: Loc
+    why: str
+
+    @property
+    def key(self) -> str:
+        return key_of(self.loc)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.why}" if self.loc else self.why
+
+
+class DocumentError(ValueError):
+    """The document is invalid; `problems` are every Problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+class _Problems(ValueError):
+    """Raised inside a validator with problems elsewhere in the document: pydantic keeps the
+    exception in its error, so each keeps its own place (no text to split later)."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(map(str, problems)))
         self.problems = problems
 
 
@@ -189,32 +224,34 @@ class Document(_Model):
     def _across(self):
         problems = []
         if not any(i.check for i in self.interface):
-            problems.append("interface: at least one interface needs check = true")
+            problems.append(Problem(("interface",), "at least one interface needs check = true"))
         names = [i.name for i in self.interface]
-        problems += [f"interface: {n} is listed twice" for n in sorted(set(names))
+        problems += [Problem(("interface",), f"{n} is listed twice") for n in sorted(set(names))
                      if names.count(n) > 1]
         shared = [s.split("/")[0] for i in self.interface for s in i.shared]
-        problems += [f"interface: shared address {a} is listed twice"
+        problems += [Problem(("interface",), f"shared address {a} is listed twice")
                      for a in sorted(set(shared)) if shared.count(a) > 1]
         seen: dict[tuple, str] = {}
         vs_names = [v.name for v in self.virtual_service]
         for n, vs in enumerate(self.virtual_service):
-            key = f"virtual_service[{n}]"
             if vs_names.count(vs.name) > 1:
-                problems.append(f"{key}.name: {vs.name} is used twice")
+                problems.append(Problem(("virtual_service", n, "name"),
+                                        f"{vs.name} is used twice"))
             if vs.address not in shared:
-                problems.append(f"{key}.address: {vs.address} is not a shared address "
-                                f"(shared: {', '.join(shared) or 'none'})")
+                problems.append(Problem(("virtual_service", n, "address"),
+                                        f"{vs.address} is not a shared address "
+                                        f"(shared: {', '.join(shared) or 'none'})"))
             where = (vs.address, vs.port, vs.protocol)
             if where in seen:
-                problems.append(f"{key}.port: {vs.address}:{vs.port}/{vs.protocol} is already "
-                                f"used by {seen[where]}")
+                problems.append(Problem(("virtual_service", n, "port"),
+                                        f"{vs.address}:{vs.port}/{vs.protocol} is already "
+                                        f"used by {seen[where]}"))
             seen.setdefault(where, vs.name)
         users = [u.name for u in self.user]
-        problems += [f"user: {u} is listed twice" for u in sorted(set(users))
+        problems += [Problem(("user",), f"{u} is listed twice") for u in sorted(set(users))
                      if users.count(u) > 1]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise _Problems(problems)
         return self
 
     # -- identity --------------------------------------------------------------------------
@@ -227,14 +264,9 @@ class Document(_Model):
         return hashlib.sha256(self.canonical()).hexdigest()
 
 
-def _where(loc: tuple) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif "[" not in str(part):  # pydantic's own steps, e.g. "function-after[_ipv4(), str]"
-            text += ("." if text else "") + str(part)
-    return text
+def _where(loc: tuple) -> Loc:
+    # without pydantic's own steps, e.g. "function-after[_ipv4(), str]"
+    return tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
 
 
 _TYPES = {"int_type": "an integer", "bool_type": "true or false", "string_type": "a string",
@@ -262,14 +294,16 @@ def _message(e: dict) -> str:
     return e["msg"].removeprefix("Value error, ")
 
 
-def problems_of(error: ValidationError) -> list[str]:
-    """`KEY: why` for every error pydantic found."""
+def problems_of(error: ValidationError) -> list[Problem]:
+    """Every error pydantic found, placed."""
     out = []
     for e in error.errors():
-        msg = _message(e)
         where = _where(e["loc"])
-        for part in msg.split("; "):
-            out.append(f"{where}: {part}" if where and not part.startswith(where) else part)
+        inner = e.get("ctx", {}).get("error")
+        if isinstance(inner, _Problems):
+            out += [Problem(where + p.loc, p.why) for p in inner.problems]
+        else:
+            out.append(Problem(where, _message(e)))
     return out
 
 
@@ -277,7 +311,8 @@ def parse_document(data: Any) -> Document:
     """A validated Document from a dict (parsed TOML or JSON); DocumentError lists every
     problem. Nothing is half-parsed: either all of it is valid or none is returned."""
     if not isinstance(data, dict):
-        raise DocumentError([f"document: must be a table, not {type(data).__name__}"])
+        raise DocumentError([Problem(("document",), f"must be a table, not "
+                                                    f"{type(data).__name__}")])
     try:
         return Document.model_validate(_lists_to_tuples(data))
     except ValidationError as e:

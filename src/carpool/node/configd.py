@@ -1,24 +1,20 @@
-"""The daemon's configuration side: the store, the control commands (`carpool config ...`) and
-the sync service. Changes are accepted on the active unit only; each becomes a version, is
-applied, then pushed to the partner at once."""
+"""The daemon's configuration side: the store, the control commands (`carpool config ...`,
+and `config.edit`: the typed operations of config/edit.py) and the sync service. Changes are
+accepted on the active unit only; each becomes a version, is applied, then pushed to the partner
+at once. Refusals are config/edit.py's typed errors, as JSON."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from ..config.document import Document, DocumentError, parse_document
+from ..config.document import Document, DocumentError, Loc, parse_document
+from ..config.edit import Edit, EditError, Invalid, NotFound, Refused, SetKey, Standby, invalid
 from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
 from .sync import SyncService
 from .. import events
 
 log = events.logger("carpool.config", events.Kind.CONFIG)
-_INDEX = re.compile(r"^(\w+)\[(.+)\]$")
-
-
-class Refused(Exception):
-    pass
 
 
 def open_store(cfg: Config) -> Store:
@@ -39,39 +35,6 @@ def open_store(cfg: Config) -> Store:
     return store
 
 
-def set_key(data: dict, key: str, value: Any) -> dict:
-    """data with the dotted key set: `appliance.description`, `ha.vhid`,
-    `interface[eth0].ping_target` / `interface[0].check` (list items by name or index)."""
-    node: Any = data
-    parts = key.split(".")
-    for n, part in enumerate(parts):
-        last = n == len(parts) - 1
-        m = _INDEX.match(part)
-        if m:
-            items = node.setdefault(m[1], [])
-            if not isinstance(items, list):
-                raise Refused(f"{key}: {m[1]} is not a list")
-            found = [i for i in items if isinstance(i, dict) and i.get("name") == m[2]]
-            if not found and m[2].isdigit() and int(m[2]) < len(items):
-                found = [items[int(m[2])]]
-            if not found:
-                raise Refused(f"{key}: no {m[1]} named or numbered {m[2]!r}")
-            if last:
-                raise Refused(f"{key}: set a key inside {part}, not the whole item")
-            node = found[0]
-            continue
-        if not isinstance(node, dict):
-            raise Refused(f"{key}: {part} is inside a value, not a table")
-        if last:
-            if value is None:
-                node.pop(part, None)
-            else:
-                node[part] = value
-        else:
-            node = node.setdefault(part, {})
-    return data
-
-
 class ConfigControl:
     def __init__(self, cfg: Config, store: Store, is_active: Callable[[], bool],
                  active_address: Callable[[], str], on_apply: Callable[[Version], None],
@@ -89,7 +52,8 @@ class ConfigControl:
         return str(with_document(self.cfg, self.store.current.document).partner_address)
 
     def handlers(self) -> dict:
-        return {"config.show": self.show, "config.set": self.set, "config.apply": self.apply,
+        return {"config.show": self.show, "config.edit": self.edit, "config.set": self.set,
+                "config.apply": self.apply,
                 "config.history": self.history, "config.diff": self.diff,
                 "config.rollback": self.rollback, "config.sync": self.force_sync,
                 "config.applied": lambda _req: {"applied": list(self.sync.applied)}}
@@ -104,27 +68,35 @@ class ConfigControl:
         return {"history": [r.to_json() for r in self.store.history()]}
 
     def diff(self, req: dict) -> dict:
-        def ref(value, default: int) -> tuple[int, str | None]:
+        def ref(name: str, default: int) -> tuple[int, str | None]:
+            value = req.get(name)
             if value is None:
                 return default, None
             version, _, prefix = str(value).partition(":")  # "5" or "5:1a2b3c" (a conflict)
+            if not version.isdigit():
+                raise invalid((name,), f"VERSION or VERSION:HASH, not {value!r}",
+                              headline="no such version reference:")
             return int(version), prefix or None
         try:
-            b, b_hash = ref(req.get("b"), self.store.current.record.version)
-            a, a_hash = ref(req.get("a"), b - 1)
-            old = self.store.get(a, a_hash).document if a >= 1 else None
-            return {"a": a, "b": b, "diff": diff(old, self.store.get(b, b_hash).document)}
-        except (StoreError, ValueError, TypeError) as e:
-            return {"error": str(e)}
+            b, b_hash = ref("b", self.store.current.record.version)
+            a, a_hash = ref("a", b - 1)
+            try:
+                old = self.store.get(a, a_hash).document if a >= 1 else None
+                return {"a": a, "b": b, "diff": diff(old, self.store.get(b, b_hash).document)}
+            except StoreError as e:
+                raise NotFound("version", str(e)) from None
+        except EditError as e:
+            return e.to_json()
 
     # -- changing (active unit only) -------------------------------------------------------
     def _guard(self) -> None:
         if not self.is_active():
-            raise Refused(f"this unit ({self.cfg.role}) is the standby; change the "
-                          f"configuration on the active unit at {self.active_address()}")
+            active = self.active_address()
+            raise Standby(f"this unit ({self.cfg.role}) is the standby; change the "
+                          f"configuration on the active unit at {active}", active)
 
-    async def _change(self, make: Callable[[], Document], who: str) -> dict:
-        """Build the new document from the current one and store it, both on the store's
+    async def _change(self, make: Callable[[Version], Document], who: str) -> dict:
+        """Build the new document from the current version and store it, both on the store's
         writer (off the loop, one change at a time: none builds on a version another replaced),
         then apply it here and push it to the partner."""
         try:
@@ -132,47 +104,69 @@ class ConfigControl:
 
             def job() -> Version:
                 self._guard()  # again: the unit may have become standby while we waited
-                return self.store.commit(make(), who=who, origin=self.cfg.role)
+                doc = make(self.store.current)
+                try:
+                    return self.store.commit(doc, who=who, origin=self.cfg.role)
+                except (StoreError, OSError) as e:
+                    raise Refused("", f"cannot store the new version: {e}") from None
             v = await self.sync.writer.run(job)
-        except Refused as e:
-            return {"error": str(e)}
-        except DocumentError as e:
-            return {"error": "invalid configuration, nothing changed:\n" + str(e)}
-        except (StoreError, OSError) as e:
-            return {"error": f"cannot store the new version: {e}"}
+        except EditError as e:
+            return e.to_json()
         try:
             self.on_apply(v)
         finally:
             self.sync.changed()  # stored: the partner gets it whatever applying it here did
         return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
 
+    async def edit(self, req: dict) -> dict:
+        """config.edit: {"ops": [...], "expect_version": N or null, "who": "..."}."""
+        try:
+            change = Edit.from_json(req)
+        except EditError as e:
+            return e.to_json()
+
+        def make(current: Version) -> Document:
+            before = current.document.model_dump(mode="json")
+            return _valid(change.apply(before, current.record.version), change.subject(before))
+        return await self._change(make, who=f"{req.get('who') or 'cli'}: {change.describe()}")
+
     async def set(self, req: dict) -> dict:
-        def make() -> Document:
-            data = self.store.current.document.model_dump(mode="json")
-            return parse_document(set_key(data, str(req["key"]), req.get("value")))
-        return await self._change(make, who=req.get("who") or "cli: config set")
+        """config.set {key, value}: one SetKey (kept for scripts and the lab)."""
+        return await self.edit({"ops": [SetKey(str(req.get("key")), req.get("value")).to_json()],
+                                "expect_version": req.get("expect_version"),
+                                "who": req.get("who")})
 
     async def apply(self, req: dict) -> dict:
-        def make() -> Document:
+        def make(_current: Version) -> Document:
             data = req.get("document")
             if isinstance(data, dict) and "unit" in data:
-                raise Refused("the [unit] table belongs to the unit's own file; it is not "
-                              "part of the synced document")
-            return parse_document(data)
+                raise Refused("unit", "the [unit] table belongs to the unit's own file; it is "
+                                      "not part of the synced document")
+            return _valid(data)
         return await self._change(make, who=req.get("who") or "cli: config apply")
 
     async def rollback(self, req: dict) -> dict:
         version = int(req["version"])
 
-        def make() -> Document:
-            return self.store.get(version).document
+        def make(_current: Version) -> Document:
+            try:
+                return self.store.get(version).document
+            except StoreError as e:
+                raise NotFound("version", str(e)) from None
         return await self._change(make, who=f"{req.get('who') or 'cli'}: rollback to {version}")
 
     async def force_sync(self, req: dict) -> dict:
         try:
             self._guard()
             return await self.sync.force()
-        except Refused as e:
-            return {"error": str(e)}
+        except EditError as e:
+            return e.to_json()
         except Exception as e:  # partner down, refused: say so, never crash
-            return {"error": f"force sync failed: {e}"}
+            return Refused("", f"force sync failed: {e}").to_json()
+
+
+def _valid(data, subject: Loc = ()) -> Document:
+    try:
+        return parse_document(data)
+    except DocumentError as e:
+        raise Invalid(e.problems, subject) from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..terms import Warn
+
 MAX_LATENCY_MS = 100.0   # LoadMaster's requirement for the units' round trip
 MAX_CLOCK_OFFSET = 1.0   # s: logs, history and certificates of the two units line up
 
@@ -271,10 +273,23 @@ def relayed_only(status: dict, heard: list[str]) -> bool:
     return not heard and ago is not None and ago <= master_down
 
 
+class StatusWarning(str):
+    """A warning's text, with its kind."""
+    kind: Warn
+
+    def __new__(cls, kind: Warn, text: str) -> StatusWarning:
+        self = super().__new__(cls, text)
+        self.kind = kind
+        return self
+
+
 def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: float,
-             fresh: float = 20.0) -> list[str]:
+             fresh: float = 20.0) -> list[StatusWarning]:
     """The cheap checks the daemon keeps running, for `carpool status` and the WUI."""
-    out = []
+    out: list[StatusWarning] = []
+
+    def warn(kind: Warn, text: str) -> None:
+        out.append(StatusWarning(kind, text))
     partner = status.get("partner", {})
     answers = [n for n, p in partner.items() if p.get("ping_ok")]
     silent = [n for n in answers if not partner[n].get("advert_alive")]
@@ -282,29 +297,34 @@ def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: fl
     partner_master = bool(partner_ha and partner_ha.get("state") == "master"
                           and now - partner_ha.get("at", 0) <= fresh)
     if status.get("state") == "master" and partner_master:
-        out.append("master-master: the partner is active too (it says so on the sync port) "
-                   + (f"and answers ping on {', '.join(answers)}, but none of its adverts "
-                      f"arrive on {', '.join(silent)}: those paths drop IP protocol 112 "
-                      "(multicast filtering, IGMP snooping, a firewall)" if silent and not heard
-                      else
-                      "- check the secret (bad_hmac drops) and the adverts' paths"))
+        warn(Warn.MASTER_MASTER,
+             "master-master: the partner is active too (it says so on the sync port) "
+             + (f"and answers ping on {', '.join(answers)}, but none of its adverts "
+                f"arrive on {', '.join(silent)}: those paths drop IP protocol 112 "
+                "(multicast filtering, IGMP snooping, a firewall)" if silent and not heard
+                else
+                "- check the secret (bad_hmac drops) and the adverts' paths"))
     elif relayed_only(status, heard):
-        out.append(f"adverts lost: none of the partner's adverts arrive on "
-                   f"{', '.join(partner) or 'any path'}, only over the sync port (6973), "
-                   f"which keeps this unit {status.get('state')}: those paths drop IP protocol "
-                   f"112 from the partner to us (a filter, multicast filtering); without 6973 "
-                   f"both units would be active")
+        warn(Warn.ADVERTS_LOST,
+             f"adverts lost: none of the partner's adverts arrive on "
+             f"{', '.join(partner) or 'any path'}, only over the sync port (6973), "
+             f"which keeps this unit {status.get('state')}: those paths drop IP protocol "
+             f"112 from the partner to us (a filter, multicast filtering); without 6973 "
+             f"both units would be active")
     elif status.get("state") == "master" and (status.get("relay") or {}).get(
             "partner_state") == "backup":
-        out.append(f"adverts lost: the partner hears none of our adverts on "
-                   f"{', '.join(partner) or 'any path'} and takes them over the sync port "
-                   f"(6973): those paths drop IP protocol 112 from us to the partner; without "
-                   f"6973 both units would be active")
+        warn(Warn.ADVERTS_LOST,
+             f"adverts lost: the partner hears none of our adverts on "
+             f"{', '.join(partner) or 'any path'} and takes them over the sync port "
+             f"(6973): those paths drop IP protocol 112 from us to the partner; without "
+             f"6973 both units would be active")
     elif status.get("state") == "backup" and heard and silent:
-        out.append(f"adverts from the active unit arrive on {', '.join(heard)} but not on "
-                   f"{', '.join(silent)}, where the partner answers ping: that path drops IP "
-                   f"protocol 112; if the others fail, both units become active")
+        warn(Warn.PATH_DROPS,
+             f"adverts from the active unit arrive on {', '.join(heard)} but not on "
+             f"{', '.join(silent)}, where the partner answers ping: that path drops IP "
+             f"protocol 112; if the others fail, both units become active")
     for f in foreign:
-        out.append(f"vhid {status.get('vhid')} is also used by {f['source']} on "
-                   f"{f['interface']} ({f['kind']}, last heard {f['last_ago']:g} s ago)")
+        warn(Warn.FOREIGN_VHID,
+             f"vhid {status.get('vhid')} is also used by {f['source']} on "
+             f"{f['interface']} ({f['kind']}, last heard {f['last_ago']:g} s ago)")
     return out

@@ -82,6 +82,8 @@ def unit_status(p: StatusParts) -> dict:
         **p.holder.status(),
         "relay": p.relay.status(now),
     }
-    status["warnings"] = findings.warnings(status, p.config.sync.partner_ha,
-                                           p.doctor.recent_foreign(), time.time())
+    warnings = findings.warnings(status, p.config.sync.partner_ha,
+                                 p.doctor.recent_foreign(), time.time())
+    status["warnings"] = [str(w) for w in warnings]
+    status["warning_kinds"] = [w.kind.value for w in warnings]  # the kind of each, in order
     return status

@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
+from ..terms import SyncState
 from .storeio import StoreWriter
 from .. import events
 
@@ -33,6 +34,12 @@ POST_LIMIT = 64 * 1024  # bytes queued to a slow reader before posts to it are d
 
 class SyncRefused(Exception):
     pass
+
+
+class StalePush(SyncRefused):
+    """A push planned against a version the receiver no longer has: plan again. Its error
+    reply carries CODE, so the pusher knows without reading the message."""
+    CODE = "stale"
 
 
 class Channel:
@@ -127,7 +134,7 @@ class SyncService:
         self.partner, self.preferred, self.is_active = partner, preferred, is_active
         self.on_apply = on_apply
         self.counters: collections.Counter = collections.Counter()
-        self.state = "idle"          # idle (standby) | connecting | in sync | sync down: why
+        self.state = SyncState.IDLE
         self.partner_version: tuple[int, str] | None = None
         self.last_error = ""
         self.last_ok: float | None = None
@@ -217,7 +224,8 @@ class SyncService:
                 await self._receive(msg)
             except (SyncRefused, StoreError, OSError) as e:
                 log.error("sync: refused push: %s", e)
-                return {"type": "error", "error": str(e)}
+                stale = {"code": StalePush.CODE} if isinstance(e, StalePush) else {}
+                return {"type": "error", "error": str(e), **stale}
             return {"type": "ack", "history": _keys(self.store),
                     "current": _current(self.store)}
         raise sp.FrameError("garbage", f"unknown message {kind!r}")
@@ -234,8 +242,8 @@ class SyncService:
             # versions. Checked under the write lock, with the writes.
             current = self.store.current.record.key if self.store.current else None
             if expect is not None and (current is None or list(current) != list(expect)):
-                raise SyncRefused(f"stale push: expected version {expect[0]}, "
-                                  f"here {current[0] if current else 'none'}")
+                raise StalePush(f"stale push: expected version {expect[0]}, "
+                                f"here {current[0] if current else 'none'}")
             for version, hash_ in lost:
                 self.store.keep_as_conflict(self.store.get(version, hash_).record, why)
                 log.warning("sync: version %d kept as conflict: %s", version, why)
@@ -317,7 +325,8 @@ class SyncService:
         await ch.send(msg)
         reply = await ch.recv()
         if reply.get("type") == "error":
-            raise SyncRefused(f"partner: {reply.get('error')}")
+            refused = StalePush if reply.get("code") == StalePush.CODE else SyncRefused
+            raise refused(f"partner: {reply.get('error')}")
         return reply
 
     async def _push(self, ch: Channel, keys, lost=(), why: str = "", expect=...) -> dict:
@@ -380,21 +389,22 @@ class SyncService:
                     if ch:
                         ch.close()
                         ch = None
-                    self.state = "idle"
+                    self.state = SyncState.IDLE
                     await self._sleep(1.0)
                     continue
                 fresh = True
                 if ch is None:
-                    self.state = "connecting"
+                    self.state = SyncState.CONNECTING
                     ch = await self._connect()
                 while self.is_active():
                     try:
                         await self.reconcile(ch, fresh)
-                    except SyncRefused as e:
-                        if "stale push" not in str(e) or fresh:
+                    except StalePush:
+                        if fresh:
                             raise
                         await self.reconcile(ch, True)  # the partner moved: look again
-                    self.state, self.last_ok, self.last_error = "in sync", time.time(), ""
+                    self.state, self.last_ok = SyncState.IN_SYNC, time.time()
+                    self.last_error = ""
                     fresh = not await self._sleep(self._interval())
             except asyncio.CancelledError:
                 if ch:
@@ -405,7 +415,7 @@ class SyncService:
                 why = str(e) or type(e).__name__
                 if self.last_error != why:
                     log.warning("sync down: %s", why)
-                self.state, self.last_error = f"sync down: {why}", why
+                self.state, self.last_error = SyncState.DOWN, why
                 self.counters["failures"] += 1
                 if ch:
                     ch.close()
@@ -469,7 +479,9 @@ class SyncService:
         lag = None
         if ours and self.partner_version:
             lag = ours[0] - self.partner_version[0]
-        return {"state": self.state, "port": self.port,
+        state = f"{SyncState.DOWN}: {self.last_error}" if self.state is SyncState.DOWN \
+            else self.state.value
+        return {"state": state, "port": self.port,
                 "version": ours[0] if ours else None, "hash": ours[1] if ours else None,
                 "partner_version": self.partner_version[0] if self.partner_version else None,
                 "partner_hash": self.partner_version[1] if self.partner_version else None,

@@ -1,25 +1,32 @@
-"""The REST API under /api/v1/ (OpenAPI at /api/openapi.json). Every change goes through the
-daemon's config handlers: the same validation, history and sync as `carpool config`.
+"""The REST API under /api/v1/ (OpenAPI at /api/openapi.json). Every change is an operation
+of config/edit.py that the daemon applies: the same validation, history and sync as `carpool
+config`. A change may name the version it was made against (`?expect_version=N`).
 
-Errors: 401 no or wrong credentials, 403 missing CSRF token (browser sessions), 404 no such
-thing, 409 this unit is the standby (the message names the active unit), 422 invalid input with
-the field named, 429 too many failed logins."""
+Errors: 401 no or wrong credentials, 403 missing CSRF token (browser sessions), 429 too many
+failed logins, and the daemon's typed refusals by STATUS: 404 no such thing, 409 this unit is the
+standby (the answer names the active unit), the thing exists already, or the configuration
+changed since expect_version; 422 invalid input with the field named; 400 anything else."""
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from ..config.document import RealServer, VirtualService, _lists_to_tuples
+from ..config.document import Loc, RealServer, VirtualService, _lists_to_tuples
+from ..config.edit import (AddRealServer, AddVirtualService, AlreadyExists, Conflict, EditError,
+                           Invalid, NotFound, Refused, RemoveRealServer, RemoveVirtualService,
+                           ReplaceRealServer, ReplaceVirtualService, SetKey, Standby, error_of)
 from .auth import peer_token_ok
 from .context import WebContext, api_user
 from .partner import PEER_HEADER
 
-INVALID = "invalid configuration, nothing changed:"
 VsBody = Annotated[VirtualService, BeforeValidator(_lists_to_tuples)]
 RsBody = Annotated[RealServer, BeforeValidator(_lists_to_tuples)]
+Expect = Annotated[int | None, Query(description="apply only if the configuration is still at "
+                                                 "this version (else 409)")]
+STATUS: dict[type[EditError], int] = {
+    NotFound: 404, AlreadyExists: 409, Conflict: 409, Standby: 409, Invalid: 422, Refused: 400}
 
 
 class _Body(BaseModel):
@@ -44,29 +51,37 @@ class Failover(_Body):
     confirm: Literal[True] = True
 
 
-def _loc(key: str, strip: str = "") -> list:
-    if strip and key.startswith(strip):
-        key = key[len(strip):].lstrip(".")
-    loc: list = ["body"]
-    for part in filter(None, key.split(".")):
-        m = re.fullmatch(r"(\w+)\[(\d+)\]", part)
-        loc += [m[1], int(m[2])] if m else [part]
-    return loc
+def status_of(error: EditError) -> int:
+    return next((STATUS[c] for c in type(error).__mro__ if c in STATUS), 400)
 
 
-def answer_or_raise(ctx: WebContext, answer: dict, strip: str = "") -> dict:
+def _inside(loc: Loc, subject: Loc) -> list:
+    """A problem's place relative to the request body (the edited item)."""
+    return list(loc[len(subject):] if subject and loc[:len(subject)] == subject else loc)
+
+
+def http_error(error: EditError, active_url: str) -> HTTPException:
+    """The HTTP answer to a typed refusal."""
+    status = status_of(error)
+    if isinstance(error, Invalid):
+        return HTTPException(status, [{"loc": ["body", *_inside(p.loc, error.subject)],
+                                       "msg": p.why, "type": "value_error"}
+                                      for p in error.problems])
+    if isinstance(error, Standby):
+        return HTTPException(status, {"message": error.message, "active": active_url})
+    if isinstance(error, Conflict):
+        return HTTPException(status, {"message": error.message,
+                                      "expected_version": error.expected_version,
+                                      "current_version": error.current_version})
+    return HTTPException(status, error.message)
+
+
+def answer_or_raise(ctx: WebContext, answer: dict) -> dict:
     """A config handler's answer, or the HTTP error it means."""
-    error = answer.get("error")
+    error = error_of(answer)
     if error is None:
         return answer
-    if not ctx.is_active():
-        raise HTTPException(409, {"message": error, "active": ctx.partner.url})
-    if error.startswith(INVALID):
-        problems = error[len(INVALID):].strip().splitlines()
-        raise HTTPException(422, [{"loc": _loc(p.partition(": ")[0], strip),
-                                   "msg": p.partition(": ")[2] or p, "type": "value_error"}
-                                  for p in problems])
-    raise HTTPException(400, error)
+    raise http_error(error, ctx.partner.url)
 
 
 def router() -> APIRouter:
@@ -76,13 +91,14 @@ def router() -> APIRouter:
     def ctx_of(request: Request) -> WebContext:
         return request.app.state.ctx
 
-    async def apply(ctx: WebContext, doc: dict, who: str, strip: str = "") -> dict:
-        return answer_or_raise(ctx, await ctx.call("config.apply", document=doc, who=who), strip)
+    async def edit(request: Request, user: str, *ops, expect: int | None = None) -> dict:
+        ctx = ctx_of(request)
+        return answer_or_raise(ctx, await ctx.edit(f"api ({user})", *ops, expect_version=expect))
 
-    def find(doc: dict, name: str) -> tuple[int, dict]:
-        for n, vs in enumerate(doc.get("virtual_service", [])):
+    def find(doc: dict, name: str) -> dict:
+        for vs in doc.get("virtual_service", []):
             if vs["name"] == name:
-                return n, vs
+                return vs
         raise HTTPException(404, f"no virtual service {name!r}")
 
     def health_of(ctx: WebContext, vs: dict) -> list[dict]:
@@ -126,15 +142,14 @@ def router() -> APIRouter:
     @api.put("/config", summary="Replace the whole document (a new version)")
     async def config_apply(request: Request, body: ConfigApply,
                            user: str = Depends(api_user)) -> dict:
-        return await apply(ctx_of(request), body.document, f"api ({user}): config apply",
-                           strip="")
+        ctx = ctx_of(request)
+        return answer_or_raise(ctx, await ctx.call("config.apply", document=body.document,
+                                                   who=f"api ({user}): config apply"))
 
     @api.patch("/config", summary="Set one dotted key, e.g. appliance.description")
-    async def config_set(request: Request, body: ConfigSet,
+    async def config_set(request: Request, body: ConfigSet, expect_version: Expect = None,
                          user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        return answer_or_raise(ctx, await ctx.call("config.set", key=body.key, value=body.value,
-                                                   who=f"api ({user}): set {body.key}"))
+        return await edit(request, user, SetKey(body.key, body.value), expect=expect_version)
 
     @api.get("/config/history", dependencies=auth, summary="Kept versions, conflicts marked")
     async def config_history(request: Request) -> dict:
@@ -142,18 +157,13 @@ def router() -> APIRouter:
 
     @api.get("/config/diff", dependencies=auth, summary="Changes between two versions")
     async def config_diff(request: Request, a: str | None = None, b: str | None = None) -> dict:
-        answer = await ctx_of(request).call("config.diff", a=a, b=b)
-        if "error" in answer:
-            raise HTTPException(404, answer["error"])
-        return answer
+        ctx = ctx_of(request)
+        return answer_or_raise(ctx, await ctx.call("config.diff", a=a, b=b))
 
     @api.post("/config/rollback", summary="Make an old version current again (a new version)")
     async def config_rollback(request: Request, body: Rollback,
                               user: str = Depends(api_user)) -> dict:
         ctx = ctx_of(request)
-        known = {r["version"] for r in (await ctx.call("config.history"))["history"]}
-        if body.version not in known:
-            raise HTTPException(404, f"no version {body.version} in the history")
         return answer_or_raise(ctx, await ctx.call("config.rollback", version=body.version,
                                                    who=f"api ({user})"))
 
@@ -167,87 +177,54 @@ def router() -> APIRouter:
     @api.get("/virtual-services/{name}", dependencies=auth)
     async def vs_get(request: Request, name: str) -> dict:
         ctx = ctx_of(request)
-        _, vs = find(ctx.document(), name)
+        vs = find(ctx.document(), name)
         return {**vs, "health": health_of(ctx, vs)}
 
     @api.post("/virtual-services", status_code=201, summary="Add a virtual service")
-    async def vs_add(request: Request, body: VsBody, user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        services = doc.setdefault("virtual_service", [])
-        if any(v["name"] == body.name for v in services):
-            raise HTTPException(409, f"virtual service {body.name!r} exists; PUT changes it")
-        services.append(body.model_dump(mode="json"))
-        return await apply(ctx, doc, f"api ({user}): vs add {body.name}",
-                           strip=f"virtual_service[{len(services) - 1}]")
+    async def vs_add(request: Request, body: VsBody, expect_version: Expect = None,
+                     user: str = Depends(api_user)) -> dict:
+        return await edit(request, user, AddVirtualService(body.model_dump(mode="json")),
+                          expect=expect_version)
 
     @api.put("/virtual-services/{name}", summary="Replace a virtual service")
-    async def vs_put(request: Request, name: str, body: VsBody,
+    async def vs_put(request: Request, name: str, body: VsBody, expect_version: Expect = None,
                      user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        n, _ = find(doc, name)
-        doc["virtual_service"][n] = body.model_dump(mode="json")
-        return await apply(ctx, doc, f"api ({user}): vs set {name}",
-                           strip=f"virtual_service[{n}]")
+        return await edit(request, user, ReplaceVirtualService(name, body.model_dump(mode="json")),
+                          expect=expect_version)
 
     @api.delete("/virtual-services/{name}", summary="Remove a virtual service")
-    async def vs_delete(request: Request, name: str, user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        n, _ = find(doc, name)
-        del doc["virtual_service"][n]
-        return await apply(ctx, doc, f"api ({user}): vs rm {name}")
+    async def vs_delete(request: Request, name: str, expect_version: Expect = None,
+                        user: str = Depends(api_user)) -> dict:
+        return await edit(request, user, RemoveVirtualService(name), expect=expect_version)
 
     @api.get("/virtual-services/{name}/real-servers", dependencies=auth)
     async def rs_list(request: Request, name: str) -> list[dict]:
         ctx = ctx_of(request)
-        _, vs = find(ctx.document(), name)
+        vs = find(ctx.document(), name)
         health = {(h["address"], h["port"]): h for h in health_of(ctx, vs)}
         return [{**rs, "health": health.get((rs["address"], rs["port"]))}
                 for rs in vs["real_server"]]
 
     @api.post("/virtual-services/{name}/real-servers", status_code=201,
               summary="Add a real server")
-    async def rs_add(request: Request, name: str, body: RsBody,
+    async def rs_add(request: Request, name: str, body: RsBody, expect_version: Expect = None,
                      user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        n, vs = find(doc, name)
-        if any((r["address"], r["port"]) == (body.address, body.port) for r in vs["real_server"]):
-            raise HTTPException(409, f"{name} has {body.address}:{body.port} already")
-        vs["real_server"].append(body.model_dump(mode="json"))
-        k = len(vs["real_server"]) - 1
-        return await apply(ctx, doc, f"api ({user}): rs add {name} {body.address}:{body.port}",
-                           strip=f"virtual_service[{n}].real_server[{k}]")
-
-    def find_rs(vs: dict, address: str, port: int) -> int:
-        for k, rs in enumerate(vs["real_server"]):
-            if (rs["address"], rs["port"]) == (address, port):
-                return k
-        raise HTTPException(404, f"{vs['name']} has no real server {address}:{port}")
+        return await edit(request, user, AddRealServer(name, body.model_dump(mode="json")),
+                          expect=expect_version)
 
     @api.put("/virtual-services/{name}/real-servers/{address}/{port}",
              summary="Replace a real server (weight, enabled)")
     async def rs_put(request: Request, name: str, address: str, port: int, body: RsBody,
-                     user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        n, vs = find(doc, name)
-        k = find_rs(vs, address, port)
-        vs["real_server"][k] = body.model_dump(mode="json")
-        return await apply(ctx, doc, f"api ({user}): rs set {name} {address}:{port}",
-                           strip=f"virtual_service[{n}].real_server[{k}]")
+                     expect_version: Expect = None, user: str = Depends(api_user)) -> dict:
+        op = ReplaceRealServer(name, address, port, body.model_dump(mode="json"))
+        return await edit(request, user, op, expect=expect_version)
 
     @api.delete("/virtual-services/{name}/real-servers/{address}/{port}",
                 summary="Remove a real server")
     async def rs_delete(request: Request, name: str, address: str, port: int,
-                        user: str = Depends(api_user)) -> dict:
-        ctx = ctx_of(request)
-        doc = ctx.document()
-        _, vs = find(doc, name)
-        del vs["real_server"][find_rs(vs, address, port)]
-        return await apply(ctx, doc, f"api ({user}): rs rm {name} {address}:{port}")
+                        expect_version: Expect = None, user: str = Depends(api_user)) -> dict:
+        return await edit(request, user, RemoveRealServer(name, address, port),
+                          expect=expect_version)
 
     # -- between the units -----------------------------------------------------------------
     @api.get("/peer/status", include_in_schema=False)

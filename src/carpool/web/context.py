@@ -10,6 +10,7 @@ import time
 from fastapi import HTTPException, Request
 
 from .. import events
+from ..config.edit import Edit, Op
 from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
 from .events import EventLog
 from .metrics import Metrics
@@ -58,7 +59,12 @@ class WebContext:
         return self.unit.is_active()
 
     def document(self) -> dict:
-        return self.unit.document().model_dump(mode="json")
+        return self.current()[1]
+
+    def current(self) -> tuple[int, dict]:
+        """(version, document) read together (no await between): an edit made from it may
+        expect that version."""
+        return self.unit.version()[0], self.unit.document().model_dump(mode="json")
 
     def version(self) -> int:
         return self.unit.version()[0]
@@ -68,6 +74,11 @@ class WebContext:
 
     async def doctor(self) -> dict:
         return await self.unit.doctor()
+
+    async def edit(self, who: str, *ops: Op, expect_version: int | None = None) -> dict:
+        """Operations applied by the daemon (config.edit): the answer, or a typed error's."""
+        return await self.call("config.edit", who=who,
+                               **Edit(ops, expect_version).to_json())
 
     async def call(self, command: str, **request) -> dict:
         """One of the daemon's control handlers (config.*), as the control socket calls it."""

@@ -1,10 +1,13 @@
-"""Browser forms -> document changes, and document problems -> messages next to the field. Pure.
+"""Browser forms -> document values, and document problems -> messages next to the field. Pure.
 
 The document's own validation (carpool.config.document) decides; this module only converts
 form text to typed values and sorts the problems by field."""
 from __future__ import annotations
 
 import re
+from typing import Sequence
+
+from ..config.document import Loc, Problem
 
 VS_FIELDS = ("name", "address", "port", "protocol", "type", "scheduler", "persistence",
              "check_type", "check_path", "real_servers")
@@ -74,26 +77,25 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
     return vs
 
 
-def field_of(key: str) -> str:
-    """The form field a document problem key belongs to (inside one virtual service)."""
-    if key.startswith("real_server"):
+def field_of(loc: Loc) -> str:
+    """The form field of a place inside one virtual service (`check.type` -> check_type)."""
+    if not loc:
+        return "general"
+    if loc[0] == "real_server":
         return "real_servers"
-    if key.startswith("check."):
-        return "check_" + key.split(".")[1] if key.split(".")[1] in ("type", "path") \
-            else "general"
-    return key if key in VS_FIELDS else "general"
+    if loc[0] == "check":
+        return f"check_{loc[1]}" if len(loc) > 1 and loc[1] in ("type", "path") else "general"
+    return str(loc[0]) if loc[0] in VS_FIELDS else "general"
 
 
-def vs_problems(problems: list[str], index: int) -> dict[str, list[str]]:
-    """Document problems sorted into the fields of virtual_service[index]; others are general."""
-    prefix = f"virtual_service[{index}]"
+def vs_problems(problems: Sequence[Problem], subject: Loc | int) -> dict[str, list[str]]:
+    """Document problems sorted into the fields of the virtual service at `subject`
+    (("virtual_service", n), or n); others are general."""
+    if isinstance(subject, int):
+        subject = ("virtual_service", subject)
     errors: dict[str, list[str]] = {}
-    for problem in problems:
-        key, _, why = problem.partition(": ")
-        if key.startswith(prefix + "."):
-            errors.setdefault(field_of(key[len(prefix) + 1:]), []).append(why)
-        elif key == prefix:
-            errors.setdefault("general", []).append(why)
-        else:
-            errors.setdefault("general", []).append(problem)
+    for p in problems:
+        inside = bool(subject) and p.loc[:len(subject)] == tuple(subject)
+        field = field_of(p.loc[len(subject):]) if inside else "general"
+        errors.setdefault(field, []).append(p.why if inside else str(p))
     return errors

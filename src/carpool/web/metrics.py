@@ -4,6 +4,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..terms import SyncState
+
 STATES = ("init", "backup", "master")
 
 
@@ -41,8 +43,9 @@ class StatusCollector:
                 ("carpool_sync_events", "config sync events (frames, refusals, drops), by kind",
                  s["sync"].get("counters", {})),
                 ("carpool_relay_events", "adverts relayed over 6973 and what was dropped",
-                 s["relay"].get("counters", {})),
-                ("carpool_doctor_events", "doctor probes and reports, by kind", s["doctor"])):
+                 s.get("relay", {}).get("counters", {})),
+                ("carpool_doctor_events", "doctor probes and reports, by kind",
+                 s.get("doctor", {}))):
             family = CounterMetricFamily(name, doc, labels=["kind"])
             for kind, n in sorted(counts.items()):
                 family.add_metric([kind], n)
@@ -72,7 +75,7 @@ class StatusCollector:
         if y.get("lag") is not None:
             yield _gauge("carpool_sync_lag", "our version minus the partner's", y["lag"])
         yield _gauge("carpool_sync_ok", "1 if the last sync with the partner succeeded",
-                     y.get("state") in ("in sync", "ok", "synced"))
+                     y.get("state") == SyncState.IN_SYNC)
         servers = GaugeMetricFamily("carpool_real_server_up", "1 if the real server passes its "
                                     "health check", labels=["service", "address", "port"])
         for r in s["dataplane"]["servers"]:

@@ -1,5 +1,7 @@
 """The WUI's pages: server-rendered (Jinja2), every form with a CSRF token; the dashboard's live
-part is re-fetched by static/app.js. Changes go through the daemon's config handlers."""
+part is re-fetched by static/app.js. Changes are operations (config/edit.py) the daemon applies.
+A form the daemon refused is shown again with its problems, status 422; a page about a thing
+that is gone is 404."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +10,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from ..config.edit import (AddVirtualService, AlreadyExists, Conflict, Edit, EditError, Invalid,
+                           NotFound, RemoveVirtualService, ReplaceVirtualService, SetKey,
+                           error_of)
 from .auth import Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_session, source_of
 from .events import KINDS, when
@@ -18,7 +23,6 @@ from .. import events
 log = events.logger("carpool.web", events.Kind.WEB)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 templates.env.filters["when"] = when
-INVALID = "invalid configuration, nothing changed:"
 HA_FIELDS = ("ha_timeout", "preferred", "initial_wait", "vhid", "vmac")
 
 
@@ -43,16 +47,6 @@ def router() -> APIRouter:
         if not csrf_ok(session, form.get("csrf")):
             raise CsrfRejected()
         return form
-
-    async def commit(ctx: WebContext, doc: dict, who: str) -> tuple[dict | None, list[str]]:
-        """(answer, problems): problems are `KEY: why` lines or the refusal."""
-        answer = await ctx.call("config.apply", document=doc, who=who)
-        error = answer.get("error")
-        if error is None:
-            return answer, []
-        if error.startswith(INVALID):
-            return None, error[len(INVALID):].strip().splitlines()
-        return None, [error]
 
     # -- login -----------------------------------------------------------------------------
     @pages.get("/login", response_class=HTMLResponse)
@@ -125,29 +119,32 @@ def router() -> APIRouter:
     async def save_vs(request: Request, session: Session, editing: str | None):
         ctx = ctx_of(request)
         form = await check_csrf(request, session)
-        doc = ctx.document()
-        services = doc.setdefault("virtual_service", [])
-        index = next((n for n, v in enumerate(services) if v["name"] == editing), None)
-        if editing is not None and index is None:
+        for _ in range(3):  # the form merges into what is current: if that changed, merge again
+            version, doc = ctx.current()
+            old = _find(doc, editing) if editing is not None else None
+            if editing is not None and old is None:
+                return await render(request, "message.html", session, 404, title="Not found",
+                                    text=f"No virtual service {editing!r}.")
+            try:
+                vs = vs_from_form(form, old)
+            except FormErrors as e:
+                return await render(request, "vs_form.html", session, 422, form=form,
+                                    errors=e.errors, editing=editing)
+            op = AddVirtualService(vs) if editing is None else ReplaceVirtualService(editing, vs)
+            answer = await ctx.edit(f"wui ({session.user})", op,
+                                    expect_version=None if editing is None else version)
+            error = error_of(answer)
+            if not isinstance(error, Conflict):
+                break
+        if error is None:
+            what = f"vs {'set' if editing else 'add'} {vs['name']}"
+            return RedirectResponse(f"/services?done={what}+(version+{answer['version']})",
+                                    status_code=303)
+        if isinstance(error, NotFound):
             return await render(request, "message.html", session, 404, title="Not found",
-                                text=f"No virtual service {editing!r}.")
-        try:
-            vs = vs_from_form(form, services[index] if index is not None else None)
-        except FormErrors as e:
-            return await render(request, "vs_form.html", session, 422, form=form,
-                                errors=e.errors, editing=editing)
-        if index is None:
-            index = len(services)
-            services.append(vs)
-        else:
-            services[index] = vs
-        what = f"vs {'set' if editing else 'add'} {vs['name']}"
-        answer, problems = await commit(ctx, doc, f"wui ({session.user}): {what}")
-        if answer is None:
-            return await render(request, "vs_form.html", session, 422, form=form,
-                                errors=vs_problems(problems, index), editing=editing)
-        return RedirectResponse(f"/services?done={what}+(version+{answer['version']})",
-                                status_code=303)
+                                text=error.message)
+        return await render(request, "vs_form.html", session, 422, form=form,
+                            errors=_vs_errors(error), editing=editing)
 
     @pages.post("/services/new", response_class=HTMLResponse)
     async def vs_create(request: Request, session: Session = Depends(page_session)):
@@ -161,13 +158,13 @@ def router() -> APIRouter:
     async def vs_delete(request: Request, name: str, session: Session = Depends(page_session)):
         ctx = ctx_of(request)
         await check_csrf(request, session)
-        doc = ctx.document()
-        doc["virtual_service"] = [v for v in doc.get("virtual_service", [])
-                                  if v["name"] != name]
-        answer, problems = await commit(ctx, doc, f"wui ({session.user}): vs rm {name}")
-        if answer is None:
-            return await render(request, "message.html", session, 409, title="Not removed",
-                                text="\n".join(problems))
+        answer = await ctx.edit(f"wui ({session.user})", RemoveVirtualService(name))
+        error = error_of(answer)
+        if error is not None:
+            return await render(request, "message.html", session,
+                                404 if isinstance(error, NotFound) else 409,
+                                title="Not found" if isinstance(error, NotFound) else "Not removed",
+                                text=error.message)
         return RedirectResponse(f"/services?done=vs+rm+{name}+(version+{answer['version']})",
                                 status_code=303)
 
@@ -182,29 +179,29 @@ def router() -> APIRouter:
     async def ha_save(request: Request, session: Session = Depends(page_session)):
         ctx = ctx_of(request)
         form = await check_csrf(request, session)
-        doc = ctx.document()
+        version, doc = ctx.current()
         errors: dict[str, list[str]] = {}
-        ha = doc["ha"]
+        ops = []
         for key, kind in (("ha_timeout", int), ("vhid", int), ("initial_wait", float)):
             try:
-                ha[key] = kind(str(form.get(key, "")).strip())
+                ops.append(SetKey(f"ha.{key}", kind(str(form.get(key, "")).strip())))
             except ValueError:
                 errors.setdefault(key, []).append(f"a number, not {form.get(key)!r}")
-        ha["preferred"] = str(form.get("preferred", "none"))
-        ha["vmac"] = form.get("vmac") == "on"
-        for iface in doc["interface"]:
-            if not iface.get("heartbeat"):
-                iface["check"] = form.get(f"check_{iface['name']}") == "on"
+        ops += [SetKey("ha.preferred", str(form.get("preferred", "none"))),
+                SetKey("ha.vmac", form.get("vmac") == "on")]
+        ops += [SetKey(f"interface[{i['name']}].check", form.get(f"check_{i['name']}") == "on")
+                for i in doc["interface"] if not i.get("heartbeat")]
         if not errors:
-            answer, problems = await commit(ctx, doc, f"wui ({session.user}): HA parameters")
-            if answer is not None:
+            answer = await ctx.edit(f"wui ({session.user}): HA parameters", *ops)
+            error = error_of(answer)
+            if error is None:
                 return RedirectResponse(f"/ha?done=saved+(version+{answer['version']})",
                                         status_code=303)
-            for p in problems:
-                key, _, why = p.partition(": ")
-                field = key.removeprefix("ha.")
-                errors.setdefault(field if field in HA_FIELDS else "general", []).append(
-                    why if field in HA_FIELDS else p)
+            errors = _ha_errors(error)
+        try:  # shown again with what was entered
+            doc = Edit(tuple(ops)).apply(doc, version)
+        except EditError:
+            pass
         return await render(request, "ha.html", session, 422, doc=doc, errors=errors, form=form,
                             message=None)
 
@@ -258,6 +255,26 @@ def router() -> APIRouter:
 
 class CsrfRejected(Exception):
     pass
+
+
+def _vs_errors(error: EditError) -> dict[str, list[str]]:
+    """A refusal of the service form, next to its fields."""
+    if isinstance(error, Invalid):
+        return vs_problems(error.problems, error.subject)
+    if isinstance(error, AlreadyExists):
+        return {"name": [error.message]}
+    return {"general": [error.message]}
+
+
+def _ha_errors(error: EditError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for p in error.problems if isinstance(error, Invalid) else ():
+        field = p.loc[1] if p.loc[:1] == ("ha",) and len(p.loc) == 2 else None
+        if field in HA_FIELDS:
+            errors.setdefault(str(field), []).append(p.why)
+        else:
+            errors.setdefault("general", []).append(str(p))
+    return errors or {"general": [error.message]}
 
 
 def _find(doc: dict, name: str) -> dict | None:

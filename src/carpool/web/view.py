@@ -1,6 +1,8 @@
 """What the dashboard shows of the pair: each unit's icon from both units' status. Pure."""
 from __future__ import annotations
 
+from ..terms import Warn
+
 ICONS = {  # icon -> (label, what it means)
     "active": ("Active", "holds the shared addresses and serves"),
     "standby": ("Standby", "ready to take over"),
@@ -17,7 +19,7 @@ def _master_master(status: dict, other: dict | None) -> bool:
     partner's state on the sync port even when the partner's WUI is out of reach)."""
     if other and other.get("state") == "master":
         return True
-    return any(w.startswith("master-master") for w in status.get("warnings") or ())
+    return Warn.MASTER_MASTER in (status.get("warning_kinds") or ())
 
 
 def icon(status: dict | None, other: dict | None) -> str:

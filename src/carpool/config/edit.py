@@ -1,0 +1,514 @@
+"""Changes to the appliance document as typed operations: what `carpool vs|rs|passwd|config set`,
+the REST API and the WUI's forms ask the daemon to do. Pure.
+
+Each operation's `apply(document) -> document` takes the document as a dict (its JSON form) and
+returns a new one; the input is never changed. The daemon applies an `Edit` (operations, and
+optionally the version they were made against) to its current version, under the store's
+writer: two editors never lose each other's change, and `expect_version` makes it a
+compare-and-set. Whether the result is valid is the document's own validation.
+
+Errors are typed (`EditError` and its subclasses, each naming its key) and cross the control
+socket as JSON (`to_json`, `error_of`): callers choose exit codes and HTTP statuses by type.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Sequence
+
+from .document import Loc, Problem
+
+INVALID = "invalid configuration, nothing changed:"
+
+
+# -- errors --------------------------------------------------------------------------------
+class EditError(Exception):
+    """Why a change was not made; `key` names what it is about (a dotted key or a field)."""
+    code: ClassVar[str] = "refused"
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key, self.message = key, message
+
+    def to_json(self) -> dict:
+        return {"error": self.message, "code": self.code, "key": self.key}
+
+    @classmethod
+    def _from_json(cls, data: dict) -> EditError:
+        return cls(str(data.get("key", "")), str(data["error"]))
+
+
+class Refused(EditError):
+    """Not done for another reason (the store failed, the [unit] table, a bad request)."""
+
+
+class Standby(EditError):
+    """This unit is the standby: changes are made on the active unit (`active`)."""
+    code = "standby"
+
+    def __init__(self, message: str, active: str = ""):
+        super().__init__("", message)
+        self.active = active
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "active": self.active}
+
+    @classmethod
+    def _from_json(cls, data: dict) -> EditError:
+        return cls(str(data["error"]), str(data.get("active", "")))
+
+
+class NotFound(EditError):
+    code = "not_found"
+
+
+class AlreadyExists(EditError):
+    code = "exists"
+
+
+class Invalid(EditError):
+    """The change makes an invalid document or names a key wrongly. `subject` is where the
+    edited item sits in the new document (a form or a request body shows problems relative
+    to it)."""
+    code = "invalid"
+
+    def __init__(self, problems: Sequence[Problem], subject: Loc = (),
+                 message: str | None = None):
+        self.problems, self.subject = tuple(problems), tuple(subject)
+        super().__init__(self.problems[0].key if self.problems else "",
+                         message or "\n".join([INVALID, *map(str, self.problems)]))
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "subject": list(self.subject),
+                "problems": [{"loc": list(p.loc), "why": p.why} for p in self.problems]}
+
+    @classmethod
+    def _from_json(cls, data: dict) -> EditError:
+        return cls([Problem(tuple(p["loc"]), str(p["why"])) for p in data["problems"]],
+                   tuple(data.get("subject") or ()), str(data["error"]))
+
+
+def invalid(loc: Loc, why: str, headline: str = INVALID) -> Invalid:
+    return Invalid([Problem(loc, why)], message=f"{headline}\n{Problem(loc, why)}")
+
+
+class Conflict(EditError):
+    """The edit was made against another version than the current one (compare-and-set)."""
+    code = "conflict"
+
+    def __init__(self, expected_version: int, current_version: int):
+        super().__init__("expect_version", f"the configuration changed meanwhile: expected "
+                                           f"version {expected_version}, current is "
+                                           f"{current_version}; nothing changed")
+        self.expected_version, self.current_version = expected_version, current_version
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "expected_version": self.expected_version,
+                "current_version": self.current_version}
+
+    @classmethod
+    def _from_json(cls, data: dict) -> EditError:
+        return cls(int(data["expected_version"]), int(data["current_version"]))
+
+
+_ERRORS = {c.code: c for c in (Refused, Standby, NotFound, AlreadyExists, Invalid, Conflict)}
+
+
+def error_of(answer: dict) -> EditError | None:
+    """The typed error of a control answer (None: it succeeded). An answer without a known
+    code (an older daemon, a failed handler) is Refused."""
+    if "error" not in answer:
+        return None
+    try:
+        return _ERRORS.get(str(answer.get("code")), Refused)._from_json(answer)
+    except (KeyError, TypeError, ValueError):
+        return Refused(str(answer.get("key", "")), str(answer["error"]))
+
+
+# -- dotted keys -----------------------------------------------------------------------------
+_PART = re.compile(r"([A-Za-z_]\w*)(?:\[([^\]]+)\])?")
+
+
+def _parts(key: str) -> list[tuple[str, str | None, str]]:
+    """(name, item or None, the key up to here) for `interface[eth0].ping_target`; item
+    brackets may hold dots (`virtual_service[web.v2]`)."""
+    out, pos = [], 0
+    while True:
+        m = _PART.match(key, pos)
+        if not m:
+            raise invalid((), f"{key!r} is no dotted key (e.g. ha.vhid, interface[eth0].check)")
+        out.append((m[1], m[2], key[:m.end()]))
+        pos = m.end()
+        if pos == len(key):
+            return out
+        if key[pos] != ".":
+            raise invalid((), f"{key!r} is no dotted key (e.g. ha.vhid, interface[eth0].check)")
+        pos += 1
+
+
+def _item(items: list, ref: str) -> int | None:
+    """A list item by name, by ADDRESS:PORT (real servers), else by number."""
+    for n, i in enumerate(items):
+        if isinstance(i, dict) and (i.get("name") == ref or
+                                    f"{i.get('address')}:{i.get('port')}" == ref):
+            return n
+    return int(ref) if ref.isdigit() and int(ref) < len(items) else None
+
+
+def _set(node: dict, key: str, value: Any, at: Loc = ()) -> None:
+    """Set the dotted key inside node (changed in place: the caller's copy); None removes it."""
+    parts = _parts(key)
+    for n, (name, ref, so_far) in enumerate(parts):
+        last = n == len(parts) - 1
+        if not isinstance(node, dict):
+            raise invalid(at, f"a value, not a table: {key} cannot be set inside it")
+        if ref is None:
+            at += (name,)
+            if not last:
+                node = node.setdefault(name, {})
+            elif value is None:
+                node.pop(name, None)
+            else:
+                node[name] = value
+            continue
+        items = node.get(name, [])
+        if not isinstance(items, list):
+            raise invalid(at + (name,), f"not a list: {key} names an item of it")
+        k = _item(items, ref)
+        if k is None:
+            raise NotFound(so_far, f"no {name} named or numbered {ref!r}")
+        at += (name, k)
+        if last:
+            raise invalid(at, f"set a key inside {so_far}, not the whole item")
+        node = items[k]
+
+
+# -- operations ------------------------------------------------------------------------------
+_TYPES = {"str": str, "int": int, "dict": dict}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One change. Subclasses: OP (the wire name), apply(), describe()."""
+    OP: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # ops come as JSON: a wrong type is the request's problem
+            want, value = _TYPES.get(str(f.type)), getattr(self, f.name)
+            if want and (not isinstance(value, want) or isinstance(value, bool)):
+                raise invalid((f.name,), f"expected {f.type}, got {type(value).__name__}")
+
+    def apply(self, document: dict) -> dict:
+        raise NotImplementedError
+
+    def subject(self, before: dict) -> Loc:
+        """Where the edited item sits after apply(before); () for the whole document."""
+        return ()
+
+    def describe(self) -> str:
+        return self.OP
+
+    def to_json(self) -> dict:
+        return {"op": self.OP, **asdict(self)}
+
+
+def _services(doc: dict) -> list:
+    return doc.setdefault("virtual_service", [])
+
+
+def _service(doc: dict, name: str) -> int:
+    for n, vs in enumerate(doc.get("virtual_service", [])):
+        if vs.get("name") == name:
+            return n
+    names = ", ".join(str(v.get("name")) for v in doc.get("virtual_service", [])) or "none"
+    raise NotFound(f"virtual_service[{name}]",
+                   f"no virtual service {name!r} (there are: {names})")
+
+
+def _server(doc: dict, n: int, address: Any, port: Any) -> int | None:
+    for k, rs in enumerate(doc["virtual_service"][n].get("real_server", [])):
+        if (rs.get("address"), rs.get("port")) == (address, port):
+            return k
+    return None
+
+
+def _server_or_404(doc: dict, n: int, address: str, port: int) -> int:
+    k = _server(doc, n, address, port)
+    if k is None:
+        name = doc["virtual_service"][n].get("name")
+        raise NotFound(f"virtual_service[{name}].real_server[{address}:{port}]",
+                       f"{name} has no real server {address}:{port}")
+    return k
+
+
+@dataclass(frozen=True)
+class AddVirtualService(Op):
+    service: dict
+    OP: ClassVar[str] = "vs.add"
+
+    def apply(self, document: dict) -> dict:
+        name = self.service.get("name")
+        if any(v.get("name") == name for v in document.get("virtual_service", [])):
+            raise AlreadyExists(f"virtual_service[{name}]",
+                                f"virtual service {name!r} exists already")
+        doc = copy.deepcopy(document)
+        _services(doc).append(copy.deepcopy(self.service))
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        return ("virtual_service", len(before.get("virtual_service", [])))
+
+    def describe(self) -> str:
+        return f"vs add {self.service.get('name')}"
+
+
+@dataclass(frozen=True)
+class ReplaceVirtualService(Op):
+    """The whole service (a form, an API PUT); it may be renamed."""
+    name: str
+    service: dict
+    OP: ClassVar[str] = "vs.replace"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.name)
+        doc = copy.deepcopy(document)
+        doc["virtual_service"][n] = copy.deepcopy(self.service)
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        return ("virtual_service", _service(before, self.name))
+
+    def describe(self) -> str:
+        return f"vs set {self.name}"
+
+
+@dataclass(frozen=True)
+class SetVirtualService(Op):
+    """One dotted key inside the service: `scheduler`, `check.type`."""
+    name: str
+    key: str
+    value: Any
+    OP: ClassVar[str] = "vs.set"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.name)
+        doc = copy.deepcopy(document)
+        _set(doc["virtual_service"][n], self.key, copy.deepcopy(self.value),
+             ("virtual_service", n))
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        return ("virtual_service", _service(before, self.name))
+
+    def describe(self) -> str:
+        return f"vs set {self.name} {self.key}"
+
+
+@dataclass(frozen=True)
+class RemoveVirtualService(Op):
+    name: str
+    OP: ClassVar[str] = "vs.remove"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.name)
+        doc = copy.deepcopy(document)
+        del doc["virtual_service"][n]
+        return doc
+
+    def describe(self) -> str:
+        return f"vs rm {self.name}"
+
+
+@dataclass(frozen=True)
+class AddRealServer(Op):
+    service: str
+    server: dict
+    OP: ClassVar[str] = "rs.add"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.service)
+        address, port = self.server.get("address"), self.server.get("port")
+        if _server(document, n, address, port) is not None:
+            raise AlreadyExists(f"virtual_service[{self.service}].real_server[{address}:{port}]",
+                                f"{self.service} has {address}:{port} already")
+        doc = copy.deepcopy(document)
+        doc["virtual_service"][n].setdefault("real_server", []).append(
+            copy.deepcopy(self.server))
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        n = _service(before, self.service)
+        return ("virtual_service", n, "real_server",
+                len(before["virtual_service"][n].get("real_server", [])))
+
+    def describe(self) -> str:
+        return f"rs add {self.service} {self.server.get('address')}:{self.server.get('port')}"
+
+
+@dataclass(frozen=True)
+class ReplaceRealServer(Op):
+    service: str
+    address: str
+    port: int
+    server: dict
+    OP: ClassVar[str] = "rs.replace"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.service)
+        k = _server_or_404(document, n, self.address, self.port)
+        doc = copy.deepcopy(document)
+        doc["virtual_service"][n]["real_server"][k] = copy.deepcopy(self.server)
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        n = _service(before, self.service)
+        return ("virtual_service", n, "real_server",
+                _server_or_404(before, n, self.address, self.port))
+
+    def describe(self) -> str:
+        return f"rs set {self.service} {self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SetRealServer(Op):
+    """One key of a real server: `weight`, `enabled` (`carpool rs enable|disable|set`)."""
+    service: str
+    address: str
+    port: int
+    key: str
+    value: Any
+    OP: ClassVar[str] = "rs.set"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.service)
+        k = _server_or_404(document, n, self.address, self.port)
+        doc = copy.deepcopy(document)
+        _set(doc["virtual_service"][n]["real_server"][k], self.key, copy.deepcopy(self.value),
+             ("virtual_service", n, "real_server", k))
+        return doc
+
+    def subject(self, before: dict) -> Loc:
+        n = _service(before, self.service)
+        return ("virtual_service", n, "real_server",
+                _server_or_404(before, n, self.address, self.port))
+
+    def describe(self) -> str:
+        return f"rs set {self.service} {self.address}:{self.port} {self.key}"
+
+
+@dataclass(frozen=True)
+class RemoveRealServer(Op):
+    service: str
+    address: str
+    port: int
+    OP: ClassVar[str] = "rs.remove"
+
+    def apply(self, document: dict) -> dict:
+        n = _service(document, self.service)
+        k = _server_or_404(document, n, self.address, self.port)
+        doc = copy.deepcopy(document)
+        del doc["virtual_service"][n]["real_server"][k]
+        return doc
+
+    def describe(self) -> str:
+        return f"rs rm {self.service} {self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SetPassword(Op):
+    """A WUI/API user's password hash (argon2, made by the caller: the password itself never
+    travels); the user is added if new."""
+    user: str
+    password_hash: str
+    OP: ClassVar[str] = "passwd"
+
+    def apply(self, document: dict) -> dict:
+        if not self.password_hash.startswith("$argon2"):
+            raise invalid(("user",), f"{self.user}: the password hash must be argon2 (carpool "
+                                     f"passwd makes one), never a clear password")
+        doc = copy.deepcopy(document)
+        users = doc.setdefault("user", [])
+        found = [u for u in users if u.get("name") == self.user]
+        if found:
+            found[0]["password_hash"] = self.password_hash
+        else:
+            users.append({"name": self.user, "password_hash": self.password_hash})
+        return doc
+
+    def describe(self) -> str:
+        return f"passwd {self.user}"
+
+
+@dataclass(frozen=True)
+class SetKey(Op):
+    """Any dotted key: `appliance.description`, `ha.vhid`, `interface[eth0].ping_target`,
+    `virtual_service[web].persistence` (list items by name or number); value None removes it
+    (the default applies)."""
+    key: str
+    value: Any = None
+    OP: ClassVar[str] = "set"
+
+    def apply(self, document: dict) -> dict:
+        doc = copy.deepcopy(document)
+        _set(doc, self.key, copy.deepcopy(self.value))
+        return doc
+
+    def describe(self) -> str:
+        return f"set {self.key}"
+
+
+OPS: dict[str, type[Op]] = {c.OP: c for c in (
+    AddVirtualService, ReplaceVirtualService, SetVirtualService, RemoveVirtualService,
+    AddRealServer, ReplaceRealServer, SetRealServer, RemoveRealServer, SetPassword, SetKey)}
+
+
+def op_of(data: Any) -> Op:
+    """An operation from its JSON form; Invalid names what is wrong with it."""
+    if not isinstance(data, dict) or data.get("op") not in OPS:
+        raise invalid(("op",), f"one of {', '.join(OPS)}, not {data!r:.80}")
+    kind = OPS[data["op"]]
+    args = {k: v for k, v in data.items() if k != "op"}
+    names = {f.name for f in fields(kind)}
+    if set(args) - names:
+        raise invalid((sorted(set(args) - names)[0],), f"unknown for {kind.OP}")
+    try:
+        return kind(**args)
+    except TypeError:
+        missing = sorted(n for n in names if n not in args)
+        raise invalid((missing[0] if missing else "op",), f"required for {kind.OP}") from None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Operations applied together (all or none), optionally only to `expect_version`."""
+    ops: tuple[Op, ...]
+    expect_version: int | None = None
+
+    def apply(self, document: dict, version: int) -> dict:
+        if self.expect_version is not None and self.expect_version != version:
+            raise Conflict(self.expect_version, version)
+        for op in self.ops:
+            document = op.apply(document)
+        return document
+
+    def subject(self, before: dict) -> Loc:
+        return self.ops[0].subject(before) if len(self.ops) == 1 else ()
+
+    def describe(self) -> str:
+        """For the history's `who` (which keys changed is its `what`)."""
+        if len(self.ops) > 3:
+            return f"{self.ops[0].describe()}, ... ({len(self.ops)} changes)"
+        return ", ".join(op.describe() for op in self.ops)
+
+    def to_json(self) -> dict:
+        return {"ops": [op.to_json() for op in self.ops], "expect_version": self.expect_version}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Edit:
+        ops, expect = data.get("ops"), data.get("expect_version")
+        if not isinstance(ops, list) or not ops:
+            raise invalid(("ops",), "a list of one or more operations")
+        if expect is not None and (not isinstance(expect, int) or isinstance(expect, bool)):
+            raise invalid(("expect_version",), f"a version number, not {expect!r}")
+        return cls(tuple(op_of(o) for o in ops), expect)
