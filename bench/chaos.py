@@ -12,6 +12,7 @@ what the pair did, not what the invariants allowed), next to the issue's targets
 intervals; fast profile 100 ms). Reports in DIR/<profile>/ (chaos.json, chaos.html).
 Holds the machine's lab lock for the whole run; exit 1 on any violation or a missed canary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from carpool.lab import Lab  # noqa: E402
-from carpool.lab.chaos import longest_windows, run_campaign  # noqa: E402
-from carpool.lab.chaos_report import summary_table  # noqa: E402
-from carpool.lab.ns import machine_lock  # noqa: E402
+from carpool.lab import Lab
+from carpool.lab.chaos import longest_windows, run_campaign
+from carpool.lab.chaos_report import summary_table
+from carpool.lab.ns import machine_lock
 
 
 def main(argv=None) -> int:
@@ -42,30 +43,44 @@ def main(argv=None) -> int:
         try:
             for profile in profiles:
                 fast = profile == "fast"
-                result = run_campaign(lab, faults=args.faults, seed=args.seed, fast=fast,
-                                      report_dir=Path(args.report) / profile,
-                                      say=lambda t: print(t, flush=True))
+                result = run_campaign(
+                    lab,
+                    faults=args.faults,
+                    seed=args.seed,
+                    fast=fast,
+                    report_dir=Path(args.report) / profile,
+                    say=lambda t: print(t, flush=True),
+                )
                 longest = longest_windows(result)
                 target = 0.1 if fast else 2 * result["bounds"]["advert"]
-                figures[profile] = {"command": result["command"], "seed": args.seed,
-                                    "faults": args.faults, "duration": result["duration"],
-                                    "violations": result["violation_count"],
-                                    "canary_ok": result["canary_ok"],
-                                    "longest_double_holder": longest["double_holder"],
-                                    "longest_stale_address": longest["stale_address"],
-                                    "target": target, "summary": result["summary"]}
+                figures[profile] = {
+                    "command": result["command"],
+                    "seed": args.seed,
+                    "faults": args.faults,
+                    "duration": result["duration"],
+                    "violations": result["violation_count"],
+                    "canary_ok": result["canary_ok"],
+                    "longest_double_holder": longest["double_holder"],
+                    "longest_stale_address": longest["stale_address"],
+                    "target": target,
+                    "summary": result["summary"],
+                }
                 failed |= result["violation_count"] > 0 or not result["canary_ok"]
                 print(f"\n== {profile} profile: {result['command']}")
                 print(summary_table(result))
                 for v in result["violations"]:
                     if not v["canary"]:
-                        print(f"VIOLATION {v['invariant']} +{v['start'] - result['start']:.3f}s "
-                              f"faults {v['faults']}: {v['detail']}")
-                print(f"violations {result['violation_count']}; canary "
-                      f"{'caught' if result['canary_ok'] else 'NOT CAUGHT'}; longest double "
-                      f"holder {longest['double_holder']:.3f}s, longest stale address "
-                      f"{longest['stale_address']:.3f}s (target <= {target:.3f}s); "
-                      f"{result['duration']:.0f}s; report {Path(args.report) / profile}\n")
+                        print(
+                            f"VIOLATION {v['invariant']} +{v['start'] - result['start']:.3f}s "
+                            f"faults {v['faults']}: {v['detail']}"
+                        )
+                print(
+                    f"violations {result['violation_count']}; canary "
+                    f"{'caught' if result['canary_ok'] else 'NOT CAUGHT'}; longest double "
+                    f"holder {longest['double_holder']:.3f}s, longest stale address "
+                    f"{longest['stale_address']:.3f}s (target <= {target:.3f}s); "
+                    f"{result['duration']:.0f}s; report {Path(args.report) / profile}\n"
+                )
         finally:
             lab.down()
     if args.json:

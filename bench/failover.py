@@ -41,6 +41,7 @@ worker; keepalived parent + VRRP child) over a quiet window on a settled pair, i
 
 The whole benchmark holds the machine's lab lock (other people run lab tests here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,17 +65,22 @@ from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, links, u
 
 VIP = SHARED_LAN.split("/")[0]
 SHARED = {SHARED_LAN, SHARED_SRV}
-FAULTS = {f.bench: f for f in LAB_FAULTS.values() if f.bench}   # kill, term, crash, link, ...
+FAULTS = {f.bench: f for f in LAB_FAULTS.values() if f.bench}  # kill, term, crash, link, ...
 IMPLS = ("carpool", "keepalived")
 PROBE_INTERVAL = 0.002
-BASELINE = 0.5       # s of probing before the fault
+BASELINE = 0.5  # s of probing before the fault
 SETTLE_TIMEOUT = 30  # s for a pair to settle after a heal / start
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {  # (profile, fault): seconds, from the spec
-    ("default", "crash"): 4.0, ("default", "link"): 0.1, ("default", "term"): 0.1,
-    ("fast", "crash"): 0.1, ("fast", "link"): 0.1, ("fast", "term"): 0.1,
+    ("default", "crash"): 4.0,
+    ("default", "link"): 0.1,
+    ("default", "term"): 0.1,
+    ("fast", "crash"): 0.1,
+    ("fast", "link"): 0.1,
+    ("fast", "term"): 0.1,
     # not in the spec's list of faults, but it is link loss too (a cable pulled)
-    ("default", "carrier"): 0.1, ("fast", "carrier"): 0.1,
+    ("default", "carrier"): 0.1,
+    ("fast", "carrier"): 0.1,
 }
 
 
@@ -131,14 +137,16 @@ def all_links_down(unit: str) -> None:
 class Profile:
     name: str
     fast: bool
-    interval: float       # s between adverts
-    deadline: float       # s after the fault to wait for a takeover
-    tail: float           # s of probing after the takeover was seen
+    interval: float  # s between adverts
+    deadline: float  # s after the fault to wait for a takeover
+    tail: float  # s of probing after the takeover was seen
 
 
 def profiles(fast_ms: int) -> dict[str, Profile]:
-    return {"default": Profile("default", False, 1.0, 10.0, 1.0),
-            "fast": Profile("fast", True, fast_ms / 1000, 3.0, 0.5)}
+    return {
+        "default": Profile("default", False, 1.0, 10.0, 1.0),
+        "fast": Profile("fast", True, fast_ms / 1000, 3.0, 0.5),
+    }
 
 
 # -- the two pairs ----------------------------------------------------------------------------
@@ -149,8 +157,11 @@ class CarpoolPair:
         self.lab, self.profile = lab, profile
 
     def start(self) -> str:
-        overrides = {"ha.fast_interval_ms": round(self.profile.interval * 1000)} \
-            if self.profile.fast else None
+        overrides = (
+            {"ha.fast_interval_ms": round(self.profile.interval * 1000)}
+            if self.profile.fast
+            else None
+        )
         self.lab.write_configs(fast=self.profile.fast, overrides=overrides)
         self.lab.start_units(timeout=SETTLE_TIMEOUT)
         return self.settled()
@@ -161,8 +172,11 @@ class CarpoolPair:
 
     def settled(self) -> str:
         master = self.lab.wait_for_master(timeout=SETTLE_TIMEOUT)
-        self.lab.wait_for(lambda: held(master) == SHARED and not held(other(master)), 10,
-                          what=f"unit {master} holds the shared addresses, the other none")
+        self.lab.wait_for(
+            lambda: held(master) == SHARED and not held(other(master)),
+            10,
+            what=f"unit {master} holds the shared addresses, the other none",
+        )
         return master
 
     def fault(self, name: str, unit: str) -> None:
@@ -240,9 +254,17 @@ class KeepalivedPair:
             notify = self.dir / f"notify-{unit}.sh"
             notify.write_text(NOTIFY_SH.format(dir=self.dir, unit=unit))
             notify.chmod(0o700)
-            self.conf(unit).write_text(KEEPALIVED_CONF.format(
-                unit=unit, ns=unit_ns(unit), version=3 if profile.fast else 2,
-                interval=interval, lan=SHARED_LAN, srv=SHARED_SRV, notify=notify))
+            self.conf(unit).write_text(
+                KEEPALIVED_CONF.format(
+                    unit=unit,
+                    ns=unit_ns(unit),
+                    version=3 if profile.fast else 2,
+                    interval=interval,
+                    lan=SHARED_LAN,
+                    srv=SHARED_SRV,
+                    notify=notify,
+                )
+            )
 
     def conf(self, unit: str) -> Path:
         return self.dir / f"keepalived-{unit}.conf"
@@ -285,26 +307,49 @@ class KeepalivedPair:
             (self.dir / f"state-{unit}-{inst}").unlink(missing_ok=True)
         for kind in ("main", "vrrp"):
             self._pidfile(unit, kind).unlink(missing_ok=True)
-        logf = open(self.dir / f"keepalived-{unit}.log", "ab")
+        logf = open(self.dir / f"keepalived-{unit}.log", "ab")  # noqa: SIM115 (the process writes it after this block)
         try:
-            logf.write(f"--- bench: starting keepalived in {unit_ns(unit)} at "
-                       f"{time.strftime('%H:%M:%S')}\n".encode())
+            logf.write(
+                f"--- bench: starting keepalived in {unit_ns(unit)} at "
+                f"{time.strftime('%H:%M:%S')}\n".encode()
+            )
             logf.flush()
             self.procs[unit] = subprocess.Popen(
-                ["ip", "netns", "exec", unit_ns(unit), "keepalived", "-n", "-l", "-D", "-G",
-                 "-P", "-f", str(self.conf(unit)), "-p", str(self._pidfile(unit, "main")),
-                 "-r", str(self._pidfile(unit, "vrrp"))],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    unit_ns(unit),
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-D",
+                    "-G",
+                    "-P",
+                    "-f",
+                    str(self.conf(unit)),
+                    "-p",
+                    str(self._pidfile(unit, "main")),
+                    "-r",
+                    str(self._pidfile(unit, "vrrp")),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             logf.close()
 
         def up():
             proc = self.procs[unit]
             if proc.poll() is not None:
-                raise LabError(f"keepalived in {unit_ns(unit)} exited ({proc.returncode}):\n"
-                               f"{self.log_tail(unit)}")
+                raise LabError(
+                    f"keepalived in {unit_ns(unit)} exited ({proc.returncode}):\n"
+                    f"{self.log_tail(unit)}"
+                )
             return self.running(unit) and self.state(unit) <= {"BACKUP", "MASTER"}
+
         wait_for(up, 15, what=f"keepalived in {unit_ns(unit)} running and in a state")
 
     def _stop_unit(self, unit: str, grace: float = 5.0) -> None:
@@ -346,23 +391,30 @@ class KeepalivedPair:
         def one_master():
             for unit in UNITS:
                 if not self.running(unit):
-                    raise LabError(f"keepalived in {unit_ns(unit)} is not running:\n"
-                                   f"{self.log_tail(unit)}")
+                    raise LabError(
+                        f"keepalived in {unit_ns(unit)} is not running:\n{self.log_tail(unit)}"
+                    )
             master = None
             for unit in UNITS:
-                if (held(unit) == SHARED and not held(other(unit))
-                        and self.state(unit) == {"MASTER"}
-                        and self.state(other(unit)) == {"BACKUP"}):
+                if (
+                    held(unit) == SHARED
+                    and not held(other(unit))
+                    and self.state(unit) == {"MASTER"}
+                    and self.state(other(unit)) == {"BACKUP"}
+                ):
                     master = unit
             now = time.monotonic()
             if master != seen[0]:
                 seen[:] = [master, now]
             return master if master and now - seen[1] >= settle else None
+
         try:
             return wait_for(one_master, SETTLE_TIMEOUT, what="keepalived pair settled")
         except LabTimeout as e:
-            tails = "\n".join(f"{u}: held {sorted(held(u))} state {sorted(self.state(u))}\n"
-                              f"{self.log_tail(u)}" for u in UNITS)
+            tails = "\n".join(
+                f"{u}: held {sorted(held(u))} state {sorted(self.state(u))}\n{self.log_tail(u)}"
+                for u in UNITS
+            )
             raise LabTimeout(f"{e}\n{tails}") from None
 
     def fault(self, name: str, unit: str) -> None:
@@ -396,8 +448,9 @@ class KeepalivedPair:
         if self.signalled:  # a SIGTERMed keepalived takes a moment to exit
             pids, self.signalled = self.signalled, []
             try:
-                wait_for(lambda: not any(alive(p) for p in pids), 10,
-                         what=f"keepalived {pids} exit")
+                wait_for(
+                    lambda: not any(alive(p) for p in pids), 10, what=f"keepalived {pids} exit"
+                )
             except LabTimeout:
                 pass  # still running: start_unit() below sees it as running, settled() decides
         self.lab.heal(timeout=SETTLE_TIMEOUT)  # no carpool unit is wanted: links up only
@@ -424,11 +477,11 @@ class Run:
     impl: str
     index: int
     master: str = ""
-    outage: float | None = None        # s: longest reply gap ending after the fault
-    gaps: int = 0                      # reply gaps after the fault
-    lost: float = 0.0                  # s: all gaps after the fault together
-    takeover: float | None = None      # s: fault -> the other unit seen holding the addresses
-    recovered: bool = True             # the client got replies again before the probe ended
+    outage: float | None = None  # s: longest reply gap ending after the fault
+    gaps: int = 0  # reply gaps after the fault
+    lost: float = 0.0  # s: all gaps after the fault together
+    takeover: float | None = None  # s: fault -> the other unit seen holding the addresses
+    recovered: bool = True  # the client got replies again before the probe ended
     vip_stays: list[str] = field(default_factory=list)  # addresses left on the faulted unit
     note: str = ""
     valid: bool = True
@@ -463,10 +516,25 @@ def one_run(lab: Lab, pair, profile: Profile, fault: str, index: int, workdir: P
     stop_file = workdir / "probe.stop"
     stop_file.unlink(missing_ok=True)
     duration = BASELINE + profile.deadline + profile.tail + 5.0
-    probe = lab.spawn(CLIENT, [lab.python(), "-m", "carpool.lab.probe", "--target", VIP,
-                               "--interval", str(PROBE_INTERVAL), "--duration", f"{duration:g}",
-                               "--stop-file", str(stop_file)],
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probe = lab.spawn(
+        CLIENT,
+        [
+            lab.python(),
+            "-m",
+            "carpool.lab.probe",
+            "--target",
+            VIP,
+            "--interval",
+            str(PROBE_INTERVAL),
+            "--duration",
+            f"{duration:g}",
+            "--stop-file",
+            str(stop_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(BASELINE)
         t_fault = time.monotonic()
@@ -517,12 +585,16 @@ def idle_cpu(pair, seconds: float) -> dict:
         for p in ps:
             now = cpu_ticks(p)
             if now is None or start[p] is None:
-                raise LabError(f"{pair.name} process {p} of unit {unit} died during the idle "
-                               f"CPU window")
+                raise LabError(
+                    f"{pair.name} process {p} of unit {unit} died during the idle CPU window"
+                )
             ticks += now - start[p]
         role = "master" if unit == master else "backup"
-        result[role] = {"unit": unit, "pids": ps,
-                        "cpu_percent": round(100 * ticks / CLK_TCK / elapsed, 3)}
+        result[role] = {
+            "unit": unit,
+            "pids": ps,
+            "cpu_percent": round(100 * ticks / CLK_TCK / elapsed, 3),
+        }
     return result
 
 
@@ -534,12 +606,20 @@ def cell_runs(lab, pair, profile, fault, runs, workdir, results) -> None:
         try:
             run = one_run(lab, pair, profile, fault, done + 1, workdir)
         except LabError as e:
-            run = Run(profile.name, fault, pair.name, done + 1, valid=False,
-                      note=f"lab error: {str(e).splitlines()[0]}")
+            run = Run(
+                profile.name,
+                fault,
+                pair.name,
+                done + 1,
+                valid=False,
+                note=f"lab error: {str(e).splitlines()[0]}",
+            )
             log(f"  lab error, details:\n{e}")
-        log(f"  {profile.name:7} {fault:5} {pair.name:10} #{run.index} master {run.master or '?'}"
+        log(
+            f"  {profile.name:7} {fault:5} {pair.name:10} #{run.index} master {run.master or '?'}"
             f" outage {fmt(run.outage)} takeover {fmt(run.takeover)}"
-            f"{' INVALID' if not run.valid else ''} {run.note}")
+            f"{' INVALID' if not run.valid else ''} {run.note}"
+        )
         results.append(run)
         if run.valid:
             done += 1
@@ -569,74 +649,119 @@ def summarise(results: list[Run]) -> list[dict]:
         for r in runs:
             for note in filter(None, r.note.split("; ")):
                 notes[note] = notes.get(note, 0) + 1
-        rows.append({
-            "profile": key[0], "fault": key[1], "impl": key[2], "n": len(outages),
-            "median": statistics.median(outages) if outages else None,
-            "min": min(outages) if outages else None, "max": max(outages) if outages else None,
-            "takeover_median": statistics.median([r.takeover for r in runs if r.takeover]) if
-            any(r.takeover for r in runs) else None,
-            "notes": {k: v for k, v in notes.items()},
-        })
+        rows.append(
+            {
+                "profile": key[0],
+                "fault": key[1],
+                "impl": key[2],
+                "n": len(outages),
+                "median": statistics.median(outages) if outages else None,
+                "min": min(outages) if outages else None,
+                "max": max(outages) if outages else None,
+                "takeover_median": statistics.median([r.takeover for r in runs if r.takeover])
+                if any(r.takeover for r in runs)
+                else None,
+                "notes": {k: v for k, v in notes.items()},
+            }
+        )
     for row in rows:
         if row["impl"] != "carpool":
             continue
-        peer = next((r for r in rows if r["impl"] == "keepalived" and
-                     (r["profile"], r["fault"]) == (row["profile"], row["fault"])), None)
-        row["ratio"] = (float(f"{row['median'] / peer['median']:.3g}")
-                        if peer and row["median"] is not None and peer["median"] else None)
+        peer = next(
+            (
+                r
+                for r in rows
+                if r["impl"] == "keepalived"
+                and (r["profile"], r["fault"]) == (row["profile"], row["fault"])
+            ),
+            None,
+        )
+        row["ratio"] = (
+            float(f"{row['median'] / peer['median']:.3g}")
+            if peer and row["median"] is not None and peer["median"]
+            else None
+        )
         target = TARGETS.get((row["profile"], row["fault"]))
         if target is not None and row["max"] is not None:
             ok = row["max"] <= target
             if row["fault"] == "crash" and peer and peer["median"] is not None:
                 ok = ok and row["median"] <= peer["median"]
-            row["target"] = f"{'met' if ok else 'MISSED'} (max <= {target:g}s" + \
-                (", median <= keepalived" if row["fault"] == "crash" else "") + ")"
+            row["target"] = (
+                f"{'met' if ok else 'MISSED'} (max <= {target:g}s"
+                + (", median <= keepalived" if row["fault"] == "crash" else "")
+                + ")"
+            )
     return rows
 
 
 def table(rows: list[dict], cpu: dict) -> str:
-    head = ("| profile | fault | implementation | n | median s | min s | max s | "
-            "carpool/keepalived (median) | notes |")
+    head = (
+        "| profile | fault | implementation | n | median s | min s | max s | "
+        "carpool/keepalived (median) | notes |"
+    )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
         notes = [f"{k} ({v}/{r['n']})" for k, v in r["notes"].items()]
         if r.get("target"):
             notes.insert(0, f"target {r['target']}")
         ratio = r.get("ratio")
-        lines.append(f"| {r['profile']} | {r['fault']} | {r['impl']} | {r['n']} | "
-                     f"{fmt(r['median'])} | {fmt(r['min'])} | {fmt(r['max'])} | "
-                     f"{'' if r['impl'] != 'carpool' else ('-' if ratio is None else ratio)} | "
-                     f"{'; '.join(notes)} |")
+        lines.append(
+            f"| {r['profile']} | {r['fault']} | {r['impl']} | {r['n']} | "
+            f"{fmt(r['median'])} | {fmt(r['min'])} | {fmt(r['max'])} | "
+            f"{'' if r['impl'] != 'carpool' else ('-' if ratio is None else ratio)} | "
+            f"{'; '.join(notes)} |"
+        )
     if cpu:
-        lines += ["", "| idle CPU (% of one core) | profile | master unit | backup unit | window s |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| idle CPU (% of one core) | profile | master unit | backup unit | window s |",
+            "|---|---|---|---|---|",
+        ]
         for key, value in cpu.items():
             impl, prof = key.split("/")
-            lines.append(f"| {impl} | {prof} | {value['master']['cpu_percent']:.2f} | "
-                         f"{value['backup']['cpu_percent']:.2f} | {value['seconds']} |")
+            lines.append(
+                f"| {impl} | {prof} | {value['master']['cpu_percent']:.2f} | "
+                f"{value['backup']['cpu_percent']:.2f} | {value['seconds']} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--runs", type=int, default=7, help="runs per (profile, fault, implementation)")
     p.add_argument("--quick", action="store_true", help="3 runs, 5 s idle CPU window")
     p.add_argument("--profiles", default="default,fast")
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--impls", default=",".join(IMPLS))
-    p.add_argument("--fast-interval-ms", type=int, default=20,
-                   help="advert interval of the fast profile (carpool ha.fast_interval_ms, "
-                        "keepalived advert_int)")
-    p.add_argument("--cpu-seconds", type=float, default=20.0,
-                   help="idle CPU window (0: skip); measured at default timers, and at fast")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="also write every run and the summary as JSON (FILE, or - for stdout "
-                        "instead of the table)")
-    p.add_argument("--logs", metavar="DIR",
-                   help="keep the daemons' logs (carpool and keepalived) in DIR")
-    p.add_argument("--lock-timeout", type=float, default=3600,
-                   help="s to wait for the machine's lab lock")
+    p.add_argument(
+        "--fast-interval-ms",
+        type=int,
+        default=20,
+        help="advert interval of the fast profile (carpool ha.fast_interval_ms, "
+        "keepalived advert_int)",
+    )
+    p.add_argument(
+        "--cpu-seconds",
+        type=float,
+        default=20.0,
+        help="idle CPU window (0: skip); measured at default timers, and at fast",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="also write every run and the summary as JSON (FILE, or - for stdout "
+        "instead of the table)",
+    )
+    p.add_argument(
+        "--logs", metavar="DIR", help="keep the daemons' logs (carpool and keepalived) in DIR"
+    )
+    p.add_argument(
+        "--lock-timeout", type=float, default=3600, help="s to wait for the machine's lab lock"
+    )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("needs root (network namespaces)")
@@ -650,8 +775,11 @@ def main(argv=None) -> int:
     wanted_profiles = [x for x in args.profiles.split(",") if x]
     wanted_faults = [x for x in args.faults.split(",") if x]
     wanted_impls = [x for x in args.impls.split(",") if x]
-    for value, allowed in ((wanted_profiles, profs), (wanted_faults, FAULTS),
-                           (wanted_impls, IMPLS)):
+    for value, allowed in (
+        (wanted_profiles, profs),
+        (wanted_faults, FAULTS),
+        (wanted_impls, IMPLS),
+    ):
         bad = set(value) - set(allowed)
         if bad:
             p.error(f"unknown {sorted(bad)}: choose from {', '.join(allowed)}")
@@ -672,8 +800,11 @@ def main(argv=None) -> int:
             for pname in wanted_profiles:
                 profile = profs[pname]
                 for impl in wanted_impls:
-                    pair = (CarpoolPair(lab, profile) if impl == "carpool"
-                            else KeepalivedPair(lab, profile, workdir))
+                    pair = (
+                        CarpoolPair(lab, profile)
+                        if impl == "carpool"
+                        else KeepalivedPair(lab, profile, workdir)
+                    )
                     log(f"{pname}: starting the {impl} pair")
                     pair.start()
                     if args.cpu_seconds > 0:
@@ -699,13 +830,23 @@ def main(argv=None) -> int:
     runtime = time.monotonic() - started
     rows = summarise(results)
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "runtime_s": round(runtime, 1),
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "python": platform.python_version(),
-                    "keepalived": _keepalived_version()},
-        "options": {"runs": args.runs, "fast_interval_ms": args.fast_interval_ms,
-                    "probe_interval": PROBE_INTERVAL, "cpu_seconds": args.cpu_seconds},
-        "summary": rows, "idle_cpu": cpu, "runs": [asdict(r) for r in results],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "runtime_s": round(runtime, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "keepalived": _keepalived_version(),
+        },
+        "options": {
+            "runs": args.runs,
+            "fast_interval_ms": args.fast_interval_ms,
+            "probe_interval": PROBE_INTERVAL,
+            "cpu_seconds": args.cpu_seconds,
+        },
+        "summary": rows,
+        "idle_cpu": cpu,
+        "runs": [asdict(r) for r in results],
     }
     if args.json and args.json != "-":
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
@@ -714,8 +855,10 @@ def main(argv=None) -> int:
         print()
     else:
         print(table(rows, cpu))
-        print(f"\n{report['date']}, runtime {runtime:.0f} s, {os.cpu_count()} CPUs, "
-              f"kernel {platform.release()}, {report['machine']['keepalived']}")
+        print(
+            f"\n{report['date']}, runtime {runtime:.0f} s, {os.cpu_count()} CPUs, "
+            f"kernel {platform.release()}, {report['machine']['keepalived']}"
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ successive changes (p50/p99/max, lost versions), and a large document (1000 virt
 No peer here has config sync (keepalived and ucarp have none; a LoadMaster pair is not
 available), so the figures stand against the issue's targets: p99 <= 50 ms, big document < 2 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from carpool.config.document import parse_document  # noqa: E402
-from carpool.config.store import Store  # noqa: E402
-from carpool.lab import Lab, machine_lock  # noqa: E402
-from carpool.lab.topology import SHARED_LAN  # noqa: E402
-from carpool.node import control  # noqa: E402
+from carpool.config.document import parse_document
+from carpool.config.store import Store
+from carpool.lab import Lab, machine_lock
+from carpool.lab.topology import SHARED_LAN
+from carpool.node import control
 
 VIP = SHARED_LAN.split("/")[0]
 
@@ -39,11 +40,19 @@ def ask(lab, unit, command, timeout=30.0, **fields):
 def big_document(base: dict, services: int, servers: int = 10) -> dict:
     doc = json.loads(json.dumps(base))
     doc["virtual_service"] = [
-        {"name": f"vs{n}", "address": VIP, "port": 1000 + n, "type": "http" if n % 2 else "l4",
-         "scheduler": "wrr", "real_server": [
-             {"address": f"198.18.2.{101 + k}", "port": 8000 + n % 50, "weight": 1 + k}
-             for k in range(servers)]}
-        for n in range(services)]
+        {
+            "name": f"vs{n}",
+            "address": VIP,
+            "port": 1000 + n,
+            "type": "http" if n % 2 else "l4",
+            "scheduler": "wrr",
+            "real_server": [
+                {"address": f"198.18.2.{101 + k}", "port": 8000 + n % 50, "weight": 1 + k}
+                for k in range(servers)
+            ],
+        }
+        for n in range(services)
+    ]
     return doc
 
 
@@ -60,17 +69,28 @@ def latency_run(lab, active, standby, changes: int, deadline_s: float = 300) -> 
         if time.monotonic() - t0 > deadline_s:
             raise RuntimeError(f"only {n} changes in {deadline_s} s")
     last = start_version + changes
-    lab.wait_for(lambda: ask(lab, standby, "config.show")["version"] >= last, 60,
-                 what=f"standby at version {last}")
-    applied = {v: (committed, at) for v, committed, at in
-               ask(lab, standby, "config.applied")["applied"] if v > start_version}
+    lab.wait_for(
+        lambda: ask(lab, standby, "config.show")["version"] >= last,
+        60,
+        what=f"standby at version {last}",
+    )
+    applied = {
+        v: (committed, at)
+        for v, committed, at in ask(lab, standby, "config.applied")["applied"]
+        if v > start_version
+    }
     lost = [v for v in range(start_version + 1, last + 1) if v not in applied]
     lat = [(at - committed) * 1000 for committed, at in applied.values()]
-    return {"changes": changes, "elapsed_s": round(time.monotonic() - t0, 2),
-            "p50_ms": round(statistics.median(lat), 2), "p99_ms": round(percentile(lat, 99), 2),
-            "max_ms": round(max(lat), 2), "lost_versions": len(lost),
-            "standby_hash_equal": ask(lab, standby, "config.show")["hash"] ==
-            ask(lab, active, "config.show")["hash"]}
+    return {
+        "changes": changes,
+        "elapsed_s": round(time.monotonic() - t0, 2),
+        "p50_ms": round(statistics.median(lat), 2),
+        "p99_ms": round(percentile(lat, 99), 2),
+        "max_ms": round(max(lat), 2),
+        "lost_versions": len(lost),
+        "standby_hash_equal": ask(lab, standby, "config.show")["hash"]
+        == ask(lab, active, "config.show")["hash"],
+    }
 
 
 def big_run(lab, active, standby, services: int) -> dict:
@@ -88,13 +108,21 @@ def big_run(lab, active, standby, services: int) -> dict:
     t = time.perf_counter()
     version = ask(lab, active, "config.apply", timeout=120, document=doc)["version"]
     commit_s = time.perf_counter() - t
-    lab.wait_for(lambda: ask(lab, standby, "config.show", timeout=60)["version"] >= version, 60,
-                 what=f"standby at version {version}")
+    lab.wait_for(
+        lambda: ask(lab, standby, "config.show", timeout=60)["version"] >= version,
+        60,
+        what=f"standby at version {version}",
+    )
     total_s = time.perf_counter() - t
-    return {"services": services, "real_servers": services * 10, "json_bytes": len(raw),
-            "validate_s": round(validate_s, 3), "store_s": round(store_s, 3),
-            "commit_on_active_s": round(commit_s, 3),
-            "commit_to_applied_on_standby_s": round(total_s, 3)}
+    return {
+        "services": services,
+        "real_servers": services * 10,
+        "json_bytes": len(raw),
+        "validate_s": round(validate_s, 3),
+        "store_s": round(store_s, 3),
+        "commit_on_active_s": round(commit_s, 3),
+        "commit_to_applied_on_standby_s": round(total_s, 3),
+    }
 
 
 def main() -> int:
@@ -109,25 +137,38 @@ def main() -> int:
             lab.up(servers=0)
             active = lab.wait_for_master()
             standby = "b" if active == "a" else "a"
-            result = {"latency": latency_run(lab, active, standby, args.changes),
-                      "big_document": big_run(lab, active, standby, args.services)}
+            result = {
+                "latency": latency_run(lab, active, standby, args.changes),
+                "big_document": big_run(lab, active, standby, args.services),
+            }
         finally:
             lab.down()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     lat, big = result["latency"], result["big_document"]
-    print(f"commit on active -> applied on standby, {lat['changes']} successive changes "
-          f"({lat['elapsed_s']} s):")
-    print(f"  p50 {lat['p50_ms']} ms   p99 {lat['p99_ms']} ms   max {lat['max_ms']} ms   "
-          f"lost versions {lat['lost_versions']}   same hash {lat['standby_hash_equal']}")
-    print(f"document with {big['services']} virtual services x 10 real servers "
-          f"({big['json_bytes']} bytes JSON):")
-    print(f"  validate {big['validate_s']} s   store {big['store_s']} s   commit on active "
-          f"{big['commit_on_active_s']} s   commit -> applied on standby "
-          f"{big['commit_to_applied_on_standby_s']} s")
-    ok = lat["p99_ms"] <= 50 and lat["lost_versions"] == 0 and \
-        big["commit_to_applied_on_standby_s"] < 2
+    print(
+        f"commit on active -> applied on standby, {lat['changes']} successive changes "
+        f"({lat['elapsed_s']} s):"
+    )
+    print(
+        f"  p50 {lat['p50_ms']} ms   p99 {lat['p99_ms']} ms   max {lat['max_ms']} ms   "
+        f"lost versions {lat['lost_versions']}   same hash {lat['standby_hash_equal']}"
+    )
+    print(
+        f"document with {big['services']} virtual services x 10 real servers "
+        f"({big['json_bytes']} bytes JSON):"
+    )
+    print(
+        f"  validate {big['validate_s']} s   store {big['store_s']} s   commit on active "
+        f"{big['commit_on_active_s']} s   commit -> applied on standby "
+        f"{big['commit_to_applied_on_standby_s']} s"
+    )
+    ok = (
+        lat["p99_ms"] <= 50
+        and lat["lost_versions"] == 0
+        and big["commit_to_applied_on_standby_s"] < 2
+    )
     print("targets (p99 <= 50 ms, 0 lost, big document < 2 s):", "met" if ok else "MISSED")
     return 0
 

@@ -23,6 +23,7 @@ Failover under load: wrk against each carpool service while the active unit gets
 requests (wrk's socket errors + non-2xx answers) out of all. L4 with round robin (numgen) and
 with source hash (scheduler sh, jhash with a fixed seed: both units pick the same server).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from carpool.lab import Lab, machine_lock  # noqa: E402
-from carpool.lab.ns import write_file  # noqa: E402
-from carpool.lab.topology import CLIENT, SHARED_LAN, server_addr, server_ns  # noqa: E402
+from carpool.lab import Lab, machine_lock
+from carpool.lab.ns import write_file
+from carpool.lab.topology import CLIENT, SHARED_LAN, server_addr, server_ns
 
 VIP = SHARED_LAN.split("/")[0]
 SERVERS = 3
@@ -60,23 +61,50 @@ def log(msg: str) -> None:
 
 
 def server_config(name: str) -> str:
-    return "\n".join([
-        "global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode http",
-        "    timeout client 30s", "    timeout server 30s", "    timeout connect 2s",
-        "frontend web", "    bind :80",
-        f'    http-request return status 200 content-type text/plain string "{name}\\n" '
-        f"hdr X-Server {name}", ""])
+    return "\n".join(
+        [
+            "global",
+            "    nbthread 1",
+            "    maxconn 4000",
+            "defaults",
+            "    mode http",
+            "    timeout client 30s",
+            "    timeout server 30s",
+            "    timeout connect 2s",
+            "frontend web",
+            "    bind :80",
+            f'    http-request return status 200 content-type text/plain string "{name}\\n" '
+            f"hdr X-Server {name}",
+            "",
+        ]
+    )
 
 
 def bare_config() -> str:
     """What an admin would write by hand for the same pool (defaults otherwise)."""
     servers = [f"    server r{i} {server_addr(i)}:80" for i in range(1, SERVERS + 1)]
-    return "\n".join([
-        "global", "    maxconn 4000", "    tune.bufsize 65536", "defaults",
-        "    timeout client 30s", "    timeout server 30s", "    timeout connect 2s",
-        "listen bare-http", f"    bind {VIP}:9080", "    mode http", "    balance roundrobin",
-        *servers, "listen bare-tcp", f"    bind {VIP}:9081", "    mode tcp",
-        "    balance roundrobin", *servers, ""])
+    return "\n".join(
+        [
+            "global",
+            "    maxconn 4000",
+            "    tune.bufsize 65536",
+            "defaults",
+            "    timeout client 30s",
+            "    timeout server 30s",
+            "    timeout connect 2s",
+            "listen bare-http",
+            f"    bind {VIP}:9080",
+            "    mode http",
+            "    balance roundrobin",
+            *servers,
+            "listen bare-tcp",
+            f"    bind {VIP}:9081",
+            "    mode tcp",
+            "    balance roundrobin",
+            *servers,
+            "",
+        ]
+    )
 
 
 def descendants(pid: int) -> list[int]:
@@ -95,8 +123,12 @@ def descendants(pid: int) -> list[int]:
 
 def pin(pid: int, cpu: str) -> None:
     for each in descendants(pid):
-        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(each)], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", cpu, str(each)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def start_haproxy(lab: Lab, node: str, config: str, name: str) -> int:
@@ -104,8 +136,12 @@ def start_haproxy(lab: Lab, node: str, config: str, name: str) -> int:
     the caller pins it once it answers (pinning earlier races that choice)."""
     path = lab.dir / "bench" / f"{name}.cfg"
     write_file(path, config)
-    proc = lab.spawn(node, ["haproxy", "-db", "-f", str(path)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = lab.spawn(
+        node,
+        ["haproxy", "-db", "-f", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc.pid
 
 
@@ -123,9 +159,14 @@ def fast_servers(lab: Lab) -> list[int]:
         lab.stop_http(ns)
         pids.append(start_haproxy(lab, ns, server_config(ns), ns))
     for i in range(1, SERVERS + 1):
-        lab.wait_for(lambda i=i: server_ns(i) in (lab.http_get(CLIENT, f"http://{server_addr(i)}/",
-                                                               timeout=1.0) or ""),
-                     10, what=f"fast server {server_ns(i)} answers")
+        lab.wait_for(
+            lambda i=i: (
+                server_ns(i)
+                in (lab.http_get(CLIENT, f"http://{server_addr(i)}/", timeout=1.0) or "")
+            ),
+            10,
+            what=f"fast server {server_ns(i)} answers",
+        )
     for pid in pids:
         pin(pid, LB_CPU)
     return pids
@@ -140,8 +181,19 @@ UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def wrk(lab: Lab, url: str, duration: float, connections: int) -> dict:
-    argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s",
-            "--latency", "--timeout", "2s", url]
+    argv = [
+        "taskset",
+        "-c",
+        WRK_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "--timeout",
+        "2s",
+        url,
+    ]
     out = lab.exec(CLIENT, argv, timeout=duration + 30).stdout
     rate = WRK_LINE.search(out)
     if not rate:
@@ -149,17 +201,20 @@ def wrk(lab: Lab, url: str, duration: float, connections: int) -> dict:
     p99 = PERCENTILE.search(out)
     errors = SOCKET_ERRORS.search(out)
     non2xx = NON_2XX.search(out)
-    return {"rps": float(rate.group(1)),
-            "p99_ms": float(p99.group(1)) * UNIT[p99.group(2)] if p99 else None,
-            "requests": int(TOTAL.search(out).group(1)),
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": float(rate.group(1)),
+        "p99_ms": float(p99.group(1)) * UNIT[p99.group(2)] if p99 else None,
+        "requests": int(TOTAL.search(out).group(1)),
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def wait_all_up(lab: Lab, unit: str) -> None:
     def all_up():
         servers = lab.unit_status(unit)["dataplane"]["servers"]
         return len(servers) == 2 * SERVERS and all(s["up"] for s in servers)
+
     lab.wait_for(all_up, 15, what=f"unit {unit}: every real server up")
 
 
@@ -176,19 +231,23 @@ def throughput(lab: Lab, runs: int, duration: float, connections: int) -> dict:
         for name, url in TARGETS.items():
             r = wrk(lab, url, duration, connections)
             results[name].append(r)
-            log(f"run {run}/{runs} {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']} ms, "
-                f"errors {r['socket_errors'] + r['non_2xx']}")
+            log(
+                f"run {run}/{runs} {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']} ms, "
+                f"errors {r['socket_errors'] + r['non_2xx']}"
+            )
     return results
 
 
-def failover_under_load(lab: Lab, service: str, url: str, duration: float,
-                        connections: int) -> dict:
+def failover_under_load(
+    lab: Lab, service: str, url: str, duration: float, connections: int
+) -> dict:
     active = lab.wait_for_master()
     wait_all_up(lab, active)
     result: dict = {}
 
     def load():
         result.update(wrk(lab, url, duration, connections))
+
     worker = threading.Thread(target=load)
     worker.start()
     time.sleep(duration / 3)  # the load is running; the fault comes a third into it
@@ -196,10 +255,18 @@ def failover_under_load(lab: Lab, service: str, url: str, duration: float,
     worker.join(duration + 60)
     partner = "b" if active == "a" else "a"
     new = lab.unit_status(partner)["state"]
-    result.update({"service": service, "from": active, "to": f"{partner} {new}",
-                   "failed": result.get("socket_errors", 0) + result.get("non_2xx", 0)})
-    log(f"failover under load, {service}: {result['failed']} failed of {result['requests']} "
-        f"({active} -> {new})")
+    result.update(
+        {
+            "service": service,
+            "from": active,
+            "to": f"{partner} {new}",
+            "failed": result.get("socket_errors", 0) + result.get("non_2xx", 0),
+        }
+    )
+    log(
+        f"failover under load, {service}: {result['failed']} failed of {result['requests']} "
+        f"({active} -> {new})"
+    )
     # Not heal(): it would restart the lab's Python servers over the fast ones.
     lab.wait_for(lambda: not lab.unit_running(active), 15, what=f"unit {active} stopped")
     lab.start_unit(active)
@@ -213,21 +280,28 @@ def summarize(results: dict) -> dict:
     for name, runs in results.items():
         rps = [r["rps"] for r in runs]
         p99 = [r["p99_ms"] for r in runs if r["p99_ms"] is not None]
-        table[name] = {"rps_median": statistics.median(rps), "rps_min": min(rps),
-                       "rps_max": max(rps),
-                       "p99_ms_median": statistics.median(p99) if p99 else None,
-                       "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs)}
+        table[name] = {
+            "rps_median": statistics.median(rps),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "p99_ms_median": statistics.median(p99) if p99 else None,
+            "errors": sum(r["socket_errors"] + r["non_2xx"] for r in runs),
+        }
     return table
 
 
 def print_report(table: dict, failovers: list[dict], args) -> None:
-    print(f"\nthroughput: wrk -t1 -c{args.connections} -d{args.duration:g}s keep-alive, "
-          f"median of {args.runs} interleaved runs ({platform.node()}, {os.cpu_count()} cpus)")
+    print(
+        f"\nthroughput: wrk -t1 -c{args.connections} -d{args.duration:g}s keep-alive, "
+        f"median of {args.runs} interleaved runs ({platform.node()}, {os.cpu_count()} cpus)"
+    )
     print(f"{'target':<14}{'req/s median':>14}{'(min-max)':>20}{'p99 ms':>10}{'errors':>8}")
     for name, row in table.items():
         spread = f"({row['rps_min']:.0f}-{row['rps_max']:.0f})"
-        print(f"{name:<14}{row['rps_median']:>14.0f}{spread:>20}"
-              f"{row['p99_ms_median'] or float('nan'):>10.2f}{row['errors']:>8}")
+        print(
+            f"{name:<14}{row['rps_median']:>14.0f}{spread:>20}"
+            f"{row['p99_ms_median'] or float('nan'):>10.2f}{row['errors']:>8}"
+        )
     print("\nratios (target)")
     for ours, peer, target in RATIOS:
         ratio = table[ours]["rps_median"] / table[peer]["rps_median"]
@@ -238,9 +312,11 @@ def print_report(table: dict, failovers: list[dict], args) -> None:
             print(f"    p99 {p99[0]:.2f} ms vs {p99[1]:.2f} ms")
     print("\nfailover under load (SIGTERM of the active unit)")
     for f in failovers:
-        print(f"  {f['service']:<22} failed {f['failed']} of {f['requests']} requests "
-              f"(socket errors {f['socket_errors']}, non-2xx {f['non_2xx']}; "
-              f"{f['from']} -> {f['to']})")
+        print(
+            f"  {f['service']:<22} failed {f['failed']} of {f['requests']} requests "
+            f"(socket errors {f['socket_errors']}, non-2xx {f['non_2xx']}; "
+            f"{f['from']} -> {f['to']})"
+        )
 
 
 def main() -> int:
@@ -262,33 +338,48 @@ def main() -> int:
             lab.exec(CLIENT, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"], check=True)
             fast_servers(lab)
             bare = start_haproxy(lab, active, bare_config(), "bare")
-            lab.wait_for(lambda: lab.http_get(CLIENT, TARGETS["haproxy-http"], 1.0), 10,
-                         what="bare HAProxy answers")
+            lab.wait_for(
+                lambda: lab.http_get(CLIENT, TARGETS["haproxy-http"], 1.0),
+                10,
+                what="bare HAProxy answers",
+            )
             pin(bare, LB_CPU)
             wait_all_up(lab, active)
             pin_carpool_haproxy(lab)
             carpool_l7 = lab.unit_status(active)["dataplane"]["l7"]["pid"]
-            log(f"threads: bare HAProxy {threads(bare)}, carpool's HAProxy worker "
-                f"{threads(carpool_l7)}")
+            log(
+                f"threads: bare HAProxy {threads(bare)}, carpool's HAProxy worker "
+                f"{threads(carpool_l7)}"
+            )
             results = throughput(lab, args.runs, args.duration, args.connections)
             failovers = []
             if not args.no_failover:
-                for service, url, scheduler in (("l4 rr", TARGETS["carpool-l4"], "rr"),
-                                                ("l4 source hash", TARGETS["carpool-l4"], "sh"),
-                                                ("l7 (http)", TARGETS["carpool-l7"], None)):
+                for service, url, scheduler in (
+                    ("l4 rr", TARGETS["carpool-l4"], "rr"),
+                    ("l4 source hash", TARGETS["carpool-l4"], "sh"),
+                    ("l7 (http)", TARGETS["carpool-l7"], None),
+                ):
                     if scheduler is not None:
-                        lab.exec(lab.wait_for_master(), [
-                            "carpool", "config", "set", "virtual_service[web-l4].scheduler",
-                            scheduler], check=True)
-                    failovers.append(failover_under_load(lab, service, url, 9.0,
-                                                         args.connections))
+                        lab.exec(
+                            lab.wait_for_master(),
+                            [
+                                "carpool",
+                                "config",
+                                "set",
+                                "virtual_service[web-l4].scheduler",
+                                scheduler,
+                            ],
+                            check=True,
+                        )
+                    failovers.append(failover_under_load(lab, service, url, 9.0, args.connections))
         finally:
             lab.down()
     table = summarize(results)
     print_report(table, failovers, args)
     if args.json:
-        data = json.dumps({"table": table, "runs": results, "failover": failovers,
-                           "args": vars(args)}, indent=2)
+        data = json.dumps(
+            {"table": table, "runs": results, "failover": failovers, "args": vars(args)}, indent=2
+        )
         sys.stdout.write(data + "\n") if args.json == "-" else Path(args.json).write_text(data)
     return 0
 

@@ -1,4 +1,5 @@
 """carpool: a highly available load-balancer pair."""
+
 from importlib import metadata as _metadata
 
 try:

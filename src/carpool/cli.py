@@ -1,4 +1,5 @@
 """carpool command line: run, status, lab."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,17 +10,31 @@ import os
 import sys
 import time
 
-from .config.edit import (AddRealServer, AddVirtualService, AlreadyExists, Conflict, Edit,
-                          EditError, Invalid, NotFound, Op, Refused, RemoveRealServer,
-                          RemoveVirtualService, SetKey, SetPassword, SetRealServer,
-                          SetVirtualService, error_of)
+from .config.edit import (
+    AddRealServer,
+    AddVirtualService,
+    AlreadyExists,
+    Conflict,
+    Edit,
+    EditError,
+    Invalid,
+    NotFound,
+    Op,
+    Refused,
+    RemoveRealServer,
+    RemoveVirtualService,
+    SetKey,
+    SetPassword,
+    SetRealServer,
+    SetVirtualService,
+    error_of,
+)
 from .config.ha import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/carpool/carpool.toml"
 # Exit status of a change the daemon refused, by its typed error; any other failure is 1
 # (the standby refusing, no daemon answering).
-EXIT_CODES: dict[type[EditError], int] = {Invalid: 2, NotFound: 3, AlreadyExists: 4,
-                                          Conflict: 5}
+EXIT_CODES: dict[type[EditError], int] = {Invalid: 2, NotFound: 3, AlreadyExists: 4, Conflict: 5}
 
 
 def exit_code(error: EditError) -> int:
@@ -35,13 +50,15 @@ def _load(args) -> Config:
         return load_config(_config_path(args))
     except ConfigError as e:
         print(f"carpool: invalid configuration, nothing changed:\n{e}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 def _logging(cfg: Config, who: str) -> None:
     logging.basicConfig(
-        level=cfg.log_level.upper(), stream=sys.stderr,
-        format=f"%(asctime)s {cfg.role} {who} %(name)s %(levelname)s %(message)s")
+        level=cfg.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {cfg.role} {who} %(name)s %(levelname)s %(message)s",
+    )
 
 
 def cmd_run(args) -> int:
@@ -50,10 +67,12 @@ def cmd_run(args) -> int:
         from .config.ha import with_document
         from .node.configd import open_store
         from .node.daemon import Daemon
+
         _logging(cfg, "daemon")
         store = open_store(cfg)
         return asyncio.run(Daemon(with_document(cfg, store.current.document), store).run())
     from .node.supervisor import supervise
+
     _logging(cfg, "supervisor")
     return supervise(cfg)
 
@@ -64,7 +83,9 @@ def _ago(seconds) -> str:
 
 def _sync_line(s: dict) -> str:
     c, y = s.get("config") or {}, s.get("sync") or {}
-    line = f"  config version {c.get('version')} ({(c.get('hash') or '')[:12]}); sync {y.get('state')}"
+    line = (
+        f"  config version {c.get('version')} ({(c.get('hash') or '')[:12]}); sync {y.get('state')}"
+    )
     if y.get("partner_version") is not None:
         line += f", partner at version {y['partner_version']} (lag {y.get('lag')})"
     return line
@@ -72,8 +93,7 @@ def _sync_line(s: dict) -> str:
 
 def format_status(s: dict) -> str:
     lines = [
-        f"unit {s['role']}: {s['state'].upper()} for {s['since_ago'] or 0:.1f}s "
-        f"({s['reason']})",
+        f"unit {s['role']}: {s['state'].upper()} for {s['since_ago'] or 0:.1f}s ({s['reason']})",
         f"  {s['protocol']} vhid {s['vhid']}  advbase {s['advbase']} advskew {s['advskew']}  "
         f"priority {s['priority']}  preempt {'yes' if s['preempt'] else 'no'}  "
         f"{s['transport']}{'  vmac ' + s['vmac'] if s['vmac'] else ''}",
@@ -84,27 +104,34 @@ def format_status(s: dict) -> str:
         "  partner by interface:",
     ]
     for name, p in s["partner"].items():
-        ping = ("ok %.2f ms" % p["ping_rtt_ms"]) if p["ping_ok"] else (
-            "no answer" if p["ping_ok"] is False else "-")
+        ping = (
+            ("ok {:.2f} ms".format(p["ping_rtt_ms"]))
+            if p["ping_ok"]
+            else ("no answer" if p["ping_ok"] is False else "-")
+        )
         target = ""
         if p["ping_target"]:
             target = f"  target {p['ping_target']} {'ok' if p['ping_target_ok'] else 'FAILED'}"
         lines.append(
             f"    {name:<6} link {'up' if p['link_up'] else 'DOWN':<4} "
             f"{'hb ' if p['heartbeat'] else ''}partner {p['address']}: advert "
-            f"{_ago(p['advert_seen_ago'])}, ping {ping}{target}")
+            f"{_ago(p['advert_seen_ago'])}, ping {ping}{target}"
+        )
     drops = ", ".join(f"{k} {v}" for k, v in sorted(s["drops"].items())) or "none"
     c, t = s["counters"], s["timers"]
-    lines += [f"  adverts sent {c['adverts_sent']} received {c['adverts_received']} "
-              f"send errors {c['send_errors']}  drops: {drops}",
-              f"  timers: advert every {t['advert_interval']:.3f}s, master down after "
-              f"{t['master_down']:.3f}s"]
+    lines += [
+        f"  adverts sent {c['adverts_sent']} received {c['adverts_received']} "
+        f"send errors {c['send_errors']}  drops: {drops}",
+        f"  timers: advert every {t['advert_interval']:.3f}s, master down after "
+        f"{t['master_down']:.3f}s",
+    ]
     lines += [f"  WARNING: {w}" for w in s.get("warnings", [])]
     return "\n".join(lines)
 
 
 def cmd_status(args) -> int:
     from .node import control
+
     cfg = _load(args)
     try:
         status = control.request(cfg.socket_path, "status")
@@ -116,8 +143,10 @@ def cmd_status(args) -> int:
     elif args.watch:
         try:
             while True:
-                print("\033[H\033[J" + format_status(control.request(cfg.socket_path, "status")),
-                      flush=True)
+                print(
+                    "\033[H\033[J" + format_status(control.request(cfg.socket_path, "status")),
+                    flush=True,
+                )
                 time.sleep(args.watch)
         except KeyboardInterrupt:
             return 0
@@ -129,6 +158,7 @@ def cmd_status(args) -> int:
 def _request(args, command: str, timeout: float = 10.0, **fields) -> dict | EditError:
     """One control request to the local daemon: its answer, or its typed error (printed)."""
     from .node import control
+
     cfg = _load(args)
     try:
         answer = control.request(cfg.socket_path, command, timeout=timeout, **fields)
@@ -170,6 +200,7 @@ def _edit(args, *ops: Op) -> int:
 def _value(text: str):
     """A TOML value if it parses as one (5, true, ["a"]), else the text as a string."""
     import tomllib
+
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -183,7 +214,9 @@ def _changed(answer: dict) -> str:
 
 def cmd_config(args) -> int:
     import tomllib
+
     from .config import tomlw
+
     action = args.action
     if action == "show":
         answer = _ask(args, "config.show")
@@ -223,8 +256,10 @@ def cmd_config(args) -> int:
             for r in answer["history"]:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["when"]))
                 flag = f"  CONFLICT: {r['conflict']}" if r["conflict"] else ""
-                print(f"{r['version']:>6}  {r['hash'][:12]}  {when}  {r['origin'] or '-':<6} "
-                      f"{r['who']}: {', '.join(r['what'][:6]) or '-'}{flag}")
+                print(
+                    f"{r['version']:>6}  {r['hash'][:12]}  {when}  {r['origin'] or '-':<6} "
+                    f"{r['who']}: {', '.join(r['what'][:6]) or '-'}{flag}"
+                )
             return 0
         return 1
     # sync
@@ -236,8 +271,10 @@ def cmd_config(args) -> int:
         return 1
     answer = _ask(args, "config.sync", timeout=60.0)
     if answer is not None:
-        print(f"partner updated: pushed versions {answer['pushed'] or 'none'}, "
-              f"kept as conflict there: {answer['kept_as_conflict'] or 'none'}")
+        print(
+            f"partner updated: pushed versions {answer['pushed'] or 'none'}, "
+            f"kept as conflict there: {answer['kept_as_conflict'] or 'none'}"
+        )
         return 0
     return 1
 
@@ -269,8 +306,10 @@ def cmd_vs(args) -> int:
         doc = None if status is None else _document(args)
         if doc is None:
             return 1
-        health = {(s["service"], s["address"], s["port"]): s
-                  for s in status.get("dataplane", {}).get("servers", [])}
+        health = {
+            (s["service"], s["address"], s["port"]): s
+            for s in status.get("dataplane", {}).get("servers", [])
+        }
         services = doc.get("virtual_service", [])
         if args.action == "show":
             vs = _find_vs(doc, args.name)
@@ -278,21 +317,40 @@ def cmd_vs(args) -> int:
                 return EXIT_CODES[NotFound]
             services = [vs]
         for vs in services:
-            print(f"{vs['name']}: {vs['address']}:{vs['port']}/{vs['protocol']} {vs['type']} "
-                  f"{vs['scheduler']}" + (f" persistence {vs['persistence']}s"
-                                         if vs["persistence"] else ""))
+            print(
+                f"{vs['name']}: {vs['address']}:{vs['port']}/{vs['protocol']} {vs['type']} "
+                f"{vs['scheduler']}"
+                + (f" persistence {vs['persistence']}s" if vs["persistence"] else "")
+            )
             for rs in vs["real_server"]:
                 h = health.get((vs["name"], rs["address"], rs["port"]))
-                state = "disabled" if not rs["enabled"] else (
-                    "unchecked" if h is None else ("up" if h["up"] else
-                                                   f"DOWN ({h['last_error']})"))
+                state = (
+                    "disabled"
+                    if not rs["enabled"]
+                    else (
+                        "unchecked"
+                        if h is None
+                        else ("up" if h["up"] else f"DOWN ({h['last_error']})")
+                    )
+                )
                 print(f"    {rs['address']}:{rs['port']} weight {rs['weight']} {state}")
         return 0
     if args.action == "add":
-        return _edit(args, AddVirtualService({
-            "name": args.name, "address": args.address, "port": args.port,
-            "protocol": args.protocol, "type": args.type, "scheduler": args.scheduler,
-            "persistence": args.persistence, "real_server": []}))
+        return _edit(
+            args,
+            AddVirtualService(
+                {
+                    "name": args.name,
+                    "address": args.address,
+                    "port": args.port,
+                    "protocol": args.protocol,
+                    "type": args.type,
+                    "scheduler": args.scheduler,
+                    "persistence": args.persistence,
+                    "real_server": [],
+                }
+            ),
+        )
     if args.action == "rm":
         return _edit(args, RemoveVirtualService(args.name))
     return _edit(args, SetVirtualService(args.name, args.key, _value(args.value)))  # set
@@ -301,13 +359,15 @@ def cmd_vs(args) -> int:
 def cmd_rs(args) -> int:
     address, port = _server_ref(args.server)
     if args.action == "add":
-        return _edit(args, AddRealServer(args.vs, {"address": address, "port": port,
-                                                   "weight": args.weight}))
+        return _edit(
+            args, AddRealServer(args.vs, {"address": address, "port": port, "weight": args.weight})
+        )
     if args.action == "rm":
         return _edit(args, RemoveRealServer(args.vs, address, port))
     if args.action in ("enable", "disable"):
-        return _edit(args, SetRealServer(args.vs, address, port, "enabled",
-                                         args.action == "enable"))
+        return _edit(
+            args, SetRealServer(args.vs, address, port, "enabled", args.action == "enable")
+        )
     return _edit(args, SetRealServer(args.vs, address, port, args.key, _value(args.value)))
 
 
@@ -315,8 +375,10 @@ def cmd_failover(args) -> int:
     answer = _ask(args, "ha.failover", hold=args.hold, who=_who())
     if answer is None:
         return 1
-    print(f"now {answer['state']}: {answer['reason']}; the partner takes over "
-          f"(no preempting back for {answer['hold']:g} s)")
+    print(
+        f"now {answer['state']}: {answer['reason']}; the partner takes over "
+        f"(no preempting back for {answer['hold']:g} s)"
+    )
     return 0
 
 
@@ -333,8 +395,10 @@ def cmd_doctor(args) -> int:
             if not c["ok"] and c["hint"]:
                 print(f"       {c['hint']}")
         failed = [c["name"] for c in checks if not c["ok"]]
-        print(f"\n{len(checks) - len(failed)} of {len(checks)} checks passed" +
-              (f"; failed: {', '.join(failed)}" if failed else ""))
+        print(
+            f"\n{len(checks) - len(failed)} of {len(checks)} checks passed"
+            + (f"; failed: {', '.join(failed)}" if failed else "")
+        )
     return 0 if all(c["ok"] for c in checks) else 1
 
 
@@ -343,8 +407,11 @@ def cmd_pacify(args) -> int:
     if answer is None:
         return 1
     if args.clear:
-        print("cleared: this unit may become active again" if answer["was"]
-              else "this unit was not pacified; its start history is reset")
+        print(
+            "cleared: this unit may become active again"
+            if answer["was"]
+            else "this unit was not pacified; its start history is reset"
+        )
     else:
         print(f"pacified: {answer['pacified']}" if answer["pacified"] else "not pacified")
     return 0
@@ -355,13 +422,13 @@ def _new_password(args) -> str | None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         import getpass
+
         password = getpass.getpass(f"new password for {args.user}: ")
         if getpass.getpass("again: ") != password:
             print("carpool: the two passwords differ; nothing changed", file=sys.stderr)
             return None
     if len(password) < 8:
-        print("carpool: the password needs at least 8 characters; nothing changed",
-              file=sys.stderr)
+        print("carpool: the password needs at least 8 characters; nothing changed", file=sys.stderr)
         return None
     return password
 
@@ -370,6 +437,7 @@ def cmd_passwd(args) -> int:
     """Set a WUI/API user's password: an argon2 hash in the synced document (both units). The
     hash is made here: the password never crosses the control socket."""
     from .web.auth import hash_password
+
     if _ask(args, "config.history") is None:  # no daemon: say so before asking for a password
         return 1
     password = _new_password(args)
@@ -380,15 +448,21 @@ def cmd_passwd(args) -> int:
 
 def cmd_check(args) -> int:
     cfg = _load(args)
-    print(f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
-          f"{len(cfg.interfaces)} interfaces)")
+    print(
+        f"{cfg.path}: valid ({cfg.protocol}, vhid {cfg.vhid}, unit {cfg.role}, "
+        f"{len(cfg.interfaces)} interfaces)"
+    )
     return 0
 
 
 def _expect_version(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--expect-version", type=int, metavar="VERSION",
-                        help="change only if the configuration is still at this version "
-                             "(else exit 5, nothing changed)")
+    parser.add_argument(
+        "--expect-version",
+        type=int,
+        metavar="VERSION",
+        help="change only if the configuration is still at this version "
+        "(else exit 5, nothing changed)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,21 +477,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl-C")
     status.set_defaults(func=cmd_status)
-    doctor = sub.add_parser("doctor", help="check every HA prerequisite on the live network "
-                                           "(with the partner) and say how to fix what fails")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check every HA prerequisite on the live network "
+        "(with the partner) and say how to fix what fails",
+    )
     doctor.add_argument("--config")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(func=cmd_doctor)
-    pacify = sub.add_parser("pacify", help="reboot-loop protection: show, or --clear, the "
-                                           "mark that keeps this unit standby")
+    pacify = sub.add_parser(
+        "pacify",
+        help="reboot-loop protection: show, or --clear, the mark that keeps this unit standby",
+    )
     pacify.add_argument("--config")
     pacify.add_argument("--clear", action="store_true")
     pacify.set_defaults(func=cmd_pacify)
-    failover = sub.add_parser("failover", help="force a graceful switch to the partner (run "
-                                                "on the active unit)")
+    failover = sub.add_parser(
+        "failover", help="force a graceful switch to the partner (run on the active unit)"
+    )
     failover.add_argument("--config")
-    failover.add_argument("--hold", type=float, default=300.0, metavar="SECONDS",
-                          help="do not preempt back for this long (default 300)")
+    failover.add_argument(
+        "--hold",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="do not preempt back for this long (default 300)",
+    )
     failover.set_defaults(func=cmd_failover)
     config = sub.add_parser("config", help="the appliance configuration (versioned, synced)")
     config.add_argument("--config")
@@ -426,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c = csub.add_parser("set", help="set one dotted key, e.g. appliance.description")
     c.add_argument("key")
-    c.add_argument("value", help="a TOML value (5, true, [\"a\"]) or plain text")
+    c.add_argument("value", help='a TOML value (5, true, ["a"]) or plain text')
     _expect_version(c)
     c = csub.add_parser("apply", help="replace the document with a TOML file")
     c.add_argument("file")
@@ -484,8 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_rs)
     passwd = sub.add_parser("passwd", help="set a WUI/REST API user's password (synced)")
     passwd.add_argument("user", nargs="?", default="admin")
-    passwd.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of stdin (scripts)")
+    passwd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (scripts)",
+    )
     passwd.add_argument("--config")
     _expect_version(passwd)
     passwd.set_defaults(func=cmd_passwd)

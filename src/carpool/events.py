@@ -2,6 +2,7 @@
 `events.logger(name, kind)`; every record it makes carries `event = kind` as a field, and the
 event log (web/events.py) keeps exactly the records that carry one — whatever the logger's name.
 """
+
 from __future__ import annotations
 
 import enum
@@ -10,7 +11,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     TRANSITION = "transition"
     SYNC = "sync"
     HEALTH = "health"
@@ -27,7 +28,9 @@ class Kind(str, enum.Enum):
 class EventLogger(logging.LoggerAdapter):
     """A logger whose records carry their event kind (any `extra` given is kept)."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(kwargs.get("extra") or {}), **(self.extra or {})}
         return msg, kwargs
 

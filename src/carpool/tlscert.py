@@ -1,6 +1,7 @@
 """Self-signed TLS certificates: the WUI's first-start certificate and the lab servers' HTTPS.
 
 An existing pair is never overwritten, so an admin's own certificate stays in place."""
+
 from __future__ import annotations
 
 import datetime
@@ -9,8 +10,9 @@ import os
 from pathlib import Path
 
 
-def ensure_self_signed(cert: Path, key: Path, common_name: str,
-                       addresses: tuple[str, ...] = (), days: int = 825) -> bool:
+def ensure_self_signed(
+    cert: Path, key: Path, common_name: str, addresses: tuple[str, ...] = (), days: int = 825
+) -> bool:
     """Write a self-signed certificate and its key unless both exist. True if written."""
     cert, key = Path(cert), Path(key)
     if cert.exists() and key.exists():
@@ -24,20 +26,29 @@ def ensure_self_signed(cert: Path, key: Path, common_name: str,
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     alt = [x509.DNSName(common_name)]
     alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=days))
-                   .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-                   .sign(private, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(private, hashes.SHA256())
+    )
     cert.parent.mkdir(parents=True, exist_ok=True)
     key_tmp, cert_tmp = key.with_suffix(".tmp-key"), cert.with_suffix(".tmp-cert")
     fd = os.open(key_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(private.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+        f.write(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     cert_tmp.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     os.replace(key_tmp, key)
     os.replace(cert_tmp, cert)

@@ -10,6 +10,7 @@ indirect=True). The lab's names are fixed (cp-a, cp-b, ...), so one lab exists a
 machine: the session holds the lab lock (/run/carpool-lab.lock) and waits for another test run
 holding it. Lab tests are skipped when not root. Every test under tests/lab is marked `lab`.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,14 +72,18 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     the_lab = getattr(item, "funcargs", {}).get("lab") or getattr(item, "funcargs", {}).get(
-        "healed_lab")
+        "healed_lab"
+    )
     if report.failed and isinstance(the_lab, Lab):
         try:
             from carpool.lab.cli import format_summary
+
             text = [format_summary(the_lab.summary())]
             for unit in ("a", "b"):
                 if the_lab.log_path(unit).exists():
-                    text.append(f"--- {the_lab.log_path(unit)} (tail)\n{the_lab.log_tail(unit, 30)}")
+                    text.append(
+                        f"--- {the_lab.log_path(unit)} (tail)\n{the_lab.log_tail(unit, 30)}"
+                    )
             report.sections.append(("carpool lab", "\n".join(text)))
         except Exception as e:  # reporting must never hide the failure itself
             report.sections.append(("carpool lab", f"(no lab summary: {e})"))

@@ -1,5 +1,6 @@
 """The chaos campaign's fault primitives on one lab (fast profile, so heals are quick): each
 injected, its effect seen from outside the daemons, then healed."""
+
 from __future__ import annotations
 
 import json
@@ -61,11 +62,17 @@ def test_one_way_drops_the_partners_adverts_at_one_unit_only(healed_lab):
     master = lab.wait_for_master()
     standby = "b" if master == "a" else "a"
     lab.one_way(standby)
+
     def dropped():
-        out = lab.exec(standby, ["nft", "-j", "list", "table", "ip", "carpool_lab"],
-                       check=True).stdout
-        return sum(i["rule"]["expr"][-2]["counter"]["packets"]
-                   for i in json.loads(out)["nftables"] if "rule" in i)
+        out = lab.exec(
+            standby, ["nft", "-j", "list", "table", "ip", "carpool_lab"], check=True
+        ).stdout
+        return sum(
+            i["rule"]["expr"][-2]["counter"]["packets"]
+            for i in json.loads(out)["nftables"]
+            if "rule" in i
+        )
+
     lab.wait_for(lambda: dropped() > 3, 3, what="the partner's adverts dropped")
     assert lab.reaches(standby, addr(master, "eth1"))  # ICMP passes
     lab.heal()

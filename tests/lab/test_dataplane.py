@@ -1,6 +1,7 @@
 """Both data planes with real daemons, real servers and health checks: the lab's default services
 web-l4 (nftables DNAT) on 198.18.0.10:80 and web-http (managed HAProxy) on 198.18.0.10:8080, over
 cp-r1..cp-r3."""
+
 from __future__ import annotations
 
 import collections
@@ -38,11 +39,15 @@ def serving(lab) -> str:
     both services answering the client (after a heal or a failover the first request may race
     the GARP). From then on every request a test makes must succeed."""
     active = lab.wait_for_master()
-    lab.wait_for(lambda: all(s["up"] for s in lab.unit_status(active)["dataplane"]["servers"]),
-                 10, what=f"every real server up on unit {active}")
+    lab.wait_for(
+        lambda: all(s["up"] for s in lab.unit_status(active)["dataplane"]["servers"]),
+        10,
+        what=f"every real server up on unit {active}",
+    )
     for url in (URL, URL_HTTP):
-        lab.wait_for(lambda url=url: answers(lab, 1, url)[None] == 0, 10,
-                     what=f"{url} answers the client")
+        lab.wait_for(
+            lambda url=url: answers(lab, 1, url)[None] == 0, 10, what=f"{url} answers the client"
+        )
     return active
 
 
@@ -65,19 +70,24 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
         r2 = [s for s in servers if s["address"] == "198.18.2.102"]
         ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
         return len(r2) == 2 and not any(s["up"] for s in r2) and "198.18.2.102" not in ruleset
+
     lab.wait_for(out_of_pool, 5, what="r2 marked down (interval 0.5 s x fall 2)")
     for url in (URL, URL_HTTP):
         seen = answers(lab, 9, url)
         assert seen[None] == 0 and "cp-r2" not in seen, (url, seen)
-    assert any("198.18.2.102" in line and "down" in line
-               for line in lab.log_tail(active, 50).splitlines())
+    assert any(
+        "198.18.2.102" in line and "down" in line for line in lab.log_tail(active, 50).splitlines()
+    )
     lab.heal()
 
     def back_in_pool():  # in both services, and in the applied L4 ruleset again
         servers = lab.unit_status(active)["dataplane"]["servers"]
         ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
-        return all(s["up"] for s in servers if s["address"] == "198.18.2.102") and \
-            "198.18.2.102" in ruleset
+        return (
+            all(s["up"] for s in servers if s["address"] == "198.18.2.102")
+            and "198.18.2.102" in ruleset
+        )
+
     lab.wait_for(back_in_pool, 5, what="r2 up again (rise 2)")
     assert "cp-r2" in answers(lab, 9)
     assert "cp-r2" in answers(lab, 9, URL_HTTP)
@@ -90,8 +100,11 @@ def test_both_units_keep_the_data_plane_so_a_failover_only_moves_addresses(heale
         ruleset = lab.exec(unit, ["nft", "list", "table", "ip", "carpool"], check=True).stdout
         assert "198.18.0.10" in ruleset and "dnat" in ruleset, unit
     lab.term(active)
-    lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
-                 what="the partner takes over")
+    lab.wait_for(
+        lambda: lab.unit_status(other(active))["state"] == "master",
+        10,
+        what="the partner takes over",
+    )
     deadline = time.monotonic() + 5
     seen = answers(lab, 6)
     while seen[None] and time.monotonic() < deadline:  # the first may race the GARP
@@ -121,8 +134,9 @@ def set_key(lab, unit: str, key: str, value: str) -> None:
     assert answer.returncode == 0, answer.stderr
 
 
-@pytest.mark.parametrize("service, url", [("web-l4", URL), ("web-http", URL_HTTP)],
-                         ids=["l4", "http"])
+@pytest.mark.parametrize(
+    "service, url", [("web-l4", URL), ("web-http", URL_HTTP)], ids=["l4", "http"]
+)
 def test_persistence_keeps_a_client_on_its_server_until_the_timeout(healed_lab, service, url):
     lab = healed_lab
     active = serving(lab)
@@ -131,42 +145,77 @@ def test_persistence_keeps_a_client_on_its_server_until_the_timeout(healed_lab, 
     try:
         # applied by a task after the answer (http: an HAProxy reload): wait before looking
         if service == "web-http":
-            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
-                         > reloads, 5, what="HAProxy reloaded")
+            lab.wait_for(
+                lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads,
+                5,
+                what="HAProxy reloaded",
+            )
         else:
-            lab.wait_for(lambda: "persist_" in lab.exec(active, ["nft", "list", "table", "ip",
-                                                                 "carpool"]).stdout, 5,
-                         what="the persistence sets in the ruleset")
+            lab.wait_for(
+                lambda: (
+                    "persist_" in lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+                ),
+                5,
+                what="the persistence sets in the ruleset",
+            )
         first = answers(lab, 6, url)
         assert first[None] == 0 and len(first) == 1, first
         server = next(iter(first))
         assert persistent_clients(lab, active, service) == 1
         # a reload (L4: the ruleset is replaced; http: HAProxy reloads) keeps what it knew
         reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
-        lab.exec(active, ["carpool", "vs", "add", "other", "198.18.0.10", "8082", "--type",
-                          "http" if service == "web-http" else "l4"], check=True)
+        lab.exec(
+            active,
+            [
+                "carpool",
+                "vs",
+                "add",
+                "other",
+                "198.18.0.10",
+                "8082",
+                "--type",
+                "http" if service == "web-http" else "l4",
+            ],
+            check=True,
+        )
         if service == "web-http":
-            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
-                         > reloads, 5, what="HAProxy reloaded")
+            lab.wait_for(
+                lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads,
+                5,
+                what="HAProxy reloaded",
+            )
         else:
-            lab.wait_for(lambda: '"other"' in lab.exec(active, ["nft", "list", "table", "ip",
-                                                                "carpool"]).stdout, 5,
-                         what="the new ruleset")
+            lab.wait_for(
+                lambda: (
+                    '"other"' in lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+                ),
+                5,
+                what="the new ruleset",
+            )
         # carried over the reload (HAProxy: the old worker pushes its table to the new one)
-        lab.wait_for(lambda: persistent_clients(lab, active, service) == 1, 5,
-                     what="the client still known after the reload")
+        lab.wait_for(
+            lambda: persistent_clients(lab, active, service) == 1,
+            5,
+            what="the client still known after the reload",
+        )
         assert answers(lab, 4, url) == collections.Counter({server: 4})
         # a short timeout: a forgotten client is scheduled anew (round robin moves on, while
         # the pool and the rules stay as they are: another server), then sticks to that one
         reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
         set_key(lab, active, f"virtual_service[{service}].persistence", "1")
         if service == "web-http":  # the reload is over (the table restored) before we look
-            lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"]
-                         > reloads, 5, what="HAProxy reloaded")
+            lab.wait_for(
+                lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads,
+                5,
+                what="HAProxy reloaded",
+            )
         picks = []
         for _ in range(2):
-            lab.wait_for(lambda: persistent_clients(lab, active, service) == 0, 10,
-                         what="the client forgotten after 1 s")
+            lab.wait_for(
+                lambda: persistent_clients(lab, active, service) == 0,
+                10,
+                what="the client forgotten after 1 s",
+            )
             seen = answers(lab, 3, url)
             assert seen[None] == 0 and len(seen) == 1, seen
             picks.append(next(iter(seen)))
@@ -185,25 +234,42 @@ def test_persistence_survives_a_failover(healed_lab):
     set_key(lab, active, "virtual_service[web-http].persistence", "300")
     set_key(lab, active, "virtual_service[web-l4].scheduler", "sh")
     try:
-        lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads
-                     and "jhash" in lab.exec(active, ["nft", "list", "table", "ip",
-                                                      "carpool"]).stdout, 5,
-                     what="persistence and source hash applied on the active unit")
-        lab.wait_for(lambda: "jhash" in lab.exec(other(active), ["nft", "list", "table", "ip",
-                                                                 "carpool"]).stdout, 5,
-                     what="source hash on the standby")
+        lab.wait_for(
+            lambda: (
+                lab.unit_status(active)["dataplane"]["l7"]["reloads"] > reloads
+                and "jhash" in lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+            ),
+            5,
+            what="persistence and source hash applied on the active unit",
+        )
+        lab.wait_for(
+            lambda: (
+                "jhash" in lab.exec(other(active), ["nft", "list", "table", "ip", "carpool"]).stdout
+            ),
+            5,
+            what="source hash on the standby",
+        )
         before = {url: answers(lab, 4, url) for url in (URL, URL_HTTP)}
         for url, seen in before.items():
             assert seen[None] == 0 and len(seen) == 1, (url, seen)
-        lab.wait_for(lambda: persistent_clients(lab, other(active), "web-http") == 1, 5,
-                     what="the client in the standby's HAProxy table")
+        lab.wait_for(
+            lambda: persistent_clients(lab, other(active), "web-http") == 1,
+            5,
+            what="the client in the standby's HAProxy table",
+        )
         lab.term(active)
-        lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", 10,
-                     what="the partner takes over")
+        lab.wait_for(
+            lambda: lab.unit_status(other(active))["state"] == "master",
+            10,
+            what="the partner takes over",
+        )
         for url, seen in before.items():
             # the first request may race the GARP: wait until the new active unit answers
-            lab.wait_for(lambda url=url: answers(lab, 1, url)[None] == 0, 10,
-                         what=f"{url} answers through the new active unit")
+            lab.wait_for(
+                lambda url=url: answers(lab, 1, url)[None] == 0,
+                10,
+                what=f"{url} answers through the new active unit",
+            )
             after = answers(lab, 4, url)
             assert after == collections.Counter({next(iter(seen)): 4}), (url, seen, after)
     finally:
@@ -218,9 +284,14 @@ def test_haproxy_crash_is_detected_and_restarted(healed_lab):
     l7 = lab.unit_status(active)["dataplane"]["l7"]
     assert l7["running"] and l7["pid"], l7
     os.kill(l7["pid"], signal.SIGKILL)
-    lab.wait_for(lambda: lab.unit_status(active)["dataplane"]["l7"]["restarts"]
-                 == l7["restarts"] + 1 and lab.unit_status(active)["dataplane"]["l7"]["running"],
-                 10, what="HAProxy restarted by the daemon")
+    lab.wait_for(
+        lambda: (
+            lab.unit_status(active)["dataplane"]["l7"]["restarts"] == l7["restarts"] + 1
+            and lab.unit_status(active)["dataplane"]["l7"]["running"]
+        ),
+        10,
+        what="HAProxy restarted by the daemon",
+    )
     lab.wait_for(lambda: answers(lab, 1, URL_HTTP)[None] == 0, 10, what="http serves again")
 
 
@@ -230,6 +301,7 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
 
     def carpool(*argv):
         return lab.exec(active, ["carpool", *argv])
+
     bad = carpool("vs", "add", "nope", "198.18.0.99", "81")
     assert bad.returncode != 0 and "is not a shared address" in bad.stderr, bad.stderr
     assert carpool("vs", "add", "extra", "198.18.0.10", "81").returncode == 0
@@ -237,8 +309,11 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
     assert carpool("rs", "add", "extra", "198.18.2.103:80").returncode == 0
     url = "http://198.18.0.10:81/"
     # each change is applied by a task the daemon starts: wait until both servers answer
-    lab.wait_for(lambda: set(answers(lab, 2, url)) == {"cp-r1", "cp-r3"}, 5,
-                 what="the new service answers from r1 and r3")
+    lab.wait_for(
+        lambda: set(answers(lab, 2, url)) == {"cp-r1", "cp-r3"},
+        5,
+        what="the new service answers from r1 and r3",
+    )
     assert set(answers(lab, 6, url)) == {"cp-r1", "cp-r3"}
     assert carpool("rs", "disable", "extra", "198.18.2.101:80").returncode == 0
     lab.wait_for(lambda: "cp-r1" not in answers(lab, 2, url), 5, what="r1 out of the service")
@@ -247,6 +322,7 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
     def synced():  # the partner gets the new version over 6973, a moment later
         listing = lab.exec(other(active), ["carpool", "vs", "list"], check=True).stdout
         return "extra: 198.18.0.10:81/tcp" in listing and "disabled" in listing
+
     lab.wait_for(synced, 10, what="the service and the disabled server on the standby")
     assert carpool("vs", "rm", "extra").returncode == 0
 
@@ -254,16 +330,34 @@ def test_vs_and_rs_cli_change_the_pool_through_the_synced_document(healed_lab):
 def _keepalive_load(lab, url: str, stop_file: str, connections: int = 3):
     """Start the keep-alive probe (carpool.lab.keepalive) in the client; returns the process."""
     import subprocess
-    return lab.spawn(CLIENT, [lab.python(), "-m", "carpool.lab.keepalive", url,
-                              "--connections", str(connections), "--duration", "30",
-                              "--stop-file", stop_file, "--pause", "0.005"],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    return lab.spawn(
+        CLIENT,
+        [
+            lab.python(),
+            "-m",
+            "carpool.lab.keepalive",
+            url,
+            "--connections",
+            str(connections),
+            "--duration",
+            "30",
+            "--stop-file",
+            stop_file,
+            "--pause",
+            "0.005",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_config_changes_under_load_drop_no_established_connection(healed_lab, tmp_path):
     """Weights, scheduler, a new service (an HAProxy reload) and a disabled server elsewhere:
     the keep-alive connections to healthy servers carry on without one failed request."""
     import json
+
     lab = healed_lab
     active = serving(lab)
     reloads = lab.unit_status(active)["dataplane"]["l7"]["reloads"]
@@ -271,17 +365,19 @@ def test_config_changes_under_load_drop_no_established_connection(healed_lab, tm
     l4 = _keepalive_load(lab, URL, str(stop))
     l7 = _keepalive_load(lab, URL_HTTP, str(stop))
     try:
+
         def carpool(*argv):
             answer = lab.exec(active, ["carpool", *argv])
             assert answer.returncode == 0, (argv, answer.stderr)
             time.sleep(0.3)  # requests flow between changes (each change is applied at once)
+
         time.sleep(0.5)
         carpool("rs", "set", "web-l4", "198.18.2.102:80", "weight", "3")
         carpool("rs", "set", "web-http", "198.18.2.102:80", "weight", "3")
         carpool("vs", "set", "web-l4", "scheduler", "wrr")
         carpool("vs", "add", "extra", "198.18.0.10", "8081", "--type", "http")  # HAProxy reload
         carpool("rs", "add", "extra", "198.18.2.101:80")
-        carpool("vs", "set", "web-http", "scheduler", "lc")                      # and another
+        carpool("vs", "set", "web-http", "scheduler", "lc")  # and another
         carpool("vs", "rm", "extra")
         carpool("vs", "set", "web-l4", "scheduler", "rr")
         carpool("rs", "set", "web-l4", "198.18.2.102:80", "weight", "1")
@@ -310,19 +406,26 @@ def test_https_health_check_speaks_tls(healed_lab):
     def carpool(*argv):
         answer = lab.exec(active, ["carpool", *argv])
         assert answer.returncode == 0, (argv, answer.stderr)
+
     carpool("vs", "add", "tls", "198.18.0.10", "443")
     carpool("rs", "add", "tls", "198.18.2.101:443")
     carpool("rs", "add", "tls", "198.18.2.102:443")
     carpool("rs", "add", "tls", "198.18.2.103:80")  # plain HTTP: the TLS handshake fails
-    for key, value in (("check.type", "https"), ("check.interval", "0.3"),
-                       ("check.path", "/")):
+    for key, value in (("check.type", "https"), ("check.interval", "0.3"), ("check.path", "/")):
         carpool("vs", "set", "tls", key, value)
 
     def health():
-        return {(s["address"], s["port"]): s for s in lab.unit_status(active)["dataplane"]["servers"]
-                if s["service"] == "tls"}
-    lab.wait_for(lambda: len(health()) == 3 and all(s["checks"] >= 3 for s in health().values()),
-                 10, what="three https checks each ran three times")
+        return {
+            (s["address"], s["port"]): s
+            for s in lab.unit_status(active)["dataplane"]["servers"]
+            if s["service"] == "tls"
+        }
+
+    lab.wait_for(
+        lambda: len(health()) == 3 and all(s["checks"] >= 3 for s in health().values()),
+        10,
+        what="three https checks each ran three times",
+    )
     h = health()
     assert h[("198.18.2.101", 443)]["up"] and h[("198.18.2.102", 443)]["up"], h
     assert not h[("198.18.2.103", 80)]["up"], h
@@ -338,29 +441,41 @@ def test_established_l4_connections_survive_a_failover(healed_lab, tmp_path):
     """conntrackd puts the active unit's connection state into the standby's kernel table, so
     after a SIGTERM failover the same TCP connections carry on through the new active unit."""
     import json
+
     lab = healed_lab
     active = serving(lab)
     standby = other(active)
-    lab.wait_for(lambda: all(lab.unit_status(u)["dataplane"]["state_sync"]["running"]
-                             for u in (active, standby)), 10,
-                 what="conntrackd (state sync) runs on both units")
+    lab.wait_for(
+        lambda: all(
+            lab.unit_status(u)["dataplane"]["state_sync"]["running"] for u in (active, standby)
+        ),
+        10,
+        what="conntrackd (state sync) runs on both units",
+    )
     stop = tmp_path / "stop"
     load = _keepalive_load(lab, URL, str(stop))
     try:
+
         def synced_to_standby():
-            table = lab.exec(standby, ["conntrack", "-L", "-p", "tcp", "--dport", "80",
-                                       "--src", "198.18.0.100"]).stdout
+            table = lab.exec(
+                standby, ["conntrack", "-L", "-p", "tcp", "--dport", "80", "--src", "198.18.0.100"]
+            ).stdout
             return table.count("ESTABLISHED") >= 3
+
         lab.wait_for(synced_to_standby, 10, what="the 3 connections in the standby's table")
         lab.term(active)
-        lab.wait_for(lambda: lab.unit_status(standby)["state"] == "master", 5,
-                     what="the standby takes over")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["state"] == "master", 5, what="the standby takes over"
+        )
         took_over = time.monotonic()
         served = lab.unit_status(standby)["counters"]["adverts_sent"]
         # adverts_sent counts one per HA interface (eth0-eth2): 9 more are three rounds at
         # advbase 1 s, at least 2 s of requests through the new active unit
-        lab.wait_for(lambda: lab.unit_status(standby)["counters"]["adverts_sent"] >= served + 9,
-                     10, what="requests flow for three advert rounds after the takeover")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["counters"]["adverts_sent"] >= served + 9,
+            10,
+            what="requests flow for three advert rounds after the takeover",
+        )
     finally:
         stop.touch()
         out, err = load.communicate(timeout=40)

@@ -10,6 +10,7 @@
 Holders are read by the chaos sampler (carpool.lab.sampler: addresses and fence, every 10 ms).
 Run in both profiles (default 1 s adverts; fast: 20 ms adverts, a 100 ms bound).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,7 @@ def stale_bound(lab) -> float:
 def configured(lab, unit: str) -> set[str]:
     """The shared addresses configured in the unit's namespace (whatever the fence says)."""
     out = lab.exec(unit, ["ip", "-j", "-4", "addr"], check=True).stdout
-    return {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])} & \
-        set(SHARED)
+    return {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])} & set(SHARED)
 
 
 def master_down(lab) -> float:
@@ -87,8 +87,21 @@ def sampling(lab, seconds: float = 120.0):
     """The sampler in the client namespace (a killall of a unit does not reach it)."""
     stop = lab.dir / "test-sampler.stop"
     stop.unlink(missing_ok=True)
-    argv = [lab.python(), "-m", "carpool.lab.sampler", "--unit", "a=cp-a", "--unit", "b=cp-b",
-            "--period", "0.01", "--duration", str(seconds), "--stop-file", str(stop)]
+    argv = [
+        lab.python(),
+        "-m",
+        "carpool.lab.sampler",
+        "--unit",
+        "a=cp-a",
+        "--unit",
+        "b=cp-b",
+        "--period",
+        "0.01",
+        "--duration",
+        str(seconds),
+        "--stop-file",
+        str(stop),
+    ]
     for addr in SHARED:
         argv += ["--addr", addr]
     proc = lab.spawn("c1", argv, stdout=subprocess.PIPE, text=True)
@@ -97,10 +110,11 @@ def sampling(lab, seconds: float = 120.0):
     def read():
         for line in proc.stdout:
             rec.lines.append(json.loads(line))
+
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any(l["ev"] == "tick" for l in rec.lines), 10, what="sampler runs")
+        wait_for(lambda: any(ln["ev"] == "tick" for ln in rec.lines), 10, what="sampler runs")
         yield rec
     finally:
         stop.touch()
@@ -116,6 +130,7 @@ def sampling(lab, seconds: float = 120.0):
 @pytest.fixture(scope="module", params=PROFILES)
 def lab(request, lab_lock):
     from carpool.lab import Lab
+
     the_lab = Lab()
     try:
         the_lab.up(servers=1, **request.param)
@@ -130,8 +145,11 @@ def fault_on_the_master(lab, fault) -> tuple[str, float]:
     down = master_down(lab)
     t0 = time.monotonic()
     fault(unit)
-    lab.wait_for(lambda: lab.unit_status(other(unit))["state"] == "master", down + 5,
-                 what="the partner takes over")
+    lab.wait_for(
+        lambda: lab.unit_status(other(unit))["state"] == "master",
+        down + 5,
+        what="the partner takes over",
+    )
     return unit, t0
 
 
@@ -162,8 +180,11 @@ def test_a_frozen_worker_goes_dark_and_its_supervisor_kills_it(healed_lab):
     with sampling(lab) as rec:
         hung, t0 = fault_on_the_master(lab, lab.freeze)
         # watchdog: master-down + two adverts, at least 5 s; then the supervisor cleans up
-        lab.wait_for(lambda: lab.supervisor_pid(hung) is None, down + 10,
-                     what="the supervisor kills the hung worker and exits")
+        lab.wait_for(
+            lambda: lab.supervisor_pid(hung) is None,
+            down + 10,
+            what="the supervisor kills the hung worker and exits",
+        )
         time.sleep(0.1)
     log = lab.log_path(hung).read_text(errors="replace")
     assert supervisor is not None
@@ -185,8 +206,11 @@ def test_a_whole_unit_frozen_and_woken_does_not_take_the_addresses_back(healed_l
         time.sleep(max(0.0, t0 + limit + 0.5 - time.monotonic()))
         woken = time.monotonic()
         lab.thaw(sleeper)
-        lab.wait_for(lambda: lab.unit_status(sleeper).get("state") == "backup", 10,
-                     what="the woken unit is standby")
+        lab.wait_for(
+            lambda: lab.unit_status(sleeper).get("state") == "backup",
+            10,
+            what="the woken unit is standby",
+        )
         time.sleep(max(1.0, 2 * down))  # long enough for a wrong takeover to show
     status = lab.unit_status(sleeper)
     assert "woke after" in status["reason"], status["reason"]
@@ -219,10 +243,17 @@ def test_one_way_advert_loss_on_every_path_makes_no_second_active_unit(healed_la
         warned = {}
 
         def warned_on_every_path() -> bool:  # the warnings follow the status checks: waited for
-            warned.update({u: [w for w in lab.unit_status(u)["warnings"]
-                               if w.startswith("adverts lost")] for u in ("a", "b")})
-            return all(found and all(i in found[0] for i in ("eth0", "eth1", "eth2"))
-                       for found in warned.values())
+            warned.update(
+                {
+                    u: [w for w in lab.unit_status(u)["warnings"] if w.startswith("adverts lost")]
+                    for u in ("a", "b")
+                }
+            )
+            return all(
+                found and all(i in found[0] for i in ("eth0", "eth1", "eth2"))
+                for found in warned.values()
+            )
+
         with contextlib.suppress(LabTimeout):  # judged below, with what was last seen
             lab.wait_for(warned_on_every_path, 10, interval=0.1)
     for addr in SHARED:
@@ -233,8 +264,11 @@ def test_one_way_advert_loss_on_every_path_makes_no_second_active_unit(healed_la
     relay = lab.unit_status(standby)["relay"]
     assert relay["want"] and relay["counters"].get("heard", 0) > 0, relay
     lab.heal()
-    lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")),
-                 3 * down + 5, what="no warnings after the heal")
+    lab.wait_for(
+        lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")),
+        3 * down + 5,
+        what="no warnings after the heal",
+    )
 
 
 def test_a_split_from_one_way_loss_ends_once_6973_is_back(healed_lab):
@@ -244,15 +278,21 @@ def test_a_split_from_one_way_loss_ends_once_6973_is_back(healed_lab):
     down = master_down(lab)
     lab.block_sync()
     lab.one_way(standby)
-    lab.wait_for(lambda: lab.unit_status(standby)["state"] == "master", down + 10,
-                 what="both units active (no channel from the active unit to the standby)")
+    lab.wait_for(
+        lambda: lab.unit_status(standby)["state"] == "master",
+        down + 10,
+        what="both units active (no channel from the active unit to the standby)",
+    )
     with sampling(lab) as rec:
         t0 = time.monotonic()
         # 6973 back (only the switch rule: the one-way loss stays)
         lab.exec("sw", ["nft", "delete", "table", "bridge", "carpool_lab"], check=True)
         # the relay connection: keepalive ends the dead one (~5 s), then a reconnect (1 s)
-        lab.wait_for(lambda: lab.unit_status(standby)["state"] == "backup", 15,
-                     what="the worse ranked unit yields over 6973")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["state"] == "backup",
+            15,
+            what="the worse ranked unit yields over 6973",
+        )
         resolved = time.monotonic() - t0
         time.sleep(max(1.0, 2 * down))
         assert lab.unit_status(standby)["state"] == "backup"

@@ -1,6 +1,7 @@
 """carpool doctor on the live lab (virtual MACs on, so the mac checks run too): a healthy lab
 passes every check; each fault fails the checks of its topic and no other; the daemon's status
 warns when adverts are lost on every path (they then travel over 6973: no master-master)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,18 @@ import pytest
 from carpool.lab.topology import CLIENT
 
 LAB_OPTIONS = {"vmac": True}
-TOPICS = ("multicast", "icmp", "6973", "mac", "heartbeat", "vhid", "ha-check", "version",
-          "clock", "latency")
+TOPICS = (
+    "multicast",
+    "icmp",
+    "6973",
+    "mac",
+    "heartbeat",
+    "vhid",
+    "ha-check",
+    "version",
+    "clock",
+    "latency",
+)
 
 
 def doctor(lab, unit: str) -> tuple[int, list[dict]]:
@@ -39,13 +50,16 @@ def test_healthy_lab_passes_every_check_on_both_units(healed_lab):
     assert text.returncode == 0 and "checks passed" in text.stdout, text.stdout
 
 
-@pytest.mark.parametrize("fault, topic", [
-    ("block_multicast", "multicast"),
-    ("block_icmp", "icmp"),
-    ("block_sync", "6973 sync port reachable"),
-    ("block_vmac", "mac"),
-    ("cut_heartbeat", "heartbeat"),
-])
+@pytest.mark.parametrize(
+    "fault, topic",
+    [
+        ("block_multicast", "multicast"),
+        ("block_icmp", "icmp"),
+        ("block_sync", "6973 sync port reachable"),
+        ("block_vmac", "mac"),
+        ("cut_heartbeat", "heartbeat"),
+    ],
+)
 def test_each_fault_fails_its_own_checks_and_no_other(healed_lab, fault, topic):
     lab = healed_lab
     active = lab.wait_for_master()
@@ -63,12 +77,33 @@ def test_each_fault_fails_its_own_checks_and_no_other(healed_lab, fault, topic):
 def test_foreign_speaker_with_our_vhid_is_found(healed_lab):
     lab = healed_lab
     lab.wait_for_master()
-    foreign = lab.spawn(CLIENT, ["ucarp", "-i", "eth0", "-s", "198.18.0.100", "-v", "1",
-                                 "-p", "someone-else", "-a", "198.18.0.99", "-b", "1",
-                                 "-u", "/bin/true", "-d", "/bin/true"])
+    foreign = lab.spawn(
+        CLIENT,
+        [
+            "ucarp",
+            "-i",
+            "eth0",
+            "-s",
+            "198.18.0.100",
+            "-v",
+            "1",
+            "-p",
+            "someone-else",
+            "-a",
+            "198.18.0.99",
+            "-b",
+            "1",
+            "-u",
+            "/bin/true",
+            "-d",
+            "/bin/true",
+        ],
+    )
     try:
+
         def found():
             return failed(doctor(lab, "a")[1])
+
         lab.wait_for(lambda: found(), 15, what="ucarp with vhid 1 advertises and is noticed")
         bad = found()
         assert bad == ["vhid eth0: unique"], bad
@@ -107,24 +142,30 @@ def test_adverts_lost_on_every_path_make_no_master_master_and_are_named(healed_l
     lab.block_adverts()
 
     def both_warn():
-        return all(any(w.startswith("adverts lost") for w in lab.unit_status(u)["warnings"])
-                   for u in ("a", "b"))
+        return all(
+            any(w.startswith("adverts lost") for w in lab.unit_status(u)["warnings"])
+            for u in ("a", "b")
+        )
+
     lab.wait_for(both_warn, 20, what="both units warn that adverts are lost")
     deadline = time.monotonic() + 2 * lab.unit_status(active)["timers"]["master_down"]
     while time.monotonic() < deadline:
         assert lab.states() == {active: "master", standby: "backup"}, lab.states()
         time.sleep(0.2)
     for unit in ("a", "b"):
-        warning = next(w for w in lab.unit_status(unit)["warnings"]
-                       if w.startswith("adverts lost"))
+        warning = next(w for w in lab.unit_status(unit)["warnings"] if w.startswith("adverts lost"))
         for iface in ("eth0", "eth1", "eth2"):
             assert iface in warning, warning
     assert "only over the sync port" in next(
-        w for w in lab.unit_status(standby)["warnings"] if w.startswith("adverts lost"))
+        w for w in lab.unit_status(standby)["warnings"] if w.startswith("adverts lost")
+    )
     assert "WARNING: adverts lost" in lab.exec("a", ["carpool", "status"]).stdout
     lab.heal()
-    lab.wait_for(lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")), 30,
-                 what="one master again, no warnings")
+    lab.wait_for(
+        lambda: not any(lab.unit_status(u)["warnings"] for u in ("a", "b")),
+        30,
+        what="one master again, no warnings",
+    )
 
 
 def test_doctor_names_the_direction_that_drops_on_every_path(healed_lab):
@@ -135,9 +176,11 @@ def test_doctor_names_the_direction_that_drops_on_every_path(healed_lab):
     active = lab.wait_for_master()
     standby = "b" if active == "a" else "a"
     lab.one_way(standby)
-    lab.wait_for(lambda: any(w.startswith("adverts lost")
-                             for w in lab.unit_status(standby)["warnings"]), 20,
-                 what="the standby warns that adverts are lost")
+    lab.wait_for(
+        lambda: any(w.startswith("adverts lost") for w in lab.unit_status(standby)["warnings"]),
+        20,
+        what="the standby warns that adverts are lost",
+    )
     directions = {}
     for unit in (active, standby):
         _, checks = doctor(lab, unit)
@@ -171,13 +214,17 @@ def test_reboot_loop_pacifies_the_unit_until_an_admin_clears_it(healed_lab):
         assert "PACIFIED" in lab.exec("b", ["carpool", "status"]).stdout
         assert lab.wait_for_master() == "a"
         lab.kill("a")  # a's supervisor bows out for it: b would take over at once
-        lab.wait_for(lambda: "not taking over" in lab.unit_status("b")["reason"], 10,
-                     what="b hears the bow-out and stays standby")
+        lab.wait_for(
+            lambda: "not taking over" in lab.unit_status("b")["reason"],
+            10,
+            what="b hears the bow-out and stays standby",
+        )
         status = lab.unit_status("b")
         assert status["state"] == "backup" and not status["shared_held"], status
         cleared = lab.exec("b", ["carpool", "pacify", "--clear"])
         assert cleared.returncode == 0 and "cleared" in cleared.stdout, cleared
-        lab.wait_for(lambda: lab.unit_status("b")["state"] == "master", 10,
-                     what="b takes over once cleared")
+        lab.wait_for(
+            lambda: lab.unit_status("b")["state"] == "master", 10, what="b takes over once cleared"
+        )
     finally:
         lab.write_configs(overrides=None)

@@ -1,6 +1,7 @@
 """HA core with two real daemons in the lab (default timers: CARP advbase 1, master down 3 s,
 preferred none): election, SIGKILL/SIGTERM of the active unit, link loss on each interface,
 multicast blocked with the heartbeat cable up, no failback, bad adverts counted, notify hooks."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import pytest
 from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV
 
 NOTIFY_DIR = Path("/run/carpool-test-notify")
-LAB_OPTIONS = {"overrides": {u: {"unit.notify": str(NOTIFY_DIR / f"notify-{u}.sh")}
-                             for u in ("a", "b")}}
+LAB_OPTIONS = {
+    "overrides": {u: {"unit.notify": str(NOTIFY_DIR / f"notify-{u}.sh")} for u in ("a", "b")}
+}
 SHARED = {SHARED_LAN, SHARED_SRV}
 VIP = SHARED_LAN.split("/")[0]
 TAKEOVER = 10.0  # s: master down (3 s) + detection + settling, with room for a loaded machine
@@ -26,8 +28,9 @@ def notify_scripts():
     NOTIFY_DIR.mkdir(parents=True, exist_ok=True)
     for unit in ("a", "b"):
         script = NOTIFY_DIR / f"notify-{unit}.sh"
-        script.write_text(f"#!/bin/sh\nprintf '%s|%s|%s\\n' \"$1\" \"$2\" \"$3\" "
-                          f">> {NOTIFY_DIR}/{unit}.log\n")
+        script.write_text(
+            f'#!/bin/sh\nprintf \'%s|%s|%s\\n\' "$1" "$2" "$3" >> {NOTIFY_DIR}/{unit}.log\n'
+        )
         script.chmod(0o755)
     yield
     shutil.rmtree(NOTIFY_DIR, ignore_errors=True)
@@ -36,8 +39,11 @@ def notify_scripts():
 def held(lab, unit: str) -> set[str]:
     """The shared addresses configured in the unit's namespace (the kernel's view)."""
     out = lab.exec(unit, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
-    found = {f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
-             for a in link.get("addr_info", [])}
+    found = {
+        f"{a['local']}/{a['prefixlen']}"
+        for link in json.loads(out)
+        for a in link.get("addr_info", [])
+    }
     return found & SHARED
 
 
@@ -47,8 +53,11 @@ def other(unit: str) -> str:
 
 def wait_holder(lab, unit: str, timeout: float = TAKEOVER) -> None:
     """Wait until `unit` holds every shared address and the other unit none."""
-    lab.wait_for(lambda: held(lab, unit) == SHARED and not held(lab, other(unit)), timeout,
-                 what=f"unit {unit} holds {sorted(SHARED)} and unit {other(unit)} none")
+    lab.wait_for(
+        lambda: held(lab, unit) == SHARED and not held(lab, other(unit)),
+        timeout,
+        what=f"unit {unit} holds {sorted(SHARED)} and unit {other(unit)} none",
+    )
 
 
 def settled(lab) -> str:
@@ -63,12 +72,17 @@ def test_election_settles_one_master_holding_everything(healed_lab):
     backup = other(master)
     assert lab.unit_status(backup)["shared_held"] == []
     # the daemon's view follows the kernel's once its netlink job reports back
-    lab.wait_for(lambda: set(lab.unit_status(master)["shared_held"]) == SHARED, 5,
-                 what=f"unit {master} reports {sorted(SHARED)} held")
+    lab.wait_for(
+        lambda: set(lab.unit_status(master)["shared_held"]) == SHARED,
+        5,
+        what=f"unit {master} reports {sorted(SHARED)} held",
+    )
     assert lab.reaches(CLIENT, VIP)
-    lab.wait_for(lambda: all(p["advert_alive"]
-                             for p in lab.unit_status(backup)["partner"].values()), 5,
-                 what=f"unit {backup} hears adverts on every interface")
+    lab.wait_for(
+        lambda: all(p["advert_alive"] for p in lab.unit_status(backup)["partner"].values()),
+        5,
+        what=f"unit {backup} hears adverts on every interface",
+    )
     status = lab.unit_status(backup)
     for name, partner in status["partner"].items():
         assert partner["advert_alive"], f"backup hears no adverts on {name}: {partner}"
@@ -81,8 +95,11 @@ def test_sigkill_of_active_moves_addresses_and_supervisor_withdraws(healed_lab):
     master = settled(lab)
     lab.kill(master)
     wait_holder(lab, other(master))
-    assert lab.wait_for(lambda: lab.unit_status(other(master))["state"] == "master", 5,
-                        what="survivor reports master")
+    assert lab.wait_for(
+        lambda: lab.unit_status(other(master))["state"] == "master",
+        5,
+        what="survivor reports master",
+    )
     lab.heal()
     # no failback with preferred none: the restarted unit stays backup
     assert lab.wait_for_master() == other(master)
@@ -118,8 +135,11 @@ def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
     lab = healed_lab
     master = settled(lab)
     lab.cut_heartbeat()
-    lab.wait_for(lambda: all("eth1: link down" in lab.unit_status(u)["demote_reasons"]
-                             for u in ("a", "b")), 5, what="both units demoted by eth1")
+    lab.wait_for(
+        lambda: all("eth1: link down" in lab.unit_status(u)["demote_reasons"] for u in ("a", "b")),
+        5,
+        what="both units demoted by eth1",
+    )
     deadline = time.monotonic() + 3.0 + 1.0  # a master-down period and an advert
     while time.monotonic() < deadline:
         assert lab.states() == {master: "master", other(master): "backup"}
@@ -153,8 +173,11 @@ def test_no_failback_with_preferred_none(healed_lab):
     lab = healed_lab
     first = settled(lab)
     lab.crash(first)  # its links are down: what it still holds is unreachable
-    lab.wait_for(lambda: held(lab, other(first)) == SHARED, TAKEOVER,
-                 what=f"unit {other(first)} takes every shared address")
+    lab.wait_for(
+        lambda: held(lab, other(first)) == SHARED,
+        TAKEOVER,
+        what=f"unit {other(first)} takes every shared address",
+    )
     lab.heal()  # power the crashed unit on again
     # The returning unit must not take over; watch it for two master-down periods.
     assert lab.wait_for_master() == other(first)
@@ -182,17 +205,35 @@ for _ in range(5):
 """
 
 
-@pytest.mark.parametrize("kind,reason", [("secret", "bad_hmac"), ("ttl", "bad_ttl"),
-                                         ("checksum", "bad_checksum")])
+@pytest.mark.parametrize(
+    "kind,reason", [("secret", "bad_hmac"), ("ttl", "bad_ttl"), ("checksum", "bad_checksum")]
+)
 def test_forged_adverts_are_dropped_and_counted(healed_lab, kind, reason):
     lab = healed_lab
     master = settled(lab)
     cfg = lab.unit_config("a")
     before = {u: lab.unit_status(u)["drops"].get(reason, 0) for u in ("a", "b")}
-    lab.exec(CLIENT, [lab.python(), "-c", FORGE, kind, str(cfg["ha"]["vhid"]), "198.18.0.100",
-                      cfg["unit"]["secret"], VIP], check=True)
-    lab.wait_for(lambda: all(lab.unit_status(u)["drops"].get(reason, 0) >= before[u] + 5
-                             for u in ("a", "b")), 5, what=f"both units count 5 {reason} drops")
+    lab.exec(
+        CLIENT,
+        [
+            lab.python(),
+            "-c",
+            FORGE,
+            kind,
+            str(cfg["ha"]["vhid"]),
+            "198.18.0.100",
+            cfg["unit"]["secret"],
+            VIP,
+        ],
+        check=True,
+    )
+    lab.wait_for(
+        lambda: all(
+            lab.unit_status(u)["drops"].get(reason, 0) >= before[u] + 5 for u in ("a", "b")
+        ),
+        5,
+        what=f"both units count 5 {reason} drops",
+    )
     assert lab.states() == {master: "master", other(master): "backup"}
 
 
@@ -205,9 +246,18 @@ def test_notify_hook_runs_with_new_old_reason(healed_lab):
     def lines(unit):
         path = NOTIFY_DIR / f"{unit}.log"
         return path.read_text().splitlines() if path.exists() else []
-    lab.wait_for(lambda: any(line.startswith("master|backup|") and "bowed out" in line
-                             for line in lines(other(master))), 5,
-                 what="notify master|backup|<reason> on the new master")
-    lab.wait_for(lambda: any(line.startswith("init|master|") for line in lines(master)), 5,
-                 what="notify init|master on the stopped unit")
+
+    lab.wait_for(
+        lambda: any(
+            line.startswith("master|backup|") and "bowed out" in line
+            for line in lines(other(master))
+        ),
+        5,
+        what="notify master|backup|<reason> on the new master",
+    )
+    lab.wait_for(
+        lambda: any(line.startswith("init|master|") for line in lines(master)),
+        5,
+        what="notify init|master on the stopped unit",
+    )
     lab.heal()

@@ -19,6 +19,7 @@ agree with that. Steady windows are longer than the other side's master-down int
 staying backup proves that side accepted the master's adverts (HMAC, checksum, interval).
 carpool must never drop a peer advert (`drops` in its status stays empty).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,13 +33,13 @@ from carpool.lab.peers import Peer, keepalived, ucarp
 from carpool.lab.topology import SHARED_LAN
 from carpool.lab.units import SECRET, VHID
 
-VIP = SHARED_LAN                     # 198.18.0.10/24, the one shared address
+VIP = SHARED_LAN  # 198.18.0.10/24, the one shared address
 IFACE = "eth0"
 ONLY_ETH0 = {"interface.eth1": None, "interface.eth2": None}
 LAB_OPTIONS = {"start_units": False, "servers": 0, "overrides": ONLY_ETH0}
-TAKEOVER = 10.0   # s: the longest master-down here (3.8 s) + start-up and scripts, loaded machine
-SETTLE = 1.6      # s a sole holder must last before it counts (> one advert interval, 1.4 s)
-STEADY = 5.0      # s: longer than every master-down here (carp 3-3.4 s, vrrp3 3.6-3.8 s)
+TAKEOVER = 10.0  # s: the longest master-down here (3.8 s) + start-up and scripts, loaded machine
+SETTLE = 1.6  # s a sole holder must last before it counts (> one advert interval, 1.4 s)
+STEADY = 5.0  # s: longer than every master-down here (carp 3-3.4 s, vrrp3 3.6-3.8 s)
 
 
 # -- the peers --------------------------------------------------------------------------------
@@ -54,12 +55,21 @@ class PeerKind:
     def make(self, lab, strength: str) -> Peer:
         if self.name == "ucarp":
             # CARP: lower advskew wins. "stronger" = carpool advertises advskew 100 (below).
-            return ucarp(lab, "b", vhid=VHID, secret=SECRET, address=VIP, iface=IFACE,
-                         advbase=1, advskew=100 if strength == "weaker" else 0,
-                         preempt=strength == "stronger")
+            return ucarp(
+                lab,
+                "b",
+                vhid=VHID,
+                secret=SECRET,
+                address=VIP,
+                iface=IFACE,
+                advbase=1,
+                advskew=100 if strength == "weaker" else 0,
+                preempt=strength == "stronger",
+            )
         priority = {"equal": 100, "weaker": 50, "stronger": 150}[strength]
-        return keepalived(lab, "b", vrid=VHID, address=VIP, iface=IFACE, priority=priority,
-                          advert_int=1)
+        return keepalived(
+            lab, "b", vrid=VHID, address=VIP, iface=IFACE, priority=priority, advert_int=1
+        )
 
     def carpool_overrides(self, strength: str) -> dict:
         extra = {"ha.advskew": 100} if self.protocol == "carp" and strength == "stronger" else {}
@@ -112,8 +122,9 @@ class Pair:
         """The units whose namespace has the shared address on eth0."""
         found = set()
         for unit in ("a", "b"):
-            out = self.lab.exec(unit, ["ip", "-o", "-4", "addr", "show", "dev", IFACE],
-                                check=True).stdout
+            out = self.lab.exec(
+                unit, ["ip", "-o", "-4", "addr", "show", "dev", IFACE], check=True
+            ).stdout
             if f" inet {VIP} " in out:
                 found.add(unit)
         return found
@@ -147,8 +158,10 @@ class Pair:
         except LabError as e:
             holders = f"? ({e})"
         peer = self.peer.describe(40) if self.peer else f"--- {self.kind.name}: not started"
-        return (f"holders of {VIP}: {holders}\ncarpool a status: {json.dumps(brief)}\n"
-                f"--- carpool a log (tail):\n{self.lab.log_tail('a', 30)}\n{peer}")
+        return (
+            f"holders of {VIP}: {holders}\ncarpool a status: {json.dumps(brief)}\n"
+            f"--- carpool a log (tail):\n{self.lab.log_tail('a', 30)}\n{peer}"
+        )
 
     # waits
     def wait(self, predicate, timeout: float, what: str):
@@ -169,8 +182,12 @@ class Pair:
             if who != seen[0]:
                 seen[:] = [who, now]
             return who if who and now - seen[1] >= SETTLE else None
-        name = f"unit {holder} ({'carpool' if holder == 'a' else self.kind.name})" if holder \
+
+        name = (
+            f"unit {holder} ({'carpool' if holder == 'a' else self.kind.name})"
+            if holder
             else "one unit"
+        )
         return self.wait(sole, timeout + SETTLE, f"{name} alone holds {VIP}")
 
     def steady(self, holder: str, seconds: float = STEADY) -> None:
@@ -181,15 +198,20 @@ class Pair:
         def held_throughout():
             why = self.consistent(holder)
             if why is not None:
-                pytest.fail(f"unit {holder} should keep {VIP} alone for {seconds:g}s: {why}\n"
-                            f"{self.context()}", pytrace=False)
+                pytest.fail(
+                    f"unit {holder} should keep {VIP} alone for {seconds:g}s: {why}\n"
+                    f"{self.context()}",
+                    pytrace=False,
+                )
             return time.monotonic() >= end
+
         self.wait(held_throughout, seconds + 10.0, f"unit {holder} keeps {VIP}")
 
     def no_drops(self) -> None:
         status = self.carpool()
         assert status.get("drops") == {}, (
-            f"carpool dropped {self.kind.name} adverts: {status.get('drops')}\n{self.context()}")
+            f"carpool dropped {self.kind.name} adverts: {status.get('drops')}\n{self.context()}"
+        )
 
     # clean-up
     def close(self) -> None:
@@ -249,14 +271,15 @@ def test_failover_both_ways(pair, how):
     supervisor = lab.supervisor_pid("a")
     log_start = lab.log_path("a").stat().st_size
     if how == "sigterm":
-        lab.term("a")          # `carpool run` forwards it; the worker bows out and cleans up
+        lab.term("a")  # `carpool run` forwards it; the worker bows out and cleans up
     else:
-        lab.kill("a")          # the worker dies; the supervisor withdraws and bows out
+        lab.kill("a")  # the worker dies; the supervisor withdraws and bows out
     pair.wait(lambda: lab.supervisor_pid("a") is None, 10.0, "carpool a exited")
     assert supervisor is not None
     pair.wait_holder("b")
     assert pair.kind.bow_out_seen(pair.peer.output(10_000)), (
-        f"{pair.kind.name} took over without seeing carpool's bow-out\n{pair.context()}")
+        f"{pair.kind.name} took over without seeing carpool's bow-out\n{pair.context()}"
+    )
     with open(lab.log_path("a"), "rb") as f:
         f.seek(log_start)
         log = f.read().decode(errors="replace")
@@ -268,8 +291,11 @@ def test_failover_both_ways(pair, how):
     # carpool back: it hears the peer's adverts and stays backup past its own master-down
     lab.start_unit("a")
     before = pair.carpool()["counters"]["adverts_received"]
-    pair.wait(lambda: pair.carpool()["counters"]["adverts_received"] >= before + 2, TAKEOVER,
-              f"carpool a hears {pair.kind.name}'s adverts")
+    pair.wait(
+        lambda: pair.carpool()["counters"]["adverts_received"] >= before + 2,
+        TAKEOVER,
+        f"carpool a hears {pair.kind.name}'s adverts",
+    )
     pair.steady("b")
     pair.no_drops()
 
@@ -279,7 +305,7 @@ def test_failover_both_ways(pair, how):
     holder = pair.wait_holder("a")
     assert holder == "a"
     reason = pair.carpool()["reason"]
-    if pair.kind.name == "keepalived":   # keepalived resigns with priority 0; ucarp just stops
+    if pair.kind.name == "keepalived":  # keepalived resigns with priority 0; ucarp just stops
         assert "bowed out" in reason, f"{reason}\n{pair.context()}"
     else:
         assert "master down" in reason, f"{reason}\n{pair.context()}"
@@ -305,7 +331,7 @@ def test_preferred_carpool_preempts_peer(pair):
     lab = pair.lab
     pair.configure("weaker", preferred="first")
     pair.start_peer("weaker")
-    pair.wait_holder("b")          # the peer alone: master after its master-down
+    pair.wait_holder("b")  # the peer alone: master after its master-down
     lab.start_unit("a")
     pair.wait_holder("a")
     assert "preempting" in pair.carpool()["reason"], pair.context()

@@ -7,6 +7,7 @@
 The code under test runs inside the namespaces (`ip netns exec NS python -c SNIPPET`); a snippet
 prints JSON lines. Only these two namespaces are made and removed (by name).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ class Snippet:
         self.ns = ns
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, PY, "-c", PRELUDE + textwrap.dedent(code)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self._buf = b""
 
     def read(self, timeout: float) -> dict:
@@ -69,15 +72,19 @@ class Snippet:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                raise AssertionError(f"{self.ns}: no output within {timeout}s; "
-                                     f"stderr: {self.proc.stderr.read().decode()}")
+                raise AssertionError(
+                    f"{self.ns}: no output within {timeout}s; "
+                    f"stderr: {self.proc.stderr.read().decode()}"
+                )
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     self.proc.wait(timeout=5)
-                    raise AssertionError(f"{self.ns}: snippet exited ({self.proc.returncode}); "
-                                         f"stderr: {self.proc.stderr.read().decode()}")
+                    raise AssertionError(
+                        f"{self.ns}: snippet exited ({self.proc.returncode}); "
+                        f"stderr: {self.proc.stderr.read().decode()}"
+                    )
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
@@ -88,7 +95,7 @@ class Snippet:
             rest, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"{self.ns}: snippet still running after {timeout}s")
+            raise AssertionError(f"{self.ns}: snippet still running after {timeout}s") from None
         lines = [ln for ln in (self._buf + rest).decode().splitlines() if ln.strip()]
         assert self.proc.returncode == 0, f"{self.ns}: exit {self.proc.returncode}: {err.decode()}"
         assert lines, f"{self.ns}: no output; stderr: {err.decode()}"
@@ -117,8 +124,11 @@ def _operational(ns: str, *links: str) -> bool:
 def wait_operational(timeout: float = 5.0) -> None:
     """Until both ends of both veth pairs are operational: a link just set up has no carrier
     for a moment, and what is sent then is dropped."""
-    wait_for(lambda: _operational(NS_A, "va", "va2") and _operational(NS_B, "vb", "vb2"),
-             timeout, what="the veth links operational")
+    wait_for(
+        lambda: _operational(NS_A, "va", "va2") and _operational(NS_B, "vb", "vb2"),
+        timeout,
+        what="the veth links operational",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +155,21 @@ def lab():
 @pytest.fixture
 def clean(lab):
     """Each test starts with no shared address, no macvlan and empty neighbour tables."""
+
     def reset():
-        run_in(NS_A, f"""
+        run_in(
+            NS_A,
+            f"""
             from carpool.node import addresses
             addresses.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
             out(ok=True)
-        """)
+        """,
+        )
         ip("-n", NS_A, "link", "set", "va", "up")
         ip("-n", NS_B, "link", "set", "vb", "up")
         wait_operational()
         ip("-n", NS_B, "neigh", "flush", "dev", "vb", check=False)
+
     reset()
     yield
     reset()
@@ -182,20 +197,33 @@ def test_destinations_and_names():
 @pytest.mark.lab
 @pytest.mark.parametrize("transport", ["multicast", "unicast", "broadcast", "limited-broadcast"])
 def test_advert_reaches_partner_on_its_interface_only(lab, transport):
-    if transport == "limited-broadcast":   # 255.255.255.255 instead of the subnet's broadcast
+    if transport == "limited-broadcast":  # 255.255.255.255 instead of the subnet's broadcast
         transport = "broadcast"
         dst_va = dst_va2 = dst_back = "255.255.255.255"
     else:
         # the socket also carries a subnet's directed broadcast (the lab's links are /24s)
-        directed = {"va": "198.18.9.255", "va2": str(IPv4Interface(f"{A2}/24").network
-                                                     .broadcast_address)}
-        dst_va = str(destinations(transport, IPv4Address(B1))[0]) \
-            if transport != "broadcast" else directed["va"]
-        dst_va2 = str(destinations(transport, IPv4Address(B2))[0]) \
-            if transport != "broadcast" else directed["va2"]
-        dst_back = str(destinations(transport, IPv4Address(A1))[0]) \
-            if transport != "broadcast" else directed["va"]
-    b = Snippet(NS_B, f"""
+        directed = {
+            "va": "198.18.9.255",
+            "va2": str(IPv4Interface(f"{A2}/24").network.broadcast_address),
+        }
+        dst_va = (
+            str(destinations(transport, IPv4Address(B1))[0])
+            if transport != "broadcast"
+            else directed["va"]
+        )
+        dst_va2 = (
+            str(destinations(transport, IPv4Address(B2))[0])
+            if transport != "broadcast"
+            else directed["va2"]
+        )
+        dst_back = (
+            str(destinations(transport, IPv4Address(A1))[0])
+            if transport != "broadcast"
+            else directed["va"]
+        )
+    b = Snippet(
+        NS_B,
+        f"""
         from carpool.node.rawsock import AdvertSocket
         b1 = AdvertSocket("vb", "{B1}", "{transport}")
         b2 = AdvertSocket("vb2", "{B2}", "{transport}")
@@ -210,10 +238,13 @@ def test_advert_reaches_partner_on_its_interface_only(lab, transport):
             got[s.ifname] += [d.hex() for d in s.recv_all()]
         answered = b1.send(b"B-ANSWER", "{dst_back}")
         out(got=got, answered=answered, foreign=b1.foreign_dropped + b2.foreign_dropped)
-    """)
+    """,
+    )
     try:
         assert b.read(10) == {"ready": True}
-        a = run_in(NS_A, f"""
+        a = run_in(
+            NS_A,
+            f"""
             from carpool.node.rawsock import AdvertSocket
             a1 = AdvertSocket("va", "{A1}", "{transport}")
             a2 = AdvertSocket("va2", "{A2}", "{transport}")
@@ -224,7 +255,8 @@ def test_advert_reaches_partner_on_its_interface_only(lab, transport):
                 if select.select([a1], [], [], max(0, deadline - time.monotonic()))[0]:
                     got += [d.hex() for d in a1.recv_all()]
             out(sent=sent, got=got, got2=[d.hex() for d in a2.recv_all()], own=a1.own_dropped)
-        """)
+        """,
+        )
         res = b.finish(10)
     finally:
         b.kill()
@@ -242,7 +274,9 @@ def test_advert_reaches_partner_on_its_interface_only(lab, transport):
 
 @pytest.mark.lab
 def test_send_error_returns_false_and_socket_survives_link_flap(clean):
-    a = Snippet(NS_A, f"""
+    a = Snippet(
+        NS_A,
+        f"""
         from carpool.node import links
         from carpool.node.rawsock import AdvertSocket
         s = AdvertSocket("va", "{A1}", "multicast")
@@ -262,15 +296,19 @@ def test_send_error_returns_false_and_socket_survives_link_flap(clean):
             if select.select([s], [], [], max(0, deadline - time.monotonic()))[0]:
                 got += [d.hex() for d in s.recv_all()]
         out(got=got, sent_again=s.send(b"y", "224.0.0.18"))
-    """)
+    """,
+    )
     try:
         first = a.read(10)
         assert first["failed"] is False and first["err"] is not None
         wait_operational()  # vb lost its carrier with va: one advert sent before is dropped
-        b = run_in(NS_B, f"""
+        b = run_in(
+            NS_B,
+            f"""
             from carpool.node.rawsock import AdvertSocket
             out(sent=AdvertSocket("vb", "{B1}", "multicast").send(b"AFTER-FLAP", "224.0.0.18"))
-        """)
+        """,
+        )
         assert b["sent"] is True
         res = a.finish(15)
     finally:
@@ -281,62 +319,77 @@ def test_send_error_returns_false_and_socket_survives_link_flap(clean):
 
 @pytest.mark.lab
 def test_advert_socket_needs_an_interface(lab):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node.rawsock import AdvertSocket
         try:
             AdvertSocket("nosuch0", "{A1}", "multicast")
             out(raised=None)
         except OSError as e:
             out(raised=type(e).__name__)
-    """)
+    """,
+    )
     assert res["raised"] is not None
 
 
 # -- shared addresses ---------------------------------------------------------------------------
 def _ping_from_b(address: str, timeout: float = 1.0) -> float | None:
-    return run_in(NS_B, f"""
+    return run_in(
+        NS_B,
+        f"""
         from carpool.node.icmp import ping
         out(rtt=asyncio.run(ping("{address}", {timeout})))
-    """)["rtt"]
+    """,
+    )["rtt"]
 
 
 def _reaches_from_b(address: str, timeout: float = 5.0) -> bool:
     """Echo from B until one is answered (True) or the deadline (False): presence is never
     judged on one echo (the first may wait for ARP)."""
     try:
-        return wait_for(lambda: _ping_from_b(address, 0.5) is not None, timeout,
-                        what=f"{address} answers B")
+        return wait_for(
+            lambda: _ping_from_b(address, 0.5) is not None, timeout, what=f"{address} answers B"
+        )
     except LabTimeout:
         return False
 
 
 @pytest.mark.lab
 def test_shared_address_add_remove_idempotent(clean):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad
         before = ad.present("va", "{SHARED}/24")
         ad.add_shared("va", "{SHARED}/24", None)
         ad.add_shared("va", "{SHARED}/24", None)   # again: not an error
         out(before=before, after=ad.present("va", "{SHARED}/24"))
-    """)
+    """,
+    )
     assert res == {"before": False, "after": True}
     shown = ip("-n", NS_A, "-4", "-o", "addr", "show", "dev", "va").stdout
     assert f"{SHARED}/24" in shown and shown.count(SHARED) == 1
     assert _reaches_from_b(SHARED)
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad
         ad.remove_stale("va", ["{SHARED}/24"], None)
         ad.remove_stale("va", ["{SHARED}/24"], None)   # again: not an error
         ad.remove_stale("nosuch0", ["{SHARED}/24"], None)
         out(after=ad.present("va", "{SHARED}/24"), own=ad.present("va", "{A1}/24"))
-    """)
+    """,
+    )
     assert res == {"after": False, "own": True}
     assert _ping_from_b(SHARED, 0.3) is None
 
 
 @pytest.mark.lab
 def test_add_shared_from_inside_an_event_loop(clean):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad
         async def main():
             ad.add_shared("va", "{SHARED}/24", "{VMAC}")
@@ -345,14 +398,17 @@ def test_add_shared_from_inside_an_event_loop(clean):
             return here, gone, ad.present("va", "{SHARED}/24")
         here, gone, after = asyncio.run(main())
         out(here=here, gone=gone, after=after)
-    """)
+    """,
+    )
     assert res["here"] is True and res["after"] is False
     assert any("cv7-va" in g for g in res["gone"])
 
 
 @pytest.mark.lab
 def test_vmac_macvlan_reachable_from_partner(clean):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad, links
         ad.add_shared("va", "{SHARED}/24", "{VMAC}")
         ad.add_shared("va", "{SHARED}/24", "{VMAC}")
@@ -360,7 +416,8 @@ def test_vmac_macvlan_reachable_from_partner(clean):
         out(mac=link.mac, up=link.up, on_vmac=ad.present("va", "{SHARED}/24", "{VMAC}"),
             anywhere=ad.present("va", "{SHARED}/24"),
             vmac_addrs=links.ipv4_addresses("cv7-va"), va_addrs=links.ipv4_addresses("va"))
-    """)
+    """,
+    )
     assert res["mac"] == VMAC and res["up"] is True
     assert res["on_vmac"] is True and res["anywhere"] is True
     assert res["vmac_addrs"] == [[SHARED, 24]] and res["va_addrs"] == [[A1, 24]]
@@ -370,7 +427,9 @@ def test_vmac_macvlan_reachable_from_partner(clean):
     route = ip("-n", NS_A, "route", "get", B1).stdout
     assert "dev va" in route and f"src {A1}" in route
     # B reaches the shared address, and only the virtual MAC answers ARP for it
-    res = run_in(NS_B, f"""
+    res = run_in(
+        NS_B,
+        f"""
         from carpool.node.icmp import ping
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
         s.bind(("vb", 0x0806))
@@ -383,17 +442,21 @@ def test_vmac_macvlan_reachable_from_partner(clean):
             if f[20:22] == b"\\0\\2" and f[28:32] == socket.inet_aton("{SHARED}"):
                 replies.append(":".join(f"{{b:02x}}" for b in f[22:28]))
         out(rtt=rtt, replies=replies)
-    """)
+    """,
+    )
     assert res["rtt"] is not None
     assert res["replies"] and set(res["replies"]) == {VMAC}
     neigh = ip("-n", NS_B, "neigh", "show", SHARED, "dev", "vb").stdout
     assert VMAC in neigh
-    run_in(NS_A, f"""
+    run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad
         ad.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
         ad.remove_stale("va", ["{SHARED}/24"], "{VMAC}")
         out(ok=True)
-    """)
+    """,
+    )
     assert ip("-n", NS_A, "link", "show", "cv7-va", check=False).returncode != 0
     assert _ping_from_b(SHARED, 0.3) is None
 
@@ -402,7 +465,9 @@ def test_vmac_macvlan_reachable_from_partner(clean):
 @pytest.mark.parametrize("vmac", [None, VMAC])
 def test_gratuitous_arp_reaches_partner(clean, vmac):
     ip("netns", "exec", NS_B, "sysctl", "-qw", "net.ipv4.conf.vb.arp_accept=1")
-    b = Snippet(NS_B, f"""
+    b = Snippet(
+        NS_B,
+        f"""
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
         s.bind(("vb", 0x0806))
         out(ready=True)
@@ -421,16 +486,20 @@ def test_gratuitous_arp_reaches_partner(clean, vmac):
                 break
             time.sleep(0.01)
         out(frames=frames, neigh=neigh)
-    """)
+    """,
+    )
     try:
         assert b.read(10) == {"ready": True}
-        a = run_in(NS_A, f"""
+        a = run_in(
+            NS_A,
+            f"""
             from carpool.node import addresses as ad, links
             vmac = {vmac!r}
             ad.add_shared("va", "{SHARED}/24", vmac)
             n = ad.send_garp("va", "{SHARED}", vmac, count=2)
             out(n=n, mac=vmac or links.mac_address("va"))
-        """)
+        """,
+        )
         res = b.finish(10)
     finally:
         b.kill()
@@ -445,21 +514,26 @@ def test_gratuitous_arp_reaches_partner(clean, vmac):
 
 @pytest.mark.lab
 def test_send_garp_errors_are_oserror(lab):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import addresses as ad
         try:
             ad.send_garp("nosuch0", "{SHARED}")
             out(raised=None)
         except OSError as e:
             out(raised=type(e).__name__)
-    """)
+    """,
+    )
     assert res["raised"] is not None
 
 
 # -- links -------------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_link_monitor_reports_changes_at_once(clean):
-    res = run_in(NS_A, f"""
+    res = run_in(
+        NS_A,
+        f"""
         from carpool.node import links
         async def main():
             events = asyncio.Queue()
@@ -495,7 +569,8 @@ def test_link_monitor_reports_changes_at_once(clean):
             return facts, delays
         facts, delays = asyncio.run(main())
         out(facts=facts, delays=delays)
-    """)
+    """,
+    )
     facts, delays = res["facts"], res["delays"]
     assert facts["state"] is True and facts["missing"] is False
     assert facts["addr"] == [A1, 24] and facts["noaddr"] is None
@@ -509,7 +584,9 @@ def test_link_monitor_reports_changes_at_once(clean):
 # -- ICMP ----------------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_ping_live_and_silent(lab):
-    res = run_in(NS_B, f"""
+    res = run_in(
+        NS_B,
+        f"""
         from carpool.node.icmp import Pinger, ping
         async def main():
             deadline = time.monotonic() + 5   # first both live: links up, neighbours resolved
@@ -530,7 +607,8 @@ def test_ping_live_and_silent(lab):
             return dict(many=many, elapsed=elapsed, burst=burst, via=via, via2=via2,
                         one=one, silent=silent, silent_elapsed=silent_elapsed)
         out(**asyncio.run(main()))
-    """)
+    """,
+    )
     assert isinstance(res["many"][A1], float) and 0 < res["many"][A1] < 0.5
     assert isinstance(res["many"][A2], float)
     assert res["many"][SILENT] is None

@@ -1,5 +1,6 @@
 """Preferred unit (failback) and virtual MAC, with two real daemons in the lab:
 preferred = "first" (unit a) with vmac on. The no-failback default is in test_failover.py."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,11 @@ TAKEOVER = 10.0
 
 def held(lab, unit: str) -> set[str]:
     out = lab.exec(unit, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
-    return {f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
-            for a in link.get("addr_info", [])} & SHARED
+    return {
+        f"{a['local']}/{a['prefixlen']}"
+        for link in json.loads(out)
+        for a in link.get("addr_info", [])
+    } & SHARED
 
 
 def vmac_links(lab, unit: str) -> list[str]:
@@ -41,12 +45,15 @@ def client_sees_vip_at(lab) -> str | None:
 def test_preferred_unit_wins_and_carries_the_virtual_mac(healed_lab):
     lab = healed_lab
     assert lab.wait_for_master() == "a"
-    lab.wait_for(lambda: held(lab, "a") == SHARED and not held(lab, "b"), TAKEOVER,
-                 what="unit a holds every shared address")
+    lab.wait_for(
+        lambda: held(lab, "a") == SHARED and not held(lab, "b"),
+        TAKEOVER,
+        what="unit a holds every shared address",
+    )
     assert len(vmac_links(lab, "a")) == 2  # one macvlan per interface with shared addresses
     assert vmac_links(lab, "b") == []
     assert lab.unit_status("a")["vmac"] == VMAC
-    assert lab.reaches(CLIENT, VIP)        # pinged until it answers: the client resolved it
+    assert lab.reaches(CLIENT, VIP)  # pinged until it answers: the client resolved it
     assert vip_neighbour(lab) == VMAC
 
 
@@ -54,14 +61,20 @@ def test_failover_keeps_the_mac_and_preferred_unit_fails_back(healed_lab):
     lab = healed_lab
     assert lab.wait_for_master() == "a"
     lab.kill("a")
-    lab.wait_for(lambda: held(lab, "b") == SHARED and not held(lab, "a"), TAKEOVER,
-                 what="unit b takes over, unit a's supervisor withdrew")
+    lab.wait_for(
+        lambda: held(lab, "b") == SHARED and not held(lab, "a"),
+        TAKEOVER,
+        what="unit b takes over, unit a's supervisor withdrew",
+    )
     assert len(vmac_links(lab, "b")) == 2 and vmac_links(lab, "a") == []
     # The client's neighbour entry stays valid: same MAC, now answered by unit b.
     assert lab.wait_for(lambda: client_sees_vip_at(lab) == VMAC, 5, what="VIP answers at vmac")
     lab.heal()  # restarts unit a: preferred, so it preempts
-    lab.wait_for(lambda: lab.master() == "a" and held(lab, "a") == SHARED
-                 and not held(lab, "b"), TAKEOVER, what="unit a fails back")
+    lab.wait_for(
+        lambda: lab.master() == "a" and held(lab, "a") == SHARED and not held(lab, "b"),
+        TAKEOVER,
+        what="unit a fails back",
+    )
     reason = lab.unit_status("a")["reason"]
     assert reason.startswith("preempting"), reason
     assert vmac_links(lab, "b") == []
@@ -77,18 +90,27 @@ def test_forced_failover_switches_gracefully_and_holds_the_preferred_unit_back(h
     assert refused.returncode == 1 and "not active" in refused.stderr, refused.stderr
     switched = lab.exec("a", ["carpool", "failover", "--hold", "30"])
     assert switched.returncode == 0, switched.stderr
-    lab.wait_for(lambda: lab.master() == "b" and held(lab, "b") == SHARED
-                 and not held(lab, "a"), 2.0, what="unit b takes over on the bow-out")
+    lab.wait_for(
+        lambda: lab.master() == "b" and held(lab, "b") == SHARED and not held(lab, "a"),
+        2.0,
+        what="unit b takes over on the bow-out",
+    )
     assert "bowed out" in lab.unit_status("b")["reason"], lab.unit_status("b")["reason"]
     status_a = lab.unit_status("a")
     assert status_a["state"] == "backup" and "forced failover" in status_a["reason"], status_a
     # Preferred, yet no preempting back while held: a hears b's adverts and stays standby.
     adverts = status_a["partner"]["eth0"]["adverts_heard"]
-    lab.wait_for(lambda: lab.unit_status("a")["partner"]["eth0"]["adverts_heard"] >= adverts + 3,
-                 10, what="unit a hears three of b's adverts")
+    lab.wait_for(
+        lambda: lab.unit_status("a")["partner"]["eth0"]["adverts_heard"] >= adverts + 3,
+        10,
+        what="unit a hears three of b's adverts",
+    )
     assert lab.master() == "b"
     lab.crash("a")
-    lab.wait_for(lambda: not any(p["ping_ok"] for p in lab.unit_status("b")["partner"].values()),
-                 10, what="unit b sees its partner's pings fail")
+    lab.wait_for(
+        lambda: not any(p["ping_ok"] for p in lab.unit_status("b")["partner"].values()),
+        10,
+        what="unit b sees its partner's pings fail",
+    )
     lonely = lab.exec("b", ["carpool", "failover"])
     assert lonely.returncode == 1 and "answers no ping" in lonely.stderr, lonely.stderr

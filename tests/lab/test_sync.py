@@ -1,12 +1,9 @@
 """Config sync between two real daemons on TCP 6973 (lab, default timers)."""
+
 from __future__ import annotations
 
 import json
-import socket
-import struct
 import threading
-
-import pytest
 
 from carpool.lab.topology import CLIENT
 from carpool.node import control
@@ -35,8 +32,12 @@ def cli_set(lab, unit: str, key: str, value: str):
 def wait_same(lab, timeout: float = SYNC) -> tuple[int, str]:
     def same():
         a, b = ask(lab, "a", "config.show"), ask(lab, "b", "config.show")
-        return (a["version"], a["hash"]) if (a["version"], a["hash"]) == \
-            (b["version"], b["hash"]) else None
+        return (
+            (a["version"], a["hash"])
+            if (a["version"], a["hash"]) == (b["version"], b["hash"])
+            else None
+        )
+
     return lab.wait_for(same, timeout, what="both units at the same version and hash")
 
 
@@ -58,8 +59,10 @@ def test_change_on_active_reaches_standby(healed_lab):
 
     def in_sync():  # the active unit learns the partner's version from its answer, a bit later
         sync = lab.unit_status(active)["sync"]
-        return sync["state"] == "in sync" and sync["lag"] == 0 and \
-            sync["partner_version"] == version
+        return (
+            sync["state"] == "in sync" and sync["lag"] == 0 and sync["partner_version"] == version
+        )
+
     lab.wait_for(in_sync, SYNC, what=f"unit {active} reports in sync at version {version}")
 
 
@@ -88,10 +91,15 @@ def test_failover_then_change_on_new_active_syncs_back(healed_lab):
     lab = healed_lab
     first = lab.wait_for_master()
     lab.term(first)
-    lab.wait_for(lambda: lab.unit_status(other(first))["state"] == "master", SYNC,
-                 what="the partner takes over")
-    assert cli_set(lab, other(first), "appliance.description", "changed after failover") \
-        .returncode == 0
+    lab.wait_for(
+        lambda: lab.unit_status(other(first))["state"] == "master",
+        SYNC,
+        what="the partner takes over",
+    )
+    assert (
+        cli_set(lab, other(first), "appliance.description", "changed after failover").returncode
+        == 0
+    )
     lab.heal()  # the old active comes back as standby and is brought up to date
     wait_same(lab, 20)
     assert description(lab, first) == "changed after failover"
@@ -102,8 +110,11 @@ def test_blocked_sync_port_no_failover_then_converges(healed_lab):
     active = lab.wait_for_master()
     lab.block_sync()
     assert cli_set(lab, active, "appliance.description", "while 6973 blocked").returncode == 0
-    lab.wait_for(lambda: lab.unit_status(active)["sync"]["state"].startswith("sync down"), 45,
-                 what="active unit reports sync down")
+    lab.wait_for(
+        lambda: lab.unit_status(active)["sync"]["state"].startswith("sync down"),
+        45,
+        what="active unit reports sync down",
+    )
     assert lab.states() == {active: "master", other(active): "backup"}  # never a failover
     assert description(lab, other(active)) != "while 6973 blocked"
     lab.unblock()
@@ -117,8 +128,9 @@ def test_split_brain_changes_on_both_sides_keep_the_conflict(healed_lab):
     lab.block_multicast()  # a real partition: adverts and sync both cut
     lab.block_sync()
     lab.cut_heartbeat()
-    lab.wait_for(lambda: set(lab.states().values()) == {"master"}, 15,
-                 what="split brain: both units master")
+    lab.wait_for(
+        lambda: set(lab.states().values()) == {"master"}, 15, what="split brain: both units master"
+    )
     for unit in ("a", "b"):
         answer = ask(lab, unit, "config.set", key="appliance.description", value=f"by {unit}")
         assert "error" not in answer, answer
@@ -128,8 +140,13 @@ def test_split_brain_changes_on_both_sides_keep_the_conflict(healed_lab):
     assert description(lab, "a") == "by a"  # preferred none: the first unit's side wins
     lost = [r for r in ask(lab, "b", "config.history")["history"] if r["conflict"]]
     assert lost and lost[-1]["origin"] == "second", lost
-    lost_version = ask(lab, "b", "config.diff", a=lost[-1]["version"] - 1,
-                       b=f"{lost[-1]['version']}:{lost[-1]['hash'][:12]}")
+    lost_version = ask(
+        lab,
+        "b",
+        "config.diff",
+        a=lost[-1]["version"] - 1,
+        b=f"{lost[-1]['version']}:{lost[-1]['hash'][:12]}",
+    )
     assert any("by b" in line for line in lost_version["diff"]), lost_version
     proc = lab.exec("b", ["carpool", "config", "history"], check=True)
     assert "CONFLICT" in proc.stdout
@@ -142,13 +159,24 @@ def test_wrong_secret_is_refused_and_logged(healed_lab):
     lab.write_configs(overrides={"b.unit.secret": "not-the-secret"})
     try:
         lab.start_unit("b")
-        lab.wait_for(lambda: lab.unit_status("a")["sync"]["counters"].get("unauthorized", 0)
-                     + lab.unit_status("b")["sync"]["counters"].get("unauthorized", 0) > 0,
-                     20, what="an unauthorized sync connection is counted")
+        lab.wait_for(
+            lambda: (
+                lab.unit_status("a")["sync"]["counters"].get("unauthorized", 0)
+                + lab.unit_status("b")["sync"]["counters"].get("unauthorized", 0)
+                > 0
+            ),
+            20,
+            what="an unauthorized sync connection is counted",
+        )
         # either unit may count first; the line names a's connection to b (from 198.18.0.1)
-        lab.wait_for(lambda: "unauthorized connection from 198.18.0.1"
-                     in lab.log_tail("a", 200) + lab.log_tail("b", 200), 20,
-                     what="b logs the unauthorized connection from 198.18.0.1")
+        lab.wait_for(
+            lambda: (
+                "unauthorized connection from 198.18.0.1"
+                in lab.log_tail("a", 200) + lab.log_tail("b", 200)
+            ),
+            20,
+            what="b logs the unauthorized connection from 198.18.0.1",
+        )
     finally:
         lab.stop_unit("b")
         lab.write_configs(overrides=None)
@@ -165,8 +193,7 @@ def test_sigkill_of_standby_during_200_changes_ends_identical(healed_lab):
 
     def burst():
         for n in range(200):
-            answer = ask(lab, active, "config.set", key="appliance.description",
-                         value=f"burst {n}")
+            answer = ask(lab, active, "config.set", key="appliance.description", value=f"burst {n}")
             if "error" in answer:
                 errors.append(answer)
             done[0] = n + 1
@@ -216,6 +243,7 @@ def test_fuzzed_frames_on_6973_never_crash(healed_lab):
     def bad_frames() -> int:
         counters = lab.unit_status(active)["sync"]["counters"]
         return sum(v for k, v in counters.items() if k.startswith("bad_frame"))
+
     lab.wait_for(lambda: bad_frames() >= 3, 5, what="at least 3 bad frames counted")
     assert lab.daemon_pid(active) == pid and lab.unit_status(active)["state"] == "master"
     before = shown(lab, active)
@@ -239,13 +267,19 @@ def test_ha_change_is_applied_live_on_both_units(healed_lab):
     active = lab.wait_for_master()
     pid = {u: lab.daemon_pid(u) for u in ("a", "b")}
     assert cli_set(lab, active, "ha.advskew", "20").returncode == 0
-    lab.wait_for(lambda: all(lab.unit_status(u)["advskew"] == 20 for u in ("a", "b")), SYNC,
-                 what="both units run with advskew 20")
+    lab.wait_for(
+        lambda: all(lab.unit_status(u)["advskew"] == 20 for u in ("a", "b")),
+        SYNC,
+        what="both units run with advskew 20",
+    )
     # applied in place: same daemons, same master, adverts still accepted (the HMAC-covered
     # header changed on both sides)
     assert {u: lab.daemon_pid(u) for u in ("a", "b")} == pid
     before = lab.unit_status(other(active))["partner"]["eth0"]["adverts_heard"]
-    lab.wait_for(lambda: lab.unit_status(other(active))["partner"]["eth0"]["adverts_heard"]
-                 >= before + 3, 10, what="the standby keeps hearing the active unit")
+    lab.wait_for(
+        lambda: lab.unit_status(other(active))["partner"]["eth0"]["adverts_heard"] >= before + 3,
+        10,
+        what="the standby keeps hearing the active unit",
+    )
     assert lab.states() == {active: "master", other(active): "backup"}
     assert cli_set(lab, active, "ha.advskew", "0").returncode == 0

@@ -5,6 +5,7 @@ Absence is checked with bounded waits (a ping with a 1 s deadline, a receiver th
 1 s); presence is checked with deadlines and returns as soon as it is seen: a probe (echo, request,
 multicast burst, gratuitous ARP) is repeated until it gets through, never judged on one packet.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,7 +17,7 @@ import pytest
 
 from carpool.lab import Lab, LabError, LabTimeout
 from carpool.lab import core as lab_core
-from carpool.lab.ns import alive, ip, namespaces, pids_in, sh
+from carpool.lab.ns import alive, ip, namespaces, pids_in
 from carpool.lab.topology import HOST_IF, lab_namespaces, mac_for
 from carpool.lab.units import apply_overrides, base_config, to_toml
 
@@ -69,8 +70,13 @@ with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806)) as s
 # -- helpers ----------------------------------------------------------------------------------
 def multicast_arrives(lab: Lab, src: str, dst: str, marker: str, seconds: float = 1.0) -> bool:
     """Does a proto-112 packet to 224.0.0.18 sent by cp-a from `src` reach cp-b on `dst`?"""
-    recv = lab.spawn("b", [sys.executable, "-I", "-c", RECV_112, dst, marker, str(seconds)],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recv = lab.spawn(
+        "b",
+        [sys.executable, "-I", "-c", RECV_112, dst, marker, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert recv.stdout.readline().strip() == "ready", recv.stderr.read()
         lab.exec("a", [sys.executable, "-I", "-c", SEND_112, src, marker], check=True)
@@ -93,13 +99,16 @@ def garp(lab: Lab, node: str, ifname: str, address: str, mac: str) -> None:
     lab.exec(node, [sys.executable, "-I", "-c", SEND_GARP, ifname, address, mac], check=True)
 
 
-def announce(lab: Lab, node: str, ifname: str, address: str, mac: str, observer: str,
-             timeout: float = 5.0) -> str | None:
+def announce(
+    lab: Lab, node: str, ifname: str, address: str, mac: str, observer: str, timeout: float = 5.0
+) -> str | None:
     """Gratuitous ARP for `address` from node, sent again each round (one frame may be lost)
     until `observer` has a neighbour entry for it: that entry's MAC, or None at the deadline."""
+
     def learned():
         garp(lab, node, ifname, address, mac)
         return neighbour_mac(lab, observer, address)
+
     try:
         return lab.wait_for(learned, timeout, interval=0.1, what=f"{observer} learns {address}")
     except LabTimeout:
@@ -116,8 +125,10 @@ def get(lab: Lab, node: str, url: str, timeout: float = 10.0) -> str | None:
 
 def addresses(lab: Lab, node: str) -> dict[str, list[str]]:
     out = lab.exec(node, ["ip", "-j", "addr", "show"], check=True).stdout
-    return {link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
-            for link in json.loads(out)}
+    return {
+        link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])]
+        for link in json.loads(out)
+    }
 
 
 def sysctl(lab: Lab, node: str, key: str) -> str:
@@ -128,19 +139,38 @@ def sysctl(lab: Lab, node: str, key: str) -> str:
 def test_namespaces_and_addresses(lab):
     assert set(lab_namespaces()) == {"cp-a", "cp-b", "cp-sw", "cp-c1", "cp-r1", "cp-r2"}
     expected = {
-        "a": {"lo": ["127.0.0.1/8"], "eth0": [f"{A_LAN}/24"], "eth1": [f"{A_HB}/30"],
-              "eth2": [f"{A_SRV}/24"]},
-        "b": {"lo": ["127.0.0.1/8"], "eth0": [f"{B_LAN}/24"], "eth1": [f"{B_HB}/30"],
-              "eth2": [f"{B_SRV}/24"]},
+        "a": {
+            "lo": ["127.0.0.1/8"],
+            "eth0": [f"{A_LAN}/24"],
+            "eth1": [f"{A_HB}/30"],
+            "eth2": [f"{A_SRV}/24"],
+        },
+        "b": {
+            "lo": ["127.0.0.1/8"],
+            "eth0": [f"{B_LAN}/24"],
+            "eth1": [f"{B_HB}/30"],
+            "eth2": [f"{B_SRV}/24"],
+        },
         "c1": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.0.100/24"]},
         "r1": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.2.101/24"]},
         "r2": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.2.102/24"]},
     }
     for node, want in expected.items():
-        assert addresses(lab, node) == want, node      # IPv4 only: no IPv6 link-local either
+        assert addresses(lab, node) == want, node  # IPv4 only: no IPv6 link-local either
     sw = addresses(lab, "sw")
-    assert set(sw) == {"lo", "lan", "srv", "a-eth0", "a-eth2", "b-eth0", "b-eth2", "c1", "r1",
-                       "r2", "host"}
+    assert set(sw) == {
+        "lo",
+        "lan",
+        "srv",
+        "a-eth0",
+        "a-eth2",
+        "b-eth0",
+        "b-eth2",
+        "c1",
+        "r1",
+        "r2",
+        "host",
+    }
     assert all(v == [] for k, v in sw.items() if k != "lo")
     # every lab-made link is up, loopback included
     for node in ("a", "b", "sw", "c1", "r1", "r2"):
@@ -148,11 +178,18 @@ def test_namespaces_and_addresses(lab):
         assert all("UP" in link["flags"] for link in out), node
     # bridges and their ports
     by_bridge = {
-        bridge: {port["ifname"] for port in json.loads(lab.exec(
-            "sw", ["ip", "-j", "link", "show", "master", bridge], check=True).stdout)}
-        for bridge in ("lan", "srv")}
-    assert by_bridge == {"lan": {"a-eth0", "b-eth0", "c1", "host"},
-                         "srv": {"a-eth2", "b-eth2", "r1", "r2"}}
+        bridge: {
+            port["ifname"]
+            for port in json.loads(
+                lab.exec("sw", ["ip", "-j", "link", "show", "master", bridge], check=True).stdout
+            )
+        }
+        for bridge in ("lan", "srv")
+    }
+    assert by_bridge == {
+        "lan": {"a-eth0", "b-eth0", "c1", "host"},
+        "srv": {"a-eth2", "b-eth2", "r1", "r2"},
+    }
     # the host end, and its only address in the lab range
     host = json.loads(ip("-j", "addr", "show", "dev", HOST_IF).stdout)[0]
     assert [f"{a['local']}/{a['prefixlen']}" for a in host["addr_info"]] == ["198.18.0.254/24"]
@@ -162,8 +199,11 @@ def test_namespaces_and_addresses(lab):
             for cidr in cidrs:
                 assert link == "lo" or ipaddress.ip_interface(cidr).ip in lab_range
     # readable MACs
-    assert json.loads(lab.exec("a", ["ip", "-j", "link", "show", "eth0"]).stdout)[0][
-        "address"] == mac_for(A_LAN) == "02:00:c6:12:00:0b"
+    assert (
+        json.loads(lab.exec("a", ["ip", "-j", "link", "show", "eth0"]).stdout)[0]["address"]
+        == mac_for(A_LAN)
+        == "02:00:c6:12:00:0b"
+    )
 
 
 def test_sysctls_and_routes(lab):
@@ -207,8 +247,9 @@ def test_gratuitous_arp_creates_neighbour_entries(lab):
 
 def test_exec_sets_the_unit_config(lab):
     for unit in ("a", "b"):
-        out = lab.exec(unit, ["sh", "-c", "echo $CARPOOL_CONFIG; command -v carpool"],
-                       check=True).stdout.split()
+        out = lab.exec(
+            unit, ["sh", "-c", "echo $CARPOOL_CONFIG; command -v carpool"], check=True
+        ).stdout.split()
         assert out[0] == str(lab.config_path(unit))
         assert out[1].endswith("/bin/carpool")
 
@@ -216,10 +257,17 @@ def test_exec_sets_the_unit_config(lab):
 # -- unit configuration -----------------------------------------------------------------------
 def test_unit_configs_load_with_the_project_loader(lab):
     from carpool.config.ha import load_config
-    lab.write_configs(fast=True, vmac=True, preferred="first",
-                      overrides={"ha.fast_interval_ms": 50,
-                                 "interface": {"eth0": {"ping_target": "198.18.0.100"}},
-                                 "b": {"unit.log_level": "debug"}})
+
+    lab.write_configs(
+        fast=True,
+        vmac=True,
+        preferred="first",
+        overrides={
+            "ha.fast_interval_ms": 50,
+            "interface": {"eth0": {"ping_target": "198.18.0.100"}},
+            "b": {"unit.log_level": "debug"},
+        },
+    )
     try:
         a, b = load_config(lab.config_path("a")), load_config(lab.config_path("b"))
         assert (a.role, b.role) == ("first", "second")
@@ -229,25 +277,44 @@ def test_unit_configs_load_with_the_project_loader(lab):
         assert a.state_dir == str(lab.state_dir("a")) and b.state_dir == str(lab.state_dir("b"))
         assert (a.log_level, b.log_level) == ("info", "debug")
         eth0, eth1, eth2 = a.interfaces
-        assert (eth0.name, [str(s) for s in eth0.shared], str(eth0.first), str(eth0.second),
-                str(eth0.ping_target)) == ("eth0", ["198.18.0.10/24"], A_LAN, B_LAN,
-                                           "198.18.0.100")
+        assert (
+            eth0.name,
+            [str(s) for s in eth0.shared],
+            str(eth0.first),
+            str(eth0.second),
+            str(eth0.ping_target),
+        ) == ("eth0", ["198.18.0.10/24"], A_LAN, B_LAN, "198.18.0.100")
         assert (eth1.name, eth1.heartbeat, str(eth1.first), str(eth1.second)) == (
-            "eth1", True, A_HB, B_HB)
+            "eth1",
+            True,
+            A_HB,
+            B_HB,
+        )
         assert (eth2.name, [str(s) for s in eth2.shared], str(eth2.first), str(eth2.second)) == (
-            "eth2", ["198.18.2.1/24"], A_SRV, B_SRV)
+            "eth2",
+            ["198.18.2.1/24"],
+            A_SRV,
+            B_SRV,
+        )
         with pytest.raises(LabError, match="state_dir"):
             lab.write_configs(overrides={"unit.state_dir": "/tmp/elsewhere"})
-        assert load_config(lab.config_path("a")).fast_interval_ms == 50   # nothing written
+        assert load_config(lab.config_path("a")).fast_interval_ms == 50  # nothing written
     finally:
         lab.write_configs(fast=False, vmac=False, preferred="none", overrides=None)
 
 
 def test_overrides_remove_and_replace():
     doc = base_config("a", "/tmp/x")
-    out = apply_overrides(doc, {"interface.eth2": None, "ha": {"vmac": None, "ha_timeout": 6},
-                                "interface.eth3.first": "198.18.3.1", "a.unit.notify": "/x"},
-                          "a")
+    out = apply_overrides(
+        doc,
+        {
+            "interface.eth2": None,
+            "ha": {"vmac": None, "ha_timeout": 6},
+            "interface.eth3.first": "198.18.3.1",
+            "a.unit.notify": "/x",
+        },
+        "a",
+    )
     assert [i["name"] for i in out["interface"]] == ["eth0", "eth1", "eth3"]
     assert out["interface"][2] == {"name": "eth3", "first": "198.18.3.1"}
     assert "vmac" not in out["ha"] and out["ha"]["ha_timeout"] == 6
@@ -255,6 +322,7 @@ def test_overrides_remove_and_replace():
     assert apply_overrides(doc, {"a.unit.notify": "/x"}, "b")["unit"].get("notify") is None
     assert doc == base_config("a", "/tmp/x")  # not changed in place
     import tomllib
+
     assert tomllib.loads(to_toml(out)) == out
 
 
@@ -267,9 +335,9 @@ def test_block_icmp_drops_ping_but_not_tcp(healed_lab):
         lab.block_icmp()
         assert lab.switch_faults() == ["block-icmp"]
         assert not lab.ping("c1", A_LAN)
-        assert not lab.ping("a", "198.18.2.101")                     # srv bridge too
+        assert not lab.ping("a", "198.18.2.101")  # srv bridge too
         assert get(lab, "c1", f"http://{A_LAN}:8080/") == "cp-a\n"
-        assert lab.reaches("a", B_HB)                                # not on the cable
+        assert lab.reaches("a", B_HB)  # not on the cable
         lab.heal()
         assert lab.switch_faults() == []
         assert lab.reaches("c1", A_LAN)
@@ -281,15 +349,19 @@ def test_block_multicast_drops_adverts_on_both_bridges(healed_lab):
     lab = healed_lab
 
     def gets_through(src: str, dst: str, marker: str) -> bool:  # presence: tried until seen
-        return lab.wait_for(lambda: multicast_arrives(lab, src, dst, marker), 10,
-                            what=f"multicast {marker} from {src} reaches {dst}")
+        return lab.wait_for(
+            lambda: multicast_arrives(lab, src, dst, marker),
+            10,
+            what=f"multicast {marker} from {src} reaches {dst}",
+        )
+
     assert gets_through(A_LAN, B_LAN, "lan-1")
     assert gets_through(A_SRV, B_SRV, "srv-1")
     lab.block_multicast()
     assert not multicast_arrives(lab, A_LAN, B_LAN, "lan-2")
     assert not multicast_arrives(lab, A_SRV, B_SRV, "srv-2")
-    assert gets_through(A_HB, B_HB, "hb-2")                          # the cable is no switch
-    assert lab.reaches("a", B_LAN)                                   # unicast still passes
+    assert gets_through(A_HB, B_HB, "hb-2")  # the cable is no switch
+    assert lab.reaches("a", B_LAN)  # unicast still passes
     lab.heal()
     assert gets_through(A_LAN, B_LAN, "lan-3")
 
@@ -298,9 +370,12 @@ def test_block_sync_drops_tcp_6973_only(healed_lab):
     lab = healed_lab
     lab.serve_http("b", 6973)
     lab.serve_http("b", 6974)
+
     def connects(port: int) -> bool:  # presence: tried until accepted
-        return lab.wait_for(lambda: lab.tcp_connect("a", B_LAN, port), 10,
-                            what=f"a connects to {B_LAN}:{port}")
+        return lab.wait_for(
+            lambda: lab.tcp_connect("a", B_LAN, port), 10, what=f"a connects to {B_LAN}:{port}"
+        )
+
     try:
         assert connects(6973)
         lab.block_sync()
@@ -319,7 +394,7 @@ def test_block_vmac_drops_frames_from_the_virtual_mac(healed_lab):
     lab = healed_lab
     ip("neigh", "flush", "dev", "eth0", ns="cp-c1")
     lab.block_vmac()
-    garp(lab, "a", "eth0", "198.18.0.10", VMAC)            # dropped by the switch
+    garp(lab, "a", "eth0", "198.18.0.10", VMAC)  # dropped by the switch
     # then a marker that passes (sent until it is seen)
     assert announce(lab, "a", "eth0", "198.18.0.20", mac_for(A_LAN), "c1") == mac_for(A_LAN)
     assert neighbour_mac(lab, "c1", "198.18.0.10") is None
@@ -380,7 +455,7 @@ def test_unit_process_faults(healed_lab):
 
         # crash: links first, then both processes; what the daemon left stays until power-on
         sup, worker = lab.supervisor_pid("a"), lab.daemon_pid("a")
-        ip("addr", "add", "198.18.0.77/24", "dev", "eth0", ns="cp-a")   # stands in for leftovers
+        ip("addr", "add", "198.18.0.77/24", "dev", "eth0", ns="cp-a")  # stands in for leftovers
         ip("link", "add", "left0", "link", "eth0", "type", "macvlan", "mode", "bridge", ns="cp-a")
         assert sorted(lab.crash("a")) == sorted([sup, worker])
         assert not alive(sup) and not alive(worker)
@@ -417,7 +492,7 @@ def test_down_removes_everything(lab):
     assert ip("link", "show", "dev", HOST_IF, check=False).returncode != 0
     assert not any(alive(p) for p in pids)
     assert not (lab.dir / "lab.json").exists()
-    assert lab.down() == []          # twice is fine
+    assert lab.down() == []  # twice is fine
 
 
 def test_down_cleans_a_half_built_lab(lab_lock):
@@ -441,6 +516,7 @@ def test_down_cleans_a_half_built_lab(lab_lock):
 def test_failed_up_tears_down_what_it_built(lab_lock, monkeypatch):
     def broken(self, node, *args, **kwargs):
         raise LabError(f"injected failure starting a server in {node}")
+
     monkeypatch.setattr(lab_core.Lab, "serve_http", broken)
     with pytest.raises(LabError, match="injected failure"):
         Lab().up(start_units=False)
@@ -464,28 +540,49 @@ def test_up_replaces_an_existing_lab(lab_lock):
 def test_cli_round_trip(lab_lock):
     carpool = [sys.executable, "-m", "carpool.cli"]
     try:
-        up = subprocess.run([*carpool, "lab", "up", "--no-units", "--servers", "1", "--force"],
-                            capture_output=True, text=True, timeout=60)
+        up = subprocess.run(
+            [*carpool, "lab", "up", "--no-units", "--servers", "1", "--force"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert up.returncode == 0, up.stderr
-        status = json.loads(subprocess.run([*carpool, "lab", "status", "--json"],
-                                           capture_output=True, text=True, timeout=30).stdout)
+        status = json.loads(
+            subprocess.run(
+                [*carpool, "lab", "status", "--json"], capture_output=True, text=True, timeout=30
+            ).stdout
+        )
         assert status["namespaces"] == ["cp-a", "cp-b", "cp-c1", "cp-r1", "cp-sw"]
-        ex = subprocess.run([*carpool, "lab", "exec", "cp-a", "--", "ip", "-br", "addr", "show",
-                             "eth1"], capture_output=True, text=True, timeout=30)
+        ex = subprocess.run(
+            [*carpool, "lab", "exec", "cp-a", "--", "ip", "-br", "addr", "show", "eth1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ex.returncode == 0 and "198.18.1.1/30" in ex.stdout, ex.stderr
-        fault = subprocess.run([*carpool, "lab", "fault", "block-icmp", "--force"],
-                               capture_output=True, text=True, timeout=30)
+        fault = subprocess.run(
+            [*carpool, "lab", "fault", "block-icmp", "--force"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert fault.returncode == 0, fault.stderr
-        bad = subprocess.run([*carpool, "lab", "fault", "kill", "--unit", "c", "--force"],
-                             capture_output=True, text=True, timeout=30)
+        bad = subprocess.run(
+            [*carpool, "lab", "fault", "kill", "--unit", "c", "--force"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert bad.returncode == 1 and "unknown unit" in bad.stderr
         assert Lab().switch_faults() == ["block-icmp"]
-        heal = subprocess.run([*carpool, "lab", "heal", "--force"], capture_output=True,
-                              text=True, timeout=60)
+        heal = subprocess.run(
+            [*carpool, "lab", "heal", "--force"], capture_output=True, text=True, timeout=60
+        )
         assert heal.returncode == 0, heal.stderr
         assert Lab().switch_faults() == []
     finally:
-        down = subprocess.run([*carpool, "lab", "down", "--force"], capture_output=True,
-                              text=True, timeout=60)
+        down = subprocess.run(
+            [*carpool, "lab", "down", "--force"], capture_output=True, text=True, timeout=60
+        )
     assert down.returncode == 0, down.stderr
     assert _ours() == []

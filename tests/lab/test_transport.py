@@ -1,5 +1,6 @@
 """Unicast and broadcast adverts: with 224.0.0.18 dropped on the switch, the partner is still
 heard on every interface (networks where multicast is blocked)."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,12 @@ import json
 import pytest
 
 
-@pytest.mark.parametrize("lab", [{"overrides": {"ha.transport": "unicast"}},
-                                 {"overrides": {"ha.transport": "broadcast"}}],
-                         indirect=True, ids=["unicast", "broadcast"])
+@pytest.mark.parametrize(
+    "lab",
+    [{"overrides": {"ha.transport": "unicast"}}, {"overrides": {"ha.transport": "broadcast"}}],
+    indirect=True,
+    ids=["unicast", "broadcast"],
+)
 def test_partner_heard_on_every_interface_with_multicast_blocked(lab):
     try:
         master = lab.wait_for_master()
@@ -19,10 +23,16 @@ def test_partner_heard_on_every_interface_with_multicast_blocked(lab):
 
         def heard_everywhere_since_block():
             now = lab.unit_status(backup)["partner"]
-            return all(now[i]["adverts_heard"] >= before[i]["adverts_heard"] + 3
-                       for i in ("eth0", "eth1", "eth2"))
-        lab.wait_for(heard_everywhere_since_block, 10,
-                     what=f"unit {backup} hears 3 more adverts on eth0, eth1 and eth2")
+            return all(
+                now[i]["adverts_heard"] >= before[i]["adverts_heard"] + 3
+                for i in ("eth0", "eth1", "eth2")
+            )
+
+        lab.wait_for(
+            heard_everywhere_since_block,
+            10,
+            what=f"unit {backup} hears 3 more adverts on eth0, eth1 and eth2",
+        )
         assert lab.states() == {master: "master", backup: "backup"}
         transport = lab.unit_status(backup)["transport"]
         assert transport in ("unicast", "broadcast")

@@ -1,5 +1,6 @@
 """The REST API, /metrics and the HTTPS server of both units' real daemons: auth, validation,
 every endpoint, changes on the active unit synced to the standby, refused on the standby."""
+
 from __future__ import annotations
 
 import ssl
@@ -8,15 +9,18 @@ import time
 
 import httpx
 import pytest
+from webclient import AUTH, client, other, pair_icons, wui_ready
 
 from carpool.lab.topology import CLIENT
 from carpool.lab.units import WUI_PASSWORD, lab_password_hash, wui_url
 
-from webclient import AUTH, client, other, pair_icons, wui_ready
-
 ROLE = {"a": "first", "b": "second"}
-VS = {"name": "api-test", "address": "198.18.0.10", "port": 9000,
-      "real_server": [{"address": "198.18.2.101", "port": 80}]}
+VS = {
+    "name": "api-test",
+    "address": "198.18.0.10",
+    "port": 9000,
+    "real_server": [{"address": "198.18.2.101", "port": 80}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def pair(lab):
 def test_https_with_the_self_signed_certificate_made_at_first_start(lab, pair):
     for unit in ("a", "b"):
         cert = lab.state_dir(unit) / "web" / "cert.pem"
-        assert cert.exists() and (lab.state_dir(unit) / "web" / "key.pem").stat().st_mode & 0o77 == 0
+        assert (
+            cert.exists() and (lab.state_dir(unit) / "web" / "key.pem").stat().st_mode & 0o77 == 0
+        )
         served = ssl.get_server_certificate((wui_url(unit)[8:-1], 443), timeout=5)
         assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert.read_text())
 
@@ -44,9 +50,14 @@ def test_no_or_wrong_credentials_get_401_and_the_openapi_document_is_public(lab,
         assert c.get("/api/v1/status", auth=("nobody", "carpool-lab")).status_code == 401
         assert c.get("/api/v1/status", auth=AUTH).json()["state"] == "master"
         spec = c.get("/api/openapi.json").json()
-        for path in ("/api/v1/status", "/api/v1/config", "/api/v1/config/rollback",
-                     "/api/v1/virtual-services/{name}/real-servers", "/api/v1/failover",
-                     "/api/v1/events"):
+        for path in (
+            "/api/v1/status",
+            "/api/v1/config",
+            "/api/v1/config/rollback",
+            "/api/v1/virtual-services/{name}/real-servers",
+            "/api/v1/failover",
+            "/api/v1/events",
+        ):
             assert path in spec["paths"], path
         assert c.get("/api/v1/peer/status").status_code == 401  # units only (partner secret)
 
@@ -76,14 +87,17 @@ def test_status_pair_and_event_log(lab, pair):
             assert status["state"] == ("master" if unit == pair else "backup")
         # each unit shows both, the partner fetched from its WUI (cached for a second)
         want = {ROLE[pair]: "active", ROLE[other(pair)]: "standby"}
-        lab.wait_for(lambda unit=unit, want=want: pair_icons(unit) == want, 10, interval=0.2,
-                     what=f"unit {unit} shows {want}")
+        lab.wait_for(
+            lambda unit=unit, want=want: pair_icons(unit) == want,
+            10,
+            interval=0.2,
+            what=f"unit {unit} shows {want}",
+        )
     with client(pair) as c:
         events = c.get("/api/v1/events").json()
         assert any(e["kind"] == "transition" and "-> master" in e["text"] for e in events)
         since = events[-1]["id"]
-        assert all(e["id"] > since for e in c.get("/api/v1/events",
-                                                  params={"since": since}).json())
+        assert all(e["id"] > since for e in c.get("/api/v1/events", params={"since": since}).json())
         assert c.get("/api/v1/events", params={"limit": 0}).status_code == 422
 
 
@@ -105,28 +119,52 @@ def test_virtual_service_and_real_server_crud_syncs_to_the_standby(lab, pair):
         r = c.post("/api/v1/virtual-services", json=VS)
         assert r.status_code == 201, r.text
         assert c.post("/api/v1/virtual-services", json=VS).status_code == 409  # exists
-        _wait_on_standby(lab, standby, lambda s: s.get("/api/v1/virtual-services/api-test")
-                         .status_code == 200, "the new service on the standby")
-        r = c.post("/api/v1/virtual-services/api-test/real-servers",
-                   json={"address": "198.18.2.102", "port": 80, "weight": 3})
+        _wait_on_standby(
+            lab,
+            standby,
+            lambda s: s.get("/api/v1/virtual-services/api-test").status_code == 200,
+            "the new service on the standby",
+        )
+        r = c.post(
+            "/api/v1/virtual-services/api-test/real-servers",
+            json={"address": "198.18.2.102", "port": 80, "weight": 3},
+        )
         assert r.status_code == 201, r.text
-        r = c.put("/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80",
-                  json={"address": "198.18.2.102", "port": 80, "weight": 7, "enabled": False})
+        r = c.put(
+            "/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80",
+            json={"address": "198.18.2.102", "port": 80, "weight": 7, "enabled": False},
+        )
         assert r.status_code == 200, r.text
         servers = c.get("/api/v1/virtual-services/api-test/real-servers").json()
         assert [(s["address"], s["weight"], s["enabled"]) for s in servers] == [
-            ("198.18.2.101", 1, True), ("198.18.2.102", 7, False)]
-        lab.wait_for(lambda: (c.get("/api/v1/virtual-services/api-test").json()["health"]
-                              or [{}])[0].get("up") is True, 10, what="r1 checked up")
-        assert c.delete("/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80") \
-            .status_code == 200
-        assert c.delete("/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80") \
-            .status_code == 404
+            ("198.18.2.101", 1, True),
+            ("198.18.2.102", 7, False),
+        ]
+        lab.wait_for(
+            lambda: (
+                (c.get("/api/v1/virtual-services/api-test").json()["health"] or [{}])[0].get("up")
+                is True
+            ),
+            10,
+            what="r1 checked up",
+        )
+        assert (
+            c.delete("/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80").status_code
+            == 200
+        )
+        assert (
+            c.delete("/api/v1/virtual-services/api-test/real-servers/198.18.2.102/80").status_code
+            == 404
+        )
         r = c.put("/api/v1/virtual-services/api-test", json={**VS, "scheduler": "sh"})
         assert r.status_code == 200, r.text
         version = r.json()["version"]
-        _wait_on_standby(lab, standby, lambda s: s.get("/api/v1/config").json()["version"]
-                         == version, f"the standby at version {version}")
+        _wait_on_standby(
+            lab,
+            standby,
+            lambda s: s.get("/api/v1/config").json()["version"] == version,
+            f"the standby at version {version}",
+        )
         with client(standby) as s:
             assert s.get("/api/v1/virtual-services/api-test").json()["scheduler"] == "sh"
         assert c.delete("/api/v1/virtual-services/api-test").status_code == 200
@@ -134,15 +172,20 @@ def test_virtual_service_and_real_server_crud_syncs_to_the_standby(lab, pair):
         assert c.delete("/api/v1/virtual-services/api-test").status_code == 404
 
 
-@pytest.mark.parametrize("body, field", [
-    ({**VS, "colour": "red"}, ["body", "colour"]),                  # unknown field
-    ({**VS, "port": "9000"}, ["body", "port"]),                     # wrong type (strict)
-    ({**VS, "port": 70000}, ["body", "port"]),                      # out of range
-    ({k: v for k, v in VS.items() if k != "address"}, ["body", "address"]),  # missing
-    ({**VS, "address": "198.18.0.99"}, ["body", "address"]),        # not a shared address
-    ({**VS, "real_server": [{"address": "198.18.2.101", "port": 0}]},
-     ["body", "real_server", 0, "port"]),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**VS, "colour": "red"}, ["body", "colour"]),  # unknown field
+        ({**VS, "port": "9000"}, ["body", "port"]),  # wrong type (strict)
+        ({**VS, "port": 70000}, ["body", "port"]),  # out of range
+        ({k: v for k, v in VS.items() if k != "address"}, ["body", "address"]),  # missing
+        ({**VS, "address": "198.18.0.99"}, ["body", "address"]),  # not a shared address
+        (
+            {**VS, "real_server": [{"address": "198.18.2.101", "port": 0}]},
+            ["body", "real_server", 0, "port"],
+        ),
+    ],
+)
 def test_invalid_input_gets_422_naming_the_field(lab, pair, body, field):
     with client(pair) as c:
         before = c.get("/api/v1/config").json()["version"]
@@ -157,15 +200,17 @@ def test_config_show_set_apply_history_diff_rollback(lab, pair):
         start = c.get("/api/v1/config").json()
         r = c.patch("/api/v1/config", json={"key": "appliance.description", "value": "via api"})
         assert r.status_code == 200 and r.json()["version"] == start["version"] + 1, r.text
-        assert c.patch("/api/v1/config", json={"key": "ha.vhid", "value": 300}).json()[
-            "detail"][0]["loc"] == ["body", "ha", "vhid"]
+        assert c.patch("/api/v1/config", json={"key": "ha.vhid", "value": 300}).json()["detail"][0][
+            "loc"
+        ] == ["body", "ha", "vhid"]
         assert c.patch("/api/v1/config", json={"key": "ha.vhid"}).status_code == 200  # default
         document = c.get("/api/v1/config").json()["document"]
         document["appliance"]["description"] = "whole document"
         r = c.put("/api/v1/config", json={"document": document})
         assert r.status_code == 200 and r.json()["what"] == ["appliance.description"], r.text
-        assert c.put("/api/v1/config", json={"document": {**document, "unit": {}}}) \
-            .status_code == 400
+        assert (
+            c.put("/api/v1/config", json={"document": {**document, "unit": {}}}).status_code == 400
+        )
         assert c.put("/api/v1/config", json={"doc": document}).status_code == 422
         history = c.get("/api/v1/config/history").json()["history"]
         assert history[-1]["who"].startswith("api (admin)")
@@ -183,9 +228,10 @@ def test_the_standby_refuses_changes_and_names_the_active_unit(lab, pair):
     with client(other(pair)) as s:
         before = s.get("/api/v1/config").json()["version"]
         for method, path, body in (
-                ("POST", "/api/v1/virtual-services", VS),
-                ("PATCH", "/api/v1/config", {"key": "appliance.description", "value": "x"}),
-                ("POST", "/api/v1/config/rollback", {"version": before})):
+            ("POST", "/api/v1/virtual-services", VS),
+            ("PATCH", "/api/v1/config", {"key": "appliance.description", "value": "x"}),
+            ("POST", "/api/v1/config/rollback", {"version": before}),
+        ):
             r = s.request(method, path, json=body)
             assert r.status_code == 409, (path, r.text)
             assert wui_url(pair)[8:-1] in r.text  # the active unit's address
@@ -210,20 +256,23 @@ def test_carpool_passwd_sets_the_password_on_both_units(lab, pair):
     pair = lab.wait_for_master()
     browsers = {unit: client(unit, auth=None) for unit in ("a", "b")}
     try:
-        for unit, browser in browsers.items():  # a logged-in browser on each unit
-            login = browser.post("/login", data={"username": "admin",
-                                                 "password": WUI_PASSWORD})
+        for browser in browsers.values():  # a logged-in browser on each unit
+            login = browser.post("/login", data={"username": "admin", "password": WUI_PASSWORD})
             assert login.status_code == 303, login.text
             assert browser.get("/api/v1/status").status_code == 200
         out = lab.exec(pair, ["carpool", "passwd", "--password-stdin"], input="new-secret-1\n")
         assert out.returncode == 0, out.stderr
-        refused = lab.exec(other(pair), ["carpool", "passwd", "--password-stdin"],
-                           input="other-secret\n")
+        refused = lab.exec(
+            other(pair), ["carpool", "passwd", "--password-stdin"], input="other-secret\n"
+        )
         assert refused.returncode == 1 and "standby" in refused.stderr
         for unit in ("a", "b"):  # synced: the new one works on both, the old one on neither
             with client(unit, auth=("admin", "new-secret-1")) as c:
-                lab.wait_for(lambda: c.get("/api/v1/status").status_code == 200, 10,
-                             what=f"the new password on unit {unit}")
+                lab.wait_for(
+                    lambda: c.get("/api/v1/status").status_code == 200,
+                    10,
+                    what=f"the new password on unit {unit}",
+                )
             with client(unit) as c:
                 assert c.get("/api/v1/status").status_code == 401
             # the sessions opened with the old password end too, also on the partner
@@ -232,8 +281,13 @@ def test_carpool_passwd_sets_the_password_on_both_units(lab, pair):
         for browser in browsers.values():
             browser.close()
         with client(pair, auth=("admin", "new-secret-1")) as c:
-            c.patch("/api/v1/config", json={"key": "user", "value": [
-                {"name": "admin", "password_hash": lab_password_hash()}]})
+            c.patch(
+                "/api/v1/config",
+                json={
+                    "key": "user",
+                    "value": [{"name": "admin", "password_hash": lab_password_hash()}],
+                },
+            )
 
 
 def test_force_failover_via_the_api(healed_lab, pair):
@@ -246,8 +300,12 @@ def test_force_failover_via_the_api(healed_lab, pair):
     lab.wait_for(lambda: lab.master() == other(active), 5, what="the partner takes over")
     # the partner's part comes from its WUI, cached for a second: wait for the new picture
     want = {ROLE[other(active)]: "active", ROLE[active]: "standby"}
-    lab.wait_for(lambda: pair_icons(other(active)) == want, 10, interval=0.2,
-                 what=f"unit {other(active)} shows {want}")
+    lab.wait_for(
+        lambda: pair_icons(other(active)) == want,
+        10,
+        interval=0.2,
+        what=f"unit {other(active)} shows {want}",
+    )
     with client(active) as c:
         events = c.get("/api/v1/events", params={"kind": "transition"}).json()
         assert any("forced failover" in e["text"] for e in events)
@@ -260,8 +318,11 @@ def test_sigterm_still_bows_out_with_the_wui_running(healed_lab):
     master_down = lab.unit_status(active)["timers"]["master_down"]
     start = time.monotonic()
     lab.term(active)
-    lab.wait_for(lambda: lab.unit_status(other(active))["state"] == "master", master_down,
-                 what="the partner takes over on the bow-out")
+    lab.wait_for(
+        lambda: lab.unit_status(other(active))["state"] == "master",
+        master_down,
+        what="the partner takes over on the bow-out",
+    )
     assert time.monotonic() - start < master_down * 0.7  # the bow-out, not the timeout
     assert "bowing out" in lab.log_tail(active, 40)
 
@@ -274,8 +335,9 @@ def test_a_wui_that_cannot_listen_leaves_the_election_running(lab):
         lab.stop_unit("b")
         lab.start_unit("b")
         lab.wait_for_master()
-        lab.wait_for(lambda: "WUI cannot listen" in lab.log_tail("b", 40), 10,
-                     what="b logs the failure")
+        lab.wait_for(
+            lambda: "WUI cannot listen" in lab.log_tail("b", 40), 10, what="b logs the failure"
+        )
         assert lab.unit_status("b")["state"] in ("backup", "master")
         assert "WUI not available; retrying" in lab.log_tail("b", 40)
         with pytest.raises(httpx.HTTPError):
@@ -285,4 +347,3 @@ def test_a_wui_that_cannot_listen_leaves_the_election_running(lab):
         lab.stop_unit("b")
         lab.start_unit("b")
         lab.wait_for_master()
-

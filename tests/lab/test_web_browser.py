@@ -1,6 +1,7 @@
 """The WUI in real Chromium (Debian's, driven by Playwright; no browser download) against both
 units' real daemons: log in, both units with their roles, a service added on the active unit
 shown by the standby, the standby read-only, force failover flipping the icons, a failed login."""
+
 from __future__ import annotations
 
 import os
@@ -8,26 +9,29 @@ import shutil
 from pathlib import Path
 
 import pytest
+from webclient import client, other, wui_ready
 
 from carpool.lab.units import WUI_PASSWORD, WUI_USER, wui_url
-from webclient import client, other, wui_ready
 
 CHROMIUM = "/usr/bin/chromium"
 ROLE = {"a": "first", "b": "second"}
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WAIT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not shutil.which("chromium"),
-                                reason=f"browser tests need Debian's chromium at {CHROMIUM} "
-                                       "(apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not shutil.which("chromium"),
+    reason=f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
+)
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if os.path.exists(CHROMIUM)
-                              else shutil.which("chromium"))
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+        )
         try:
             yield b
         finally:
@@ -47,14 +51,16 @@ def pages(browser):
     contexts = []
 
     def new_page(unit: str | None = None, log_in: bool = True):
-        context = browser.new_context(ignore_https_errors=True,
-                                      viewport={"width": 1400, "height": 900})
+        context = browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1400, "height": 900}
+        )
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         if unit and log_in:
             login(page, unit)
         return page
+
     yield new_page
     for context in contexts:
         context.close()
@@ -71,6 +77,7 @@ def login(page, unit: str, password: str = WUI_PASSWORD) -> None:
 
 def test_a_failed_login_shows_an_error(pair, pages):
     from playwright.sync_api import expect
+
     page = pages()
     login(page, pair, password="not-the-password")
     expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
@@ -80,6 +87,7 @@ def test_a_failed_login_shows_an_error(pair, pages):
 
 def test_log_in_and_see_both_units_with_their_roles(lab, pair, pages, tmp_path_factory):
     from playwright.sync_api import expect
+
     for unit in ("a", "b"):
         page = pages(unit)
         for u, icon, label in ((pair, "active", "Active"), (other(pair), "standby", "Standby")):
@@ -92,14 +100,18 @@ def test_log_in_and_see_both_units_with_their_roles(lab, pair, pages, tmp_path_f
             # the live part refreshes without a reload: wait for one refresh, then keep a picture
             expect(page.locator("#live[data-updated]")).to_have_count(1)
             # docs/dashboard.png is refreshed on request only (a CI run leaves the tree clean)
-            shot = DOCS / "dashboard.png" if os.environ.get("CARPOOL_SCREENSHOT") \
+            shot = (
+                DOCS / "dashboard.png"
+                if os.environ.get("CARPOOL_SCREENSHOT")
                 else tmp_path_factory.mktemp("shot") / "dashboard.png"
+            )
             page.screenshot(path=str(shot), full_page=True)
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_add_a_service_on_the_active_unit_and_see_it_on_the_standby(lab, pair, pages):
     from playwright.sync_api import expect
+
     page = pages(pair)
     page.goto(wui_url(pair) + "services")
     page.click("#add-vs")
@@ -111,8 +123,7 @@ def test_add_a_service_on_the_active_unit_and_see_it_on_the_standby(lab, pair, p
     expect(page.locator(".field-error[data-field=port]")).to_contain_text("whole number")
     page.fill("input[name=port]", "9100")
     page.click("#save-vs")
-    expect(page.locator(".field-error[data-field=address]")).to_contain_text(
-        "not a shared address")
+    expect(page.locator(".field-error[data-field=address]")).to_contain_text("not a shared address")
     page.fill("input[name=address]", "198.18.0.10")
     page.click("#save-vs")
     expect(page.locator("#done")).to_contain_text("vs add web-ui")
@@ -124,6 +135,7 @@ def test_add_a_service_on_the_active_unit_and_see_it_on_the_standby(lab, pair, p
     def shown_on_standby():
         standby.reload()
         return standby.locator("tr[data-vs=web-ui]").count() == 1
+
     lab.wait_for(shown_on_standby, 10, interval=0.3, what="web-ui on the standby's WUI")
     with client(pair) as c:  # leave the lab as found
         assert c.delete("/api/v1/virtual-services/web-ui").status_code == 200
@@ -131,6 +143,7 @@ def test_add_a_service_on_the_active_unit_and_see_it_on_the_standby(lab, pair, p
 
 def test_the_standby_is_read_only_and_links_to_the_active_unit(lab, pair, pages):
     from playwright.sync_api import expect
+
     page = pages(other(pair))
     page.goto(wui_url(other(pair)) + "services")
     expect(page.locator("#readonly-banner")).to_contain_text("read-only")
@@ -151,6 +164,7 @@ def test_the_standby_is_read_only_and_links_to_the_active_unit(lab, pair, pages)
 
 def test_force_failover_flips_the_icons(healed_lab, pair, pages):
     from playwright.sync_api import expect
+
     lab = healed_lab
     active = lab.wait_for_master()
     page = pages(active)
@@ -159,7 +173,9 @@ def test_force_failover_flips_the_icons(healed_lab, pair, pages):
     page.wait_for_url(wui_url(active) + "?done=failover")
     # no reload from here on: the live refresh shows the switch
     expect(page.locator(f"#unit-{ROLE[other(active)]}")).to_have_attribute(
-        "data-icon", "active", timeout=WAIT_MS)
+        "data-icon", "active", timeout=WAIT_MS
+    )
     expect(page.locator(f"#unit-{ROLE[active]}")).to_have_attribute(
-        "data-icon", "standby", timeout=WAIT_MS)
+        "data-icon", "standby", timeout=WAIT_MS
+    )
     assert lab.master() == other(active)

@@ -1,5 +1,6 @@
 """Helpers for tests of the units' WUI and REST API from the root namespace (which reaches the
 lab's LAN through 198.18.0.254)."""
+
 from __future__ import annotations
 
 import httpx
@@ -20,6 +21,7 @@ def client(unit: str, auth=AUTH, timeout: float = 5.0) -> httpx.Client:
 
 def wui_ready(lab, units=("a", "b"), timeout: float = 20.0) -> None:
     """Wait until both units' WUIs answer (they start right after the election)."""
+
     def answers():
         for unit in units:
             try:
@@ -29,6 +31,7 @@ def wui_ready(lab, units=("a", "b"), timeout: float = 20.0) -> None:
             except httpx.HTTPError:
                 return False
         return True
+
     lab.wait_for(answers, timeout, interval=0.2, what=f"the WUIs of {units} answer")
 
 

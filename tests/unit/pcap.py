@@ -1,4 +1,5 @@
 """A tiny pcap reader for the golden vectors (classic pcap, Ethernet link type only)."""
+
 from __future__ import annotations
 
 import struct
@@ -12,8 +13,10 @@ VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 LINKTYPE_ETHERNET = 1
 ETHERTYPE_IPV4 = 0x0800
 _MAGIC = {  # magic as read little-endian -> (byte order, fraction-of-second divisor)
-    0xA1B2C3D4: ("<", 1e6), 0xD4C3B2A1: (">", 1e6),
-    0xA1B23C4D: ("<", 1e9), 0x4D3CB2A1: (">", 1e9),
+    0xA1B2C3D4: ("<", 1e6),
+    0xD4C3B2A1: (">", 1e6),
+    0xA1B23C4D: ("<", 1e9),
+    0x4D3CB2A1: (">", 1e9),
 }
 
 
@@ -32,7 +35,7 @@ def read_pcap(path: str | Path) -> Iterator[tuple[float, bytes]]:
     while offset < len(data):
         sec, frac, incl, _orig = struct.unpack_from(order + "IIII", data, offset)
         offset += 16
-        frame = data[offset:offset + incl]
+        frame = data[offset : offset + incl]
         if len(frame) != incl:
             raise ValueError(f"{path}: truncated record at {offset}")
         offset += incl

@@ -4,6 +4,7 @@ Each SendAdvert of one unit reaches the other as an AdvertReceived `delay` secon
 the link is cut when it is sent. Timers: a unit gets a Tick exactly at its `deadline`. At equal
 times, queued events (packets, scheduled operations) run before timers.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -18,13 +19,23 @@ B_ADDRESS = int(IPv4Address("198.18.0.12"))
 BOW_OUT_PREFERENCE = 255 * 256 + 255  # advbase = advskew = 255
 
 
-def carp_params(address: int, advskew: int = 0, advbase: int = 1, preempt: bool = False,
-                initial_wait: float = 0.0) -> el.Params:
+def carp_params(
+    address: int,
+    advskew: int = 0,
+    advbase: int = 1,
+    preempt: bool = False,
+    initial_wait: float = 0.0,
+) -> el.Params:
     """Like CarpProfile.params: interval advbase + advskew/256, master-down 3*advbase + skew."""
     skew = advskew / 256
-    return el.Params(rank_preference=advbase * 256 + advskew, address=address,
-                     advert_interval=advbase + skew, master_down=3 * advbase + skew,
-                     preempt=preempt, initial_wait=initial_wait)
+    return el.Params(
+        rank_preference=advbase * 256 + advskew,
+        address=address,
+        advert_interval=advbase + skew,
+        master_down=3 * advbase + skew,
+        preempt=preempt,
+        initial_wait=initial_wait,
+    )
 
 
 @dataclass
@@ -52,7 +63,7 @@ class Pair:
         self.delay = delay
         self.clock = 0.0
         self.link_up = True
-        self.links: list[tuple[float, bool]] = [(0.0, True)]     # (time, up) changes
+        self.links: list[tuple[float, bool]] = [(0.0, True)]  # (time, up) changes
         self.timeline: list[tuple[float, tuple[el.State, ...]]] = [(0.0, self.states)]
         self._queue: list = []
         self._seq = itertools.count()
@@ -80,10 +91,13 @@ class Pair:
             match effect:
                 case el.SendAdvert(bow_out=bow_out, demote=demote) if self.link_up:
                     p = unit.election.params
-                    rank = el.Rank(demote, BOW_OUT_PREFERENCE if bow_out else p.rank_preference,
-                                   p.address)
-                    self.at(self.clock + self.delay,
-                            (self.other(unit), el.AdvertReceived(rank, bow_out, "eth0")))
+                    rank = el.Rank(
+                        demote, BOW_OUT_PREFERENCE if bow_out else p.rank_preference, p.address
+                    )
+                    self.at(
+                        self.clock + self.delay,
+                        (self.other(unit), el.AdvertReceived(rank, bow_out, "eth0")),
+                    )
                 case el.TakeAddresses():
                     assert not unit.holding, f"{unit.name}: takes addresses it holds"
                     unit.holding = True
@@ -115,8 +129,11 @@ class Pair:
 
     def run_until(self, until: float, max_steps: int = 200_000) -> None:
         for _ in range(max_steps):
-            timers = [(u.election.deadline, i) for i, u in enumerate(self.units)
-                      if u.election.deadline is not None]
+            timers = [
+                (u.election.deadline, i)
+                for i, u in enumerate(self.units)
+                if u.election.deadline is not None
+            ]
             when_timer, i = min(timers) if timers else (float("inf"), -1)
             when_queue = self._queue[0][0] if self._queue else float("inf")
             if min(when_timer, when_queue) > until:

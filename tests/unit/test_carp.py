@@ -1,4 +1,5 @@
 """CARP codec against ucarp's captured adverts, plus property and fuzz tests."""
+
 import dataclasses
 import hashlib
 import hmac
@@ -7,11 +8,11 @@ from ipaddress import IPv4Address
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pcap import vector
 
 from carpool.ha.carp import BOW_OUT, CarpAdvert, carp_hmac
 from carpool.ha.drops import DropError, DropReason
 from carpool.ha.ipv4 import internet_checksum
-from pcap import vector
 
 SHARED = [IPv4Address("198.18.0.10")]
 KEY = b"secret"
@@ -28,15 +29,26 @@ def drop(data):
 def test_vector_has_ucarp_adverts():
     assert len(CAPTURED) == 4
     for _raw, pkt in vector("carp.pcap"):
-        assert (str(pkt.src), str(pkt.dst), pkt.ttl, pkt.protocol) == \
-            ("198.18.0.11", "224.0.0.18", 255, 112)
+        assert (str(pkt.src), str(pkt.dst), pkt.ttl, pkt.protocol) == (
+            "198.18.0.11",
+            "224.0.0.18",
+            255,
+            112,
+        )
 
 
 @pytest.mark.parametrize("data", CAPTURED)
 def test_decode_captured(data):
     a = CarpAdvert.unpack(data)
-    assert (a.version, a.type, a.vhid, a.advskew, a.authlen, a.demote, a.advbase) == \
-        (2, 1, 10, 0, 7, 0, 1)
+    assert (a.version, a.type, a.vhid, a.advskew, a.authlen, a.demote, a.advbase) == (
+        2,
+        1,
+        10,
+        0,
+        7,
+        0,
+        1,
+    )
     assert a.checksum == int.from_bytes(data[6:8], "big")
     assert a.counter == int.from_bytes(data[8:16], "big")
     assert a.md == data[16:36]
@@ -52,15 +64,18 @@ def test_captured_hmac_verifies_with_secret_and_shared_address(data):
 
 
 @pytest.mark.parametrize("data", CAPTURED)
-@pytest.mark.parametrize("key, addresses", [
-    (b"Secret", SHARED),
-    (b"secret1", SHARED),
-    (b"", SHARED),
-    (hashlib.sha1(KEY).digest(), SHARED),  # the key is NOT hashed
-    (KEY, [IPv4Address("198.18.0.11")]),
-    (KEY, [IPv4Address("198.18.0.10"), IPv4Address("198.18.0.12")]),
-    (KEY, []),
-])
+@pytest.mark.parametrize(
+    "key, addresses",
+    [
+        (b"Secret", SHARED),
+        (b"secret1", SHARED),
+        (b"", SHARED),
+        (hashlib.sha1(KEY).digest(), SHARED),  # the key is NOT hashed
+        (KEY, [IPv4Address("198.18.0.11")]),
+        (KEY, [IPv4Address("198.18.0.10"), IPv4Address("198.18.0.12")]),
+        (KEY, []),
+    ],
+)
 def test_captured_hmac_fails_with_wrong_key_or_addresses(data, key, addresses):
     assert not CarpAdvert.unpack(data).verify(key, addresses)
 
@@ -109,19 +124,22 @@ def valid(**changes):
     return CarpAdvert(**fields).pack()
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", DropReason.TOO_SHORT),
-    (CAPTURED[0][:35], DropReason.TOO_SHORT),
-    (CAPTURED[0] + b"\0", DropReason.BAD_LENGTH),
-    (valid(version=3), DropReason.BAD_VERSION),
-    (valid(version=1), DropReason.BAD_VERSION),
-    (valid(type=2), DropReason.BAD_TYPE),
-    (valid(authlen=6), DropReason.BAD_AUTHLEN),
-    (CAPTURED[0][:6] + b"\0\0" + CAPTURED[0][8:], DropReason.BAD_CHECKSUM),
-    (CAPTURED[0][:20] + b"\xff" + CAPTURED[0][21:], DropReason.BAD_CHECKSUM),
-    (valid(vhid=0), DropReason.WRONG_VHID),
-    (valid(advbase=0, advskew=0), DropReason.BAD_INTERVAL),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", DropReason.TOO_SHORT),
+        (CAPTURED[0][:35], DropReason.TOO_SHORT),
+        (CAPTURED[0] + b"\0", DropReason.BAD_LENGTH),
+        (valid(version=3), DropReason.BAD_VERSION),
+        (valid(version=1), DropReason.BAD_VERSION),
+        (valid(type=2), DropReason.BAD_TYPE),
+        (valid(authlen=6), DropReason.BAD_AUTHLEN),
+        (CAPTURED[0][:6] + b"\0\0" + CAPTURED[0][8:], DropReason.BAD_CHECKSUM),
+        (CAPTURED[0][:20] + b"\xff" + CAPTURED[0][21:], DropReason.BAD_CHECKSUM),
+        (valid(vhid=0), DropReason.WRONG_VHID),
+        (valid(advbase=0, advskew=0), DropReason.BAD_INTERVAL),
+    ],
+)
 def test_rejections(data, why):
     assert drop(data) is why
 
@@ -139,8 +157,10 @@ def test_vrrp2_packets_are_not_carp():
     assert drop(five) is DropReason.BAD_AUTHLEN
 
 
-@pytest.mark.parametrize("bad", [dict(vhid=256), dict(advskew=-1), dict(counter=2**64),
-                                 dict(md=b"short"), dict(version=16)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(vhid=256), dict(advskew=-1), dict(counter=2**64), dict(md=b"short"), dict(version=16)],
+)
 def test_constructor_rejects_out_of_range(bad):
     with pytest.raises(ValueError):
         CarpAdvert(**(dict(vhid=1, advskew=0, advbase=1, counter=0, md=MD) | bad))
@@ -148,8 +168,14 @@ def test_constructor_rejects_out_of_range(bad):
 
 byte = st.integers(0, 255)
 adverts = st.builds(
-    CarpAdvert, vhid=st.integers(1, 255), advskew=byte, advbase=st.integers(1, 255),
-    demote=byte, counter=st.integers(0, 2**64 - 1), md=st.binary(min_size=20, max_size=20))
+    CarpAdvert,
+    vhid=st.integers(1, 255),
+    advskew=byte,
+    advbase=st.integers(1, 255),
+    demote=byte,
+    counter=st.integers(0, 2**64 - 1),
+    md=st.binary(min_size=20, max_size=20),
+)
 
 
 @given(adverts)
@@ -160,8 +186,12 @@ def test_round_trip(a):
     assert b.pack() == data
 
 
-@given(st.binary(max_size=20), st.integers(1, 255), st.integers(0, 2**64 - 1),
-       st.lists(st.integers(0, 2**32 - 1).map(IPv4Address), max_size=4))
+@given(
+    st.binary(max_size=20),
+    st.integers(1, 255),
+    st.integers(0, 2**64 - 1),
+    st.lists(st.integers(0, 2**32 - 1).map(IPv4Address), max_size=4),
+)
 def test_build_verify_round_trip(key, vhid, counter, addrs):
     a = CarpAdvert.unpack(CarpAdvert.build(key, vhid, 1, 0, 0, counter, addrs).pack())
     assert a.verify(key, addrs)
@@ -194,8 +224,11 @@ def test_any_single_byte_change_is_dropped(data, index, delta):
     assert assert_decodes_or_drops(bytes(mutated)) is not None
 
 
-@given(st.sampled_from(CAPTURED), st.lists(st.tuples(st.integers(0, 40), byte), max_size=6),
-       st.integers(0, 40))
+@given(
+    st.sampled_from(CAPTURED),
+    st.lists(st.tuples(st.integers(0, 40), byte), max_size=6),
+    st.integers(0, 40),
+)
 def test_fuzz_mutated_captures(data, writes, cut):
     mutated = bytearray(data + bytes(5))
     for index, value in writes:

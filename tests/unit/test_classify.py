@@ -1,26 +1,28 @@
 """The receive path's one judge: every protocol-112 datagram is an advert, a probe or a drop
 with its reason — against ucarp's captured adverts and built ones, never an exception."""
+
 from ipaddress import IPv4Address
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pcap import vector
 
 from carpool.ha import probe
 from carpool.ha.classify import Kind, classify
 from carpool.ha.drops import DropReason
 from carpool.ha.ipv4 import Ipv4Packet
 from carpool.ha.profile import CarpProfile, VrrpProfile
-from pcap import vector
 
-UCARP = IPv4Address("198.18.0.11")          # the captured sender
+UCARP = IPv4Address("198.18.0.11")  # the captured sender
 SHARED = [IPv4Address("198.18.0.10")]
-CARP = CarpProfile(b"secret", 10, 1, 0)      # the capture's vhid, advbase, advskew
+CARP = CarpProfile(b"secret", 10, 1, 0)  # the capture's vhid, advbase, advskew
 RAW = [pkt.pack() for _raw, pkt in vector("carp.pcap")]  # as a raw socket hands them over
 
 
 def judge(datagram, partners=(UCARP,), decoder=CARP, vhid=10, addresses=SHARED):
-    return classify(datagram, partners=set(partners), vhid=vhid, decoder=decoder,
-                    addresses=addresses)
+    return classify(
+        datagram, partners=set(partners), vhid=vhid, decoder=decoder, addresses=addresses
+    )
 
 
 def test_captured_ucarp_advert_is_an_advert_of_the_partner():
@@ -61,8 +63,7 @@ def test_vrrp_profile_reads_its_own_encoding():
     prof = VrrpProfile(51, 150, 100)
     src, dst = IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
     payload = prof.encode(False, 0, 0, SHARED, src, dst)
-    v = judge(Ipv4Packet(src, dst, 255, 112, payload).pack(), partners=[src], decoder=prof,
-              vhid=51)
+    v = judge(Ipv4Packet(src, dst, 255, 112, payload).pack(), partners=[src], decoder=prof, vhid=51)
     assert v.kind is Kind.ADVERT and v.heard.rank.preference == 255 - 150
 
 

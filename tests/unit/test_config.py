@@ -1,4 +1,5 @@
 """The HA configuration file: defaults, derived parameters, and clear refusals."""
+
 import subprocess
 import sys
 from ipaddress import IPv4Address
@@ -42,7 +43,7 @@ def write(tmp_path, text):
 def test_good_file_and_derived_parameters(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.role == "second" and cfg.vhid == 7 and cfg.secret == b"lab-secret"
-    assert cfg.advbase == 2                      # ha_timeout 6 s → advbase 2
+    assert cfg.advbase == 2  # ha_timeout 6 s → advbase 2
     assert not cfg.preempt and cfg.advskew == 100 and cfg.priority == 100
     assert cfg.protocol == "carp" and cfg.transport == "multicast"
     eth0, eth1 = cfg.interfaces
@@ -62,20 +63,32 @@ def test_fast_profile_selects_vrrp3(tmp_path):
     assert cfg.protocol == "vrrp3" and cfg.fast_interval_ms == 20
 
 
-@pytest.mark.parametrize("change, message", [
-    (('vhid = 7', 'vhid = 300'), "ha.vhid: must be <= 255, not 300"),
-    (('vhid = 7', 'vhid = true'), "ha.vhid: expected an integer, got a boolean"),
-    (('ha_timeout = 6', 'ha_timeout = 4'), "ha.ha_timeout: must be one of 3, 6, 9, 12 or 15, not 4"),
-    (('preferred = "first"', 'preferred = "third"'), "ha.preferred: must be one of"),
-    (('vhid = 7', 'vhid = 7\nbogus = 1'), "ha.bogus: unknown key"),
-    (('secret = "lab-secret"', 'secret = "' + "x" * 21 + '"'), "unit.secret: at most 20 bytes"),
-    (('role = "second"', ''), "unit.role: required key is missing"),
-    (('"198.18.0.10/24"', '"198.18.0.10"'), "interface[0].shared[0]: '198.18.0.10' needs a prefix"),
-    (('"198.18.0.10/24"', '"198.18.0.11/24"'), "is a unit's own address"),
-    (('second = "198.18.0.12"', 'second = "198.18.0.300"'), "interface[0].second: not an IPv4"),
-    (('vhid = 7', 'vhid = 7\nfast_interval_ms = 15'), "must be a multiple of 10"),
-    (('heartbeat = true', 'heartbeat = true\nshared = ["198.18.1.3/30"]'), "heartbeat interface"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("vhid = 7", "vhid = 300"), "ha.vhid: must be <= 255, not 300"),
+        (("vhid = 7", "vhid = true"), "ha.vhid: expected an integer, got a boolean"),
+        (
+            ("ha_timeout = 6", "ha_timeout = 4"),
+            "ha.ha_timeout: must be one of 3, 6, 9, 12 or 15, not 4",
+        ),
+        (('preferred = "first"', 'preferred = "third"'), "ha.preferred: must be one of"),
+        (("vhid = 7", "vhid = 7\nbogus = 1"), "ha.bogus: unknown key"),
+        (('secret = "lab-secret"', 'secret = "' + "x" * 21 + '"'), "unit.secret: at most 20 bytes"),
+        (('role = "second"', ""), "unit.role: required key is missing"),
+        (
+            ('"198.18.0.10/24"', '"198.18.0.10"'),
+            "interface[0].shared[0]: '198.18.0.10' needs a prefix",
+        ),
+        (('"198.18.0.10/24"', '"198.18.0.11/24"'), "is a unit's own address"),
+        (('second = "198.18.0.12"', 'second = "198.18.0.300"'), "interface[0].second: not an IPv4"),
+        (("vhid = 7", "vhid = 7\nfast_interval_ms = 15"), "must be a multiple of 10"),
+        (
+            ("heartbeat = true", 'heartbeat = true\nshared = ["198.18.1.3/30"]'),
+            "heartbeat interface",
+        ),
+    ],
+)
 def test_bad_values_are_refused_with_file_key_and_why(tmp_path, change, message):
     path = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(ConfigError) as err:
@@ -93,7 +106,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 def test_no_checked_interface_is_refused(tmp_path):
     text = GOOD.replace('ping_target = "198.18.0.100"', "check = false").replace(
-        "heartbeat = true", "check = false")
+        "heartbeat = true", "check = false"
+    )
     with pytest.raises(ConfigError, match="at least one interface needs check = true"):
         load_config(write(tmp_path, text))
 
@@ -108,8 +122,12 @@ def test_not_toml_and_missing_file(tmp_path):
 def test_run_with_bad_file_exits_2_and_changes_nothing(tmp_path):
     state_dir = tmp_path / "state"
     path = write(tmp_path, GOOD.replace("/tmp/x", str(state_dir)).replace("vhid = 7", "vhid = 0"))
-    proc = subprocess.run([sys.executable, "-m", "carpool.cli", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "carpool.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "ha.vhid: must be >= 1, not 0" in proc.stderr
     assert not state_dir.exists()
@@ -119,8 +137,7 @@ def test_rt_priority_default_range_and_kind(tmp_path):
     assert load_config(write(tmp_path, GOOD)).rt_priority == 10
     text = GOOD.replace('state_dir = "/tmp/x"', 'state_dir = "/tmp/x"\nrt_priority = 0')
     assert load_config(write(tmp_path, text)).rt_priority == 0
-    for bad, words in (("100", "between 0 and 99"), ("2.5", "expected int"),
-                       ("true", "boolean")):
+    for bad, words in (("100", "between 0 and 99"), ("2.5", "expected int"), ("true", "boolean")):
         text = GOOD.replace('state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\nrt_priority = {bad}')
         with pytest.raises(ConfigError, match=f"unit.rt_priority.*{words}"):
             load_config(write(tmp_path, text))

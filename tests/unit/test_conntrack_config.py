@@ -1,5 +1,6 @@
 """The conntrackd configuration carpool writes (pure), checked by conntrackd's own parser when
 it is installed."""
+
 from __future__ import annotations
 
 import shutil
@@ -22,7 +23,7 @@ def lab_cfg(unit: str = "a", **ha):
 def test_links_heartbeat_first_and_own_addresses_ignored():
     links, ignore = wanted(lab_cfg("a"))
     assert links[0] == ("eth1", "198.18.1.1", "198.18.1.2")  # the heartbeat is the default
-    assert {l[0] for l in links} == {"eth0", "eth1", "eth2"}
+    assert {link[0] for link in links} == {"eth0", "eth1", "eth2"}
     assert "198.18.0.11" in ignore and "198.18.0.12" in ignore
     assert "198.18.0.10" not in ignore and "198.18.2.1" not in ignore  # DNAT flows are synced
     assert wanted(lab_cfg("a", state_sync=False)) is None
@@ -40,11 +41,13 @@ def test_conntrackd_parses_it(tmp_path):
     """`conntrackd -C F -s` parses F before it finds no daemon to ask: a syntax error says so."""
     path = tmp_path / "conntrackd.conf"
     path.write_text(config_text(*wanted(lab_cfg("a")), run_dir=tmp_path))
-    proc = subprocess.run(["conntrackd", "-C", str(path), "-s"], capture_output=True, text=True,
-                          timeout=10)
+    proc = subprocess.run(
+        ["conntrackd", "-C", str(path), "-s"], capture_output=True, text=True, timeout=10
+    )
     assert "parsing" not in (proc.stderr + proc.stdout).lower(), proc.stderr
     bad = tmp_path / "bad.conf"
     bad.write_text("Sync { Mode FTFW { NoSuchKey on } }\n")
-    proc = subprocess.run(["conntrackd", "-C", str(bad), "-s"], capture_output=True, text=True,
-                          timeout=10)
+    proc = subprocess.run(
+        ["conntrackd", "-C", str(bad), "-s"], capture_output=True, text=True, timeout=10
+    )
     assert "parsing config file" in proc.stderr + proc.stdout  # the check above can fail

@@ -1,5 +1,6 @@
 """config/edit.py: each operation, each typed error, compare-and-set, inputs never changed, and
 the JSON both cross the control socket in."""
+
 from __future__ import annotations
 
 import copy
@@ -9,14 +10,28 @@ import pytest
 from carpool.config import edit as E
 from carpool.config.document import Problem, parse_document
 
-VS = {"name": "web", "address": "198.18.0.10", "port": 80,
-      "real_server": [{"address": "198.18.2.101", "port": 80},
-                      {"address": "198.18.2.102", "port": 80, "weight": 2}]}
-DOC = {"interface": [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
-                      "shared": ["198.18.0.10/24"]},
-                     {"name": "eth0.100", "first": "10.0.0.1", "second": "10.0.0.2"}],
-       "virtual_service": [VS],
-       "user": [{"name": "admin", "password_hash": "$argon2id$old"}]}
+VS = {
+    "name": "web",
+    "address": "198.18.0.10",
+    "port": 80,
+    "real_server": [
+        {"address": "198.18.2.101", "port": 80},
+        {"address": "198.18.2.102", "port": 80, "weight": 2},
+    ],
+}
+DOC = {
+    "interface": [
+        {
+            "name": "eth0",
+            "first": "198.18.0.11",
+            "second": "198.18.0.12",
+            "shared": ["198.18.0.10/24"],
+        },
+        {"name": "eth0.100", "first": "10.0.0.1", "second": "10.0.0.2"},
+    ],
+    "virtual_service": [VS],
+    "user": [{"name": "admin", "password_hash": "$argon2id$old"}],
+}
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
 
 
@@ -30,8 +45,10 @@ def applied(op: E.Op, doc: dict = DOC) -> dict:
 
 
 def servers(doc: dict, n: int = 0) -> list[tuple]:
-    return [(r["address"], r["port"], r.get("weight", 1), r.get("enabled", True))
-            for r in doc["virtual_service"][n]["real_server"]]
+    return [
+        (r["address"], r["port"], r.get("weight", 1), r.get("enabled", True))
+        for r in doc["virtual_service"][n]["real_server"]
+    ]
 
 
 # -- operations ----------------------------------------------------------------------------
@@ -61,14 +78,23 @@ def test_real_server_operations():
     out = applied(E.AddRealServer("web", {"address": "198.18.2.103", "port": 80, "weight": 3}))
     assert servers(out)[-1] == ("198.18.2.103", 80, 3, True)
     assert E.AddRealServer("web", {"address": "198.18.2.103", "port": 80}).subject(DOC) == (
-        "virtual_service", 0, "real_server", 2)
-    out = applied(E.ReplaceRealServer("web", "198.18.2.102", 80,
-                                      {"address": "198.18.2.102", "port": 8080}))
+        "virtual_service",
+        0,
+        "real_server",
+        2,
+    )
+    out = applied(
+        E.ReplaceRealServer("web", "198.18.2.102", 80, {"address": "198.18.2.102", "port": 8080})
+    )
     assert servers(out)[1] == ("198.18.2.102", 8080, 1, True)
     out = applied(E.SetRealServer("web", "198.18.2.101", 80, "enabled", False))
     assert servers(out)[0] == ("198.18.2.101", 80, 1, False)
     assert E.SetRealServer("web", "198.18.2.102", 80, "weight", 7).subject(DOC) == (
-        "virtual_service", 0, "real_server", 1)
+        "virtual_service",
+        0,
+        "real_server",
+        1,
+    )
     out = applied(E.RemoveRealServer("web", "198.18.2.101", 80))
     assert servers(out) == [("198.18.2.102", 80, 2, True)]
 
@@ -80,17 +106,33 @@ def test_set_password_changes_a_user_or_adds_one():
     assert [u["name"] for u in out["user"]] == ["admin", "ops"]
 
 
-@pytest.mark.parametrize("key, value, path, expected", [
-    ("appliance.description", "rack 4", ("appliance", "description"), "rack 4"),
-    ("ha.vhid", 12, ("ha", "vhid"), 12),
-    ("interface[eth0].ping_target", "198.18.0.1", ("interface", 0, "ping_target"), "198.18.0.1"),
-    ("interface[1].check", False, ("interface", 1, "check"), False),
-    ("interface[eth0.100].check", False, ("interface", 1, "check"), False),  # a dot in a name
-    ("virtual_service[web].real_server[198.18.2.102:80].weight", 5,
-     ("virtual_service", 0, "real_server", 1, "weight"), 5),
-    ("user", [{"name": "root", "password_hash": HASH}], ("user",),
-     [{"name": "root", "password_hash": HASH}]),
-])
+@pytest.mark.parametrize(
+    "key, value, path, expected",
+    [
+        ("appliance.description", "rack 4", ("appliance", "description"), "rack 4"),
+        ("ha.vhid", 12, ("ha", "vhid"), 12),
+        (
+            "interface[eth0].ping_target",
+            "198.18.0.1",
+            ("interface", 0, "ping_target"),
+            "198.18.0.1",
+        ),
+        ("interface[1].check", False, ("interface", 1, "check"), False),
+        ("interface[eth0.100].check", False, ("interface", 1, "check"), False),  # a dot in a name
+        (
+            "virtual_service[web].real_server[198.18.2.102:80].weight",
+            5,
+            ("virtual_service", 0, "real_server", 1, "weight"),
+            5,
+        ),
+        (
+            "user",
+            [{"name": "root", "password_hash": HASH}],
+            ("user",),
+            [{"name": "root", "password_hash": HASH}],
+        ),
+    ],
+)
 def test_set_key(key, value, path, expected):
     node = applied(E.SetKey(key, value))
     for step in path:
@@ -114,20 +156,29 @@ def test_an_edit_applies_every_operation_in_order_or_none():
 
 
 # -- errors --------------------------------------------------------------------------------
-@pytest.mark.parametrize("op, key", [
-    (E.ReplaceVirtualService("nope", VS), "virtual_service[nope]"),
-    (E.SetVirtualService("nope", "port", 1), "virtual_service[nope]"),
-    (E.RemoveVirtualService("nope"), "virtual_service[nope]"),
-    (E.AddRealServer("nope", {"address": "198.18.2.1", "port": 80}), "virtual_service[nope]"),
-    (E.ReplaceRealServer("web", "198.18.2.109", 80, {}),
-     "virtual_service[web].real_server[198.18.2.109:80]"),
-    (E.SetRealServer("web", "198.18.2.101", 81, "weight", 1),
-     "virtual_service[web].real_server[198.18.2.101:81]"),
-    (E.RemoveRealServer("web", "198.18.2.109", 80),
-     "virtual_service[web].real_server[198.18.2.109:80]"),
-    (E.SetKey("interface[eth9].check", True), "interface[eth9]"),
-    (E.SetKey("interface[7].check", True), "interface[7]"),
-])
+@pytest.mark.parametrize(
+    "op, key",
+    [
+        (E.ReplaceVirtualService("nope", VS), "virtual_service[nope]"),
+        (E.SetVirtualService("nope", "port", 1), "virtual_service[nope]"),
+        (E.RemoveVirtualService("nope"), "virtual_service[nope]"),
+        (E.AddRealServer("nope", {"address": "198.18.2.1", "port": 80}), "virtual_service[nope]"),
+        (
+            E.ReplaceRealServer("web", "198.18.2.109", 80, {}),
+            "virtual_service[web].real_server[198.18.2.109:80]",
+        ),
+        (
+            E.SetRealServer("web", "198.18.2.101", 81, "weight", 1),
+            "virtual_service[web].real_server[198.18.2.101:81]",
+        ),
+        (
+            E.RemoveRealServer("web", "198.18.2.109", 80),
+            "virtual_service[web].real_server[198.18.2.109:80]",
+        ),
+        (E.SetKey("interface[eth9].check", True), "interface[eth9]"),
+        (E.SetKey("interface[7].check", True), "interface[7]"),
+    ],
+)
 def test_not_found_names_the_key(op, key):
     with pytest.raises(E.NotFound) as e:
         op.apply(DOC)
@@ -139,27 +190,38 @@ def test_not_found_service_lists_the_services():
         E.RemoveVirtualService("nope").apply(DOC)
 
 
-@pytest.mark.parametrize("op, key", [
-    (E.AddVirtualService({**VS, "port": 81}), "virtual_service[web]"),
-    (E.AddRealServer("web", {"address": "198.18.2.101", "port": 80, "weight": 9}),
-     "virtual_service[web].real_server[198.18.2.101:80]"),
-])
+@pytest.mark.parametrize(
+    "op, key",
+    [
+        (E.AddVirtualService({**VS, "port": 81}), "virtual_service[web]"),
+        (
+            E.AddRealServer("web", {"address": "198.18.2.101", "port": 80, "weight": 9}),
+            "virtual_service[web].real_server[198.18.2.101:80]",
+        ),
+    ],
+)
 def test_already_exists(op, key):
     with pytest.raises(E.AlreadyExists) as e:
         op.apply(DOC)
     assert e.value.key == key
 
 
-@pytest.mark.parametrize("op, loc, words", [
-    (E.SetKey("interface[eth0]", {}), ("interface", 0), "not the whole item"),
-    (E.SetKey("ha.vhid.x", 1), ("ha", "vhid"), "cannot be set inside it"),
-    (E.SetKey("ha[0].x", 1), ("ha",), "not a list"),
-    (E.SetKey("ha..vhid", 1), (), "no dotted key"),
-    (E.SetKey("", 1), (), "no dotted key"),
-    (E.SetVirtualService("web", "port.x", 1),
-     ("virtual_service", 0, "port"), "a value, not a table"),
-    (E.SetPassword("admin", "clear text"), ("user",), "argon2"),
-])
+@pytest.mark.parametrize(
+    "op, loc, words",
+    [
+        (E.SetKey("interface[eth0]", {}), ("interface", 0), "not the whole item"),
+        (E.SetKey("ha.vhid.x", 1), ("ha", "vhid"), "cannot be set inside it"),
+        (E.SetKey("ha[0].x", 1), ("ha",), "not a list"),
+        (E.SetKey("ha..vhid", 1), (), "no dotted key"),
+        (E.SetKey("", 1), (), "no dotted key"),
+        (
+            E.SetVirtualService("web", "port.x", 1),
+            ("virtual_service", 0, "port"),
+            "a value, not a table",
+        ),
+        (E.SetPassword("admin", "clear text"), ("user",), "argon2"),
+    ],
+)
 def test_invalid_names_the_place(op, loc, words):
     with pytest.raises(E.Invalid) as e:
         op.apply(copy.deepcopy(DOC) | {"ha": {"vhid": 1}})
@@ -179,55 +241,71 @@ def test_compare_and_set():
 
 
 def test_no_operation_changes_its_input():
-    ops = [E.AddVirtualService({"name": "x", "address": "198.18.0.10", "port": 1}),
-           E.ReplaceVirtualService("web", {**VS, "port": 2}),
-           E.SetVirtualService("web", "check.path", "/health"),
-           E.RemoveVirtualService("web"),
-           E.AddRealServer("web", {"address": "198.18.2.9", "port": 9}),
-           E.ReplaceRealServer("web", "198.18.2.101", 80, {"address": "198.18.2.9", "port": 9}),
-           E.SetRealServer("web", "198.18.2.101", 80, "weight", 4),
-           E.RemoveRealServer("web", "198.18.2.101", 80),
-           E.SetPassword("admin", HASH), E.SetKey("interface[eth0].check", False)]
+    ops = [
+        E.AddVirtualService({"name": "x", "address": "198.18.0.10", "port": 1}),
+        E.ReplaceVirtualService("web", {**VS, "port": 2}),
+        E.SetVirtualService("web", "check.path", "/health"),
+        E.RemoveVirtualService("web"),
+        E.AddRealServer("web", {"address": "198.18.2.9", "port": 9}),
+        E.ReplaceRealServer("web", "198.18.2.101", 80, {"address": "198.18.2.9", "port": 9}),
+        E.SetRealServer("web", "198.18.2.101", 80, "weight", 4),
+        E.RemoveRealServer("web", "198.18.2.101", 80),
+        E.SetPassword("admin", HASH),
+        E.SetKey("interface[eth0].check", False),
+    ]
     assert {type(op) for op in ops} == set(E.OPS.values())
     frozen = copy.deepcopy(DOC)
     for op in ops:
         out = op.apply(DOC)
-        assert DOC == frozen, op
+        assert frozen == DOC, op
         assert out != DOC, op
 
 
 # -- on the wire ---------------------------------------------------------------------------
 def test_operations_round_trip_through_json():
-    edit = E.Edit((E.AddVirtualService(VS), E.SetRealServer("web", "198.18.2.101", 80,
-                                                            "enabled", False),
-                   E.SetKey("ha.vhid")), expect_version=3)
+    edit = E.Edit(
+        (
+            E.AddVirtualService(VS),
+            E.SetRealServer("web", "198.18.2.101", 80, "enabled", False),
+            E.SetKey("ha.vhid"),
+        ),
+        expect_version=3,
+    )
     assert E.Edit.from_json(edit.to_json()) == edit
 
 
-@pytest.mark.parametrize("data, loc", [
-    ({"ops": []}, ("ops",)),
-    ({"ops": [{"op": "vs.explode"}]}, ("op",)),
-    ({"ops": [{"op": "vs.remove", "name": "web", "force": True}]}, ("force",)),
-    ({"ops": [{"op": "rs.remove", "service": "web", "address": "198.18.2.101"}]}, ("port",)),
-    ({"ops": [{"op": "rs.remove", "service": "web", "address": "x", "port": "80"}]}, ("port",)),
-    ({"ops": [{"op": "vs.add", "service": "web"}]}, ("service",)),
-    ({"ops": [{"op": "vs.remove", "name": "web"}], "expect_version": "3"}, ("expect_version",)),
-])
+@pytest.mark.parametrize(
+    "data, loc",
+    [
+        ({"ops": []}, ("ops",)),
+        ({"ops": [{"op": "vs.explode"}]}, ("op",)),
+        ({"ops": [{"op": "vs.remove", "name": "web", "force": True}]}, ("force",)),
+        ({"ops": [{"op": "rs.remove", "service": "web", "address": "198.18.2.101"}]}, ("port",)),
+        ({"ops": [{"op": "rs.remove", "service": "web", "address": "x", "port": "80"}]}, ("port",)),
+        ({"ops": [{"op": "vs.add", "service": "web"}]}, ("service",)),
+        ({"ops": [{"op": "vs.remove", "name": "web"}], "expect_version": "3"}, ("expect_version",)),
+    ],
+)
 def test_a_malformed_request_is_invalid(data, loc):
     with pytest.raises(E.Invalid) as e:
         E.Edit.from_json(data)
     assert e.value.problems[0].loc == loc
 
 
-@pytest.mark.parametrize("error", [
-    E.NotFound("virtual_service[x]", "no virtual service 'x'"),
-    E.AlreadyExists("virtual_service[x]", "exists"),
-    E.Invalid([Problem(("virtual_service", 1, "port"), "too big"), Problem((), "and more")],
-              subject=("virtual_service", 1)),
-    E.Conflict(3, 4),
-    E.Standby("this unit is the standby", "198.18.0.11"),
-    E.Refused("", "cannot store"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        E.NotFound("virtual_service[x]", "no virtual service 'x'"),
+        E.AlreadyExists("virtual_service[x]", "exists"),
+        E.Invalid(
+            [Problem(("virtual_service", 1, "port"), "too big"), Problem((), "and more")],
+            subject=("virtual_service", 1),
+        ),
+        E.Conflict(3, 4),
+        E.Standby("this unit is the standby", "198.18.0.11"),
+        E.Refused("", "cannot store"),
+    ],
+)
 def test_errors_round_trip_through_json(error):
     back = E.error_of(error.to_json())
     assert type(back) is type(error) and back.key == error.key and back.message == error.message
@@ -236,7 +314,10 @@ def test_errors_round_trip_through_json(error):
 
 def test_an_answer_without_a_known_code_is_refused_and_a_success_is_no_error():
     assert E.error_of({"version": 3}) is None
-    for answer in ({"error": "status failed: boom"}, {"error": "x", "code": "new-kind"},
-                   {"error": "x", "code": "conflict"}):  # a conflict without its versions
+    for answer in (
+        {"error": "status failed: boom"},
+        {"error": "x", "code": "new-kind"},
+        {"error": "x", "code": "conflict"},
+    ):  # a conflict without its versions
         error = E.error_of(answer)
         assert type(error) is E.Refused and error.message == answer["error"]

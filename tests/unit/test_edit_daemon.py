@@ -1,5 +1,6 @@
 """Edits applied in the daemon (config.edit: compare-and-set, concurrent editors, typed refusals)
 and the CLI's `vs`, `rs`, `passwd`, `config set` sending them, with exit codes by error type."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +8,11 @@ import io
 from types import SimpleNamespace
 
 import pytest
+from edits import Unit
 
 from carpool import cli
 from carpool.config import edit as E
 from carpool.web.auth import verify_password
-
-from edits import Unit
 
 
 @pytest.fixture
@@ -21,22 +21,32 @@ def unit(tmp_path) -> Unit:
 
 
 def add(name: str, port: int) -> dict:
-    return E.Edit((E.AddVirtualService({"name": name, "address": "198.18.0.10",
-                                        "port": port}),)).to_json()
+    return E.Edit(
+        (E.AddVirtualService({"name": name, "address": "198.18.0.10", "port": port}),)
+    ).to_json()
 
 
 # -- the daemon ----------------------------------------------------------------------------
 def test_two_editors_adding_at_once_both_land(unit):
     """Each edit is applied to whatever is current when its turn comes (the old CLI sent back
     the document it had read: the second add removed the first)."""
+
     async def both():
-        return await asyncio.gather(*(unit.config.edit({**add(f"s{n}", 81 + n), "who": "t"})
-                                      for n in range(5)))
+        return await asyncio.gather(
+            *(unit.config.edit({**add(f"s{n}", 81 + n), "who": "t"}) for n in range(5))
+        )
+
     answers = asyncio.run(both())
     assert all("error" not in a for a in answers), answers
     assert sorted(a["version"] for a in answers) == [2, 3, 4, 5, 6]
     assert [v["name"] for v in unit.document["virtual_service"]] == [
-        "web", "s0", "s1", "s2", "s3", "s4"]
+        "web",
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+    ]
 
 
 def test_expect_version_is_compare_and_set(unit):
@@ -45,8 +55,10 @@ def test_expect_version_is_compare_and_set(unit):
     before = unit.document
     answer = unit.call("config.edit", **{**add("b", 82), "expect_version": 1})
     error = E.error_of(answer)
-    assert isinstance(error, E.Conflict) and (error.expected_version,
-                                              error.current_version) == (1, 2)
+    assert isinstance(error, E.Conflict) and (error.expected_version, error.current_version) == (
+        1,
+        2,
+    )
     assert unit.document == before and unit.version == 2
 
 
@@ -70,8 +82,14 @@ def test_refusals_are_typed_and_change_nothing(unit):
 
 
 def test_a_document_problem_is_placed_relative_to_the_edited_item(unit):
-    error = E.error_of(unit.call("config.edit", **E.Edit((E.AddVirtualService(
-        {"name": "x", "address": "198.18.0.99", "port": 81}),)).to_json()))
+    error = E.error_of(
+        unit.call(
+            "config.edit",
+            **E.Edit(
+                (E.AddVirtualService({"name": "x", "address": "198.18.0.99", "port": 81}),)
+            ).to_json(),
+        )
+    )
     assert isinstance(error, E.Invalid) and error.subject == ("virtual_service", 1)
     assert [p.loc for p in error.problems] == [("virtual_service", 1, "address")]
     assert "is not a shared address" in error.message
@@ -91,15 +109,20 @@ def test_config_set_is_one_set_key_and_history_names_who(unit):
 def carpool(unit, monkeypatch, capsys):
     """Runs `carpool ARGS` against the unit; returns (exit status, stdout, stderr)."""
     from carpool.node import control
+
     monkeypatch.setattr(cli, "_load", lambda _args: SimpleNamespace(socket_path="unit.sock"))
-    monkeypatch.setattr(control, "request",
-                        lambda _path, command, timeout=3.0, **fields: unit.call(command, **fields))
+    monkeypatch.setattr(
+        control,
+        "request",
+        lambda _path, command, timeout=3.0, **fields: unit.call(command, **fields),
+    )
 
     def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
         code = cli.main(list(argv))
         out, err = capsys.readouterr()
         return code, out, err
+
     return run
 
 
@@ -111,8 +134,11 @@ def test_vs_and_rs_commands_send_operations(carpool, unit):
     code, out, _ = carpool("vs", "set", "extra", "check.type", "https")
     assert code == 0 and "virtual_service[extra].check.type" in out
     vs = unit.document["virtual_service"][1]
-    assert (vs["check"]["type"], vs["real_server"][0]["weight"],
-            vs["real_server"][0]["enabled"]) == ("https", 3, False)
+    assert (
+        vs["check"]["type"],
+        vs["real_server"][0]["weight"],
+        vs["real_server"][0]["enabled"],
+    ) == ("https", 3, False)
     assert unit.store.history()[-1].who.endswith(": vs set extra check.type")
     code, out, _ = carpool("vs", "list")
     assert code == 0 and "extra: 198.18.0.10:81/tcp" in out and "disabled" in out
@@ -121,17 +147,20 @@ def test_vs_and_rs_commands_send_operations(carpool, unit):
     assert [v["name"] for v in unit.document["virtual_service"]] == ["web"]
 
 
-@pytest.mark.parametrize("argv, code, words", [
-    (("vs", "add", "nope", "198.18.0.99", "81"), 2, "is not a shared address"),
-    (("config", "set", "ha.vhid", "300"), 2, "ha.vhid: must be <= 255"),
-    (("vs", "rm", "nope"), 3, "no virtual service 'nope' (there are: web)"),
-    (("vs", "show", "nope"), 3, "no virtual service 'nope'"),
-    (("rs", "rm", "web", "198.18.2.109:80"), 3, "web has no real server 198.18.2.109:80"),
-    (("config", "rollback", "99"), 3, "version 99 is not in the history"),
-    (("vs", "add", "web", "198.18.0.10", "81"), 4, "exists already"),
-    (("rs", "add", "web", "198.18.2.101:80"), 4, "web has 198.18.2.101:80 already"),
-    (("vs", "rm", "web", "--expect-version", "7"), 5, "expected version 7, current is 1"),
-])
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        (("vs", "add", "nope", "198.18.0.99", "81"), 2, "is not a shared address"),
+        (("config", "set", "ha.vhid", "300"), 2, "ha.vhid: must be <= 255"),
+        (("vs", "rm", "nope"), 3, "no virtual service 'nope' (there are: web)"),
+        (("vs", "show", "nope"), 3, "no virtual service 'nope'"),
+        (("rs", "rm", "web", "198.18.2.109:80"), 3, "web has no real server 198.18.2.109:80"),
+        (("config", "rollback", "99"), 3, "version 99 is not in the history"),
+        (("vs", "add", "web", "198.18.0.10", "81"), 4, "exists already"),
+        (("rs", "add", "web", "198.18.2.101:80"), 4, "web has 198.18.2.101:80 already"),
+        (("vs", "rm", "web", "--expect-version", "7"), 5, "expected version 7, current is 1"),
+    ],
+)
 def test_exit_status_by_error_type(carpool, unit, argv, code, words):
     got, _, err = carpool(*argv)
     assert (got, words in err) == (code, True), err

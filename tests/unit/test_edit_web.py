@@ -1,11 +1,13 @@
 """The REST API and the WUI's forms send operations to the daemon; its typed refusals become
 HTTP statuses by one table (404 not found, 409 exists/conflict/standby, 422 invalid, 400 other)."""
+
 from __future__ import annotations
 
 import re
 from types import SimpleNamespace
 
 import pytest
+from edits import DOC, Unit
 from fastapi.testclient import TestClient
 
 from carpool.config import edit as E
@@ -16,20 +18,27 @@ from carpool.web.app import create_app
 from carpool.web.auth import hash_password
 from carpool.web.context import COOKIE, WebContext
 
-from edits import DOC, Unit
-
 AUTH = ("admin", "right-password")
 HASH = hash_password(AUTH[1])
-VS = {"name": "api-test", "address": "198.18.0.10", "port": 9000,
-      "real_server": [{"address": "198.18.2.101", "port": 80}]}
+VS = {
+    "name": "api-test",
+    "address": "198.18.0.10",
+    "port": 9000,
+    "real_server": [{"address": "198.18.2.101", "port": 80}],
+}
 
 
 def unit_view(unit: Unit) -> UnitView:
     """The view the web layer gets of the unit (node/view.py), around a real store and the
     daemon's config handlers; what these tests do not reach is refused loudly."""
-    cfg = SimpleNamespace(role="first", secret=b"secret", web=SimpleNamespace(port=443),
-                          web_bind="198.18.0.11", partner_url="https://198.18.0.12/",
-                          initial_wait=0.0)
+    cfg = SimpleNamespace(
+        role="first",
+        secret=b"secret",
+        web=SimpleNamespace(port=443),
+        web_bind="198.18.0.11",
+        partner_url="https://198.18.0.12/",
+        initial_wait=0.0,
+    )
     config = unit.config
 
     def status(_request: dict | None = None) -> dict:
@@ -39,15 +48,27 @@ def unit_view(unit: Unit) -> UnitView:
         raise AssertionError("not part of these tests")
 
     return UnitView(
-        config=lambda: cfg, status=status,
+        config=lambda: cfg,
+        status=status,
         ha_state=lambda: "master" if unit.active else "backup",
         version=lambda: config.store.current.record.key,
         document=lambda: config.store.current.document,
         handlers=lambda: {"status": status, **config.handlers()},
-        failover=unused, doctor=unused, servers=lambda: [], dataplane_counters=unused,
-        paths=unused, advert_paths=unused, now=unused, held=unused, is_partner=unused,
-        send_probe=unused, partner_ha=unused, sync_port=unused, probe_sync=unused,
-        ask_doctor=unused)
+        failover=unused,
+        doctor=unused,
+        servers=lambda: [],
+        dataplane_counters=unused,
+        paths=unused,
+        advert_paths=unused,
+        now=unused,
+        held=unused,
+        is_partner=unused,
+        send_probe=unused,
+        partner_ha=unused,
+        sync_port=unused,
+        probe_sync=unused,
+        ask_doctor=unused,
+    )
 
 
 @pytest.fixture
@@ -61,6 +82,7 @@ def ctx(unit) -> WebContext:
 
     async def no_partner() -> dict:
         return {"url": "https://198.18.0.12/", "status": None, "error": "not asked"}
+
     ctx.partner.get = no_partner
     return ctx
 
@@ -73,24 +95,39 @@ def rest(ctx):
 
 
 # -- the table -----------------------------------------------------------------------------
-@pytest.mark.parametrize("error, status", [
-    (E.NotFound("k", "m"), 404), (E.AlreadyExists("k", "m"), 409), (E.Conflict(1, 2), 409),
-    (E.Standby("m"), 409), (E.Invalid([]), 422), (E.Refused("", "m"), 400),
-])
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (E.NotFound("k", "m"), 404),
+        (E.AlreadyExists("k", "m"), 409),
+        (E.Conflict(1, 2), 409),
+        (E.Standby("m"), 409),
+        (E.Invalid([]), 422),
+        (E.Refused("", "m"), 400),
+    ],
+)
 def test_status_by_error_type(error, status):
     assert api.status_of(error) == status
     assert api.http_error(error, "https://a/").status_code == status
 
 
 def test_http_error_details():
-    invalid = E.Invalid([Problem(("virtual_service", 2, "address"), "not shared"),
-                         Problem(("interface",), "elsewhere")], subject=("virtual_service", 2))
+    invalid = E.Invalid(
+        [
+            Problem(("virtual_service", 2, "address"), "not shared"),
+            Problem(("interface",), "elsewhere"),
+        ],
+        subject=("virtual_service", 2),
+    )
     assert api.http_error(invalid, "").detail == [
         {"loc": ["body", "address"], "msg": "not shared", "type": "value_error"},
-        {"loc": ["body", "interface"], "msg": "elsewhere", "type": "value_error"}]
+        {"loc": ["body", "interface"], "msg": "elsewhere", "type": "value_error"},
+    ]
     standby = api.http_error(E.Standby("the standby; active at 198.18.0.12"), "https://b/")
-    assert standby.detail == {"message": "the standby; active at 198.18.0.12",
-                              "active": "https://b/"}
+    assert standby.detail == {
+        "message": "the standby; active at 198.18.0.12",
+        "active": "https://b/",
+    }
     assert api.http_error(E.Conflict(3, 4), "").detail["current_version"] == 4
 
 
@@ -101,11 +138,15 @@ def test_virtual_service_and_real_server_crud(rest, unit):
     base = "/api/v1/virtual-services/api-test/real-servers"
     assert rest.post(base, json={"address": "198.18.2.102", "port": 80}).status_code == 201
     assert rest.post(base, json={"address": "198.18.2.102", "port": 80}).status_code == 409
-    r = rest.put(f"{base}/198.18.2.102/80", json={"address": "198.18.2.102", "port": 80,
-                                                  "weight": 7, "enabled": False})
+    r = rest.put(
+        f"{base}/198.18.2.102/80",
+        json={"address": "198.18.2.102", "port": 80, "weight": 7, "enabled": False},
+    )
     assert r.status_code == 200, r.text
     assert [(s["address"], s["weight"], s["enabled"]) for s in rest.get(base).json()] == [
-        ("198.18.2.101", 1, True), ("198.18.2.102", 7, False)]
+        ("198.18.2.101", 1, True),
+        ("198.18.2.102", 7, False),
+    ]
     assert rest.delete(f"{base}/198.18.2.102/80").status_code == 200
     assert rest.delete(f"{base}/198.18.2.102/80").status_code == 404
     r = rest.put("/api/v1/virtual-services/api-test", json={**VS, "scheduler": "sh"})
@@ -117,17 +158,24 @@ def test_virtual_service_and_real_server_crud(rest, unit):
 
 
 def test_invalid_input_gets_422_naming_the_field_and_nothing_changes(rest, unit):
-    for body, loc in (({**VS, "address": "198.18.0.99"}, ["body", "address"]),
-                      ({**VS, "port": 80}, ["body", "port"]),  # web has 198.18.0.10:80
-                      ({**VS, "real_server": [{"address": "198.18.2.101", "port": 0}]},
-                       ["body", "real_server", 0, "port"])):
+    for body, loc in (
+        ({**VS, "address": "198.18.0.99"}, ["body", "address"]),
+        ({**VS, "port": 80}, ["body", "port"]),  # web has 198.18.0.10:80
+        (
+            {**VS, "real_server": [{"address": "198.18.2.101", "port": 0}]},
+            ["body", "real_server", 0, "port"],
+        ),
+    ):
         r = rest.post("/api/v1/virtual-services", json=body)
         assert r.status_code == 422 and loc in [e["loc"] for e in r.json()["detail"]], r.text
-    r = rest.post("/api/v1/virtual-services/web/real-servers",
-                  json={"address": "198.18.2.102", "port": 80, "weight": 300})
+    r = rest.post(
+        "/api/v1/virtual-services/web/real-servers",
+        json={"address": "198.18.2.102", "port": 80, "weight": 300},
+    )
     assert r.status_code == 422 and ["body", "weight"] in [e["loc"] for e in r.json()["detail"]]
-    assert rest.patch("/api/v1/config", json={"key": "ha.vhid", "value": 300}).json()[
-        "detail"][0]["loc"] == ["body", "ha", "vhid"]
+    assert rest.patch("/api/v1/config", json={"key": "ha.vhid", "value": 300}).json()["detail"][0][
+        "loc"
+    ] == ["body", "ha", "vhid"]
     assert unit.version == 1
 
 
@@ -137,16 +185,20 @@ def test_config_set_apply_rollback_diff(rest, unit):
     assert unit.store.history()[-1].who == "api (admin): set appliance.description"
     assert rest.patch("/api/v1/config", json={"key": "ha.vhid"}).status_code == 200
     document = rest.get("/api/v1/config").json()["document"]
-    assert rest.put("/api/v1/config", json={"document": {**document, "unit": {}}}) \
-        .status_code == 400
+    assert (
+        rest.put("/api/v1/config", json={"document": {**document, "unit": {}}}).status_code == 400
+    )
     assert rest.get("/api/v1/config/diff", params={"b": 99999}).status_code == 404
     assert rest.post("/api/v1/config/rollback", json={"version": 99999}).status_code == 404
     assert rest.post("/api/v1/config/rollback", json={"version": 1}).status_code == 200
 
 
 def test_expect_version_conflict_is_409(rest, unit):
-    r = rest.patch("/api/v1/config", params={"expect_version": 5},
-                   json={"key": "appliance.description", "value": "x"})
+    r = rest.patch(
+        "/api/v1/config",
+        params={"expect_version": 5},
+        json={"key": "appliance.description", "value": "x"},
+    )
     assert r.status_code == 409 and r.json()["detail"]["current_version"] == 1
     r = rest.delete("/api/v1/virtual-services/web", params={"expect_version": 1})
     assert r.status_code == 200 and unit.version == 2
@@ -155,10 +207,11 @@ def test_expect_version_conflict_is_409(rest, unit):
 def test_the_standby_refuses_with_409_naming_the_active_unit(rest, unit):
     unit.active = False
     for method, path, body in (
-            ("POST", "/api/v1/virtual-services", VS),
-            ("DELETE", "/api/v1/virtual-services/web", None),
-            ("PATCH", "/api/v1/config", {"key": "appliance.description", "value": "x"}),
-            ("POST", "/api/v1/config/rollback", {"version": 1})):
+        ("POST", "/api/v1/virtual-services", VS),
+        ("DELETE", "/api/v1/virtual-services/web", None),
+        ("PATCH", "/api/v1/config", {"key": "appliance.description", "value": "x"}),
+        ("POST", "/api/v1/config/rollback", {"version": 1}),
+    ):
         r = rest.request(method, path, json=body)
         assert r.status_code == 409 and "198.18.0.12" in r.text, (path, r.text)
     assert unit.version == 1
@@ -168,8 +221,7 @@ def test_the_standby_refuses_with_409_naming_the_active_unit(rest, unit):
 @pytest.fixture
 def browser(ctx):
     token, session = ctx.sessions.create("admin", HASH)
-    with TestClient(create_app(ctx), base_url="https://testserver",
-                    follow_redirects=False) as c:
+    with TestClient(create_app(ctx), base_url="https://testserver", follow_redirects=False) as c:
         c.cookies.set(COOKIE, token)
         c.csrf = session.csrf
         yield c
@@ -180,39 +232,54 @@ def field_errors(html: str) -> dict[str, str]:
 
 
 def test_service_form_adds_and_edits_through_operations(browser, unit):
-    form = {"csrf": browser.csrf, "name": "web-ui", "address": "198.18.0.99", "port": "9100",
-            "real_servers": "198.18.2.101:80\n198.18.2.102:80 2"}
+    form = {
+        "csrf": browser.csrf,
+        "name": "web-ui",
+        "address": "198.18.0.99",
+        "port": "9100",
+        "real_servers": "198.18.2.101:80\n198.18.2.102:80 2",
+    }
     r = browser.post("/services/new", data=form)
     assert r.status_code == 422 and "not a shared address" in field_errors(r.text)["address"]
     r = browser.post("/services/new", data={**form, "name": "web", "address": "198.18.0.10"})
     assert r.status_code == 422 and "exists already" in field_errors(r.text)["name"]
     r = browser.post("/services/new", data={**form, "address": "198.18.0.10"})
     assert r.status_code == 303 and "vs%20add%20web-ui" in r.headers["location"]
-    unit.call("config.edit", **E.Edit((E.SetVirtualService("web-ui", "cookie", True),))
-              .to_json())  # a change the form does not show
-    r = browser.post("/services/web-ui/edit", data={**form, "address": "198.18.0.10",
-                                                    "port": "9200"})
+    unit.call(
+        "config.edit", **E.Edit((E.SetVirtualService("web-ui", "cookie", True),)).to_json()
+    )  # a change the form does not show
+    r = browser.post(
+        "/services/web-ui/edit", data={**form, "address": "198.18.0.10", "port": "9200"}
+    )
     assert r.status_code == 303, r.text
     vs = unit.document["virtual_service"][1]
     assert (vs["port"], vs["cookie"], [s["weight"] for s in vs["real_server"]]) == (
-        9200, True, [1, 2])
+        9200,
+        True,
+        [1, 2],
+    )
     assert browser.post("/services/gone/edit", data=form).status_code == 404
-    assert browser.post("/services/web-ui/delete", data={"csrf": browser.csrf}) \
-        .status_code == 303
-    assert browser.post("/services/web-ui/delete", data={"csrf": browser.csrf}) \
-        .status_code == 404
+    assert browser.post("/services/web-ui/delete", data={"csrf": browser.csrf}).status_code == 303
+    assert browser.post("/services/web-ui/delete", data={"csrf": browser.csrf}).status_code == 404
 
 
 def test_the_standby_form_is_refused_with_422_naming_the_active_unit(browser, unit):
     unit.active = False
-    r = browser.post("/services/new", data={"csrf": browser.csrf, "name": "sneaky",
-                                            "address": "198.18.0.10", "port": "9200"})
+    r = browser.post(
+        "/services/new",
+        data={"csrf": browser.csrf, "name": "sneaky", "address": "198.18.0.10", "port": "9200"},
+    )
     assert r.status_code == 422 and "standby" in r.text and "198.18.0.12" in r.text
 
 
 def test_ha_form_sets_its_keys_and_places_problems(browser, unit):
-    form = {"csrf": browser.csrf, "ha_timeout": "6", "vhid": "300", "initial_wait": "0",
-            "preferred": "first"}
+    form = {
+        "csrf": browser.csrf,
+        "ha_timeout": "6",
+        "vhid": "300",
+        "initial_wait": "0",
+        "preferred": "first",
+    }
     r = browser.post("/ha", data=form)
     assert r.status_code == 422 and "255" in field_errors(r.text)["vhid"]
     r = browser.post("/ha", data={**form, "vhid": "ten"})

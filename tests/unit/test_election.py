@@ -1,4 +1,5 @@
 """The election state machine: one unit on its own, then two units on a fake network (sim.py)."""
+
 import dataclasses
 import logging
 import math
@@ -6,17 +7,32 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from carpool.ha import election as el
-from carpool.ha.election import (AdvertReceived, DemoteChanged, Election, Params, Rank,
-                                 Pacify, Relinquish, ReleaseAddresses, RunNotify, SendAdvert, SendGarp, Shutdown,
-                                 Start, State, TakeAddresses, Tick, TransitionError)
 from sim import A_ADDRESS, B_ADDRESS, Pair, carp_params
 
+from carpool.ha import election as el
+from carpool.ha.election import (
+    AdvertReceived,
+    DemoteChanged,
+    Election,
+    Pacify,
+    Rank,
+    ReleaseAddresses,
+    Relinquish,
+    RunNotify,
+    SendAdvert,
+    SendGarp,
+    Shutdown,
+    Start,
+    State,
+    TakeAddresses,
+    Tick,
+    TransitionError,
+)
+
 INIT, BACKUP, MASTER = State.INIT, State.BACKUP, State.MASTER
-OURS = A_ADDRESS                    # 198.18.0.11
-PEER = B_ADDRESS                    # 198.18.0.12
-PARAMS = carp_params(OURS)          # advbase 1: interval 1.0 s, master-down 3.0 s
+OURS = A_ADDRESS  # 198.18.0.11
+PEER = B_ADDRESS  # 198.18.0.12
+PARAMS = carp_params(OURS)  # advbase 1: interval 1.0 s, master-down 3.0 s
 TAKEOVER = [TakeAddresses(), SendGarp(), SendAdvert(bow_out=False, demote=0)]
 LINK = ("eth0: link down",)
 
@@ -66,8 +82,7 @@ def test_equal_rank_never_beats():
 def test_rank_versus_names_the_deciding_field():
     assert Rank(0, 300, 1).versus(Rank(2, 1, 9)) == "demote 0 < 2"
     assert Rank(1, 256, 1).versus(Rank(1, 266, 9)) == "preference 256 < 266"
-    assert Rank(0, 256, PEER).versus(Rank(0, 256, OURS)) == \
-        "address 198.18.0.12 > 198.18.0.11"
+    assert Rank(0, 256, PEER).versus(Rank(0, 256, OURS)) == "address 198.18.0.12 > 198.18.0.11"
 
 
 ranks = st.builds(Rank, st.integers(0, 3), st.integers(0, 70000), st.integers(0, 2**32 - 1))
@@ -87,14 +102,26 @@ def test_rank_has_no_ordering_operators():
 
 
 def test_events_and_effects_are_frozen():
-    for obj in (Start(), Tick(), Shutdown(), peer(), DemoteChanged(LINK), SendAdvert(False, 0),
-                TakeAddresses(), ReleaseAddresses(), SendGarp(), RunNotify(MASTER, BACKUP, "x"),
-                Rank(0, 0, 0), PARAMS):
+    for obj in (
+        Start(),
+        Tick(),
+        Shutdown(),
+        peer(),
+        DemoteChanged(LINK),
+        SendAdvert(False, 0),
+        TakeAddresses(),
+        ReleaseAddresses(),
+        SendGarp(),
+        RunNotify(MASTER, BACKUP, "x"),
+        Rank(0, 0, 0),
+        PARAMS,
+    ):
         assert dataclasses.is_dataclass(obj) and obj.__dataclass_params__.frozen
 
 
-@pytest.mark.parametrize("kwargs", [dict(advert_interval=0), dict(master_down=-1),
-                                    dict(initial_wait=-0.5)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(advert_interval=0), dict(master_down=-1), dict(initial_wait=-0.5)]
+)
 def test_params_reject_nonsense_timers(kwargs):
     with pytest.raises(ValueError):
         dataclasses.replace(PARAMS, **kwargs)
@@ -117,8 +144,10 @@ def test_start_enters_backup_with_master_down_deadline():
 
 def test_initial_wait_delays_the_first_takeover():
     e = Election(dataclasses.replace(PARAMS, initial_wait=2.0))
-    assert notify(e.handle(Start(), 0.0)).reason == \
-        "started: listening for a master for 5.0 s (initial wait 2.0 s)"
+    assert (
+        notify(e.handle(Start(), 0.0)).reason
+        == "started: listening for a master for 5.0 s (initial wait 2.0 s)"
+    )
     assert e.deadline == 5.0
     assert e.handle(Tick(), 3.0) == []
     effects = e.handle(Tick(), 5.0)
@@ -182,8 +211,10 @@ def test_bow_out_means_immediate_takeover():
 def test_more_demoted_peer_is_taken_over_without_preempt():
     e = backup()
     effects = e.handle(peer(demote=2, preference=0), 1.0)
-    assert effects == [*TAKEOVER, RunNotify(
-        MASTER, BACKUP, "198.18.0.12 is more demoted than us (demote 2 > 0) on eth0")]
+    assert effects == [
+        *TAKEOVER,
+        RunNotify(MASTER, BACKUP, "198.18.0.12 is more demoted than us (demote 2 > 0) on eth0"),
+    ]
 
 
 def test_equally_demoted_peer_is_not_taken_over():
@@ -196,14 +227,20 @@ def test_equally_demoted_peer_is_not_taken_over():
 def test_preempt_takes_over_from_a_weaker_master():
     e = backup(dataclasses.replace(PARAMS, preempt=True))
     effects = e.handle(peer(preference=266), 1.0)
-    assert effects == [*TAKEOVER, RunNotify(
-        MASTER, BACKUP, "preempting: our rank beats 198.18.0.12 (preference 256 < 266) on eth0")]
+    assert effects == [
+        *TAKEOVER,
+        RunNotify(
+            MASTER, BACKUP, "preempting: our rank beats 198.18.0.12 (preference 256 < 266) on eth0"
+        ),
+    ]
 
 
 def test_preempt_uses_the_address_tie_break():
     e = backup(dataclasses.replace(PARAMS, preempt=True, address=PEER))
-    assert notify(e.handle(peer(address=OURS), 1.0)).reason == \
-        "preempting: our rank beats 198.18.0.11 (address 198.18.0.12 > 198.18.0.11) on eth0"
+    assert (
+        notify(e.handle(peer(address=OURS), 1.0)).reason
+        == "preempting: our rank beats 198.18.0.11 (address 198.18.0.12 > 198.18.0.11) on eth0"
+    )
 
 
 def test_without_preempt_a_better_backup_stays_backup():
@@ -268,8 +305,10 @@ def test_master_adverts_carry_the_demote_count():
 def test_master_yields_to_a_better_peer():
     e = master()
     effects = e.handle(peer(preference=100), 3.5)
-    assert effects == [ReleaseAddresses(), RunNotify(
-        BACKUP, MASTER, "198.18.0.12 beats us (preference 100 < 256) on eth0")]
+    assert effects == [
+        ReleaseAddresses(),
+        RunNotify(BACKUP, MASTER, "198.18.0.12 beats us (preference 100 < 256) on eth0"),
+    ]
     assert (e.state, e.since, e.deadline) == (BACKUP, 3.5, 6.5)
 
 
@@ -277,16 +316,21 @@ def test_master_yields_to_a_less_demoted_peer():
     e = backup()
     e.handle(DemoteChanged(LINK), 0.1)
     e.handle(Tick(), 3.0)
-    assert notify(e.handle(peer(preference=9999, address=1), 3.5)).reason == \
-        "0.0.0.1 beats us (demote 0 < 1: eth0: link down) on eth0"
+    assert (
+        notify(e.handle(peer(preference=9999, address=1), 3.5)).reason
+        == "0.0.0.1 beats us (demote 0 < 1: eth0: link down) on eth0"
+    )
 
 
-@pytest.mark.parametrize("advert", [
-    peer(preference=266),                          # weaker: it yields on our next advert
-    peer(address=OURS - 1),                        # same preference, lower address
-    peer(demote=1, preference=0),                  # better preference but demoted
-    peer(preference=0, bow_out=True),              # a bow-out never makes us leave
-])
+@pytest.mark.parametrize(
+    "advert",
+    [
+        peer(preference=266),  # weaker: it yields on our next advert
+        peer(address=OURS - 1),  # same preference, lower address
+        peer(demote=1, preference=0),  # better preference but demoted
+        peer(preference=0, bow_out=True),  # a bow-out never makes us leave
+    ],
+)
 def test_master_keeps_the_addresses(advert):
     e = master()
     assert e.handle(advert, 3.5) == [] and (e.state, e.deadline) == (MASTER, 4.0)
@@ -304,8 +348,10 @@ def test_yield_reason_names_every_failed_check():
     e.handle(Tick(), 3.0)
     both = LINK + ("eth1: link down",)
     assert e.handle(DemoteChanged(both), 3.1) == [SendAdvert(bow_out=False, demote=2)]
-    assert notify(e.handle(peer(demote=1, preference=9999), 3.2)).reason == \
-        "198.18.0.12 beats us (demote 1 < 2: eth0: link down, eth1: link down) on eth0"
+    assert (
+        notify(e.handle(peer(demote=1, preference=9999), 3.2)).reason
+        == "198.18.0.12 beats us (demote 1 < 2: eth0: link down, eth1: link down) on eth0"
+    )
 
 
 def test_same_demote_count_with_other_reasons_does_not_step_down():
@@ -320,8 +366,11 @@ def test_shutdown_from_master_bows_out():
     e = master()
     e.handle(DemoteChanged(()), 3.1)
     effects = e.handle(Shutdown("SIGTERM"), 3.5)
-    assert effects == [SendAdvert(bow_out=True, demote=0), ReleaseAddresses(),
-                       RunNotify(INIT, MASTER, "SIGTERM: bowed out")]
+    assert effects == [
+        SendAdvert(bow_out=True, demote=0),
+        ReleaseAddresses(),
+        RunNotify(INIT, MASTER, "SIGTERM: bowed out"),
+    ]
     assert (e.state, e.deadline) == (INIT, None)
 
 
@@ -363,8 +412,16 @@ def test_every_table_transition_happens_through_handle():
                     seen.add((n.old, n.new))
 
     run(Election(PARAMS), (Start(), 0), (Tick(), 3), (peer(preference=0), 4), (Shutdown(), 5))
-    run(Election(PARAMS), (Start(), 0), (peer(bow_out=True), 1), (DemoteChanged(LINK), 2),
-        (Shutdown(), 3), (Start(), 4), (Tick(), 7), (Shutdown(), 8))
+    run(
+        Election(PARAMS),
+        (Start(), 0),
+        (peer(bow_out=True), 1),
+        (DemoteChanged(LINK), 2),
+        (Shutdown(), 3),
+        (Start(), 4),
+        (Tick(), 7),
+        (Shutdown(), 8),
+    )
     assert seen == el.TRANSITIONS
 
 
@@ -378,8 +435,10 @@ def test_transitions_are_logged(caplog):
 
 # -- two units on a fake network ----------------------------------------------------------------
 def pair(a_skew=0, b_skew=0, a_preempt=False, b_preempt=False, **kw):
-    return Pair(carp_params(A_ADDRESS, a_skew, preempt=a_preempt, **kw),
-                carp_params(B_ADDRESS, b_skew, preempt=b_preempt, **kw))
+    return Pair(
+        carp_params(A_ADDRESS, a_skew, preempt=a_preempt, **kw),
+        carp_params(B_ADDRESS, b_skew, preempt=b_preempt, **kw),
+    )
 
 
 def test_simultaneous_start_settles_on_the_higher_address():
@@ -388,8 +447,9 @@ def test_simultaneous_start_settles_on_the_higher_address():
     p.run_until(30)
     assert p.states == (BACKUP, MASTER)
     assert p.dual_masters() == [(3.0, 3.0 + p.delay)]  # both time out; the tie-break decides
-    assert p.a.notes[-1].reason == \
-        "198.18.0.12 beats us (address 198.18.0.12 > 198.18.0.11) on eth0"
+    assert (
+        p.a.notes[-1].reason == "198.18.0.12 beats us (address 198.18.0.12 > 198.18.0.11) on eth0"
+    )
 
 
 def test_first_unit_up_keeps_master_without_preempt():
@@ -403,13 +463,14 @@ def test_first_unit_up_keeps_master_without_preempt():
 
 def test_preempt_only_with_preempt():
     for b_preempt, expect in [(False, (MASTER, BACKUP)), (True, (BACKUP, MASTER))]:
-        p = pair(a_skew=100, b_preempt=b_preempt)   # B has the better advskew
+        p = pair(a_skew=100, b_preempt=b_preempt)  # B has the better advskew
         p.start(p.a)
         p.at(5.0, lambda p=p: p.start(p.b))
         p.run_until(30)
         assert p.states == expect
-    assert p.b.notes[-1].reason.startswith("preempting: our rank beats 198.18.0.11 "
-                                            "(preference 256 < 356)")
+    assert p.b.notes[-1].reason.startswith(
+        "preempting: our rank beats 198.18.0.11 (preference 256 < 356)"
+    )
     # B preempts on A's first advert after B started (A: 3.390625 + 2 * 1.390625 s),
     # A yields on B's takeover advert
     heard = 6.171875 + p.delay
@@ -422,7 +483,7 @@ def test_backup_takes_over_exactly_master_down_after_the_last_advert():
     p.at(1.0, lambda: p.start(p.b))
     p.at(10.5, p.cut)
     p.run_until(30)
-    last_heard = 10.0 + p.delay   # A's advert sent at 10.0 arrives at 10.01
+    last_heard = 10.0 + p.delay  # A's advert sent at 10.0 arrives at 10.01
     [(t, n)] = [(t, n) for t, n in p.b.of(RunNotify) if n.new is MASTER]
     assert t == last_heard + 3.0
     assert n.reason == "master down: no advert for 3.0 s"
@@ -450,8 +511,9 @@ def test_demotion_step_down_and_takeover():
     p.run_until(30)
     assert p.states == (BACKUP, MASTER)  # A recovered, but does not preempt
     assert p.b.notes[-1].reason == "198.18.0.11 is more demoted than us (demote 1 > 0) on eth0"
-    assert [n.reason for n in p.a.notes][-1] == \
-        "198.18.0.12 beats us (demote 0 < 1: eth0: link down) on eth0"
+    assert [n.reason for n in p.a.notes][
+        -1
+    ] == "198.18.0.12 beats us (demote 0 < 1: eth0: link down) on eth0"
     assert (7.5, SendAdvert(bow_out=False, demote=1)) in p.a.of(SendAdvert)
     # the handover takes one advert round trip: never a moment without a master
     assert p.intervals(lambda s: MASTER not in s, end=30) == [(0, 3.0)]
@@ -487,8 +549,12 @@ def test_split_brain_heals_to_one_master_by_the_tie_break(skews, winner):
     p.run_until(40)
     assert [u.name for u in p.units if u.state is MASTER] == [winner]
     during, after = p.dual_masters()[-1]
-    assert during < 20.0 < after <= 20.0 + max(u.election.params.advert_interval
-                                               for u in p.units) + p.delay
+    assert (
+        during
+        < 20.0
+        < after
+        <= 20.0 + max(u.election.params.advert_interval for u in p.units) + p.delay
+    )
 
 
 def test_takeover_repeats_garp_at_the_second_advert():
@@ -514,7 +580,8 @@ def test_every_notify_carries_a_reason():
 
 # -- property: whatever happened, a whole and quiet network has one master ----------------------
 OPS = st.one_of(
-    st.just(("cut",)), st.just(("heal",)),
+    st.just(("cut",)),
+    st.just(("heal",)),
     st.tuples(st.just("demote"), st.integers(0, 1), st.integers(0, 2)),
     st.tuples(st.just("shutdown"), st.integers(0, 1)),
     st.tuples(st.just("start"), st.integers(0, 1)),
@@ -537,14 +604,24 @@ def apply(p, op):
 
 
 @settings(max_examples=300, deadline=None)
-@given(skews=st.tuples(st.sampled_from([0, 100]), st.sampled_from([0, 100])),
-       preempt=st.tuples(st.booleans(), st.booleans()),
-       initial_wait=st.tuples(st.sampled_from([0.0, 2.0]), st.sampled_from([0.0, 2.0])),
-       b_start=GAPS, schedule=st.lists(st.tuples(GAPS, OPS), max_size=15))
-def test_whole_quiet_network_never_keeps_two_masters(skews, preempt, initial_wait, b_start,
-                                                     schedule):
-    p = Pair(*(carp_params(addr, skew, preempt=pre, initial_wait=iw) for addr, skew, pre, iw
-               in zip((A_ADDRESS, B_ADDRESS), skews, preempt, initial_wait)))
+@given(
+    skews=st.tuples(st.sampled_from([0, 100]), st.sampled_from([0, 100])),
+    preempt=st.tuples(st.booleans(), st.booleans()),
+    initial_wait=st.tuples(st.sampled_from([0.0, 2.0]), st.sampled_from([0.0, 2.0])),
+    b_start=GAPS,
+    schedule=st.lists(st.tuples(GAPS, OPS), max_size=15),
+)
+def test_whole_quiet_network_never_keeps_two_masters(
+    skews, preempt, initial_wait, b_start, schedule
+):
+    p = Pair(
+        *(
+            carp_params(addr, skew, preempt=pre, initial_wait=iw)
+            for addr, skew, pre, iw in zip(
+                (A_ADDRESS, B_ADDRESS), skews, preempt, initial_wait, strict=False
+            )
+        )
+    )
     p.start(p.a)
     p.at(b_start, lambda: p.start(p.b))
     t = 0.0
@@ -563,13 +640,16 @@ def test_whole_quiet_network_never_keeps_two_masters(skews, preempt, initial_wai
     for start, stop in p.dual_masters():
         assert stop - max(start, stable) <= master_down + advert_interval
     running = [u for u in p.units if u.state is not INIT]
-    quiet = [(a, b) for a, b in p.intervals(lambda s: s.count(MASTER) != min(1, len(running)))
-             if b > stable + settle]
+    quiet = [
+        (a, b)
+        for a, b in p.intervals(lambda s: s.count(MASTER) != min(1, len(running)))
+        if b > stable + settle
+    ]
     assert quiet == [], f"not exactly one master after the network settled: {p.timeline[-6:]}"
     if len(running) == 2:
         [m] = [u for u in running if u.state is MASTER]
         o = p.other(m)
-        assert m.election.demote <= o.election.demote   # the backup would take a demoted master
+        assert m.election.demote <= o.election.demote  # the backup would take a demoted master
         if all(preempt):
             assert m.election.rank.beats(o.election.rank)
 
@@ -578,8 +658,11 @@ def test_whole_quiet_network_never_keeps_two_masters(skews, preempt, initial_wai
 def test_relinquish_bows_out_to_the_partner_and_stays_backup():
     e = master()
     effects = e.handle(Relinquish("forced failover by admin", hold=60), 3.5)
-    assert effects == [SendAdvert(bow_out=True, demote=0), ReleaseAddresses(),
-                       RunNotify(BACKUP, MASTER, "forced failover by admin: bowed out to the partner")]
+    assert effects == [
+        SendAdvert(bow_out=True, demote=0),
+        ReleaseAddresses(),
+        RunNotify(BACKUP, MASTER, "forced failover by admin: bowed out to the partner"),
+    ]
     assert (e.state, e.deadline) == (BACKUP, 6.5)  # master-down still guards a dead partner
 
 

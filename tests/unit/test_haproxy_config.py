@@ -1,4 +1,5 @@
 """The HAProxy configuration carpool writes (pure), checked by `haproxy -c` when installed."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,17 +11,32 @@ import pytest
 from carpool.config.document import parse_document
 from carpool.dataplane.haproxy import LOCAL_ONLY, config_text
 
-IFACES = [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
-           "shared": ["198.18.0.10/24"]}]
-RS = [{"address": "198.18.2.101", "port": 80, "weight": 3},
-      {"address": "198.18.2.102", "port": 80, "enabled": False}]
+IFACES = [
+    {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12", "shared": ["198.18.0.10/24"]}
+]
+RS = [
+    {"address": "198.18.2.101", "port": 80, "weight": 3},
+    {"address": "198.18.2.102", "port": 80, "enabled": False},
+]
 
 
 def text(tmp_path, healthy=lambda *k: True, peer_list=LOCAL_ONLY, **vs):
-    doc = parse_document({"interface": IFACES, "virtual_service": [
-        {"name": "app", "address": "198.18.0.10", "port": 8080, "type": "http",
-         "real_server": RS, **vs},
-        {"name": "tcp", "address": "198.18.0.10", "port": 80, "real_server": RS}]})
+    doc = parse_document(
+        {
+            "interface": IFACES,
+            "virtual_service": [
+                {
+                    "name": "app",
+                    "address": "198.18.0.10",
+                    "port": 8080,
+                    "type": "http",
+                    "real_server": RS,
+                    **vs,
+                },
+                {"name": "tcp", "address": "198.18.0.10", "port": 80, "real_server": RS},
+            ],
+        }
+    )
     return config_text(doc, tmp_path, healthy, peer_list)
 
 
@@ -37,37 +53,55 @@ def test_down_servers_are_disabled(tmp_path):
     assert "server rs1 198.18.2.101:80 weight 3 disabled" in t
 
 
-@pytest.mark.parametrize("vs, line", [
-    ({"cookie": True}, "cookie CARPOOL insert indirect nocache"),
-    ({"scheduler": "sh"}, "balance source"),
-    ({"persistence": 60}, "    stick-table type ip size 256k expire 60s peers carpool\n"
-                          "    stick on src\n"),
-    ({"scheduler": "lc"}, "balance leastconn"),
-    ({"when_down": "sorry", "sorry_server": "198.18.2.200"}, "server sorry 198.18.2.200:8080 backup"),
-])
+@pytest.mark.parametrize(
+    "vs, line",
+    [
+        ({"cookie": True}, "cookie CARPOOL insert indirect nocache"),
+        ({"scheduler": "sh"}, "balance source"),
+        (
+            {"persistence": 60},
+            "    stick-table type ip size 256k expire 60s peers carpool\n    stick on src\n",
+        ),
+        ({"scheduler": "lc"}, "balance leastconn"),
+        (
+            {"when_down": "sorry", "sorry_server": "198.18.2.200"},
+            "server sorry 198.18.2.200:8080 backup",
+        ),
+    ],
+)
 def test_options(tmp_path, vs, line):
     assert line in text(tmp_path, **vs)
 
 
 def test_persistence_tables_go_to_the_partner_over_the_heartbeat_link(tmp_path):
-    assert "peers" not in text(tmp_path) and "stick" not in text(tmp_path, cookie=True,
-                                                                   persistence=60)
-    t = text(tmp_path, persistence=60, scheduler="wrr",
-             peer_list=(("second", "198.18.1.12"), ("first", "198.18.1.11")))
+    assert "peers" not in text(tmp_path) and "stick" not in text(
+        tmp_path, cookie=True, persistence=60
+    )
+    t = text(
+        tmp_path,
+        persistence=60,
+        scheduler="wrr",
+        peer_list=(("second", "198.18.1.12"), ("first", "198.18.1.11")),
+    )
     assert "balance roundrobin" in t and "    localpeer second\n" in t
-    assert ("peers carpool\n    peer second 198.18.1.12:6974\n"
-            "    peer first 198.18.1.11:6974\n") in t
+    assert (
+        "peers carpool\n    peer second 198.18.1.12:6974\n    peer first 198.18.1.11:6974\n"
+    ) in t
     alone = text(tmp_path, persistence=60)
     assert "peers carpool\n    peer first 127.0.0.1:6974\n\n" in alone
 
 
-@pytest.mark.skipif(not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists(),
-                    reason="haproxy not installed")
+@pytest.mark.skipif(
+    not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists(),
+    reason="haproxy not installed",
+)
 def test_haproxy_accepts_it(tmp_path):
     cfg = tmp_path / "h.cfg"
     for vs in ({"cookie": True}, {"persistence": 60, "scheduler": "wrr"}):
-        cfg.write_text(text(tmp_path, peer_list=(("first", "127.0.0.1"),
-                                                 ("second", "198.18.1.12")), **vs))
-        proc = subprocess.run(["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True,
-                              text=True)
+        cfg.write_text(
+            text(tmp_path, peer_list=(("first", "127.0.0.1"), ("second", "198.18.1.12")), **vs)
+        )
+        proc = subprocess.run(
+            ["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,14 +1,15 @@
 """IPv4 parsing of raw-socket datagrams and the Internet checksum."""
+
 import struct
 from ipaddress import IPv4Address
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pcap import VECTORS, read_pcap, vector
 
 from carpool.ha.drops import DropError, DropReason
 from carpool.ha.ipv4 import Ipv4Packet, internet_checksum, parse_ipv4, pseudo_header
-from pcap import read_pcap, vector, VECTORS
 
 A = IPv4Address("198.18.0.11")
 GROUP = IPv4Address("224.0.0.18")
@@ -16,8 +17,22 @@ GROUP = IPv4Address("224.0.0.18")
 
 def header(total, ihl=5, version=4, frag=0x4000, ttl=255, proto=112, options=b""):
     """An IPv4 header with a correct checksum, built independently of Ipv4Packet.pack()."""
-    raw = struct.pack("!BBHHHBBH4s4s", version << 4 | ihl, 0, total, 1, frag, ttl, proto, 0,
-                      A.packed, GROUP.packed) + options
+    raw = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            version << 4 | ihl,
+            0,
+            total,
+            1,
+            frag,
+            ttl,
+            proto,
+            0,
+            A.packed,
+            GROUP.packed,
+        )
+        + options
+    )
     csum = internet_checksum(raw)
     return raw[:10] + struct.pack("!H", csum) + raw[12:]
 
@@ -41,7 +56,7 @@ def test_checksum_odd_length_pads_with_zero():
 def test_captured_headers_checksum_to_zero():
     for _ts, frame in read_pcap(VECTORS / "carp.pcap"):
         ihl = (frame[14] & 0x0F) * 4
-        assert internet_checksum(frame[14:14 + ihl]) == 0
+        assert internet_checksum(frame[14 : 14 + ihl]) == 0
 
 
 def test_parse_captured_carp():
@@ -72,17 +87,20 @@ def test_pack_round_trip_and_valid_header():
     assert parse_ipv4(raw) == pkt
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", DropReason.TOO_SHORT),
-    (bytes(19), DropReason.TOO_SHORT),
-    (header(20, version=6), DropReason.BAD_IP_HEADER),
-    (header(20, ihl=4), DropReason.BAD_IP_HEADER),
-    (header(19), DropReason.BAD_IP_HEADER),  # total length shorter than the header
-    (header(24, ihl=6), DropReason.TOO_SHORT),  # options announced, not there
-    (header(40) + bytes(10), DropReason.TOO_SHORT),  # truncated payload
-    (header(30, frag=0x2000) + bytes(10), DropReason.BAD_IP_HEADER),  # first fragment
-    (header(30, frag=0x0001) + bytes(10), DropReason.BAD_IP_HEADER),  # later fragment
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", DropReason.TOO_SHORT),
+        (bytes(19), DropReason.TOO_SHORT),
+        (header(20, version=6), DropReason.BAD_IP_HEADER),
+        (header(20, ihl=4), DropReason.BAD_IP_HEADER),
+        (header(19), DropReason.BAD_IP_HEADER),  # total length shorter than the header
+        (header(24, ihl=6), DropReason.TOO_SHORT),  # options announced, not there
+        (header(40) + bytes(10), DropReason.TOO_SHORT),  # truncated payload
+        (header(30, frag=0x2000) + bytes(10), DropReason.BAD_IP_HEADER),  # first fragment
+        (header(30, frag=0x0001) + bytes(10), DropReason.BAD_IP_HEADER),  # later fragment
+    ],
+)
 def test_rejections(data, why):
     assert reason(data) is why
 

@@ -1,6 +1,7 @@
 """The module map's import rules (docs/internals.md), checked from the source: each package
 imports only the layers below it, and no module imports itself back through others — lazy
 imports inside functions included."""
+
 import ast
 import collections
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_no_import_cycles():
         stack.append(module)
         for target in sorted(EDGES[module]):
             if state[target] == 1:
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif state[target] == 0:
                 visit(target)
         stack.pop()

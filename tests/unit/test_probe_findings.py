@@ -1,4 +1,5 @@
 """Doctor probes (codec) and findings (pure evaluation of observations)."""
+
 from __future__ import annotations
 
 import copy
@@ -39,21 +40,51 @@ def test_probe_decoder_raises_only_probe_error(data):
 
 
 HEALTHY = {
-    "role": "first", "state": "master", "version": "0.1.0", "config": [3, "ab" * 32],
-    "transport": "multicast", "vmac": False, "vhid": 1, "sync_port": 6973,
-    "vmac_sender": None, "vmac_sent": {}, "vmac_heard": {},
-    "sent": {"eth0": 3, "eth1": 3}, "report_authentic": True, "report_received": 1000.0,
-    "reports": {"eth0": {"heard": {"eth0": 3, "eth1": 3}, "ping": {"eth0": True, "eth1": True},
-                         "authentic": True, "version": "0.1.0", "config": [3, "ab" * 32],
-                         "time": 1000.0, "vmac_heard": {}},
-                "eth1": {}},
+    "role": "first",
+    "state": "master",
+    "version": "0.1.0",
+    "config": [3, "ab" * 32],
+    "transport": "multicast",
+    "vmac": False,
+    "vhid": 1,
+    "sync_port": 6973,
+    "vmac_sender": None,
+    "vmac_sent": {},
+    "vmac_heard": {},
+    "sent": {"eth0": 3, "eth1": 3},
+    "report_authentic": True,
+    "report_received": 1000.0,
+    "reports": {
+        "eth0": {
+            "heard": {"eth0": 3, "eth1": 3},
+            "ping": {"eth0": True, "eth1": True},
+            "authentic": True,
+            "version": "0.1.0",
+            "config": [3, "ab" * 32],
+            "time": 1000.0,
+            "vmac_heard": {},
+        },
+        "eth1": {},
+    },
     "pings": {"eth0": 1.2, "eth1": 0.9},
-    "interfaces": {"eth0": {"check": True, "heartbeat": False, "shared": ["198.18.0.10/24"],
-                            "link_up": True, "socket": True},
-                   "eth1": {"check": True, "heartbeat": True, "shared": [], "link_up": True,
-                            "socket": True}},
-    "sync": {"reachable": True, "authenticated": True, "connect_ms": 0.5, "carpool": "0.1.0",
-             "current": [3, "ab" * 32], "clock_offset": 0.002},
+    "interfaces": {
+        "eth0": {
+            "check": True,
+            "heartbeat": False,
+            "shared": ["198.18.0.10/24"],
+            "link_up": True,
+            "socket": True,
+        },
+        "eth1": {"check": True, "heartbeat": True, "shared": [], "link_up": True, "socket": True},
+    },
+    "sync": {
+        "reachable": True,
+        "authenticated": True,
+        "connect_ms": 0.5,
+        "carpool": "0.1.0",
+        "current": [3, "ab" * 32],
+        "clock_offset": 0.002,
+    },
     "foreign": [],
 }
 
@@ -88,8 +119,7 @@ def test_one_way_loss_on_every_path_is_named_by_the_report_over_6973():
 
 def test_wrong_secret_with_the_sync_port_closed_is_judged_by_the_probes():
     o = copy.deepcopy(HEALTHY)
-    o["sync"] = {"reachable": False, "authenticated": None, "error": "timeout",
-                 "connect_ms": None}
+    o["sync"] = {"reachable": False, "authenticated": None, "error": "timeout", "connect_ms": None}
     o["report_authentic"] = False
     assert bad(o) == ["6973 sync port reachable", "6973 secret (partner shared secret)"]
 
@@ -110,9 +140,14 @@ def test_clock_and_latency_limits():
 
 
 def test_master_master_warning_names_the_silent_paths():
-    status = {"state": "master", "vhid": 1, "partner": {
-        "eth0": {"ping_ok": True, "advert_alive": False},
-        "eth1": {"ping_ok": True, "advert_alive": False}}}
+    status = {
+        "state": "master",
+        "vhid": 1,
+        "partner": {
+            "eth0": {"ping_ok": True, "advert_alive": False},
+            "eth1": {"ping_ok": True, "advert_alive": False},
+        },
+    }
     [w] = findings.warnings(status, {"state": "master", "at": 100.0}, [], now=105.0)
     assert w.startswith("master-master") and "eth0, eth1" in w
     assert findings.warnings(status, {"state": "master", "at": 10.0}, [], now=105.0) == []
@@ -121,8 +156,14 @@ def test_master_master_warning_names_the_silent_paths():
 
 def test_report_shape_guards_the_findings():
     from carpool.node.doctor import _report_shape
+
     good = HEALTHY["reports"]["eth0"] | {"config": [3, "ab" * 32]}
     assert _report_shape(good)
-    for key, value in (("heard", [1]), ("heard", {"eth0": "3"}), ("config", [3]),
-                       ("time", "now"), ("ping", None)):
+    for key, value in (
+        ("heard", [1]),
+        ("heard", {"eth0": "3"}),
+        ("config", [3]),
+        ("time", "now"),
+        ("ping", None),
+    ):
         assert not _report_shape(good | {key: value}), key

@@ -1,4 +1,5 @@
 """Adverts relayed over 6973: when to ask for them, and what a relayed advert may say."""
+
 import pytest
 
 from carpool.node.fence import fence_timeout, install_commands, refresh_commands
@@ -7,9 +8,9 @@ from carpool.node.watchdog import watchdog_timeout
 
 
 def test_a_unit_asks_for_relays_only_after_silence_on_every_path():
-    assert wants_relay([None, None], 10.0, 1.0)                  # never heard on any path
-    assert not wants_relay([9.0, None, 3.0], 10.0, 1.0)          # one path is enough
-    assert not wants_relay([10.0 - WANT_AFTER], 10.0, 1.0)       # exactly at the limit
+    assert wants_relay([None, None], 10.0, 1.0)  # never heard on any path
+    assert not wants_relay([9.0, None, 3.0], 10.0, 1.0)  # one path is enough
+    assert not wants_relay([10.0 - WANT_AFTER], 10.0, 1.0)  # exactly at the limit
     assert wants_relay([10.0 - WANT_AFTER - 0.01, 2.0], 10.0, 1.0)
 
 
@@ -18,15 +19,18 @@ def test_asking_leaves_time_for_the_relay_before_master_down():
     assert WANT_AFTER + 0.5 < 3.0
 
 
-@pytest.mark.parametrize("msg, field", [
-    ({"demote": -1, "preference": 256, "bow_out": False}, "demote"),
-    ({"demote": 256, "preference": 256, "bow_out": False}, "demote"),
-    ({"demote": True, "preference": 256, "bow_out": False}, "demote"),
-    ({"demote": 0, "preference": "256", "bow_out": False}, "preference"),
-    ({"demote": 0, "preference": 70000, "bow_out": False}, "preference"),
-    ({"demote": 0, "preference": 256, "bow_out": 1}, "bow_out"),
-    ({"demote": 0, "preference": 256}, "bow_out"),
-])
+@pytest.mark.parametrize(
+    "msg, field",
+    [
+        ({"demote": -1, "preference": 256, "bow_out": False}, "demote"),
+        ({"demote": 256, "preference": 256, "bow_out": False}, "demote"),
+        ({"demote": True, "preference": 256, "bow_out": False}, "demote"),
+        ({"demote": 0, "preference": "256", "bow_out": False}, "preference"),
+        ({"demote": 0, "preference": 70000, "bow_out": False}, "preference"),
+        ({"demote": 0, "preference": 256, "bow_out": 1}, "bow_out"),
+        ({"demote": 0, "preference": 256}, "bow_out"),
+    ],
+)
 def test_a_relayed_advert_with_a_bad_field_is_refused_naming_it(msg, field):
     with pytest.raises(ValueError, match=field):
         parse_advert(msg)
@@ -37,15 +41,16 @@ def test_a_relayed_advert():
 
 
 def test_fence_timeout_stays_within_two_adverts_and_100_ms_in_fast_profiles():
-    assert fence_timeout(1.0) == 1.75                       # default: < 2 s, > 1 late advert
-    assert fence_timeout(0.02) == pytest.approx(0.08)       # fast 20 ms: 80 ms (< 100 ms)
-    assert fence_timeout(0.01) == pytest.approx(0.04)       # never past two... four adverts
+    assert fence_timeout(1.0) == 1.75  # default: < 2 s, > 1 late advert
+    assert fence_timeout(0.02) == pytest.approx(0.08)  # fast 20 ms: 80 ms (< 100 ms)
+    assert fence_timeout(0.01) == pytest.approx(0.04)  # never past two... four adverts
     for interval in (0.02, 0.05, 1.0, 2.0):
         assert fence_timeout(interval) > interval
 
 
 def test_fence_commands():
     from ipaddress import IPv4Address as A
+
     text = install_commands([A("198.18.2.1"), A("198.18.0.10")])
     assert "elements = { 198.18.0.10, 198.18.2.1 }" in text
     assert text.count("delete table") == 2 and "arp daddr ip != @live" in text
@@ -54,15 +59,16 @@ def test_fence_commands():
         "flush set ip carpool_fence live",
         "add element ip carpool_fence live { 198.18.0.10 timeout 80ms }",
         "flush set arp carpool_fence live",
-        "add element arp carpool_fence live { 198.18.0.10 timeout 80ms }"]
+        "add element arp carpool_fence live { 198.18.0.10 timeout 80ms }",
+    ]
     assert "add element" not in refresh_commands([], 1.0)
 
 
 def test_watchdog_timeout():
-    assert watchdog_timeout(3.0, 1.0, -1) == 5.0       # master-down + two adverts
+    assert watchdog_timeout(3.0, 1.0, -1) == 5.0  # master-down + two adverts
     assert watchdog_timeout(6.0, 2.0, -1) == 10.0
-    assert watchdog_timeout(0.07, 0.02, -1) == 5.0     # at least 5 s
-    assert watchdog_timeout(3.0, 1.0, 0) == 0          # off
+    assert watchdog_timeout(0.07, 0.02, -1) == 5.0  # at least 5 s
+    assert watchdog_timeout(3.0, 1.0, 0) == 0  # off
     assert watchdog_timeout(3.0, 1.0, 9.5) == 9.5
 
 
@@ -72,6 +78,7 @@ def test_watch_kills_only_after_a_first_beat_and_then_silence():
     import time
 
     from carpool.node.watchdog import watch
+
     r, w = os.pipe()
     try:
         done = threading.Event()
@@ -92,6 +99,7 @@ def test_watch_gives_a_fresh_timeout_after_the_supervisor_itself_was_stopped():
     import os
 
     from carpool.node.watchdog import watch
+
     r, w = os.pipe()
     clock = {"t": 0.0, "polls": 0, "arm": 0}
 
@@ -107,6 +115,7 @@ def test_watch_gives_a_fresh_timeout_after_the_supervisor_itself_was_stopped():
         if clock["polls"] == 2:
             clock["arm"] = 2  # the whole unit is SIGSTOPped during the next poll
         return clock["polls"] > 6
+
     try:
         os.write(w, b".")  # one beat: the watch is armed
         assert watch(r, 5.0, exited, now=now) is None  # not blamed on the worker
@@ -117,6 +126,7 @@ def test_watch_gives_a_fresh_timeout_after_the_supervisor_itself_was_stopped():
 
 def _blocks_the_loop(seconds: float) -> None:
     import time
+
     time.sleep(seconds)
 
 
@@ -139,7 +149,7 @@ def test_pulse_reports_a_blocked_loop_with_its_stack(caplog):
         return pulse
 
     pulse = asyncio.run(main())
-    assert pulse.lags >= 1 and pulse.lag_max >= 0.3   # (a busy machine may add its own)
+    assert pulse.lags >= 1 and pulse.lag_max >= 0.3  # (a busy machine may add its own)
     assert pulse.status()["lags"] == pulse.lags
     stacks = [r.getMessage() for r in caplog.records if "has not turned" in r.getMessage()]
     assert stacks and "_blocks_the_loop" in stacks[0]  # logged while blocked, naming it

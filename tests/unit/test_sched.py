@@ -1,5 +1,6 @@
 """Real-time scheduling of the loop thread (node/sched.py): on, for the calling thread only, and
 never inherited by what it starts."""
+
 import os
 import subprocess
 import sys
@@ -25,14 +26,18 @@ def test_the_calling_thread_only_and_nothing_it_starts():
         inner.join()
         seen["child"] = subprocess.run(
             [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
-            capture_output=True, text=True, check=True).stdout.strip()
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     t = threading.Thread(target=thread)
     t.start()
     t.join()
     assert seen["set"] == 7 and seen["policy"] == os.SCHED_RR and seen["priority"] == 7
-    assert seen["inner"] == os.SCHED_OTHER                 # threads it starts: normal
-    assert seen["child"] == str(os.SCHED_OTHER)            # processes it starts: normal
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER      # this (the test's) thread: untouched
+    assert seen["inner"] == os.SCHED_OTHER  # threads it starts: normal
+    assert seen["child"] == str(os.SCHED_OTHER)  # processes it starts: normal
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this (the test's) thread: untouched
 
 
 def test_zero_leaves_the_thread_alone():

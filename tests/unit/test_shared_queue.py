@@ -2,6 +2,7 @@
 order, renewals coalesce, a stuck job does not hold the queue and can never act after a newer
 one. The netlink work itself runs in the lab tests; here it is replaced by recorded steps, to
 control its timing."""
+
 import asyncio
 import threading
 import time
@@ -65,10 +66,11 @@ def test_jobs_run_in_order_and_held_follows():
         await settled(q)
         assert q.held == CIDRS and not q.wedged(0)
         q.release(ITEMS, None)
-        assert q.held == []     # at once: the fence is dark before release is asked
+        assert q.held == []  # at once: the fence is dark before release is asked
         await settled(q)
         q.close()
         return q.steps
+
     assert asyncio.run(main()) == [f"add {CIDRS} 3", "garp 5", f"remove {CIDRS}"]
 
 
@@ -88,6 +90,7 @@ def test_the_loop_does_not_wait_and_renewals_coalesce():
         await settled(q)
         q.close()
         return asked_in, q.steps
+
     asked_in, steps = asyncio.run(main())
     assert asked_in < 0.05
     assert steps == [f"add {CIDRS} 3"] * 2
@@ -105,6 +108,7 @@ def test_a_renewal_finishing_after_a_release_does_not_refill_held():
         await settled(q)
         q.close()
         return q
+
     q = asyncio.run(main())
     assert q.steps == [f"add {CIDRS} 3", f"remove {CIDRS}"]
     assert q.held == []
@@ -122,6 +126,7 @@ def test_wedged_once_no_renewal_finishes_within_the_limit():
         await settled(q)
         q.close()
         return wedged, q.wedged(0.1)
+
     assert asyncio.run(main()) == (True, False)
 
 
@@ -132,17 +137,18 @@ def test_a_stuck_job_moves_the_queue_and_never_acts_after_it(monkeypatch, caplog
         gate = threading.Event()
         q = Recorded(gate)
         q.loop = asyncio.get_running_loop()
-        q.take(ITEMS, None, 3)      # blocks on the gate: stuck
-        q.garp(ITEMS, None, 5)            # waits behind it
+        q.take(ITEMS, None, 3)  # blocks on the gate: stuck
+        q.garp(ITEMS, None, 5)  # waits behind it
         await until(lambda: running_for(q, shared_mod.STUCK), what="the take stuck")
-        q.gate = None                     # what runs next does not block
-        q.release(ITEMS, None)            # noticed here: garp and release move, in order
+        q.gate = None  # what runs next does not block
+        q.release(ITEMS, None)  # noticed here: garp and release move, in order
         await settled(q)
         assert q.counters["stuck"] == 1 and q.status()["queued"] == 0
-        gate.set()                        # the abandoned take returns now
+        gate.set()  # the abandoned take returns now
         await until(lambda: "abandoned add" in q.steps, what="the abandoned take returns")
         q.close()
         return q
+
     q = asyncio.run(main())
     assert q.steps == ["garp 5", f"remove {CIDRS}", "abandoned add"]
     assert q.held == []
@@ -159,12 +165,13 @@ def test_a_stuck_renewal_is_noticed_by_the_next_renewal(monkeypatch):
         q.renew(ITEMS, None, 3)
         await until(lambda: running_for(q, shared_mod.STUCK), what="the renewal stuck")
         q.gate = None
-        q.renew(ITEMS, None, 3)           # the only thing the active unit asks, each second
+        q.renew(ITEMS, None, 3)  # the only thing the active unit asks, each second
         await settled(q)
         gate.set()
         await until(lambda: "abandoned add" in q.steps, what="the abandoned renewal returns")
         q.close()
         return q
+
     q = asyncio.run(main())
     assert q.counters["stuck"] == 1 and q.held == CIDRS
     assert q.steps == [f"add {CIDRS} 3", "abandoned add"]
@@ -178,5 +185,6 @@ def test_nothing_is_taken_after_close():
         q.take(ITEMS, None, 3)
         await asyncio.sleep(0.05)
         return q
+
     q = asyncio.run(main())
     assert q.steps == [] and q.status()["queued"] == 0

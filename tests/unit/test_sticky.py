@@ -1,4 +1,5 @@
 """HAProxy persistence tables carried over a reload (pure): config parsing and the commands."""
+
 from __future__ import annotations
 
 from carpool.dataplane import sticky
@@ -36,14 +37,13 @@ SHOW = """# table: be_shop, type: ip, size:262144, used:3
 
 
 def test_only_backends_with_a_stick_table_count_and_ids_follow_the_order():
-    assert sticky.servers_by_id(OLD) == {"be_shop": {1: ("198.18.2.101", 80),
-                                                     2: ("198.18.2.102", 80),
-                                                     3: ("198.18.2.103", 80)}}
+    assert sticky.servers_by_id(OLD) == {
+        "be_shop": {1: ("198.18.2.101", 80), 2: ("198.18.2.102", 80), 3: ("198.18.2.103", 80)}
+    }
 
 
 def test_show_table_entries():
-    assert sticky.entries(SHOW) == [("198.18.0.100", 1), ("198.18.0.101", 3),
-                                    ("198.18.0.102", 2)]
+    assert sticky.entries(SHOW) == [("198.18.0.100", 1), ("198.18.0.101", 3), ("198.18.0.102", 2)]
     assert sticky.entries("# table: be_shop, type: ip, size:262144, used:0\n") == []
 
 
@@ -51,7 +51,7 @@ def test_clients_go_back_to_the_server_with_the_same_address():
     saved = {"be_shop": sticky.entries(SHOW), "be_gone": [("198.18.0.9", 1)]}
     assert sticky.restore_commands(saved, OLD, NEW) == [
         # 198.18.0.100 was on 101, which is gone: scheduled anew
-        "set table be_shop key 198.18.0.101 data.server_id 2",   # 103: id 3 -> 2
-        "set table be_shop key 198.18.0.102 data.server_id 1",   # 102: id 2 -> 1
+        "set table be_shop key 198.18.0.101 data.server_id 2",  # 103: id 3 -> 2
+        "set table be_shop key 198.18.0.102 data.server_id 1",  # 102: id 2 -> 1
     ]
     assert sticky.restore_commands(saved, OLD, OLD.replace("stick", "#")) == []

@@ -1,4 +1,5 @@
 """The versioned store: versions, history, diff, rollback, pruning, and SIGKILL during writes."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,16 @@ import pytest
 from carpool.config.document import DocumentError, parse_document
 from carpool.config.store import Store, diff
 
-BASE = {"interface": [{"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12",
-                       "shared": ["198.18.0.10/24"]}]}
+BASE = {
+    "interface": [
+        {
+            "name": "eth0",
+            "first": "198.18.0.11",
+            "second": "198.18.0.12",
+            "shared": ["198.18.0.10/24"],
+        }
+    ]
+}
 
 
 def doc(description="", **ha):
@@ -39,7 +48,9 @@ def test_history_diff_and_rollback(tmp_path):
     s.commit(doc("two", vhid=5), who="b")
     assert [r.version for r in s.history()] == [1, 2]
     assert diff(s.get(1).document, s.get(2).document) == [
-        'appliance.description: "one" -> "two"', "ha.vhid: 1 -> 5"]
+        'appliance.description: "one" -> "two"',
+        "ha.vhid: 1 -> 5",
+    ]
     v3 = s.rollback(1, who="c")
     assert v3.record.version == 3 and v3.document == s.get(1).document
     assert "rollback to 1" in v3.record.who
@@ -95,8 +106,9 @@ def test_sigkill_at_any_moment_leaves_a_readable_store(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     last = 0
     for round_ in range(12):  # bounded: 12 kills at random moments
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
-                                stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env
+        )
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)

@@ -1,4 +1,5 @@
 """Sync protocol, pure: framing, authentication, sealed frames, the merge plan."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,7 +21,7 @@ def test_frames_split_anywhere_come_back_whole():
     d = sp.Deframer()
     out = []
     for i in range(0, len(data), 7):
-        out += d.feed(data[i:i + 7])
+        out += d.feed(data[i : i + 7])
     assert out == [b"one", b"", b"three" * 1000]
 
 
@@ -60,8 +61,7 @@ def test_a_welcome_whose_tag_starts_with_a_brace_is_not_taken_for_a_refusal():
 
 def test_an_unsealed_refusal_says_why_and_other_garbage_raises():
     client, _ = pair()
-    refusal = sp.Deframer().feed(sp.frame(sp.dumps({"type": "error",
-                                                     "error": "wrong secret"})))[0]
+    refusal = sp.Deframer().feed(sp.frame(sp.dumps({"type": "error", "error": "wrong secret"})))[0]
     assert sp.open_welcome(client, refusal) == ({}, "wrong secret")
     with pytest.raises(sp.FrameError):
         sp.open_welcome(client, b"\x00" * 40)
@@ -102,19 +102,37 @@ def test_garbage_only_ever_raises_frame_error(data):
 A = [(1, "h1"), (2, "h2")]
 
 
-@pytest.mark.parametrize("ours, theirs, role, preferred, expect", [
-    (A, A, "first", "none", sp.Plan("in_sync")),
-    (A + [(3, "h3")], A, "first", "none", sp.Plan("push", push=((3, "h3"),))),
-    (A, A + [(3, "h3")], "first", "none", sp.Plan("pull", pull=((3, "h3"),))),
-    (A, [], "first", "none", sp.Plan("push", push=tuple(A))),
-    # both moved: the first unit wins when none is preferred ...
-    (A + [(3, "x")], A + [(3, "y"), (4, "z")], "first", "none",
-     sp.Plan("resolve", push=((3, "x"),), theirs_lost=((3, "y"), (4, "z")), winner="first")),
-    (A + [(3, "x")], A + [(3, "y")], "second", "none",
-     sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="first")),
-    # ... the preferred unit's side otherwise
-    (A + [(3, "x")], A + [(3, "y")], "first", "second",
-     sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="second")),
-])
+@pytest.mark.parametrize(
+    "ours, theirs, role, preferred, expect",
+    [
+        (A, A, "first", "none", sp.Plan("in_sync")),
+        (A + [(3, "h3")], A, "first", "none", sp.Plan("push", push=((3, "h3"),))),
+        (A, A + [(3, "h3")], "first", "none", sp.Plan("pull", pull=((3, "h3"),))),
+        (A, [], "first", "none", sp.Plan("push", push=tuple(A))),
+        # both moved: the first unit wins when none is preferred ...
+        (
+            A + [(3, "x")],
+            A + [(3, "y"), (4, "z")],
+            "first",
+            "none",
+            sp.Plan("resolve", push=((3, "x"),), theirs_lost=((3, "y"), (4, "z")), winner="first"),
+        ),
+        (
+            A + [(3, "x")],
+            A + [(3, "y")],
+            "second",
+            "none",
+            sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="first"),
+        ),
+        # ... the preferred unit's side otherwise
+        (
+            A + [(3, "x")],
+            A + [(3, "y")],
+            "first",
+            "second",
+            sp.Plan("resolve", pull=((3, "y"),), ours_lost=((3, "x"),), winner="second"),
+        ),
+    ],
+)
 def test_plan(ours, theirs, role, preferred, expect):
     assert sp.plan(ours, theirs, role, preferred) == expect

@@ -1,17 +1,17 @@
 """Contracts between modules carried by types, not by words in a message: a stale sync push,
 the sync states /metrics knows, the kind of a status warning."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from edits import Unit
 
 from carpool.node import findings
 from carpool.node.sync import StalePush, SyncRefused, SyncService, SyncState
 from carpool.web.metrics import Metrics
 from carpool.web.view import icon
-
-from edits import Unit
 
 
 class Channel:
@@ -45,19 +45,31 @@ def test_sync_status_shows_down_with_its_reason(tmp_path):
 
 
 def _status(sync_state: str) -> dict:
-    return {"state": "master", "counters": {"transitions": 1, "adverts_sent": 2,
-                                            "adverts_received": 3, "send_errors": 0},
-            "drops": {}, "demote": 0, "partner": {}, "config": {"version": 4},
-            "sync": {"state": sync_state},
-            "dataplane": {"servers": [], "l4": {"applies": 1, "failures": 0},
-                          "l7": {"reloads": 0, "running": False}}}
+    return {
+        "state": "master",
+        "counters": {"transitions": 1, "adverts_sent": 2, "adverts_received": 3, "send_errors": 0},
+        "drops": {},
+        "demote": 0,
+        "partner": {},
+        "config": {"version": 4},
+        "sync": {"state": sync_state},
+        "dataplane": {
+            "servers": [],
+            "l4": {"applies": 1, "failures": 0},
+            "l7": {"reloads": 0, "running": False},
+        },
+    }
 
 
-@pytest.mark.parametrize("state, ok", [
-    *[(str(s), s is SyncState.IN_SYNC) for s in SyncState if s is not SyncState.DOWN],
-    ("sync down: connection refused", False),
-    ("ok", False), ("synced", False),  # never states of ours
-])
+@pytest.mark.parametrize(
+    "state, ok",
+    [
+        *[(str(s), s is SyncState.IN_SYNC) for s in SyncState if s is not SyncState.DOWN],
+        ("sync down: connection refused", False),
+        ("ok", False),
+        ("synced", False),  # never states of ours
+    ],
+)
 def test_metrics_sync_ok_only_in_sync(state, ok):
     text = Metrics().render(_status(state), [], []).decode()
     assert f"carpool_sync_ok {1.0 if ok else 0.0}" in text

@@ -3,13 +3,14 @@ committed, listed in the README, an Ethernet pcap holding exactly the packets th
 and the gratuitous ARPs match carpool's own frame. The adverts themselves are decoded by the
 CARP and VRRP codecs in test_carp.py and test_vrrp.py. No root needed: nothing is captured here.
 """
+
 import importlib.util
 import sys
 
 import pytest
+from pcap import VECTORS, read_pcap
 
 from carpool.node.addresses import build_garp
-from pcap import VECTORS, read_pcap
 
 
 def _load_capture_script():
@@ -39,7 +40,7 @@ def test_every_vector_is_committed_listed_and_made_by_the_capture_script():
 def test_vector_holds_what_the_capture_script_records(name):
     spec = capture.CAPTURES[name]
     capture.check_frames(spec, capture.read_pcap(VECTORS / name))  # the script's own check
-    assert len(frames(name)) == spec.count                          # and the tests' reader
+    assert len(frames(name)) == spec.count  # and the tests' reader
 
 
 def test_garp_frame_matches_captured_peers():
@@ -48,6 +49,6 @@ def test_garp_frame_matches_captured_peers():
     mac = ":".join(f"{b:02x}" for b in ka[0][6:12])
     ours = build_garp(mac, "198.18.0.10")
     for frame in ka:
-        assert frame[:42] == ours                    # keepalived: identical, byte for byte
-    for frame in ucarp:                              # ucarp: the target MAC differs only
+        assert frame[:42] == ours  # keepalived: identical, byte for byte
+    for frame in ucarp:  # ucarp: the target MAC differs only
         assert frame[:32] == ours[:32] and frame[38:42] == ours[38:]

@@ -1,15 +1,16 @@
 """VRRP v3/v2 codec against keepalived's captured adverts, plus property and fuzz tests."""
+
 import dataclasses
 from ipaddress import IPv4Address
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pcap import vector
 
 from carpool.ha.drops import DropError, DropReason
 from carpool.ha.ipv4 import internet_checksum, pseudo_header
 from carpool.ha.vrrp import VrrpAdvert
-from pcap import vector
 
 SRC = IPv4Address("198.18.0.11")
 GROUP = IPv4Address("224.0.0.18")
@@ -33,8 +34,9 @@ def test_vectors_present():
 @pytest.mark.parametrize("raw, pkt", V3)
 def test_decode_keepalived_v3(raw, pkt):
     a = VrrpAdvert.unpack(pkt.payload, pkt.src, pkt.dst)
-    assert a == VrrpAdvert(version=3, vrid=51, priority=150, interval=10, addresses=SHARED,
-                           checksum=0xCBF7)
+    assert a == VrrpAdvert(
+        version=3, vrid=51, priority=150, interval=10, addresses=SHARED, checksum=0xCBF7
+    )
     assert len(pkt.payload) == 12
     assert a.pack(pkt.src, pkt.dst) == pkt.payload
 
@@ -42,8 +44,9 @@ def test_decode_keepalived_v3(raw, pkt):
 @pytest.mark.parametrize("raw, pkt", V2)
 def test_decode_keepalived_v2(raw, pkt):
     a = VrrpAdvert.unpack(pkt.payload, pkt.src, pkt.dst)
-    assert a == VrrpAdvert(version=2, vrid=51, priority=150, interval=1, addresses=SHARED,
-                           checksum=0x82AD)
+    assert a == VrrpAdvert(
+        version=2, vrid=51, priority=150, interval=1, addresses=SHARED, checksum=0x82AD
+    )
     assert len(pkt.payload) == 20
     assert a.pack(pkt.src, pkt.dst) == pkt.payload
 
@@ -85,7 +88,9 @@ def v3(length=12, **changes):
     for index, value in changes.items():
         data[int(index[1:])] = value
     data[6:8] = b"\0\0"
-    data[6:8] = internet_checksum(pseudo_header(SRC, GROUP, 112, len(data)) + data).to_bytes(2, "big")
+    data[6:8] = internet_checksum(pseudo_header(SRC, GROUP, 112, len(data)) + data).to_bytes(
+        2, "big"
+    )
     return bytes(data)
 
 
@@ -101,24 +106,27 @@ def v2(**changes):
 V3_DATA, V2_DATA = V3[0][1].payload, V2[0][1].payload
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", DropReason.TOO_SHORT),
-    (V3_DATA[:7], DropReason.TOO_SHORT),
-    (V3_DATA[:11], DropReason.TOO_SHORT),
-    (V3_DATA + bytes(4), DropReason.BAD_LENGTH),
-    (V2_DATA[:19], DropReason.TOO_SHORT),
-    (V2_DATA + b"\0", DropReason.BAD_LENGTH),
-    (v3(b0=0x41), DropReason.BAD_VERSION),
-    (v3(b0=0x11), DropReason.BAD_VERSION),
-    (v3(b0=0x32), DropReason.BAD_TYPE),
-    (V3_DATA[:4] + b"\x00\x0b" + V3_DATA[6:], DropReason.BAD_CHECKSUM),
-    (V2_DATA[:-1] + b"\x01", DropReason.BAD_CHECKSUM),  # auth data is checksummed too
-    (v2(b4=1), DropReason.BAD_AUTHLEN),  # simple-password auth is not supported
-    (v3(b1=0), DropReason.WRONG_VHID),
-    (v3(length=8, b3=0), DropReason.WRONG_ADDRESSES),
-    (v3(b4=0, b5=0), DropReason.BAD_INTERVAL),
-    (v2(b5=0), DropReason.BAD_INTERVAL),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", DropReason.TOO_SHORT),
+        (V3_DATA[:7], DropReason.TOO_SHORT),
+        (V3_DATA[:11], DropReason.TOO_SHORT),
+        (V3_DATA + bytes(4), DropReason.BAD_LENGTH),
+        (V2_DATA[:19], DropReason.TOO_SHORT),
+        (V2_DATA + b"\0", DropReason.BAD_LENGTH),
+        (v3(b0=0x41), DropReason.BAD_VERSION),
+        (v3(b0=0x11), DropReason.BAD_VERSION),
+        (v3(b0=0x32), DropReason.BAD_TYPE),
+        (V3_DATA[:4] + b"\x00\x0b" + V3_DATA[6:], DropReason.BAD_CHECKSUM),
+        (V2_DATA[:-1] + b"\x01", DropReason.BAD_CHECKSUM),  # auth data is checksummed too
+        (v2(b4=1), DropReason.BAD_AUTHLEN),  # simple-password auth is not supported
+        (v3(b1=0), DropReason.WRONG_VHID),
+        (v3(length=8, b3=0), DropReason.WRONG_ADDRESSES),
+        (v3(b4=0, b5=0), DropReason.BAD_INTERVAL),
+        (v2(b5=0), DropReason.BAD_INTERVAL),
+    ],
+)
 def test_rejections(data, why):
     assert drop(data) is why
 
@@ -133,14 +141,24 @@ def test_carp_packets_are_not_vrrp():
     assert drop(carp) is DropReason.TOO_SHORT  # as VRRPv2: 7 addresses would need 44 bytes
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(version=4), dict(vrid=0), dict(vrid=256), dict(priority=256), dict(interval=0),
-    dict(interval=4096), dict(version=2, interval=256), dict(addresses=()),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(version=4),
+        dict(vrid=0),
+        dict(vrid=256),
+        dict(priority=256),
+        dict(interval=0),
+        dict(interval=4096),
+        dict(version=2, interval=256),
+        dict(addresses=()),
+    ],
+)
 def test_constructor_rejects_out_of_range(kwargs):
     with pytest.raises(ValueError):
-        VrrpAdvert(**(dict(version=3, vrid=1, priority=100, interval=100, addresses=SHARED)
-                      | kwargs))
+        VrrpAdvert(
+            **(dict(version=3, vrid=1, priority=100, interval=100, addresses=SHARED) | kwargs)
+        )
 
 
 addresses = st.integers(0, 2**32 - 1).map(IPv4Address)
@@ -149,10 +167,13 @@ addresses = st.integers(0, 2**32 - 1).map(IPv4Address)
 @st.composite
 def adverts(draw):
     version = draw(st.sampled_from([2, 3]))
-    return VrrpAdvert(version=version, vrid=draw(st.integers(1, 255)),
-                      priority=draw(st.integers(0, 255)),
-                      interval=draw(st.integers(1, 0xFFF if version == 3 else 0xFF)),
-                      addresses=tuple(draw(st.lists(addresses, min_size=1, max_size=20))))
+    return VrrpAdvert(
+        version=version,
+        vrid=draw(st.integers(1, 255)),
+        priority=draw(st.integers(0, 255)),
+        interval=draw(st.integers(1, 0xFFF if version == 3 else 0xFF)),
+        addresses=tuple(draw(st.lists(addresses, min_size=1, max_size=20))),
+    )
 
 
 @given(adverts(), addresses, addresses)
@@ -191,8 +212,11 @@ def test_any_single_byte_change_is_dropped(data, index, delta):
     assert decodes_or_drops(bytes(mutated)) is not None
 
 
-@given(st.sampled_from([V3_DATA, V2_DATA]), st.lists(st.tuples(st.integers(0, 24),
-       st.integers(0, 255)), max_size=6), st.integers(0, 24))
+@given(
+    st.sampled_from([V3_DATA, V2_DATA]),
+    st.lists(st.tuples(st.integers(0, 24), st.integers(0, 255)), max_size=6),
+    st.integers(0, 24),
+)
 def test_fuzz_mutated_captures(data, writes, cut):
     mutated = bytearray(data + bytes(5))
     for index, value in writes:

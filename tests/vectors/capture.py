@@ -24,6 +24,7 @@ process left inside its own namespaces is killed by pid too). All of it is remov
 when a capture fails or the script is interrupted. Needs root, ip, tcpdump, ucarp, keepalived.
 Standard library only: it imports nothing from the project.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PEER_ADDR = "198.18.0.11/24"       # the peer (every vector's source)
-OBS_ADDR = "198.18.0.12/24"        # the observer: the bridge itself
-SHARED = "198.18.0.10"             # the shared address
-PEER_MAC = "fe:35:d8:23:49:53"     # the peer's MAC in the committed captures
-OBS_MAC = "02:00:c6:12:00:0c"      # locally administered, 198.18.0.12 in hex
+PEER_ADDR = "198.18.0.11/24"  # the peer (every vector's source)
+OBS_ADDR = "198.18.0.12/24"  # the observer: the bridge itself
+SHARED = "198.18.0.10"  # the shared address
+PEER_MAC = "fe:35:d8:23:49:53"  # the peer's MAC in the committed captures
+OBS_MAC = "02:00:c6:12:00:0c"  # locally administered, 198.18.0.12 in hex
 GROUP = "224.0.0.18"
-PROTO_VRRP = 112                   # CARP and VRRP alike
+PROTO_VRRP = 112  # CARP and VRRP alike
 POLL = 0.05
-CMD_TIMEOUT = 10.0                 # any single ip/sysctl command
-READY_TIMEOUT = 5.0                # links up, tcpdump listening
-STOP_GRACE = 5.0                   # SIGTERM -> SIGKILL
+CMD_TIMEOUT = 10.0  # any single ip/sysctl command
+READY_TIMEOUT = 5.0  # links up, tcpdump listening
+STOP_GRACE = 5.0  # SIGTERM -> SIGKILL
 
 
 class CaptureError(Exception):
@@ -61,30 +62,77 @@ class CaptureError(Exception):
 @dataclass(frozen=True)
 class Capture:
     """One golden vector: which peer, with what parameters, and what it must hold."""
-    name: str            # file name in tests/vectors
-    peer: str            # "ucarp" or "keepalived"
-    kind: str            # "advert" (IPv4 proto 112) or "garp" (gratuitous ARP request)
-    count: int           # packets recorded (what the unit tests expect)
+
+    name: str  # file name in tests/vectors
+    peer: str  # "ucarp" or "keepalived"
+    kind: str  # "advert" (IPv4 proto 112) or "garp" (gratuitous ARP request)
+    count: int  # packets recorded (what the unit tests expect)
     vrrp_version: int = 0
     advert_int: float = 1.0
     what: str = ""
 
 
 # The README table, one line each; `count` is what tests/unit expects of each file.
-UCARP_ARGS = ["-v", "10", "-p", "secret", "-a", SHARED, "-s", PEER_ADDR.split("/")[0],
-              "-b", "1", "-k", "0"]
-CAPTURES = {c.name: c for c in (
-    Capture("carp.pcap", "ucarp", "advert", 4,
-            what="ucarp " + " ".join(UCARP_ARGS) + ", master: CARP adverts"),
-    Capture("vrrp2.pcap", "keepalived", "advert", 3, vrrp_version=2, advert_int=1.0,
-            what="keepalived VRRPv2, VRID 51, priority 150, advert_int 1: adverts"),
-    Capture("vrrp3.pcap", "keepalived", "advert", 4, vrrp_version=3, advert_int=0.1,
-            what="keepalived VRRPv3, VRID 51, priority 150, advert 10 cs: adverts"),
-    Capture("garp-ucarp.pcap", "ucarp", "garp", 2,
-            what="ucarp (as carp.pcap) taking over: its gratuitous ARPs"),
-    Capture("garp-ka.pcap", "keepalived", "garp", 2, vrrp_version=3, advert_int=0.1,
-            what="keepalived (as vrrp3.pcap) taking over: its gratuitous ARPs"),
-)}
+UCARP_ARGS = [
+    "-v",
+    "10",
+    "-p",
+    "secret",
+    "-a",
+    SHARED,
+    "-s",
+    PEER_ADDR.split("/")[0],
+    "-b",
+    "1",
+    "-k",
+    "0",
+]
+CAPTURES = {
+    c.name: c
+    for c in (
+        Capture(
+            "carp.pcap",
+            "ucarp",
+            "advert",
+            4,
+            what="ucarp " + " ".join(UCARP_ARGS) + ", master: CARP adverts",
+        ),
+        Capture(
+            "vrrp2.pcap",
+            "keepalived",
+            "advert",
+            3,
+            vrrp_version=2,
+            advert_int=1.0,
+            what="keepalived VRRPv2, VRID 51, priority 150, advert_int 1: adverts",
+        ),
+        Capture(
+            "vrrp3.pcap",
+            "keepalived",
+            "advert",
+            4,
+            vrrp_version=3,
+            advert_int=0.1,
+            what="keepalived VRRPv3, VRID 51, priority 150, advert 10 cs: adverts",
+        ),
+        Capture(
+            "garp-ucarp.pcap",
+            "ucarp",
+            "garp",
+            2,
+            what="ucarp (as carp.pcap) taking over: its gratuitous ARPs",
+        ),
+        Capture(
+            "garp-ka.pcap",
+            "keepalived",
+            "garp",
+            2,
+            vrrp_version=3,
+            advert_int=0.1,
+            what="keepalived (as vrrp3.pcap) taking over: its gratuitous ARPs",
+        ),
+    )
+}
 
 # tcpdump filters: the peer's adverts / its gratuitous ARP requests for the shared address
 # (ARP request, sender address = target address = SHARED).
@@ -101,8 +149,7 @@ def say(text: str) -> None:
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT,
-                          check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False)
     if check and proc.returncode != 0:
         raise CaptureError(f"{shlex.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
     return proc
@@ -160,7 +207,7 @@ def read_pcap(path: Path) -> list[bytes]:
         if offset + 16 > len(data):
             raise CaptureError(f"{path}: truncated record header at {offset}")
         incl = struct.unpack_from(order + "I", data, offset + 8)[0]
-        frame = data[offset + 16:offset + 16 + incl]
+        frame = data[offset + 16 : offset + 16 + incl]
         if len(frame) != incl:
             raise CaptureError(f"{path}: truncated record at {offset}")
         frames.append(frame)
@@ -177,15 +224,26 @@ def check_frames(capture: Capture, frames: list[bytes]) -> None:
     for n, f in enumerate(frames):
         ethertype = struct.unpack_from("!H", f, 12)[0] if len(f) >= 14 else None
         if capture.kind == "advert":
-            ok = (ethertype == 0x0800 and len(f) >= 34 and f[14 + 9] == PROTO_VRRP
-                  and f[26:30] == src and f[30:34] == ipaddress.IPv4Address(GROUP).packed)
+            ok = (
+                ethertype == 0x0800
+                and len(f) >= 34
+                and f[14 + 9] == PROTO_VRRP
+                and f[26:30] == src
+                and f[30:34] == ipaddress.IPv4Address(GROUP).packed
+            )
         else:
-            ok = (ethertype == 0x0806 and len(f) >= 42 and f[:6] == b"\xff" * 6
-                  and struct.unpack_from("!H", f, 20)[0] == 1 and f[28:32] == shared
-                  and f[38:42] == shared)
+            ok = (
+                ethertype == 0x0806
+                and len(f) >= 42
+                and f[:6] == b"\xff" * 6
+                and struct.unpack_from("!H", f, 20)[0] == 1
+                and f[28:32] == shared
+                and f[38:42] == shared
+            )
         if not ok:
-            raise CaptureError(f"{capture.name}: frame {n} is not a {capture.kind} of the peer: "
-                               f"{f[:42].hex()}")
+            raise CaptureError(
+                f"{capture.name}: frame {n} is not a {capture.kind} of the peer: {f[:42].hex()}"
+            )
 
 
 # -- the network --------------------------------------------------------------------------------
@@ -195,7 +253,7 @@ class Network:
     def __init__(self, tag: str, mac: str):
         self.peer_ns, self.obs_ns, self.bridge = f"{tag}-peer", f"{tag}-obs", tag
         self.mac = mac
-        self.created: list[str] = []      # namespaces this object made, in order
+        self.created: list[str] = []  # namespaces this object made, in order
         self.bridge_made = False
 
     def up(self) -> None:
@@ -207,15 +265,60 @@ class Network:
             run(["ip", "netns", "add", ns])
             self.created.append(ns)
             # IPv4 only: no link-local chatter on the wire
-            run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
-                 "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
-                check=False)
+            run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+                check=False,
+            )
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", self.obs_ns, "link", "add", "name", self.bridge, "address", OBS_MAC,
-             "type", "bridge", "stp_state", "0", "mcast_snooping", "0"])
+        run(
+            [
+                "ip",
+                "-n",
+                self.obs_ns,
+                "link",
+                "add",
+                "name",
+                self.bridge,
+                "address",
+                OBS_MAC,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "mcast_snooping",
+                "0",
+            ]
+        )
         self.bridge_made = True
-        run(["ip", "-n", self.peer_ns, "link", "add", "eth0", "address", self.mac, "type", "veth",
-             "peer", "name", "port0", "netns", self.obs_ns])
+        run(
+            [
+                "ip",
+                "-n",
+                self.peer_ns,
+                "link",
+                "add",
+                "eth0",
+                "address",
+                self.mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "port0",
+                "netns",
+                self.obs_ns,
+            ]
+        )
         run(["ip", "-n", self.obs_ns, "link", "set", "port0", "master", self.bridge, "up"])
         run(["ip", "-n", self.obs_ns, "addr", "add", OBS_ADDR, "dev", self.bridge])
         run(["ip", "-n", self.obs_ns, "link", "set", self.bridge, "up"])
@@ -223,9 +326,12 @@ class Network:
         run(["ip", "-n", self.peer_ns, "link", "set", "eth0", "up"])
 
         def operational() -> bool:  # until then the kernel drops frames (no carrier yet)
-            return (self._operstate(self.peer_ns, "eth0") == "UP"
-                    and self._operstate(self.obs_ns, "port0") == "UP"
-                    and self._operstate(self.obs_ns, self.bridge) == "UP")
+            return (
+                self._operstate(self.peer_ns, "eth0") == "UP"
+                and self._operstate(self.obs_ns, "port0") == "UP"
+                and self._operstate(self.obs_ns, self.bridge) == "UP"
+            )
+
         wait_for(operational, READY_TIMEOUT, "links eth0, port0 and the bridge up")
 
     @staticmethod
@@ -248,8 +354,11 @@ class Network:
                 except ProcessLookupError:
                     pass
             try:
-                wait_for(lambda pids=pids: not any(alive(p) for p in pids), STOP_GRACE,
-                         f"processes {pids} in {ns} gone")
+                wait_for(
+                    lambda pids=pids: not any(alive(p) for p in pids),
+                    STOP_GRACE,
+                    f"processes {pids} in {ns} gone",
+                )
             except CaptureError as e:
                 problems.append(str(e))
         if self.bridge_made:
@@ -278,8 +387,13 @@ class Proc:
         self.name, self.ns, self.log = name, ns, log
         self.argv = ["ip", "netns", "exec", ns, *argv]
         with open(log, "ab") as out:
-            self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.pid = self.popen.pid
 
     def running(self) -> bool:
@@ -297,8 +411,11 @@ class Proc:
                 self.popen.wait(timeout=STOP_GRACE)
         rest = [p for p in extra_pids if p and p != self.pid]
         try:
-            wait_for(lambda: not any(alive(p) for p in rest), STOP_GRACE,
-                     f"{self.name} children {rest} gone")
+            wait_for(
+                lambda: not any(alive(p) for p in rest),
+                STOP_GRACE,
+                f"{self.name} children {rest} gone",
+            )
         except CaptureError:
             for pid in rest:
                 if alive(pid) and _in_ns(pid, self.ns):
@@ -332,27 +449,43 @@ def peer_argv(capture: Capture, work: Path) -> tuple[list[str], Path | None]:
             script.chmod(0o755)
         return ["ucarp", "-i", "eth0", *UCARP_ARGS, "-u", str(up), "-d", str(down)], None
     conf = work / "keepalived.conf"
-    conf.write_text("\n".join([
-        "global_defs {",
-        "    router_id carpool-vectors",
-        f"    vrrp_version {capture.vrrp_version}",
-        "}",
-        "vrrp_instance vectors {",
-        "    state BACKUP",
-        "    interface eth0",
-        "    virtual_router_id 51",
-        "    priority 150",
-        f"    advert_int {capture.advert_int:g}",
-        f"    version {capture.vrrp_version}",
-        "    virtual_ipaddress {",
-        f"        {SHARED}/{prefix} dev eth0",
-        "    }",
-        "}",
-        ""]))
+    conf.write_text(
+        "\n".join(
+            [
+                "global_defs {",
+                "    router_id carpool-vectors",
+                f"    vrrp_version {capture.vrrp_version}",
+                "}",
+                "vrrp_instance vectors {",
+                "    state BACKUP",
+                "    interface eth0",
+                "    virtual_router_id 51",
+                "    priority 150",
+                f"    advert_int {capture.advert_int:g}",
+                f"    version {capture.vrrp_version}",
+                "    virtual_ipaddress {",
+                f"        {SHARED}/{prefix} dev eth0",
+                "    }",
+                "}",
+                "",
+            ]
+        )
+    )
     vrrp_pid = work / "vrrp.pid"
-    return ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
-            "--vrrp", "--use-file", str(conf), "--pid", str(work / "keepalived.pid"),
-            "--vrrp_pid", str(vrrp_pid)], vrrp_pid
+    return [
+        "keepalived",
+        "--dont-fork",
+        "--log-console",
+        "--log-detail",
+        "--no-syslog",
+        "--vrrp",
+        "--use-file",
+        str(conf),
+        "--pid",
+        str(work / "keepalived.pid"),
+        "--vrrp_pid",
+        str(vrrp_pid),
+    ], vrrp_pid
 
 
 # -- one capture --------------------------------------------------------------------------------
@@ -365,35 +498,60 @@ def capture_one(capture: Capture, out_dir: Path, tag: str, mac: str, timeout: fl
     raw = work / capture.name
     try:
         net.up()
-        tcpdump = Proc("tcpdump", net.obs_ns, [
-            "tcpdump", "-i", net.bridge, "-nn", "-U", "--immediate-mode", "-y", "EN10MB",
-            "-s", "262144", "-Z", "root", "-c", str(capture.count), "-w", str(raw),
-            FILTERS[capture.kind]], work / "tcpdump.log")
+        tcpdump = Proc(
+            "tcpdump",
+            net.obs_ns,
+            [
+                "tcpdump",
+                "-i",
+                net.bridge,
+                "-nn",
+                "-U",
+                "--immediate-mode",
+                "-y",
+                "EN10MB",
+                "-s",
+                "262144",
+                "-Z",
+                "root",
+                "-c",
+                str(capture.count),
+                "-w",
+                str(raw),
+                FILTERS[capture.kind],
+            ],
+            work / "tcpdump.log",
+        )
         wait_for(lambda: _listening(tcpdump), READY_TIMEOUT, "tcpdump listening")
         argv, vrrp_pid_file = peer_argv(capture, work)
         peer = Proc(capture.peer, net.peer_ns, argv, work / "peer.log")
 
         def done() -> bool:
             if not peer.running():
-                raise CaptureError(f"{capture.peer} exited with {peer.popen.returncode}:\n"
-                                   f"{tail(peer.log)}")
+                raise CaptureError(
+                    f"{capture.peer} exited with {peer.popen.returncode}:\n{tail(peer.log)}"
+                )
             return not tcpdump.running()
+
         try:
             wait_for(done, timeout, f"{capture.count} packets for {capture.name}")
         except CaptureError as e:
-            tcpdump.stop(signal.SIGINT)   # flushes what it has, for the message below
+            tcpdump.stop(signal.SIGINT)  # flushes what it has, for the message below
             got = len(read_pcap(raw)) if raw.exists() and raw.stat().st_size >= 24 else 0
-            raise CaptureError(f"{e} (got {got})\n--- {capture.peer}:\n{tail(peer.log)}\n"
-                               f"--- tcpdump:\n{tail(tcpdump.log)}") from None
+            raise CaptureError(
+                f"{e} (got {got})\n--- {capture.peer}:\n{tail(peer.log)}\n"
+                f"--- tcpdump:\n{tail(tcpdump.log)}"
+            ) from None
         if tcpdump.popen.returncode != 0:
-            raise CaptureError(f"tcpdump exited with {tcpdump.popen.returncode}:\n"
-                               f"{tail(tcpdump.log)}")
+            raise CaptureError(
+                f"tcpdump exited with {tcpdump.popen.returncode}:\n{tail(tcpdump.log)}"
+            )
         check_frames(capture, read_pcap(raw))
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / capture.name
         partial = out_dir / f".{capture.name}.{os.getpid()}.tmp"
         shutil.copyfile(raw, partial)
-        os.replace(partial, target)   # the old file stays until a whole new one is there
+        os.replace(partial, target)  # the old file stays until a whole new one is there
         return target
     finally:
         for proc, sig in ((peer, signal.SIGTERM), (tcpdump, signal.SIGINT)):
@@ -419,26 +577,37 @@ def _name(text: str) -> str:
     name = text if text.endswith(".pcap") else f"{text}.pcap"
     if name not in CAPTURES:
         raise argparse.ArgumentTypeError(
-            f"unknown vector {text!r}: {', '.join(n[:-5] for n in CAPTURES)}")
+            f"unknown vector {text!r}: {', '.join(n[:-5] for n in CAPTURES)}"
+        )
     return name
 
 
 def _raise_exit(signum, _frame):
-    raise SystemExit(128 + signum)   # so that every finally: runs
+    raise SystemExit(128 + signum)  # so that every finally: runs
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(f"  {c.name:16} {c.what}"
-                                                 for c in CAPTURES.values()))
-    p.add_argument("--out", type=Path, help="where the pcaps go (default: a new temp dir; "
-                                            "tests/vectors replaces the committed ones)")
-    p.add_argument("--only", type=_name, action="append", metavar="NAME",
-                   help="capture only this vector (repeatable): "
-                        + ", ".join(n[:-5] for n in CAPTURES))
-    p.add_argument("--timeout", type=float, default=20.0,
-                   help="seconds one capture may take (default 20)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {c.name:16} {c.what}" for c in CAPTURES.values()),
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="where the pcaps go (default: a new temp dir; "
+        "tests/vectors replaces the committed ones)",
+    )
+    p.add_argument(
+        "--only",
+        type=_name,
+        action="append",
+        metavar="NAME",
+        help="capture only this vector (repeatable): " + ", ".join(n[:-5] for n in CAPTURES),
+    )
+    p.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds one capture may take (default 20)"
+    )
     p.add_argument("--mac", default=PEER_MAC, help=f"the peer's MAC (default {PEER_MAC})")
     args = p.parse_args(argv)
     if os.geteuid() != 0:

@@ -6,6 +6,7 @@ A document has a content hash (SHA-256 of its canonical JSON); the version numbe
 Validation errors are Problems (a place and why), shown as `KEY: why` lines, e.g.
 `virtual_service[0].port: must be 1-65535`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ROLES = ("first", "second")
 
@@ -25,14 +25,16 @@ Loc = tuple[str | int, ...]
 
 def key_of(loc: Loc) -> str:
     """`virtual_service[0].check.type` for ("virtual_service", 0, "check", "type")."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f"{'.' if n else ''}{p}"
-                   for n, p in enumerate(loc))
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f"{'.' if n else ''}{p}" for n, p in enumerate(loc)
+    )
 
 
 @dataclass(frozen=True)
 class Problem:
     """One reason a document is invalid: where (keys and list indexes) and why. Callers use
     `loc` to place it (a form field, an API error's loc); str() is the `KEY: why` line."""
+
     loc: Loc
     why: str
 
@@ -112,13 +114,15 @@ class Ha(_Model):
     garp_count: int = Field(3, ge=1, le=10)
     advskew: int = Field(0, ge=0, le=254)
     priority: int = Field(100, ge=1, le=254)
-    state_sync: bool = True        # conntrackd over the heartbeat link: L4 flows survive
+    state_sync: bool = True  # conntrackd over the heartbeat link: L4 flows survive
 
     @model_validator(mode="after")
     def _centiseconds(self):
         if self.fast_interval_ms % 10:
-            raise ValueError(f"fast_interval_ms must be a multiple of 10 (VRRPv3 counts "
-                             f"centiseconds), not {self.fast_interval_ms}")
+            raise ValueError(
+                f"fast_interval_ms must be a multiple of 10 (VRRPv3 counts "
+                f"centiseconds), not {self.fast_interval_ms}"
+            )
         return self
 
 
@@ -155,8 +159,8 @@ class Units(_Model):
 
 class Sync(_Model):
     port: Port = 6973
-    interval: float = Field(5.0, ge=0.5, le=3600)   # s between (version, hash) re-checks
-    history: int = Field(50, ge=2, le=10000)        # versions kept
+    interval: float = Field(5.0, ge=0.5, le=3600)  # s between (version, hash) re-checks
+    history: int = Field(50, ge=2, le=10000)  # versions kept
 
 
 class RealServer(_Model):
@@ -168,15 +172,15 @@ class RealServer(_Model):
 
 class HealthCheck(_Model):
     type: Literal["tcp", "http", "https", "icmp", "none"] = "tcp"
-    path: str = Field("/", pattern=r"^/")        # http(s)
-    status: int = Field(200, ge=100, le=599)     # http(s): expected status
-    host: str = ""                               # http(s): Host header and SNI ("" = the address)
-    verify: bool = False          # https: verify the server's certificate (real servers' are
-                                  # mostly self-signed, so off by default, as in HAProxy)
+    path: str = Field("/", pattern=r"^/")  # http(s)
+    status: int = Field(200, ge=100, le=599)  # http(s): expected status
+    host: str = ""  # http(s): Host header and SNI ("" = the address)
+    verify: bool = False  # https: verify the server's certificate (real servers' are
+    # mostly self-signed, so off by default, as in HAProxy)
     interval: float = Field(2.0, ge=0.1, le=3600)
     timeout: float = Field(1.0, ge=0.05, le=60)
-    rise: int = Field(2, ge=1, le=100)           # successes before a server comes back
-    fall: int = Field(2, ge=1, le=100)           # failures before a server leaves the pool
+    rise: int = Field(2, ge=1, le=100)  # successes before a server comes back
+    fall: int = Field(2, ge=1, le=100)  # failures before a server leaves the pool
 
 
 class VirtualService(_Model):
@@ -186,12 +190,12 @@ class VirtualService(_Model):
     protocol: Literal["tcp", "udp"] = "tcp"
     type: Literal["l4", "http"] = "l4"
     scheduler: Literal["rr", "wrr", "lc", "sh"] = "rr"
-    persistence: int = Field(0, ge=0, le=86400)      # s of source-IP persistence; 0 = none
-    cookie: bool = False                              # http: cookie persistence
-    x_forwarded_for: bool = True                      # http
+    persistence: int = Field(0, ge=0, le=86400)  # s of source-IP persistence; 0 = none
+    cookie: bool = False  # http: cookie persistence
+    x_forwarded_for: bool = True  # http
     when_down: Literal["reject", "sorry"] = "reject"
     sorry_server: OptionalIPv4 = ""
-    snat: bool = False            # l4: source-NAT to the shared address on the servers' side
+    snat: bool = False  # l4: source-NAT to the shared address on the servers' side
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
 
@@ -226,38 +230,54 @@ class Document(_Model):
         if not any(i.check for i in self.interface):
             problems.append(Problem(("interface",), "at least one interface needs check = true"))
         names = [i.name for i in self.interface]
-        problems += [Problem(("interface",), f"{n} is listed twice") for n in sorted(set(names))
-                     if names.count(n) > 1]
+        problems += [
+            Problem(("interface",), f"{n} is listed twice")
+            for n in sorted(set(names))
+            if names.count(n) > 1
+        ]
         shared = [s.split("/")[0] for i in self.interface for s in i.shared]
-        problems += [Problem(("interface",), f"shared address {a} is listed twice")
-                     for a in sorted(set(shared)) if shared.count(a) > 1]
+        problems += [
+            Problem(("interface",), f"shared address {a} is listed twice")
+            for a in sorted(set(shared))
+            if shared.count(a) > 1
+        ]
         seen: dict[tuple, str] = {}
         vs_names = [v.name for v in self.virtual_service]
         for n, vs in enumerate(self.virtual_service):
             if vs_names.count(vs.name) > 1:
-                problems.append(Problem(("virtual_service", n, "name"),
-                                        f"{vs.name} is used twice"))
+                problems.append(Problem(("virtual_service", n, "name"), f"{vs.name} is used twice"))
             if vs.address not in shared:
-                problems.append(Problem(("virtual_service", n, "address"),
-                                        f"{vs.address} is not a shared address "
-                                        f"(shared: {', '.join(shared) or 'none'})"))
+                problems.append(
+                    Problem(
+                        ("virtual_service", n, "address"),
+                        f"{vs.address} is not a shared address "
+                        f"(shared: {', '.join(shared) or 'none'})",
+                    )
+                )
             where = (vs.address, vs.port, vs.protocol)
             if where in seen:
-                problems.append(Problem(("virtual_service", n, "port"),
-                                        f"{vs.address}:{vs.port}/{vs.protocol} is already "
-                                        f"used by {seen[where]}"))
+                problems.append(
+                    Problem(
+                        ("virtual_service", n, "port"),
+                        f"{vs.address}:{vs.port}/{vs.protocol} is already used by {seen[where]}",
+                    )
+                )
             seen.setdefault(where, vs.name)
         users = [u.name for u in self.user]
-        problems += [Problem(("user",), f"{u} is listed twice") for u in sorted(set(users))
-                     if users.count(u) > 1]
+        problems += [
+            Problem(("user",), f"{u} is listed twice")
+            for u in sorted(set(users))
+            if users.count(u) > 1
+        ]
         if problems:
             raise _Problems(problems)
         return self
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True,
-                          separators=(",", ":")).encode()
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
 
     @property
     def hash(self) -> str:
@@ -269,9 +289,15 @@ def _where(loc: tuple) -> Loc:
     return tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
 
 
-_TYPES = {"int_type": "an integer", "bool_type": "true or false", "string_type": "a string",
-          "float_type": "a number", "tuple_type": "a list", "model_type": "a table",
-          "dict_type": "a table"}
+_TYPES = {
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "float_type": "a number",
+    "tuple_type": "a list",
+    "model_type": "a table",
+    "dict_type": "a table",
+}
 
 
 def _message(e: dict) -> str:
@@ -311,8 +337,7 @@ def parse_document(data: Any) -> Document:
     """A validated Document from a dict (parsed TOML or JSON); DocumentError lists every
     problem. Nothing is half-parsed: either all of it is valid or none is returned."""
     if not isinstance(data, dict):
-        raise DocumentError([Problem(("document",), f"must be a table, not "
-                                                    f"{type(data).__name__}")])
+        raise DocumentError([Problem(("document",), f"must be a table, not {type(data).__name__}")])
     try:
         return Document.model_validate(_lists_to_tuples(data))
     except ValidationError as e:

@@ -10,12 +10,14 @@ compare-and-set. Whether the result is valid is the document's own validation.
 Errors are typed (`EditError` and its subclasses, each naming its key) and cross the control
 socket as JSON (`to_json`, `error_of`): callers choose exit codes and HTTP statuses by type.
 """
+
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from .document import Loc, Problem
 
@@ -25,6 +27,7 @@ INVALID = "invalid configuration, nothing changed:"
 # -- errors --------------------------------------------------------------------------------
 class EditError(Exception):
     """Why a change was not made; `key` names what it is about (a dotted key or a field)."""
+
     code: ClassVar[str] = "refused"
 
     def __init__(self, key: str, message: str):
@@ -45,6 +48,7 @@ class Refused(EditError):
 
 class Standby(EditError):
     """This unit is the standby: changes are made on the active unit (`active`)."""
+
     code = "standby"
 
     def __init__(self, message: str, active: str = ""):
@@ -71,22 +75,30 @@ class Invalid(EditError):
     """The change makes an invalid document or names a key wrongly. `subject` is where the
     edited item sits in the new document (a form or a request body shows problems relative
     to it)."""
+
     code = "invalid"
 
-    def __init__(self, problems: Sequence[Problem], subject: Loc = (),
-                 message: str | None = None):
+    def __init__(self, problems: Sequence[Problem], subject: Loc = (), message: str | None = None):
         self.problems, self.subject = tuple(problems), tuple(subject)
-        super().__init__(self.problems[0].key if self.problems else "",
-                         message or "\n".join([INVALID, *map(str, self.problems)]))
+        super().__init__(
+            self.problems[0].key if self.problems else "",
+            message or "\n".join([INVALID, *map(str, self.problems)]),
+        )
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "subject": list(self.subject),
-                "problems": [{"loc": list(p.loc), "why": p.why} for p in self.problems]}
+        return {
+            **super().to_json(),
+            "subject": list(self.subject),
+            "problems": [{"loc": list(p.loc), "why": p.why} for p in self.problems],
+        }
 
     @classmethod
     def _from_json(cls, data: dict) -> EditError:
-        return cls([Problem(tuple(p["loc"]), str(p["why"])) for p in data["problems"]],
-                   tuple(data.get("subject") or ()), str(data["error"]))
+        return cls(
+            [Problem(tuple(p["loc"]), str(p["why"])) for p in data["problems"]],
+            tuple(data.get("subject") or ()),
+            str(data["error"]),
+        )
 
 
 def invalid(loc: Loc, why: str, headline: str = INVALID) -> Invalid:
@@ -95,17 +107,24 @@ def invalid(loc: Loc, why: str, headline: str = INVALID) -> Invalid:
 
 class Conflict(EditError):
     """The edit was made against another version than the current one (compare-and-set)."""
+
     code = "conflict"
 
     def __init__(self, expected_version: int, current_version: int):
-        super().__init__("expect_version", f"the configuration changed meanwhile: expected "
-                                           f"version {expected_version}, current is "
-                                           f"{current_version}; nothing changed")
+        super().__init__(
+            "expect_version",
+            f"the configuration changed meanwhile: expected "
+            f"version {expected_version}, current is "
+            f"{current_version}; nothing changed",
+        )
         self.expected_version, self.current_version = expected_version, current_version
 
     def to_json(self) -> dict:
-        return {**super().to_json(), "expected_version": self.expected_version,
-                "current_version": self.current_version}
+        return {
+            **super().to_json(),
+            "expected_version": self.expected_version,
+            "current_version": self.current_version,
+        }
 
     @classmethod
     def _from_json(cls, data: dict) -> EditError:
@@ -138,7 +157,7 @@ def _parts(key: str) -> list[tuple[str, str | None, str]]:
         m = _PART.match(key, pos)
         if not m:
             raise invalid((), f"{key!r} is no dotted key (e.g. ha.vhid, interface[eth0].check)")
-        out.append((m[1], m[2], key[:m.end()]))
+        out.append((m[1], m[2], key[: m.end()]))
         pos = m.end()
         if pos == len(key):
             return out
@@ -150,8 +169,9 @@ def _parts(key: str) -> list[tuple[str, str | None, str]]:
 def _item(items: list, ref: str) -> int | None:
     """A list item by name, by ADDRESS:PORT (real servers), else by number."""
     for n, i in enumerate(items):
-        if isinstance(i, dict) and (i.get("name") == ref or
-                                    f"{i.get('address')}:{i.get('port')}" == ref):
+        if isinstance(i, dict) and (
+            i.get("name") == ref or f"{i.get('address')}:{i.get('port')}" == ref
+        ):
             return n
     return int(ref) if ref.isdigit() and int(ref) < len(items) else None
 
@@ -191,6 +211,7 @@ _TYPES = {"str": str, "int": int, "dict": dict}
 @dataclass(frozen=True)
 class Op:
     """One change. Subclasses: OP (the wire name), apply(), describe()."""
+
     OP: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
@@ -222,8 +243,7 @@ def _service(doc: dict, name: str) -> int:
         if vs.get("name") == name:
             return n
     names = ", ".join(str(v.get("name")) for v in doc.get("virtual_service", [])) or "none"
-    raise NotFound(f"virtual_service[{name}]",
-                   f"no virtual service {name!r} (there are: {names})")
+    raise NotFound(f"virtual_service[{name}]", f"no virtual service {name!r} (there are: {names})")
 
 
 def _server(doc: dict, n: int, address: Any, port: Any) -> int | None:
@@ -237,8 +257,10 @@ def _server_or_404(doc: dict, n: int, address: str, port: int) -> int:
     k = _server(doc, n, address, port)
     if k is None:
         name = doc["virtual_service"][n].get("name")
-        raise NotFound(f"virtual_service[{name}].real_server[{address}:{port}]",
-                       f"{name} has no real server {address}:{port}")
+        raise NotFound(
+            f"virtual_service[{name}].real_server[{address}:{port}]",
+            f"{name} has no real server {address}:{port}",
+        )
     return k
 
 
@@ -250,8 +272,9 @@ class AddVirtualService(Op):
     def apply(self, document: dict) -> dict:
         name = self.service.get("name")
         if any(v.get("name") == name for v in document.get("virtual_service", [])):
-            raise AlreadyExists(f"virtual_service[{name}]",
-                                f"virtual service {name!r} exists already")
+            raise AlreadyExists(
+                f"virtual_service[{name}]", f"virtual service {name!r} exists already"
+            )
         doc = copy.deepcopy(document)
         _services(doc).append(copy.deepcopy(self.service))
         return doc
@@ -266,6 +289,7 @@ class AddVirtualService(Op):
 @dataclass(frozen=True)
 class ReplaceVirtualService(Op):
     """The whole service (a form, an API PUT); it may be renamed."""
+
     name: str
     service: dict
     OP: ClassVar[str] = "vs.replace"
@@ -286,6 +310,7 @@ class ReplaceVirtualService(Op):
 @dataclass(frozen=True)
 class SetVirtualService(Op):
     """One dotted key inside the service: `scheduler`, `check.type`."""
+
     name: str
     key: str
     value: Any
@@ -294,8 +319,7 @@ class SetVirtualService(Op):
     def apply(self, document: dict) -> dict:
         n = _service(document, self.name)
         doc = copy.deepcopy(document)
-        _set(doc["virtual_service"][n], self.key, copy.deepcopy(self.value),
-             ("virtual_service", n))
+        _set(doc["virtual_service"][n], self.key, copy.deepcopy(self.value), ("virtual_service", n))
         return doc
 
     def subject(self, before: dict) -> Loc:
@@ -330,17 +354,22 @@ class AddRealServer(Op):
         n = _service(document, self.service)
         address, port = self.server.get("address"), self.server.get("port")
         if _server(document, n, address, port) is not None:
-            raise AlreadyExists(f"virtual_service[{self.service}].real_server[{address}:{port}]",
-                                f"{self.service} has {address}:{port} already")
+            raise AlreadyExists(
+                f"virtual_service[{self.service}].real_server[{address}:{port}]",
+                f"{self.service} has {address}:{port} already",
+            )
         doc = copy.deepcopy(document)
-        doc["virtual_service"][n].setdefault("real_server", []).append(
-            copy.deepcopy(self.server))
+        doc["virtual_service"][n].setdefault("real_server", []).append(copy.deepcopy(self.server))
         return doc
 
     def subject(self, before: dict) -> Loc:
         n = _service(before, self.service)
-        return ("virtual_service", n, "real_server",
-                len(before["virtual_service"][n].get("real_server", [])))
+        return (
+            "virtual_service",
+            n,
+            "real_server",
+            len(before["virtual_service"][n].get("real_server", [])),
+        )
 
     def describe(self) -> str:
         return f"rs add {self.service} {self.server.get('address')}:{self.server.get('port')}"
@@ -363,8 +392,12 @@ class ReplaceRealServer(Op):
 
     def subject(self, before: dict) -> Loc:
         n = _service(before, self.service)
-        return ("virtual_service", n, "real_server",
-                _server_or_404(before, n, self.address, self.port))
+        return (
+            "virtual_service",
+            n,
+            "real_server",
+            _server_or_404(before, n, self.address, self.port),
+        )
 
     def describe(self) -> str:
         return f"rs set {self.service} {self.address}:{self.port}"
@@ -373,6 +406,7 @@ class ReplaceRealServer(Op):
 @dataclass(frozen=True)
 class SetRealServer(Op):
     """One key of a real server: `weight`, `enabled` (`carpool rs enable|disable|set`)."""
+
     service: str
     address: str
     port: int
@@ -384,14 +418,22 @@ class SetRealServer(Op):
         n = _service(document, self.service)
         k = _server_or_404(document, n, self.address, self.port)
         doc = copy.deepcopy(document)
-        _set(doc["virtual_service"][n]["real_server"][k], self.key, copy.deepcopy(self.value),
-             ("virtual_service", n, "real_server", k))
+        _set(
+            doc["virtual_service"][n]["real_server"][k],
+            self.key,
+            copy.deepcopy(self.value),
+            ("virtual_service", n, "real_server", k),
+        )
         return doc
 
     def subject(self, before: dict) -> Loc:
         n = _service(before, self.service)
-        return ("virtual_service", n, "real_server",
-                _server_or_404(before, n, self.address, self.port))
+        return (
+            "virtual_service",
+            n,
+            "real_server",
+            _server_or_404(before, n, self.address, self.port),
+        )
 
     def describe(self) -> str:
         return f"rs set {self.service} {self.address}:{self.port} {self.key}"
@@ -419,14 +461,18 @@ class RemoveRealServer(Op):
 class SetPassword(Op):
     """A WUI/API user's password hash (argon2, made by the caller: the password itself never
     travels); the user is added if new."""
+
     user: str
     password_hash: str
     OP: ClassVar[str] = "passwd"
 
     def apply(self, document: dict) -> dict:
         if not self.password_hash.startswith("$argon2"):
-            raise invalid(("user",), f"{self.user}: the password hash must be argon2 (carpool "
-                                     f"passwd makes one), never a clear password")
+            raise invalid(
+                ("user",),
+                f"{self.user}: the password hash must be argon2 (carpool "
+                f"passwd makes one), never a clear password",
+            )
         doc = copy.deepcopy(document)
         users = doc.setdefault("user", [])
         found = [u for u in users if u.get("name") == self.user]
@@ -445,6 +491,7 @@ class SetKey(Op):
     """Any dotted key: `appliance.description`, `ha.vhid`, `interface[eth0].ping_target`,
     `virtual_service[web].persistence` (list items by name or number); value None removes it
     (the default applies)."""
+
     key: str
     value: Any = None
     OP: ClassVar[str] = "set"
@@ -458,9 +505,21 @@ class SetKey(Op):
         return f"set {self.key}"
 
 
-OPS: dict[str, type[Op]] = {c.OP: c for c in (
-    AddVirtualService, ReplaceVirtualService, SetVirtualService, RemoveVirtualService,
-    AddRealServer, ReplaceRealServer, SetRealServer, RemoveRealServer, SetPassword, SetKey)}
+OPS: dict[str, type[Op]] = {
+    c.OP: c
+    for c in (
+        AddVirtualService,
+        ReplaceVirtualService,
+        SetVirtualService,
+        RemoveVirtualService,
+        AddRealServer,
+        ReplaceRealServer,
+        SetRealServer,
+        RemoveRealServer,
+        SetPassword,
+        SetKey,
+    )
+}
 
 
 def op_of(data: Any) -> Op:
@@ -482,6 +541,7 @@ def op_of(data: Any) -> Op:
 @dataclass(frozen=True)
 class Edit:
     """Operations applied together (all or none), optionally only to `expect_version`."""
+
     ops: tuple[Op, ...]
     expect_version: int | None = None
 

@@ -3,6 +3,7 @@
 Validation collects every problem before refusing, so one run tells the operator all that is
 wrong; nothing is applied from a file that has any.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,11 +34,12 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class WebSettings:
     """The local [web] table: the unit's WUI, REST API and /metrics (not synced)."""
+
     enabled: bool = True
-    bind: str = ""         # "" = the unit's own address (Config.own_address)
+    bind: str = ""  # "" = the unit's own address (Config.own_address)
     port: int = 443
-    cert: str = ""         # "" = <state_dir>/web/cert.pem (self-signed at first start)
-    key: str = ""          # "" = <state_dir>/web/key.pem
+    cert: str = ""  # "" = <state_dir>/web/cert.pem (self-signed at first start)
+    key: str = ""  # "" = <state_dir>/web/key.pem
     partner_url: str = ""  # "" = https://<Config.partner_address>:<port>/
 
 
@@ -65,15 +67,15 @@ class Config:
     role: str
     secret: bytes
     state_dir: str = "/run/carpool"
-    config_dir: str = ""          # the versioned document store; "" = state_dir
+    config_dir: str = ""  # the versioned document store; "" = state_dir
     document: document.Document | None = None
     notify: str = ""
     notify_timeout: float = 5.0
     log_level: str = "info"
-    restart_limit: int = 3        # more restarts in 5 min: pacified (0 = no protection)
-    watchdog: float = -1.0        # s of a silent worker loop before the supervisor kills it;
-                                  # -1 = automatic (watchdog_timeout), 0 = off
-    rt_priority: int = 10         # SCHED_RR priority of the election's loop (node/sched.py); 0 off
+    restart_limit: int = 3  # more restarts in 5 min: pacified (0 = no protection)
+    watchdog: float = -1.0  # s of a silent worker loop before the supervisor kills it;
+    # -1 = automatic (watchdog_timeout), 0 = off
+    rt_priority: int = 10  # SCHED_RR priority of the election's loop (node/sched.py); 0 off
     protocol: str = "carp"
     vhid: int = 1
     ha_timeout: int = 3
@@ -129,8 +131,7 @@ class Config:
         compare. The first checked interface with shared addresses (the client LAN), else
         the first checked one, else the first."""
         checked = self.checked
-        return next((i for i in checked if i.shared), checked[0] if checked
-                    else self.interfaces[0])
+        return next((i for i in checked if i.shared), checked[0] if checked else self.interfaces[0])
 
     @property
     def own_address(self) -> ipaddress.IPv4Address:
@@ -197,8 +198,15 @@ class _Checker:
         for key in sorted(set(table) - known):
             self.fail(f"{prefix}{key}", "unknown key")
 
-    def get(self, table: dict, key: str, kind: type | tuple, default: Any, prefix: str,
-            required: bool = False) -> Any:
+    def get(
+        self,
+        table: dict,
+        key: str,
+        kind: type | tuple,
+        default: Any,
+        prefix: str,
+        required: bool = False,
+    ) -> Any:
         if key not in table:
             if required:
                 self.fail(prefix + key, "required key is missing")
@@ -236,8 +244,18 @@ class _Checker:
             return None
 
 
-_UNIT_KEYS = {"role", "secret", "state_dir", "config_dir", "notify", "notify_timeout",
-              "log_level", "restart_limit", "watchdog", "rt_priority"}
+_UNIT_KEYS = {
+    "role",
+    "secret",
+    "state_dir",
+    "config_dir",
+    "notify",
+    "notify_timeout",
+    "log_level",
+    "restart_limit",
+    "watchdog",
+    "rt_priority",
+}
 _WEB_KEYS = {"enabled", "bind", "port", "cert", "key", "partner_url"}
 LOCAL_TABLES = ("unit", "web")  # a unit's own file only; never part of the synced document
 
@@ -253,19 +271,27 @@ def _web(c: _Checker, table: Any) -> WebSettings:
     url = c.get(table, "partner_url", str, "", "web.")
     if url and not url.startswith(("https://", "http://")):
         c.fail("web.partner_url", f"must start with https://, not {url!r}")
-    return WebSettings(enabled=c.get(table, "enabled", bool, True, "web."), bind=bind,
-                       port=c.number(table, "port", 1, 65535, 443, "web.", kind=int),
-                       cert=c.get(table, "cert", str, "", "web."),
-                       key=c.get(table, "key", str, "", "web."), partner_url=url)
+    return WebSettings(
+        enabled=c.get(table, "enabled", bool, True, "web."),
+        bind=bind,
+        port=c.number(table, "port", 1, 65535, 443, "web.", kind=int),
+        cert=c.get(table, "cert", str, "", "web."),
+        key=c.get(table, "key", str, "", "web."),
+        partner_url=url,
+    )
 
 
 def _iface(i: document.Interface) -> Interface:
     return Interface(
-        name=i.name, first=ipaddress.IPv4Address(i.first),
-        second=ipaddress.IPv4Address(i.second), check=i.check or i.heartbeat,
-        heartbeat=i.heartbeat, shared=tuple(ipaddress.IPv4Interface(c) for c in i.shared),
+        name=i.name,
+        first=ipaddress.IPv4Address(i.first),
+        second=ipaddress.IPv4Address(i.second),
+        check=i.check or i.heartbeat,
+        heartbeat=i.heartbeat,
+        shared=tuple(ipaddress.IPv4Interface(c) for c in i.shared),
         ping_target=ipaddress.IPv4Address(i.ping_target) if i.ping_target else None,
-        ping_interval=float(i.ping_interval))
+        ping_interval=float(i.ping_interval),
+    )
 
 
 def parse_config(doc: dict, path: str = "<config>") -> Config:
@@ -290,13 +316,14 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         notify_timeout=float(c.number(unit, "notify_timeout", 0.1, 60, 5.0, "unit.")),
         log_level=c.choice(unit, "log_level", LOG_LEVELS, "info", "unit."),
         restart_limit=int(c.number(unit, "restart_limit", 0, 1000, 3, "unit.")),
-        watchdog=float(c.number(unit, "watchdog", 0, 600, 0, "unit.")) if "watchdog" in unit
+        watchdog=float(c.number(unit, "watchdog", 0, 600, 0, "unit."))
+        if "watchdog" in unit
         else -1.0,
         rt_priority=int(c.number(unit, "rt_priority", 0, 99, 10, "unit.", kind=int)),
-        web=_web(c, doc.get("web", {})))
+        web=_web(c, doc.get("web", {})),
+    )
     try:
-        appliance = document.parse_document({k: v for k, v in doc.items()
-                                             if k not in LOCAL_TABLES})
+        appliance = document.parse_document({k: v for k, v in doc.items() if k not in LOCAL_TABLES})
     except document.DocumentError as e:
         c.errors += [f"{path}: {p}" for p in e.problems]
         appliance = None
@@ -307,11 +334,21 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
 
 def with_document(cfg: Config, doc: document.Document) -> Config:
     """cfg's local settings with another appliance document."""
-    return config_from(doc, path=cfg.path, role=cfg.role, secret=cfg.secret,
-                       state_dir=cfg.state_dir, config_dir=cfg.config_dir, notify=cfg.notify,
-                       notify_timeout=cfg.notify_timeout, log_level=cfg.log_level,
-                       restart_limit=cfg.restart_limit, watchdog=cfg.watchdog,
-                       rt_priority=cfg.rt_priority, web=cfg.web)
+    return config_from(
+        doc,
+        path=cfg.path,
+        role=cfg.role,
+        secret=cfg.secret,
+        state_dir=cfg.state_dir,
+        config_dir=cfg.config_dir,
+        notify=cfg.notify,
+        notify_timeout=cfg.notify_timeout,
+        log_level=cfg.log_level,
+        restart_limit=cfg.restart_limit,
+        watchdog=cfg.watchdog,
+        rt_priority=cfg.rt_priority,
+        web=cfg.web,
+    )
 
 
 def config_from(doc: document.Document, **local) -> Config:
@@ -319,12 +356,22 @@ def config_from(doc: document.Document, **local) -> Config:
     ha = doc.ha
     local["config_dir"] = local.get("config_dir") or local.get("state_dir", "/run/carpool")
     return Config(
-        **local, document=doc,
-        protocol="vrrp3" if ha.fast else ha.protocol, vhid=ha.vhid,
-        ha_timeout=ha.ha_timeout, fast=ha.fast, fast_interval_ms=ha.fast_interval_ms,
-        preferred=ha.preferred, initial_wait=float(ha.initial_wait), transport=ha.transport,
-        vmac=ha.vmac, garp_count=ha.garp_count, advskew_none=ha.advskew,
-        priority_none=ha.priority, interfaces=tuple(_iface(i) for i in doc.interface))
+        **local,
+        document=doc,
+        protocol="vrrp3" if ha.fast else ha.protocol,
+        vhid=ha.vhid,
+        ha_timeout=ha.ha_timeout,
+        fast=ha.fast,
+        fast_interval_ms=ha.fast_interval_ms,
+        preferred=ha.preferred,
+        initial_wait=float(ha.initial_wait),
+        transport=ha.transport,
+        vmac=ha.vmac,
+        garp_count=ha.garp_count,
+        advskew_none=ha.advskew,
+        priority_none=ha.priority,
+        interfaces=tuple(_iface(i) for i in doc.interface),
+    )
 
 
 def load_config(path: str | Path) -> Config:

@@ -10,6 +10,7 @@ Every file is written to a temp file, fsynced, renamed over, and the directory f
 killed at any moment finds the old version or the new one. At load, current.toml is trusted only
 if its hash matches; otherwise the newest intact version file is used (and said so in the log).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import events
 from . import tomlw
 from .document import Document, DocumentError, parse_document, to_plain
-from .. import events
 
 log = events.logger("carpool.store", events.Kind.CONFIG)
 _NAME = re.compile(r"^(\d{8})-([0-9a-f]{12})\.json$")
@@ -37,12 +38,12 @@ class StoreError(Exception):
 class Record:
     version: int
     hash: str
-    parent: str = ""            # hash of the version this one was made from ("" for the first)
+    parent: str = ""  # hash of the version this one was made from ("" for the first)
     who: str = ""
     when: float = 0.0
     what: tuple[str, ...] = ()  # changed keys
-    origin: str = ""            # the unit (first/second) where the change was made
-    conflict: str = ""          # non-empty: why this version lost a split-brain resolution
+    origin: str = ""  # the unit (first/second) where the change was made
+    conflict: str = ""  # non-empty: why this version lost a split-brain resolution
 
     @property
     def key(self) -> tuple[int, str]:
@@ -170,11 +171,12 @@ class Store:
         same number after a split."""
         for where in (self.versions, self.conflicts):
             for record in reversed(self._records(where)):
-                if record.version == version and (hash_ is None or
-                                                  record.hash.startswith(hash_)):
+                if record.version == version and (hash_ is None or record.hash.startswith(hash_)):
                     return Version(record, self._read(where, record))
-        raise StoreError(f"version {version} is not in the history "
-                         f"(kept: {', '.join(str(r.version) for r in self.history()) or 'none'})")
+        raise StoreError(
+            f"version {version} is not in the history "
+            f"(kept: {', '.join(str(r.version) for r in self.history()) or 'none'})"
+        )
 
     def _load(self) -> None:
         path = self.dir / "current.toml"
@@ -185,8 +187,9 @@ class Store:
                 if not m:
                     raise StoreError("no version header")
                 doc = parse_document(tomllib.loads(text))
-                record = next((r for r in self._records(self.versions)
-                               if r.key == (int(m[1]), m[2])), None)
+                record = next(
+                    (r for r in self._records(self.versions) if r.key == (int(m[1]), m[2])), None
+                )
                 if doc.hash != m[2] or record is None:
                     raise StoreError("hash or record does not match")
                 self._current = Version(record, doc)
@@ -195,10 +198,17 @@ class Store:
                     return
                 # killed after writing a newer version but before making it current: every
                 # version file is complete when its record exists, so the newer one stands
-                log.warning("version %d was stored but not yet current: completing it",
-                            newest.version)
-            except (OSError, IndexError, ValueError, StoreError, DocumentError,
-                    tomllib.TOMLDecodeError) as e:
+                log.warning(
+                    "version %d was stored but not yet current: completing it", newest.version
+                )
+            except (
+                OSError,
+                IndexError,
+                ValueError,
+                StoreError,
+                DocumentError,
+                tomllib.TOMLDecodeError,
+            ) as e:
                 log.error("%s unusable (%s): falling back to the newest intact version", path, e)
         for record in reversed(self._records(self.versions)):
             try:
@@ -223,22 +233,34 @@ class Store:
 
     def _write_current(self) -> None:
         r, doc = self._current.record, self._current.document
-        header = f"# carpool configuration version {r.version} hash {r.hash}\n" \
-                 f"# written by carpool; change it with `carpool config`, not by hand\n"
+        header = (
+            f"# carpool configuration version {r.version} hash {r.hash}\n"
+            f"# written by carpool; change it with `carpool config`, not by hand\n"
+        )
         atomic_write(self.dir / "current.toml", (header + tomlw.dumps(to_plain(doc))).encode())
 
-    def commit(self, doc: Document, who: str, origin: str = "", what: tuple[str, ...] | None = None,
-               when: float | None = None) -> Version:
+    def commit(
+        self,
+        doc: Document,
+        who: str,
+        origin: str = "",
+        what: tuple[str, ...] | None = None,
+        when: float | None = None,
+    ) -> Version:
         """Store `doc` as the next version and make it current. A document equal to the
         current one is not a new version (returned as is)."""
         old = self._current
         if old and old.document.hash == doc.hash:
             return old
-        record = Record(version=(old.record.version if old else 0) + 1, hash=doc.hash,
-                        parent=old.record.hash if old else "", who=who,
-                        when=time.time() if when is None else when,
-                        what=changed_keys(old.document if old else None, doc)
-                        if what is None else what, origin=origin)
+        record = Record(
+            version=(old.record.version if old else 0) + 1,
+            hash=doc.hash,
+            parent=old.record.hash if old else "",
+            who=who,
+            when=time.time() if when is None else when,
+            what=changed_keys(old.document if old else None, doc) if what is None else what,
+            origin=origin,
+        )
         return self.adopt(record, doc)
 
     def adopt(self, record: Record, doc: Document) -> Version:
@@ -267,7 +289,7 @@ class Store:
 
     def _prune(self) -> None:
         records = self._records(self.versions)
-        for record in records[:max(0, len(records) - self.keep)]:
+        for record in records[: max(0, len(records) - self.keep)]:
             if self._current and record.key == self._current.record.key:
                 continue
             self._forget(self.versions, record)

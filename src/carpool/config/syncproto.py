@@ -11,6 +11,7 @@ TAG = HMAC(S, direction | seq | JSON), S = HMAC(K, "session"|Nc|Ns), seq countin
 direction: a frame replayed, reordered, cut or forged fails the tag and closes the connection.
 (Integrity and authenticity, not secrecy: the document holds password hashes, never secrets.)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,13 +38,13 @@ def sync_key(secret: bytes) -> bytes:
 
 
 def proof(key: bytes, who: str, client_nonce: str, server_nonce: str) -> str:
-    return hmac.new(key, f"{who}|{client_nonce}|{server_nonce}".encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, f"{who}|{client_nonce}|{server_nonce}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def session_key(key: bytes, client_nonce: str, server_nonce: str) -> bytes:
-    return hmac.new(key, f"session|{client_nonce}|{server_nonce}".encode(),
-                    hashlib.sha256).digest()
+    return hmac.new(key, f"session|{client_nonce}|{server_nonce}".encode(), hashlib.sha256).digest()
 
 
 def frame(body: bytes) -> bytes:
@@ -68,8 +69,8 @@ class Deframer:
                 raise FrameError("oversized", f"frame length {n} > {self.limit}")
             if len(self._buf) < 4 + n:
                 break
-            out.append(bytes(self._buf[4:4 + n]))
-            del self._buf[:4 + n]
+            out.append(bytes(self._buf[4 : 4 + n]))
+            del self._buf[: 4 + n]
         return out
 
 
@@ -97,8 +98,9 @@ class Session:
     received: int = 0
 
     def _tag(self, direction: bytes, seq: int, data: bytes) -> bytes:
-        return hmac.new(self.key, direction + struct.pack("!Q", seq) + data,
-                        hashlib.sha256).digest()
+        return hmac.new(
+            self.key, direction + struct.pack("!Q", seq) + data, hashlib.sha256
+        ).digest()
 
     def seal(self, msg: dict) -> bytes:
         data = dumps(msg)
@@ -134,17 +136,18 @@ def open_welcome(session: Session, body: bytes) -> tuple[dict, str | None]:
 class Plan:
     """What the active unit does after comparing histories (keys are (version, hash))."""
 
-    action: str                                  # in_sync | push | pull | resolve
-    push: tuple[tuple[int, str], ...] = ()       # our versions the partner lacks, oldest first
-    pull: tuple[tuple[int, str], ...] = ()       # partner versions we lack
+    action: str  # in_sync | push | pull | resolve
+    push: tuple[tuple[int, str], ...] = ()  # our versions the partner lacks, oldest first
+    pull: tuple[tuple[int, str], ...] = ()  # partner versions we lack
     ours_lost: tuple[tuple[int, str], ...] = ()  # ours to keep as conflict
     theirs_lost: tuple[tuple[int, str], ...] = ()
-    winner: str = ""                              # resolve: whose document wins
+    winner: str = ""  # resolve: whose document wins
     notes: list[str] = field(default_factory=list, compare=False)
 
 
-def plan(ours: list[tuple[int, str]], theirs: list[tuple[int, str]], our_role: str,
-         preferred: str) -> Plan:
+def plan(
+    ours: list[tuple[int, str]], theirs: list[tuple[int, str]], our_role: str, preferred: str
+) -> Plan:
     """ours/theirs: kept (version, hash) keys, oldest first, last = current.
 
     Only one side moved since the newest version both have: that side's newer versions go to

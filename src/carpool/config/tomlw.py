@@ -1,5 +1,6 @@
 """A small TOML writer for our documents (the standard library only reads TOML): scalars,
 arrays of scalars, tables and arrays of tables at any depth. Round-trips through tomllib."""
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,16 @@ def _value(value: Any) -> str:
 
 
 def _is_tables(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and \
-        all(isinstance(v, dict) for v in value)
+    return (
+        isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
 
 
 def _table(path: list[str], table: dict, out: list[str], header: str | None) -> None:
     scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict) and not _is_tables(v)]
-    if header is not None and (scalars or not any(isinstance(v, dict) or _is_tables(v)
-                                                  for v in table.values())):
+    if header is not None and (
+        scalars or not any(isinstance(v, dict) or _is_tables(v) for v in table.values())
+    ):
         out += ["", header]
     out += [f"{_key(k)} = {_value(v)}" for k, v in scalars]
     for key, sub in table.items():

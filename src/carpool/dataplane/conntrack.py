@@ -12,12 +12,14 @@ carpool runs `conntrackd -C <run_dir>/conntrackd.conf` as its child, restarts it
 and stops it at shutdown. Off with `ha.state_sync = false`, or when conntrackd is not installed
 or no interface is a heartbeat (logged once).
 """
+
 from __future__ import annotations
 
 import asyncio
 import shutil
 import signal
 from pathlib import Path
+
 from .. import events
 
 log = events.logger("carpool.conntrack", events.Kind.DATAPLANE)
@@ -26,26 +28,53 @@ PORT = 3780
 LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
 
 
-def config_text(links: list[tuple[str, str, str]], ignore: list[str], run_dir: Path,
-                port: int = PORT) -> str:
+def config_text(
+    links: list[tuple[str, str, str]], ignore: list[str], run_dir: Path, port: int = PORT
+) -> str:
     """links: (interface, own address, partner address), the first the default link."""
-    lines = ["Sync {", "    Mode FTFW {", "        DisableExternalCache on",
-             "        StartupResync on", "    }"]
+    lines = [
+        "Sync {",
+        "    Mode FTFW {",
+        "        DisableExternalCache on",
+        "        StartupResync on",
+        "    }",
+    ]
     for n, (iface, own, partner) in enumerate(links):
-        lines += ["    UDP Default {" if n == 0 else "    UDP {",
-                  f"        IPv4_address {own}", f"        IPv4_Destination_Address {partner}",
-                  f"        Port {port}", f"        Interface {iface}", "        Checksum on",
-                  "    }"]
-    lines += ["}", "General {", "    HashSize 8192", "    HashLimit 131072",
-              f"    LogFile {run_dir / 'conntrackd.log'}", "    Syslog off",
-              f"    LockFile {run_dir / 'conntrackd.lock'}",
-              "    UNIX {", f"        Path {run_dir / 'conntrackd.ctl'}", "    }",
-              "    NetlinkBufferSize 2097152", "    NetlinkBufferSizeMaxGrowth 8388608",
-              "    Filter From Userspace {", "        Protocol Accept {", "            TCP",
-              "            UDP", "        }", "        Address Ignore {",
-              # connections to the units themselves (sync, WUI, heartbeat) stay local
-              *[f"            IPv4_address {a}" for a in ["127.0.0.1", *ignore]],
-              "        }", "    }", "}", ""]
+        lines += [
+            "    UDP Default {" if n == 0 else "    UDP {",
+            f"        IPv4_address {own}",
+            f"        IPv4_Destination_Address {partner}",
+            f"        Port {port}",
+            f"        Interface {iface}",
+            "        Checksum on",
+            "    }",
+        ]
+    lines += [
+        "}",
+        "General {",
+        "    HashSize 8192",
+        "    HashLimit 131072",
+        f"    LogFile {run_dir / 'conntrackd.log'}",
+        "    Syslog off",
+        f"    LockFile {run_dir / 'conntrackd.lock'}",
+        "    UNIX {",
+        f"        Path {run_dir / 'conntrackd.ctl'}",
+        "    }",
+        "    NetlinkBufferSize 2097152",
+        "    NetlinkBufferSizeMaxGrowth 8388608",
+        "    Filter From Userspace {",
+        "        Protocol Accept {",
+        "            TCP",
+        "            UDP",
+        "        }",
+        "        Address Ignore {",
+        # connections to the units themselves (sync, WUI, heartbeat) stay local
+        *[f"            IPv4_address {a}" for a in ["127.0.0.1", *ignore]],
+        "        }",
+        "    }",
+        "}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -58,10 +87,11 @@ def wanted(cfg) -> tuple[list[tuple[str, str, str]], list[str]] | None:
     if not heartbeat:
         return None
     others = [i for i in cfg.checked if not i.heartbeat]
-    links = [(i.name, str(i.own(cfg.role)), str(i.partner(cfg.role)))
-             for i in heartbeat + others]
-    ignore = sorted({str(i.own(cfg.role)) for i in cfg.interfaces}
-                    | {str(i.partner(cfg.role)) for i in cfg.interfaces})
+    links = [(i.name, str(i.own(cfg.role)), str(i.partner(cfg.role))) for i in heartbeat + others]
+    ignore = sorted(
+        {str(i.own(cfg.role)) for i in cfg.interfaces}
+        | {str(i.partner(cfg.role)) for i in cfg.interfaces}
+    )
     return links, ignore
 
 
@@ -86,8 +116,10 @@ class ConntrackSync:
             return
         if shutil.which(CONNTRACKD) is None:
             if self.off_reason != "conntrackd not installed":
-                log.warning("L4 state sync off: conntrackd is not installed (apt install "
-                            "conntrackd); established L4 flows reset on a failover")
+                log.warning(
+                    "L4 state sync off: conntrackd is not installed (apt install "
+                    "conntrackd); established L4 flows reset on a failover"
+                )
             self.off_reason = "conntrackd not installed"
             return
         self.off_reason = ""
@@ -114,19 +146,26 @@ class ConntrackSync:
         # Our previous child is gone (we stop or reap it first): its lock file is stale.
         (self.dir / "conntrackd.lock").unlink(missing_ok=True)
         (self.dir / "conntrackd.ctl").unlink(missing_ok=True)
-        log_file = open(self.dir / "conntrackd.out", "ab")
+        log_file = open(self.dir / "conntrackd.out", "ab")  # noqa: SIM115 (the process writes it after this block)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                CONNTRACKD, "-C", str(self.cfg_path), stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file, stderr=log_file)
+                CONNTRACKD,
+                "-C",
+                str(self.cfg_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+            )
         except OSError as e:
             self.last_error = f"cannot start conntrackd: {e}"
             log.error("%s", self.last_error)
             return
         finally:
             log_file.close()
-        log.info("conntrackd started (pid %d): L4 connection state synced with the partner",
-                 self.proc.pid)
+        log.info(
+            "conntrackd started (pid %d): L4 connection state synced with the partner",
+            self.proc.pid,
+        )
 
     async def _watchdog(self) -> None:
         while not self._stopping:
@@ -139,8 +178,9 @@ class ConntrackSync:
                 return
             self.restarts += 1
             self.last_error = f"conntrackd exited with {code}"
-            log.error("%s; restarting it in 1 s (see %s)", self.last_error,
-                      self.dir / "conntrackd.log")
+            log.error(
+                "%s; restarting it in 1 s (see %s)", self.last_error, self.dir / "conntrackd.log"
+            )
             await asyncio.sleep(1.0)
             if not self._stopping:
                 await self._start()
@@ -154,13 +194,17 @@ class ConntrackSync:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         self.proc = None
         self.text = None
 
     def status(self) -> dict:
-        return {"running": self.running, "pid": self.proc.pid if self.running else None,
-                "restarts": self.restarts, "last_error": self.last_error,
-                "off": self.off_reason}
+        return {
+            "running": self.running,
+            "pid": self.proc.pid if self.running else None,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "off": self.off_reason,
+        }

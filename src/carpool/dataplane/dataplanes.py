@@ -1,17 +1,18 @@
 """The unit's data plane as one port: L4 (nftables), L7 (HAProxy), state sync (conntrackd)
 and the real servers' health checks that steer both. The daemon applies documents to it; web
 and status read its status and counters."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 
+from .. import events
 from .conntrack import ConntrackSync
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
-from .. import events
 
 log = events.logger("carpool.daemon", events.Kind.DATAPLANE)
 
@@ -57,8 +58,12 @@ class Dataplanes:
         return self.health.status()
 
     def status(self) -> dict:
-        return {"l4": self.l4.status(), "l7": self.l7.status(),
-                "state_sync": self.state_sync.status(), "servers": self.health.status()}
+        return {
+            "l4": self.l4.status(),
+            "l7": self.l7.status(),
+            "state_sync": self.state_sync.status(),
+            "servers": self.health.status(),
+        }
 
     async def counters(self) -> tuple[list[tuple[str, int, int]], list[dict]]:
         """(nft rule counters, HAProxy `show stat` rows) for /metrics."""

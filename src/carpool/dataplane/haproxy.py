@@ -7,6 +7,7 @@ connections) when the configuration changes, sets real-server state through the 
 when it dies. Both units run it: the listeners bind the shared address with
 `ip_nonlocal_bind`, so a takeover only moves the address.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,9 @@ import signal
 import time
 from pathlib import Path
 
+from .. import events
 from ..config.document import Document, VirtualService
 from . import sticky as sticky_tables
-from .. import events
 
 log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
@@ -39,8 +40,7 @@ def peers(cfg) -> tuple[tuple[str, str], tuple[str, str] | None]:
     if not cfg.heartbeats or not cfg.document.ha.state_sync:
         return (cfg.role, "127.0.0.1"), None
     link = cfg.heartbeats[0]
-    return ((cfg.role, str(link.own(cfg.role))),
-            (cfg.partner_role, str(link.partner(cfg.role))))
+    return ((cfg.role, str(link.own(cfg.role))), (cfg.partner_role, str(link.partner(cfg.role))))
 
 
 def sticky(vs: VirtualService) -> bool:
@@ -55,8 +55,10 @@ def server_name(n: int) -> str:
 def _backend(vs: VirtualService, healthy) -> list[str]:
     lines = [f"backend be_{vs.name}", f"    balance {BALANCE[vs.scheduler]}"]
     if sticky(vs):  # a client seen within `persistence` s goes back to its server
-        lines += [f"    stick-table type ip size {STICK_SIZE} expire {vs.persistence}s "
-                  "peers carpool", "    stick on src"]
+        lines += [
+            f"    stick-table type ip size {STICK_SIZE} expire {vs.persistence}s peers carpool",
+            "    stick on src",
+        ]
     if vs.x_forwarded_for:
         lines.append("    option forwardfor")
     if vs.cookie:
@@ -73,28 +75,46 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
     return lines
 
 
-def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True,
-                peer_list=LOCAL_ONLY) -> str:
+def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list=LOCAL_ONLY) -> str:
     (own, own_address), partner = peer_list
     tables = any(sticky(vs) for vs in doc.virtual_service)
-    lines = ["# written by carpool from the configuration document; do not edit", "global",
-             "    maxconn 4000", f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
-             # a reload lets idle keep-alive clients send their next request to the old worker,
-             # which answers it with Connection: close, instead of closing under them (a race
-             # the client sees as a failed request); old workers are gone after a minute.
-             "    hard-stop-after 60s",
-             "    tune.bufsize 65536", *([f"    localpeer {own}"] if tables else []), "",
-             "defaults", "    mode http",
-             "    option idle-close-on-response", "    timeout connect 2s",
-             "    timeout client 30s", "    timeout server 30s", "    option dontlognull", ""]
+    lines = [
+        "# written by carpool from the configuration document; do not edit",
+        "global",
+        "    maxconn 4000",
+        f"    stats socket {run_dir / 'haproxy.sock'} mode 600 level admin",
+        # a reload lets idle keep-alive clients send their next request to the old worker,
+        # which answers it with Connection: close, instead of closing under them (a race
+        # the client sees as a failed request); old workers are gone after a minute.
+        "    hard-stop-after 60s",
+        "    tune.bufsize 65536",
+        *([f"    localpeer {own}"] if tables else []),
+        "",
+        "defaults",
+        "    mode http",
+        "    option idle-close-on-response",
+        "    timeout connect 2s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    option dontlognull",
+        "",
+    ]
     if tables:  # the old worker hands its tables to the new one at a reload, and the partner
-        lines += ["peers carpool", f"    peer {own} {own_address}:{PEERS_PORT}",
-                  *([f"    peer {partner[0]} {partner[1]}:{PEERS_PORT}"] if partner else []), ""]
+        lines += [
+            "peers carpool",
+            f"    peer {own} {own_address}:{PEERS_PORT}",
+            *([f"    peer {partner[0]} {partner[1]}:{PEERS_PORT}"] if partner else []),
+            "",
+        ]
     for vs in doc.virtual_service:
         if vs.type != "http":
             continue
-        lines += [f"frontend fe_{vs.name}", f"    bind {vs.address}:{vs.port}",
-                  f"    default_backend be_{vs.name}", ""]
+        lines += [
+            f"frontend fe_{vs.name}",
+            f"    bind {vs.address}:{vs.port}",
+            f"    default_backend be_{vs.name}",
+            "",
+        ]
         lines += _backend(vs, healthy) + [""]
     return "\n".join(lines)
 
@@ -132,13 +152,20 @@ class HaproxyDataplane:
         candidate = self.dir / "haproxy.cfg.new"
         candidate.write_text(text)
         check = await asyncio.create_subprocess_exec(
-            HAPROXY, "-c", "-q", "-f", str(candidate), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            HAPROXY,
+            "-c",
+            "-q",
+            "-f",
+            str(candidate),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await check.communicate()
         if check.returncode != 0:
             self.last_error = out.decode(errors="replace").strip()[-500:]
-            log.error("HAProxy refused the new configuration, the running one stays: %s",
-                      self.last_error)
+            log.error(
+                "HAProxy refused the new configuration, the running one stays: %s", self.last_error
+            )
             return False
         os.replace(candidate, self.cfg_path)
         live, self.text, self.last_error = self.text, text, ""
@@ -173,12 +200,15 @@ class HaproxyDataplane:
         deadline = time.monotonic() + 5
         while await self._worker_pid() in ("", old_pid):
             if time.monotonic() > deadline:
-                log.warning("HAProxy's new worker did not answer within 5 s: %d persistent "
-                            "clients will be scheduled anew", len(commands))
+                log.warning(
+                    "HAProxy's new worker did not answer within 5 s: %d persistent "
+                    "clients will be scheduled anew",
+                    len(commands),
+                )
                 return
             await asyncio.sleep(0.05)
         for at in range(0, len(commands), 200):  # `;` joins commands: one connection each 200
-            await self.runtime("; ".join(commands[at:at + 200]))
+            await self.runtime("; ".join(commands[at : at + 200]))
         log.info("HAProxy: %d persistent clients kept over the reload", len(commands))
 
     async def _worker_pid(self) -> str:
@@ -188,8 +218,15 @@ class HaproxyDataplane:
     async def _start(self) -> None:
         self._stopping = False
         self.proc = await asyncio.create_subprocess_exec(
-            HAPROXY, "-W", "-db", "-f", str(self.cfg_path), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            HAPROXY,
+            "-W",
+            "-db",
+            "-f",
+            str(self.cfg_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         log.info("HAProxy started (pid %d)", self.proc.pid)
         if self._watch is None or self._watch.done():
             self._watch = asyncio.get_running_loop().create_task(self._supervise())
@@ -203,8 +240,9 @@ class HaproxyDataplane:
             if self._stopping or proc is not self.proc:
                 return
             self.restarts += 1
-            self.last_error = f"exited with {proc.returncode}: " + \
-                err.decode(errors="replace").strip()[-300:]
+            self.last_error = (
+                f"exited with {proc.returncode}: " + err.decode(errors="replace").strip()[-300:]
+            )
             log.error("HAProxy died (%s); restarting", self.last_error)
             await asyncio.sleep(1.0)
             if not self._stopping:
@@ -221,13 +259,14 @@ class HaproxyDataplane:
     async def runtime(self, command: str) -> str:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.dir / "haproxy.sock")), 2)
+                asyncio.open_unix_connection(str(self.dir / "haproxy.sock")), 2
+            )
             writer.write(command.encode() + b"\n")
             await writer.drain()
             out = await asyncio.wait_for(reader.read(), 2)
             writer.close()
             return out.decode(errors="replace")
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             log.warning("HAProxy runtime API: %s: %s", command, e)
             return ""
 
@@ -241,15 +280,19 @@ class HaproxyDataplane:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         self.text = None
 
     def status(self) -> dict:
-        return {"running": self.running, "pid": self.proc.pid if self.running else None,
-                "reloads": self.reloads, "restarts": self.restarts,
-                "last_error": self.last_error}
+        return {
+            "running": self.running,
+            "pid": self.proc.pid if self.running else None,
+            "reloads": self.reloads,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+        }
 
 
 def _nonlocal_bind() -> None:
@@ -266,4 +309,4 @@ def parse_show_stat(csv_text: str) -> list[dict]:
     if not lines or not lines[0].startswith("# "):
         return []
     header = lines[0][2:].split(",")
-    return [dict(zip(header, line.split(","))) for line in lines[1:]]
+    return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]

@@ -5,16 +5,17 @@ A server starts up (so a fresh unit serves at once); `fall` failed checks in a r
 the daemon turns into a new data plane. One task per (service, server); `update(doc)` starts and
 stops tasks to match a new configuration version, keeping the state of servers that stay.
 """
+
 from __future__ import annotations
 
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ..config.document import Document, HealthCheck
 from .. import events
+from ..config.document import Document, HealthCheck
 
 log = events.logger("carpool.health", events.Kind.HEALTH)
 Key = tuple[str, str, int]  # (virtual service name, server address, server port)
@@ -34,7 +35,7 @@ async def check_tcp(address: str, port: int, timeout: float) -> str | None:
     """None if the server accepts a TCP connection, else why not."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         return f"tcp connect: {e.__class__.__name__} {e}".strip()
     writer.close()
     return None
@@ -55,13 +56,16 @@ async def check_http(address: str, port: int, check: HealthCheck) -> str | None:
     if check.type == "https":
         tls = {"ssl": tls_context(check.verify), "server_hostname": host}
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, **tls),
-                                                check.timeout)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port, **tls), check.timeout
+        )
+    except (TimeoutError, OSError, ssl.SSLError) as e:
         return f"{check.type} connect: {e.__class__.__name__} {e}".strip()
     try:
-        writer.write(f"GET {check.path} HTTP/1.0\r\nHost: {host}\r\n"
-                     f"User-Agent: carpool-health\r\n\r\n".encode())
+        writer.write(
+            f"GET {check.path} HTTP/1.0\r\nHost: {host}\r\n"
+            f"User-Agent: carpool-health\r\n\r\n".encode()
+        )
         line = await asyncio.wait_for(reader.readline(), check.timeout)
         parts = line.decode("latin-1").split()
         if len(parts) < 2 or not parts[1].isdigit():
@@ -69,7 +73,7 @@ async def check_http(address: str, port: int, check: HealthCheck) -> str | None:
         if int(parts[1]) != check.status:
             return f"{check.type}: status {parts[1]}, expected {check.status}"
         return None
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         return f"{check.type}: {e.__class__.__name__} {e}".strip()
     finally:
         writer.close()
@@ -149,6 +153,15 @@ class HealthChecker:
         self.on_change(key, up)
 
     def status(self) -> list[dict]:
-        return [{"service": vs, "address": a, "port": p, "up": st.up, "checks": st.checks,
-                 "last_error": st.last_error, "changed": st.changed}
-                for (vs, a, p), st in sorted(self.state.items())]
+        return [
+            {
+                "service": vs,
+                "address": a,
+                "port": p,
+                "up": st.up,
+                "checks": st.checks,
+                "last_error": st.last_error,
+                "changed": st.changed,
+            }
+            for (vs, a, p), st in sorted(self.state.items())
+        ]

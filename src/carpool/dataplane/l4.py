@@ -3,6 +3,7 @@
 A failed apply changes nothing in the kernel (nft's transaction is all or nothing); the daemon
 logs why and reports it in status, and the previous data plane keeps serving.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -10,9 +11,9 @@ import json
 import re
 import time
 
+from .. import events
 from ..config.document import Document
 from . import nft
-from .. import events
 
 log = events.logger("carpool.l4", events.Kind.DATAPLANE)
 FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -49,8 +50,14 @@ class L4Dataplane:
                 _enable_forwarding()
             batch = nft.carry_over(ruleset, await self._persisted(ruleset))
             proc = await asyncio.create_subprocess_exec(
-                "nft", "-j", "-f", "-", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                "nft",
+                "-j",
+                "-f",
+                "-",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
             _, err = await proc.communicate(json.dumps(batch).encode())
             if proc.returncode != 0:
                 self.failures += 1
@@ -67,13 +74,19 @@ class L4Dataplane:
         there or nft does not answer within 2 s)."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                "nft", "list", "table", nft.FAMILY, nft.TABLE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+                "nft",
+                "list",
+                "table",
+                nft.FAMILY,
+                nft.TABLE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         except OSError:
             return []
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             return []
@@ -85,8 +98,15 @@ class L4Dataplane:
         if not any("set" in c.get("add", {}) for c in ruleset["nftables"]):
             return {}
         proc = await asyncio.create_subprocess_exec(
-            "nft", "-j", "list", "table", nft.FAMILY, nft.TABLE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            "nft",
+            "-j",
+            "list",
+            "table",
+            nft.FAMILY,
+            nft.TABLE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
             return {}  # no table yet
@@ -98,14 +118,24 @@ class L4Dataplane:
 
     async def clear(self) -> None:
         proc = await asyncio.create_subprocess_exec(
-            "nft", "delete", "table", nft.FAMILY, nft.TABLE,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            "nft",
+            "delete",
+            "table",
+            nft.FAMILY,
+            nft.TABLE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         await proc.wait()
         self.applied = None
 
     def status(self) -> dict:
-        return {"applies": self.applies, "failures": self.failures,
-                "last_error": self.last_error, "last_apply": self.last_apply}
+        return {
+            "applies": self.applies,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_apply": self.last_apply,
+        }
 
 
 def _enable_forwarding() -> None:

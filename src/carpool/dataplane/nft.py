@@ -17,6 +17,7 @@ NAT is decided on a connection's first packet and kept by conntrack.
 With `snat`, chain `postrouting` source-NATs the service's traffic to the servers (for servers
 that do not route through the active unit).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,15 +31,22 @@ PERSIST_SIZE = 262144  # clients remembered per server; a full set schedules new
 
 
 def _match(protocol: str, field: str, value) -> dict:
-    return {"match": {"op": "==", "left": {"payload": {"protocol": protocol, "field": field}},
-                      "right": value}}
+    return {
+        "match": {
+            "op": "==",
+            "left": {"payload": {"protocol": protocol, "field": field}},
+            "right": value,
+        }
+    }
 
 
 def pool(vs: VirtualService, healthy) -> list[tuple[str, int, int]]:
     """(address, port, weight) of the servers that take new connections."""
-    return [(rs.address, rs.port, rs.weight if vs.scheduler == "wrr" else 1)
-            for rs in vs.real_server
-            if rs.enabled and rs.weight > 0 and healthy(vs.name, rs.address, rs.port)]
+    return [
+        (rs.address, rs.port, rs.weight if vs.scheduler == "wrr" else 1)
+        for rs in vs.real_server
+        if rs.enabled and rs.weight > 0 and healthy(vs.name, rs.address, rs.port)
+    ]
 
 
 def hash_seed(vs: VirtualService) -> int:
@@ -51,13 +59,18 @@ def hash_seed(vs: VirtualService) -> int:
 def persist_set(vs: VirtualService, address: str, port: int) -> str:
     """Name of the set of clients that stick to one server of a service: stable while other
     servers and services change, so its members can be carried over a ruleset load."""
-    return "persist_%08x" % zlib.crc32(f"{vs.name}|{address}|{port}".encode())
+    return "persist_{:08x}".format(zlib.crc32(f"{vs.name}|{address}|{port}".encode()))
 
 
 def _key(vs: VirtualService, slots: list) -> dict:
     if vs.scheduler == "sh":
-        return {"jhash": {"expr": {"payload": {"protocol": "ip", "field": "saddr"}},
-                          "mod": len(slots), "seed": hash_seed(vs)}}
+        return {
+            "jhash": {
+                "expr": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "mod": len(slots),
+                "seed": hash_seed(vs),
+            }
+        }
     return {"numgen": {"mode": "inc", "mod": len(slots)}}
 
 
@@ -67,8 +80,12 @@ def _slots(servers: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
 
 def _pick(vs: VirtualService, servers: list[tuple[str, int, int]]) -> dict:
     slots = _slots(servers)
-    return {"map": {"key": _key(vs, slots), "data": {"set": [[i, {"concat": [a, p]}]
-                                                            for i, (a, p) in enumerate(slots)]}}}
+    return {
+        "map": {
+            "key": _key(vs, slots),
+            "data": {"set": [[i, {"concat": [a, p]}] for i, (a, p) in enumerate(slots)]},
+        }
+    }
 
 
 def _down_verdict(vs: VirtualService) -> dict:
@@ -95,15 +112,42 @@ def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
 
     def to_server(match: dict, op: str, a: str, p: int) -> list[dict]:
         name = "@" + persist_set(vs, a, p)
-        return head + [match, {"set": {"op": op, "elem": saddr, "set": name}},
-                       {"counter": None}, {"dnat": {"family": "ip", "addr": a, "port": p}}]
-    known = [to_server({"match": {"op": "==", "left": saddr, "right": "@" + persist_set(vs, a, p)}},
-                       "update", a, p) for a, p in number]
+        return head + [
+            match,
+            {"set": {"op": op, "elem": saddr, "set": name}},
+            {"counter": None},
+            {"dnat": {"family": "ip", "addr": a, "port": p}},
+        ]
+
+    known = [
+        to_server(
+            {"match": {"op": "==", "left": saddr, "right": "@" + persist_set(vs, a, p)}},
+            "update",
+            a,
+            p,
+        )
+        for a, p in number
+    ]
     slots = _slots(servers)
-    pick = head + [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"map": {
-        "key": _key(vs, slots), "data": {"set": [[n, number[s]] for n, s in enumerate(slots)]}}}}}]
-    new = [to_server({"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": i}},
-                     "add", a, p) for (a, p), i in number.items()]
+    pick = head + [
+        {
+            "mangle": {
+                "key": {"meta": {"key": "mark"}},
+                "value": {
+                    "map": {
+                        "key": _key(vs, slots),
+                        "data": {"set": [[n, number[s]] for n, s in enumerate(slots)]},
+                    }
+                },
+            }
+        }
+    ]
+    new = [
+        to_server(
+            {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": i}}, "add", a, p
+        )
+        for (a, p), i in number.items()
+    ]
     return known + [pick] + new
 
 
@@ -128,10 +172,14 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
     for rs in vs.real_server:
         source = snat_source(doc, rs.address)
         if source:
-            rules.append([_match("ip", "daddr", rs.address), _match(vs.protocol, "dport", rs.port),
-                          {"match": {"op": "in", "left": {"ct": {"key": "status"}},
-                                     "right": "dnat"}},
-                          {"snat": {"family": "ip", "addr": source}}])
+            rules.append(
+                [
+                    _match("ip", "daddr", rs.address),
+                    _match(vs.protocol, "dport", rs.port),
+                    {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+                    {"snat": {"family": "ip", "addr": source}},
+                ]
+            )
     return rules
 
 
@@ -139,28 +187,78 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
     """The whole nft JSON document that replaces table ip carpool."""
     table = {"family": FAMILY, "name": TABLE}
     # add + delete + add in one transaction: the table is replaced whole, atomically
-    cmds: list[dict] = [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}},
-                        {"add": {"table": dict(table)}}]
-    for name, hook, prio in (("prerouting", "prerouting", -100),
-                             ("postrouting", "postrouting", 100)):
-        cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name,
-                                       "type": "nat", "hook": hook, "prio": prio,
-                                       "policy": "accept"}}})
+    cmds: list[dict] = [
+        {"add": {"table": dict(table)}},
+        {"delete": {"table": dict(table)}},
+        {"add": {"table": dict(table)}},
+    ]
+    for name, hook, prio in (
+        ("prerouting", "prerouting", -100),
+        ("postrouting", "postrouting", 100),
+    ):
+        cmds.append(
+            {
+                "add": {
+                    "chain": {
+                        "family": FAMILY,
+                        "table": TABLE,
+                        "name": name,
+                        "type": "nat",
+                        "hook": hook,
+                        "prio": prio,
+                        "policy": "accept",
+                    }
+                }
+            }
+        )
     for vs in doc.virtual_service:
         if vs.type != "l4":
             continue
         for name in persist_sets(vs, healthy):
-            cmds.append({"add": {"set": {"family": FAMILY, "table": TABLE, "name": name,
-                                         "type": "ipv4_addr", "flags": ["timeout"],
-                                         "timeout": vs.persistence, "size": PERSIST_SIZE}}})
+            cmds.append(
+                {
+                    "add": {
+                        "set": {
+                            "family": FAMILY,
+                            "table": TABLE,
+                            "name": name,
+                            "type": "ipv4_addr",
+                            "flags": ["timeout"],
+                            "timeout": vs.persistence,
+                            "size": PERSIST_SIZE,
+                        }
+                    }
+                }
+            )
         for expr in service_rules(vs, healthy):
-            cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting",
-                                          "comment": vs.name, "expr": expr}}})
+            cmds.append(
+                {
+                    "add": {
+                        "rule": {
+                            "family": FAMILY,
+                            "table": TABLE,
+                            "chain": "prerouting",
+                            "comment": vs.name,
+                            "expr": expr,
+                        }
+                    }
+                }
+            )
         if vs.snat:
             for expr in snat_rules(doc, vs):
-                cmds.append({"add": {"rule": {"family": FAMILY, "table": TABLE,
-                                              "chain": "postrouting", "comment": vs.name,
-                                              "expr": expr}}})
+                cmds.append(
+                    {
+                        "add": {
+                            "rule": {
+                                "family": FAMILY,
+                                "table": TABLE,
+                                "chain": "postrouting",
+                                "comment": vs.name,
+                                "expr": expr,
+                            }
+                        }
+                    }
+                )
     return {"nftables": cmds}
 
 
@@ -189,9 +287,21 @@ def carry_over(ruleset_doc: dict, members: dict[str, list[tuple[str, int]]]) -> 
         st = c.get("add", {}).get("set")
         if not st or not members.get(st["name"]):
             continue
-        elems = [{"elem": {"val": client, "timeout": st["timeout"],
-                           "expires": max(1, min(left, st["timeout"]))}}
-                 for client, left in members[st["name"]]]
-        cmds.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": st["name"],
-                                         "elem": elems}}})
+        elems = [
+            {
+                "elem": {
+                    "val": client,
+                    "timeout": st["timeout"],
+                    "expires": max(1, min(left, st["timeout"])),
+                }
+            }
+            for client, left in members[st["name"]]
+        ]
+        cmds.append(
+            {
+                "add": {
+                    "element": {"family": FAMILY, "table": TABLE, "name": st["name"], "elem": elems}
+                }
+            }
+        )
     return {"nftables": cmds}

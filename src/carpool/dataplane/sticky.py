@@ -7,6 +7,7 @@ units). So carpool reads each table before a reload and writes it into the new w
 (`set table ... data.server_id`), mapping HAProxy's server ids through the servers' addresses,
 since ids follow the order of the servers and that order can change.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,6 +55,5 @@ def restore_commands(saved: dict[str, list[tuple[str, int]]], old: str, new: str
         for client, old_id in clients:
             server = before.get(backend, {}).get(old_id)
             if server in new_id:
-                commands.append(f"set table {backend} key {client} "
-                                f"data.server_id {new_id[server]}")
+                commands.append(f"set table {backend} key {client} data.server_id {new_id[server]}")
     return commands

@@ -18,6 +18,7 @@ Version 2, type 1 (advertisement). Demote is OpenBSD's; FreeBSD and ucarp send 0
 Checksum: Internet checksum over these 36 bytes only. AuthLen counts the 32-bit words of
 counter + HMAC. Interval = advbase + advskew/256 seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,9 +76,17 @@ class CarpAdvert:
     md: bytes
 
     def __post_init__(self) -> None:
-        for name, bits in (("version", 4), ("type", 4), ("vhid", 8), ("advskew", 8),
-                           ("authlen", 8), ("demote", 8), ("advbase", 8), ("checksum", 16),
-                           ("counter", 64)):
+        for name, bits in (
+            ("version", 4),
+            ("type", 4),
+            ("vhid", 8),
+            ("advskew", 8),
+            ("authlen", 8),
+            ("demote", 8),
+            ("advbase", 8),
+            ("checksum", 16),
+            ("counter", 64),
+        ):
             _check_range(name, getattr(self, name), bits)
         if not isinstance(self.md, bytes) or len(self.md) != 20:
             raise ValueError("md must be 20 bytes")
@@ -88,9 +97,18 @@ class CarpAdvert:
 
     def pack(self) -> bytes:
         def fields(checksum: int) -> bytes:
-            return _HEADER.pack(self.version << 4 | self.type, self.vhid, self.advskew,
-                                self.authlen, self.demote, self.advbase, checksum,
-                                self.counter, self.md)
+            return _HEADER.pack(
+                self.version << 4 | self.type,
+                self.vhid,
+                self.advskew,
+                self.authlen,
+                self.demote,
+                self.advbase,
+                checksum,
+                self.counter,
+                self.md,
+            )
+
         return fields(internet_checksum(fields(0)))
 
     @classmethod
@@ -114,16 +132,39 @@ class CarpAdvert:
             raise DropError(DropReason.WRONG_VHID, "vhid 0")
         if advbase == 0 and advskew == 0:
             raise DropError(DropReason.BAD_INTERVAL, "advbase 0, advskew 0")
-        return cls(version=vt >> 4, type=vt & 0x0F, vhid=vhid, advskew=advskew, authlen=authlen,
-                   demote=demote, advbase=advbase, checksum=checksum, counter=counter,
-                   md=bytes(md))
+        return cls(
+            version=vt >> 4,
+            type=vt & 0x0F,
+            vhid=vhid,
+            advskew=advskew,
+            authlen=authlen,
+            demote=demote,
+            advbase=advbase,
+            checksum=checksum,
+            counter=counter,
+            md=bytes(md),
+        )
 
     @classmethod
-    def build(cls, key: bytes, vhid: int, advbase: int, advskew: int, demote: int,
-              counter: int, addresses: Iterable) -> CarpAdvert:
+    def build(
+        cls,
+        key: bytes,
+        vhid: int,
+        advbase: int,
+        advskew: int,
+        demote: int,
+        counter: int,
+        addresses: Iterable,
+    ) -> CarpAdvert:
         """An advert signed with `key` over `addresses`, checksum filled in."""
-        advert = cls(vhid=vhid, advskew=advskew, demote=demote, advbase=advbase,
-                     counter=counter, md=carp_hmac(key, vhid, addresses, counter))
+        advert = cls(
+            vhid=vhid,
+            advskew=advskew,
+            demote=demote,
+            advbase=advbase,
+            counter=counter,
+            md=carp_hmac(key, vhid, addresses, counter),
+        )
         return replace(advert, checksum=int.from_bytes(advert.pack()[6:8], "big"))
 
     def verify(self, key: bytes, addresses: Iterable) -> bool:

@@ -6,6 +6,7 @@ them (node/rawsock.py: the kernel loops broadcasts back to the sender), counted 
 An advert for our VHID from a source that is neither ours nor the partner's is marked
 `foreign` (the doctor notes the speaker) and then judged like any other.
 """
+
 from __future__ import annotations
 
 import enum
@@ -35,17 +36,23 @@ class Verdict:
     kind: Kind
     source: IPv4Address | None = None
     payload: bytes = b""
-    heard: Heard | None = None          # ADVERT
-    drop: DropError | None = None       # DROP
-    foreign: bool = False               # speaks our VHID, but is not the partner
+    heard: Heard | None = None  # ADVERT
+    drop: DropError | None = None  # DROP
+    foreign: bool = False  # speaks our VHID, but is not the partner
 
     @property
     def reason(self) -> DropReason | None:
         return None if self.drop is None else self.drop.reason
 
 
-def classify(datagram: bytes, *, partners: Collection[IPv4Address], vhid: int, decoder: Decoder,
-             addresses: Iterable[IPv4Address]) -> Verdict:
+def classify(
+    datagram: bytes,
+    *,
+    partners: Collection[IPv4Address],
+    vhid: int,
+    decoder: Decoder,
+    addresses: Iterable[IPv4Address],
+) -> Verdict:
     """Judge one datagram as a raw socket hands it over (IPv4 header included)."""
     try:
         pkt = parse_ipv4(datagram)
@@ -66,6 +73,7 @@ def classify(datagram: bytes, *, partners: Collection[IPv4Address], vhid: int, d
     return Verdict(Kind.ADVERT, src, payload, heard=heard, foreign=foreign)
 
 
-def _drop(reason: DropReason, detail: str, src: IPv4Address, payload: bytes = b"",
-          foreign: bool = False) -> Verdict:
+def _drop(
+    reason: DropReason, detail: str, src: IPv4Address, payload: bytes = b"", foreign: bool = False
+) -> Verdict:
     return Verdict(Kind.DROP, src, payload, drop=DropError(reason, detail), foreign=foreign)

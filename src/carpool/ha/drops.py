@@ -1,6 +1,7 @@
 """Typed drop reasons: every rejected packet names why, and the name is the counter shown in
 status and /metrics. Decoders raise DropError and nothing else, so one `except DropError` in the
 receive loop counts every drop."""
+
 from __future__ import annotations
 
 import enum

@@ -17,11 +17,13 @@ gratuitous ARP and an advert; the ARP is repeated with the 2nd advert after take
 Rank order (who should be MASTER): lower demote, then lower preference (advbase*256 + advskew,
 or 255 - VRRP priority), then the higher address; an equal Rank never beats.
 """
+
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
 from .. import events
 
 log = events.logger("carpool.election", events.Kind.TRANSITION)
@@ -39,13 +41,15 @@ class State(enum.Enum):
     MASTER = "master"
 
 
-TRANSITIONS: frozenset[tuple[State, State]] = frozenset({
-    (State.INIT, State.BACKUP),    # Start
-    (State.BACKUP, State.MASTER),  # master down, bow-out, peer more demoted, preempt
-    (State.BACKUP, State.INIT),    # Shutdown
-    (State.MASTER, State.BACKUP),  # peer rank beats ours, our demote rose
-    (State.MASTER, State.INIT),    # Shutdown (bow out)
-})
+TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
+    {
+        (State.INIT, State.BACKUP),  # Start
+        (State.BACKUP, State.MASTER),  # master down, bow-out, peer more demoted, preempt
+        (State.BACKUP, State.INIT),  # Shutdown
+        (State.MASTER, State.BACKUP),  # peer rank beats ours, our demote rose
+        (State.MASTER, State.INIT),  # Shutdown (bow out)
+    }
+)
 
 
 class TransitionError(RuntimeError):
@@ -65,13 +69,16 @@ def _secs(value: float) -> str:
 class Rank:
     """What an advert says about its sender."""
 
-    demote: int      # higher loses (OpenBSD demote / our count of failed checks)
+    demote: int  # higher loses (OpenBSD demote / our count of failed checks)
     preference: int  # lower wins: CARP advbase*256+advskew; VRRP 255-priority
-    address: int     # tie-break: the higher sender IPv4 (as int) wins, like VRRP
+    address: int  # tie-break: the higher sender IPv4 (as int) wins, like VRRP
 
     def beats(self, other: Rank) -> bool:
-        return (-self.demote, -self.preference, self.address) > \
-               (-other.demote, -other.preference, other.address)
+        return (-self.demote, -self.preference, self.address) > (
+            -other.demote,
+            -other.preference,
+            other.address,
+        )
 
     def versus(self, other: Rank) -> str:
         """The first field where self beats other, as text: 'demote 0 < 1'."""
@@ -87,7 +94,7 @@ class Params:
     rank_preference: int
     address: int
     advert_interval: float  # s between adverts as master
-    master_down: float      # s of silence before a backup takes over
+    master_down: float  # s of silence before a backup takes over
     preempt: bool = False
     initial_wait: float = 0.0
 
@@ -118,6 +125,7 @@ class Shutdown:
 class Relinquish:
     """An admin's forced failover: the MASTER bows out to its partner and stays BACKUP; it does
     not preempt for `hold` seconds (it still takes over if the partner falls silent)."""
+
     reason: str = "forced failover"
     hold: float = 300.0
 
@@ -126,6 +134,7 @@ class Relinquish:
 class Pacify:
     """Reboot-loop protection: while on, the unit stays BACKUP whatever happens (an admin
     clears it). Delivered before Start, it holds from the first moment."""
+
     on: bool
     reason: str = ""
 
@@ -184,9 +193,9 @@ class Election:
         self._demote: tuple[str, ...] = ()
         self._deadline: float | None = None
         self._silent_since = 0.0  # BACKUP: last advert heard (or entry into BACKUP)
-        self._adverts = 0         # MASTER: adverts sent since takeover
+        self._adverts = 0  # MASTER: adverts sent since takeover
         self._no_preempt_until = float("-inf")  # after a Relinquish
-        self._pacified = ""                     # why, while pacified
+        self._pacified = ""  # why, while pacified
 
     state = property(lambda self: self._state)
     since = property(lambda self: self._since, doc="`now` of the last state change")
@@ -219,8 +228,7 @@ class Election:
                 return self._demote_changed(tuple(reasons), now)
             case Pacify(on=on, reason=reason):
                 return self._pacify(on, reason, now)
-            case Tick() | Shutdown() | Relinquish() | AdvertReceived() \
-                    if self._state is State.INIT:
+            case Tick() | Shutdown() | Relinquish() | AdvertReceived() if self._state is State.INIT:
                 return []  # stopped (or not yet started): only Start wakes us
             case Tick():
                 return self._tick(now)
@@ -250,8 +258,10 @@ class Election:
 
     def _stall_reason(self, now: float) -> str:
         silent = now - (self._deadline - self.params.advert_interval)
-        return (f"woke after {_secs(silent)} s without advertising (master-down is "
-                f"{_secs(self.params.master_down)} s): the partner may hold the addresses")
+        return (
+            f"woke after {_secs(silent)} s without advertising (master-down is "
+            f"{_secs(self.params.master_down)} s): the partner may hold the addresses"
+        )
 
     def _start(self, now: float) -> list[Effect]:
         if self._state is not State.INIT:
@@ -286,11 +296,15 @@ class Election:
         if advert.bow_out:
             return self._become_master(f"{_ip(peer.address)} bowed out{where}", now)
         if peer.demote > ours.demote:
-            return self._become_master(f"{_ip(peer.address)} is more demoted than us "
-                                       f"(demote {peer.demote} > {ours.demote}){where}", now)
+            return self._become_master(
+                f"{_ip(peer.address)} is more demoted than us "
+                f"(demote {peer.demote} > {ours.demote}){where}",
+                now,
+            )
         if self.params.preempt and ours.beats(peer) and now >= self._no_preempt_until:
-            return self._become_master(f"preempting: our rank beats {_ip(peer.address)} "
-                                       f"({ours.versus(peer)}){where}", now)
+            return self._become_master(
+                f"preempting: our rank beats {_ip(peer.address)} ({ours.versus(peer)}){where}", now
+            )
         self._silent_since, self._deadline = now, now + self.params.master_down
         return []
 

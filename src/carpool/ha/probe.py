@@ -9,6 +9,7 @@ and carpool's receive path sorts probes out before the advert decoder. A probe w
 is still returned (with `authentic` False): the network delivered it, and a wrong secret is
 the doctor's own finding. Pure: bytes in, values out.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,7 @@ class Probe:
 
 
 def is_probe(payload: bytes) -> bool:
-    return payload[:len(MAGIC)] == MAGIC
+    return payload[: len(MAGIC)] == MAGIC
 
 
 def probe_key(secret: bytes) -> bytes:
@@ -54,7 +55,7 @@ def decode(key: bytes, payload: bytes) -> Probe:
         raise ProbeError(f"probe of {len(payload)} bytes")
     signed, mac = payload[:-MAC_LEN], payload[-MAC_LEN:]
     try:
-        body = json.loads(signed[len(MAGIC):])
+        body = json.loads(signed[len(MAGIC) :])
     except (UnicodeDecodeError, ValueError) as e:
         raise ProbeError(f"probe body is not JSON: {e}") from None
     if not isinstance(body, dict):

@@ -4,6 +4,7 @@ Pure: ha/classify.py hands in the parsed IPv4 packet (protocol, TTL and own sour
 checked there) and gets back a Heard or a DropError whose reason it counts. Checks run cheap →
 costly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from .drops import DropError, DropReason
 from .election import Params, Rank
 from .ipv4 import Ipv4Packet
 from .vrrp import VrrpAdvert
-
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,27 @@ class CarpProfile:
 
     def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
         skew = self.advskew / 256
-        return Params(rank_preference=self.advbase * 256 + self.advskew, address=int(address),
-                      advert_interval=self.advbase + skew,
-                      # FreeBSD/ucarp: 3 × advbase + advskew/256 (faster than OpenBSD's 3 × interval).
-                      master_down=3 * self.advbase + skew,
-                      preempt=preempt, initial_wait=initial_wait)
+        return Params(
+            rank_preference=self.advbase * 256 + self.advskew,
+            address=int(address),
+            advert_interval=self.advbase + skew,
+            # FreeBSD/ucarp: 3 × advbase + advskew/256 (faster than OpenBSD's 3 × interval).
+            master_down=3 * self.advbase + skew,
+            preempt=preempt,
+            initial_wait=initial_wait,
+        )
 
     def encode(self, bow_out: bool, demote: int, counter: int, addresses, source, dst) -> bytes:
         advbase, advskew = BOW_OUT if bow_out else (self.advbase, self.advskew)
         # pack() computes the checksum: once per advert (build() would pack twice)
-        return CarpAdvert(vhid=self.vhid, advskew=advskew, demote=min(demote, 255),
-                          advbase=advbase, counter=counter,
-                          md=carp_hmac(self.key, self.vhid, addresses, counter)).pack()
+        return CarpAdvert(
+            vhid=self.vhid,
+            advskew=advskew,
+            demote=min(demote, 255),
+            advbase=advbase,
+            counter=counter,
+            md=carp_hmac(self.key, self.vhid, addresses, counter),
+        ).pack()
 
     def decode(self, pkt: Ipv4Packet, addresses) -> Heard:
         advert = CarpAdvert.unpack(pkt.payload)
@@ -73,14 +82,24 @@ class VrrpProfile:
     def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
         interval = self.interval_cs / 100
         skew = (256 - self.priority) * interval / 256
-        return Params(rank_preference=255 - self.priority, address=int(address),
-                      advert_interval=interval, master_down=3 * interval + skew,
-                      preempt=preempt, initial_wait=initial_wait)
+        return Params(
+            rank_preference=255 - self.priority,
+            address=int(address),
+            advert_interval=interval,
+            master_down=3 * interval + skew,
+            preempt=preempt,
+            initial_wait=initial_wait,
+        )
 
     def encode(self, bow_out: bool, demote: int, counter: int, addresses, source, dst) -> bytes:
         priority = 0 if bow_out else (1 if demote else self.priority)
-        advert = VrrpAdvert(version=3, vrid=self.vrid, priority=priority,
-                            interval=self.interval_cs, addresses=tuple(addresses))
+        advert = VrrpAdvert(
+            version=3,
+            vrid=self.vrid,
+            priority=priority,
+            interval=self.interval_cs,
+            addresses=tuple(addresses),
+        )
         return advert.pack(source, dst)
 
     def decode(self, pkt: Ipv4Packet, addresses) -> Heard:

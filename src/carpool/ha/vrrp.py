@@ -30,6 +30,7 @@ Version 2 (8 + 4n + 8 bytes):
 Checksum over the VRRP packet only. We send auth type 0 with zero auth data and accept only that.
 Priority 0 = the master resigns; 255 = the address owner.
 """
+
 from __future__ import annotations
 
 import struct
@@ -80,10 +81,25 @@ class VrrpAdvert:
         addrs = b"".join(a.packed for a in self.addresses)
         first = self.version << 4 | TYPE_ADVERTISEMENT
         if self.version == 3:
-            return _HEADER.pack(first, self.vrid, self.priority, len(self.addresses),
-                                self.interval, checksum) + addrs
-        return _HEADER_V2.pack(first, self.vrid, self.priority, len(self.addresses),
-                               AUTH_NONE, self.interval, checksum) + addrs + bytes(_AUTH_DATA)
+            return (
+                _HEADER.pack(
+                    first, self.vrid, self.priority, len(self.addresses), self.interval, checksum
+                )
+                + addrs
+            )
+        return (
+            _HEADER_V2.pack(
+                first,
+                self.vrid,
+                self.priority,
+                len(self.addresses),
+                AUTH_NONE,
+                self.interval,
+                checksum,
+            )
+            + addrs
+            + bytes(_AUTH_DATA)
+        )
 
     def pack(self, src: IPv4Address, dst: IPv4Address) -> bytes:
         """The VRRP packet (IP payload). src/dst matter only to the v3 checksum."""
@@ -111,8 +127,9 @@ class VrrpAdvert:
             raise DropError(reason, f"{len(data)} bytes for {count} addresses (v{version})")
         covered = bytes(data)
         if version == 3:
-            covered = pseudo_header(IPv4Address(src), IPv4Address(dst), PROTOCOL,
-                                    len(data)) + covered
+            covered = (
+                pseudo_header(IPv4Address(src), IPv4Address(dst), PROTOCOL, len(data)) + covered
+            )
         checksum = int.from_bytes(data[6:8], "big")
         if internet_checksum(covered) != 0:
             raise DropError(DropReason.BAD_CHECKSUM, f"VRRP checksum {checksum:#06x}")
@@ -128,5 +145,5 @@ class VrrpAdvert:
             raise DropError(DropReason.WRONG_ADDRESSES, "no addresses")
         if interval == 0:
             raise DropError(DropReason.BAD_INTERVAL, "advert interval 0")
-        addresses = tuple(IPv4Address(data[8 + 4 * i:12 + 4 * i]) for i in range(count))
+        addresses = tuple(IPv4Address(data[8 + 4 * i : 12 + 4 * i]) for i in range(count))
         return cls(version, data[1], data[2], interval, addresses, checksum)

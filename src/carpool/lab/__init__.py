@@ -1,4 +1,5 @@
 """The network-namespace lab (DESIGN §5): topology, units, real servers, faults."""
+
 from .core import Lab
 from .ns import LabError, LabTimeout, machine_lock
 

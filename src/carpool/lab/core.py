@@ -15,6 +15,7 @@ Files live under the lab dir (default /run/carpool-lab, env CARPOOL_LAB_DIR):
 Every process the lab starts lives in a lab namespace; down() stops exactly those (by pid,
 checked against the namespace) and deletes the namespaces and the host veth.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,41 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ..tlscert import ensure_self_signed
 from .faults import FaultsMixin
-from .ns import (LAB_DIR, LabError, LabTimeout, alive, child_env, cmdline, in_namespace, ip,
-                 pids_in, read_pid, sh, stop_pids, venv_bin, wait_for, write_file)
-from .topology import (CLIENT, HOST_IF, SWITCH, UNITS, build, lab_namespaces, remove_network,
-                       server_addr, server_ns, unit_ns)
+from .ns import (
+    LAB_DIR,
+    LabError,
+    LabTimeout,
+    alive,
+    child_env,
+    cmdline,
+    in_namespace,
+    ip,
+    pids_in,
+    read_pid,
+    sh,
+    stop_pids,
+    venv_bin,
+    wait_for,
+    write_file,
+)
+from .topology import (
+    CLIENT,
+    HOST_IF,
+    SWITCH,
+    UNITS,
+    build,
+    lab_namespaces,
+    remove_network,
+    server_addr,
+    server_ns,
+    unit_ns,
+)
 from .units import UnitsMixin
 
 T = TypeVar("T")
@@ -43,7 +70,7 @@ class Lab(UnitsMixin, FaultsMixin):
         self.dir = Path(directory)
         self.options: dict = dict(DEFAULT_OPTIONS)
         self.servers = 0
-        self.wanted: set[str] = set()        # units that should be running (heal restarts them)
+        self.wanted: set[str] = set()  # units that should be running (heal restarts them)
         self._children: dict[int, subprocess.Popen] = {}
         self._signalled: dict[str, int] = {}  # unit -> supervisor pid, after kill()/term()
         self._load()
@@ -63,9 +90,14 @@ class Lab(UnitsMixin, FaultsMixin):
         self.wanted = set(record.get("wanted", [])) & set(UNITS)
 
     def _save(self) -> None:
-        write_file(self.record_path, json.dumps(
-            {"options": self.options, "servers": self.servers, "wanted": sorted(self.wanted)},
-            indent=2) + "\n")
+        write_file(
+            self.record_path,
+            json.dumps(
+                {"options": self.options, "servers": self.servers, "wanted": sorted(self.wanted)},
+                indent=2,
+            )
+            + "\n",
+        )
 
     # -- names ----------------------------------------------------------------------------------
     @staticmethod
@@ -87,21 +119,34 @@ class Lab(UnitsMixin, FaultsMixin):
         return name
 
     def exists(self) -> bool:
-        return bool(lab_namespaces()) or ip("link", "show", "dev", HOST_IF,
-                                            check=False).returncode == 0
+        return (
+            bool(lab_namespaces())
+            or ip("link", "show", "dev", HOST_IF, check=False).returncode == 0
+        )
 
     # -- up / down ------------------------------------------------------------------------------
-    def up(self, fast: bool = False, vmac: bool = False, servers: int = 3,
-           start_units: bool = True, overrides: dict | None = None, preferred: str = "none",
-           timeout: float | None = None) -> "Lab":
+    def up(
+        self,
+        fast: bool = False,
+        vmac: bool = False,
+        servers: int = 3,
+        start_units: bool = True,
+        overrides: dict | None = None,
+        preferred: str = "none",
+        timeout: float | None = None,
+    ) -> Lab:
         """Build the lab (tearing down any existing one first), start the real servers and,
         with start_units, both units, waiting until exactly one is master. On any failure the
         half-built lab is torn down and the error raised."""
         if self.exists():
             self.down(keep_logs=False)
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.options = {"fast": fast, "vmac": vmac, "preferred": preferred,
-                        "overrides": overrides or None}
+        self.options = {
+            "fast": fast,
+            "vmac": vmac,
+            "preferred": preferred,
+            "overrides": overrides or None,
+        }
         self.servers = servers
         self.wanted = set()
         try:
@@ -116,8 +161,7 @@ class Lab(UnitsMixin, FaultsMixin):
             try:
                 self.down()
             except LabError as e:
-                print(f"carpool lab: tear-down after a failed up also failed: {e}",
-                      file=sys.stderr)
+                print(f"carpool lab: tear-down after a failed up also failed: {e}", file=sys.stderr)
             raise
         return self
 
@@ -165,8 +209,14 @@ class Lab(UnitsMixin, FaultsMixin):
         full = ["ip", "netns", "exec", ns, *argv] if ns else list(argv)
         return full, child_env(extra)
 
-    def exec(self, node: str, argv: list[str], check: bool = False, timeout: float = 30.0,
-             input: str | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        node: str,
+        argv: list[str],
+        check: bool = False,
+        timeout: float = 30.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run argv in a node's namespace (a unit: with CARPOOL_CONFIG=<its config>, so
         `carpool status` addresses that unit; the venv's bin first on PATH). Captures text."""
         full, env = self._argv(node, argv)
@@ -187,11 +237,18 @@ class Lab(UnitsMixin, FaultsMixin):
         """A real server: HTTP on 80 and HTTPS on 443 (the lab's self-signed certificate)."""
         cert, key = self.dir / "tls" / "server.pem", self.dir / "tls" / "server.key"
         ensure_self_signed(cert, key, "carpool-lab-server")
-        return self.serve_http(ns, extra=["--tls-port", str(REAL_TLS_PORT), "--cert", str(cert),
-                                          "--key", str(key)])
+        return self.serve_http(
+            ns, extra=["--tls-port", str(REAL_TLS_PORT), "--cert", str(cert), "--key", str(key)]
+        )
 
-    def serve_http(self, node: str, port: int = 80, name: str | None = None,
-                   timeout: float = 10.0, extra: list[str] | None = None) -> int:
+    def serve_http(
+        self,
+        node: str,
+        port: int = 80,
+        name: str | None = None,
+        timeout: float = 10.0,
+        extra: list[str] | None = None,
+    ) -> int:
         """Start the lab HTTP server (carpool.lab.servers) in a node; returns its pid once it
         listens. The real servers are serve_real_server("cp-rN")."""
         ns = self.ns(node)
@@ -201,16 +258,33 @@ class Lab(UnitsMixin, FaultsMixin):
         pid_file = base.with_suffix(".pid")
         pid_file.unlink(missing_ok=True)
         with open(base.with_suffix(".log"), "ab") as log:
-            proc = self.spawn(node, [self.python(), "-m", "carpool.lab.servers", "--name", name,
-                                     "--port", str(port), "--pid-file", str(pid_file),
-                                     *(extra or [])],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = self.spawn(
+                node,
+                [
+                    self.python(),
+                    "-m",
+                    "carpool.lab.servers",
+                    "--name",
+                    name,
+                    "--port",
+                    str(port),
+                    "--pid-file",
+                    str(pid_file),
+                    *(extra or []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
         def listening():
             if proc.poll() is not None:
-                raise LabError(f"HTTP server {name} in {ns} exited with {proc.returncode}: "
-                               f"{base.with_suffix('.log').read_text(errors='replace')[-500:]}")
+                raise LabError(
+                    f"HTTP server {name} in {ns} exited with {proc.returncode}: "
+                    f"{base.with_suffix('.log').read_text(errors='replace')[-500:]}"
+                )
             return read_pid(pid_file) == proc.pid
+
         wait_for(listening, timeout, what=f"HTTP server {name} in {ns} listens on {port}")
         return proc.pid
 
@@ -235,8 +309,11 @@ class Lab(UnitsMixin, FaultsMixin):
     # -- probes (tests use them) ----------------------------------------------------------------
     def ping(self, node: str, address: str, count: int = 1, timeout: float = 1.0) -> bool:
         """True if `address` answers ICMP echo from node (each echo waits up to timeout)."""
-        proc = self.exec(node, ["ping", "-n", "-q", "-c", str(count), "-i", "0.2",
-                                "-W", f"{timeout:g}", address], timeout=count * timeout + 10)
+        proc = self.exec(
+            node,
+            ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", f"{timeout:g}", address],
+            timeout=count * timeout + 10,
+        )
         return proc.returncode == 0
 
     def reaches(self, node: str, address: str, timeout: float = 5.0) -> bool:
@@ -244,32 +321,46 @@ class Lab(UnitsMixin, FaultsMixin):
         never with one echo: right after the lab comes up or a link comes back, the first echo
         may be lost (a link not yet operational, an ARP retry after 1 s)."""
         try:
-            return self.wait_for(lambda: self.ping(node, address, timeout=0.5), timeout,
-                                 what=f"{address} answers ping from {node}")
+            return self.wait_for(
+                lambda: self.ping(node, address, timeout=0.5),
+                timeout,
+                what=f"{address} answers ping from {node}",
+            )
         except LabTimeout:
             return False
 
-    _HTTP_GET = ("import sys, urllib.request\n"
-                 "r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
-                 "sys.stdout.write(r.read().decode())\n")
-    _TCP = ("import socket, sys\n"
-            "socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()\n")
+    _HTTP_GET = (
+        "import sys, urllib.request\n"
+        "r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+        "sys.stdout.write(r.read().decode())\n"
+    )
+    _TCP = (
+        "import socket, sys\n"
+        "socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()\n"
+    )
 
     def http_get(self, node: str, url: str, timeout: float = 2.0) -> str | None:
         """The body of GET url fetched from node, or None on any failure."""
-        proc = self.exec(node, [sys.executable, "-I", "-c", self._HTTP_GET, url, str(timeout)],
-                         timeout=timeout + 10)
+        proc = self.exec(
+            node,
+            [sys.executable, "-I", "-c", self._HTTP_GET, url, str(timeout)],
+            timeout=timeout + 10,
+        )
         return proc.stdout if proc.returncode == 0 else None
 
     def tcp_connect(self, node: str, host: str, port: int, timeout: float = 2.0) -> bool:
         """True if a TCP connection from node to host:port is accepted."""
-        proc = self.exec(node, [sys.executable, "-I", "-c", self._TCP, host, str(port),
-                                str(timeout)], timeout=timeout + 10)
+        proc = self.exec(
+            node,
+            [sys.executable, "-I", "-c", self._TCP, host, str(port), str(timeout)],
+            timeout=timeout + 10,
+        )
         return proc.returncode == 0
 
     @staticmethod
-    def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
-                 what: str | None = None) -> T:
+    def wait_for(
+        predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str | None = None
+    ) -> T:
         """Poll predicate every `interval` s until truthy (returned) or LabTimeout."""
         return wait_for(predicate, timeout, interval, what)
 
@@ -285,16 +376,26 @@ class Lab(UnitsMixin, FaultsMixin):
                 "wanted": unit in self.wanted,
                 "supervisor_pid": self.supervisor_pid(unit),
                 "daemon_pid": self.daemon_pid(unit),
-                "state": status.get("state"), "reason": status.get("reason"),
-                "shared_held": status.get("shared_held"), "error": status.get("error"),
-                "config": str(self.config_path(unit)), "log": str(self.log_path(unit)),
+                "state": status.get("state"),
+                "reason": status.get("reason"),
+                "shared_held": status.get("shared_held"),
+                "error": status.get("error"),
+                "config": str(self.config_path(unit)),
+                "log": str(self.log_path(unit)),
             }
-        faults = {"switch": self.switch_faults() if SWITCH in present else [],
-                  "links_down": self.links_down() if present else {}}
+        faults = {
+            "switch": self.switch_faults() if SWITCH in present else [],
+            "links_down": self.links_down() if present else {},
+        }
         return {
-            "dir": str(self.dir), "namespaces": present, "options": self.options,
-            "units": units, "faults": faults,
-            "servers": {ns: {"address": server_addr(int(ns[4:])), "pid": pid}
-                        for ns, pid in self.server_pids().items()},
+            "dir": str(self.dir),
+            "namespaces": present,
+            "options": self.options,
+            "units": units,
+            "faults": faults,
+            "servers": {
+                ns: {"address": server_addr(int(ns[4:])), "pid": pid}
+                for ns, pid in self.server_pids().items()
+            },
             "client": CLIENT if CLIENT in present else None,
         }

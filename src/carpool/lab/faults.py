@@ -22,30 +22,40 @@ frames of every bridge in cp-sw, which holds exactly lan and srv. (Matching the 
 A Linux bridge floods 224.0.0.18 even with snooping on, so block_multicast stands in for a
 switch whose IGMP snooping eats CARP/VRRP adverts.
 """
+
 from __future__ import annotations
 
 import json
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .ns import (LabError, alive, ip, pids_in, sh, signal_pid, wait_for,
-                 write_file)
-from .topology import (HEARTBEAT, SWITCH, UNIT_ADDR, UNIT_BRIDGE, UNITS, base_addresses,
-                       lab_namespaces, links, unit_ns)
+from .ns import LabError, alive, ip, pids_in, sh, signal_pid, wait_for, write_file
+from .topology import (
+    HEARTBEAT,
+    SWITCH,
+    UNIT_ADDR,
+    UNIT_BRIDGE,
+    UNITS,
+    base_addresses,
+    lab_namespaces,
+    links,
+    unit_ns,
+)
 
 TABLE = "carpool_lab"
-CHAIN = "forward"   # a chain name; the hook keyword is spelled the same but is not a name here
+CHAIN = "forward"  # a chain name; the hook keyword is spelled the same but is not a name here
 SYNC_PORT = 6973
 RULES = {
     "block-multicast": ["ip daddr 224.0.0.18"],
     "block-icmp": ["ip protocol icmp"],
     "block-sync": [f"tcp dport {SYNC_PORT}", f"tcp sport {SYNC_PORT}"],
 }
-PATHS = ("eth0", HEARTBEAT, "eth2")   # the advert paths between the units
-FLAP_MAX = 20                          # flaps and reboots are bounded, whatever is asked
+PATHS = ("eth0", HEARTBEAT, "eth2")  # the advert paths between the units
+FLAP_MAX = 20  # flaps and reboots are bounded, whatever is asked
 REBOOT_MAX = 5
 
 
@@ -56,7 +66,7 @@ def partner(unit: str) -> str:
 class FaultsMixin:
     """Part of Lab (needs UnitsMixin)."""
 
-    struck_at: float | None = None   # CLOCK_MONOTONIC of the last freeze/killall's first signal
+    struck_at: float | None = None  # CLOCK_MONOTONIC of the last freeze/killall's first signal
 
     # -- processes ----------------------------------------------------------------------------
     def kill(self, unit: str) -> int:
@@ -128,8 +138,10 @@ class FaultsMixin:
 
     def _frozen(self) -> dict[str, list[int]]:
         try:
-            return {u: [int(p) for p in pids]
-                    for u, pids in json.loads(self._frozen_path.read_text()).items()}
+            return {
+                u: [int(p) for p in pids]
+                for u, pids in json.loads(self._frozen_path.read_text()).items()
+            }
         except (OSError, ValueError, AttributeError):
             return {}
 
@@ -151,7 +163,7 @@ class FaultsMixin:
             if not fresh:
                 break
             if not killed:
-                self.struck_at = time.monotonic()   # when it stopped being live (campaign)
+                self.struck_at = time.monotonic()  # when it stopped being live (campaign)
             for sig in (signal.SIGSTOP, signal.SIGKILL):
                 for pid in fresh:
                     signal_pid(pid, sig, ns)
@@ -208,9 +220,15 @@ class FaultsMixin:
     def _wait_not_down(names: dict[str, list[str]], timeout: float = 3.0) -> None:
         """Wait until the kernel has brought these links out of operstate DOWN (UP, or
         LOWERLAYERDOWN when the other end is down): until then frames are dropped."""
+
         def ready():
-            return all(l["operstate"] != "DOWN" for ns, wanted in names.items()
-                       for l in links(ns) if l["ifname"] in wanted)
+            return all(
+                link["operstate"] != "DOWN"
+                for ns, wanted in names.items()
+                for link in links(ns)
+                if link["ifname"] in wanted
+            )
+
         wait_for(ready, timeout, what=f"links {names} operational")
 
     def pull_cable(self, unit: str, iface: str) -> None:
@@ -226,8 +244,9 @@ class FaultsMixin:
         for unit in UNITS:
             self.link_down(unit, HEARTBEAT)
 
-    def flap(self, unit: str, iface: str, times: int = 5,
-             rng: random.Random | None = None) -> list[list[float]]:
+    def flap(
+        self, unit: str, iface: str, times: int = 5, rng: random.Random | None = None
+    ) -> list[list[float]]:
         """The link goes down and up `times` times (at most FLAP_MAX), each state held a random
         10-500 ms; it ends up. Returns the [down, up] CLOCK_MONOTONIC windows."""
         rng = rng or random.Random()
@@ -250,18 +269,23 @@ class FaultsMixin:
         self.cut_heartbeat()
         matches = []
         for port in UNIT_BRIDGE:
-            matches += [f'iifname "a-{port}" oifname "b-{port}"',
-                        f'iifname "b-{port}" oifname "a-{port}"']
+            matches += [
+                f'iifname "a-{port}" oifname "b-{port}"',
+                f'iifname "b-{port}" oifname "a-{port}"',
+            ]
         self._block("partition", matches)
 
     # -- the switch ---------------------------------------------------------------------------
     def _block(self, fault: str, matches: list[str]) -> None:
         if fault in self.switch_faults():
             return
-        script = [f"table bridge {TABLE} {{ chain {CHAIN} {{ type filter hook forward "
-                  f"priority 0; policy accept; }} ; }}"]
-        script += [f'add rule bridge {TABLE} {CHAIN} {m} counter drop '
-                   f'comment "{fault}"' for m in matches]
+        script = [
+            f"table bridge {TABLE} {{ chain {CHAIN} {{ type filter hook forward "
+            f"priority 0; policy accept; }} ; }}"
+        ]
+        script += [
+            f'add rule bridge {TABLE} {CHAIN} {m} counter drop comment "{fault}"' for m in matches
+        ]
         sh(["nft", "-f", "-"], ns=SWITCH, input="\n".join(script) + "\n")
 
     def block_multicast(self) -> None:
@@ -289,9 +313,14 @@ class FaultsMixin:
         the heartbeat cable included, which no switch rule reaches; ICMP and TCP pass. The
         master-master picture: the partner answers ping, its adverts never arrive."""
         for unit in UNITS:
-            sh(["nft", "-f", "-"], ns=unit_ns(unit), input=(
-                f"table ip {TABLE} {{ chain input {{ type filter hook input priority -300; "
-                f'policy accept; ip protocol 112 counter drop comment "block-adverts"; }} ; }}\n'))
+            sh(
+                ["nft", "-f", "-"],
+                ns=unit_ns(unit),
+                input=(
+                    f"table ip {TABLE} {{ chain input {{ type filter hook input priority -300; "
+                    f'policy accept; ip protocol 112 counter drop comment "block-adverts"; }} ; }}\n'
+                ),
+            )
 
     def one_way(self, to_unit: str, ifaces: list[str] | tuple[str, ...] | None = None) -> None:
         """Adverts (IP protocol 112) from the partner dropped at `to_unit`'s input on the given
@@ -305,11 +334,18 @@ class FaultsMixin:
         if unknown:
             raise LabError(f"one-way: unknown path {unknown}: {', '.join(PATHS)}")
         rules = " ".join(
-            f'ip saddr {UNIT_ADDR[other][i].split("/")[0]} ip protocol 112 counter drop '
-            f'comment "one-way {other}>{unit} {i}";' for i in chosen)
-        sh(["nft", "-f", "-"], ns=unit_ns(unit), input=(
-            f"table ip {TABLE} {{ chain oneway {{ type filter hook input priority -300; "
-            f"policy accept; {rules} }} ; }}\n"))
+            f"ip saddr {UNIT_ADDR[other][i].split('/')[0]} ip protocol 112 counter drop "
+            f'comment "one-way {other}>{unit} {i}";'
+            for i in chosen
+        )
+        sh(
+            ["nft", "-f", "-"],
+            ns=unit_ns(unit),
+            input=(
+                f"table ip {TABLE} {{ chain oneway {{ type filter hook input priority -300; "
+                f"policy accept; {rules} }} ; }}\n"
+            ),
+        )
 
     def switch_faults(self) -> list[str]:
         """The faults active on the switch (the comments of the table's rules), in order."""
@@ -336,8 +372,11 @@ class FaultsMixin:
         """Lab-made links that are administratively down, by namespace."""
         down = {}
         for ns in lab_namespaces():
-            names = [l["ifname"] for l in links(ns)
-                     if "UP" not in l.get("flags", []) and self._lab_link(ns, l)]
+            names = [
+                link["ifname"]
+                for link in links(ns)
+                if "UP" not in link.get("flags", []) and self._lab_link(ns, link)
+            ]
             if names:
                 down[ns] = names
         return down
@@ -345,7 +384,7 @@ class FaultsMixin:
     @staticmethod
     def _lab_link(ns: str, link: dict) -> bool:
         """Links the lab made: lo, the addressed interfaces, the switch ports and bridges."""
-        return (ns == SWITCH or link["ifname"] == "lo" or link["ifname"] in base_addresses(ns))
+        return ns == SWITCH or link["ifname"] == "lo" or link["ifname"] in base_addresses(ns)
 
     # -- heal ---------------------------------------------------------------------------------
     def heal(self, timeout: float | None = None, wait: bool = True) -> str | None:
@@ -401,7 +440,7 @@ class FaultsMixin:
 
 
 # -- the fault table --------------------------------------------------------------------------
-Arg = tuple[str, dict]   # (flag, argparse add_argument keywords); its dest is a key of args
+Arg = tuple[str, dict]  # (flag, argparse add_argument keywords); its dest is a key of args
 UNIT_ARG: Arg = ("--unit", {"required": True, "help": "a or b (cp-a / cp-b accepted)"})
 IFACE_ARG: Arg = ("--iface", {"required": True, "help": "eth0, eth1 or eth2"})
 
@@ -410,6 +449,7 @@ IFACE_ARG: Arg = ("--iface", {"required": True, "help": "eth0, eth1 or eth2"})
 class Target:
     """What a fault applies to: the arguments naming it, the one that takes the unit (the
     chaos campaign fills it in by role) and the role a campaign mostly aims at."""
+
     name: str
     args: tuple[Arg, ...] = ()
     unit: str | None = None
@@ -418,29 +458,52 @@ class Target:
 
 UNIT = Target("unit", (UNIT_ARG,), unit="unit")
 LINK = Target("link", (UNIT_ARG, IFACE_ARG), unit="unit")
-LISTENER = Target("listener", (
-    ("--to", {"required": True, "help": "the unit that stops hearing its partner"}),
-    ("--iface", {"action": "append", "choices": PATHS,
-                 "help": "a path (repeatable; default eth0, eth1 and eth2)"})),
-    unit="to", aim="standby")   # mostly the standby deaf to the active unit's adverts
-PAIR = Target("pair")           # the switch and the paths between the units
-PORT = Target("switch port", (UNIT_ARG, ("--iface", {
-    "required": True, "choices": tuple(UNIT_BRIDGE),
-    "help": "eth0 or eth2 (eth1, the heartbeat, is a direct cable: cut-heartbeat)"})),
-    unit="unit")
+LISTENER = Target(
+    "listener",
+    (
+        ("--to", {"required": True, "help": "the unit that stops hearing its partner"}),
+        (
+            "--iface",
+            {
+                "action": "append",
+                "choices": PATHS,
+                "help": "a path (repeatable; default eth0, eth1 and eth2)",
+            },
+        ),
+    ),
+    unit="to",
+    aim="standby",
+)  # mostly the standby deaf to the active unit's adverts
+PAIR = Target("pair")  # the switch and the paths between the units
+PORT = Target(
+    "switch port",
+    (
+        UNIT_ARG,
+        (
+            "--iface",
+            {
+                "required": True,
+                "choices": tuple(UNIT_BRIDGE),
+                "help": "eth0 or eth2 (eth1, the heartbeat, is a direct cable: cut-heartbeat)",
+            },
+        ),
+    ),
+    unit="unit",
+)
 SERVER = Target("server", (("--server", {"required": True, "help": "r1, r2, ... (or cp-r1)"}),))
 
 
 @dataclass(frozen=True)
 class Chaos:
     """How the chaos campaign draws and runs a fault."""
-    weight: int                                                  # among the kinds drawn
-    draw: Callable[[random.Random], dict] = lambda rng: {}       # its args, after the role
-    log: Callable[[Any, dict], dict] = lambda result, args: {}   # kept of inject's result
-    vmac: bool = False      # only on a lab with the virtual MAC
-    load: bool = False      # under keep-alive client load
-    split: bool = False     # both sides take over: each makes its own config change
-    thawed: bool = False    # its dead units are live again at the thaw, heal's first step
+
+    weight: int  # among the kinds drawn
+    draw: Callable[[random.Random], dict] = lambda rng: {}  # its args, after the role
+    log: Callable[[Any, dict], dict] = lambda result, args: {}  # kept of inject's result
+    vmac: bool = False  # only on a lab with the virtual MAC
+    load: bool = False  # under keep-alive client load
+    split: bool = False  # both sides take over: each makes its own config change
+    thawed: bool = False  # its dead units are live again at the thaw, heal's first step
 
 
 def _heal_all(lab, args: dict) -> Any:
@@ -457,6 +520,7 @@ class Fault:
     benchmark hands them a keepalived pair with the same ones); args holds the dests of the
     target's arguments and the options, as `carpool lab fault NAME` spells them. Lab.heal()
     undoes every fault at once; heal is narrower where the lab can be."""
+
     name: str
     target: Target
     inject: Callable[[Any, dict], Any]
@@ -465,7 +529,7 @@ class Fault:
     options: tuple[Arg, ...] = ()
     effect: Callable[[dict], dict] = lambda a: {}
     chaos: Chaos | None = None
-    bench: str | None = None   # its name in bench/failover.py (on the master, its eth0)
+    bench: str | None = None  # its name in bench/failover.py (on the master, its eth0)
 
     @property
     def arguments(self) -> tuple[Arg, ...]:
@@ -473,8 +537,7 @@ class Fault:
 
     @property
     def dests(self) -> list[str]:
-        return [kw.get("dest") or flag.lstrip("-").replace("-", "_")
-                for flag, kw in self.arguments]
+        return [kw.get("dest") or flag.lstrip("-").replace("-", "_") for flag, kw in self.arguments]
 
 
 def _rng(a: dict) -> random.Random:
@@ -498,16 +561,19 @@ def _dead(a: dict) -> dict:
 
 def _link(a: dict) -> dict:
     eth0 = a["iface"] == "eth0"
-    return {"cut": _both(a["iface"]) + (["sync"] if eth0 else []),
-            "client_down": [a["unit"]] if eth0 else [],
-            "links_down": [] if eth0 else [[a["unit"], a["iface"]]]}
+    return {
+        "cut": _both(a["iface"]) + (["sync"] if eth0 else []),
+        "client_down": [a["unit"]] if eth0 else [],
+        "links_down": [] if eth0 else [[a["unit"], a["iface"]]],
+    }
 
 
 def _one_way(a: dict) -> dict:
     to = a["to"].lower().removeprefix("cp-")
     paths = a.get("iface") or PATHS
-    return {"cut": [f"{p}:{partner(to)}>{to}" for p in ([paths] if isinstance(paths, str)
-                                                        else paths)]}
+    return {
+        "cut": [f"{p}:{partner(to)}>{to}" for p in ([paths] if isinstance(paths, str) else paths)]
+    }
 
 
 def _one_path(rng: random.Random) -> dict:
@@ -517,83 +583,216 @@ def _one_path(rng: random.Random) -> dict:
 
 # The order is the chaos campaign's: it draws kinds in this order, so a seed keeps its plan.
 ALL_CUT = _both(*PATHS) + ["sync"]
-FAULTS: dict[str, Fault] = {f.name: f for f in (
-    Fault("kill", UNIT, lambda lab, a: lab.kill(a["unit"]), _heal_all,
-          "SIGKILL the worker daemon (the supervisor cleans up)",
-          effect=_dead, chaos=Chaos(3), bench="kill"),
-    Fault("term", UNIT, lambda lab, a: lab.term(a["unit"]), _heal_all,
-          "SIGTERM the supervisor (clean stop, bow-out)",
-          effect=_dead, chaos=Chaos(2), bench="term"),
-    Fault("crash", UNIT, lambda lab, a: lab.crash(a["unit"]), _heal_all,
-          "power loss: all links down, then SIGKILL supervisor+worker",
-          effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]},
-          chaos=Chaos(3), bench="crash"),
-    Fault("killall", UNIT, lambda lab, a: lab.killall(a["unit"]), _heal_all,
-          "SIGKILL every process of the unit, no cleanup, links stay up",
-          effect=_dead, chaos=Chaos(4)),
-    Fault("freeze", UNIT, lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
-          lambda lab, a: lab.thaw(a["unit"]),
-          "SIGSTOP the worker (--whole: every process of the unit); heal thaws",
-          (("--whole", {"action": "store_true",
-                        "help": "every process of the unit, not the worker only"}),),
-          effect=_dead,
-          chaos=Chaos(4, lambda rng: {"whole": rng.random() < 0.5}, thawed=True)),
-    Fault("thaw", UNIT, lambda lab, a: lab.thaw(a["unit"]), _nothing,
-          "SIGCONT what freeze stopped (heal does it too)"),
-    Fault("reboot", UNIT, lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)), _heal_all,
-          "restart the unit several times in a row",
-          (("--times", {"type": int, "default": 3, "help": f"restarts (at most {REBOOT_MAX})"}),),
-          effect=_dead,
-          chaos=Chaos(2, lambda rng: {"times": rng.randint(2, 3)},
-                      log=lambda result, a: {"dead_windows": {a["unit"]: result}})),
-    Fault("link-down", LINK, lambda lab, a: lab.link_down(a["unit"], a["iface"]),
-          lambda lab, a: lab.link_up(a["unit"], a["iface"]),
-          "set one unit interface down",
-          effect=_link, chaos=Chaos(4, lambda rng: {"iface": rng.choice(PATHS)}), bench="link"),
-    Fault("link-up", LINK, lambda lab, a: lab.link_up(a["unit"], a["iface"]), _nothing,
-          "set one unit interface up"),
-    Fault("flap", LINK,
-          lambda lab, a: lab.flap(a["unit"], a["iface"], a.get("times", 5), _rng(a)), _nothing,
-          "a unit interface down and up several times, 10-500 ms apart; ends up",
-          (("--times", {"type": int, "default": 5, "help": f"flaps (at most {FLAP_MAX})"}),
-           ("--seed", {"type": int, "help": "random intervals from this seed"})),
-          effect=_link,
-          chaos=Chaos(3, lambda rng: {"iface": rng.choice(PATHS), "times": rng.randint(2, 6),
-                                      "seed": rng.randrange(2 ** 31)},
-                      log=lambda result, a: {"windows": result})),
-    Fault("block-multicast", PAIR, lambda lab, a: lab.block_multicast(),
-          lambda lab, a: lab.unblock(), "switch drops 224.0.0.18 (CARP/VRRP adverts)",
-          effect=lambda a: {"cut": _both("eth0", "eth2")}, chaos=Chaos(2)),
-    Fault("block-icmp", PAIR, lambda lab, a: lab.block_icmp(), lambda lab, a: lab.unblock(),
-          "switch drops ICMP", chaos=Chaos(1)),
-    Fault("block-sync", PAIR, lambda lab, a: lab.block_sync(), lambda lab, a: lab.unblock(),
-          "switch drops TCP port 6973 (config sync)",
-          effect=lambda a: {"cut": ["sync"]}, chaos=Chaos(1)),
-    Fault("block-vmac", PAIR, lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
-          lambda lab, a: lab.unblock(), "switch drops frames from the virtual MAC",
-          (("--vhid", {"type": int, "default": 1}),),
-          effect=lambda a: {"cut": _both("eth0", "eth2")}, chaos=Chaos(1, vmac=True)),
-    Fault("block-adverts", PAIR, lambda lab, a: lab.block_adverts(),
-          lambda lab, a: lab.unblock(),
-          "both units drop IP protocol 112 on every interface (heartbeat too); ICMP and sync "
-          "pass",
-          effect=lambda a: {"cut": _both(*PATHS)}, chaos=Chaos(2)),
-    Fault("one-way", LISTENER, lambda lab, a: lab.one_way(a["to"], a.get("iface") or None),
-          lambda lab, a: lab.unblock(),
-          "adverts from the partner dropped at --to's input (one direction), on the given "
-          "paths (default all)",
-          effect=_one_way, chaos=Chaos(4, _one_path)),
-    Fault("cut-heartbeat", PAIR, lambda lab, a: lab.cut_heartbeat(), _heal_all,
-          "the heartbeat cable (eth1) pulled at both ends",
-          effect=lambda a: {"cut": _both(HEARTBEAT)}, chaos=Chaos(2)),
-    Fault("partition", PAIR, lambda lab, a: lab.partition(), _heal_all,
-          "every path between the units cut (heartbeat down, switch drops unit-to-unit "
-          "frames); client and servers reach both",
-          effect=lambda a: {"cut": ALL_CUT}, chaos=Chaos(3, split=True)),
-    Fault("stop-server", SERVER, lambda lab, a: lab.stop_server(a["server"]), _heal_all,
-          "stop a real server's HTTP service (heal restarts it)",
-          chaos=Chaos(2, lambda rng: {"server": f"r{rng.randint(1, 3)}"}, load=True)),
-    Fault("pull-cable", PORT, lambda lab, a: lab.pull_cable(a["unit"], a["iface"]), _heal_all,
-          "the switch port facing a unit's link down: the link loses carrier",
-          effect=_link, bench="carrier"),
-)}
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault(
+            "kill",
+            UNIT,
+            lambda lab, a: lab.kill(a["unit"]),
+            _heal_all,
+            "SIGKILL the worker daemon (the supervisor cleans up)",
+            effect=_dead,
+            chaos=Chaos(3),
+            bench="kill",
+        ),
+        Fault(
+            "term",
+            UNIT,
+            lambda lab, a: lab.term(a["unit"]),
+            _heal_all,
+            "SIGTERM the supervisor (clean stop, bow-out)",
+            effect=_dead,
+            chaos=Chaos(2),
+            bench="term",
+        ),
+        Fault(
+            "crash",
+            UNIT,
+            lambda lab, a: lab.crash(a["unit"]),
+            _heal_all,
+            "power loss: all links down, then SIGKILL supervisor+worker",
+            effect=lambda a: {"dead": [a["unit"]], "cut": ALL_CUT, "client_down": [a["unit"]]},
+            chaos=Chaos(3),
+            bench="crash",
+        ),
+        Fault(
+            "killall",
+            UNIT,
+            lambda lab, a: lab.killall(a["unit"]),
+            _heal_all,
+            "SIGKILL every process of the unit, no cleanup, links stay up",
+            effect=_dead,
+            chaos=Chaos(4),
+        ),
+        Fault(
+            "freeze",
+            UNIT,
+            lambda lab, a: lab.freeze(a["unit"], a.get("whole", False)),
+            lambda lab, a: lab.thaw(a["unit"]),
+            "SIGSTOP the worker (--whole: every process of the unit); heal thaws",
+            (
+                (
+                    "--whole",
+                    {
+                        "action": "store_true",
+                        "help": "every process of the unit, not the worker only",
+                    },
+                ),
+            ),
+            effect=_dead,
+            chaos=Chaos(4, lambda rng: {"whole": rng.random() < 0.5}, thawed=True),
+        ),
+        Fault(
+            "thaw",
+            UNIT,
+            lambda lab, a: lab.thaw(a["unit"]),
+            _nothing,
+            "SIGCONT what freeze stopped (heal does it too)",
+        ),
+        Fault(
+            "reboot",
+            UNIT,
+            lambda lab, a: lab.reboot(a["unit"], a.get("times", 3)),
+            _heal_all,
+            "restart the unit several times in a row",
+            (("--times", {"type": int, "default": 3, "help": f"restarts (at most {REBOOT_MAX})"}),),
+            effect=_dead,
+            chaos=Chaos(
+                2,
+                lambda rng: {"times": rng.randint(2, 3)},
+                log=lambda result, a: {"dead_windows": {a["unit"]: result}},
+            ),
+        ),
+        Fault(
+            "link-down",
+            LINK,
+            lambda lab, a: lab.link_down(a["unit"], a["iface"]),
+            lambda lab, a: lab.link_up(a["unit"], a["iface"]),
+            "set one unit interface down",
+            effect=_link,
+            chaos=Chaos(4, lambda rng: {"iface": rng.choice(PATHS)}),
+            bench="link",
+        ),
+        Fault(
+            "link-up",
+            LINK,
+            lambda lab, a: lab.link_up(a["unit"], a["iface"]),
+            _nothing,
+            "set one unit interface up",
+        ),
+        Fault(
+            "flap",
+            LINK,
+            lambda lab, a: lab.flap(a["unit"], a["iface"], a.get("times", 5), _rng(a)),
+            _nothing,
+            "a unit interface down and up several times, 10-500 ms apart; ends up",
+            (
+                ("--times", {"type": int, "default": 5, "help": f"flaps (at most {FLAP_MAX})"}),
+                ("--seed", {"type": int, "help": "random intervals from this seed"}),
+            ),
+            effect=_link,
+            chaos=Chaos(
+                3,
+                lambda rng: {
+                    "iface": rng.choice(PATHS),
+                    "times": rng.randint(2, 6),
+                    "seed": rng.randrange(2**31),
+                },
+                log=lambda result, a: {"windows": result},
+            ),
+        ),
+        Fault(
+            "block-multicast",
+            PAIR,
+            lambda lab, a: lab.block_multicast(),
+            lambda lab, a: lab.unblock(),
+            "switch drops 224.0.0.18 (CARP/VRRP adverts)",
+            effect=lambda a: {"cut": _both("eth0", "eth2")},
+            chaos=Chaos(2),
+        ),
+        Fault(
+            "block-icmp",
+            PAIR,
+            lambda lab, a: lab.block_icmp(),
+            lambda lab, a: lab.unblock(),
+            "switch drops ICMP",
+            chaos=Chaos(1),
+        ),
+        Fault(
+            "block-sync",
+            PAIR,
+            lambda lab, a: lab.block_sync(),
+            lambda lab, a: lab.unblock(),
+            "switch drops TCP port 6973 (config sync)",
+            effect=lambda a: {"cut": ["sync"]},
+            chaos=Chaos(1),
+        ),
+        Fault(
+            "block-vmac",
+            PAIR,
+            lambda lab, a: lab.block_vmac(a.get("vhid", 1)),
+            lambda lab, a: lab.unblock(),
+            "switch drops frames from the virtual MAC",
+            (("--vhid", {"type": int, "default": 1}),),
+            effect=lambda a: {"cut": _both("eth0", "eth2")},
+            chaos=Chaos(1, vmac=True),
+        ),
+        Fault(
+            "block-adverts",
+            PAIR,
+            lambda lab, a: lab.block_adverts(),
+            lambda lab, a: lab.unblock(),
+            "both units drop IP protocol 112 on every interface (heartbeat too); ICMP and sync "
+            "pass",
+            effect=lambda a: {"cut": _both(*PATHS)},
+            chaos=Chaos(2),
+        ),
+        Fault(
+            "one-way",
+            LISTENER,
+            lambda lab, a: lab.one_way(a["to"], a.get("iface") or None),
+            lambda lab, a: lab.unblock(),
+            "adverts from the partner dropped at --to's input (one direction), on the given "
+            "paths (default all)",
+            effect=_one_way,
+            chaos=Chaos(4, _one_path),
+        ),
+        Fault(
+            "cut-heartbeat",
+            PAIR,
+            lambda lab, a: lab.cut_heartbeat(),
+            _heal_all,
+            "the heartbeat cable (eth1) pulled at both ends",
+            effect=lambda a: {"cut": _both(HEARTBEAT)},
+            chaos=Chaos(2),
+        ),
+        Fault(
+            "partition",
+            PAIR,
+            lambda lab, a: lab.partition(),
+            _heal_all,
+            "every path between the units cut (heartbeat down, switch drops unit-to-unit "
+            "frames); client and servers reach both",
+            effect=lambda a: {"cut": ALL_CUT},
+            chaos=Chaos(3, split=True),
+        ),
+        Fault(
+            "stop-server",
+            SERVER,
+            lambda lab, a: lab.stop_server(a["server"]),
+            _heal_all,
+            "stop a real server's HTTP service (heal restarts it)",
+            chaos=Chaos(2, lambda rng: {"server": f"r{rng.randint(1, 3)}"}, load=True),
+        ),
+        Fault(
+            "pull-cable",
+            PORT,
+            lambda lab, a: lab.pull_cable(a["unit"], a["iface"]),
+            _heal_all,
+            "the switch port facing a unit's link down: the link loses carrier",
+            effect=_link,
+            bench="carrier",
+        ),
+    )
+}

@@ -25,6 +25,7 @@ Invariants
        so far in a unit's history (a conflict counts: the pair keeps a split-brain loser on the
        unit that made it; versions older than the kept window cannot be checked).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -82,18 +83,18 @@ def intersect_all(lists: list[list[Interval]]) -> list[Interval]:
 # -- bounds and results -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bounds:
-    advert: float               # advert interval (s)
-    master_down: float          # a backup's master-down time (s)
-    sample: float = 0.02        # the sampler's resolution: one period plus its jitter
+    advert: float  # advert interval (s)
+    master_down: float  # a backup's master-down time (s)
+    sample: float = 0.02  # the sampler's resolution: one period plus its jitter
     takeover_margin: float = 1.0  # detection, first election after a restart, a loaded host
-    floor: float = 0.0          # the fast profile's target is 100 ms, not 2 x 20 ms
+    floor: float = 0.0  # the fast profile's target is 100 ms, not 2 x 20 ms
 
     @property
-    def overlap(self) -> float:   # I1: a handover's overlap
+    def overlap(self) -> float:  # I1: a handover's overlap
         return max(2 * self.advert, self.floor) + self.sample
 
     @property
-    def stale(self) -> float:     # I3: a dead unit's addresses gone
+    def stale(self) -> float:  # I3: a dead unit's addresses gone
         return max(2 * self.advert, self.floor) + self.sample
 
     @property
@@ -103,14 +104,14 @@ class Bounds:
 
 @dataclass
 class Violation:
-    invariant: str               # I1 .. I4
+    invariant: str  # I1 .. I4
     address: str | None
     unit: str | None
     start: float
     end: float
     detail: str
-    faults: list[int] = field(default_factory=list)   # ids of the faults it falls in
-    canary: bool = False         # deliberately made by the campaign's canary
+    faults: list[int] = field(default_factory=list)  # ids of the faults it falls in
+    canary: bool = False  # deliberately made by the campaign's canary
 
     @property
     def duration(self) -> float:
@@ -123,15 +124,16 @@ class Violation:
 # -- what the fault log says about the pair ---------------------------------------------------
 @dataclass
 class Facts:
-    dead: dict[str, list[Interval]]          # unit -> no live, responsive daemon
-    cut: dict[str, list[Interval]]           # channel -> carries nothing
-    client_down: dict[str, list[Interval]]   # unit -> its eth0 down
+    dead: dict[str, list[Interval]]  # unit -> no live, responsive daemon
+    cut: dict[str, list[Interval]]  # channel -> carries nothing
+    client_down: dict[str, list[Interval]]  # unit -> its eth0 down
     links_down: dict[tuple[str, str], list[Interval]] = field(default_factory=dict)
     # (unit, iface) -> that link down
 
 
-def facts(faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...],
-          end: float) -> Facts:
+def facts(
+    faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...], end: float
+) -> Facts:
     """The intervals of each effect. A fault not healed yet lasts until `end`."""
     dead: dict[str, list] = {u: [] for u in units}
     cut: dict[str, list] = {c: [] for c in channels}
@@ -154,23 +156,36 @@ def facts(faults: list[dict], units: tuple[str, ...], channels: tuple[str, ...],
             down[unit].append((t0, t1))
         for unit, iface in effect.get("links_down", []):
             links.setdefault((unit, iface), []).append((t0, t1))
-    return Facts({u: union(v) for u, v in dead.items()}, {c: union(v) for c, v in cut.items()},
-                 {u: union(v) for u, v in down.items()},
-                 {k: union(v) for k, v in links.items()})
+    return Facts(
+        {u: union(v) for u, v in dead.items()},
+        {c: union(v) for c, v in cut.items()},
+        {u: union(v) for u, v in down.items()},
+        {k: union(v) for k, v in links.items()},
+    )
 
 
 def _fault_ids(faults: list[dict], t: float, settle: float) -> list[int]:
     """The faults in force at t (from injection to heal + settle)."""
-    return [f["id"] for f in faults if not f.get("skipped")
-            and f["inject"] <= t <= (f.get("heal") or float("inf")) + settle]
+    return [
+        f["id"]
+        for f in faults
+        if not f.get("skipped") and f["inject"] <= t <= (f.get("heal") or float("inf")) + settle
+    ]
 
 
 # -- I1 .. I3 ---------------------------------------------------------------------------------
-def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dict],
-                   units: tuple[str, str], addresses: list[str], channels: tuple[str, ...],
-                   bounds: Bounds, start: float, end: float,
-                   canaries: list[dict] | None = None,
-                   links: dict[str, str] | None = None) -> list[Violation]:
+def check_timeline(
+    held: dict[tuple[str, str], list[Interval]],
+    faults: list[dict],
+    units: tuple[str, str],
+    addresses: list[str],
+    channels: tuple[str, ...],
+    bounds: Bounds,
+    start: float,
+    end: float,
+    canaries: list[dict] | None = None,
+    links: dict[str, str] | None = None,
+) -> list[Violation]:
     """I1, I2 and I3 over [start, end]. canaries: [{"unit", "address", "start", "end"}] windows
     in which the campaign made a double holder itself; violations in them are marked canary
     (I1) or ignored (I2/I3 cannot be blamed on the pair there). links: the interface each
@@ -188,27 +203,48 @@ def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dic
         both = intersect(held.get((a, addr), []), held.get((b, addr), []))
         for s, e in intersect(both, joined):
             if e - s > bounds.overlap:
-                v = Violation("I1", addr, None, s, e,
-                              f"both units held {addr} for {e - s:.3f}s while both were live "
-                              f"and joined (bound {bounds.overlap:.3f}s)",
-                              _fault_ids(faults, s, settle))
+                v = Violation(
+                    "I1",
+                    addr,
+                    None,
+                    s,
+                    e,
+                    f"both units held {addr} for {e - s:.3f}s while both were live "
+                    f"and joined (bound {bounds.overlap:.3f}s)",
+                    _fault_ids(faults, s, settle),
+                )
                 v.canary = bool(intersect([(s, e)], canary_spans))
                 out.append(v)
     # I2: a live unit with its client link (and the address's own link), and nobody holds
     for addr in addresses:
         iface = (links or {}).get(addr, "eth0")
-        serving = union(*[complement(union(fx.dead[u], fx.client_down[u],
-                                           fx.links_down.get((u, iface), [])), start, end)
-                          for u in units])
+        serving = union(
+            *[
+                complement(
+                    union(fx.dead[u], fx.client_down[u], fx.links_down.get((u, iface), [])),
+                    start,
+                    end,
+                )
+                for u in units
+            ]
+        )
         nobody = complement(union(*[held.get((u, addr), []) for u in units]), start, end)
         for s, e in intersect(nobody, serving):
             if e - s > bounds.takeover and not intersect([(s, e)], canary_spans):
                 until = " (until the end of the run)" if e >= end else ""
-                out.append(Violation("I2", addr, None, s, e,
-                                     f"no unit held {addr} for {e - s:.3f}s{until} while a "
-                                     f"live unit had its client link (bound "
-                                     f"{bounds.takeover:.3f}s)",
-                                     _fault_ids(faults, s, settle)))
+                out.append(
+                    Violation(
+                        "I2",
+                        addr,
+                        None,
+                        s,
+                        e,
+                        f"no unit held {addr} for {e - s:.3f}s{until} while a "
+                        f"live unit had its client link (bound "
+                        f"{bounds.takeover:.3f}s)",
+                        _fault_ids(faults, s, settle),
+                    )
+                )
     # I3: still held, beyond the bound, what a unit held when its daemon stopped being live.
     # (Holding that starts while the log says "dead" is a restarted daemon seen live a few ms
     # before the campaign noticed: nothing was left behind.)
@@ -218,11 +254,19 @@ def check_timeline(held: dict[tuple[str, str], list[Interval]], faults: list[dic
                 for h0, h1 in held.get((unit, addr), []):
                     if h0 <= d0 < h1 and min(h1, d1) > d0 + bounds.stale:
                         e = min(h1, d1)
-                        out.append(Violation("I3", addr, unit, d0, e,
-                                             f"unit {unit} held {addr} until {e - d0:.3f}s "
-                                             f"after its daemon stopped being live (bound "
-                                             f"{bounds.stale:.3f}s)",
-                                             _fault_ids(faults, d0, settle)))
+                        out.append(
+                            Violation(
+                                "I3",
+                                addr,
+                                unit,
+                                d0,
+                                e,
+                                f"unit {unit} held {addr} until {e - d0:.3f}s "
+                                f"after its daemon stopped being live (bound "
+                                f"{bounds.stale:.3f}s)",
+                                _fault_ids(faults, d0, settle),
+                            )
+                        )
     return sorted(out, key=lambda v: (v.start, v.invariant))
 
 
@@ -239,15 +283,36 @@ def check_heal(snapshot: dict, created: list[dict]) -> list[Violation]:
     out = []
     for addr, holders in sorted(snapshot.get("holders", {}).items()):
         if len(holders) != 1:
-            out.append(Violation("I4", addr, None, t, t,
-                                 f"after the heal {addr} is held by "
-                                 f"{', '.join(holders) or 'nobody'} (one unit expected)", ids))
+            out.append(
+                Violation(
+                    "I4",
+                    addr,
+                    None,
+                    t,
+                    t,
+                    f"after the heal {addr} is held by "
+                    f"{', '.join(holders) or 'nobody'} (one unit expected)",
+                    ids,
+                )
+            )
     config = snapshot.get("config", {})
     seen = {u: (c["version"], c["hash"]) if c else None for u, c in config.items()}
     if None in seen.values() or len(set(seen.values())) != 1:
-        out.append(Violation("I4", None, None, t, t, "after the heal the units differ: " +
-                             ", ".join(f"{u} {v[0]}:{v[1][:12]}" if v else f"{u} no answer"
-                                       for u, v in sorted(seen.items())), ids))
+        out.append(
+            Violation(
+                "I4",
+                None,
+                None,
+                t,
+                t,
+                "after the heal the units differ: "
+                + ", ".join(
+                    f"{u} {v[0]}:{v[1][:12]}" if v else f"{u} no answer"
+                    for u, v in sorted(seen.items())
+                ),
+                ids,
+            )
+        )
     # The pair keeps a split-brain loser as a CONFLICT on the unit that made it (config.store),
     # so a version is lost when neither unit's history has it.
     history = [r for rs in snapshot.get("history", {}).values() for r in rs]
@@ -256,11 +321,21 @@ def check_heal(snapshot: dict, created: list[dict]) -> list[Violation]:
     for c in created:
         if c["version"] < oldest:
             continue  # pruned from the kept window: nothing left to compare with
-        if not any(r["version"] == c["version"] and r["hash"].startswith(c["hash"])
-                   for r in history):
-            out.append(Violation("I4", None, c["unit"], t, t,
-                                 f"version {c['version']} ({c['hash'][:12]}, made on unit "
-                                 f"{c['unit']}) is in neither unit's history", ids))
+        if not any(
+            r["version"] == c["version"] and r["hash"].startswith(c["hash"]) for r in history
+        ):
+            out.append(
+                Violation(
+                    "I4",
+                    None,
+                    c["unit"],
+                    t,
+                    t,
+                    f"version {c['version']} ({c['hash'][:12]}, made on unit "
+                    f"{c['unit']}) is in neither unit's history",
+                    ids,
+                )
+            )
     return out
 
 
@@ -272,8 +347,9 @@ def outages(faults: list[dict], gaps: list[Interval], end: float) -> dict[int, f
     out = {}
     for i, f in enumerate(real):
         stop = real[i + 1]["inject"] if i + 1 < len(real) else end
-        out[f["id"]] = round(sum(e - s for s, e in intersect(union(gaps),
-                                                              [(f["inject"], stop)])), 4)
+        out[f["id"]] = round(
+            sum(e - s for s, e in intersect(union(gaps), [(f["inject"], stop)])), 4
+        )
     return out
 
 
@@ -281,11 +357,16 @@ def canary_verdict(violations: list[Violation], canary: dict, bounds: Bounds) ->
     """Did the checker flag the canary's window, and only it? canary: {"address", "start",
     "end"} (the campaign held the address on the standby from start to end)."""
     lo, hi = canary["start"] - bounds.sample, canary["end"] + bounds.overlap + bounds.sample
-    flagged = [v for v in violations if v.invariant == "I1" and v.address == canary["address"]
-               and v.end > lo and v.start < hi]
+    flagged = [
+        v
+        for v in violations
+        if v.invariant == "I1" and v.address == canary["address"] and v.end > lo and v.start < hi
+    ]
     if not flagged:
-        return False, (f"the canary held {canary['address']} on both units for "
-                       f"{canary['end'] - canary['start']:.3f}s and I1 did not fire")
+        return False, (
+            f"the canary held {canary['address']} on both units for "
+            f"{canary['end'] - canary['start']:.3f}s and I1 did not fire"
+        )
     outside = [v for v in flagged if v.start < lo or v.end > hi]
     if outside:
         return False, f"I1 fired outside the canary window: {[v.to_json() for v in outside]}"
@@ -296,13 +377,15 @@ def canary_verdict(violations: list[Violation], canary: dict, bounds: Bounds) ->
     return True, f"I1 flagged the canary: {covered:.3f}s in {len(flagged)} window(s)"
 
 
-def summary(faults: list[dict], violations: list[Violation],
-            outage: dict[int, float]) -> dict[str, dict]:
+def summary(
+    faults: list[dict], violations: list[Violation], outage: dict[int, float]
+) -> dict[str, dict]:
     """Per fault kind: count, how many failed to inject (they stay in force: see the
     campaign), client outage median and max (s), violations (canary excluded)."""
+
     def row(kind):
-        return table.setdefault(kind, {"count": 0, "failed": 0, "outages": [],
-                                       "violations": 0})
+        return table.setdefault(kind, {"count": 0, "failed": 0, "outages": [], "violations": 0})
+
     table: dict[str, dict] = {}
     for f in faults:
         if f.get("skipped"):

@@ -5,6 +5,7 @@ Run inside the client namespace until --duration passes or --stop-file appears; 
 object: per connection the requests answered, the failures (with the first few errors) and the
 reconnects (the TCP connection was closed by the other side and had to be opened again).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,23 @@ import threading
 import time
 
 
-def run_connection(host: str, port: int, path: str, duration: float, stop_file: str | None,
-                   limit: int, pause: float = 0.0) -> dict:
-    result = {"requests": 0, "failures": 0, "reconnects": 0, "errors": [], "servers": {},
-              "last_ok": None}  # CLOCK_MONOTONIC (system wide: the caller can compare)
+def run_connection(
+    host: str,
+    port: int,
+    path: str,
+    duration: float,
+    stop_file: str | None,
+    limit: int,
+    pause: float = 0.0,
+) -> dict:
+    result = {
+        "requests": 0,
+        "failures": 0,
+        "reconnects": 0,
+        "errors": [],
+        "servers": {},
+        "last_ok": None,
+    }  # CLOCK_MONOTONIC (system wide: the caller can compare)
     conn = http.client.HTTPConnection(host, port, timeout=2.0)
     local = None
     deadline = time.monotonic() + duration
@@ -61,8 +75,12 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--limit", type=int, default=200000, help="requests per connection at most")
     p.add_argument("--stop-file")
-    p.add_argument("--pause", type=float, default=0.0,
-                   help="seconds between requests (a steady load that leaves CPU to the units)")
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds between requests (a steady load that leaves CPU to the units)",
+    )
     args = p.parse_args(argv)
     target = args.url.split("://", 1)[-1]
     hostport, _, path = target.partition("/")
@@ -70,8 +88,10 @@ def main(argv=None) -> int:
     results: list[dict] = [{} for _ in range(args.connections)]
 
     def worker(i: int) -> None:
-        results[i] = run_connection(host, int(port or 80), "/" + path, args.duration,
-                                    args.stop_file, args.limit, args.pause)
+        results[i] = run_connection(
+            host, int(port or 80), "/" + path, args.duration, args.stop_file, args.limit, args.pause
+        )
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.connections)]
     for t in threads:
         t.start()

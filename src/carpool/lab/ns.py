@@ -2,6 +2,7 @@
 signal processes by PID (only after checking that the PID lives in the namespace we expect, so a
 recycled PID is never hit), wait on conditions with deadlines, and a machine-wide lab lock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -33,23 +35,33 @@ class LabTimeout(LabError, TimeoutError):
 
 
 # -- commands ---------------------------------------------------------------------------------
-def sh(argv: list[str], *, ns: str | None = None, check: bool = True, input: str | None = None,
-       timeout: float = 30.0, env: dict | None = None) -> subprocess.CompletedProcess:
+def sh(
+    argv: list[str],
+    *,
+    ns: str | None = None,
+    check: bool = True,
+    input: str | None = None,
+    timeout: float = 30.0,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run argv (in namespace `ns` if given), capture its output; raise LabError on failure."""
     if ns:
         argv = ["ip", "netns", "exec", ns, *argv]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input,
-                              timeout=timeout, env=env)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, input=input, timeout=timeout, env=env
+        )
     except FileNotFoundError:
-        raise LabError(f"{argv[0]}: command not found (the lab needs iproute2, nftables, "
-                       f"iputils-ping)") from None
+        raise LabError(
+            f"{argv[0]}: command not found (the lab needs iproute2, nftables, iputils-ping)"
+        ) from None
     except subprocess.TimeoutExpired:
         raise LabError(f"`{shlex.join(argv)}` still running after {timeout}s") from None
     if check and proc.returncode != 0:
         why = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
-        raise LabError(f"`{shlex.join(argv)}` failed (exit {proc.returncode}): "
-                       f"{' | '.join(why[-5:])}")
+        raise LabError(
+            f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {' | '.join(why[-5:])}"
+        )
     return proc
 
 
@@ -66,6 +78,7 @@ def venv_bin() -> Path:
 def src_dir() -> str:
     """The source tree this lab was imported from: daemons and servers run the same code."""
     import carpool
+
     return str(Path(carpool.__file__).resolve().parents[1])
 
 
@@ -186,8 +199,9 @@ def stop_pids(pids: dict[int, str | None], grace: float = 3.0) -> list[int]:
 
 
 # -- waiting ----------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = POLL,
-             what: str | None = None) -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout: float, interval: float = POLL, what: str | None = None
+) -> T:
     """Poll predicate until it returns something truthy (returned) or the deadline passes
     (LabTimeout naming `what` and the last value seen). Exceptions from predicate propagate."""
     deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ like carpool's, it exits when its interface goes down, and with -z it runs the d
 it stops. keepalived (-n) keeps its parent in the foreground; the VRRP child is a separate pid
 (-r file); SIGTERM to the parent makes the child resign (priority 0) and drop its addresses.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -76,13 +77,19 @@ class Peer:
         return found[-1].lower() if found else None
 
     def describe(self, lines: int = 30) -> str:
-        state = (f"running, pid {self.pid}" if self.running() else
-                 "not started" if self.proc is None else f"exited {self.proc.returncode}")
-        return (f"--- {self.kind} in {self.ns} ({state}): {shlex.join(self.argv)}\n"
-                f"{self.output(lines)}")
+        state = (
+            f"running, pid {self.pid}"
+            if self.running()
+            else "not started"
+            if self.proc is None
+            else f"exited {self.proc.returncode}"
+        )
+        return (
+            f"--- {self.kind} in {self.ns} ({state}): {shlex.join(self.argv)}\n{self.output(lines)}"
+        )
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "Peer":
+    def start(self, timeout: float = 10.0) -> Peer:
         """Start the peer in its namespace; return once it runs there and is ready."""
         if self.running():
             raise LabError(f"{self.kind} in {self.ns} already runs (pid {self.pid})")
@@ -90,14 +97,17 @@ class Peer:
         with open(self.output_path, "ab") as out:
             out.write(f"--- lab: starting {self.kind} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
-            self.proc = self.lab.spawn(self.unit, self.argv, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = self.lab.spawn(
+                self.unit, self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
         def ready():
             if self.proc.poll() is not None:
-                raise LabError(f"{self.kind} in {self.ns} exited with {self.proc.returncode}:\n"
-                               f"{self.output()}")
+                raise LabError(
+                    f"{self.kind} in {self.ns} exited with {self.proc.returncode}:\n{self.output()}"
+                )
             return in_namespace(self.proc.pid, self.ns) and self._ready()
+
         try:
             wait_for(ready, timeout, what=f"{self.kind} runs in {self.ns}")
         except BaseException:
@@ -128,12 +138,15 @@ class Peer:
                 os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5.0)
         # Children (keepalived's VRRP process) leave with their parent; make sure of it.
-        wait_for(lambda: not any(alive(p) for p in pids if p != self.proc.pid), 5.0,
-                 what=f"{self.kind} children {pids} gone")
+        wait_for(
+            lambda: not any(alive(p) for p in pids if p != self.proc.pid),
+            5.0,
+            what=f"{self.kind} children {pids} gone",
+        )
         self.lab._children.pop(self.proc.pid, None)
         return self.proc.returncode
 
-    def __enter__(self) -> "Peer":
+    def __enter__(self) -> Peer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -184,26 +197,63 @@ class Ucarp(Peer):
         return super().describe(lines) + f"\n--- ucarp scripts: {self.script_runs()[-10:]}"
 
 
-def ucarp(lab, unit: str, *, vhid: int, secret: str, address: str, iface: str = "eth0",
-          advbase: int = 1, advskew: int = 0, preempt: bool = False,
-          shutdown_script: bool = True, extra: list[str] | None = None) -> Ucarp:
+def ucarp(
+    lab,
+    unit: str,
+    *,
+    vhid: int,
+    secret: str,
+    address: str,
+    iface: str = "eth0",
+    advbase: int = 1,
+    advskew: int = 0,
+    preempt: bool = False,
+    shutdown_script: bool = True,
+    extra: list[str] | None = None,
+) -> Ucarp:
     """A ucarp peer in unit X's namespace sharing `address` (with prefix) on iface. Its up/down
     scripts add/remove the address with `ip addr` and log their runs; -z (shutdown_script) runs
     the down script when ucarp stops."""
     cidr = ipaddress.IPv4Interface(address)
     directory = _fresh_dir(lab, f"ucarp-{lab.unit(unit)}")
     log = directory / "scripts.log"
-    up = _script(directory / "up.sh", (
-        "#!/bin/sh\n# ucarp: $1 = interface, $2 = virtual address\n"
-        f'echo "up $*" >> {shlex.quote(str(log))}\n'
-        f'exec ip addr add "$2/{cidr.network.prefixlen}" dev "$1"\n'))
-    down = _script(directory / "down.sh", (
-        "#!/bin/sh\n"
-        f'echo "down $*" >> {shlex.quote(str(log))}\n'
-        f'ip addr del "$2/{cidr.network.prefixlen}" dev "$1" 2>/dev/null || true\n'))
-    argv = ["ucarp", "-i", iface, "-s", _own_address(lab.unit(unit), iface), "-v", str(vhid),
-            "-p", secret, "-a", str(cidr.ip), "-b", str(advbase), "-k", str(advskew),
-            "-u", str(up), "-d", str(down)]
+    up = _script(
+        directory / "up.sh",
+        (
+            "#!/bin/sh\n# ucarp: $1 = interface, $2 = virtual address\n"
+            f'echo "up $*" >> {shlex.quote(str(log))}\n'
+            f'exec ip addr add "$2/{cidr.network.prefixlen}" dev "$1"\n'
+        ),
+    )
+    down = _script(
+        directory / "down.sh",
+        (
+            "#!/bin/sh\n"
+            f'echo "down $*" >> {shlex.quote(str(log))}\n'
+            f'ip addr del "$2/{cidr.network.prefixlen}" dev "$1" 2>/dev/null || true\n'
+        ),
+    )
+    argv = [
+        "ucarp",
+        "-i",
+        iface,
+        "-s",
+        _own_address(lab.unit(unit), iface),
+        "-v",
+        str(vhid),
+        "-p",
+        secret,
+        "-a",
+        str(cidr.ip),
+        "-b",
+        str(advbase),
+        "-k",
+        str(advskew),
+        "-u",
+        str(up),
+        "-d",
+        str(down),
+    ]
     if preempt:
         argv.append("-P")
     if shutdown_script:
@@ -235,33 +285,59 @@ class Keepalived(Peer):
         return [p for p in (self.pid, self.vrrp_pid()) if p]
 
 
-def keepalived(lab, unit: str, *, vrid: int, address: str, priority: int = 100,
-               iface: str = "eth0", advert_int: float = 1, preempt: bool = True,
-               state: str = "BACKUP") -> Keepalived:
+def keepalived(
+    lab,
+    unit: str,
+    *,
+    vrid: int,
+    address: str,
+    priority: int = 100,
+    iface: str = "eth0",
+    advert_int: float = 1,
+    preempt: bool = True,
+    state: str = "BACKUP",
+) -> Keepalived:
     """A keepalived (VRRPv3, multicast) peer in unit X's namespace: one vrrp_instance on iface
     holding `address` (with prefix). Runs with -n (foreground), VRRP only, logging to stdout."""
     cidr = ipaddress.IPv4Interface(address)
     directory = _fresh_dir(lab, f"keepalived-{lab.unit(unit)}")
     conf = directory / "keepalived.conf"
-    write_file(conf, "\n".join([
-        "global_defs {",
-        f"    router_id carpool-lab-{lab.unit(unit)}",
-        "    vrrp_version 3",
-        "}",
-        "vrrp_instance carpool_lab {",
-        f"    state {state}",
-        f"    interface {iface}",
-        f"    virtual_router_id {vrid}",
-        f"    priority {priority}",
-        f"    advert_int {advert_int:g}",
-        "    version 3",
-        *([] if preempt else ["    nopreempt"]),
-        "    virtual_ipaddress {",
-        f"        {cidr.with_prefixlen} dev {iface}",
-        "    }",
-        "}",
-        ""]))
-    argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
-            "--vrrp", "--use-file", str(conf), "--pid", str(directory / "keepalived.pid"),
-            "--vrrp_pid", str(directory / "vrrp.pid")]
+    write_file(
+        conf,
+        "\n".join(
+            [
+                "global_defs {",
+                f"    router_id carpool-lab-{lab.unit(unit)}",
+                "    vrrp_version 3",
+                "}",
+                "vrrp_instance carpool_lab {",
+                f"    state {state}",
+                f"    interface {iface}",
+                f"    virtual_router_id {vrid}",
+                f"    priority {priority}",
+                f"    advert_int {advert_int:g}",
+                "    version 3",
+                *([] if preempt else ["    nopreempt"]),
+                "    virtual_ipaddress {",
+                f"        {cidr.with_prefixlen} dev {iface}",
+                "    }",
+                "}",
+                "",
+            ]
+        ),
+    )
+    argv = [
+        "keepalived",
+        "--dont-fork",
+        "--log-console",
+        "--log-detail",
+        "--no-syslog",
+        "--vrrp",
+        "--use-file",
+        str(conf),
+        "--pid",
+        str(directory / "keepalived.pid"),
+        "--vrrp_pid",
+        str(directory / "vrrp.pid"),
+    ]
     return Keepalived(lab, unit, argv, directory)

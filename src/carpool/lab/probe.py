@@ -4,6 +4,7 @@ Run inside the client namespace; prints one JSON object when done: the monotonic
 gaps in the replies (CLOCK_MONOTONIC is system wide, so the caller can line a gap up with the
 moment it injected a fault). Bounded by --duration and by --count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import sys
 import time
 
 from ..ha.ipv4 import internet_checksum
-
 
 
 def _echo(ident: int, seq: int) -> bytes:
@@ -56,7 +56,7 @@ def probe(target: str, interval: float, duration: float, stop_file: str | None) 
             except BlockingIOError:
                 break
             ihl = (data[0] & 0x0F) * 4
-            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl : ihl + 8])
             if kind != 0 or rid != ident:
                 continue
             t = time.monotonic()
@@ -65,8 +65,16 @@ def probe(target: str, interval: float, duration: float, stop_file: str | None) 
                 gaps.append([last_reply, t])
             last_reply = t
     sock.close()
-    return {"target": target, "interval": interval, "sent": sent, "received": received,
-            "start": start, "end": time.monotonic(), "last_reply": last_reply, "gaps": gaps}
+    return {
+        "target": target,
+        "interval": interval,
+        "sent": sent,
+        "received": received,
+        "start": start,
+        "end": time.monotonic(),
+        "last_reply": last_reply,
+        "gaps": gaps,
+    }
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ fault times): {"ev": "start"}, one {"ev": "held", "unit", "addr", "held", "confi
 "fence"} per change, {"ev": "tick", "samples", "max_gap"} every second, {"ev": "end"}.
 Bounded by --duration and stopped early by --stop-file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,10 @@ class Rtnl:
 
     def _dump(self, kind: int, body: bytes):
         self.seq += 1
-        msg = struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP,
-                          self.seq, 0) + body
+        msg = (
+            struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
+            + body
+        )
         self.sock.send(msg)
         while True:
             data = self.sock.recv(65536)
@@ -69,14 +72,15 @@ class Rtnl:
                 if seq == self.seq:
                     if mtype in (NLMSG_DONE, NLMSG_ERROR):
                         return
-                    yield mtype, data[off + 16:off + length]
+                    yield mtype, data[off + 16 : off + length]
                 off += (length + 3) & ~3
 
     def addresses(self) -> dict[str, int]:
         """IPv4 address -> ifindex."""
         found = {}
-        for mtype, msg in self._dump(RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET,
-                                                               0, 0, 0, 0)):
+        for mtype, msg in self._dump(
+            RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
+        ):
             if mtype != RTM_NEWADDR:
                 continue
             index = struct.unpack_from("=I", msg, 4)[0]
@@ -86,9 +90,9 @@ class Rtnl:
                 if alen < 4:
                     break
                 if atype == IFA_LOCAL:
-                    local = socket.inet_ntoa(msg[off + 4:off + 8])
+                    local = socket.inet_ntoa(msg[off + 4 : off + 8])
                 elif atype == IFA_ADDRESS:
-                    address = socket.inet_ntoa(msg[off + 4:off + 8])
+                    address = socket.inet_ntoa(msg[off + 4 : off + 8])
                 off += (alen + 3) & ~3
             if local or address:
                 found[local or address] = index
@@ -97,8 +101,9 @@ class Rtnl:
     def carriers(self) -> set[int]:
         """ifindexes that are up with carrier."""
         up = set()
-        for mtype, msg in self._dump(RTM_GETLINK, struct.pack("=BBHiII", socket.AF_UNSPEC,
-                                                              0, 0, 0, 0, 0)):
+        for mtype, msg in self._dump(
+            RTM_GETLINK, struct.pack("=BBHiII", socket.AF_UNSPEC, 0, 0, 0, 0, 0)
+        ):
             if mtype == RTM_NEWLINK:
                 _fam, _pad, _type, index, flags, _change = struct.unpack_from("=BBHiII", msg)
                 if flags & IFF_UP and flags & IFF_LOWER_UP:
@@ -112,9 +117,10 @@ class Fence:
     def __init__(self):
         try:
             import nftables
+
             self.nft = nftables.Nftables()
             self.nft.set_json_output(True)
-        except Exception:      # no library: the sampler says so in its start line
+        except Exception:  # no library: the sampler says so in its start line
             self.nft = None
 
     def live(self) -> set[str] | None:
@@ -161,8 +167,14 @@ class Unit:
         return out
 
 
-def run(units: dict[str, str], shared: list[str], period: float, duration: float,
-        stop_file: str | None, out) -> None:
+def run(
+    units: dict[str, str],
+    shared: list[str],
+    period: float,
+    duration: float,
+    stop_file: str | None,
+    out,
+) -> None:
     failed = []
 
     def work():
@@ -170,6 +182,7 @@ def run(units: dict[str, str], shared: list[str], period: float, duration: float
             _sample(units, shared, period, duration, stop_file, out)
         except BaseException as e:  # reported by the main thread
             failed.append(e)
+
     thread = threading.Thread(target=work, name="sampler", daemon=True)
     thread.start()
     thread.join()
@@ -177,8 +190,14 @@ def run(units: dict[str, str], shared: list[str], period: float, duration: float
         raise failed[0]
 
 
-def _sample(units: dict[str, str], shared: list[str], period: float, duration: float,
-            stop_file: str | None, out) -> None:
+def _sample(
+    units: dict[str, str],
+    shared: list[str],
+    period: float,
+    duration: float,
+    stop_file: str | None,
+    out,
+) -> None:
     samplers = [Unit(name, ns) for name, ns in units.items()]
 
     def emit(obj):
@@ -186,8 +205,16 @@ def _sample(units: dict[str, str], shared: list[str], period: float, duration: f
         out.flush()
 
     start = time.monotonic()
-    emit({"ev": "start", "t": start, "units": units, "shared": shared, "period": period,
-          "nftables": all(s.fence.nft is not None for s in samplers)})
+    emit(
+        {
+            "ev": "start",
+            "t": start,
+            "units": units,
+            "shared": shared,
+            "period": period,
+            "nftables": all(s.fence.nft is not None for s in samplers),
+        }
+    )
     last: dict[tuple[str, str], tuple] = {}
     samples, max_gap, prev, next_tick = 0, 0.0, start, start + 1.0
     limit = int(duration / period) + 1
@@ -198,15 +225,24 @@ def _sample(units: dict[str, str], shared: list[str], period: float, duration: f
         for unit in samplers:
             try:
                 seen = unit.sample(shared)
-            except OSError as e:   # a namespace removed under us: the lab is going down
+            except OSError as e:  # a namespace removed under us: the lab is going down
                 emit({"ev": "error", "t": time.monotonic(), "unit": unit.name, "error": str(e)})
                 return
             t = time.monotonic()
             for addr, state in seen.items():
                 if last.get((unit.name, addr)) != state:
                     last[(unit.name, addr)] = state
-                    emit({"ev": "held", "t": t, "unit": unit.name, "addr": addr,
-                          "held": state[0], "configured": state[1], "fence": state[2]})
+                    emit(
+                        {
+                            "ev": "held",
+                            "t": t,
+                            "unit": unit.name,
+                            "addr": addr,
+                            "held": state[0],
+                            "configured": state[1],
+                            "fence": state[2],
+                        }
+                    )
         samples += 1
         t = time.monotonic()
         max_gap, prev = max(max_gap, t - prev), t

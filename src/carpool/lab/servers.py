@@ -8,6 +8,7 @@ Run inside a namespace as `python -m carpool.lab.servers --name cp-r1 --pid-file
 is written once the sockets listen, so the lab knows when the server is ready. With --tls-port
 (and --cert/--key) the same process also serves HTTPS, so stopping it stops both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,10 @@ class Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self._reply(True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._reply(False)
 
     def log_message(self, *_args) -> None:  # quiet: benchmarks send many requests

@@ -10,6 +10,7 @@ heartbeat 198.18.1.0/30 (A .1, B .2), srv 198.18.2.0/24 (shared gateway .1, A .1
 servers .101+). Interfaces get MACs 02:00:<their IPv4 address in hex> so captures read easily.
 IPv6 is disabled in every lab namespace (no link-local chatter, no address outside the range).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,11 +24,11 @@ ROLES = {"a": "first", "b": "second"}
 SWITCH = "cp-sw"
 CLIENT = "cp-c1"
 BRIDGES = ("lan", "srv")
-HOST_IF = "cp-host"                 # in the root namespace; its peer is `host` on lan
+HOST_IF = "cp-host"  # in the root namespace; its peer is `host` on lan
 HOST_ADDR = "198.18.0.254/24"
 CLIENT_ADDR = "198.18.0.100/24"
 SHARED_LAN = "198.18.0.10/24"
-SHARED_SRV = "198.18.2.1/24"        # the real servers' default gateway
+SHARED_SRV = "198.18.2.1/24"  # the real servers' default gateway
 HEARTBEAT = "eth1"
 UNIT_ADDR = {
     "a": {"eth0": "198.18.0.11/24", "eth1": "198.18.1.1/30", "eth2": "198.18.2.11/24"},
@@ -38,7 +39,7 @@ MAX_SERVERS = 99
 # Every namespace the lab may have made (and nothing else: tests' own cp-t-* are not ours).
 LAB_NS = re.compile(r"^cp-(a|b|sw|c[0-9]+|r[0-9]+)$")
 IPV4_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
-OPERATIONAL_TIMEOUT = 5.0           # s for every link of a new lab to carry frames
+OPERATIONAL_TIMEOUT = 5.0  # s for every link of a new lab to carry frames
 
 
 def unit_ns(unit: str) -> str:
@@ -85,15 +86,33 @@ def _add_ns(ns: str, extra: dict[str, str | int] | None = None) -> None:
     ip("netns", "add", ns)
     ip("link", "set", "lo", "up", ns=ns)
     # Before any link exists, so that every interface inherits the defaults.
-    _sysctls(ns, {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1,
-                  **(extra or {})})
+    _sysctls(
+        ns,
+        {
+            "net.ipv6.conf.all.disable_ipv6": 1,
+            "net.ipv6.conf.default.disable_ipv6": 1,
+            **(extra or {}),
+        },
+    )
 
 
 def _veth(ns: str, name: str, address: str | None, peer_ns: str | None, peer: str) -> None:
     """A veth pair: `name` (with address and readable MAC) in ns, `peer` in peer_ns."""
     mac = ("address", mac_for(address)) if address else ()
-    ip("link", "add", name, *mac, "netns", ns, "type", "veth",
-       "peer", "name", peer, *(("netns", peer_ns) if peer_ns else ()))
+    ip(
+        "link",
+        "add",
+        name,
+        *mac,
+        "netns",
+        ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer,
+        *(("netns", peer_ns) if peer_ns else ()),
+    )
     if address:
         ip("addr", "add", address, "dev", name, ns=ns)
 
@@ -111,9 +130,14 @@ def build(servers: int) -> None:
         raise LabError(f"namespaces {clash} exist already: run `carpool lab down` first")
     arp_accept = {"net.ipv4.conf.all.arp_accept": 1, "net.ipv4.conf.default.arp_accept": 1}
 
-    _add_ns(SWITCH, {"net.bridge.bridge-nf-call-iptables": 0,
-                     "net.bridge.bridge-nf-call-ip6tables": 0,
-                     "net.bridge.bridge-nf-call-arptables": 0})
+    _add_ns(
+        SWITCH,
+        {
+            "net.bridge.bridge-nf-call-iptables": 0,
+            "net.bridge.bridge-nf-call-ip6tables": 0,
+            "net.bridge.bridge-nf-call-arptables": 0,
+        },
+    )
     for bridge in BRIDGES:
         ip("link", "add", bridge, "type", "bridge", "stp_state", "0", ns=SWITCH)
         ip("link", "set", bridge, "up", ns=SWITCH)
@@ -147,8 +171,20 @@ def build(servers: int) -> None:
         ip("route", "add", "default", "via", _ip(SHARED_SRV), ns=ns)
 
     # The host (root namespace) on lan. No IPv6 link-local address on it either.
-    ip("link", "add", HOST_IF, "address", mac_for(HOST_ADDR), "type", "veth",
-       "peer", "name", "host", "netns", SWITCH)
+    ip(
+        "link",
+        "add",
+        HOST_IF,
+        "address",
+        mac_for(HOST_ADDR),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "host",
+        "netns",
+        SWITCH,
+    )
     ip("link", "set", HOST_IF, "addrgenmode", "none")
     ip("addr", "add", HOST_ADDR, "dev", HOST_IF)
     ip("link", "set", HOST_IF, "up")
@@ -159,17 +195,25 @@ def build(servers: int) -> None:
     try:
         wait_for(lambda: not not_operational(), OPERATIONAL_TIMEOUT, what="lab links operational")
     except LabTimeout:
-        raise LabError(f"links not operational after {OPERATIONAL_TIMEOUT:g} s: "
-                       f"{', '.join(not_operational())}") from None
+        raise LabError(
+            f"links not operational after {OPERATIONAL_TIMEOUT:g} s: {', '.join(not_operational())}"
+        ) from None
 
 
 def not_operational() -> list[str]:
     """The lab's links (and the host's end) that do not carry frames yet: ns:ifname."""
-    waiting = [f"{ns}:{link['ifname']}" for ns in lab_namespaces() for link in links(ns)
-               if link["ifname"] != "lo" and link.get("operstate") not in ("UP", "UNKNOWN")]
+    waiting = [
+        f"{ns}:{link['ifname']}"
+        for ns in lab_namespaces()
+        for link in links(ns)
+        if link["ifname"] != "lo" and link.get("operstate") not in ("UP", "UNKNOWN")
+    ]
     out = ip("-j", "link", "show", "dev", HOST_IF, check=False).stdout
-    waiting += [HOST_IF for link in (json.loads(out) if out.strip() else [])
-                if link.get("operstate") not in ("UP", "UNKNOWN")]
+    waiting += [
+        HOST_IF
+        for link in (json.loads(out) if out.strip() else [])
+        if link.get("operstate") not in ("UP", "UNKNOWN")
+    ]
     return waiting
 
 

@@ -7,6 +7,7 @@ Unit X (a or b) lives in namespace cp-X with state dir <lab dir>/X:
     daemon.pid        the worker's pid, written by the supervisor
     carpool.sock      the daemon's control socket (`carpool status`)
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,10 +19,29 @@ from pathlib import Path
 from typing import Any
 
 from ..config import tomlw
-from .ns import (LabError, LabTimeout, alive, child_env, cmdline, read_pid, signal_pid, stop_pids,
-                 venv_bin, wait_for, write_file)
-from .topology import (HEARTBEAT, ROLES, SHARED_LAN, SHARED_SRV, UNIT_ADDR, UNITS,
-                       server_addr, unit_ns)
+from .ns import (
+    LabError,
+    LabTimeout,
+    alive,
+    child_env,
+    cmdline,
+    read_pid,
+    signal_pid,
+    stop_pids,
+    venv_bin,
+    wait_for,
+    write_file,
+)
+from .topology import (
+    HEARTBEAT,
+    ROLES,
+    SHARED_LAN,
+    SHARED_SRV,
+    UNIT_ADDR,
+    UNITS,
+    server_addr,
+    unit_ns,
+)
 
 SECRET = "lab-secret"
 VHID = 1
@@ -38,43 +58,79 @@ def lab_password_hash() -> str:
     """argon2id of the lab password with a fixed salt: every run writes the same document
     (a fresh salt would make each rewrite of the files a new configuration version)."""
     from ..web.auth import fixed_salt_hash
+
     return fixed_salt_hash(WUI_PASSWORD, b"carpool-lab-salt")
 
 
 # -- configuration ----------------------------------------------------------------------------
-def base_config(unit: str, state_dir: Path, fast: bool = False, vmac: bool = False,
-                preferred: str = "none", servers: int = 0) -> dict:
+def base_config(
+    unit: str,
+    state_dir: Path,
+    fast: bool = False,
+    vmac: bool = False,
+    preferred: str = "none",
+    servers: int = 0,
+) -> dict:
     """The lab's configuration document of one unit, as a dict (before overrides)."""
+
     def own(unit_, ifname):
         return UNIT_ADDR[unit_][ifname].split("/")[0]
 
     return {
         # The lab restarts units on purpose, far more often than reboot-loop protection allows.
-        "unit": {"role": ROLES[unit], "secret": SECRET, "state_dir": str(state_dir),
-                 "restart_limit": 0},
+        "unit": {
+            "role": ROLES[unit],
+            "secret": SECRET,
+            "state_dir": str(state_dir),
+            "restart_limit": 0,
+        },
         # the unit's WUI on its own LAN address (the host reaches the lab's LAN directly)
         "web": {"bind": own(unit, "eth0"), "port": WUI_PORT},
         "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
         "interface": [
-            {"name": "eth0", "shared": [SHARED_LAN], "first": own("a", "eth0"),
-             "second": own("b", "eth0")},
-            {"name": HEARTBEAT, "heartbeat": True, "first": own("a", HEARTBEAT),
-             "second": own("b", HEARTBEAT)},
-            {"name": "eth2", "shared": [SHARED_SRV], "first": own("a", "eth2"),
-             "second": own("b", "eth2")},
+            {
+                "name": "eth0",
+                "shared": [SHARED_LAN],
+                "first": own("a", "eth0"),
+                "second": own("b", "eth0"),
+            },
+            {
+                "name": HEARTBEAT,
+                "heartbeat": True,
+                "first": own("a", HEARTBEAT),
+                "second": own("b", HEARTBEAT),
+            },
+            {
+                "name": "eth2",
+                "shared": [SHARED_SRV],
+                "first": own("a", "eth2"),
+                "second": own("b", "eth2"),
+            },
         ],
         # the lab's default service: L4 on the shared address, port 80, over cp-r1..N
         "virtual_service": [
-            {"name": "web-l4", "address": SHARED_LAN.split("/")[0], "port": 80,
-             "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
-             "real_server": [{"address": server_addr(i), "port": 80}
-                             for i in range(1, servers + 1)]},
-            {"name": "web-http", "address": SHARED_LAN.split("/")[0], "port": 8080,
-             "type": "http",
-             "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
-             "real_server": [{"address": server_addr(i), "port": 80}
-                             for i in range(1, servers + 1)]},
-        ] if servers else [],
+            {
+                "name": "web-l4",
+                "address": SHARED_LAN.split("/")[0],
+                "port": 80,
+                "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
+                "real_server": [
+                    {"address": server_addr(i), "port": 80} for i in range(1, servers + 1)
+                ],
+            },
+            {
+                "name": "web-http",
+                "address": SHARED_LAN.split("/")[0],
+                "port": 8080,
+                "type": "http",
+                "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
+                "real_server": [
+                    {"address": server_addr(i), "port": 80} for i in range(1, servers + 1)
+                ],
+            },
+        ]
+        if servers
+        else [],
         "user": [{"name": WUI_USER, "password_hash": lab_password_hash()}],
     }
 
@@ -184,8 +240,14 @@ class UnitsMixin:
         """Unit X's configuration document under the lab's (or the given) options."""
         unit = self.unit(unit)
         o = self.options if options is None else options
-        doc = base_config(unit, self.state_dir(unit), o.get("fast", False), o.get("vmac", False),
-                          o.get("preferred", "none"), self.servers)
+        doc = base_config(
+            unit,
+            self.state_dir(unit),
+            o.get("fast", False),
+            o.get("vmac", False),
+            o.get("preferred", "none"),
+            self.servers,
+        )
         return apply_overrides(doc, o.get("overrides"), unit)
 
     def write_configs(self, **options) -> None:
@@ -198,8 +260,9 @@ class UnitsMixin:
         docs = {unit: self.unit_config(unit, merged) for unit in UNITS}
         for unit, doc in docs.items():
             if doc.get("unit", {}).get("state_dir") != str(self.state_dir(unit)):
-                raise LabError(f"unit.state_dir is the lab's ({self.state_dir(unit)}): "
-                               f"not an override")
+                raise LabError(
+                    f"unit.state_dir is the lab's ({self.state_dir(unit)}): not an override"
+                )
         self.options = merged
         for unit, doc in docs.items():
             write_file(self.config_path(unit), to_toml(doc))
@@ -208,10 +271,21 @@ class UnitsMixin:
     # life cycle
     def _run_argv(self, unit: str) -> list[str]:
         carpool = venv_bin() / "carpool"
-        cmd = [str(carpool)] if carpool.exists() else [str(venv_bin() / "python"), "-m",
-                                                       "carpool.cli"]
-        return ["ip", "netns", "exec", unit_ns(unit), *cmd, "run", "--config",
-                str(self.config_path(unit))]
+        cmd = (
+            [str(carpool)]
+            if carpool.exists()
+            else [str(venv_bin() / "python"), "-m", "carpool.cli"]
+        )
+        return [
+            "ip",
+            "netns",
+            "exec",
+            unit_ns(unit),
+            *cmd,
+            "run",
+            "--config",
+            str(self.config_path(unit)),
+        ]
 
     def start_unit(self, unit: str, wait: bool = True, timeout: float = 15.0) -> int:
         """Start `carpool run` in cp-X in the background; with wait, until its daemon answers
@@ -240,20 +314,28 @@ class UnitsMixin:
             log.write(f"--- lab: starting unit {unit} at {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                self._run_argv(unit), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-                env=child_env({"CARPOOL_CONFIG": str(self.config_path(unit))}))
+                self._run_argv(unit),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=child_env({"CARPOOL_CONFIG": str(self.config_path(unit))}),
+            )
         self._children[proc.pid] = proc
         write_file(sdir / "lab-run.pid", f"{proc.pid}\n")
         return proc
 
     def _wait_answers(self, unit: str, timeout: float = 15.0) -> str:
         """Wait until the unit's daemon answers status with a state (returned)."""
+
         def answers():
             if self._exited(unit):
-                raise LabError(f"unit {unit}: `carpool run` exited; log {self.log_path(unit)}:"
-                               f"\n{self.log_tail(unit)}")
+                raise LabError(
+                    f"unit {unit}: `carpool run` exited; log {self.log_path(unit)}:"
+                    f"\n{self.log_tail(unit)}"
+                )
             return self.unit_status(unit).get("state")
+
         try:
             return wait_for(answers, timeout, what=f"unit {unit} answers status")
         except LabTimeout as e:
@@ -293,6 +375,7 @@ class UnitsMixin:
             return {"state": None, "error": f"no control socket {path}"}
         try:
             from ..node import control
+
             answer = control.request(str(path), "status", timeout=timeout)
         except (OSError, ValueError) as e:
             return {"state": None, "error": f"{path}: {e}"}
@@ -329,18 +412,25 @@ class UnitsMixin:
         def one_master():
             for unit in UNITS:
                 if self._exited(unit):
-                    raise LabError(f"unit {unit} is not running; log {self.log_path(unit)}:\n"
-                                   f"{self.log_tail(unit)}")
+                    raise LabError(
+                        f"unit {unit} is not running; log {self.log_path(unit)}:\n"
+                        f"{self.log_tail(unit)}"
+                    )
             master, now = self.master(), time.monotonic()
             if master != seen[0]:
                 seen[:] = [master, now]
             return master if master and now - seen[1] >= settle else None
+
         try:
-            return wait_for(one_master, timeout + settle,
-                            what=f"both units answer, exactly one master for {settle:g}s")
+            return wait_for(
+                one_master,
+                timeout + settle,
+                what=f"both units answer, exactly one master for {settle:g}s",
+            )
         except LabTimeout as e:
-            tails = "\n".join(f"unit {u} ({self.unit_status(u).get('state')}):\n"
-                              f"{self.log_tail(u)}" for u in UNITS)
+            tails = "\n".join(
+                f"unit {u} ({self.unit_status(u).get('state')}):\n{self.log_tail(u)}" for u in UNITS
+            )
             raise LabTimeout(f"{e}\n{tails}") from None
 
     def log_tail(self, unit: str, lines: int = 20) -> str:
@@ -366,8 +456,11 @@ class UnitsMixin:
         pids = dict(self._signalled)
         self._signalled.clear()
         if pids:
-            wait_for(lambda: not any(alive(p) for p in pids.values()), timeout,
-                     what=f"signalled units {sorted(pids)} exit")
+            wait_for(
+                lambda: not any(alive(p) for p in pids.values()),
+                timeout,
+                what=f"signalled units {sorted(pids)} exit",
+            )
 
     def _kill_now(self, unit: str) -> list[int]:
         """Freeze supervisor and worker, then SIGKILL both: neither gets to clean up."""

@@ -20,6 +20,7 @@ When the parent already has an address in the shared address's subnet, the share
 added to the macvlan with `noprefixroute`, so the unit's own traffic keeps the parent's route and
 source address. Removing the last shared address deletes the macvlan.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,11 +31,12 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
+from .. import events
 from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the tests name it here)
 from .links import mac_address
-from .. import events
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 
@@ -51,6 +53,7 @@ _executor_lock = threading.Lock()
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
 
 def _norm_mac(mac: str) -> str:
     parts = mac.strip().lower().replace("-", ":").split(":")
@@ -75,7 +78,7 @@ def vmac_ifname(ifname: str, vmac: str, ifindex: int | None = None) -> str:
 
 
 def _interface(cidr: str) -> ipaddress.IPv4Interface:
-    iface = ipaddress.IPv4Interface(cidr)   # a bare address means /32
+    iface = ipaddress.IPv4Interface(cidr)  # a bare address means /32
     return iface
 
 
@@ -94,6 +97,7 @@ def _iproute():
     """This thread's IPRoute for the caller's network namespace, kept open: opening one costs
     ~3 ms, paid on every takeover before the first gratuitous ARP otherwise."""
     from pyroute2 import IPRoute
+
     try:
         key = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
@@ -108,8 +112,10 @@ def _iproute():
 
 def _netlink(fn: Callable[..., T]) -> T:
     """Run fn(ipr) with this thread's IPRoute, on a worker thread if an event loop runs here."""
+
     def job() -> T:
         from pyroute2.netlink.exceptions import NetlinkError
+
         key, cache = _iproute()
         try:
             return fn(cache[key])
@@ -164,8 +170,10 @@ def _our_macvlans(ipr, parent: int, vmac: str | None = None) -> list[tuple[int, 
 
 
 def _addresses(ipr, index: int) -> list[tuple[str, int]]:
-    return [(a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"), a["prefixlen"])
-            for a in ipr.get_addr(family=socket.AF_INET, index=index)]
+    return [
+        (a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"), a["prefixlen"])
+        for a in ipr.get_addr(family=socket.AF_INET, index=index)
+    ]
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -176,8 +184,9 @@ def _sysctl(path: str, value: str) -> None:
         log.warning("cannot set %s=%s: %s", path, value, e)
 
 
-def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0,
-                 lifetime: int | None = None) -> None:
+def _add_address(
+    ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0, lifetime: int | None = None
+) -> None:
     address = str(iface.ip)
     kwargs = {}
     if iface.network.prefixlen < 31:
@@ -192,8 +201,7 @@ def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0
         # "replace" adds or renews: the same call takes the address and keeps it alive.
         command, kwargs["valid_lft"], kwargs["preferred_lft"] = "replace", lifetime, lifetime
     try:
-        ipr.addr(command, index=index, address=address, prefixlen=iface.network.prefixlen,
-                 **kwargs)
+        ipr.addr(command, index=index, address=address, prefixlen=iface.network.prefixlen, **kwargs)
     except Exception as e:
         if _code(e) != errno.EEXIST:
             raise
@@ -250,16 +258,21 @@ def _ensure_macvlan(ipr, ifname: str, parent: int, vmac: str) -> int:
         if stale is not None:  # our name, wrong parent or MAC: an old one of ours
             _delete_link(ipr, stale)
         try:
-            ipr.link("add", ifname=name, kind="macvlan", link=parent, macvlan_mode="bridge",
-                     address=vmac)
+            ipr.link(
+                "add", ifname=name, kind="macvlan", link=parent, macvlan_mode="bridge", address=vmac
+            )
         except Exception as e:
             if _code(e) != errno.EEXIST:
                 raise
         index = _lookup(ipr, name)
         if index is None:
             raise OSError(errno.ENODEV, f"macvlan {name} vanished after creation")
-        for key, value in (("ipv4/conf/{}/arp_ignore", "1"), ("ipv4/conf/{}/arp_announce", "2"),
-                           ("ipv4/conf/{}/rp_filter", "2"), ("ipv6/conf/{}/disable_ipv6", "1")):
+        for key, value in (
+            ("ipv4/conf/{}/arp_ignore", "1"),
+            ("ipv4/conf/{}/arp_announce", "2"),
+            ("ipv4/conf/{}/rp_filter", "2"),
+            ("ipv6/conf/{}/disable_ipv6", "1"),
+        ):
             path = "/proc/sys/net/" + key.format(name)
             if os.path.exists(path):
                 _sysctl(path, value)
@@ -283,8 +296,9 @@ def warm_up() -> None:
     _packet_socket()
 
 
-def add_shared(ifname: str, cidr: str, vmac: str | None = None,
-               lifetime: int | None = None) -> None:
+def add_shared(
+    ifname: str, cidr: str, vmac: str | None = None, lifetime: int | None = None
+) -> None:
     """Put the shared address `cidr` (e.g. "198.18.0.10/24") on ifname, or on its vmac macvlan.
 
     With lifetime (seconds) the kernel removes the address that long after the last call
@@ -302,7 +316,6 @@ def add_shared(ifname: str, cidr: str, vmac: str | None = None,
         _add_address(ipr, index, iface, flags, lifetime)
 
     _netlink(work)
-
 
 
 def present(ifname: str, cidr: str, vmac: str | None = None) -> bool:
@@ -355,8 +368,16 @@ def build_garp(mac: str, address: str) -> bytes:
     """
     hw = _mac_bytes(mac)
     ip = ipaddress.IPv4Address(address).packed
-    return (BROADCAST_MAC + hw + struct.pack("!H", ETH_P_ARP)
-            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + ip + BROADCAST_MAC + ip)
+    return (
+        BROADCAST_MAC
+        + hw
+        + struct.pack("!H", ETH_P_ARP)
+        + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+        + hw
+        + ip
+        + BROADCAST_MAC
+        + ip
+    )
 
 
 def _exists(ifname: str) -> bool:

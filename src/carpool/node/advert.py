@@ -5,6 +5,7 @@ received datagram judged once (ha/classify.py) and handed to whoever owns its ki
                                                                      -> on_probe (the doctor)
                                                                      -> a counted drop
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
+from .. import events
 from ..config.ha import Config, Interface
 from ..ha import election as el
 from ..ha.classify import Kind, classify
 from ..ha.profile import CarpProfile, VrrpProfile
 from .paths import IfaceState, Paths
 from .rawsock import AdvertSocket, destinations
-from .. import events
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
@@ -56,10 +57,15 @@ class AdvertCounters:
 
 
 class AdvertPaths:
-    def __init__(self, cfg: Config, paths: Paths, *,
-                 on_advert: Callable[[el.Rank, bool, str], None],
-                 on_probe: Callable[[str, IPv4Address, bytes], None],
-                 on_foreign: Callable[[str, IPv4Address, bytes], None]):
+    def __init__(
+        self,
+        cfg: Config,
+        paths: Paths,
+        *,
+        on_advert: Callable[[el.Rank, bool, str], None],
+        on_probe: Callable[[str, IPv4Address, bytes], None],
+        on_foreign: Callable[[str, IPv4Address, bytes], None],
+    ):
         """on_advert(rank, bow_out, interface): a valid partner advert, ranked as the partner.
         on_probe / on_foreign(interface, source, payload): a doctor probe; an advert for our
         VHID from a stranger (judged as usual afterwards)."""
@@ -101,8 +107,9 @@ class AdvertPaths:
             iface = self.ifaces[name]
             source = iface.own(self.cfg.role)
             for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
-                payload = self.profile.encode(bow_out, demote, self.counter, self._carried[name],
-                                              source, dst)
+                payload = self.profile.encode(
+                    bow_out, demote, self.counter, self._carried[name], source, dst
+                )
                 if sock.send(payload, str(dst)):
                     self.counters.sent += 1
                 else:
@@ -110,16 +117,27 @@ class AdvertPaths:
 
     def send_probe(self, payload: bytes) -> dict[str, int]:
         """A doctor probe on every advert socket to every advert destination: sent per path."""
-        return {name: sum(sock.send(payload, str(dst)) for dst in destinations(
-                    self.cfg.transport, self.ifaces[name].partner(self.cfg.role)))
-                for name, sock in self.sockets.items()}
+        return {
+            name: sum(
+                sock.send(payload, str(dst))
+                for dst in destinations(
+                    self.cfg.transport, self.ifaces[name].partner(self.cfg.role)
+                )
+            )
+            for name, sock in self.sockets.items()
+        }
 
     # -- receive ---------------------------------------------------------------------------
     def on_readable(self, name: str) -> None:
         sock, carried = self.sockets[name], self._carried[name]
         for datagram in sock.recv_all():
-            verdict = classify(datagram, partners=self.partner_identity, vhid=self.cfg.vhid,
-                               decoder=self.profile, addresses=carried)
+            verdict = classify(
+                datagram,
+                partners=self.partner_identity,
+                vhid=self.cfg.vhid,
+                decoder=self.profile,
+                addresses=carried,
+            )
             if verdict.foreign:
                 self.on_foreign(name, verdict.source, verdict.payload)
             if verdict.kind is Kind.PROBE:
@@ -153,8 +171,12 @@ class AdvertPaths:
                 continue
             self.paths[name].link_up = self._link_up(name)
             try:
-                sock = AdvertSocket(name, str(iface.own(self.cfg.role)), self.cfg.transport,
-                                    drops=self.counters.drops)
+                sock = AdvertSocket(
+                    name,
+                    str(iface.own(self.cfg.role)),
+                    self.cfg.transport,
+                    drops=self.counters.drops,
+                )
             except OSError as e:
                 log.error("%s: cannot open advert socket: %s", name, e)
                 continue
@@ -179,7 +201,9 @@ def bow_out_once(cfg: Config) -> None:
             continue
         try:
             for dst in destinations(cfg.transport, iface.partner(cfg.role)):
-                sock.send(profile.encode(True, 0, counter, advertised_addresses(cfg, iface),
-                                         source, dst), str(dst))
+                sock.send(
+                    profile.encode(True, 0, counter, advertised_addresses(cfg, iface), source, dst),
+                    str(dst),
+                )
         finally:
             sock.close()

@@ -1,14 +1,15 @@
 """HA checks on every enabled interface: link state (from node/links.py), the partner's echo
 (its status in the WUI) and each interface's ping target; what fails is a demote reason."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from .. import events
 from ..config.ha import Config, Interface
 from .icmp import Pinger
 from .paths import Paths
-from .. import events
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage

@@ -2,17 +2,18 @@
 and `config.edit`: the typed operations of config/edit.py) and the sync service. Changes are
 accepted on the active unit only; each becomes a version, is applied, then pushed to the partner
 at once. Refusals are config/edit.py's typed errors, as JSON."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from .. import events
 from ..config.document import Document, DocumentError, Loc, parse_document
 from ..config.edit import Edit, EditError, Invalid, NotFound, Refused, SetKey, Standby, invalid
 from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
 from .sync import SyncService
-from .. import events
 
 log = events.logger("carpool.config", events.Kind.CONFIG)
 
@@ -30,39 +31,66 @@ def open_store(cfg: Config) -> Store:
         log.info("configuration version %d from %s (%s)", v.record.version, cfg.path, why)
         seed_file.write_text(seed + "\n")
     elif store.current.document.hash != seed:
-        log.info("using stored configuration version %d; %s seeds only a first start or an "
-                 "edit of the file", store.current.record.version, cfg.path)
+        log.info(
+            "using stored configuration version %d; %s seeds only a first start or an "
+            "edit of the file",
+            store.current.record.version,
+            cfg.path,
+        )
     return store
 
 
 class ConfigControl:
-    def __init__(self, cfg: Config, store: Store, is_active: Callable[[], bool],
-                 active_address: Callable[[], str], on_apply: Callable[[Version], None],
-                 ha_state: Callable[[], str] = lambda: "unknown"):
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        is_active: Callable[[], bool],
+        active_address: Callable[[], str],
+        on_apply: Callable[[Version], None],
+        ha_state: Callable[[], str] = lambda: "unknown",
+    ):
         self.cfg, self.store = cfg, store
         self.is_active, self.active_address = is_active, active_address
         self.on_apply = on_apply
         doc = store.current.document
-        self.sync = SyncService(cfg.secret, cfg.role, store, doc.sync.port,
-                                partner=self.partner_address,
-                                preferred=lambda: self.store.current.document.ha.preferred,
-                                is_active=is_active, on_apply=on_apply, ha_state=ha_state)
+        self.sync = SyncService(
+            cfg.secret,
+            cfg.role,
+            store,
+            doc.sync.port,
+            partner=self.partner_address,
+            preferred=lambda: self.store.current.document.ha.preferred,
+            is_active=is_active,
+            on_apply=on_apply,
+            ha_state=ha_state,
+        )
 
     def partner_address(self) -> str:
         return str(with_document(self.cfg, self.store.current.document).partner_address)
 
     def handlers(self) -> dict:
-        return {"config.show": self.show, "config.edit": self.edit, "config.set": self.set,
-                "config.apply": self.apply,
-                "config.history": self.history, "config.diff": self.diff,
-                "config.rollback": self.rollback, "config.sync": self.force_sync,
-                "config.applied": lambda _req: {"applied": list(self.sync.applied)}}
+        return {
+            "config.show": self.show,
+            "config.edit": self.edit,
+            "config.set": self.set,
+            "config.apply": self.apply,
+            "config.history": self.history,
+            "config.diff": self.diff,
+            "config.rollback": self.rollback,
+            "config.sync": self.force_sync,
+            "config.applied": lambda _req: {"applied": list(self.sync.applied)},
+        }
 
     # -- reading ---------------------------------------------------------------------------
     def show(self, _req: dict) -> dict:
         v = self.store.current
-        return {"version": v.record.version, "hash": v.record.hash,
-                "record": v.record.to_json(), "document": v.document.model_dump(mode="json")}
+        return {
+            "version": v.record.version,
+            "hash": v.record.hash,
+            "record": v.record.to_json(),
+            "document": v.document.model_dump(mode="json"),
+        }
 
     def history(self, _req: dict) -> dict:
         return {"history": [r.to_json() for r in self.store.history()]}
@@ -74,9 +102,13 @@ class ConfigControl:
                 return default, None
             version, _, prefix = str(value).partition(":")  # "5" or "5:1a2b3c" (a conflict)
             if not version.isdigit():
-                raise invalid((name,), f"VERSION or VERSION:HASH, not {value!r}",
-                              headline="no such version reference:")
+                raise invalid(
+                    (name,),
+                    f"VERSION or VERSION:HASH, not {value!r}",
+                    headline="no such version reference:",
+                )
             return int(version), prefix or None
+
         try:
             b, b_hash = ref("b", self.store.current.record.version)
             a, a_hash = ref("a", b - 1)
@@ -92,8 +124,11 @@ class ConfigControl:
     def _guard(self) -> None:
         if not self.is_active():
             active = self.active_address()
-            raise Standby(f"this unit ({self.cfg.role}) is the standby; change the "
-                          f"configuration on the active unit at {active}", active)
+            raise Standby(
+                f"this unit ({self.cfg.role}) is the standby; change the "
+                f"configuration on the active unit at {active}",
+                active,
+            )
 
     async def _change(self, make: Callable[[Version], Document], who: str) -> dict:
         """Build the new document from the current version and store it, both on the store's
@@ -109,6 +144,7 @@ class ConfigControl:
                     return self.store.commit(doc, who=who, origin=self.cfg.role)
                 except (StoreError, OSError) as e:
                     raise Refused("", f"cannot store the new version: {e}") from None
+
             v = await self.sync.writer.run(job)
         except EditError as e:
             return e.to_json()
@@ -128,21 +164,30 @@ class ConfigControl:
         def make(current: Version) -> Document:
             before = current.document.model_dump(mode="json")
             return _valid(change.apply(before, current.record.version), change.subject(before))
+
         return await self._change(make, who=f"{req.get('who') or 'cli'}: {change.describe()}")
 
     async def set(self, req: dict) -> dict:
         """config.set {key, value}: one SetKey (kept for scripts and the lab)."""
-        return await self.edit({"ops": [SetKey(str(req.get("key")), req.get("value")).to_json()],
-                                "expect_version": req.get("expect_version"),
-                                "who": req.get("who")})
+        return await self.edit(
+            {
+                "ops": [SetKey(str(req.get("key")), req.get("value")).to_json()],
+                "expect_version": req.get("expect_version"),
+                "who": req.get("who"),
+            }
+        )
 
     async def apply(self, req: dict) -> dict:
         def make(_current: Version) -> Document:
             data = req.get("document")
             if isinstance(data, dict) and "unit" in data:
-                raise Refused("unit", "the [unit] table belongs to the unit's own file; it is "
-                                      "not part of the synced document")
+                raise Refused(
+                    "unit",
+                    "the [unit] table belongs to the unit's own file; it is "
+                    "not part of the synced document",
+                )
             return _valid(data)
+
         return await self._change(make, who=req.get("who") or "cli: config apply")
 
     async def rollback(self, req: dict) -> dict:
@@ -153,6 +198,7 @@ class ConfigControl:
                 return self.store.get(version).document
             except StoreError as e:
                 raise NotFound("version", str(e)) from None
+
         return await self._change(make, who=f"{req.get('who') or 'cli'}: rollback to {version}")
 
     async def force_sync(self, req: dict) -> dict:

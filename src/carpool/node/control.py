@@ -2,6 +2,7 @@
 
 `carpool status` and the lab use it; the daemon registers handlers by command name.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,7 @@ import json
 import logging
 import os
 import socket
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("carpool.control")
 Handler = Callable[[dict], Awaitable[dict] | dict]
@@ -24,7 +25,7 @@ async def serve(path: str, handlers: dict[str, Handler]) -> asyncio.AbstractServ
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             answer = await _dispatch(line, handlers)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             answer = {"error": "request timed out"}
         try:
             writer.write(json.dumps(answer).encode() + b"\n")

@@ -9,11 +9,13 @@ configuration versions to them and stops them in order; each job lives in its ow
 
 One event loop; decisions are made in carpool.ha.election.
 """
+
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from .. import events
 from ..config.ha import Config, with_document
 from ..config.store import Store, Version
 from ..dataplane.dataplanes import Dataplanes
@@ -37,7 +39,6 @@ from .sched import realtime
 from .status import StatusParts, unit_status
 from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
-from .. import events
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
@@ -48,53 +49,87 @@ class Daemon:
         self.paths: Paths = {}
         self.tasks = Tasks()
         self.driver = ElectionDriver(el.Election(election_params(cfg)), cfg.state_dir)
-        self.config = ConfigControl(cfg, store, is_active=self.driver.is_active,
-                                    active_address=lambda: str(self.cfg.partner_address),
-                                    on_apply=self.apply_version,
-                                    ha_state=lambda: self.driver.state.value)
-        self.holder = AddressHolder(cfg, self.driver.election.params.advert_interval,
-                                    self.driver.now, rt_priority=cfg.rt_priority)
-        self.relay = AdvertRelay(self.config.sync, self.on_relayed_advert,
-                                 lambda: self.driver.state.value, self._our_advert)
+        self.config = ConfigControl(
+            cfg,
+            store,
+            is_active=self.driver.is_active,
+            active_address=lambda: str(self.cfg.partner_address),
+            on_apply=self.apply_version,
+            ha_state=lambda: self.driver.state.value,
+        )
+        self.holder = AddressHolder(
+            cfg,
+            self.driver.election.params.advert_interval,
+            self.driver.now,
+            rt_priority=cfg.rt_priority,
+        )
+        self.relay = AdvertRelay(
+            self.config.sync,
+            self.on_relayed_advert,
+            lambda: self.driver.state.value,
+            self._our_advert,
+        )
         self.starts = StartRecord(cfg.config_dir or cfg.state_dir, cfg.restart_limit)
-        self.commands = Commands(self.driver, self.paths, self.starts,
-                                 self.config.partner_address)
+        self.commands = Commands(self.driver, self.paths, self.starts, self.config.partner_address)
         self.dataplanes = Dataplanes(cfg.state_dir, self.tasks.spawn)
         self.view = self._view()
         self.doctor = DoctorAgent(self.view)
-        self.adverts = AdvertPaths(cfg, self.paths, on_advert=self._heard,
-                                   on_probe=self.doctor.on_probe,
-                                   on_foreign=self.doctor.note_foreign)
+        self.adverts = AdvertPaths(
+            cfg,
+            self.paths,
+            on_advert=self._heard,
+            on_probe=self.doctor.on_probe,
+            on_foreign=self.doctor.note_foreign,
+        )
         self.checks = Checks(cfg, self.paths, on_change=self.update_demotion)
         self.relay.report_for = self.doctor.report_over_relay
         self.relay.on_report = self.doctor.on_relayed_report
         self.driver.effects = self
-        self.status_parts = StatusParts(cfg, self.driver, self.paths, self.adverts, self.holder,
-                                        self.config, self.dataplanes, self.doctor, self.relay)
+        self.status_parts = StatusParts(
+            cfg,
+            self.driver,
+            self.paths,
+            self.adverts,
+            self.holder,
+            self.config,
+            self.dataplanes,
+            self.doctor,
+            self.relay,
+        )
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
         self.stopped = asyncio.Event()
         self._relay_timer: asyncio.TimerHandle | None = None
         self.web = WebUnit(self.view)  # WUI, REST API, /metrics: same loop, started in run()
-        self.web.prepare()             # (built before the loop runs: see WebUnit.prepare)
+        self.web.prepare()  # (built before the loop runs: see WebUnit.prepare)
 
     def _view(self) -> UnitView:
         sync = self.config.sync
         return UnitView(
-            config=lambda: self.cfg, status=self.status, ha_state=lambda: self.driver.state.value,
-            version=lambda: (self.config.store.current.record.version,
-                             self.config.store.current.record.hash),
+            config=lambda: self.cfg,
+            status=self.status,
+            ha_state=lambda: self.driver.state.value,
+            version=lambda: (
+                self.config.store.current.record.version,
+                self.config.store.current.record.hash,
+            ),
             document=lambda: self.config.store.current.document,
             handlers=lambda: {"status": self.status, **self.config.handlers()},
-            failover=self.commands.failover, doctor=self.run_doctor,
+            failover=self.commands.failover,
+            doctor=self.run_doctor,
             servers=lambda: self.dataplanes.servers(),
             dataplane_counters=lambda: self.dataplanes.counters(),
-            paths=lambda: self.paths, advert_paths=lambda: list(self.adverts.sockets),
-            now=self.driver.now, held=lambda: self.holder.held,
+            paths=lambda: self.paths,
+            advert_paths=lambda: list(self.adverts.sockets),
+            now=self.driver.now,
+            held=lambda: self.holder.held,
             is_partner=lambda source: self.adverts.is_partner(source),
             send_probe=lambda payload: self.adverts.send_probe(payload),
-            partner_ha=lambda: sync.partner_ha, sync_port=lambda: sync.port,
-            probe_sync=sync.probe_partner, ask_doctor=self.relay.ask_doctor)
+            partner_ha=lambda: sync.partner_ha,
+            sync_port=lambda: sync.port,
+            probe_sync=sync.probe_partner,
+            ask_doctor=self.relay.ask_doctor,
+        )
 
     # -- the election's effects (driver.Effects) --------------------------------------------
     def send_adverts(self, bow_out: bool, demote: int) -> None:
@@ -114,8 +149,11 @@ class Daemon:
 
     def notify(self, new: str, old: str, reason: str) -> None:
         if self.cfg.notify:
-            self.tasks.hooks.add(self.tasks.spawn(run_notify(
-                self.cfg.notify, new, old, reason, self.cfg.notify_timeout)))
+            self.tasks.hooks.add(
+                self.tasks.spawn(
+                    run_notify(self.cfg.notify, new, old, reason, self.cfg.notify_timeout)
+                )
+            )
 
     # -- what the election hears -------------------------------------------------------------
     def _heard(self, rank: el.Rank, bow_out: bool, where: str) -> None:
@@ -152,10 +190,15 @@ class Daemon:
         """Apply a new configuration version in place: the election keeps its state."""
         old, new = self.cfg, with_document(self.cfg, version.document)
         self._set_cfg(new)
-        log.info("configuration version %d applied (%s)", version.record.version,
-                 ", ".join(version.record.what[:8]) or "no change")
-        ha_changed = (old.document.ha, old.document.interface) != \
-                     (new.document.ha, new.document.interface)
+        log.info(
+            "configuration version %d applied (%s)",
+            version.record.version,
+            ", ".join(version.record.what[:8]) or "no change",
+        )
+        ha_changed = (old.document.ha, old.document.interface) != (
+            new.document.ha,
+            new.document.interface,
+        )
         if self.driver.loop is not None:
             self.dataplanes.apply(new, ha_changed)
         if not ha_changed:
@@ -171,8 +214,7 @@ class Daemon:
     # -- control -----------------------------------------------------------------------------
     async def run_doctor(self, _request: dict | None = None) -> dict:
         observed = await self.doctor.run(self.pinger)
-        return {"checks": [f.as_dict() for f in findings.evaluate(observed)],
-                "observed": observed}
+        return {"checks": [f.as_dict() for f in findings.evaluate(observed)], "observed": observed}
 
     def status(self, _request: dict | None = None) -> dict:
         return unit_status(self.status_parts)
@@ -191,12 +233,16 @@ class Daemon:
         links.attach(loop)
         pinger = self.pinger = Pinger()
         await self.dataplanes.start(self.cfg, pinger)
-        server = await control.serve(self.cfg.socket_path,
-                                     {"status": self.status,
-                                      "ha.failover": self.commands.failover,
-                                      "doctor": self.run_doctor,
-                                      "pacify": self.commands.pacify,
-                                      **self.config.handlers()})
+        server = await control.serve(
+            self.cfg.socket_path,
+            {
+                "status": self.status,
+                "ha.failover": self.commands.failover,
+                "doctor": self.run_doctor,
+                "pacify": self.commands.pacify,
+                **self.config.handlers(),
+            },
+        )
         try:
             await self.config.sync.start()
         except OSError as e:  # sync is not the election: run without it and say why
@@ -206,8 +252,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopped.set)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
-        log.info("unit %s starting: %s vhid %d, interfaces %s", self.cfg.role, self.cfg.protocol,
-                 self.cfg.vhid, ", ".join(self.adverts.sockets))
+        log.info(
+            "unit %s starting: %s vhid %d, interfaces %s",
+            self.cfg.role,
+            self.cfg.protocol,
+            self.cfg.vhid,
+            ", ".join(self.adverts.sockets),
+        )
         # watched from here: the start (pyroute2's import, the data planes: seconds on a busy
         pulse.start(loop)  # machine) holds no address and is no hang
         pacified = self.starts.on_start()

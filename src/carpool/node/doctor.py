@@ -11,6 +11,7 @@ partner. Pings, the sync port and the foreign speakers the daemon noted complete
 which carpool.node.findings turns into findings. Nothing here feeds the election or touches
 the data plane.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,27 +21,26 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from .. import __version__
+from .. import __version__, events
 from ..ha import probe
-from ..ha.ipv4 import Ipv4Packet
-from ..ha.ipv4 import PROTO_CARP, TTL
+from ..ha.ipv4 import PROTO_CARP, TTL, Ipv4Packet
 from . import addresses
 from .view import UnitView
-from .. import events
 
 log = events.logger("carpool.doctor", events.Kind.DOCTOR)
 PROBES_PER_PATH = 3
 PROBE_GAP = 0.03
-REPORT_DELAY = 0.15     # gather the partner's probes on every path before answering once
-REPORT_WAIT = 1.5       # how long the initiator waits for reports
+REPORT_DELAY = 0.15  # gather the partner's probes on every path before answering once
+REPORT_WAIT = 1.5  # how long the initiator waits for reports
 MAX_REPORTS_PER_ID = 4
 MAX_REPORTS_PER_S = 20  # unauthenticated probes may trigger reports: bounded
-FOREIGN_WINDOW = 10.0   # s a silent foreign speaker stays in the findings (at least)
+FOREIGN_WINDOW = 10.0  # s a silent foreign speaker stays in the findings (at least)
 
 
 @dataclass
 class Heard:
     """Probes of one id heard from the partner."""
+
     probes: collections.Counter = field(default_factory=collections.Counter)
     vmac: collections.Counter = field(default_factory=collections.Counter)
     authentic: bool = True
@@ -53,12 +53,13 @@ class Heard:
 @dataclass
 class Session:
     """One run of ours: the partner's reports by the interface they arrived on."""
+
     id: str
     reports: dict = field(default_factory=dict)
     report_authentic: bool | None = None
     vmac_heard: collections.Counter = field(default_factory=collections.Counter)
-    first_report_at: float | None = None   # wall time (the partner stamps its reports)
-    relayed: dict | None = None            # the partner's report over 6973
+    first_report_at: float | None = None  # wall time (the partner stamps its reports)
+    relayed: dict | None = None  # the partner's report over 6973
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -67,7 +68,7 @@ class DoctorAgent:
         self.unit = unit
         self.heard: collections.OrderedDict[str, Heard] = collections.OrderedDict()
         self.sessions: dict[str, Session] = {}
-        self.foreign: dict[tuple[str, str], dict] = {}   # (iface, source) -> sighting
+        self.foreign: dict[tuple[str, str], dict] = {}  # (iface, source) -> sighting
         self.counters: collections.Counter = collections.Counter()
         self._report_times: collections.deque = collections.deque(maxlen=MAX_REPORTS_PER_S)
 
@@ -78,23 +79,37 @@ class DoctorAgent:
     # -- receive side (called from the daemon's socket reader) ------------------------------
     def note_foreign(self, iface: str, source: IPv4Address, payload: bytes) -> None:
         """An advert for our VHID from an address that is neither ours nor the partner's."""
-        kind = {2: "CARP", 3: "VRRPv3"}.get(payload[0] >> 4, f"version {payload[0] >> 4}") \
-            if payload else "?"
+        kind = (
+            {2: "CARP", 3: "VRRPv3"}.get(payload[0] >> 4, f"version {payload[0] >> 4}")
+            if payload
+            else "?"
+        )
         now = time.time()
         seen = self.foreign.setdefault((iface, str(source)), {"count": 0, "last": now, "gap": 0})
-        seen.update(count=seen["count"] + 1, gap=max(seen["gap"], now - seen["last"]),
-                    last=now, kind=kind)
+        seen.update(
+            count=seen["count"] + 1, gap=max(seen["gap"], now - seen["last"]), last=now, kind=kind
+        )
 
     def recent_foreign(self) -> list[dict]:
         """Speakers heard within 3 of their own advert intervals (at least FOREIGN_WINDOW s):
         one that stopped drops out of the findings and warnings soon after."""
         now = time.time()
-        for key in [k for k, v in self.foreign.items()
-                    if now - v["last"] > max(FOREIGN_WINDOW, 3 * v["gap"])]:
+        for key in [
+            k
+            for k, v in self.foreign.items()
+            if now - v["last"] > max(FOREIGN_WINDOW, 3 * v["gap"])
+        ]:
             del self.foreign[key]
-        return [{"interface": i, "source": s, "kind": v["kind"], "count": v["count"],
-                 "last_ago": round(now - v["last"], 1)}
-                for (i, s), v in sorted(self.foreign.items())]
+        return [
+            {
+                "interface": i,
+                "source": s,
+                "kind": v["kind"],
+                "count": v["count"],
+                "last_ago": round(now - v["last"], 1),
+            }
+            for (i, s), v in sorted(self.foreign.items())
+        ]
 
     def on_probe(self, iface: str, source: IPv4Address, payload: bytes) -> None:
         try:
@@ -124,8 +139,7 @@ class DoctorAgent:
             (heard.probes if kind == "probe" else heard.vmac)[iface] += 1
             heard.authentic = heard.authentic and p.authentic
             heard.want_vmac = heard.want_vmac or bool(body.get("want_vmac"))
-            if kind == "probe" and not heard.report_due and \
-                    heard.reports_sent < MAX_REPORTS_PER_ID:
+            if kind == "probe" and not heard.report_due and heard.reports_sent < MAX_REPORTS_PER_ID:
                 heard.report_due = True
                 asyncio.get_running_loop().call_later(REPORT_DELAY, self._report, pid)
 
@@ -160,16 +174,25 @@ class DoctorAgent:
 
     def report_body(self, pid: str) -> dict:
         unit, heard = self.unit, self.heard.get(pid) or Heard()
-        return {"k": "report", "id": pid, "from": unit.cfg.role, "heard": dict(heard.probes),
-                "vmac_heard": dict(heard.vmac), "authentic": heard.authentic,
-                "ping": {n: st.ping_ok for n, st in unit.paths().items()},
-                "state": unit.ha_state(), "version": __version__,
-                "config": list(unit.version()), "time": time.time()}
+        return {
+            "k": "report",
+            "id": pid,
+            "from": unit.cfg.role,
+            "heard": dict(heard.probes),
+            "vmac_heard": dict(heard.vmac),
+            "authentic": heard.authentic,
+            "ping": {n: st.ping_ok for n, st in unit.paths().items()},
+            "state": unit.ha_state(),
+            "version": __version__,
+            "config": list(unit.version()),
+            "time": time.time(),
+        }
 
     def report_over_relay(self, pid: str, send) -> None:
         """The partner asked over 6973: our report once its probes are in (or are not). Sent
         on the advert paths too if no probe made us send it there, so the partner -> us
         direction of each path is tested even when none of its probes reached us."""
+
         def answer() -> None:
             if self._limited():
                 return
@@ -179,6 +202,7 @@ class DoctorAgent:
             if heard is None or (heard.reports_sent == 0 and not heard.report_due):
                 self._heard(pid).reports_sent += 1
                 self.send_everywhere(body)
+
         asyncio.get_running_loop().call_later(REPORT_DELAY, answer)
 
     def on_relayed_report(self, body: dict) -> None:
@@ -232,8 +256,13 @@ class DoctorAgent:
         pid = secrets.token_hex(8)
         session = self.sessions[pid] = Session(pid)
         try:
-            pings = asyncio.gather(*[pinger.ping(str(i.partner(cfg.role)), 1.0)
-                                     for i in cfg.interfaces if i.name in paths])
+            pings = asyncio.gather(
+                *[
+                    pinger.ping(str(i.partner(cfg.role)), 1.0)
+                    for i in cfg.interfaces
+                    if i.name in paths
+                ]
+            )
             sync = asyncio.ensure_future(unit.probe_sync())
             await pings  # first: the partner's MAC is then in the neighbour table
             want_vmac = bool(cfg.vmac) and not self.holds_vmac()
@@ -244,36 +273,51 @@ class DoctorAgent:
             else:
                 vmac_sent = {}
             for n in range(PROBES_PER_PATH):
-                sent.update(self.send_everywhere({"k": "probe", "id": pid, "n": n,
-                                                  "from": cfg.role, "want_vmac": want_vmac}))
+                sent.update(
+                    self.send_everywhere(
+                        {"k": "probe", "id": pid, "n": n, "from": cfg.role, "want_vmac": want_vmac}
+                    )
+                )
                 await asyncio.sleep(PROBE_GAP)
             relayed = unit.ask_doctor(pid)
             deadline = started + REPORT_WAIT
-            while time.monotonic() < deadline and (len(session.reports) < len(paths) or
-                                                   (relayed and session.relayed is None)):
+            while time.monotonic() < deadline and (
+                len(session.reports) < len(paths) or (relayed and session.relayed is None)
+            ):
                 session.arrived.clear()
                 try:
                     await asyncio.wait_for(session.arrived.wait(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             rtts = pings.result()
             names = [i.name for i in cfg.interfaces if i.name in paths]
             return {
-                "role": cfg.role, "state": unit.ha_state(), "version": __version__,
-                "config": list(unit.version()), "time": time.time(),
-                "transport": cfg.transport, "vmac": bool(cfg.vmac), "vhid": cfg.vhid,
+                "role": cfg.role,
+                "state": unit.ha_state(),
+                "version": __version__,
+                "config": list(unit.version()),
+                "time": time.time(),
+                "transport": cfg.transport,
+                "vmac": bool(cfg.vmac),
+                "vhid": cfg.vhid,
                 "vmac_address": cfg.vmac_address if cfg.vmac else None,
-                "sync_port": unit.sync_port(), "report_received": session.first_report_at,
+                "sync_port": unit.sync_port(),
+                "report_received": session.first_report_at,
                 "vmac_sender": "us" if self.holds_vmac() else ("partner" if want_vmac else None),
-                "vmac_sent": vmac_sent, "vmac_heard": dict(session.vmac_heard),
-                "sent": dict(sent), "reports": session.reports,
+                "vmac_sent": vmac_sent,
+                "vmac_heard": dict(session.vmac_heard),
+                "sent": dict(sent),
+                "reports": session.reports,
                 "relayed_report": session.relayed,
                 "report_authentic": session.report_authentic,
-                "pings": {n: None if r is None else round(r * 1000, 3)
-                          for n, r in zip(names, rtts)},
+                "pings": {
+                    n: None if r is None else round(r * 1000, 3)
+                    for n, r in zip(names, rtts, strict=False)
+                },
                 "interfaces": self._interfaces(),
                 "partner_state": unit.partner_ha(),
-                "sync": await sync, "foreign": self.recent_foreign(),
+                "sync": await sync,
+                "foreign": self.recent_foreign(),
             }
         finally:
             self.sessions.pop(pid, None)
@@ -284,25 +328,38 @@ class DoctorAgent:
         for iface in unit.cfg.interfaces:
             st = states[iface.name]
             out[iface.name] = {
-                "check": iface.check, "heartbeat": iface.heartbeat,
-                "shared": [str(c) for c in iface.shared], "link_up": st.link_up,
+                "check": iface.check,
+                "heartbeat": iface.heartbeat,
+                "shared": [str(c) for c in iface.shared],
+                "link_up": st.link_up,
                 "socket": iface.name in paths,
-                "advert_seen_ago": None if st.last_advert is None
-                else round(now - st.last_advert, 3)}
+                "advert_seen_ago": None
+                if st.last_advert is None
+                else round(now - st.last_advert, 3),
+            }
         return out
 
 
 def _report_shape(body: dict) -> bool:
     """A report's fields have the types the findings read (a partner's bug is not our crash)."""
+
     def counts(value) -> bool:
-        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, int)
-                                               for k, v in value.items())
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, int) for k, v in value.items()
+        )
+
     config = body.get("config")
-    return (counts(body.get("heard")) and counts(body.get("vmac_heard"))
-            and isinstance(body.get("ping"), dict)
-            and isinstance(body.get("time"), (int, float))
-            and isinstance(body.get("version"), str) and isinstance(config, list)
-            and len(config) == 2 and isinstance(config[0], int) and isinstance(config[1], str))
+    return (
+        counts(body.get("heard"))
+        and counts(body.get("vmac_heard"))
+        and isinstance(body.get("ping"), dict)
+        and isinstance(body.get("time"), (int, float))
+        and isinstance(body.get("version"), str)
+        and isinstance(config, list)
+        and len(config) == 2
+        and isinstance(config[0], int)
+        and isinstance(config[1], str)
+    )
 
 
 def neighbour_mac(address: str, ifname: str) -> str | None:
@@ -314,7 +371,11 @@ def neighbour_mac(address: str, ifname: str) -> str | None:
         return None
     for line in lines:
         fields = line.split()
-        if len(fields) >= 6 and fields[0] == address and fields[5] == ifname \
-                and fields[3] != "00:00:00:00:00:00":
+        if (
+            len(fields) >= 6
+            and fields[0] == address
+            and fields[5] == ifname
+            and fields[3] != "00:00:00:00:00:00"
+        ):
             return fields[3]
     return None

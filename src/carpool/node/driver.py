@@ -1,5 +1,6 @@
 """The election's driver: events in (with the loop's time), effects out, in order, to the parts
 that carry them; its one timer; the transitions' record (event log, state file)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..ha import election as el
 from .. import events
+from ..ha import election as el
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
 
 class Effects(Protocol):
     """What the election's effects are carried out by."""
+
     def send_adverts(self, bow_out: bool, demote: int) -> None: ...
     def take(self) -> None: ...
     def release(self) -> None: ...
@@ -31,7 +33,7 @@ class Effects(Protocol):
 class DriverCounters:
     effect_errors: int = 0
     transitions: int = 0
-    timer_late_max: float = 0.0        # s the election's timer ran late at worst (loop lag)
+    timer_late_max: float = 0.0  # s the election's timer ran late at worst (loop lag)
     timer_late_over_interval: int = 0  # times it ran more than an advert interval late
 
 
@@ -66,8 +68,12 @@ class ElectionDriver:
                 log.exception("applying %r failed", effect)
         if self.election.state is not before:
             self.counters.transitions += 1
-            entry = {"time": time.time(), "old": before.value,
-                     "new": self.election.state.value, "reason": self.election.reason}
+            entry = {
+                "time": time.time(),
+                "old": before.value,
+                "new": self.election.state.value,
+                "reason": self.election.reason,
+            }
             self.events.append(entry)
             if self.on_transition is not None:
                 self.on_transition(entry)

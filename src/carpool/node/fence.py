@@ -19,10 +19,12 @@ them a few seconds later. The tables outlive the daemon on purpose. Refreshing f
 re-adds the set in one transaction: re-adding an element does not renew its timeout on every
 kernel, and the flush drops addresses no longer held.
 """
+
 from __future__ import annotations
 
 import time
 from ipaddress import IPv4Address
+
 from .. import events
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
@@ -46,22 +48,28 @@ def _elements(addresses, timeout_ms: int | None = None) -> str:
 
 def install_commands(shared: list[IPv4Address]) -> str:
     """The fence tables, replaced as a whole: every configured shared address, none live."""
-    shared_set = (f" elements = {{ {_elements(shared)} }} ;" if shared else "")
-    ip_rules = ("chain prerouting { type filter hook prerouting priority -400; policy accept; "
-                "ip daddr @shared ip daddr != @live counter drop ; } ; "
-                "chain output { type filter hook output priority -400; policy accept; "
-                "ip saddr @shared ip saddr != @live counter drop ; } ;")
-    arp_rules = ("chain input { type filter hook input priority 0; policy accept; "
-                 "arp daddr ip @shared arp daddr ip != @live counter drop ; } ; "
-                 "chain output { type filter hook output priority 0; policy accept; "
-                 "arp saddr ip @shared arp saddr ip != @live counter drop ; } ;")
+    shared_set = f" elements = {{ {_elements(shared)} }} ;" if shared else ""
+    ip_rules = (
+        "chain prerouting { type filter hook prerouting priority -400; policy accept; "
+        "ip daddr @shared ip daddr != @live counter drop ; } ; "
+        "chain output { type filter hook output priority -400; policy accept; "
+        "ip saddr @shared ip saddr != @live counter drop ; } ;"
+    )
+    arp_rules = (
+        "chain input { type filter hook input priority 0; policy accept; "
+        "arp daddr ip @shared arp daddr ip != @live counter drop ; } ; "
+        "chain output { type filter hook output priority 0; policy accept; "
+        "arp saddr ip @shared arp saddr ip != @live counter drop ; } ;"
+    )
     lines = []
     for family, rules in (("ip", ip_rules), ("arp", arp_rules)):
         lines.append(f"table {family} {TABLE} {{ }}")
         lines.append(f"delete table {family} {TABLE}")
-        lines.append(f"table {family} {TABLE} {{ "
-                     f"set shared {{ type ipv4_addr ;{shared_set} }} ; "
-                     f"set live {{ type ipv4_addr ; flags timeout ; }} ; {rules} }}")
+        lines.append(
+            f"table {family} {TABLE} {{ "
+            f"set shared {{ type ipv4_addr ;{shared_set} }} ; "
+            f"set live {{ type ipv4_addr ; flags timeout ; }} ; {rules} }}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -96,6 +104,7 @@ class Fence:
         try:
             if self._nft is None:
                 import nftables  # Debian's python3-nftables (DESIGN §7)
+
                 self._nft = nftables.Nftables()
             rc, _out, err = self._nft.cmd(commands)
         except Exception as e:  # a missing library or a broken ruleset: no fence, not no unit
@@ -134,14 +143,18 @@ class Fence:
 
     def remove(self) -> None:
         """A clean stop: the addresses are gone already, the tables may go too."""
-        self._run("".join(f"table {f} {TABLE} {{ }}\ndelete table {f} {TABLE}\n"
-                          for f in FAMILIES))
+        self._run("".join(f"table {f} {TABLE} {{ }}\ndelete table {f} {TABLE}\n" for f in FAMILIES))
         self.installed, self.live = False, ()
 
     def status(self) -> dict:
-        return {"installed": self.installed, "timeout": self.timeout,
-                "live": [str(a) for a in self.live], "refreshes": self.refreshes,
-                "failures": self.failures, "last_error": self.last_error}
+        return {
+            "installed": self.installed,
+            "timeout": self.timeout,
+            "live": [str(a) for a in self.live],
+            "refreshes": self.refreshes,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
 
 
 def darken() -> None:

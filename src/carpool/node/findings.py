@@ -5,51 +5,74 @@ vhid, ha-check, version, clock, latency), ok or not, what was observed and how t
 The heartbeat link is judged once, by the `heartbeat` check (its adverts, its pings, its link),
 so a pulled cable fails that check and nothing else; every other path gets its own checks.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from ..terms import Warn
 
-MAX_LATENCY_MS = 100.0   # LoadMaster's requirement for the units' round trip
-MAX_CLOCK_OFFSET = 1.0   # s: logs, history and certificates of the two units line up
+MAX_LATENCY_MS = 100.0  # LoadMaster's requirement for the units' round trip
+MAX_CLOCK_OFFSET = 1.0  # s: logs, history and certificates of the two units line up
 
-HINT_MULTICAST = ("Adverts ({transport}, IP protocol 112{group}) do not get through on {iface}. "
-                  "Likely: IGMP snooping without a querier, a cloud or hypervisor network that "
-                  "drops multicast, or a firewall between the units. Fix: allow IP protocol 112 "
-                  "to 224.0.0.18 on this segment (or an IGMP querier), or set ha.transport = "
-                  '"unicast".')
-HINT_ICMP = ("ICMP echo between the units is filtered on {iface}: the partner's status in the "
-             "WUI and the ping checks go blind. Fix: allow ICMP echo request/reply between the "
-             "units' addresses.")
-HINT_6973 = ("TCP {port} to the partner is not reachable: configuration changes do not reach "
-             "it. Likely: a firewall or security group between the units. Fix: allow TCP {port} "
-             "both ways between the units' addresses.")
-HINT_SECRET = ("The partner does not accept our secret (sync and adverts): the units never "
-               "trust each other's adverts, and both may become active. Fix: set the same "
-               "unit.secret on both units.")
-HINT_MAC = ("Frames sent from the virtual MAC {vmac} do not arrive on {iface}: a switch or "
-            "hypervisor refuses forged source MACs. Fix: allow MAC address changes and forged "
-            "transmits (VMware), MAC address spoofing (Hyper-V), or turn ha.vmac off and rely on "
-            "gratuitous ARP.")
-HINT_HEARTBEAT = ("The heartbeat link {iface} does not carry adverts both ways. With it, one cut "
-                  "path never makes two active units. Fix: check the cable between the units' "
-                  "{iface} and that both ends are up.")
-HINT_NO_HEARTBEAT = ("No heartbeat link is configured: a single cut path can make both units "
-                     "active. Fix: cable the units' spare ports directly and set "
-                     "heartbeat = true on that interface.")
-HINT_VHID = ("Another CARP/VRRP speaker ({who}) uses VHID {vhid} on {iface}: its adverts and "
-             "ours fight over the same virtual router (and virtual MAC). Fix: give this pair or "
-             "the other device a VHID unique on the segment (ha.vhid).")
-HINT_HA_CHECK = ("{iface} carries shared addresses but is not used for HA checks: if it fails, "
-                 "the active unit stays active and the addresses become unreachable. Fix: set "
-                 "check = true on {iface}.")
-HINT_VERSION = ("The units run different {what}. Fix: {fix}.")
-HINT_CLOCK = ("The units' clocks are {offset:.1f} s apart: logs, configuration history and "
-              "certificates do not line up. Fix: run NTP (chrony, systemd-timesyncd) on both.")
-HINT_LATENCY = ("The units are {rtt:.0f} ms apart (round trip); an HA pair needs < "
-                f"{MAX_LATENCY_MS:.0f} ms or adverts arrive too late. Fix: put the units on the "
-                "same site or a faster link.")
+HINT_MULTICAST = (
+    "Adverts ({transport}, IP protocol 112{group}) do not get through on {iface}. "
+    "Likely: IGMP snooping without a querier, a cloud or hypervisor network that "
+    "drops multicast, or a firewall between the units. Fix: allow IP protocol 112 "
+    "to 224.0.0.18 on this segment (or an IGMP querier), or set ha.transport = "
+    '"unicast".'
+)
+HINT_ICMP = (
+    "ICMP echo between the units is filtered on {iface}: the partner's status in the "
+    "WUI and the ping checks go blind. Fix: allow ICMP echo request/reply between the "
+    "units' addresses."
+)
+HINT_6973 = (
+    "TCP {port} to the partner is not reachable: configuration changes do not reach "
+    "it. Likely: a firewall or security group between the units. Fix: allow TCP {port} "
+    "both ways between the units' addresses."
+)
+HINT_SECRET = (
+    "The partner does not accept our secret (sync and adverts): the units never "
+    "trust each other's adverts, and both may become active. Fix: set the same "
+    "unit.secret on both units."
+)
+HINT_MAC = (
+    "Frames sent from the virtual MAC {vmac} do not arrive on {iface}: a switch or "
+    "hypervisor refuses forged source MACs. Fix: allow MAC address changes and forged "
+    "transmits (VMware), MAC address spoofing (Hyper-V), or turn ha.vmac off and rely on "
+    "gratuitous ARP."
+)
+HINT_HEARTBEAT = (
+    "The heartbeat link {iface} does not carry adverts both ways. With it, one cut "
+    "path never makes two active units. Fix: check the cable between the units' "
+    "{iface} and that both ends are up."
+)
+HINT_NO_HEARTBEAT = (
+    "No heartbeat link is configured: a single cut path can make both units "
+    "active. Fix: cable the units' spare ports directly and set "
+    "heartbeat = true on that interface."
+)
+HINT_VHID = (
+    "Another CARP/VRRP speaker ({who}) uses VHID {vhid} on {iface}: its adverts and "
+    "ours fight over the same virtual router (and virtual MAC). Fix: give this pair or "
+    "the other device a VHID unique on the segment (ha.vhid)."
+)
+HINT_HA_CHECK = (
+    "{iface} carries shared addresses but is not used for HA checks: if it fails, "
+    "the active unit stays active and the addresses become unreachable. Fix: set "
+    "check = true on {iface}."
+)
+HINT_VERSION = "The units run different {what}. Fix: {fix}."
+HINT_CLOCK = (
+    "The units' clocks are {offset:.1f} s apart: logs, configuration history and "
+    "certificates do not line up. Fix: run NTP (chrony, systemd-timesyncd) on both."
+)
+HINT_LATENCY = (
+    "The units are {rtt:.0f} ms apart (round trip); an HA pair needs < "
+    f"{MAX_LATENCY_MS:.0f} ms or adverts arrive too late. Fix: put the units on the "
+    "same site or a faster link."
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +99,9 @@ def evaluate(o: dict) -> list[Finding]:
             continue
         out += _paths(o, name, iface, reports, partner_report)
     if not heartbeat:
-        out.append(Finding("heartbeat link", False, "no interface has heartbeat = true",
-                           HINT_NO_HEARTBEAT))
+        out.append(
+            Finding("heartbeat link", False, "no interface has heartbeat = true", HINT_NO_HEARTBEAT)
+        )
     out += _vhid(o, ifaces)
     out += _ha_checks(o)
     out += _sync(o, partner_report)
@@ -91,37 +115,53 @@ def _transport_words(o: dict) -> tuple[str, str]:
     return transport, " to 224.0.0.18" if transport == "multicast" else ""
 
 
-def _delivery(o: dict, name: str, reports: dict, partner_report
-              ) -> tuple[tuple[str, bool], tuple[str, bool]]:
+def _delivery(
+    o: dict, name: str, reports: dict, partner_report
+) -> tuple[tuple[str, bool], tuple[str, bool]]:
     """((detail, ok) us -> partner, (detail, ok) partner -> us) for one path."""
     sent = o.get("sent", {}).get(name, 0)
     if partner_report is None:
-        nothing = (f"sent {sent} probes; no report from the partner on any path (its daemon "
-                   "down, or our probes reach it nowhere)", False)
+        nothing = (
+            f"sent {sent} probes; no report from the partner on any path (its daemon "
+            "down, or our probes reach it nowhere)",
+            False,
+        )
         return nothing, nothing
     heard = partner_report.get("heard", {}).get(name, 0)
     back = name in reports
-    came = "" if back or not o.get("relayed_report") else \
-        " (it came over the sync port: this direction drops IP protocol 112)"
-    return ((f"partner heard {heard} of our {sent} probes", heard > 0),
-            (f"the partner's report on this path {'arrived' if back else 'did not arrive'} "
-             f"here{came}", back))
+    came = (
+        ""
+        if back or not o.get("relayed_report")
+        else " (it came over the sync port: this direction drops IP protocol 112)"
+    )
+    return (
+        (f"partner heard {heard} of our {sent} probes", heard > 0),
+        (
+            f"the partner's report on this path {'arrived' if back else 'did not arrive'} "
+            f"here{came}",
+            back,
+        ),
+    )
 
 
 def _paths(o, name, iface, reports, partner_report) -> list[Finding]:
     transport, group = _transport_words(o)
     (out_detail, out_ok), (back_detail, back_ok) = _delivery(o, name, reports, partner_report)
     hint = HINT_MULTICAST.format(transport=transport, group=group, iface=name)
-    found = [Finding(f"{transport} {name}: us -> partner", out_ok, out_detail,
-                     "" if out_ok else hint),
-             Finding(f"{transport} {name}: partner -> us", back_ok, back_detail,
-                     "" if back_ok else hint)]
+    found = [
+        Finding(f"{transport} {name}: us -> partner", out_ok, out_detail, "" if out_ok else hint),
+        Finding(
+            f"{transport} {name}: partner -> us", back_ok, back_detail, "" if back_ok else hint
+        ),
+    ]
     rtt = o.get("pings", {}).get(name)
     theirs = (partner_report or {}).get("ping", {}).get(name)
     ok = rtt is not None and theirs is not False
-    detail = (f"our echo: {'no reply' if rtt is None else f'{rtt:.2f} ms'}; "
-              f"partner's echo to us: "
-              f"{ {True: 'ok', False: 'no reply', None: 'unknown'}[theirs] }")
+    detail = (
+        f"our echo: {'no reply' if rtt is None else f'{rtt:.2f} ms'}; "
+        f"partner's echo to us: "
+        f"{ {True: 'ok', False: 'no reply', None: 'unknown'}[theirs] }"
+    )
     found.append(Finding(f"icmp {name}", ok, detail, "" if ok else HINT_ICMP.format(iface=name)))
     if o.get("vmac") and iface["shared"] and o.get("vmac_sender"):
         found.append(_mac(o, name, partner_report))
@@ -133,15 +173,20 @@ def _mac(o, name, partner_report) -> Finding:
     if o["vmac_sender"] == "us":
         sent = o.get("vmac_sent", {}).get(name, 0)
         heard = (partner_report or {}).get("vmac_heard", {}).get(name) if partner_report else None
-        detail = f"we sent {sent} frames from the virtual MAC; the partner heard " + \
-                 ("nothing (no report)" if heard is None else str(heard))
+        detail = f"we sent {sent} frames from the virtual MAC; the partner heard " + (
+            "nothing (no report)" if heard is None else str(heard)
+        )
         ok = bool(heard)
     else:
         heard = o.get("vmac_heard", {}).get(name, 0)
         detail = f"frames from the partner's virtual MAC heard here: {heard}"
         ok = heard > 0
-    return Finding(f"mac {name}: frames from the virtual MAC", ok, detail,
-                   "" if ok else HINT_MAC.format(vmac=vmac, iface=name))
+    return Finding(
+        f"mac {name}: frames from the virtual MAC",
+        ok,
+        detail,
+        "" if ok else HINT_MAC.format(vmac=vmac, iface=name),
+    )
 
 
 def _heartbeat(o, name, iface, reports, partner_report) -> Finding:
@@ -149,8 +194,10 @@ def _heartbeat(o, name, iface, reports, partner_report) -> Finding:
     detail = out_detail if out_detail == back_detail else f"{out_detail}; {back_detail}"
     rtt = o.get("pings", {}).get(name)
     ok = iface["link_up"] and out_ok and back_ok
-    detail = (f"link {'up' if iface['link_up'] else 'DOWN'}; {detail}; echo "
-              f"{'no reply' if rtt is None else f'{rtt:.2f} ms'}")
+    detail = (
+        f"link {'up' if iface['link_up'] else 'DOWN'}; {detail}; echo "
+        f"{'no reply' if rtt is None else f'{rtt:.2f} ms'}"
+    )
     return Finding(f"heartbeat {name}", ok, detail, "" if ok else HINT_HEARTBEAT.format(iface=name))
 
 
@@ -160,13 +207,20 @@ def _vhid(o, ifaces) -> list[Finding]:
     for name in ifaces:
         here = [f for f in foreign if f["interface"] == name]
         if here:
-            who = ", ".join(f"{f['source']} ({f['kind']}, {f['count']} adverts, last "
-                            f"{f['last_ago']:g} s ago)" for f in here)
-            out.append(Finding(f"vhid {name}: unique", False, f"foreign speaker: {who}",
-                               HINT_VHID.format(who=who, vhid=o.get("vhid", "?"), iface=name)))
+            who = ", ".join(
+                f"{f['source']} ({f['kind']}, {f['count']} adverts, last {f['last_ago']:g} s ago)"
+                for f in here
+            )
+            out.append(
+                Finding(
+                    f"vhid {name}: unique",
+                    False,
+                    f"foreign speaker: {who}",
+                    HINT_VHID.format(who=who, vhid=o.get("vhid", "?"), iface=name),
+                )
+            )
         else:
-            out.append(Finding(f"vhid {name}: unique", True,
-                               "no other speaker of our VHID heard"))
+            out.append(Finding(f"vhid {name}: unique", True, "no other speaker of our VHID heard"))
     return out
 
 
@@ -175,46 +229,67 @@ def _ha_checks(o) -> list[Finding]:
     for name, iface in o["interfaces"].items():
         if iface["shared"]:
             ok = iface["check"]
-            out.append(Finding(f"ha-check {name}", ok,
-                               f"shared {', '.join(iface['shared'])}; "
-                               f"{'checked' if ok else 'NOT checked'}",
-                               "" if ok else HINT_HA_CHECK.format(iface=name)))
+            out.append(
+                Finding(
+                    f"ha-check {name}",
+                    ok,
+                    f"shared {', '.join(iface['shared'])}; {'checked' if ok else 'NOT checked'}",
+                    "" if ok else HINT_HA_CHECK.format(iface=name),
+                )
+            )
     return out
 
 
 def _sync(o, partner_report) -> list[Finding]:
     s = o.get("sync") or {}
     port = o.get("sync_port", 6973)
-    reachable = Finding(f"{port} sync port reachable", bool(s.get("reachable")),
-                        f"TCP connect {s['connect_ms']:.2f} ms" if s.get("reachable")
-                        else s.get("error", "not tried"),
-                        "" if s.get("reachable") else HINT_6973.format(port=port))
+    reachable = Finding(
+        f"{port} sync port reachable",
+        bool(s.get("reachable")),
+        f"TCP connect {s['connect_ms']:.2f} ms"
+        if s.get("reachable")
+        else s.get("error", "not tried"),
+        "" if s.get("reachable") else HINT_6973.format(port=port),
+    )
     if s.get("authenticated") is not None:
         ok = bool(s["authenticated"])
-        detail = "the sync handshake (port %s) authenticated both ways" % port if ok \
+        detail = (
+            f"the sync handshake (port {port}) authenticated both ways"
+            if ok
             else s.get("error", "authentication failed")
+        )
     elif o.get("report_authentic") is not None:  # the sync port is closed: judge by the probes
         ok = bool(o["report_authentic"]) and bool((partner_report or {}).get("authentic", True))
-        detail = ("sync port closed; the partner's probes " +
-                  ("carry a valid HMAC" if ok else "fail our HMAC (or ours fail its)"))
+        detail = "sync port closed; the partner's probes " + (
+            "carry a valid HMAC" if ok else "fail our HMAC (or ours fail its)"
+        )
     else:
         ok, detail = True, "not testable: neither the sync port nor probes reach the partner"
-    secret = Finding(f"{port} secret (partner shared secret)", ok, detail,
-                     "" if ok else HINT_SECRET)
+    secret = Finding(
+        f"{port} secret (partner shared secret)", ok, detail, "" if ok else HINT_SECRET
+    )
     return [reachable, secret]
 
 
 def _partner_facts(o, partner_report) -> dict:
     s = o.get("sync") or {}
     if s.get("authenticated") and s.get("carpool"):
-        return {"version": s.get("carpool"), "config": s.get("current"),
-                "clock_offset": s.get("clock_offset"), "via": "sync"}
+        return {
+            "version": s.get("carpool"),
+            "config": s.get("current"),
+            "clock_offset": s.get("clock_offset"),
+            "via": "sync",
+        }
     if partner_report:
         offset = None
         if isinstance(partner_report.get("time"), (int, float)) and o.get("report_received"):
             offset = round(partner_report["time"] - o["report_received"], 3)
-        return {"version": partner_report.get("version"), "config": partner_report.get("config"),
-                "clock_offset": offset, "via": "probe report"}
+        return {
+            "version": partner_report.get("version"),
+            "config": partner_report.get("config"),
+            "clock_offset": offset,
+            "via": "probe report",
+        }
     return {}
 
 
@@ -222,19 +297,41 @@ def _versions(o, partner_report) -> list[Finding]:
     facts = _partner_facts(o, partner_report)
     if not facts:
         detail = "the partner answers neither on the sync port nor to probes"
-        return [Finding("version carpool", False, detail, "Start the partner's daemon."),
-                Finding("version config", False, detail, "Start the partner's daemon.")]
+        return [
+            Finding("version carpool", False, detail, "Start the partner's daemon."),
+            Finding("version config", False, detail, "Start the partner's daemon."),
+        ]
     ok = facts["version"] == o["version"]
-    out = [Finding("version carpool", ok, f"ours {o['version']}, partner's {facts['version']}",
-                   "" if ok else HINT_VERSION.format(
-                       what="carpool versions", fix="upgrade both units to the same release"))]
+    out = [
+        Finding(
+            "version carpool",
+            ok,
+            f"ours {o['version']}, partner's {facts['version']}",
+            ""
+            if ok
+            else HINT_VERSION.format(
+                what="carpool versions", fix="upgrade both units to the same release"
+            ),
+        )
+    ]
     ours, theirs = o.get("config"), facts.get("config")
     ok = bool(theirs) and list(ours) == list(theirs)
-    detail = (f"ours {ours[0]} ({ours[1][:12]}), partner's "
-              + (f"{theirs[0]} ({theirs[1][:12]})" if theirs else "none"))
-    out.append(Finding("version config", ok, detail, "" if ok else HINT_VERSION.format(
-        what="configuration versions",
-        fix="check `carpool config sync` on the active unit (the sync port and the secret)")))
+    detail = f"ours {ours[0]} ({ours[1][:12]}), partner's " + (
+        f"{theirs[0]} ({theirs[1][:12]})" if theirs else "none"
+    )
+    out.append(
+        Finding(
+            "version config",
+            ok,
+            detail,
+            ""
+            if ok
+            else HINT_VERSION.format(
+                what="configuration versions",
+                fix="check `carpool config sync` on the active unit (the sync port and the secret)",
+            ),
+        )
+    )
     return out
 
 
@@ -243,26 +340,48 @@ def _clock_latency(o, partner_report) -> list[Finding]:
     facts = _partner_facts(o, partner_report)
     offset = facts.get("clock_offset")
     if offset is None:
-        out.append(Finding("clock offset", False, "no clock reading from the partner",
-                           "Make the sync port or the probes reach the partner."))
+        out.append(
+            Finding(
+                "clock offset",
+                False,
+                "no clock reading from the partner",
+                "Make the sync port or the probes reach the partner.",
+            )
+        )
     else:
         ok = abs(offset) <= MAX_CLOCK_OFFSET
-        out.append(Finding("clock offset", ok, f"partner's clock {offset:+.3f} s from ours "
-                           f"(via {facts['via']})",
-                           "" if ok else HINT_CLOCK.format(offset=abs(offset))))
+        out.append(
+            Finding(
+                "clock offset",
+                ok,
+                f"partner's clock {offset:+.3f} s from ours (via {facts['via']})",
+                "" if ok else HINT_CLOCK.format(offset=abs(offset)),
+            )
+        )
     rtts = [r for n, r in (o.get("pings") or {}).items() if r is not None]
     s = o.get("sync") or {}
     if s.get("connect_ms") is not None:
         rtts.append(s["connect_ms"])
     if not rtts:
-        out.append(Finding("latency", False, "no round trip measured (no echo, no TCP connect)",
-                           "Allow ICMP or TCP 6973 between the units."))
+        out.append(
+            Finding(
+                "latency",
+                False,
+                "no round trip measured (no echo, no TCP connect)",
+                "Allow ICMP or TCP 6973 between the units.",
+            )
+        )
     else:
         rtt = min(rtts)
         ok = rtt < MAX_LATENCY_MS
-        out.append(Finding("latency", ok, f"best round trip {rtt:.2f} ms (< "
-                           f"{MAX_LATENCY_MS:.0f} ms needed)",
-                           "" if ok else HINT_LATENCY.format(rtt=rtt)))
+        out.append(
+            Finding(
+                "latency",
+                ok,
+                f"best round trip {rtt:.2f} ms (< {MAX_LATENCY_MS:.0f} ms needed)",
+                "" if ok else HINT_LATENCY.format(rtt=rtt),
+            )
+        )
     return out
 
 
@@ -275,6 +394,7 @@ def relayed_only(status: dict, heard: list[str]) -> bool:
 
 class StatusWarning(str):
     """A warning's text, with its kind."""
+
     kind: Warn
 
     def __new__(cls, kind: Warn, text: str) -> StatusWarning:
@@ -283,48 +403,67 @@ class StatusWarning(str):
         return self
 
 
-def warnings(status: dict, partner_ha: dict | None, foreign: list[dict], now: float,
-             fresh: float = 20.0) -> list[StatusWarning]:
+def warnings(
+    status: dict, partner_ha: dict | None, foreign: list[dict], now: float, fresh: float = 20.0
+) -> list[StatusWarning]:
     """The cheap checks the daemon keeps running, for `carpool status` and the WUI."""
     out: list[StatusWarning] = []
 
     def warn(kind: Warn, text: str) -> None:
         out.append(StatusWarning(kind, text))
+
     partner = status.get("partner", {})
     answers = [n for n, p in partner.items() if p.get("ping_ok")]
     silent = [n for n in answers if not partner[n].get("advert_alive")]
     heard = [n for n, p in partner.items() if p.get("advert_alive")]
-    partner_master = bool(partner_ha and partner_ha.get("state") == "master"
-                          and now - partner_ha.get("at", 0) <= fresh)
+    partner_master = bool(
+        partner_ha
+        and partner_ha.get("state") == "master"
+        and now - partner_ha.get("at", 0) <= fresh
+    )
     if status.get("state") == "master" and partner_master:
-        warn(Warn.MASTER_MASTER,
-             "master-master: the partner is active too (it says so on the sync port) "
-             + (f"and answers ping on {', '.join(answers)}, but none of its adverts "
+        warn(
+            Warn.MASTER_MASTER,
+            "master-master: the partner is active too (it says so on the sync port) "
+            + (
+                f"and answers ping on {', '.join(answers)}, but none of its adverts "
                 f"arrive on {', '.join(silent)}: those paths drop IP protocol 112 "
-                "(multicast filtering, IGMP snooping, a firewall)" if silent and not heard
-                else
-                "- check the secret (bad_hmac drops) and the adverts' paths"))
+                "(multicast filtering, IGMP snooping, a firewall)"
+                if silent and not heard
+                else "- check the secret (bad_hmac drops) and the adverts' paths"
+            ),
+        )
     elif relayed_only(status, heard):
-        warn(Warn.ADVERTS_LOST,
-             f"adverts lost: none of the partner's adverts arrive on "
-             f"{', '.join(partner) or 'any path'}, only over the sync port (6973), "
-             f"which keeps this unit {status.get('state')}: those paths drop IP protocol "
-             f"112 from the partner to us (a filter, multicast filtering); without 6973 "
-             f"both units would be active")
-    elif status.get("state") == "master" and (status.get("relay") or {}).get(
-            "partner_state") == "backup":
-        warn(Warn.ADVERTS_LOST,
-             f"adverts lost: the partner hears none of our adverts on "
-             f"{', '.join(partner) or 'any path'} and takes them over the sync port "
-             f"(6973): those paths drop IP protocol 112 from us to the partner; without "
-             f"6973 both units would be active")
+        warn(
+            Warn.ADVERTS_LOST,
+            f"adverts lost: none of the partner's adverts arrive on "
+            f"{', '.join(partner) or 'any path'}, only over the sync port (6973), "
+            f"which keeps this unit {status.get('state')}: those paths drop IP protocol "
+            f"112 from the partner to us (a filter, multicast filtering); without 6973 "
+            f"both units would be active",
+        )
+    elif (
+        status.get("state") == "master"
+        and (status.get("relay") or {}).get("partner_state") == "backup"
+    ):
+        warn(
+            Warn.ADVERTS_LOST,
+            f"adverts lost: the partner hears none of our adverts on "
+            f"{', '.join(partner) or 'any path'} and takes them over the sync port "
+            f"(6973): those paths drop IP protocol 112 from us to the partner; without "
+            f"6973 both units would be active",
+        )
     elif status.get("state") == "backup" and heard and silent:
-        warn(Warn.PATH_DROPS,
-             f"adverts from the active unit arrive on {', '.join(heard)} but not on "
-             f"{', '.join(silent)}, where the partner answers ping: that path drops IP "
-             f"protocol 112; if the others fail, both units become active")
+        warn(
+            Warn.PATH_DROPS,
+            f"adverts from the active unit arrive on {', '.join(heard)} but not on "
+            f"{', '.join(silent)}, where the partner answers ping: that path drops IP "
+            f"protocol 112; if the others fail, both units become active",
+        )
     for f in foreign:
-        warn(Warn.FOREIGN_VHID,
-             f"vhid {status.get('vhid')} is also used by {f['source']} on "
-             f"{f['interface']} ({f['kind']}, last heard {f['last_ago']:g} s ago)")
+        warn(
+            Warn.FOREIGN_VHID,
+            f"vhid {status.get('vhid')} is also used by {f['source']} on "
+            f"{f['interface']} ({f['kind']}, last heard {f['last_ago']:g} s ago)",
+        )
     return out

@@ -1,17 +1,18 @@
 """Holding the shared addresses: the fence says which serve (in the loop, at once), the netlink
 queue (node/shared.py) keeps the kernel's addresses and their lifetimes in step behind it, and
 a gratuitous ARP burst announces them. The election's address effects land here."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
+from .. import events
 from ..config.ha import Config
 from . import addresses
 from .fence import Fence, fence_timeout
 from .shared import SharedAddresses
-from .. import events
 
 log = events.logger("carpool.daemon", events.Kind.ADDRESSES)
 # Kernel lifetime of a held shared address, renewed every LIFETIME_RENEW s while active: the
@@ -22,8 +23,9 @@ WEDGED = "netlink: the shared addresses could not be renewed"
 
 
 class AddressHolder:
-    def __init__(self, cfg: Config, advert_interval: float, now: Callable[[], float],
-                 rt_priority: int = 0):
+    def __init__(
+        self, cfg: Config, advert_interval: float, now: Callable[[], float], rt_priority: int = 0
+    ):
         self.now = now
         self.fence = Fence(fence_timeout(advert_interval))
         self.shared = SharedAddresses(rt_priority=rt_priority)  # the loop is set in attach()
@@ -84,16 +86,17 @@ class AddressHolder:
         return [WEDGED] if self.shared.wedged(ADDRESS_LIFETIME) else []
 
     # -- configuration and life cycle ------------------------------------------------------
-    def reconfigure(self, old: Config, new: Config, advert_interval: float,
-                    active: bool) -> None:
+    def reconfigure(self, old: Config, new: Config, advert_interval: float, active: bool) -> None:
         """A new version: fence the new set, drop what went, hold the rest if active."""
-        gone = {(i.name, str(c)) for i in old.interfaces for c in i.shared} - \
-               {(i.name, str(c)) for i in new.interfaces for c in i.shared}
+        gone = {(i.name, str(c)) for i in old.interfaces for c in i.shared} - {
+            (i.name, str(c)) for i in new.interfaces for c in i.shared
+        }
         self.configure(new, advert_interval)
         self.fence.install(self.ips)
         if gone:
-            self.shared.forget([c for _, c in gone], sorted(gone),
-                               old.vmac_address if old.vmac else None)
+            self.shared.forget(
+                [c for _, c in gone], sorted(gone), old.vmac_address if old.vmac else None
+            )
         if active:
             self.take()
             self.announce()
@@ -106,8 +109,8 @@ class AddressHolder:
             log.warning("netlink warm-up still running after 10 s")
 
     async def stop(self) -> None:
-        await self.shared.drain(2.0)        # the release queued by Shutdown, in order
-        remove_shared_addresses(self.cfg)   # and whatever a stuck queue left
+        await self.shared.drain(2.0)  # the release queued by Shutdown, in order
+        remove_shared_addresses(self.cfg)  # and whatever a stuck queue left
         self.shared.close()
         self.fence.remove()
 

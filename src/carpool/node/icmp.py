@@ -15,6 +15,7 @@ echo request leaves through that interface (IP_PKTINFO, like `ping -I`), whateve
 Errors never raise from ping(): a send error (ENETUNREACH, EPERM from a firewall…) gives None at
 once and is kept in `Pinger.last_error`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,6 @@ _PAYLOAD_LEN = 56  # like ping(8)
 _seq = itertools.count(int.from_bytes(os.urandom(2), "big"))
 
 
-
 def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = _ICMP.pack(ICMP_ECHO, 0, 0, ident, seq)
     csum = internet_checksum(header + payload)
@@ -58,8 +58,9 @@ class Pinger:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         try:
             # ICMP_FILTER: a set bit drops that ICMP type; pass only echo replies.
-            sock.setsockopt(SOL_RAW, ICMP_FILTER,
-                            struct.pack("I", 0xFFFFFFFF & ~(1 << ICMP_ECHO_REPLY)))
+            sock.setsockopt(
+                SOL_RAW, ICMP_FILTER, struct.pack("I", 0xFFFFFFFF & ~(1 << ICMP_ECHO_REPLY))
+            )
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -104,7 +105,7 @@ class Pinger:
             if entry is None:
                 continue
             address, sent, fut = entry
-            if src != address or icmp[_ICMP.size:_ICMP.size + 8] != self._cookie:
+            if src != address or icmp[_ICMP.size : _ICMP.size + 8] != self._cookie:
                 continue
             if internet_checksum(icmp) != 0:
                 continue
@@ -127,8 +128,13 @@ class Pinger:
                 if ifname is None:
                     self._sock.sendto(packet, (address, 0))
                 else:
-                    cmsg = [(socket.IPPROTO_IP, IP_PKTINFO,
-                             _PKTINFO.pack(socket.if_nametoindex(ifname), b"\0" * 4, b"\0" * 4))]
+                    cmsg = [
+                        (
+                            socket.IPPROTO_IP,
+                            IP_PKTINFO,
+                            _PKTINFO.pack(socket.if_nametoindex(ifname), b"\0" * 4, b"\0" * 4),
+                        )
+                    ]
                     self._sock.sendmsg([packet], cmsg, 0, (address, 0))
             except OSError as e:
                 self.last_error = e
@@ -136,17 +142,18 @@ class Pinger:
                 return None
             try:
                 return await asyncio.wait_for(fut, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
         finally:
             self._pending.pop(seq, None)
 
-    async def ping_many(self, addresses, timeout: float,
-                        ifname: str | None = None) -> dict[str, float | None]:
+    async def ping_many(
+        self, addresses, timeout: float, ifname: str | None = None
+    ) -> dict[str, float | None]:
         """Ping every address at once; {address: rtt or None}."""
         addresses = list(addresses)
         rtts = await asyncio.gather(*(self.ping(a, timeout, ifname) for a in addresses))
-        return dict(zip(addresses, rtts))
+        return dict(zip(addresses, rtts, strict=False))
 
     def close(self) -> None:
         for _address, _sent, fut in list(self._pending.values()):
@@ -161,13 +168,13 @@ class Pinger:
         self._loop = None
         self._sock.close()
 
-    async def __aenter__(self) -> "Pinger":
+    async def __aenter__(self) -> Pinger:
         return self
 
     async def __aexit__(self, *exc) -> None:
         self.close()
 
-    def __enter__(self) -> "Pinger":
+    def __enter__(self) -> Pinger:
         return self
 
     def __exit__(self, *exc) -> None:

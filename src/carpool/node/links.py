@@ -15,6 +15,7 @@ RTM_NEWLINK notification of a carrier change is sent from that same worker. So a
 every `poll_interval` (default 0.1 s) while attached to a loop, so a carrier change is reported
 within about that interval.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,8 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
+
 from .. import events
 
 log = events.logger("carpool.links", events.Kind.LINK)
@@ -59,7 +61,7 @@ def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
         length, kind = _RTATTR.unpack_from(data, offset)
         if length < _RTATTR.size:
             break
-        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size:offset + length])
+        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size : offset + length])
         offset += _align(length)
     return out
 
@@ -71,7 +73,7 @@ def _messages(data: bytes):
         length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size:
             break
-        yield kind, flags, seq, data[offset + _NLMSGHDR.size:offset + length]
+        yield kind, flags, seq, data[offset + _NLMSGHDR.size : offset + length]
         offset += _align(length)
 
 
@@ -92,8 +94,9 @@ def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[t
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
         s.settimeout(timeout)
         s.bind((0, 0))
-        s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0)
-               + body)
+        s.send(
+            _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+        )
         out = []
         while True:
             data = s.recv(1 << 16)
@@ -115,11 +118,17 @@ def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[t
 # -- link records -------------------------------------------------------------------------------
 class Link:
     """One interface as netlink describes it."""
+
     __slots__ = ("index", "name", "flags", "operstate", "mac")
 
     def __init__(self, index: int, name: str, flags: int, operstate: int | None, mac: str | None):
         self.index, self.name, self.flags, self.operstate, self.mac = (
-            index, name, flags, operstate, mac)
+            index,
+            name,
+            flags,
+            operstate,
+            mac,
+        )
 
     @property
     def up(self) -> bool:
@@ -144,8 +153,9 @@ def _parse_link(body: bytes) -> Link | None:
 
 def get_link(ifname: str) -> Link | None:
     """The interface called ifname (fresh from the kernel), None if there is none."""
-    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rtattr(IFLA_IFNAME,
-                                                                   ifname.encode() + b"\0")
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rtattr(
+        IFLA_IFNAME, ifname.encode() + b"\0"
+    )
     try:
         replies = _request(RTM_GETLINK, 0, body)
     except OSError as e:
@@ -160,8 +170,11 @@ def get_link(ifname: str) -> Link | None:
 
 def all_links() -> list[Link]:
     body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return [link for mtype, mbody in _request(RTM_GETLINK, NLM_F_DUMP, body)
-            if mtype == RTM_NEWLINK and (link := _parse_link(mbody)) is not None]
+    return [
+        link
+        for mtype, mbody in _request(RTM_GETLINK, NLM_F_DUMP, body)
+        if mtype == RTM_NEWLINK and (link := _parse_link(mbody)) is not None
+    ]
 
 
 def link_up(ifname: str) -> bool:
@@ -195,7 +208,8 @@ def ipv4_addresses(ifname: str) -> list[tuple[str, int]]:
             continue
         flags = struct.unpack("=I", attrs[IFA_FLAGS][:4])[0] if IFA_FLAGS in attrs else flags8
         (secondary if flags & IFA_F_SECONDARY else primary).append(
-            (socket.inet_ntoa(raw), prefixlen))
+            (socket.inet_ntoa(raw), prefixlen)
+        )
     return primary + secondary
 
 
@@ -221,8 +235,9 @@ class LinkMonitor:
         self.poll_interval = poll_interval
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
-                                   NETLINK_ROUTE)
+        self._sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE
+        )
         try:
             try:
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
@@ -346,7 +361,7 @@ class LinkMonitor:
         self.detach()
         self._sock.close()
 
-    def __enter__(self) -> "LinkMonitor":
+    def __enter__(self) -> LinkMonitor:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,12 +6,14 @@ A unit that keeps crashing or rebooting must not keep grabbing the shared addres
 start. The start times and the pacified mark live in the unit's config_dir (persistent, unlike
 state_dir on /run), so a real reboot loop is seen too.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
 from pathlib import Path
+
 from .. import events
 
 log = events.logger("carpool.pacify", events.Kind.DAEMON)
@@ -25,8 +27,10 @@ def decide(starts: list[float], now: float, limit: int) -> str:
     recent = [t for t in starts if now - WINDOW <= t <= now]
     restarts = len(recent) - 1
     if limit and restarts > limit:
-        return (f"restarted {restarts} times in {WINDOW / 60:g} min (more than {limit}): "
-                f"clear with `carpool pacify --clear`")
+        return (
+            f"restarted {restarts} times in {WINDOW / 60:g} min (more than {limit}): "
+            f"clear with `carpool pacify --clear`"
+        )
     return ""
 
 

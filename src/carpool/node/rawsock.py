@@ -21,6 +21,7 @@ Sources. A raw socket is not bind()-ed (that would also filter received datagram
 address); the source address and the outgoing interface are set per datagram with an IP_PKTINFO
 control message instead, so the VRRPv3 pseudo-header checksum computed over `ifaddr` is right.
 """
+
 from __future__ import annotations
 
 import collections
@@ -51,15 +52,15 @@ def destinations(transport: str, partner: ipaddress.IPv4Address) -> list[ipaddre
         return [LIMITED_BROADCAST]
     raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
 
+
 # Linux <linux/in.h> values the socket module does not export everywhere.
 IP_PKTINFO = 8
 IP_MULTICAST_ALL = 49
-_PKTINFO = struct.Struct("i4s4s")   # struct in_pktinfo: ifindex, spec_dst, addr
-_MREQN = struct.Struct("4s4si")     # struct ip_mreqn: multiaddr, address, ifindex
+_PKTINFO = struct.Struct("i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_MREQN = struct.Struct("4s4si")  # struct ip_mreqn: multiaddr, address, ifindex
 _MAX_DATAGRAM = 65535
 _CMSG_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
 _BATCH = 256  # datagrams per recv_all() call; the rest stays queued and the fd stays readable
-
 
 
 class AdvertSocket:
@@ -69,17 +70,22 @@ class AdvertSocket:
     send() never raises and recv_all() never raises.
     """
 
-    def __init__(self, ifname: str, ifaddr: str, transport: str = "multicast",
-                 drops: collections.Counter | None = None):
+    def __init__(
+        self,
+        ifname: str,
+        ifaddr: str,
+        transport: str = "multicast",
+        drops: collections.Counter | None = None,
+    ):
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
         self.ifname = ifname
         self.ifaddr = str(ipaddress.IPv4Address(ifaddr))
         self.transport = transport
-        self.ifindex = socket.if_nametoindex(ifname)   # OSError(ENODEV-like) if missing
+        self.ifindex = socket.if_nametoindex(ifname)  # OSError(ENODEV-like) if missing
         self.drops: collections.Counter = collections.Counter() if drops is None else drops
         self._own = socket.inet_aton(self.ifaddr)
-        self.last_error: OSError | None = None          # the last send error, for logging
+        self.last_error: OSError | None = None  # the last send error, for logging
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, PROTO_CARP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
@@ -91,8 +97,9 @@ class AdvertSocket:
             mreqn_if = _MREQN.pack(b"\0" * 4, socket.inet_aton(self.ifaddr), self.ifindex)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn_if)
             if transport == "multicast":
-                mreq = _MREQN.pack(socket.inet_aton(MULTICAST_GROUP),
-                                   socket.inet_aton(self.ifaddr), self.ifindex)
+                mreq = _MREQN.pack(
+                    socket.inet_aton(MULTICAST_GROUP), socket.inet_aton(self.ifaddr), self.ifindex
+                )
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             if transport == "broadcast":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -101,8 +108,13 @@ class AdvertSocket:
             sock.close()
             raise
         self._sock = sock
-        self._cmsg = [(socket.IPPROTO_IP, IP_PKTINFO,
-                       _PKTINFO.pack(self.ifindex, socket.inet_aton(self.ifaddr), b"\0" * 4))]
+        self._cmsg = [
+            (
+                socket.IPPROTO_IP,
+                IP_PKTINFO,
+                _PKTINFO.pack(self.ifindex, socket.inet_aton(self.ifaddr), b"\0" * 4),
+            )
+        ]
         # Anything queued before SO_BINDTODEVICE took effect may come from any interface.
         self.recv_all()
 
@@ -136,7 +148,11 @@ class AdvertSocket:
                 return None
             ifindex = None
             for level, kind, value in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _PKTINFO.size:
+                if (
+                    level == socket.IPPROTO_IP
+                    and kind == IP_PKTINFO
+                    and len(value) >= _PKTINFO.size
+                ):
                     ifindex = _PKTINFO.unpack_from(value)[0]
             if ifindex is not None and ifindex != self.ifindex:
                 self.drops[DropReason.UNKNOWN_INTERFACE] += 1
@@ -168,7 +184,7 @@ class AdvertSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> "AdvertSocket":
+    def __enter__(self) -> AdvertSocket:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,17 +15,18 @@ The doctor uses the same connection: a run asks the partner ("doctor", id) for i
 the run's probes, which then arrives here even when no advert path carries it back, so the
 findings can say which direction of each path drops (node/doctor.py).
 """
+
 from __future__ import annotations
 
 import asyncio
 import collections
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from .. import events
 from ..config import syncproto as sp
 from .sync import RETRY, Channel, SyncRefused, SyncService
-from .. import events
 
 log = events.logger("carpool.relay", events.Kind.SYNC)
 # Advert intervals without an advert on any path before we ask for relays. Asked for, the
@@ -41,11 +42,13 @@ def keep_alive(ch: Channel) -> None:
     sock = ch.writer.get_extra_info("socket")
     if sock is None:
         return
-    for level, option, value in ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-                                 (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
-                                 (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
-                                 (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
-                                 (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000)):
+    for level, option, value in (
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000),
+    ):
         try:
             sock.setsockopt(level, option, value)
         except OSError:
@@ -71,16 +74,21 @@ def parse_advert(msg: dict) -> tuple[int, int, bool]:
 
 
 class AdvertRelay:
-    def __init__(self, sync: SyncService, on_advert: Callable[[int, int, bool], None],
-                 state: Callable[[], str], advert: Callable[[], tuple[int, int] | None]):
+    def __init__(
+        self,
+        sync: SyncService,
+        on_advert: Callable[[int, int, bool], None],
+        state: Callable[[], str],
+        advert: Callable[[], tuple[int, int] | None],
+    ):
         """advert(): (demote, preference) of our advert while we are active, else None."""
         self.sync, self.on_advert, self.state, self.advert = sync, on_advert, state, advert
         self.want = False
-        self._asked: tuple[bool, str] | None = None   # what the partner last heard from us
-        self.subscribers: dict[Channel, dict] = {}     # the partner's connections to us
+        self._asked: tuple[bool, str] | None = None  # what the partner last heard from us
+        self.subscribers: dict[Channel, dict] = {}  # the partner's connections to us
         self.client: Channel | None = None
         self.connected_since: float | None = None
-        self.last_heard: float | None = None           # monotonic, a relayed advert
+        self.last_heard: float | None = None  # monotonic, a relayed advert
         self.counters: collections.Counter = collections.Counter()
         # The doctor's, set by the daemon: report_for(id, send) sends (or, rate-limited, drops)
         # our report of the partner's run id; on_report(body) takes the partner's report.
@@ -96,8 +104,9 @@ class AdvertRelay:
         self.subscribers[ch] = sub
         current = self.advert() if sub["want"] else None
         if current is not None:  # not the next advert: the asker's master-down is running
-            sent = ch.post({"type": "advert", "demote": current[0], "preference": current[1],
-                            "bow_out": False})
+            sent = ch.post(
+                {"type": "advert", "demote": current[0], "preference": current[1], "bow_out": False}
+            )
             self.counters["relayed" if sent else "relay_dropped"] += 1
 
     def doctor(self, ch: Channel, msg: dict) -> None:
@@ -111,6 +120,7 @@ class AdvertRelay:
         def send(body: dict) -> None:
             if ch.post({"type": "doctor-report", "report": body}):
                 self.counters["doctor_reports_sent"] += 1
+
         self.report_for(pid, send)
 
     def forget(self, ch: Channel) -> None:
@@ -124,8 +134,14 @@ class AdvertRelay:
         """With every advert we send: relayed to a partner that asked for it."""
         for ch, sub in list(self.subscribers.items()):
             if sub["want"]:
-                sent = ch.post({"type": "advert", "demote": demote, "preference": preference,
-                                "bow_out": bow_out})
+                sent = ch.post(
+                    {
+                        "type": "advert",
+                        "demote": demote,
+                        "preference": preference,
+                        "bow_out": bow_out,
+                    }
+                )
                 self.counters["relayed" if sent else "relay_dropped"] += 1
 
     # -- the side that asks --------------------------------------------------------------------
@@ -133,16 +149,22 @@ class AdvertRelay:
         """Called every advert interval with whether we hear the partner on no path."""
         self.want = want
         wanted = (want, self.state())
-        if self.client is not None and wanted != self._asked:
-            if self.client.post({"type": "relay", "want": want, "state": wanted[1]}):
-                self._asked = wanted
+        if (
+            self.client is not None
+            and wanted != self._asked
+            and self.client.post({"type": "relay", "want": want, "state": wanted[1]})
+        ):
+            self._asked = wanted
 
     def ask_doctor(self, pid: str) -> bool:
         """Ask the partner for its report of doctor run `pid` over 6973 (False: no connection,
         or a partner too old to answer: it would drop the connection the relay runs on)."""
         client = self.client
-        return client is not None and "doctor" in client.features and \
-            client.post({"type": "doctor", "id": pid})
+        return (
+            client is not None
+            and "doctor" in client.features
+            and client.post({"type": "doctor", "id": pid})
+        )
 
     def _received(self, msg: dict) -> None:
         kind = msg.get("type")
@@ -176,8 +198,7 @@ class AdvertRelay:
                     self._received(await ch.recv(timeout=3600))
             except asyncio.CancelledError:
                 raise
-            except (OSError, ConnectionError, asyncio.TimeoutError, sp.FrameError,
-                    SyncRefused) as e:
+            except (TimeoutError, OSError, ConnectionError, sp.FrameError, SyncRefused) as e:
                 self.counters["disconnects"] += 1
                 log.debug("relay: %s", e)
             finally:
@@ -188,9 +209,11 @@ class AdvertRelay:
 
     def status(self, now: float) -> dict:
         wants = self.partner_wants()
-        return {"connected": self.client is not None, "want": self.want,
-                "partner_wants": wants is not None,
-                "partner_state": wants["state"] if wants else None,
-                "heard_ago": None if self.last_heard is None
-                else round(now - self.last_heard, 3),
-                "counters": dict(self.counters)}
+        return {
+            "connected": self.client is not None,
+            "want": self.want,
+            "partner_wants": wants is not None,
+            "partner_state": wants["state"] if wants else None,
+            "heard_ago": None if self.last_heard is None else round(now - self.last_heard, 3),
+            "counters": dict(self.counters),
+        }

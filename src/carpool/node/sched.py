@@ -9,6 +9,7 @@ SCHED_RESET_ON_FORK nothing they start inherits it: HAProxy, conntrackd, nft and
 threads stay normal tasks. The kernel's RT throttling (95 % of a CPU by default) bounds a loop
 that would spin.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,10 +24,14 @@ def realtime(priority: int, what: str) -> int:
     if priority <= 0:
         return 0
     try:
-        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK,
-                              os.sched_param(priority))
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
         return priority
     except (OSError, AttributeError) as e:
-        log.warning("%s stays a normal task (unit.rt_priority = %d refused: %s); adverts may be "
-                    "late on a busy machine", what, priority, e)
+        log.warning(
+            "%s stays a normal task (unit.rt_priority = %d refused: %s); adverts may be "
+            "late on a busy machine",
+            what,
+            priority,
+            e,
+        )
         return 0

@@ -16,18 +16,19 @@ sub-millisecond); this module only keeps the kernel's addresses in step behind i
 - `wedged()` says that no take or renewal has finished for longer than the addresses' kernel
   lifetime: the daemon then demotes itself rather than advertise addresses it no longer has.
 """
+
 from __future__ import annotations
 
 import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
+from .. import events
 from . import addresses
 from .sched import realtime
-from .. import events
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 STUCK = 2.0
@@ -48,22 +49,26 @@ class SharedAddresses:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, rt_priority: int = 0):
         self.loop = loop
         self.rt_priority = rt_priority  # the thread's too: a takeover waits for its add
-        self.held: list[str] = []             # cidrs added (as last reported by the thread)
+        self.held: list[str] = []  # cidrs added (as last reported by the thread)
         self.counters = {"jobs": 0, "errors": 0, "stuck": 0, "renewals_coalesced": 0}
         self._generation = 0
         self._epoch = 0
         self._queue: queue.SimpleQueue = self._new_thread()
-        self._running: tuple[Job, float] | None = None   # (job, since: monotonic)
+        self._running: tuple[Job, float] | None = None  # (job, since: monotonic)
         self._renewing = False
-        self._pending: list[Job] = []         # submitted, not yet done (in order)
+        self._pending: list[Job] = []  # submitted, not yet done (in order)
         self._waiting_since: float | None = None  # a take/renew asked for, none done since
         self._closed = False
 
     def _new_thread(self) -> queue.SimpleQueue:
         jobs: queue.SimpleQueue = queue.SimpleQueue()
         # A daemon thread, not a pool's: a thread stuck in netlink must not hold the exit.
-        threading.Thread(target=self._work, args=(jobs, self._generation), daemon=True,
-                         name=f"carpool-shared-{self._generation}").start()
+        threading.Thread(
+            target=self._work,
+            args=(jobs, self._generation),
+            daemon=True,
+            name=f"carpool-shared-{self._generation}",
+        ).start()
         return jobs
 
     # -- what the daemon asks ---------------------------------------------------------------
@@ -117,10 +122,14 @@ class SharedAddresses:
 
     def status(self) -> dict:
         running = self._running
-        return {"held": list(self.held), "queued": len(self._pending),
-                "running": None if running is None else {
-                    "job": running[0].what, "for_s": round(time.monotonic() - running[1], 3)},
-                "counters": dict(self.counters)}
+        return {
+            "held": list(self.held),
+            "queued": len(self._pending),
+            "running": None
+            if running is None
+            else {"job": running[0].what, "for_s": round(time.monotonic() - running[1], 3)},
+            "counters": dict(self.counters),
+        }
 
     def close(self) -> None:
         """No job is taken after this; the thread ends once its queue is done."""
@@ -154,22 +163,28 @@ class SharedAddresses:
             self.counters["errors"] += 1
             log.error("shared addresses (%s) failed: %s", job.what, error)
             return
-        if job.what in ("take", "renew"):
-            if job.epoch == self._epoch:  # not asked for before a release or a forget
-                self._waiting_since = None
-                for cidr in result:
-                    if cidr not in self.held:
-                        self.held.append(cidr)
+        # not for a take or renewal asked for before a release or a forget (an older epoch)
+        if job.what in ("take", "renew") and job.epoch == self._epoch:
+            self._waiting_since = None
+            for cidr in result:
+                if cidr not in self.held:
+                    self.held.append(cidr)
 
     def _check_stuck(self) -> None:
         running = self._running
-        if running is None or running[0].generation != self._generation or \
-                time.monotonic() - running[1] < STUCK:
+        if (
+            running is None
+            or running[0].generation != self._generation
+            or time.monotonic() - running[1] < STUCK
+        ):
             return
         stuck = running[0]
         self.counters["stuck"] += 1
-        log.error("netlink: the %s job has not finished in %.1f s; the queue moves to a fresh "
-                  "thread", stuck.what, time.monotonic() - running[1])
+        log.error(
+            "netlink: the %s job has not finished in %.1f s; the queue moves to a fresh thread",
+            stuck.what,
+            time.monotonic() - running[1],
+        )
         old = self._queue
         self._generation += 1
         self._running = None
@@ -206,7 +221,10 @@ class SharedAddresses:
             self._running = (job, time.monotonic())
             result, error = None, None
             try:
-                live = (lambda g=generation: g == self._generation)
+
+                def live(g=generation):
+                    return g == self._generation
+
                 result = job.fn(live, *job.args)
             except Exception as e:  # reported in the loop; the thread goes on
                 error = e
@@ -215,8 +233,9 @@ class SharedAddresses:
             self._call_in_loop(self._done, job, result, error)
 
     @staticmethod
-    def _add(live: Callable[[], bool], items: list[Item], vmac: str | None,
-             lifetime: int) -> list[str]:
+    def _add(
+        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int
+    ) -> list[str]:
         added = []
         for ifname, cidr in items:
             if not live():

@@ -1,5 +1,6 @@
 """`carpool status` (and the WUI's and /metrics' view of the unit): one dict assembled from the
 parts that own each fact, plus the warnings the findings derive from it."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,11 @@ class StatusParts:
     paths: Paths
     adverts: AdvertPaths
     holder: AddressHolder
-    config: Any           # node.configd.ConfigControl
-    dataplanes: Any       # dataplane.dataplanes.Dataplanes
-    doctor: Any           # node.doctor.DoctorAgent
-    relay: Any            # node.relay.AdvertRelay
-    pulse: Any = None     # node.watchdog.Pulse, once running
+    config: Any  # node.configd.ConfigControl
+    dataplanes: Any  # dataplane.dataplanes.Dataplanes
+    doctor: Any  # node.doctor.DoctorAgent
+    relay: Any  # node.relay.AdvertRelay
+    pulse: Any = None  # node.watchdog.Pulse, once running
     rt_priority: int = 0
 
 
@@ -43,47 +44,66 @@ def unit_status(p: StatusParts) -> dict:
             "adverts_heard": st.adverts_heard,
             "ping_ok": st.ping_ok,
             "ping_rtt_ms": None if st.ping_rtt is None else round(st.ping_rtt * 1000, 3),
-            "link_up": st.link_up, "check": iface.check, "heartbeat": iface.heartbeat,
+            "link_up": st.link_up,
+            "check": iface.check,
+            "heartbeat": iface.heartbeat,
             "ping_target": str(iface.ping_target) if iface.ping_target else None,
             "ping_target_ok": st.target_ok,
         }
     ac, dc = p.adverts.counters, p.driver.counters
     status = {
-        "role": cfg.role, "name": cfg.unit_name, "partner_name": cfg.partner_name,
+        "role": cfg.role,
+        "name": cfg.unit_name,
+        "partner_name": cfg.partner_name,
         "state": e.state.value,
         "since": None if e.since is None else time.time() - (now - e.since),
         "since_ago": None if e.since is None else round(now - e.since, 3),
-        "reason": e.reason, "protocol": cfg.protocol, "vhid": cfg.vhid,
-        "advbase": cfg.advbase, "advskew": cfg.advskew,
-        "priority": cfg.priority, "preempt": cfg.preempt,
-        "transport": cfg.transport, "vmac": p.holder.vmac,
-        "demote": len(e.demote_reasons), "demote_reasons": list(e.demote_reasons),
+        "reason": e.reason,
+        "protocol": cfg.protocol,
+        "vhid": cfg.vhid,
+        "advbase": cfg.advbase,
+        "advskew": cfg.advskew,
+        "priority": cfg.priority,
+        "preempt": cfg.preempt,
+        "transport": cfg.transport,
+        "vmac": p.holder.vmac,
+        "demote": len(e.demote_reasons),
+        "demote_reasons": list(e.demote_reasons),
         "pacified": e.pacified,
-        "partner": partner, "shared_held": list(p.holder.held),
+        "partner": partner,
+        "shared_held": list(p.holder.held),
         "drops": {reason.value: n for reason, n in ac.drops.items()},
-        "counters": {"adverts_sent": ac.sent,
-                     "adverts_received": ac.received,
-                     "send_errors": ac.send_errors,
-                     "effect_errors": dc.effect_errors,
-                     "transitions": dc.transitions,
-                     "timer_late_max_ms": round(dc.timer_late_max * 1000, 1),
-                     "timer_late_over_interval": dc.timer_late_over_interval},
+        "counters": {
+            "adverts_sent": ac.sent,
+            "adverts_received": ac.received,
+            "send_errors": ac.send_errors,
+            "effect_errors": dc.effect_errors,
+            "transitions": dc.transitions,
+            "timer_late_max_ms": round(dc.timer_late_max * 1000, 1),
+            "timer_late_over_interval": dc.timer_late_over_interval,
+        },
         "loop": {**(p.pulse.status() if p.pulse else {}), "rt_priority": p.rt_priority},
-        "timers": {"advert_interval": e.params.advert_interval,
-                   "master_down": e.params.master_down,
-                   "stall_limit": round(e.stall_limit(), 3),
-                   "next_timer_in": None if e.deadline is None else round(e.deadline - now, 3)},
-        "events": list(p.driver.events), "pid": os.getpid(),
-        "config": {"version": p.config.store.current.record.version,
-                   "hash": p.config.store.current.record.hash},
+        "timers": {
+            "advert_interval": e.params.advert_interval,
+            "master_down": e.params.master_down,
+            "stall_limit": round(e.stall_limit(), 3),
+            "next_timer_in": None if e.deadline is None else round(e.deadline - now, 3),
+        },
+        "events": list(p.driver.events),
+        "pid": os.getpid(),
+        "config": {
+            "version": p.config.store.current.record.version,
+            "hash": p.config.store.current.record.hash,
+        },
         "sync": p.config.sync.status(),
         "dataplane": p.dataplanes.status(),
         "doctor": dict(p.doctor.counters),
         **p.holder.status(),
         "relay": p.relay.status(now),
     }
-    warnings = findings.warnings(status, p.config.sync.partner_ha,
-                                 p.doctor.recent_foreign(), time.time())
+    warnings = findings.warnings(
+        status, p.config.sync.partner_ha, p.doctor.recent_foreign(), time.time()
+    )
     status["warnings"] = [str(w) for w in warnings]
     status["warning_kinds"] = [w.kind.value for w in warnings]  # the kind of each, in order
     return status

@@ -6,10 +6,12 @@ the election's loop a configuration change could cost adverts. Writes run on a t
 time: a job reads the current version and writes the next under the same lock, so two changes
 never build on the same version. Reads stay in the loop (in memory, or one small file).
 """
+
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..config.store import Store
 

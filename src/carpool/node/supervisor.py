@@ -9,6 +9,7 @@ that stops answering (SIGSTOP, a hung loop) is SIGKILLed by the watchdog (node/w
 cleaned up after the same way. When both are killed at once, the kernel takes the addresses
 away by itself: the fence within a few adverts, their lifetime within seconds (node/fence.py).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,16 +43,17 @@ def supervise(cfg: Config) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
     params = election_params(cfg)
-    timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval,
-                                        cfg.watchdog)
+    timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval, cfg.watchdog)
     # Real-time too: it forwards SIGTERM (the bow-out) and cleans up after a dead worker, both
     # against the clock; the worker starts as a normal task (reset on fork) and sets its own.
     realtime(cfg.rt_priority, "the supervisor")
     pulse_r, pulse_w = os.pipe()
     worker = subprocess.Popen(
         [sys.executable, "-m", "carpool.cli", "run", "--worker", "--config", cfg.path],
-        preexec_fn=_die_with_parent, pass_fds=(pulse_w,),
-        env={**os.environ, watchdog.ENV: str(pulse_w)})
+        preexec_fn=_die_with_parent,
+        pass_fds=(pulse_w,),
+        env={**os.environ, watchdog.ENV: str(pulse_w)},
+    )
     os.close(pulse_w)
     (state_dir / "daemon.pid").write_text(f"{worker.pid}\n")
 

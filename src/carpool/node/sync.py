@@ -5,21 +5,21 @@ re-checks (version, hash) every `sync.interval` seconds and on reconnect, and re
 split by syncproto.plan(). The partner validates every version, stores it atomically, applies it,
 then acknowledges. Sync never touches the election: a dead sync channel is "sync down" in status.
 """
+
 from __future__ import annotations
 
 import asyncio
 import collections
 import secrets
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .. import __version__
+from .. import __version__, events
 from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
 from ..terms import SyncState
 from .storeio import StoreWriter
-from .. import events
 
 log = events.logger("carpool.sync", events.Kind.SYNC)
 HANDSHAKE_TIMEOUT = 5.0
@@ -39,6 +39,7 @@ class SyncRefused(Exception):
 class StalePush(SyncRefused):
     """A push planned against a version the receiver no longer has: plan again. Its error
     reply carries CODE, so the pusher knows without reading the message."""
+
     CODE = "stale"
 
 
@@ -77,8 +78,11 @@ class Channel:
         """Send without waiting (from a callback); False, nothing queued, when the peer does
         not keep up or the connection is closing: memory stays bounded."""
         transport = self.writer.transport
-        if self.session is None or transport.is_closing() or \
-                transport.get_write_buffer_size() > POST_LIMIT:
+        if (
+            self.session is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > POST_LIMIT
+        ):
             return False
         self.writer.write(self.session.seal(msg))
         return True
@@ -121,10 +125,18 @@ def _current(store: Store) -> list | None:
 
 
 class SyncService:
-    def __init__(self, secret: bytes, role: str, store: Store, port: int,
-                 partner: Callable[[], str], preferred: Callable[[], str],
-                 is_active: Callable[[], bool], on_apply: Callable[[Version], None],
-                 ha_state: Callable[[], str] = lambda: "unknown"):
+    def __init__(
+        self,
+        secret: bytes,
+        role: str,
+        store: Store,
+        port: int,
+        partner: Callable[[], str],
+        preferred: Callable[[], str],
+        is_active: Callable[[], bool],
+        on_apply: Callable[[Version], None],
+        ha_state: Callable[[], str] = lambda: "unknown",
+    ):
         self.key = sp.sync_key(secret)
         self.ha_state = ha_state
         # The partner's HA state from its last state answer: {"state", "at"} (wall time).
@@ -150,8 +162,9 @@ class SyncService:
 
     # -- server side -----------------------------------------------------------------------
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, host="0.0.0.0", port=self.port,
-                                                 reuse_address=True)
+        self.server = await asyncio.start_server(
+            self._serve, host="0.0.0.0", port=self.port, reuse_address=True
+        )
         self._task = asyncio.get_running_loop().create_task(self._client_loop())
 
     def close(self) -> None:
@@ -179,7 +192,7 @@ class SyncService:
         except SyncRefused as e:
             self.counters["refused"] += 1
             log.warning("sync: %s", e)
-        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         except Exception:  # never let one connection take the daemon down
             self.counters["errors"] += 1
@@ -191,16 +204,29 @@ class SyncService:
 
     async def _accept(self, ch: Channel) -> None:
         hello = await ch.recv(HANDSHAKE_TIMEOUT)
-        if hello.get("type") != "hello" or hello.get("proto") != sp.PROTO or \
-                not isinstance(hello.get("nonce"), str) or len(hello["nonce"]) != 32:
+        if (
+            hello.get("type") != "hello"
+            or hello.get("proto") != sp.PROTO
+            or not isinstance(hello.get("nonce"), str)
+            or len(hello["nonce"]) != 32
+        ):
             raise sp.FrameError("garbage", "expected hello")
         nonce = secrets.token_hex(16)
-        await ch.send({"type": "challenge", "role": self.role, "nonce": nonce,
-                       "proof": sp.proof(self.key, "server", hello["nonce"], nonce)})
+        await ch.send(
+            {
+                "type": "challenge",
+                "role": self.role,
+                "nonce": nonce,
+                "proof": sp.proof(self.key, "server", hello["nonce"], nonce),
+            }
+        )
         answer = await ch.recv(HANDSHAKE_TIMEOUT)
         expected = sp.proof(self.key, "client", hello["nonce"], nonce)
-        if answer.get("type") != "proof" or not isinstance(answer.get("proof"), str) or \
-                not secrets.compare_digest(answer["proof"], expected):
+        if (
+            answer.get("type") != "proof"
+            or not isinstance(answer.get("proof"), str)
+            or not secrets.compare_digest(answer["proof"], expected)
+        ):
             self.counters["unauthorized"] += 1
             log.warning("sync: unauthorized connection from %s (wrong partner secret)", ch.peer)
             await ch.send({"type": "error", "error": "unauthorized"})
@@ -211,9 +237,14 @@ class SyncService:
     async def _answer(self, msg: dict) -> dict:
         kind = msg["type"]
         if kind == "state":
-            return {"type": "state", "history": _keys(self.store),
-                    "current": _current(self.store), "ha": self.ha_state(),
-                    "time": time.time(), "carpool": __version__}
+            return {
+                "type": "state",
+                "history": _keys(self.store),
+                "current": _current(self.store),
+                "ha": self.ha_state(),
+                "time": time.time(),
+                "carpool": __version__,
+            }
         if kind == "fetch":
             try:
                 return {"type": "versions", "versions": _versions(self.store, msg["keys"])}
@@ -226,8 +257,7 @@ class SyncService:
                 log.error("sync: refused push: %s", e)
                 stale = {"code": StalePush.CODE} if isinstance(e, StalePush) else {}
                 return {"type": "error", "error": str(e), **stale}
-            return {"type": "ack", "history": _keys(self.store),
-                    "current": _current(self.store)}
+            return {"type": "ack", "history": _keys(self.store), "current": _current(self.store)}
         raise sp.FrameError("garbage", f"unknown message {kind!r}")
 
     async def _receive(self, msg: dict) -> None:
@@ -242,13 +272,16 @@ class SyncService:
             # versions. Checked under the write lock, with the writes.
             current = self.store.current.record.key if self.store.current else None
             if expect is not None and (current is None or list(current) != list(expect)):
-                raise StalePush(f"stale push: expected version {expect[0]}, "
-                                f"here {current[0] if current else 'none'}")
+                raise StalePush(
+                    f"stale push: expected version {expect[0]}, "
+                    f"here {current[0] if current else 'none'}"
+                )
             for version, hash_ in lost:
                 self.store.keep_as_conflict(self.store.get(version, hash_).record, why)
                 log.warning("sync: version %d kept as conflict: %s", version, why)
             if versions:
                 self.store.adopt_many(versions)
+
         await self.writer.run(job)
         self._adopted(versions)
 
@@ -257,8 +290,9 @@ class SyncService:
         self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
             current = self.store.current
-            log.info("sync: now at version %d (%s)", current.record.version,
-                     current.record.hash[:12])
+            log.info(
+                "sync: now at version %d (%s)", current.record.version, current.record.hash[:12]
+            )
             self.on_apply(current)
 
     # -- client side (the active unit) -----------------------------------------------------
@@ -278,17 +312,22 @@ class SyncService:
             push = [k for k in ours if k not in theirs]
             if not push and ours and theirs and theirs[-1] != ours[-1]:
                 push = [ours[-1]]
-            reply = await self._push(ch, push, lost, "overwritten by Force Partner Update",
-                                     expect=state.get("current"))
-            return {"pushed": [k[0] for k in push], "kept_as_conflict": [k[0] for k in lost],
-                    "partner": reply}
+            reply = await self._push(
+                ch, push, lost, "overwritten by Force Partner Update", expect=state.get("current")
+            )
+            return {
+                "pushed": [k[0] for k in push],
+                "kept_as_conflict": [k[0] for k in lost],
+                "partner": reply,
+            }
         finally:
             ch.close()
 
     async def _connect(self) -> Channel:
         address = self.partner()
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, self.port), HANDSHAKE_TIMEOUT)
+            asyncio.open_connection(address, self.port), HANDSHAKE_TIMEOUT
+        )
         ch = Channel(reader, writer)
         try:
             nonce = secrets.token_hex(16)
@@ -298,10 +337,13 @@ class SyncService:
                 raise sp.FrameError("garbage", "expected challenge")
             # Our proof goes first, whatever theirs is: it is bound to fresh nonces (useless to
             # anyone else), and it lets the partner log a wrong secret on its side too.
-            await ch.send({"type": "proof",
-                           "proof": sp.proof(self.key, "client", nonce, challenge["nonce"])})
-            if not secrets.compare_digest(str(challenge.get("proof", "")),
-                                          sp.proof(self.key, "server", nonce, challenge["nonce"])):
+            await ch.send(
+                {"type": "proof", "proof": sp.proof(self.key, "client", nonce, challenge["nonce"])}
+            )
+            if not secrets.compare_digest(
+                str(challenge.get("proof", "")),
+                sp.proof(self.key, "server", nonce, challenge["nonce"]),
+            ):
                 self.counters["partner_unauthorized"] += 1
                 raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
             session = sp.Session(sp.session_key(self.key, nonce, challenge["nonce"]), True)
@@ -332,9 +374,16 @@ class SyncService:
     async def _push(self, ch: Channel, keys, lost=(), why: str = "", expect=...) -> dict:
         if expect is ...:
             expect = list(self._their_current) if self._their_current else None
-        reply = await self._call(ch, {"type": "push", "versions": _versions(self.store, keys),
-                                      "lost": [list(k) for k in lost], "why": why,
-                                      "expect": expect})
+        reply = await self._call(
+            ch,
+            {
+                "type": "push",
+                "versions": _versions(self.store, keys),
+                "lost": [list(k) for k in lost],
+                "why": why,
+                "expect": expect,
+            },
+        )
         self._partner_at(reply["history"], reply.get("current"))
         return {"version": self.partner_version[0] if self.partner_version else None}
 
@@ -356,9 +405,14 @@ class SyncService:
         p = sp.plan(ours, theirs, self.role, self.preferred())
         if p.action == "in_sync":
             return p.action
-        log.info("sync: %s (push %s, pull %s, lost here %s, lost there %s)", p.action,
-                 [k[0] for k in p.push], [k[0] for k in p.pull], [k[0] for k in p.ours_lost],
-                 [k[0] for k in p.theirs_lost])
+        log.info(
+            "sync: %s (push %s, pull %s, lost here %s, lost there %s)",
+            p.action,
+            [k[0] for k in p.push],
+            [k[0] for k in p.pull],
+            [k[0] for k in p.ours_lost],
+            [k[0] for k in p.theirs_lost],
+        )
         if p.pull:
             got = await self._call(ch, {"type": "fetch", "keys": [list(k) for k in p.pull]})
             versions = _parse_versions(got.get("versions"))
@@ -374,6 +428,7 @@ class SyncService:
                     log.warning("sync: our version %d kept as conflict: %s", key[0], why)
                 if versions:
                     self.store.adopt_many(versions)
+
             await self.writer.run(job)
             self._adopted(versions)
         if p.push:
@@ -410,8 +465,16 @@ class SyncService:
                 if ch:
                     ch.close()
                 raise
-            except (OSError, ConnectionError, asyncio.TimeoutError, sp.FrameError, SyncRefused,
-                    StoreError, KeyError, TypeError) as e:
+            except (
+                TimeoutError,
+                OSError,
+                ConnectionError,
+                sp.FrameError,
+                SyncRefused,
+                StoreError,
+                KeyError,
+                TypeError,
+            ) as e:
                 why = str(e) or type(e).__name__
                 if self.last_error != why:
                     log.warning("sync down: %s", why)
@@ -430,10 +493,12 @@ class SyncService:
         result = {"reachable": False, "authenticated": None, "error": "", "connect_ms": None}
         try:  # the partner is one hop away: 2 s without an answer is a dropped port
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.partner(), self.port), DOCTOR_CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
-            result["error"] = f"connect to {self.partner()}:{self.port}: " \
-                              f"{type(e).__name__} {e}".strip()
+                asyncio.open_connection(self.partner(), self.port), DOCTOR_CONNECT_TIMEOUT
+            )
+        except (TimeoutError, OSError) as e:
+            result["error"] = (
+                f"connect to {self.partner()}:{self.port}: {type(e).__name__} {e}".strip()
+            )
             return result
         result["reachable"] = True
         result["connect_ms"] = round((time.monotonic() - started) * 1000, 3)
@@ -443,18 +508,23 @@ class SyncService:
         except SyncRefused as e:
             result.update(authenticated=False, error=str(e))
             return result
-        except (OSError, asyncio.TimeoutError, sp.FrameError, ConnectionError) as e:
+        except (TimeoutError, OSError, sp.FrameError, ConnectionError) as e:
             result["error"] = f"handshake: {type(e).__name__} {e}".strip()
             return result
         try:
             sent = time.time()
             state = await self._call(ch, {"type": "state"})
             received = time.time()
-            result.update(authenticated=True, ha=state.get("ha"), carpool=state.get("carpool"),
-                          current=state.get("current"), rtt_ms=round((received - sent) * 1000, 3))
+            result.update(
+                authenticated=True,
+                ha=state.get("ha"),
+                carpool=state.get("carpool"),
+                current=state.get("current"),
+                rtt_ms=round((received - sent) * 1000, 3),
+            )
             if isinstance(state.get("time"), (int, float)):
                 result["clock_offset"] = round(state["time"] - (sent + received) / 2, 3)
-        except (OSError, asyncio.TimeoutError, sp.FrameError, SyncRefused, KeyError) as e:
+        except (TimeoutError, OSError, sp.FrameError, SyncRefused, KeyError) as e:
             result.update(authenticated=True, error=f"state: {type(e).__name__} {e}".strip())
         finally:
             ch.close()
@@ -469,7 +539,7 @@ class SyncService:
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
             woken = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             woken = False
         self._wake.clear()
         return woken
@@ -479,11 +549,20 @@ class SyncService:
         lag = None
         if ours and self.partner_version:
             lag = ours[0] - self.partner_version[0]
-        state = f"{SyncState.DOWN}: {self.last_error}" if self.state is SyncState.DOWN \
+        state = (
+            f"{SyncState.DOWN}: {self.last_error}"
+            if self.state is SyncState.DOWN
             else self.state.value
-        return {"state": state, "port": self.port,
-                "version": ours[0] if ours else None, "hash": ours[1] if ours else None,
-                "partner_version": self.partner_version[0] if self.partner_version else None,
-                "partner_hash": self.partner_version[1] if self.partner_version else None,
-                "lag": lag, "last_ok": self.last_ok, "last_error": self.last_error,
-                "counters": dict(self.counters)}
+        )
+        return {
+            "state": state,
+            "port": self.port,
+            "version": ours[0] if ours else None,
+            "hash": ours[1] if ours else None,
+            "partner_version": self.partner_version[0] if self.partner_version else None,
+            "partner_hash": self.partner_version[1] if self.partner_version else None,
+            "lag": lag,
+            "last_ok": self.last_ok,
+            "last_error": self.last_error,
+            "counters": dict(self.counters),
+        }

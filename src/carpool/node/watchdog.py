@@ -14,6 +14,7 @@ length once the loop turns again. (faulthandler's dump_traceback_later would do 
 without a thread, but it reads the running thread's frames unlocked: it crashed the worker with
 SIGSEGV in a chaos campaign.)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+
 from .. import events
 
 log = events.logger("carpool.watchdog", events.Kind.DAEMON)
@@ -60,7 +62,7 @@ class Pulse:
             os.set_blocking(fd, False)
 
     @classmethod
-    def from_env(cls, timeout: float) -> "Pulse":
+    def from_env(cls, timeout: float) -> Pulse:
         """Beats to the supervisor's pipe when there is one and a timeout; the lag report runs
         either way."""
         value = os.environ.pop(ENV, "")
@@ -86,8 +88,11 @@ class Pulse:
             self._stack_at = now
             frame = sys._current_frames().get(self._loop_thread)
             stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "(no frame)\n"
-            log.warning("the event loop has not turned for %.1f s; it is at:\n%s",
-                        self.lag_report, stack.rstrip())
+            log.warning(
+                "the event loop has not turned for %.1f s; it is at:\n%s",
+                self.lag_report,
+                stack.rstrip(),
+            )
             self._turned.wait()
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -110,8 +115,11 @@ class Pulse:
         self._handle = loop.call_at(self._due, self._beat, loop)
 
     def status(self) -> dict:
-        return {"lag_max_ms": round(self.lag_max * 1000, 1), "lags": self.lags,
-                "lag_report_s": self.lag_report}
+        return {
+            "lag_max_ms": round(self.lag_max * 1000, 1),
+            "lags": self.lags,
+            "lag_report_s": self.lag_report,
+        }
 
     def stop(self) -> None:
         if self._handle:
@@ -148,6 +156,7 @@ def watch(fd: int, timeout: float, exited, now=time.monotonic) -> str | None:
             elif event & (select.POLLHUP | select.POLLERR):
                 poll.unregister(fd)  # the worker closed its end (exiting): wait for it
         if timeout > 0 and last is not None and now() - last > timeout:
-            return f"its event loop has not answered for {now() - last:.2f} s " \
-                   f"(watchdog {timeout:g} s)"
+            return (
+                f"its event loop has not answered for {now() - last:.2f} s (watchdog {timeout:g} s)"
+            )
     return None

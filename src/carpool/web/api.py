@@ -6,6 +6,7 @@ Errors: 401 no or wrong credentials, 403 missing CSRF token (browser sessions), 
 failed logins, and the daemon's typed refusals by STATUS: 404 no such thing, 409 this unit is the
 standby (the answer names the active unit), the thing exists already, or the configuration
 changed since expect_version; 422 invalid input with the field named; 400 anything else."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -14,19 +15,41 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from ..config.document import Loc, RealServer, VirtualService, _lists_to_tuples
-from ..config.edit import (AddRealServer, AddVirtualService, AlreadyExists, Conflict, EditError,
-                           Invalid, NotFound, Refused, RemoveRealServer, RemoveVirtualService,
-                           ReplaceRealServer, ReplaceVirtualService, SetKey, Standby, error_of)
+from ..config.edit import (
+    AddRealServer,
+    AddVirtualService,
+    AlreadyExists,
+    Conflict,
+    EditError,
+    Invalid,
+    NotFound,
+    Refused,
+    RemoveRealServer,
+    RemoveVirtualService,
+    ReplaceRealServer,
+    ReplaceVirtualService,
+    SetKey,
+    Standby,
+    error_of,
+)
 from .auth import peer_token_ok
 from .context import WebContext, api_user
 from .partner import PEER_HEADER
 
 VsBody = Annotated[VirtualService, BeforeValidator(_lists_to_tuples)]
 RsBody = Annotated[RealServer, BeforeValidator(_lists_to_tuples)]
-Expect = Annotated[int | None, Query(description="apply only if the configuration is still at "
-                                                 "this version (else 409)")]
+Expect = Annotated[
+    int | None,
+    Query(description="apply only if the configuration is still at this version (else 409)"),
+]
 STATUS: dict[type[EditError], int] = {
-    NotFound: 404, AlreadyExists: 409, Conflict: 409, Standby: 409, Invalid: 422, Refused: 400}
+    NotFound: 404,
+    AlreadyExists: 409,
+    Conflict: 409,
+    Standby: 409,
+    Invalid: 422,
+    Refused: 400,
+}
 
 
 class _Body(BaseModel):
@@ -57,22 +80,35 @@ def status_of(error: EditError) -> int:
 
 def _inside(loc: Loc, subject: Loc) -> list:
     """A problem's place relative to the request body (the edited item)."""
-    return list(loc[len(subject):] if subject and loc[:len(subject)] == subject else loc)
+    return list(loc[len(subject) :] if subject and loc[: len(subject)] == subject else loc)
 
 
 def http_error(error: EditError, active_url: str) -> HTTPException:
     """The HTTP answer to a typed refusal."""
     status = status_of(error)
     if isinstance(error, Invalid):
-        return HTTPException(status, [{"loc": ["body", *_inside(p.loc, error.subject)],
-                                       "msg": p.why, "type": "value_error"}
-                                      for p in error.problems])
+        return HTTPException(
+            status,
+            [
+                {
+                    "loc": ["body", *_inside(p.loc, error.subject)],
+                    "msg": p.why,
+                    "type": "value_error",
+                }
+                for p in error.problems
+            ],
+        )
     if isinstance(error, Standby):
         return HTTPException(status, {"message": error.message, "active": active_url})
     if isinstance(error, Conflict):
-        return HTTPException(status, {"message": error.message,
-                                      "expected_version": error.expected_version,
-                                      "current_version": error.current_version})
+        return HTTPException(
+            status,
+            {
+                "message": error.message,
+                "expected_version": error.expected_version,
+                "current_version": error.current_version,
+            },
+        )
     return HTTPException(status, error.message)
 
 
@@ -115,21 +151,29 @@ def router() -> APIRouter:
         return await ctx_of(request).pair()
 
     @api.get("/events", dependencies=auth, summary="Event log: transitions, sync, health, logins")
-    async def events(request: Request, kind: str | None = None, since: int = Query(0, ge=0),
-                     limit: int = Query(200, ge=1, le=500)) -> list[dict]:
+    async def events(
+        request: Request,
+        kind: str | None = None,
+        since: int = Query(0, ge=0),
+        limit: int = Query(200, ge=1, le=500),
+    ) -> list[dict]:
         return ctx_of(request).events.recent(kind, since, limit)
 
     @api.post("/failover", summary="Force failover: the active unit steps down gracefully")
-    async def failover(request: Request, body: Failover | None = None,
-                       user: str = Depends(api_user)) -> dict:
+    async def failover(
+        request: Request, body: Failover | None = None, user: str = Depends(api_user)
+    ) -> dict:
         ctx = ctx_of(request)
         answer = await ctx.failover(f"api ({user})")
         if "error" in answer:
             raise HTTPException(409, answer["error"])
         return answer
 
-    @api.get("/doctor", dependencies=auth,
-             summary="Run carpool doctor: every HA prerequisite checked with the partner")
+    @api.get(
+        "/doctor",
+        dependencies=auth,
+        summary="Run carpool doctor: every HA prerequisite checked with the partner",
+    )
     async def doctor(request: Request) -> dict:
         answer = await ctx_of(request).doctor()
         return {"checks": answer["checks"], "ok": all(c["ok"] for c in answer["checks"])}
@@ -140,15 +184,24 @@ def router() -> APIRouter:
         return await ctx_of(request).call("config.show")
 
     @api.put("/config", summary="Replace the whole document (a new version)")
-    async def config_apply(request: Request, body: ConfigApply,
-                           user: str = Depends(api_user)) -> dict:
+    async def config_apply(
+        request: Request, body: ConfigApply, user: str = Depends(api_user)
+    ) -> dict:
         ctx = ctx_of(request)
-        return answer_or_raise(ctx, await ctx.call("config.apply", document=body.document,
-                                                   who=f"api ({user}): config apply"))
+        return answer_or_raise(
+            ctx,
+            await ctx.call(
+                "config.apply", document=body.document, who=f"api ({user}): config apply"
+            ),
+        )
 
     @api.patch("/config", summary="Set one dotted key, e.g. appliance.description")
-    async def config_set(request: Request, body: ConfigSet, expect_version: Expect = None,
-                         user: str = Depends(api_user)) -> dict:
+    async def config_set(
+        request: Request,
+        body: ConfigSet,
+        expect_version: Expect = None,
+        user: str = Depends(api_user),
+    ) -> dict:
         return await edit(request, user, SetKey(body.key, body.value), expect=expect_version)
 
     @api.get("/config/history", dependencies=auth, summary="Kept versions, conflicts marked")
@@ -161,18 +214,21 @@ def router() -> APIRouter:
         return answer_or_raise(ctx, await ctx.call("config.diff", a=a, b=b))
 
     @api.post("/config/rollback", summary="Make an old version current again (a new version)")
-    async def config_rollback(request: Request, body: Rollback,
-                              user: str = Depends(api_user)) -> dict:
+    async def config_rollback(
+        request: Request, body: Rollback, user: str = Depends(api_user)
+    ) -> dict:
         ctx = ctx_of(request)
-        return answer_or_raise(ctx, await ctx.call("config.rollback", version=body.version,
-                                                   who=f"api ({user})"))
+        return answer_or_raise(
+            ctx, await ctx.call("config.rollback", version=body.version, who=f"api ({user})")
+        )
 
     # -- virtual services ------------------------------------------------------------------
     @api.get("/virtual-services", dependencies=auth, summary="Services with real-server health")
     async def vs_list(request: Request) -> list[dict]:
         ctx = ctx_of(request)
-        return [{**vs, "health": health_of(ctx, vs)}
-                for vs in ctx.document().get("virtual_service", [])]
+        return [
+            {**vs, "health": health_of(ctx, vs)} for vs in ctx.document().get("virtual_service", [])
+        ]
 
     @api.get("/virtual-services/{name}", dependencies=auth)
     async def vs_get(request: Request, name: str) -> dict:
@@ -181,20 +237,32 @@ def router() -> APIRouter:
         return {**vs, "health": health_of(ctx, vs)}
 
     @api.post("/virtual-services", status_code=201, summary="Add a virtual service")
-    async def vs_add(request: Request, body: VsBody, expect_version: Expect = None,
-                     user: str = Depends(api_user)) -> dict:
-        return await edit(request, user, AddVirtualService(body.model_dump(mode="json")),
-                          expect=expect_version)
+    async def vs_add(
+        request: Request, body: VsBody, expect_version: Expect = None, user: str = Depends(api_user)
+    ) -> dict:
+        return await edit(
+            request, user, AddVirtualService(body.model_dump(mode="json")), expect=expect_version
+        )
 
     @api.put("/virtual-services/{name}", summary="Replace a virtual service")
-    async def vs_put(request: Request, name: str, body: VsBody, expect_version: Expect = None,
-                     user: str = Depends(api_user)) -> dict:
-        return await edit(request, user, ReplaceVirtualService(name, body.model_dump(mode="json")),
-                          expect=expect_version)
+    async def vs_put(
+        request: Request,
+        name: str,
+        body: VsBody,
+        expect_version: Expect = None,
+        user: str = Depends(api_user),
+    ) -> dict:
+        return await edit(
+            request,
+            user,
+            ReplaceVirtualService(name, body.model_dump(mode="json")),
+            expect=expect_version,
+        )
 
     @api.delete("/virtual-services/{name}", summary="Remove a virtual service")
-    async def vs_delete(request: Request, name: str, expect_version: Expect = None,
-                        user: str = Depends(api_user)) -> dict:
+    async def vs_delete(
+        request: Request, name: str, expect_version: Expect = None, user: str = Depends(api_user)
+    ) -> dict:
         return await edit(request, user, RemoveVirtualService(name), expect=expect_version)
 
     @api.get("/virtual-services/{name}/real-servers", dependencies=auth)
@@ -202,29 +270,52 @@ def router() -> APIRouter:
         ctx = ctx_of(request)
         vs = find(ctx.document(), name)
         health = {(h["address"], h["port"]): h for h in health_of(ctx, vs)}
-        return [{**rs, "health": health.get((rs["address"], rs["port"]))}
-                for rs in vs["real_server"]]
+        return [
+            {**rs, "health": health.get((rs["address"], rs["port"]))} for rs in vs["real_server"]
+        ]
 
-    @api.post("/virtual-services/{name}/real-servers", status_code=201,
-              summary="Add a real server")
-    async def rs_add(request: Request, name: str, body: RsBody, expect_version: Expect = None,
-                     user: str = Depends(api_user)) -> dict:
-        return await edit(request, user, AddRealServer(name, body.model_dump(mode="json")),
-                          expect=expect_version)
+    @api.post("/virtual-services/{name}/real-servers", status_code=201, summary="Add a real server")
+    async def rs_add(
+        request: Request,
+        name: str,
+        body: RsBody,
+        expect_version: Expect = None,
+        user: str = Depends(api_user),
+    ) -> dict:
+        return await edit(
+            request, user, AddRealServer(name, body.model_dump(mode="json")), expect=expect_version
+        )
 
-    @api.put("/virtual-services/{name}/real-servers/{address}/{port}",
-             summary="Replace a real server (weight, enabled)")
-    async def rs_put(request: Request, name: str, address: str, port: int, body: RsBody,
-                     expect_version: Expect = None, user: str = Depends(api_user)) -> dict:
+    @api.put(
+        "/virtual-services/{name}/real-servers/{address}/{port}",
+        summary="Replace a real server (weight, enabled)",
+    )
+    async def rs_put(
+        request: Request,
+        name: str,
+        address: str,
+        port: int,
+        body: RsBody,
+        expect_version: Expect = None,
+        user: str = Depends(api_user),
+    ) -> dict:
         op = ReplaceRealServer(name, address, port, body.model_dump(mode="json"))
         return await edit(request, user, op, expect=expect_version)
 
-    @api.delete("/virtual-services/{name}/real-servers/{address}/{port}",
-                summary="Remove a real server")
-    async def rs_delete(request: Request, name: str, address: str, port: int,
-                        expect_version: Expect = None, user: str = Depends(api_user)) -> dict:
-        return await edit(request, user, RemoveRealServer(name, address, port),
-                          expect=expect_version)
+    @api.delete(
+        "/virtual-services/{name}/real-servers/{address}/{port}", summary="Remove a real server"
+    )
+    async def rs_delete(
+        request: Request,
+        name: str,
+        address: str,
+        port: int,
+        expect_version: Expect = None,
+        user: str = Depends(api_user),
+    ) -> dict:
+        return await edit(
+            request, user, RemoveRealServer(name, address, port), expect=expect_version
+        )
 
     # -- between the units -----------------------------------------------------------------
     @api.get("/peer/status", include_in_schema=False)

@@ -1,6 +1,8 @@
 """The FastAPI application of one unit: pages, REST API, /metrics, static files."""
+
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -8,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from importlib.metadata import PackageNotFoundError, version
 from . import api, pages
 from .context import LoginRequired, WebContext, api_user
 
@@ -19,16 +20,24 @@ except PackageNotFoundError:
 HERE = Path(__file__).resolve().parent
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin", "Strict-Transport-Security": "max-age=31536000",
-    "Cache-Control": "no-store"}
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
+    "Cache-Control": "no-store",
+}
 
 
 def create_app(ctx: WebContext) -> FastAPI:
-    app = FastAPI(title="carpool", version=__version__,
-                  description="REST API of one carpool unit. Scripts: HTTP Basic. Changes are "
-                              "made on the active unit (409 on the standby names it).",
-                  openapi_url="/api/openapi.json", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="carpool",
+        version=__version__,
+        description="REST API of one carpool unit. Scripts: HTTP Basic. Changes are "
+        "made on the active unit (409 on the standby names it).",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.ctx = ctx
 
     @app.middleware("http")
@@ -44,15 +53,17 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.exception_handler(pages.CsrfRejected)
     async def csrf_rejected(request: Request, _exc):
-        return HTMLResponse("<h1>Refused</h1><p>The form's CSRF token is missing or stale: "
-                            "reload the page and try again.</p>", status_code=403)
+        return HTMLResponse(
+            "<h1>Refused</h1><p>The form's CSRF token is missing or stale: "
+            "reload the page and try again.</p>",
+            status_code=403,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         # pydantic's list, with each error's field path kept (loc) and the input left out
         # (it may hold a password).
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                  for e in exc.errors()]
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/metrics", include_in_schema=False)

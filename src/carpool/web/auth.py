@@ -2,6 +2,7 @@
 browser sessions with a CSRF token, HTTP Basic for scripts, and a limit on failed logins.
 
 Pure parts only (no FastAPI here), so they are tested without a server."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ import collections
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -32,9 +33,15 @@ def fixed_salt_hash(password: str, salt: bytes) -> str:
     """A reproducible argon2id hash (same text every time): for the lab's published password
     only, so the document written by each run stays the same."""
     p = _hasher
-    return hash_secret(password.encode(), salt, time_cost=p.time_cost,
-                       memory_cost=p.memory_cost, parallelism=p.parallelism,
-                       hash_len=p.hash_len, type=Type.ID).decode()
+    return hash_secret(
+        password.encode(),
+        salt,
+        time_cost=p.time_cost,
+        memory_cost=p.memory_cost,
+        parallelism=p.parallelism,
+        hash_len=p.hash_len,
+        type=Type.ID,
+    ).decode()
 
 
 def verify_password(users: dict[str, str], name: str, password: str) -> bool:
@@ -48,11 +55,12 @@ def verify_password(users: dict[str, str], name: str, password: str) -> bool:
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
     """(user, password) from an `Authorization: Basic ...` header, None if absent or malformed."""
-    if not header or not header[:6].lower() == "basic ":
+    if not header or header[:6].lower() != "basic ":
         return None
     try:
-        user, sep, password = base64.b64decode(header[6:].strip(), validate=True) \
-            .decode("utf-8").partition(":")
+        user, sep, password = (
+            base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+        )
     except (binascii.Error, UnicodeDecodeError):
         return None
     return (user, password) if sep else None
@@ -69,6 +77,7 @@ class Session:
 @dataclass
 class Sessions:
     """Browser sessions, in memory: a restart of the daemon logs everyone out."""
+
     lifetime: float = 8 * 3600
     clock: Callable[[], float] = time.monotonic
     _by_token: dict[str, Session] = field(default_factory=dict)
@@ -76,8 +85,9 @@ class Sessions:
     def create(self, user: str, password_hash: str = "") -> tuple[str, Session]:
         self._expire()
         token = secrets.token_urlsafe(32)
-        session = self._by_token[token] = Session(user, secrets.token_urlsafe(32),
-                                                  self.clock() + self.lifetime, password_hash)
+        session = self._by_token[token] = Session(
+            user, secrets.token_urlsafe(32), self.clock() + self.lifetime, password_hash
+        )
         return token, session
 
     def get(self, token: str | None) -> Session | None:
@@ -110,6 +120,7 @@ class LoginLimiter:
     """At most `failures` failed logins per source address within `window` seconds; then that
     address is refused until the oldest failure ages out. A success does not reset the count
     (it would let a guesser who knows one password go on guessing others)."""
+
     failures: int = 5
     window: float = 60.0
     clock: Callable[[], float] = time.monotonic
@@ -147,8 +158,9 @@ def peer_token(secret: bytes, now: float | None = None) -> str:
     return f"{stamp}:{mac}"
 
 
-def peer_token_ok(secret: bytes, token: str | None, now: float | None = None,
-                  skew: float = 60.0) -> bool:
+def peer_token_ok(
+    secret: bytes, token: str | None, now: float | None = None, skew: float = 60.0
+) -> bool:
     stamp, _, mac = (token or "").partition(":")
     if not stamp.isdigit():
         return False

@@ -1,6 +1,7 @@
 """What the web layer needs of the unit, in one place (through node.view.UnitView, never the
 daemon): its status, its config handlers (the same ones `carpool config` uses: same validation,
 history and sync), users, sessions, events."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,11 @@ class WebContext:
     def __init__(self, unit, events: EventLog | None = None):
         self.unit = unit  # node.view.UnitView
         cfg = unit.cfg
-        self.own_url = (f"https://{cfg.web_bind}/" if cfg.web.port == 443
-                        else f"https://{cfg.web_bind}:{cfg.web.port}/")
+        self.own_url = (
+            f"https://{cfg.web_bind}/"
+            if cfg.web.port == 443
+            else f"https://{cfg.web_bind}:{cfg.web.port}/"
+        )
         self.sessions = Sessions()
         self.limiter = LoginLimiter()
         self.events = events or EventLog()
@@ -53,6 +57,7 @@ class WebContext:
 
     async def pair(self) -> list[dict]:
         from .view import pair
+
         return pair(self.status(), self.own_url, await self.partner.get())
 
     def is_active(self) -> bool:
@@ -77,8 +82,7 @@ class WebContext:
 
     async def edit(self, who: str, *ops: Op, expect_version: int | None = None) -> dict:
         """Operations applied by the daemon (config.edit): the answer, or a typed error's."""
-        return await self.call("config.edit", who=who,
-                               **Edit(ops, expect_version).to_json())
+        return await self.call("config.edit", who=who, **Edit(ops, expect_version).to_json())
 
     async def call(self, command: str, **request) -> dict:
         """One of the daemon's control handlers (config.*), as the control socket calls it."""
@@ -143,8 +147,11 @@ def source_of(request: Request) -> str:
 
 
 def too_many(seconds: float) -> HTTPException:
-    return HTTPException(429, f"too many failed logins from this address; try again in "
-                              f"{int(seconds) + 1} s", headers={"Retry-After": str(int(seconds) + 1)})
+    return HTTPException(
+        429,
+        f"too many failed logins from this address; try again in {int(seconds) + 1} s",
+        headers={"Retry-After": str(int(seconds) + 1)},
+    )
 
 
 async def api_user(request: Request) -> str:
@@ -158,15 +165,20 @@ async def api_user(request: Request) -> str:
     else:
         session = ctx.session(request)
         if session is not None:
-            if request.method in UNSAFE and not csrf_ok(session,
-                                                        request.headers.get("x-csrf-token")):
+            if request.method in UNSAFE and not csrf_ok(
+                session, request.headers.get("x-csrf-token")
+            ):
                 raise HTTPException(403, "missing or wrong CSRF token (X-CSRF-Token header)")
             return session.user
     # A page's fetch() gets no Basic challenge: the browser would pop up its own login box.
-    challenge = {} if request.headers.get("x-requested-with") else {
-        "WWW-Authenticate": 'Basic realm="carpool", charset="UTF-8"'}
-    raise HTTPException(401, "log in: HTTP Basic (user and password) or a WUI session",
-                        headers=challenge)
+    challenge = (
+        {}
+        if request.headers.get("x-requested-with")
+        else {"WWW-Authenticate": 'Basic realm="carpool", charset="UTF-8"'}
+    )
+    raise HTTPException(
+        401, "log in: HTTP Basic (user and password) or a WUI session", headers=challenge
+    )
 
 
 def page_session(request: Request) -> Session:

@@ -2,6 +2,7 @@
 
 Fed from the daemon's own log records (one source of truth: what the journal says, the WUI
 shows): those that carry an event kind (carpool/events.py), kept in memory, newest last."""
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,15 @@ class EventLog(logging.Handler):
         except Exception:  # a bad format string must not break logging
             text = str(record.msg)
         self.seq += 1
-        self.events.append({"id": self.seq, "time": record.created, "kind": kind,
-                            "level": record.levelname.lower(), "text": text})
+        self.events.append(
+            {
+                "id": self.seq,
+                "time": record.created,
+                "kind": kind,
+                "level": record.levelname.lower(),
+                "text": text,
+            }
+        )
 
     def recent(self, kind: str | None = None, since: int = 0, limit: int = 200) -> list[dict]:
         found = [e for e in self.events if e["id"] > since and (kind is None or e["kind"] == kind)]

@@ -2,15 +2,26 @@
 
 The document's own validation (carpool.config.document) decides; this module only converts
 form text to typed values and sorts the problems by field."""
+
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config.document import Loc, Problem
 
-VS_FIELDS = ("name", "address", "port", "protocol", "type", "scheduler", "persistence",
-             "check_type", "check_path", "real_servers")
+VS_FIELDS = (
+    "name",
+    "address",
+    "port",
+    "protocol",
+    "type",
+    "scheduler",
+    "persistence",
+    "check_type",
+    "check_path",
+    "real_servers",
+)
 _SERVER = re.compile(r"^\s*([0-9.]+):(\d{1,5})(?:\s+(?:weight\s*=?\s*)?(\d+))?\s*$")
 
 
@@ -25,8 +36,7 @@ def _int(form: dict, key: str, errors: dict, default: int | None = None) -> int 
     if not text and default is not None:
         return default
     if not re.fullmatch(r"-?\d+", text):
-        errors.setdefault(key, []).append(f"a whole number, not {text!r}" if text
-                                           else "required")
+        errors.setdefault(key, []).append(f"a whole number, not {text!r}" if text else "required")
         return None
     return int(text)
 
@@ -39,7 +49,8 @@ def parse_servers(text: str, errors: dict) -> list[dict]:
         m = _SERVER.match(line)
         if not m:
             errors.setdefault("real_servers", []).append(
-                f"line {n}: write ADDRESS:PORT [WEIGHT], not {line.strip()!r}")
+                f"line {n}: write ADDRESS:PORT [WEIGHT], not {line.strip()!r}"
+            )
             continue
         server = {"address": m[1], "port": int(m[2])}
         if m[3] is not None:
@@ -49,9 +60,10 @@ def parse_servers(text: str, errors: dict) -> list[dict]:
 
 
 def servers_text(vs: dict) -> str:
-    return "\n".join(f"{r['address']}:{r['port']}" + (f" {r['weight']}" if r.get("weight", 1) != 1
-                                                      else "")
-                     for r in vs.get("real_server", []))
+    return "\n".join(
+        f"{r['address']}:{r['port']}" + (f" {r['weight']}" if r.get("weight", 1) != 1 else "")
+        for r in vs.get("real_server", [])
+    )
 
 
 def vs_from_form(form: dict, old: dict | None = None) -> dict:
@@ -59,9 +71,13 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
     Raises FormErrors for text that is no value of the right type."""
     errors: dict[str, list[str]] = {}
     vs = dict(old or {})
-    vs.update(name=(form.get("name") or "").strip(), address=(form.get("address") or "").strip(),
-              protocol=form.get("protocol") or "tcp", type=form.get("type") or "l4",
-              scheduler=form.get("scheduler") or "rr")
+    vs.update(
+        name=(form.get("name") or "").strip(),
+        address=(form.get("address") or "").strip(),
+        protocol=form.get("protocol") or "tcp",
+        type=form.get("type") or "l4",
+        scheduler=form.get("scheduler") or "rr",
+    )
     vs["port"] = _int(form, "port", errors)
     vs["persistence"] = _int(form, "persistence", errors, default=0)
     check = dict(vs.get("check") or {})
@@ -70,8 +86,10 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
         check["path"] = form["check_path"].strip()
     vs["check"] = check
     old_servers = {(r["address"], r["port"]): r for r in vs.get("real_server", [])}
-    vs["real_server"] = [{**old_servers.get((s["address"], s["port"]), {}), **s}
-                         for s in parse_servers(form.get("real_servers", ""), errors)]
+    vs["real_server"] = [
+        {**old_servers.get((s["address"], s["port"]), {}), **s}
+        for s in parse_servers(form.get("real_servers", ""), errors)
+    ]
     if errors:
         raise FormErrors(errors)
     return vs
@@ -95,7 +113,7 @@ def vs_problems(problems: Sequence[Problem], subject: Loc | int) -> dict[str, li
         subject = ("virtual_service", subject)
     errors: dict[str, list[str]] = {}
     for p in problems:
-        inside = bool(subject) and p.loc[:len(subject)] == tuple(subject)
-        field = field_of(p.loc[len(subject):]) if inside else "general"
+        inside = bool(subject) and p.loc[: len(subject)] == tuple(subject)
+        field = field_of(p.loc[len(subject) :]) if inside else "general"
         errors.setdefault(field, []).append(p.why if inside else str(p))
     return errors

@@ -2,6 +2,7 @@
 part is re-fetched by static/app.js. Changes are operations (config/edit.py) the daemon applies.
 A form the daemon refused is shown again with its problems, status 422; a page about a thing
 that is gone is 404."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +11,25 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from ..config.edit import (AddVirtualService, AlreadyExists, Conflict, Edit, EditError, Invalid,
-                           NotFound, RemoveVirtualService, ReplaceVirtualService, SetKey,
-                           error_of)
+from .. import events
+from ..config.edit import (
+    AddVirtualService,
+    AlreadyExists,
+    Conflict,
+    Edit,
+    EditError,
+    Invalid,
+    NotFound,
+    RemoveVirtualService,
+    ReplaceVirtualService,
+    SetKey,
+    error_of,
+)
 from .auth import Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_session, source_of
 from .events import KINDS, when
 from .forms import FormErrors, servers_text, vs_from_form, vs_problems
 from .view import ICONS, active_url
-from .. import events
 
 log = events.logger("carpool.web", events.Kind.WEB)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -32,14 +43,22 @@ def router() -> APIRouter:
     def ctx_of(request: Request) -> WebContext:
         return request.app.state.ctx
 
-    async def render(request: Request, name: str, session: Session | None, status_code=200,
-                     **data) -> HTMLResponse:
+    async def render(
+        request: Request, name: str, session: Session | None, status_code=200, **data
+    ) -> HTMLResponse:
         ctx = ctx_of(request)
         units = await ctx.pair() if session else []
         active = active_url(units)
-        data.update(request=request, session=session, units=units, own=ctx.own_url,
-                    role=ctx.cfg.role, readonly=not ctx.is_active(),
-                    active_url=active if active != ctx.own_url else None, icons=ICONS)
+        data.update(
+            request=request,
+            session=session,
+            units=units,
+            own=ctx.own_url,
+            role=ctx.cfg.role,
+            readonly=not ctx.is_active(),
+            active_url=active if active != ctx.own_url else None,
+            icons=ICONS,
+        )
         return templates.TemplateResponse(request, name, data, status_code=status_code)
 
     async def check_csrf(request: Request, session: Session) -> dict:
@@ -61,17 +80,35 @@ def router() -> APIRouter:
         source = source_of(request)
         wait = ctx.retry_after(source)
         if wait:
-            return await render(request, "login.html", None, 429, username=name,
-                                error=f"Too many failed logins from {source}: try again in "
-                                      f"{int(wait) + 1} s.")
+            return await render(
+                request,
+                "login.html",
+                None,
+                429,
+                username=name,
+                error=f"Too many failed logins from {source}: try again in {int(wait) + 1} s.",
+            )
         if not await ctx.check_password(source, name, password):
-            return await render(request, "login.html", None, 401, username=name,
-                                error="Wrong user name or password.")
+            return await render(
+                request,
+                "login.html",
+                None,
+                401,
+                username=name,
+                error="Wrong user name or password.",
+            )
         token, _ = ctx.sessions.create(name, ctx.users().get(name, ""))
         login_log.info("%s logged in from %s", name, source)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, secure=True, samesite="strict",
-                            max_age=int(ctx.sessions.lifetime), path="/")
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            secure=True,
+            samesite="strict",
+            max_age=int(ctx.sessions.lifetime),
+            path="/",
+        )
         return response
 
     @pages.post("/logout")
@@ -99,9 +136,14 @@ def router() -> APIRouter:
     @pages.get("/services", response_class=HTMLResponse)
     async def services(request: Request, session: Session = Depends(page_session)):
         ctx = ctx_of(request)
-        return await render(request, "services.html", session,
-                            services=ctx.document().get("virtual_service", []),
-                            health=_health(ctx), message=request.query_params.get("done"))
+        return await render(
+            request,
+            "services.html",
+            session,
+            services=ctx.document().get("virtual_service", []),
+            health=_health(ctx),
+            message=request.query_params.get("done"),
+        )
 
     @pages.get("/services/new", response_class=HTMLResponse)
     async def vs_new(request: Request, session: Session = Depends(page_session)):
@@ -111,10 +153,17 @@ def router() -> APIRouter:
     async def vs_edit(request: Request, name: str, session: Session = Depends(page_session)):
         vs = _find(ctx_of(request).document(), name)
         if vs is None:
-            return await render(request, "message.html", session, 404,
-                                title="Not found", text=f"No virtual service {name!r}.")
-        return await render(request, "vs_form.html", session, form=_vs_form(vs), errors={},
-                            editing=name)
+            return await render(
+                request,
+                "message.html",
+                session,
+                404,
+                title="Not found",
+                text=f"No virtual service {name!r}.",
+            )
+        return await render(
+            request, "vs_form.html", session, form=_vs_form(vs), errors={}, editing=name
+        )
 
     async def save_vs(request: Request, session: Session, editing: str | None):
         ctx = ctx_of(request)
@@ -123,28 +172,51 @@ def router() -> APIRouter:
             version, doc = ctx.current()
             old = _find(doc, editing) if editing is not None else None
             if editing is not None and old is None:
-                return await render(request, "message.html", session, 404, title="Not found",
-                                    text=f"No virtual service {editing!r}.")
+                return await render(
+                    request,
+                    "message.html",
+                    session,
+                    404,
+                    title="Not found",
+                    text=f"No virtual service {editing!r}.",
+                )
             try:
                 vs = vs_from_form(form, old)
             except FormErrors as e:
-                return await render(request, "vs_form.html", session, 422, form=form,
-                                    errors=e.errors, editing=editing)
+                return await render(
+                    request,
+                    "vs_form.html",
+                    session,
+                    422,
+                    form=form,
+                    errors=e.errors,
+                    editing=editing,
+                )
             op = AddVirtualService(vs) if editing is None else ReplaceVirtualService(editing, vs)
-            answer = await ctx.edit(f"wui ({session.user})", op,
-                                    expect_version=None if editing is None else version)
+            answer = await ctx.edit(
+                f"wui ({session.user})", op, expect_version=None if editing is None else version
+            )
             error = error_of(answer)
             if not isinstance(error, Conflict):
                 break
         if error is None:
             what = f"vs {'set' if editing else 'add'} {vs['name']}"
-            return RedirectResponse(f"/services?done={what}+(version+{answer['version']})",
-                                    status_code=303)
+            return RedirectResponse(
+                f"/services?done={what}+(version+{answer['version']})", status_code=303
+            )
         if isinstance(error, NotFound):
-            return await render(request, "message.html", session, 404, title="Not found",
-                                text=error.message)
-        return await render(request, "vs_form.html", session, 422, form=form,
-                            errors=_vs_errors(error), editing=editing)
+            return await render(
+                request, "message.html", session, 404, title="Not found", text=error.message
+            )
+        return await render(
+            request,
+            "vs_form.html",
+            session,
+            422,
+            form=form,
+            errors=_vs_errors(error),
+            editing=editing,
+        )
 
     @pages.post("/services/new", response_class=HTMLResponse)
     async def vs_create(request: Request, session: Session = Depends(page_session)):
@@ -161,19 +233,31 @@ def router() -> APIRouter:
         answer = await ctx.edit(f"wui ({session.user})", RemoveVirtualService(name))
         error = error_of(answer)
         if error is not None:
-            return await render(request, "message.html", session,
-                                404 if isinstance(error, NotFound) else 409,
-                                title="Not found" if isinstance(error, NotFound) else "Not removed",
-                                text=error.message)
-        return RedirectResponse(f"/services?done=vs+rm+{name}+(version+{answer['version']})",
-                                status_code=303)
+            return await render(
+                request,
+                "message.html",
+                session,
+                404 if isinstance(error, NotFound) else 409,
+                title="Not found" if isinstance(error, NotFound) else "Not removed",
+                text=error.message,
+            )
+        return RedirectResponse(
+            f"/services?done=vs+rm+{name}+(version+{answer['version']})", status_code=303
+        )
 
     # -- HA parameters ---------------------------------------------------------------------
     @pages.get("/ha", response_class=HTMLResponse)
     async def ha(request: Request, session: Session = Depends(page_session)):
         doc = ctx_of(request).document()
-        return await render(request, "ha.html", session, doc=doc, errors={}, form=None,
-                            message=request.query_params.get("done"))
+        return await render(
+            request,
+            "ha.html",
+            session,
+            doc=doc,
+            errors={},
+            form=None,
+            message=request.query_params.get("done"),
+        )
 
     @pages.post("/ha", response_class=HTMLResponse)
     async def ha_save(request: Request, session: Session = Depends(page_session)):
@@ -187,23 +271,30 @@ def router() -> APIRouter:
                 ops.append(SetKey(f"ha.{key}", kind(str(form.get(key, "")).strip())))
             except ValueError:
                 errors.setdefault(key, []).append(f"a number, not {form.get(key)!r}")
-        ops += [SetKey("ha.preferred", str(form.get("preferred", "none"))),
-                SetKey("ha.vmac", form.get("vmac") == "on")]
-        ops += [SetKey(f"interface[{i['name']}].check", form.get(f"check_{i['name']}") == "on")
-                for i in doc["interface"] if not i.get("heartbeat")]
+        ops += [
+            SetKey("ha.preferred", str(form.get("preferred", "none"))),
+            SetKey("ha.vmac", form.get("vmac") == "on"),
+        ]
+        ops += [
+            SetKey(f"interface[{i['name']}].check", form.get(f"check_{i['name']}") == "on")
+            for i in doc["interface"]
+            if not i.get("heartbeat")
+        ]
         if not errors:
             answer = await ctx.edit(f"wui ({session.user}): HA parameters", *ops)
             error = error_of(answer)
             if error is None:
-                return RedirectResponse(f"/ha?done=saved+(version+{answer['version']})",
-                                        status_code=303)
+                return RedirectResponse(
+                    f"/ha?done=saved+(version+{answer['version']})", status_code=303
+                )
             errors = _ha_errors(error)
         try:  # shown again with what was entered
             doc = Edit(tuple(ops)).apply(doc, version)
         except EditError:
             pass
-        return await render(request, "ha.html", session, 422, doc=doc, errors=errors, form=form,
-                            message=None)
+        return await render(
+            request, "ha.html", session, 422, doc=doc, errors=errors, form=form, message=None
+        )
 
     # -- history ---------------------------------------------------------------------------
     @pages.get("/history", response_class=HTMLResponse)
@@ -214,9 +305,15 @@ def router() -> APIRouter:
         diff = None
         if shown:
             diff = await ctx.call("config.diff", b=shown)
-        return await render(request, "history.html", session, history=list(reversed(records)),
-                            current=ctx.version(), diff=diff,
-                            message=request.query_params.get("done"))
+        return await render(
+            request,
+            "history.html",
+            session,
+            history=list(reversed(records)),
+            current=ctx.version(),
+            diff=diff,
+            message=request.query_params.get("done"),
+        )
 
     @pages.post("/history/{version}/rollback", response_class=HTMLResponse)
     async def rollback(request: Request, version: int, session: Session = Depends(page_session)):
@@ -224,17 +321,25 @@ def router() -> APIRouter:
         await check_csrf(request, session)
         answer = await ctx.call("config.rollback", version=version, who=f"wui ({session.user})")
         if "error" in answer:
-            return await render(request, "message.html", session, 409, title="Not rolled back",
-                                text=answer["error"])
-        return RedirectResponse(f"/history?done=rolled+back+to+{version}+(version+"
-                                f"{answer['version']})", status_code=303)
+            return await render(
+                request, "message.html", session, 409, title="Not rolled back", text=answer["error"]
+            )
+        return RedirectResponse(
+            f"/history?done=rolled+back+to+{version}+(version+{answer['version']})", status_code=303
+        )
 
     # -- events ----------------------------------------------------------------------------
     @pages.get("/events", response_class=HTMLResponse)
     async def events(request: Request, session: Session = Depends(page_session)):
         kind = request.query_params.get("kind") or None
-        return await render(request, "events.html", session, kind=kind, kinds=KINDS,
-                            events=list(reversed(ctx_of(request).events.recent(kind, 0, 500))))
+        return await render(
+            request,
+            "events.html",
+            session,
+            kind=kind,
+            kinds=KINDS,
+            events=list(reversed(ctx_of(request).events.recent(kind, 0, 500))),
+        )
 
     # -- force failover --------------------------------------------------------------------
     @pages.get("/failover", response_class=HTMLResponse)
@@ -286,10 +391,18 @@ def _health(ctx: WebContext) -> dict:
 
 
 def _vs_form(vs: dict) -> dict:
-    return {"name": vs["name"], "address": vs["address"], "port": str(vs["port"]),
-            "protocol": vs["protocol"], "type": vs["type"], "scheduler": vs["scheduler"],
-            "persistence": str(vs["persistence"]), "check_type": vs["check"]["type"],
-            "check_path": vs["check"]["path"], "real_servers": servers_text(vs)}
+    return {
+        "name": vs["name"],
+        "address": vs["address"],
+        "port": str(vs["port"]),
+        "protocol": vs["protocol"],
+        "type": vs["type"],
+        "scheduler": vs["scheduler"],
+        "persistence": str(vs["persistence"]),
+        "check_type": vs["check"]["type"],
+        "check_path": vs["check"]["path"],
+        "real_servers": servers_text(vs),
+    }
 
 
 def _live_data(ctx: WebContext) -> dict:

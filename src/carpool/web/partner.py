@@ -3,17 +3,18 @@
 The request carries a token made with the partner secret (never synced, known to both units), so
 no user password is needed between the units. Cached for a second: many open browsers cost the
 partner one request per second at most."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 
-from .auth import peer_token
 from .. import events
+from .auth import peer_token
 
 log = events.logger("carpool.web", events.Kind.WEB)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is journal noise
@@ -21,8 +22,9 @@ PEER_HEADER = "X-Carpool-Peer"
 
 
 class PartnerView:
-    def __init__(self, url: Callable[[], str], secret: bytes, max_age: float = 1.0,
-                 timeout: float = 1.5):
+    def __init__(
+        self, url: Callable[[], str], secret: bytes, max_age: float = 1.0, timeout: float = 1.5
+    ):
         self._url, self.secret = url, secret
         self.max_age, self.timeout = max_age, timeout
         self._cached: dict | None = None
@@ -38,8 +40,9 @@ class PartnerView:
         """{"url", "status" (None if unknown), "error", "age"}."""
         async with self._lock:  # concurrent viewers share one request
             # a silent partner is asked less often: each try may cost the whole timeout
-            max_age = self.max_age if self._cached is None or self._cached["status"] \
-                else 3 * self.max_age
+            max_age = (
+                self.max_age if self._cached is None or self._cached["status"] else 3 * self.max_age
+            )
             if self._cached is None or time.monotonic() - self._at > max_age:
                 self._cached = await self._fetch()
                 self._at = time.monotonic()
@@ -51,15 +54,22 @@ class PartnerView:
             # answer is shown, never acted upon.
             self._client = httpx.AsyncClient(verify=False, timeout=self.timeout)
         try:
-            r = await self._client.get(self.url + "api/v1/peer/status",
-                                       headers={PEER_HEADER: peer_token(self.secret)})
+            r = await self._client.get(
+                self.url + "api/v1/peer/status", headers={PEER_HEADER: peer_token(self.secret)}
+            )
             if r.status_code != 200:
-                return {"url": self.url, "status": None,
-                        "error": f"partner WUI answered {r.status_code}"}
+                return {
+                    "url": self.url,
+                    "status": None,
+                    "error": f"partner WUI answered {r.status_code}",
+                }
             return {"url": self.url, "status": r.json(), "error": None}
         except (httpx.HTTPError, ValueError, OSError) as e:
-            return {"url": self.url, "status": None,
-                    "error": f"partner WUI {self.url} unreachable: {type(e).__name__} {e}"}
+            return {
+                "url": self.url,
+                "status": None,
+                "error": f"partner WUI {self.url} unreachable: {type(e).__name__} {e}",
+            }
 
     async def close(self) -> None:
         if self._client is not None:

@@ -3,6 +3,7 @@
 uvicorn's serve() installs its own SIGINT/SIGTERM handlers; those would replace the daemon's
 (SIGTERM = bow out), so the subclass captures no signals. A WUI that cannot start is logged and
 left out: the HA election never depends on it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from ..tlscert import ensure_self_signed
 from .. import events
+from ..tlscert import ensure_self_signed
 
 log = events.logger("carpool.web", events.Kind.WEB)
 
@@ -28,17 +29,28 @@ class EmbeddedServer(uvicorn.Server):
 
 def ensure_certificate(cert: str, key: str, address: str, common_name: str) -> None:
     if ensure_self_signed(Path(cert), Path(key), common_name, (address,)):
-        log.info("created a self-signed certificate %s (replace it with your own; it is "
-                 "never overwritten)", cert)
+        log.info(
+            "created a self-signed certificate %s (replace it with your own; it is "
+            "never overwritten)",
+            cert,
+        )
 
 
 class WebServer:
     def __init__(self, app, host: str, port: int, cert: str, key: str):
         self.host, self.port = host, port
-        self.config = uvicorn.Config(app, host=host, port=port, ssl_certfile=cert,
-                                     ssl_keyfile=key, log_config=None, lifespan="off",
-                                     access_log=False, server_header=False,
-                                     timeout_graceful_shutdown=0.5)
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=0.5,
+        )
         self.server = EmbeddedServer(self.config)
         self.task: asyncio.Task | None = None
 
@@ -53,8 +65,12 @@ class WebServer:
             await asyncio.sleep(0.02)
         if self.task.done():
             error = self.task.exception() if not self.task.cancelled() else None
-            log.error("WUI cannot listen on https://%s:%d/: %s", self.host, self.port,
-                      error or "uvicorn stopped (see above)")
+            log.error(
+                "WUI cannot listen on https://%s:%d/: %s",
+                self.host,
+                self.port,
+                error or "uvicorn stopped (see above)",
+            )
             return False
         log.info("WUI listening on https://%s:%d/", self.host, self.port)
         return True
@@ -65,8 +81,9 @@ class WebServer:
         try:
             await self.server.serve()
         except SystemExit as e:
-            raise OSError(f"cannot listen on {self.host}:{self.port} (uvicorn exit {e.code})") \
-                from None
+            raise OSError(
+                f"cannot listen on {self.host}:{self.port} (uvicorn exit {e.code})"
+            ) from None
 
     async def stop(self) -> None:
         if self.task is None or self.task.done():
@@ -74,5 +91,5 @@ class WebServer:
         self.server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 3)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             self.task.cancel()

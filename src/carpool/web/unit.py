@@ -1,11 +1,12 @@
 """The daemon's web side: started in the daemon's loop after the election is set up, stopped
 after the bow-out. Nothing here can stop the election: every failure is logged and retried."""
+
 from __future__ import annotations
 
 import asyncio
 
-from .events import EventLog
 from .. import events
+from .events import EventLog
 
 log = events.logger("carpool.web", events.Kind.WEB)
 RETRY = 10.0  # s between attempts to listen (the bind address may come up after the daemon)
@@ -39,6 +40,7 @@ class WebUnit:
 
     def _server(self):
         from .server import WebServer
+
         cfg = self.unit.cfg
         return WebServer(self._app(), cfg.web_bind, cfg.web.port, cfg.web_cert, cfg.web_key)
 
@@ -46,6 +48,7 @@ class WebUnit:
         from .app import create_app
         from .context import WebContext
         from .server import ensure_certificate
+
         cfg = self.unit.cfg
         ensure_certificate(cfg.web_cert, cfg.web_key, cfg.web_bind, f"carpool-{cfg.role}")
         if self.ctx is None:
@@ -70,8 +73,7 @@ class WebUnit:
             except Exception:  # a broken certificate, a bad bind: logged, never fatal
                 log.exception("WUI cannot start")
             if attempt == 1:
-                log.error("WUI not available; retrying every %g s (the HA runs without it)",
-                          RETRY)
+                log.error("WUI not available; retrying every %g s (the HA runs without it)", RETRY)
             await asyncio.sleep(RETRY)
 
     async def _start(self) -> bool:

@@ -1,4 +1,5 @@
 """What the dashboard shows of the pair: each unit's icon from both units' status. Pure."""
+
 from __future__ import annotations
 
 from ..terms import Warn
@@ -6,10 +7,15 @@ from ..terms import Warn
 ICONS = {  # icon -> (label, what it means)
     "active": ("Active", "holds the shared addresses and serves"),
     "standby": ("Standby", "ready to take over"),
-    "pacified": ("Pacified", "restarted too often (reboot loop): stays standby until an admin "
-                             "runs `carpool pacify --clear`"),
-    "master-master": ("Master-master", "both units are active: the units cannot hear each "
-                                       "other (check the links and the switch)"),
+    "pacified": (
+        "Pacified",
+        "restarted too often (reboot loop): stays standby until an admin "
+        "runs `carpool pacify --clear`",
+    ),
+    "master-master": (
+        "Master-master",
+        "both units are active: the units cannot hear each other (check the links and the switch)",
+    ),
     "not-operational": ("Not operational", "not running, not reachable or starting"),
 }
 
@@ -34,11 +40,22 @@ def pair(own: dict, own_url: str, partner: dict) -> list[dict]:
     """Both units, first unit first: role, url, icon, label, the status (None if unknown)."""
     theirs = partner.get("status")
     units = [
-        {"role": own["role"], "url": own_url, "this": True, "status": own,
-         "icon": icon(own, theirs), "error": None},
-        {"role": "second" if own["role"] == "first" else "first", "url": partner["url"],
-         "this": False, "status": theirs, "icon": icon(theirs, own),
-         "error": partner.get("error")},
+        {
+            "role": own["role"],
+            "url": own_url,
+            "this": True,
+            "status": own,
+            "icon": icon(own, theirs),
+            "error": None,
+        },
+        {
+            "role": "second" if own["role"] == "first" else "first",
+            "url": partner["url"],
+            "this": False,
+            "status": theirs,
+            "icon": icon(theirs, own),
+            "error": partner.get("error"),
+        },
     ]
     for u in units:
         u["label"], u["meaning"] = ICONS[u["icon"]]
