@@ -7,7 +7,7 @@ PYTEST := $(VENV)/bin/python -m pytest
 APT_PACKAGES := iproute2 nftables python3-nftables python3-venv iputils-ping tcpdump \
                 keepalived ucarp haproxy wrk chromium conntrackd conntrack
 
-.PHONY: install demo test test-unit test-lab bench clean lab-down
+.PHONY: install demo test test-unit test-lab lint bench clean lab-down
 
 install: .apt-stamp $(VENV)/.stamp
 
@@ -25,15 +25,21 @@ install: .apt-stamp $(VENV)/.stamp
 # Debian's python3 with system site packages: python3-nftables exists only there (DESIGN §7).
 $(VENV)/.stamp: pyproject.toml
 	@[ -x $(VENV)/bin/python ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,lint]'
 	@touch $@
 
 demo: install
 	@trap '$(CARPOOL) lab down' EXIT; \
 	$(CARPOOL) lab up && $(CARPOOL) lab status --watch 1
 
-test: install
+test: install lint
 	$(PYTEST) -q tests
+
+# Lint (ruff: rules and format) and types (mypy: strict for ha/ and config/), before the tests.
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 test-unit: install
 	$(PYTEST) -q tests/unit
