@@ -231,3 +231,14 @@ def test_haproxy_show_stat_parses():
         {"pxname": "fe_web", "svname": "FRONTEND", "scur": "1", "stot": "7", "bout": "900"}
     ]
     assert parse_show_stat("") == [] and parse_show_stat("Unknown command") == []
+
+
+def test_pair_names_each_unit_by_units_name_else_its_role():
+    named = pair(
+        {"role": "first", "name": "lb-east", "partner_name": "lb-west", "state": "master"},
+        "https://a/",
+        {"url": "https://b/", "status": None, "error": "unreachable"},
+    )
+    assert [(u["role"], u["name"]) for u in named] == [("first", "lb-east"), ("second", "lb-west")]
+    plain = pair({"role": "second", "state": "backup"}, "https://b/", {"url": "https://a/"})
+    assert [u["name"] for u in plain] == ["first", "second"]

@@ -119,14 +119,21 @@ class AddressHolder:
 
 
 def remove_shared_addresses(cfg: Config) -> bool:
+    """Every shared address off this unit, and its macvlans: the addresses on all interfaces
+    first (quick), then the links (a link's deletion waits for an RCU grace period)."""
     ok = True
     vmac = cfg.vmac_address if cfg.vmac else None
-    for iface in cfg.interfaces:
-        if not iface.shared:
-            continue
+    shared = [(i.name, [str(c) for c in i.shared]) for i in cfg.interfaces if i.shared]
+    for ifname, cidrs in shared:
         try:
-            addresses.remove_stale(iface.name, [str(c) for c in iface.shared], vmac)
+            addresses.withdraw(ifname, cidrs)
         except OSError as e:
-            log.error("cannot remove shared addresses on %s: %s", iface.name, e)
+            log.error("cannot remove shared addresses on %s: %s", ifname, e)
+            ok = False
+    for ifname, cidrs in shared:
+        try:
+            addresses.remove_stale(ifname, cidrs, vmac)
+        except OSError as e:
+            log.error("cannot remove shared addresses on %s: %s", ifname, e)
             ok = False
     return ok

@@ -270,10 +270,12 @@ class SharedAddresses:
         by_iface: dict[str, list[str]] = {}
         for ifname, cidr in items:
             by_iface.setdefault(ifname, []).append(cidr)
-        for ifname, cidrs in by_iface.items():
-            if not live():
-                return
-            try:
-                addresses.remove_stale(ifname, cidrs, vmac)
-            except OSError as e:
-                log.error("cannot remove shared addresses on %s: %s", ifname, e)
+        # Every address first (quick), then the macvlans (slow): no address waits for a link.
+        for step in (addresses.withdraw, addresses.remove_stale):
+            for ifname, cidrs in by_iface.items():
+                if not live():
+                    return
+                try:
+                    step(ifname, cidrs)
+                except OSError as e:
+                    log.error("cannot remove shared addresses on %s: %s", ifname, e)

@@ -37,11 +37,14 @@ def icon(status: dict | None, other: dict | None) -> str:
 
 
 def pair(own: dict, own_url: str, partner: dict) -> list[dict]:
-    """Both units, first unit first: role, url, icon, label, the status (None if unknown)."""
+    """Both units, first unit first: role, name (`units.<role>.name`, else the role), url,
+    icon, label, the status (None if unknown)."""
     theirs = partner.get("status")
+    partner_role = "second" if own["role"] == "first" else "first"
     units = [
         {
             "role": own["role"],
+            "name": own.get("name") or own["role"],
             "url": own_url,
             "this": True,
             "status": own,
@@ -49,7 +52,8 @@ def pair(own: dict, own_url: str, partner: dict) -> list[dict]:
             "error": None,
         },
         {
-            "role": "second" if own["role"] == "first" else "first",
+            "role": partner_role,
+            "name": (theirs or {}).get("name") or own.get("partner_name") or partner_role,
             "url": partner["url"],
             "this": False,
             "status": theirs,
