@@ -71,47 +71,19 @@ class L4Dataplane:
 
     async def counters(self) -> list[tuple[str, int, int]]:
         """(rule, packets, bytes) of the rules with a counter in our table ([] if it is not
-        there or nft does not answer within 2 s)."""
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                "nft",
-                "list",
-                "table",
-                nft.FAMILY,
-                nft.TABLE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-        except OSError:
-            return []
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), 2)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return []
-        return parse_counters(out.decode(errors="replace"))
+        there or nft does not answer in time)."""
+        return parse_counters(await _list_table())
 
     async def _persisted(self, ruleset: dict) -> dict:
         """The running table's persistent clients, when the new ruleset has persistence sets
         (a client that arrives between this read and the load is scheduled anew: harmless)."""
         if not any("set" in c.get("add", {}) for c in ruleset["nftables"]):
             return {}
-        proc = await asyncio.create_subprocess_exec(
-            "nft",
-            "-j",
-            "list",
-            "table",
-            nft.FAMILY,
-            nft.TABLE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
+        listing = await _list_table("-j")
+        if not listing:
             return {}  # no table yet
         try:
-            return nft.persisted(json.loads(out))
+            return nft.persisted(json.loads(listing))
         except ValueError as e:
             log.warning("cannot read the persistent clients, they are scheduled anew: %s", e)
             return {}
@@ -148,3 +120,28 @@ def _enable_forwarding() -> None:
         log.info("enabled IPv4 forwarding (virtual services are NATed to the real servers)")
     except OSError as e:
         log.error("cannot enable IPv4 forwarding: %s", e)
+
+
+async def _list_table(*options: str, timeout: float = 2.0) -> str:
+    """`nft [options] list table` of our table; "" when it is not there or nft fails or does
+    not answer within timeout."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "nft",
+            *options,
+            "list",
+            "table",
+            nft.FAMILY,
+            nft.TABLE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return ""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return ""
+    return out.decode(errors="replace") if proc.returncode == 0 else ""
