@@ -79,7 +79,7 @@ class L4Dataplane:
         (a client that arrives between this read and the load is scheduled anew: harmless)."""
         if not any("set" in c.get("add", {}) for c in ruleset["nftables"]):
             return {}
-        listing = await _list_table("-j")
+        listing = await _list_table("-j", timeout=10.0)  # the apply waits for it anyway
         if not listing:
             return {}  # no table yet
         try:
