@@ -197,12 +197,33 @@ class Election:
         self._no_preempt_until = float("-inf")  # after a Relinquish
         self._pacified = ""  # why, while pacified
 
-    state = property(lambda self: self._state)
-    since = property(lambda self: self._since, doc="`now` of the last state change")
-    reason = property(lambda self: self._reason, doc="why the last state change happened")
-    demote_reasons = property(lambda self: self._demote)
-    pacified = property(lambda self: self._pacified, doc="why the unit is pacified, or ''")
-    deadline = property(lambda self: self._deadline, doc="when to deliver the next Tick, or None")
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def since(self) -> float | None:
+        """`now` of the last state change."""
+        return self._since
+
+    @property
+    def reason(self) -> str:
+        """Why the last state change happened."""
+        return self._reason
+
+    @property
+    def demote_reasons(self) -> tuple[str, ...]:
+        return self._demote
+
+    @property
+    def pacified(self) -> str:
+        """Why the unit is pacified, or ''."""
+        return self._pacified
+
+    @property
+    def deadline(self) -> float | None:
+        """When to deliver the next Tick, or None."""
+        return self._deadline
 
     @property
     def demote(self) -> int:
