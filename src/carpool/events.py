@@ -25,7 +25,7 @@ class Kind(enum.StrEnum):
     WEB = "web"
 
 
-class EventLogger(logging.LoggerAdapter):
+class EventLogger(logging.LoggerAdapter[logging.Logger]):
     """A logger whose records carry their event kind (any `extra` given is kept)."""
 
     def process(

@@ -13,9 +13,10 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 ROLES = ("first", "second")
 
@@ -117,7 +118,7 @@ class Ha(_Model):
     state_sync: bool = True  # conntrackd over the heartbeat link: L4 flows survive
 
     @model_validator(mode="after")
-    def _centiseconds(self):
+    def _centiseconds(self) -> Self:
         if self.fast_interval_ms % 10:
             raise ValueError(
                 f"fast_interval_ms must be a multiple of 10 (VRRPv3 counts "
@@ -137,7 +138,7 @@ class Interface(_Model):
     ping_interval: float = Field(1.0, ge=0.2, le=60)
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         if self.first == self.second:
             raise ValueError("the two units need different addresses (first == second)")
         if self.heartbeat and self.shared:
@@ -200,7 +201,7 @@ class VirtualService(_Model):
     real_server: tuple[RealServer, ...] = ()
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
         if self.type == "http" and self.protocol != "tcp":
             raise ValueError("an http service runs over tcp")
         if self.scheduler == "lc" and self.type != "http":
@@ -225,8 +226,8 @@ class Document(_Model):
     user: tuple[User, ...] = ()
 
     @model_validator(mode="after")
-    def _across(self):
-        problems = []
+    def _across(self) -> Self:
+        problems: list[Problem] = []
         if not any(i.check for i in self.interface):
             problems.append(Problem(("interface",), "at least one interface needs check = true"))
         names = [i.name for i in self.interface]
@@ -241,7 +242,7 @@ class Document(_Model):
             for a in sorted(set(shared))
             if shared.count(a) > 1
         ]
-        seen: dict[tuple, str] = {}
+        seen: dict[tuple[str, int, str], str] = {}
         vs_names = [v.name for v in self.virtual_service]
         for n, vs in enumerate(self.virtual_service):
             if vs_names.count(vs.name) > 1:
@@ -284,7 +285,7 @@ class Document(_Model):
         return hashlib.sha256(self.canonical()).hexdigest()
 
 
-def _where(loc: tuple) -> Loc:
+def _where(loc: Loc) -> Loc:
     # without pydantic's own steps, e.g. "function-after[_ipv4(), str]"
     return tuple(p for p in loc if isinstance(p, int) or "[" not in str(p))
 
@@ -300,7 +301,7 @@ _TYPES = {
 }
 
 
-def _message(e: dict) -> str:
+def _message(e: ErrorDetails) -> str:
     """pydantic's error in an operator's words (the value shown, the limit named)."""
     kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
     shown = type(value).__name__ if isinstance(value, (dict, list, tuple)) else repr(value)
@@ -353,6 +354,6 @@ def _lists_to_tuples(value: Any) -> Any:
     return value
 
 
-def to_plain(doc: Document) -> dict:
+def to_plain(doc: Document) -> dict[str, Any]:
     """JSON/TOML-ready dict, defaults left out (what an admin would write)."""
     return doc.model_dump(mode="json", exclude_defaults=True)

@@ -34,11 +34,11 @@ class EditError(Exception):
         super().__init__(message)
         self.key, self.message = key, message
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"error": self.message, "code": self.code, "key": self.key}
 
     @classmethod
-    def _from_json(cls, data: dict) -> EditError:
+    def _from_json(cls, data: dict[str, Any]) -> EditError:
         return cls(str(data.get("key", "")), str(data["error"]))
 
 
@@ -55,11 +55,11 @@ class Standby(EditError):
         super().__init__("", message)
         self.active = active
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "active": self.active}
 
     @classmethod
-    def _from_json(cls, data: dict) -> EditError:
+    def _from_json(cls, data: dict[str, Any]) -> EditError:
         return cls(str(data["error"]), str(data.get("active", "")))
 
 
@@ -85,7 +85,7 @@ class Invalid(EditError):
             message or "\n".join([INVALID, *map(str, self.problems)]),
         )
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             **super().to_json(),
             "subject": list(self.subject),
@@ -93,7 +93,7 @@ class Invalid(EditError):
         }
 
     @classmethod
-    def _from_json(cls, data: dict) -> EditError:
+    def _from_json(cls, data: dict[str, Any]) -> EditError:
         return cls(
             [Problem(tuple(p["loc"]), str(p["why"])) for p in data["problems"]],
             tuple(data.get("subject") or ()),
@@ -119,7 +119,7 @@ class Conflict(EditError):
         )
         self.expected_version, self.current_version = expected_version, current_version
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             **super().to_json(),
             "expected_version": self.expected_version,
@@ -127,14 +127,14 @@ class Conflict(EditError):
         }
 
     @classmethod
-    def _from_json(cls, data: dict) -> EditError:
+    def _from_json(cls, data: dict[str, Any]) -> EditError:
         return cls(int(data["expected_version"]), int(data["current_version"]))
 
 
 _ERRORS = {c.code: c for c in (Refused, Standby, NotFound, AlreadyExists, Invalid, Conflict)}
 
 
-def error_of(answer: dict) -> EditError | None:
+def error_of(answer: dict[str, Any]) -> EditError | None:
     """The typed error of a control answer (None: it succeeded). An answer without a known
     code (an older daemon, a failed handler) is Refused."""
     if "error" not in answer:
@@ -166,7 +166,7 @@ def _parts(key: str) -> list[tuple[str, str | None, str]]:
         pos += 1
 
 
-def _item(items: list, ref: str) -> int | None:
+def _item(items: list[Any], ref: str) -> int | None:
     """A list item by name, by ADDRESS:PORT (real servers), else by number."""
     for n, i in enumerate(items):
         if isinstance(i, dict) and (
@@ -176,7 +176,7 @@ def _item(items: list, ref: str) -> int | None:
     return int(ref) if ref.isdigit() and int(ref) < len(items) else None
 
 
-def _set(node: dict, key: str, value: Any, at: Loc = ()) -> None:
+def _set(node: dict[str, Any], key: str, value: Any, at: Loc = ()) -> None:
     """Set the dotted key inside node (changed in place: the caller's copy); None removes it."""
     parts = _parts(key)
     for n, (name, ref, so_far) in enumerate(parts):
@@ -205,7 +205,7 @@ def _set(node: dict, key: str, value: Any, at: Loc = ()) -> None:
 
 
 # -- operations ------------------------------------------------------------------------------
-_TYPES = {"str": str, "int": int, "dict": dict}
+_TYPES: dict[str, type] = {"str": str, "int": int, "dict": dict}
 
 
 @dataclass(frozen=True)
@@ -216,29 +216,32 @@ class Op:
 
     def __post_init__(self) -> None:
         for f in fields(self):  # ops come as JSON: a wrong type is the request's problem
-            want, value = _TYPES.get(str(f.type)), getattr(self, f.name)
+            # f.type is the annotation's text: "str", "int", "dict[str, Any]" ("Any": unchecked)
+            kind = str(f.type).partition("[")[0]
+            want, value = _TYPES.get(kind), getattr(self, f.name)
             if want and (not isinstance(value, want) or isinstance(value, bool)):
-                raise invalid((f.name,), f"expected {f.type}, got {type(value).__name__}")
+                raise invalid((f.name,), f"expected {kind}, got {type(value).__name__}")
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         """Where the edited item sits after apply(before); () for the whole document."""
         return ()
 
     def describe(self) -> str:
         return self.OP
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"op": self.OP, **asdict(self)}
 
 
-def _services(doc: dict) -> list:
-    return doc.setdefault("virtual_service", [])
+def _services(doc: dict[str, Any]) -> list[Any]:
+    services: list[Any] = doc.setdefault("virtual_service", [])
+    return services
 
 
-def _service(doc: dict, name: str) -> int:
+def _service(doc: dict[str, Any], name: str) -> int:
     for n, vs in enumerate(doc.get("virtual_service", [])):
         if vs.get("name") == name:
             return n
@@ -246,14 +249,14 @@ def _service(doc: dict, name: str) -> int:
     raise NotFound(f"virtual_service[{name}]", f"no virtual service {name!r} (there are: {names})")
 
 
-def _server(doc: dict, n: int, address: Any, port: Any) -> int | None:
+def _server(doc: dict[str, Any], n: int, address: Any, port: Any) -> int | None:
     for k, rs in enumerate(doc["virtual_service"][n].get("real_server", [])):
         if (rs.get("address"), rs.get("port")) == (address, port):
             return k
     return None
 
 
-def _server_or_404(doc: dict, n: int, address: str, port: int) -> int:
+def _server_or_404(doc: dict[str, Any], n: int, address: str, port: int) -> int:
     k = _server(doc, n, address, port)
     if k is None:
         name = doc["virtual_service"][n].get("name")
@@ -266,10 +269,10 @@ def _server_or_404(doc: dict, n: int, address: str, port: int) -> int:
 
 @dataclass(frozen=True)
 class AddVirtualService(Op):
-    service: dict
+    service: dict[str, Any]
     OP: ClassVar[str] = "vs.add"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         name = self.service.get("name")
         if any(v.get("name") == name for v in document.get("virtual_service", [])):
             raise AlreadyExists(
@@ -279,7 +282,7 @@ class AddVirtualService(Op):
         _services(doc).append(copy.deepcopy(self.service))
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         return ("virtual_service", len(before.get("virtual_service", [])))
 
     def describe(self) -> str:
@@ -291,16 +294,16 @@ class ReplaceVirtualService(Op):
     """The whole service (a form, an API PUT); it may be renamed."""
 
     name: str
-    service: dict
+    service: dict[str, Any]
     OP: ClassVar[str] = "vs.replace"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.name)
         doc = copy.deepcopy(document)
         doc["virtual_service"][n] = copy.deepcopy(self.service)
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         return ("virtual_service", _service(before, self.name))
 
     def describe(self) -> str:
@@ -316,13 +319,13 @@ class SetVirtualService(Op):
     value: Any
     OP: ClassVar[str] = "vs.set"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.name)
         doc = copy.deepcopy(document)
         _set(doc["virtual_service"][n], self.key, copy.deepcopy(self.value), ("virtual_service", n))
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         return ("virtual_service", _service(before, self.name))
 
     def describe(self) -> str:
@@ -334,7 +337,7 @@ class RemoveVirtualService(Op):
     name: str
     OP: ClassVar[str] = "vs.remove"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.name)
         doc = copy.deepcopy(document)
         del doc["virtual_service"][n]
@@ -347,10 +350,10 @@ class RemoveVirtualService(Op):
 @dataclass(frozen=True)
 class AddRealServer(Op):
     service: str
-    server: dict
+    server: dict[str, Any]
     OP: ClassVar[str] = "rs.add"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.service)
         address, port = self.server.get("address"), self.server.get("port")
         if _server(document, n, address, port) is not None:
@@ -362,7 +365,7 @@ class AddRealServer(Op):
         doc["virtual_service"][n].setdefault("real_server", []).append(copy.deepcopy(self.server))
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         n = _service(before, self.service)
         return (
             "virtual_service",
@@ -380,17 +383,17 @@ class ReplaceRealServer(Op):
     service: str
     address: str
     port: int
-    server: dict
+    server: dict[str, Any]
     OP: ClassVar[str] = "rs.replace"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.service)
         k = _server_or_404(document, n, self.address, self.port)
         doc = copy.deepcopy(document)
         doc["virtual_service"][n]["real_server"][k] = copy.deepcopy(self.server)
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         n = _service(before, self.service)
         return (
             "virtual_service",
@@ -414,7 +417,7 @@ class SetRealServer(Op):
     value: Any
     OP: ClassVar[str] = "rs.set"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.service)
         k = _server_or_404(document, n, self.address, self.port)
         doc = copy.deepcopy(document)
@@ -426,7 +429,7 @@ class SetRealServer(Op):
         )
         return doc
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         n = _service(before, self.service)
         return (
             "virtual_service",
@@ -446,7 +449,7 @@ class RemoveRealServer(Op):
     port: int
     OP: ClassVar[str] = "rs.remove"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         n = _service(document, self.service)
         k = _server_or_404(document, n, self.address, self.port)
         doc = copy.deepcopy(document)
@@ -466,7 +469,7 @@ class SetPassword(Op):
     password_hash: str
     OP: ClassVar[str] = "passwd"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         if not self.password_hash.startswith("$argon2"):
             raise invalid(
                 ("user",),
@@ -496,7 +499,7 @@ class SetKey(Op):
     value: Any = None
     OP: ClassVar[str] = "set"
 
-    def apply(self, document: dict) -> dict:
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         doc = copy.deepcopy(document)
         _set(doc, self.key, copy.deepcopy(self.value))
         return doc
@@ -545,14 +548,14 @@ class Edit:
     ops: tuple[Op, ...]
     expect_version: int | None = None
 
-    def apply(self, document: dict, version: int) -> dict:
+    def apply(self, document: dict[str, Any], version: int) -> dict[str, Any]:
         if self.expect_version is not None and self.expect_version != version:
             raise Conflict(self.expect_version, version)
         for op in self.ops:
             document = op.apply(document)
         return document
 
-    def subject(self, before: dict) -> Loc:
+    def subject(self, before: dict[str, Any]) -> Loc:
         return self.ops[0].subject(before) if len(self.ops) == 1 else ()
 
     def describe(self) -> str:
@@ -561,11 +564,11 @@ class Edit:
             return f"{self.ops[0].describe()}, ... ({len(self.ops)} changes)"
         return ", ".join(op.describe() for op in self.ops)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"ops": [op.to_json() for op in self.ops], "expect_version": self.expect_version}
 
     @classmethod
-    def from_json(cls, data: dict) -> Edit:
+    def from_json(cls, data: dict[str, Any]) -> Edit:
         ops, expect = data.get("ops"), data.get("expect_version")
         if not isinstance(ops, list) or not ops:
             raise invalid(("ops",), "a list of one or more operations")

@@ -10,7 +10,7 @@ import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from . import document
 
@@ -184,6 +184,9 @@ def _unit_name(doc: document.Document | None, role: str) -> str:
     return name or role
 
 
+T = TypeVar("T")
+
+
 class _Checker:
     """Reads typed values out of a TOML table and records every problem."""
 
@@ -194,19 +197,19 @@ class _Checker:
     def fail(self, key: str, why: str) -> None:
         self.errors.append(f"{self.path}: {key}: {why}")
 
-    def unknown(self, table: dict, known: set[str], prefix: str) -> None:
+    def unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
         for key in sorted(set(table) - known):
             self.fail(f"{prefix}{key}", "unknown key")
 
     def get(
         self,
-        table: dict,
+        table: dict[str, Any],
         key: str,
-        kind: type | tuple,
-        default: Any,
+        kind: type[T] | tuple[type[T], ...],
+        default: T,
         prefix: str,
         required: bool = False,
-    ) -> Any:
+    ) -> T:
         if key not in table:
             if required:
                 self.fail(prefix + key, "required key is missing")
@@ -222,21 +225,50 @@ class _Checker:
             return default
         return value
 
-    def choice(self, table, key, choices, default, prefix):
-        value = self.get(table, key, type(choices[0]), default, prefix)
+    def choice(
+        self, table: dict[str, Any], key: str, choices: tuple[str, ...], default: str, prefix: str
+    ) -> str:
+        value = self.get(table, key, str, default, prefix)
         if value not in choices:
             self.fail(prefix + key, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
             return default
         return value
 
-    def number(self, table, key, lo, hi, default, prefix, kind=(int, float)):
+    @overload
+    def number(
+        self,
+        table: dict[str, Any],
+        key: str,
+        lo: int,
+        hi: int,
+        default: int,
+        prefix: str,
+        kind: type[int],
+    ) -> int: ...
+
+    @overload
+    def number(
+        self, table: dict[str, Any], key: str, lo: float, hi: float, default: float, prefix: str
+    ) -> float: ...
+
+    def number(
+        self,
+        table: dict[str, Any],
+        key: str,
+        lo: float,
+        hi: float,
+        default: float,
+        prefix: str,
+        kind: type[float] | tuple[type[int], type[float]] = (int, float),
+    ) -> float:
+        """A number in lo..hi: an int or a float, or with kind=int an int only."""
         value = self.get(table, key, kind, default, prefix)
         if not lo <= value <= hi:
             self.fail(prefix + key, f"must be between {lo} and {hi}, not {value}")
             return default
         return value
 
-    def address(self, value, key) -> ipaddress.IPv4Address | None:
+    def address(self, value: str, key: str) -> ipaddress.IPv4Address | None:
         try:
             return ipaddress.IPv4Address(value)
         except (ipaddress.AddressValueError, ValueError):
@@ -294,7 +326,21 @@ def _iface(i: document.Interface) -> Interface:
     )
 
 
-def parse_config(doc: dict, path: str = "<config>") -> Config:
+class _Local(TypedDict, total=False):
+    """A unit's local settings (the [unit] and [web] tables) as config_from takes them."""
+
+    state_dir: str
+    config_dir: str
+    notify: str
+    notify_timeout: float
+    log_level: str
+    restart_limit: int
+    watchdog: float
+    rt_priority: int
+    web: WebSettings
+
+
+def parse_config(doc: dict[str, Any], path: str = "<config>") -> Config:
     """The local [unit] table plus the appliance document (every other table)."""
     c = _Checker(path)
     unit = doc.get("unit", {})
@@ -309,7 +355,7 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
         c.fail("unit.secret", "must not be empty")
     if len(secret) > 20:
         c.fail("unit.secret", "at most 20 bytes (the CARP HMAC key is 20 bytes)")
-    local = dict(
+    local = _Local(
         state_dir=c.get(unit, "state_dir", str, "/run/carpool", "unit."),
         config_dir=c.get(unit, "config_dir", str, "", "unit."),
         notify=c.get(unit, "notify", str, "", "unit."),
@@ -327,7 +373,7 @@ def parse_config(doc: dict, path: str = "<config>") -> Config:
     except document.DocumentError as e:
         c.errors += [f"{path}: {p}" for p in e.problems]
         appliance = None
-    if c.errors:
+    if c.errors or role is None or appliance is None:  # either is None only with an error
         raise ConfigError("\n".join(c.errors))
     return config_from(appliance, path=path, role=role, secret=secret, **local)
 
@@ -351,11 +397,16 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
     )
 
 
-def config_from(doc: document.Document, **local) -> Config:
+def config_from(
+    doc: document.Document, *, path: str, role: str, secret: bytes, **local: Unpack[_Local]
+) -> Config:
     """The runtime view of one unit: its local settings and the appliance document."""
     ha = doc.ha
     local["config_dir"] = local.get("config_dir") or local.get("state_dir", "/run/carpool")
     return Config(
+        path=path,
+        role=role,
+        secret=secret,
         **local,
         document=doc,
         protocol="vrrp3" if ha.fast else ha.protocol,

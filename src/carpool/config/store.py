@@ -20,6 +20,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import events
 from . import tomlw
@@ -49,11 +50,11 @@ class Record:
     def key(self) -> tuple[int, str]:
         return (self.version, self.hash)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"what": list(self.what)}
 
     @classmethod
-    def from_json(cls, data: dict) -> Record:
+    def from_json(cls, data: dict[str, Any]) -> Record:
         return cls(**{**data, "what": tuple(data.get("what", ()))})
 
 
@@ -79,7 +80,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def flatten(value, prefix: str = "") -> dict[str, object]:
+def flatten(value: object, prefix: str = "") -> dict[str, object]:
     """Dotted keys to scalar values; list items by index, virtual services by name."""
     out: dict[str, object] = {}
     if isinstance(value, dict):
@@ -213,7 +214,7 @@ class Store:
         for record in reversed(self._records(self.versions)):
             try:
                 self._current = Version(record, self._read(self.versions, record))
-                self._write_current()
+                self._write_current(self._current)
                 return
             except (OSError, StoreError, DocumentError, tomllib.TOMLDecodeError) as e:
                 log.error("version %d unreadable: %s", record.version, e)
@@ -231,8 +232,8 @@ class Store:
             (where / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
         self._index[where] = [r for r in self._records(where) if r.key != record.key]
 
-    def _write_current(self) -> None:
-        r, doc = self._current.record, self._current.document
+    def _write_current(self, current: Version) -> None:
+        r, doc = current.record, current.document
         header = (
             f"# carpool configuration version {r.version} hash {r.hash}\n"
             f"# written by carpool; change it with `carpool config`, not by hand\n"
@@ -276,7 +277,7 @@ class Store:
         for v in versions:
             self._write_version(self.versions, v.record, v.document)
         self._current = versions[-1]
-        self._write_current()
+        self._write_current(self._current)
         self._prune()
         return self._current
 

@@ -19,6 +19,7 @@ import hmac
 import json
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 PROTO = 1
 MAX_FRAME = 64 * 1024 * 1024
@@ -74,7 +75,7 @@ class Deframer:
         return out
 
 
-def parse_json(body: bytes) -> dict:
+def parse_json(body: bytes) -> dict[str, Any]:
     try:
         msg = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -84,7 +85,7 @@ def parse_json(body: bytes) -> dict:
     return msg
 
 
-def dumps(msg: dict) -> bytes:
+def dumps(msg: dict[str, Any]) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
@@ -102,14 +103,14 @@ class Session:
             self.key, direction + struct.pack("!Q", seq) + data, hashlib.sha256
         ).digest()
 
-    def seal(self, msg: dict) -> bytes:
+    def seal(self, msg: dict[str, Any]) -> bytes:
         data = dumps(msg)
         direction = b"c>s" if self.we_are_client else b"s>c"
         tag = self._tag(direction, self.sent, data)
         self.sent += 1
         return frame(tag + data)
 
-    def open(self, body: bytes) -> dict:
+    def open(self, body: bytes) -> dict[str, Any]:
         if len(body) < TAG:
             raise FrameError("truncated", f"{len(body)} bytes")
         direction = b"s>c" if self.we_are_client else b"c>s"
@@ -119,7 +120,7 @@ class Session:
         return parse_json(body[TAG:])
 
 
-def open_welcome(session: Session, body: bytes) -> tuple[dict, str | None]:
+def open_welcome(session: Session, body: bytes) -> tuple[dict[str, Any], str | None]:
     """The server's answer to our proof: (the sealed welcome, None) or ({}, why it refused) —
     a refusal is unsealed JSON. Sealed is tried first: a sealed frame starts with its tag,
     and a tag starts with "{" once in 256 (seen in CI: a welcome taken for a refusal)."""

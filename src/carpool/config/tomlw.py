@@ -35,7 +35,7 @@ def _is_tables(value: Any) -> bool:
     )
 
 
-def _table(path: list[str], table: dict, out: list[str], header: str | None) -> None:
+def _table(path: list[str], table: dict[str, Any], out: list[str], header: str | None) -> None:
     scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict) and not _is_tables(v)]
     if header is not None and (
         scalars or not any(isinstance(v, dict) or _is_tables(v) for v in table.values())
@@ -52,7 +52,7 @@ def _table(path: list[str], table: dict, out: list[str], header: str | None) -> 
                 _table(path + [key], item, out, None)
 
 
-def dumps(doc: dict) -> str:
+def dumps(doc: dict[str, Any]) -> str:
     out: list[str] = []
     _table([], doc, out, None)
     return "\n".join(out).lstrip("\n") + "\n"

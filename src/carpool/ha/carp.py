@@ -41,7 +41,7 @@ BOW_OUT = (255, 255)  # advbase, advskew of a master that leaves: backups take o
 _HEADER = struct.Struct("!BBBBBBHQ20s")
 
 
-def carp_hmac(key: bytes, vhid: int, addresses: Iterable, counter: int) -> bytes:
+def carp_hmac(key: bytes, vhid: int, addresses: Iterable[IPv4Address | str], counter: int) -> bytes:
     """HMAC-SHA1 as BSD CARP and ucarp compute it.
 
     The key is the passphrase itself, cut/zero-padded to 20 bytes (not hashed, whatever
@@ -154,7 +154,7 @@ class CarpAdvert:
         advskew: int,
         demote: int,
         counter: int,
-        addresses: Iterable,
+        addresses: Iterable[IPv4Address | str],
     ) -> CarpAdvert:
         """An advert signed with `key` over `addresses`, checksum filled in."""
         advert = cls(
@@ -167,6 +167,6 @@ class CarpAdvert:
         )
         return replace(advert, checksum=int.from_bytes(advert.pack()[6:8], "big"))
 
-    def verify(self, key: bytes, addresses: Iterable) -> bool:
+    def verify(self, key: bytes, addresses: Iterable[IPv4Address | str]) -> bool:
         """True when the HMAC matches `key` and the shared addresses (constant-time compare)."""
         return hmac.compare_digest(self.md, carp_hmac(key, self.vhid, addresses, self.counter))

@@ -98,7 +98,7 @@ class Params:
     preempt: bool = False
     initial_wait: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.advert_interval > 0 or not self.master_down > 0:
             raise ValueError("advert_interval and master_down must be > 0")
         if not self.initial_wait >= 0:
@@ -197,12 +197,33 @@ class Election:
         self._no_preempt_until = float("-inf")  # after a Relinquish
         self._pacified = ""  # why, while pacified
 
-    state = property(lambda self: self._state)
-    since = property(lambda self: self._since, doc="`now` of the last state change")
-    reason = property(lambda self: self._reason, doc="why the last state change happened")
-    demote_reasons = property(lambda self: self._demote)
-    pacified = property(lambda self: self._pacified, doc="why the unit is pacified, or ''")
-    deadline = property(lambda self: self._deadline, doc="when to deliver the next Tick, or None")
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def since(self) -> float | None:
+        """`now` of the last state change."""
+        return self._since
+
+    @property
+    def reason(self) -> str:
+        """Why the last state change happened."""
+        return self._reason
+
+    @property
+    def demote_reasons(self) -> tuple[str, ...]:
+        return self._demote
+
+    @property
+    def pacified(self) -> str:
+        """Why the unit is pacified, or ''."""
+        return self._pacified
+
+    @property
+    def deadline(self) -> float | None:
+        """When to deliver the next Tick, or None."""
+        return self._deadline
 
     @property
     def demote(self) -> int:
@@ -213,10 +234,13 @@ class Election:
         return Rank(self.demote, self.params.rank_preference, self.params.address)
 
     def handle(self, event: Event, now: float) -> list[Effect]:
-        if isinstance(event, (Tick, AdvertReceived, DemoteChanged)) and self._stalled(now):
+        stalled = (
+            self._stalled(now) if isinstance(event, (Tick, AdvertReceived, DemoteChanged)) else None
+        )
+        if stalled is not None:
             # Yield first, then take the event as the BACKUP we now are (an advert re-arms
             # master-down, a bow-out still hands us the addresses).
-            effects = self._become_backup(self._stall_reason(now), now)
+            effects = self._become_backup(self._stall_reason(stalled), now)
             return effects + ([] if isinstance(event, Tick) else self._handle(event, now))
         return self._handle(event, now)
 
@@ -246,18 +270,18 @@ class Election:
         p = self.params
         return p.master_down + max(2 * p.advert_interval, STALL_MARGIN)
 
-    def _stalled(self, now: float) -> bool:
+    def _stalled(self, now: float) -> float | None:
         """A MASTER whose last advert went out well past master-down ago was frozen (SIGSTOP,
         a hung loop): the partner has heard nothing for that long and has taken over, so
         advertising on waking would take the addresses back or duplicate them. The last
-        advert left at deadline - advert_interval."""
+        advert left at deadline - advert_interval. The seconds since then when stalled, else
+        None."""
         if self._state is not State.MASTER or self._deadline is None:
-            return False
-        last_advert = self._deadline - self.params.advert_interval
-        return now - last_advert > self.stall_limit()
-
-    def _stall_reason(self, now: float) -> str:
+            return None
         silent = now - (self._deadline - self.params.advert_interval)
+        return silent if silent > self.stall_limit() else None
+
+    def _stall_reason(self, silent: float) -> str:
         return (
             f"woke after {_secs(silent)} s without advertising (master-down is "
             f"{_secs(self.params.master_down)} s): the partner may hold the addresses"

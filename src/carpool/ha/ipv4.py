@@ -36,7 +36,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071 one's-complement checksum; 0 when computed over data that includes a valid one."""
     if len(data) % 2:
         data = bytes(data) + b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))  # "H" unpacks to ints
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

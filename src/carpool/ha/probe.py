@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from typing import Any
 
 MAGIC = b"CPDOCTOR"
 MAC_LEN = 32
@@ -28,7 +29,7 @@ class ProbeError(ValueError):
 
 @dataclass(frozen=True)
 class Probe:
-    body: dict
+    body: dict[str, Any]
     authentic: bool
 
 
@@ -40,7 +41,7 @@ def probe_key(secret: bytes) -> bytes:
     return hashlib.sha256(b"carpool doctor probe\0" + secret).digest()
 
 
-def encode(key: bytes, body: dict) -> bytes:
+def encode(key: bytes, body: dict[str, Any]) -> bytes:
     data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     if len(data) > MAX_BODY:
         raise ProbeError(f"probe body of {len(data)} bytes exceeds {MAX_BODY}")

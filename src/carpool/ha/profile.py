@@ -7,6 +7,7 @@ costly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -45,7 +46,15 @@ class CarpProfile:
             initial_wait=initial_wait,
         )
 
-    def encode(self, bow_out: bool, demote: int, counter: int, addresses, source, dst) -> bytes:
+    def encode(
+        self,
+        bow_out: bool,
+        demote: int,
+        counter: int,
+        addresses: Iterable[IPv4Address],
+        source: IPv4Address,
+        dst: IPv4Address,
+    ) -> bytes:
         advbase, advskew = BOW_OUT if bow_out else (self.advbase, self.advskew)
         # pack() computes the checksum: once per advert (build() would pack twice)
         return CarpAdvert(
@@ -57,7 +66,7 @@ class CarpProfile:
             md=carp_hmac(self.key, self.vhid, addresses, counter),
         ).pack()
 
-    def decode(self, pkt: Ipv4Packet, addresses) -> Heard:
+    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
         advert = CarpAdvert.unpack(pkt.payload)
         if advert.vhid != self.vhid:
             raise DropError(DropReason.WRONG_VHID, f"vhid {advert.vhid} from {pkt.src}")
@@ -91,7 +100,15 @@ class VrrpProfile:
             initial_wait=initial_wait,
         )
 
-    def encode(self, bow_out: bool, demote: int, counter: int, addresses, source, dst) -> bytes:
+    def encode(
+        self,
+        bow_out: bool,
+        demote: int,
+        counter: int,
+        addresses: Iterable[IPv4Address],
+        source: IPv4Address,
+        dst: IPv4Address,
+    ) -> bytes:
         priority = 0 if bow_out else (1 if demote else self.priority)
         advert = VrrpAdvert(
             version=3,
@@ -102,7 +119,7 @@ class VrrpProfile:
         )
         return advert.pack(source, dst)
 
-    def decode(self, pkt: Ipv4Packet, addresses) -> Heard:
+    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
         advert = VrrpAdvert.unpack(pkt.payload, pkt.src, pkt.dst)
         if advert.version != 3:
             raise DropError(DropReason.BAD_VERSION, f"VRRP version {advert.version}")
