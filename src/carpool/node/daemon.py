@@ -48,7 +48,8 @@ class Daemon:
         self.cfg = cfg
         self.paths: Paths = {}
         self.tasks = Tasks()
-        self.driver = ElectionDriver(el.Election(election_params(cfg)), cfg.state_dir)
+        # its effects (driver.Effects) are ours, carried out once run() feeds it events
+        self.driver = ElectionDriver(el.Election(election_params(cfg)), cfg.state_dir, self)
         self.config = ConfigControl(
             cfg,
             store,
@@ -84,7 +85,6 @@ class Daemon:
         self.checks = Checks(cfg, self.paths, on_change=self.update_demotion)
         self.relay.report_for = self.doctor.report_over_relay
         self.relay.on_report = self.doctor.on_relayed_report
-        self.driver.effects = self
         self.status_parts = StatusParts(
             cfg,
             self.driver,
@@ -199,7 +199,7 @@ class Daemon:
             new.document.ha,
             new.document.interface,
         )
-        if self.driver.loop is not None:
+        if self.driver.attached:
             self.dataplanes.apply(new, ha_changed)
         if not ha_changed:
             return
@@ -221,7 +221,8 @@ class Daemon:
 
     # -- life cycle --------------------------------------------------------------------------
     async def run(self) -> int:
-        loop = self.driver.loop = self.tasks.loop = asyncio.get_running_loop()
+        loop = self.tasks.loop = asyncio.get_running_loop()
+        self.driver.attach(loop)
         self.holder.attach(loop)
         params = self.driver.election.params
         self.status_parts.rt_priority = realtime(self.cfg.rt_priority, "the event loop")
