@@ -37,6 +37,7 @@ from .paths import Paths
 from .relay import AdvertRelay, wants_relay
 from .sched import realtime
 from .status import StatusParts, unit_status
+from .storeio import current_version
 from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
 
@@ -110,10 +111,10 @@ class Daemon:
             status=self.status,
             ha_state=lambda: self.driver.state.value,
             version=lambda: (
-                self.config.store.current.record.version,
-                self.config.store.current.record.hash,
+                current_version(self.config.store).record.version,
+                current_version(self.config.store).record.hash,
             ),
-            document=lambda: self.config.store.current.document,
+            document=lambda: current_version(self.config.store).document,
             handlers=lambda: {"status": self.status, **self.config.handlers()},
             failover=self.commands.failover,
             doctor=self.run_doctor,
@@ -189,6 +190,8 @@ class Daemon:
     def apply_version(self, version: Version) -> None:
         """Apply a new configuration version in place: the election keeps its state."""
         old, new = self.cfg, with_document(self.cfg, version.document)
+        # the daemon's configurations always carry their document (cli, with_document)
+        assert old.document is not None and new.document is not None
         self._set_cfg(new)
         log.info(
             "configuration version %d applied (%s)",

@@ -19,7 +19,7 @@ from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
 from ..terms import SyncState
-from .storeio import StoreWriter
+from .storeio import StoreWriter, current_version
 
 log = events.logger("carpool.sync", events.Kind.SYNC)
 HANDSHAKE_TIMEOUT = 5.0
@@ -289,7 +289,7 @@ class SyncService:
         now = time.time()
         self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
-            current = self.store.current
+            current = current_version(self.store)
             log.info(
                 "sync: now at version %d (%s)", current.record.version, current.record.hash[:12]
             )
