@@ -188,7 +188,7 @@ def _add_address(
     ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0, lifetime: int | None = None
 ) -> None:
     address = str(iface.ip)
-    kwargs = {}
+    kwargs: dict[str, str | int] = {}
     if iface.network.prefixlen < 31:
         kwargs["broadcast"] = str(iface.network.broadcast_address)
     if flags:
@@ -264,9 +264,10 @@ def _ensure_macvlan(ipr, ifname: str, parent: int, vmac: str) -> int:
         except Exception as e:
             if _code(e) != errno.EEXIST:
                 raise
-        index = _lookup(ipr, name)
-        if index is None:
+        created = _lookup(ipr, name)
+        if created is None:
             raise OSError(errno.ENODEV, f"macvlan {name} vanished after creation")
+        index = created
         for key, value in (
             ("ipv4/conf/{}/arp_ignore", "1"),
             ("ipv4/conf/{}/arp_announce", "2"),
@@ -417,6 +418,7 @@ def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1)
     exists (else from ifname itself, with mac as the source). Raises OSError (ENODEV, ENETDOWN…).
     """
     out_if = ifname
+    src: str | None
     if mac is not None:
         name = vmac_ifname(ifname, mac)
         if _exists(name):

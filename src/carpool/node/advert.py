@@ -91,11 +91,11 @@ class AdvertPaths:
         for name in self.ifaces:
             self.paths.setdefault(name, IfaceState())
         if self._loop is not None:
-            self._open_sockets()
+            self._open_sockets(self._loop)
 
     def attach(self, loop: asyncio.AbstractEventLoop, link_up: Callable[[str], bool]) -> None:
         self._loop, self._link_up = loop, link_up
-        self._open_sockets()
+        self._open_sockets(loop)
 
     def is_partner(self, source: IPv4Address) -> bool:
         return source in self.partner_identity
@@ -139,8 +139,10 @@ class AdvertPaths:
                 addresses=carried,
             )
             if verdict.foreign:
+                assert verdict.source is not None  # judged on a parsed packet: it has a source
                 self.on_foreign(name, verdict.source, verdict.payload)
             if verdict.kind is Kind.PROBE:
+                assert verdict.source is not None  # likewise
                 self.on_probe(name, verdict.source, verdict.payload)
             elif verdict.kind is Kind.DROP:
                 self.counters.drops[verdict.reason] += 1
@@ -155,16 +157,18 @@ class AdvertPaths:
         if identity is not None:
             rank = replace(rank, address=int(identity))
         st = self.paths[name]
-        st.last_advert = self._loop.time()
+        loop = self._loop
+        assert loop is not None  # on_readable is a reader of the loop attach() gave
+        st.last_advert = loop.time()
         st.adverts_heard += 1
         self.on_advert(rank, heard.bow_out, name)
 
     # -- sockets ---------------------------------------------------------------------------
-    def _open_sockets(self) -> None:
+    def _open_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
         """One advert socket per checked interface (opened or closed to match the config)."""
         wanted = {i.name: i for i in self.cfg.checked}
         for name in [n for n in self.sockets if n not in wanted]:
-            self._loop.remove_reader(self.sockets[name].fileno())
+            loop.remove_reader(self.sockets[name].fileno())
             self.sockets.pop(name).close()
         for name, iface in wanted.items():
             if name in self.sockets:
@@ -181,7 +185,7 @@ class AdvertPaths:
                 log.error("%s: cannot open advert socket: %s", name, e)
                 continue
             self.sockets[name] = sock
-            self._loop.add_reader(sock.fileno(), self.on_readable, name)
+            loop.add_reader(sock.fileno(), self.on_readable, name)
 
     def close(self) -> None:
         for sock in self.sockets.values():

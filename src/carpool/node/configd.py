@@ -13,6 +13,7 @@ from ..config.document import Document, DocumentError, Loc, parse_document
 from ..config.edit import Edit, EditError, Invalid, NotFound, Refused, SetKey, Standby, invalid
 from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
+from .storeio import current_version
 from .sync import SyncService
 
 log = events.logger("carpool.config", events.Kind.CONFIG)
@@ -21,13 +22,15 @@ log = events.logger("carpool.config", events.Kind.CONFIG)
 def open_store(cfg: Config) -> Store:
     """The unit's store, seeded from the configuration file: on first start, and whenever the
     file's document changed since it was last seeded (an admin edited it)."""
-    store = Store(Path(cfg.config_dir) / "config", keep=cfg.document.sync.history)
+    doc = cfg.document
+    assert doc is not None  # a unit's configuration file always carries the document
+    store = Store(Path(cfg.config_dir) / "config", keep=doc.sync.history)
     seed_file = store.dir / "seed"
-    seed = cfg.document.hash
+    seed = doc.hash
     last_seed = seed_file.read_text().strip() if seed_file.exists() else ""
     if store.current is None or seed != last_seed:
         why = "first start" if store.current is None else "the file changed"
-        v = store.commit(cfg.document, who=f"file {cfg.path} ({why})", origin=cfg.role)
+        v = store.commit(doc, who=f"file {cfg.path} ({why})", origin=cfg.role)
         log.info("configuration version %d from %s (%s)", v.record.version, cfg.path, why)
         seed_file.write_text(seed + "\n")
     elif store.current.document.hash != seed:
@@ -53,21 +56,21 @@ class ConfigControl:
         self.cfg, self.store = cfg, store
         self.is_active, self.active_address = is_active, active_address
         self.on_apply = on_apply
-        doc = store.current.document
+        doc = current_version(store).document
         self.sync = SyncService(
             cfg.secret,
             cfg.role,
             store,
             doc.sync.port,
             partner=self.partner_address,
-            preferred=lambda: self.store.current.document.ha.preferred,
+            preferred=lambda: current_version(self.store).document.ha.preferred,
             is_active=is_active,
             on_apply=on_apply,
             ha_state=ha_state,
         )
 
     def partner_address(self) -> str:
-        return str(with_document(self.cfg, self.store.current.document).partner_address)
+        return str(with_document(self.cfg, current_version(self.store).document).partner_address)
 
     def handlers(self) -> dict:
         return {
@@ -84,7 +87,7 @@ class ConfigControl:
 
     # -- reading ---------------------------------------------------------------------------
     def show(self, _req: dict) -> dict:
-        v = self.store.current
+        v = current_version(self.store)
         return {
             "version": v.record.version,
             "hash": v.record.hash,
@@ -110,7 +113,7 @@ class ConfigControl:
             return int(version), prefix or None
 
         try:
-            b, b_hash = ref("b", self.store.current.record.version)
+            b, b_hash = ref("b", current_version(self.store).record.version)
             a, a_hash = ref("a", b - 1)
             try:
                 old = self.store.get(a, a_hash).document if a >= 1 else None
@@ -139,7 +142,7 @@ class ConfigControl:
 
             def job() -> Version:
                 self._guard()  # again: the unit may have become standby while we waited
-                doc = make(self.store.current)
+                doc = make(current_version(self.store))
                 try:
                     return self.store.commit(doc, who=who, origin=self.cfg.role)
                 except (StoreError, OSError) as e:

@@ -10,10 +10,11 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger("carpool.control")
-Handler = Callable[[dict], Awaitable[dict] | dict]
+Handler = Callable[[dict], Coroutine[Any, Any, dict] | dict]  # a function or a coroutine function
 MAX_REQUEST = 64 * 1024 * 1024  # a whole configuration document fits
 
 

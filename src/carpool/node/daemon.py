@@ -37,6 +37,7 @@ from .paths import Paths
 from .relay import AdvertRelay, wants_relay
 from .sched import realtime
 from .status import StatusParts, unit_status
+from .storeio import current_version
 from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
 
@@ -48,7 +49,8 @@ class Daemon:
         self.cfg = cfg
         self.paths: Paths = {}
         self.tasks = Tasks()
-        self.driver = ElectionDriver(el.Election(election_params(cfg)), cfg.state_dir)
+        # its effects (driver.Effects) are ours, carried out once run() feeds it events
+        self.driver = ElectionDriver(el.Election(election_params(cfg)), cfg.state_dir, self)
         self.config = ConfigControl(
             cfg,
             store,
@@ -84,7 +86,6 @@ class Daemon:
         self.checks = Checks(cfg, self.paths, on_change=self.update_demotion)
         self.relay.report_for = self.doctor.report_over_relay
         self.relay.on_report = self.doctor.on_relayed_report
-        self.driver.effects = self
         self.status_parts = StatusParts(
             cfg,
             self.driver,
@@ -110,10 +111,10 @@ class Daemon:
             status=self.status,
             ha_state=lambda: self.driver.state.value,
             version=lambda: (
-                self.config.store.current.record.version,
-                self.config.store.current.record.hash,
+                current_version(self.config.store).record.version,
+                current_version(self.config.store).record.hash,
             ),
-            document=lambda: self.config.store.current.document,
+            document=lambda: current_version(self.config.store).document,
             handlers=lambda: {"status": self.status, **self.config.handlers()},
             failover=self.commands.failover,
             doctor=self.run_doctor,
@@ -189,6 +190,8 @@ class Daemon:
     def apply_version(self, version: Version) -> None:
         """Apply a new configuration version in place: the election keeps its state."""
         old, new = self.cfg, with_document(self.cfg, version.document)
+        # the daemon's configurations always carry their document (cli, with_document)
+        assert old.document is not None and new.document is not None
         self._set_cfg(new)
         log.info(
             "configuration version %d applied (%s)",
@@ -199,7 +202,7 @@ class Daemon:
             new.document.ha,
             new.document.interface,
         )
-        if self.driver.loop is not None:
+        if self.driver.attached:
             self.dataplanes.apply(new, ha_changed)
         if not ha_changed:
             return
@@ -221,7 +224,8 @@ class Daemon:
 
     # -- life cycle --------------------------------------------------------------------------
     async def run(self) -> int:
-        loop = self.driver.loop = self.tasks.loop = asyncio.get_running_loop()
+        loop = self.tasks.loop = asyncio.get_running_loop()
+        self.driver.attach(loop)
         self.holder.attach(loop)
         params = self.driver.election.params
         self.status_parts.rt_priority = realtime(self.cfg.rt_priority, "the event loop")

@@ -38,15 +38,30 @@ class DriverCounters:
 
 
 class ElectionDriver:
-    def __init__(self, election: el.Election, state_dir: str):
+    def __init__(self, election: el.Election, state_dir: str, effects: Effects):
         self.election = election
-        self.effects: Effects | None = None
+        self.effects = effects
         self.counters = DriverCounters()
         self.events: collections.deque = collections.deque(maxlen=50)  # transitions
         self.on_transition: Callable[[dict], None] | None = None  # the event log's feed
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the daemon's, from attach()
         self._timer: asyncio.TimerHandle | None = None
         self._state_file = StateFile(Path(state_dir) / "state")
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The daemon's loop, once it runs: the election's clock and timer."""
+        self._loop = loop
+
+    @property
+    def attached(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The daemon's loop; RuntimeError before attach()."""
+        if self._loop is None:
+            raise _unattached()
+        return self._loop
 
     @property
     def state(self) -> el.State:
@@ -56,7 +71,10 @@ class ElectionDriver:
         return self.election.state is el.State.MASTER
 
     def now(self) -> float:
-        return self.loop.time()
+        loop = self._loop  # not self.loop: the advert path pays no property call
+        if loop is None:
+            raise _unattached()
+        return loop.time()
 
     def feed(self, event: Any) -> None:
         before = self.election.state
@@ -102,7 +120,10 @@ class ElectionDriver:
             self._timer = None
         deadline = self.election.deadline
         if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer, deadline)
+            loop = self._loop  # not self.loop: the advert path pays no property call
+            if loop is None:
+                raise _unattached()
+            self._timer = loop.call_at(deadline, self._on_timer, deadline)
 
     def _on_timer(self, deadline: float) -> None:
         late = self.now() - deadline
@@ -115,6 +136,10 @@ class ElectionDriver:
         if self._timer:
             self._timer.cancel()
         self._state_file.close()
+
+
+def _unattached() -> RuntimeError:
+    return RuntimeError("the election driver is used before the daemon's loop runs (attach)")
 
 
 class StateFile:
@@ -155,6 +180,8 @@ class Tasks:
         self.hooks: set[asyncio.Task] = set()
 
     def spawn(self, coro: Coroutine) -> asyncio.Task:
+        if self.loop is None:
+            raise RuntimeError("a background task spawned before the daemon's loop runs")
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import time
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from .. import events
+
+if TYPE_CHECKING:
+    import nftables
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
 TABLE = "carpool_fence"
@@ -98,7 +102,7 @@ class Fence:
         self.last_error = ""
         self._last_refresh = float("-inf")
         self._last_log = float("-inf")
-        self._nft = None
+        self._nft: nftables.Nftables | None = None  # imported on first use
 
     def _run(self, commands: str) -> bool:
         try:

@@ -315,7 +315,7 @@ def _versions(o, partner_report) -> list[Finding]:
         )
     ]
     ours, theirs = o.get("config"), facts.get("config")
-    ok = bool(theirs) and list(ours) == list(theirs)
+    ok = list(ours) == list(theirs) if theirs else False
     detail = f"ours {ours[0]} ({ours[1][:12]}), partner's " + (
         f"{theirs[0]} ({theirs[1][:12]})" if theirs else "none"
     )

@@ -49,7 +49,7 @@ def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
 class Pinger:
     """Concurrent ICMP echo sharing one raw socket."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.ident = os.getpid() & 0xFFFF
         self.last_error: OSError | None = None
         self._cookie = os.urandom(8)

@@ -97,7 +97,7 @@ def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[t
         s.send(
             _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
         )
-        out = []
+        out: list[tuple[int, bytes]] = []
         while True:
             data = s.recv(1 << 16)
             for mtype, _mflags, mseq, mbody in _messages(data):
@@ -195,7 +195,8 @@ def ipv4_addresses(ifname: str) -> list[tuple[str, int]]:
     if link is None:
         return []
     body = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
-    primary, secondary = [], []
+    primary: list[tuple[str, int]] = []
+    secondary: list[tuple[str, int]] = []
     for mtype, mbody in _request(RTM_GETADDR, NLM_F_DUMP, body):
         if mtype != RTM_NEWADDR or len(mbody) < _IFADDRMSG.size:
             continue

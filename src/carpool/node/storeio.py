@@ -13,9 +13,18 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..config.store import Store
+from ..config.store import Store, Version
 
 T = TypeVar("T")
+
+
+def current_version(store: Store) -> Version:
+    """The store's current version: a running unit's store always has one (open_store commits
+    the file's document into an empty store)."""
+    version = store.current
+    if version is None:
+        raise RuntimeError(f"{store.dir}: the store has no current configuration version")
+    return version
 
 
 class StoreWriter:

@@ -13,13 +13,14 @@ import collections
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from .. import __version__, events
 from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
 from ..terms import SyncState
-from .storeio import StoreWriter
+from .storeio import StoreWriter, current_version
 
 log = events.logger("carpool.sync", events.Kind.SYNC)
 HANDSHAKE_TIMEOUT = 5.0
@@ -124,6 +125,14 @@ def _current(store: Store) -> list | None:
     return list(store.current.record.key) if store.current else None
 
 
+class Relay(Protocol):
+    """What takes the "relay" and "doctor" messages (node/relay.py's AdvertRelay)."""
+
+    def subscribe(self, ch: Channel, msg: dict) -> None: ...
+    def doctor(self, ch: Channel, msg: dict) -> None: ...
+    def forget(self, ch: Channel) -> None: ...
+
+
 class SyncService:
     def __init__(
         self,
@@ -157,7 +166,7 @@ class SyncService:
         # (version, committed at on the active unit, applied here): the sync latency
         self.applied: collections.deque = collections.deque(maxlen=5000)
         self._task: asyncio.Task | None = None
-        self.relay = None  # node.relay.AdvertRelay, set by the daemon: "relay" messages go there
+        self.relay: Relay | None = None  # node.relay's, set by it: "relay" messages go there
         self.writer = StoreWriter(store)  # every store write (ours and configd's) goes here
 
     # -- server side -----------------------------------------------------------------------
@@ -289,7 +298,7 @@ class SyncService:
         now = time.time()
         self.applied.extend((v.record.version, v.record.when, now) for v in versions)
         if versions:
-            current = self.store.current
+            current = current_version(self.store)
             log.info(
                 "sync: now at version %d (%s)", current.record.version, current.record.hash[:12]
             )
@@ -400,6 +409,7 @@ class SyncService:
             self._partner_at(state["history"], state.get("current"))
             if isinstance(state.get("ha"), str):
                 self.partner_ha = {"state": state["ha"], "at": time.time()}
+        assert self._theirs is not None  # just set, or kept from the last answer
         theirs = list(self._theirs)
         ours = [tuple(k) for k in _keys(self.store)]
         p = sp.plan(ours, theirs, self.role, self.preferred())
@@ -490,7 +500,12 @@ class SyncService:
         """One connection for the doctor: reachable? authenticated? the partner's state, clock
         and versions. Never raises; touches neither store nor sync state."""
         started = time.monotonic()
-        result = {"reachable": False, "authenticated": None, "error": "", "connect_ms": None}
+        result: dict[str, object] = {
+            "reachable": False,
+            "authenticated": None,
+            "error": "",
+            "connect_ms": None,
+        }
         try:  # the partner is one hop away: 2 s without an answer is a dropped port
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.partner(), self.port), DOCTOR_CONNECT_TIMEOUT
