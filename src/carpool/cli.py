@@ -70,7 +70,11 @@ def cmd_run(args) -> int:
 
         _logging(cfg, "daemon")
         store = open_store(cfg)
-        return asyncio.run(Daemon(with_document(cfg, store.current.document), store).run())
+        current = store.current
+        if current is None:  # (never: open_store makes a first version from the file)
+            print("carpool: the configuration store has no current version", file=sys.stderr)
+            return 1
+        return asyncio.run(Daemon(with_document(cfg, current.document), store).run())
     from .node.supervisor import supervise
 
     _logging(cfg, "supervisor")
@@ -304,7 +308,7 @@ def cmd_vs(args) -> int:
     if args.action in ("list", "show"):
         status = _ask(args, "status")
         doc = None if status is None else _document(args)
-        if doc is None:
+        if status is None or doc is None:
             return 1
         health = {
             (s["service"], s["address"], s["port"]): s

@@ -24,7 +24,7 @@ def ensure_self_signed(
 
     private = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    alt = [x509.DNSName(common_name)]
+    alt: list[x509.GeneralName] = [x509.DNSName(common_name)]
     alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     now = datetime.datetime.now(datetime.UTC)
     certificate = (

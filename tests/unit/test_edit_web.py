@@ -289,3 +289,10 @@ def test_ha_form_sets_its_keys_and_places_problems(browser, unit):
     ha = unit.document["ha"]
     assert (ha["vhid"], ha["ha_timeout"], ha["preferred"]) == (12, 6, "first")
     assert unit.store.history()[-1].who.startswith("wui (admin): HA parameters: set ha.")
+
+
+def test_a_file_in_the_csrf_field_is_refused_not_a_server_error(browser, unit):
+    # A multipart form may carry a file under any name: the token must be a plain field.
+    r = browser.post("/services/web/delete", files={"csrf": ("csrf.txt", browser.csrf.encode())})
+    assert r.status_code == 403 and "CSRF" in r.text
+    assert unit.version == 1

@@ -139,8 +139,14 @@ class ConntrackSync:
         self._watch = asyncio.get_running_loop().create_task(self._watchdog())
 
     @property
+    def _live(self) -> asyncio.subprocess.Process | None:
+        """The process while it runs."""
+        proc = self.proc
+        return proc if proc is not None and proc.returncode is None else None
+
+    @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self._live is not None
 
     async def _start(self) -> None:
         # Our previous child is gone (we stop or reap it first): its lock file is stale.
@@ -190,20 +196,22 @@ class ConntrackSync:
         if self._watch:
             self._watch.cancel()
             self._watch = None
-        if self.running:
-            self.proc.send_signal(signal.SIGTERM)
+        proc = self._live
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), 3)
+                await asyncio.wait_for(proc.wait(), 3)
             except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                proc.kill()
+                await proc.wait()
         self.proc = None
         self.text = None
 
     def status(self) -> dict:
+        live = self._live
         return {
-            "running": self.running,
-            "pid": self.proc.pid if self.running else None,
+            "running": live is not None,
+            "pid": live.pid if live is not None else None,
             "restarts": self.restarts,
             "last_error": self.last_error,
             "off": self.off_reason,

@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import events
 from .conntrack import ConntrackSync
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
+
+if TYPE_CHECKING:
+    from ..config.ha import Config
 
 log = events.logger("carpool.daemon", events.Kind.DATAPLANE)
 
@@ -21,7 +25,7 @@ class Dataplanes:
     def __init__(self, state_dir: str, spawn: Callable[[Coroutine], asyncio.Task]):
         """spawn(coro): run a background job (the daemon's tasks: cancelled at its end)."""
         self.spawn = spawn
-        self.cfg = None
+        self.cfg: Config | None = None
         self.health = HealthChecker(on_change=self._server_changed)
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(state_dir) / "haproxy")
@@ -46,13 +50,16 @@ class Dataplanes:
 
     def _server_changed(self, key: tuple[str, str, int], up: bool) -> None:
         name, address, port = key
-        vs = next((v for v in self.cfg.document.virtual_service if v.name == name), None)
+        doc = self.cfg.document if self.cfg is not None else None
+        if doc is None:  # (never: no server is checked before start() brings a document)
+            return
+        vs = next((v for v in doc.virtual_service if v.name == name), None)
         if vs is None:
             return
         if vs.type == "http":  # the runtime API: no reload for a health flip
             self.spawn(self.l7.set_server(vs, address, port, up))
         else:
-            self.spawn(self.l4.apply(self.cfg.document, self.health.healthy))
+            self.spawn(self.l4.apply(doc, self.health.healthy))
 
     def servers(self) -> list[dict]:
         return self.health.status()

@@ -173,9 +173,11 @@ class HaproxyDataplane:
         if self.running:
             saved = await self._read_tables(live)
             old_pid = await self._worker_pid() if saved else ""
-            self.proc.send_signal(signal.SIGUSR2)  # master-worker: hitless reload
+            proc = self.proc  # read after the awaits: _supervise may have restarted it
+            if proc is not None:  # (always, once HAProxy has run)
+                proc.send_signal(signal.SIGUSR2)  # master-worker: hitless reload
             if saved:
-                await self._write_tables(saved, live, text, old_pid)
+                await self._write_tables(saved, live or "", text, old_pid)
             self.reloads += 1  # counted once the new worker has the tables too
             log.info("HAProxy reloaded")
         else:
@@ -183,8 +185,14 @@ class HaproxyDataplane:
         return True
 
     @property
+    def _live(self) -> asyncio.subprocess.Process | None:
+        """The process while it runs."""
+        proc = self.proc
+        return proc if proc is not None and proc.returncode is None else None
+
+    @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self._live is not None
 
     async def _read_tables(self, live_text: str | None) -> dict[str, list[tuple[str, int]]]:
         saved = {}
@@ -235,6 +243,8 @@ class HaproxyDataplane:
         """Restart HAProxy when it dies (a crash, a killed master), at most once a second."""
         while not self._stopping:
             proc = self.proc
+            if proc is None or proc.stderr is None:  # (never: _start made it, stderr piped)
+                return
             err = await proc.stderr.read()
             await proc.wait()
             if self._stopping or proc is not self.proc:
@@ -276,19 +286,21 @@ class HaproxyDataplane:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self.running:
-            self.proc.terminate()
+        proc = self._live
+        if proc is not None:
+            proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 5)
+                await asyncio.wait_for(proc.wait(), 5)
             except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+                proc.kill()
+                await proc.wait()
         self.text = None
 
     def status(self) -> dict:
+        live = self._live
         return {
-            "running": self.running,
-            "pid": self.proc.pid if self.running else None,
+            "running": live is not None,
+            "pid": live.pid if live is not None else None,
             "reloads": self.reloads,
             "restarts": self.restarts,
             "last_error": self.last_error,

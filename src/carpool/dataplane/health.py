@@ -52,12 +52,13 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 async def check_http(address: str, port: int, check: HealthCheck) -> str | None:
     """GET check.path (over TLS for type https); None if the status is check.status."""
     host = check.host or address
-    tls = {}
-    if check.type == "https":
-        tls = {"ssl": tls_context(check.verify), "server_hostname": host}
+    context = tls_context(check.verify) if check.type == "https" else None
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port, **tls), check.timeout
+            asyncio.open_connection(
+                address, port, ssl=context, server_hostname=host if context is not None else None
+            ),
+            check.timeout,
         )
     except (TimeoutError, OSError, ssl.SSLError) as e:
         return f"{check.type} connect: {e.__class__.__name__} {e}".strip()

@@ -33,7 +33,7 @@ def parse_counters(listing: str) -> list[tuple[str, int, int]]:
 
 
 class L4Dataplane:
-    def __init__(self):
+    def __init__(self) -> None:
         self.applied: dict | None = None
         self.last_error = ""
         self.applies = 0

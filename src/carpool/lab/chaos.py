@@ -94,7 +94,14 @@ class Campaign:
         self.canaries: list[dict] = []
         self.procs: dict[str, subprocess.Popen] = {}
         self.stop_file = self.dir / "stop"
-        self.bounds: inv.Bounds | None = None
+        self.bounds: inv.Bounds | None = None  # run() sets them from the master's timers
+
+    @property
+    def run_bounds(self) -> inv.Bounds:
+        """The bounds of this run: only once run() has set them."""
+        if self.bounds is None:
+            raise RuntimeError("chaos: no bounds before run() read the master's timers")
+        return self.bounds
 
     # helpers ---------------------------------------------------------------------------------
     def request(self, unit: str, command: str, timeout: float = 5.0, **fields) -> dict:
@@ -121,7 +128,7 @@ class Campaign:
         return {a: sorted(u for u in UNITS if state.get((u, a))) for a in SHARED}
 
     def _sampler_lines(self) -> list[dict]:
-        lines = []
+        lines: list[dict] = []
         try:
             text = (self.dir / "sampler.jsonl").read_text()
         except OSError:
@@ -228,7 +235,7 @@ class Campaign:
         bound (at least half a second): a real double holder the checker must flag."""
         standby = partner(self.active())
         addr, cidr = SHARED[0], SHARED_LAN
-        hold = max(3 * self.bounds.overlap, 0.5)
+        hold = max(3 * self.run_bounds.overlap, 0.5)
         has_fence = (
             self.lab.exec(standby, ["nft", "list", "set", "ip", "carpool_fence", "live"]).returncode
             == 0
@@ -264,7 +271,7 @@ class Campaign:
                 "fence": has_fence,
             }
         )
-        time.sleep(2 * self.bounds.overlap)
+        time.sleep(2 * self.run_bounds.overlap)
 
     # one fault -------------------------------------------------------------------------------
     def inject(self, step: dict) -> dict:
@@ -311,7 +318,7 @@ class Campaign:
             try:
                 wait_for(
                     lambda: set(self.lab.states().values()) == {"master"},
-                    self.bounds.takeover + 3,
+                    self.run_bounds.takeover + 3,
                     what="both sides of the partition active",
                 )
             except LabError as e:
@@ -390,10 +397,12 @@ class Campaign:
         """Poll restarted units until their daemon has left init (it answers before it can
         take anything over): the moment each is live again."""
         for unit in units:
+
+            def live(unit: str = unit) -> bool:
+                return self.lab.unit_status(unit, timeout=0.5).get("state") not in (None, "init")
+
             wait_for(
-                lambda unit=unit: (
-                    self.lab.unit_status(unit, timeout=0.5).get("state") not in (None, "init")
-                ),
+                live,
                 20,
                 interval=0.02,
                 what=f"unit {unit} live",
@@ -432,7 +441,7 @@ class Campaign:
             wait_for(same, 30.0, interval=0.2, what="one master, one version")
         except LabError:
             return False, incidents
-        time.sleep(self.bounds.overlap + 0.05)  # the sampler sees what settled
+        time.sleep(self.run_bounds.overlap + 0.05)  # the sampler sees what settled
         return True, incidents
 
     def snapshot(self, fault_id: int | None) -> None:
@@ -520,10 +529,11 @@ class Campaign:
         return self.analyse(start, end)
 
     def analyse(self, start: float, end: float) -> dict:
+        bounds = self.run_bounds
         lines = self._sampler_lines()
         held = held_intervals(lines, end)
         violations = inv.check_timeline(
-            held, self.log, UNITS, SHARED, CHANNELS, self.bounds, start, end, self.canaries, LINKS
+            held, self.log, UNITS, SHARED, CHANNELS, bounds, start, end, self.canaries, LINKS
         )
         created_upto = []
         for snap in self.snapshots:
@@ -535,7 +545,7 @@ class Campaign:
         outage = inv.outages(self.log, gaps, end)
         for entry in self.log:
             entry["outage"] = outage.get(entry["id"])
-        canary = [inv.canary_verdict(violations, c, self.bounds) for c in self.canaries]
+        canary = [inv.canary_verdict(violations, c, bounds) for c in self.canaries]
         real = [v for v in violations if not v.canary]
         ticks = [ln for ln in lines if ln.get("ev") == "tick"]
         return {
@@ -548,12 +558,12 @@ class Campaign:
             "end": end,
             "duration": round(end - start, 3),
             "bounds": {
-                "advert": self.bounds.advert,
-                "master_down": self.bounds.master_down,
-                "overlap": self.bounds.overlap,
-                "stale": self.bounds.stale,
-                "takeover": self.bounds.takeover,
-                "sample": self.bounds.sample,
+                "advert": bounds.advert,
+                "master_down": bounds.master_down,
+                "overlap": bounds.overlap,
+                "stale": bounds.stale,
+                "takeover": bounds.takeover,
+                "sample": bounds.sample,
             },
             "log": self.log,
             "created": self.created,

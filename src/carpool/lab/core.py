@@ -118,6 +118,13 @@ class Lab(UnitsMixin, FaultsMixin):
             raise LabError(f"unknown lab node {node!r}: a, b, sw, c1, r1..rN or host")
         return name
 
+    def _http_ns(self, node: str) -> str:
+        """The namespace of an HTTP server's node: a lab node, never the host."""
+        ns = self.ns(node)
+        if ns is None:
+            raise LabError(f"HTTP servers run in a lab node (a, b, sw, c1, r1..rN), not {node!r}")
+        return ns
+
     def exists(self) -> bool:
         return (
             bool(lab_namespaces())
@@ -251,7 +258,7 @@ class Lab(UnitsMixin, FaultsMixin):
     ) -> int:
         """Start the lab HTTP server (carpool.lab.servers) in a node; returns its pid once it
         listens. The real servers are serve_real_server("cp-rN")."""
-        ns = self.ns(node)
+        ns = self._http_ns(node)
         name = name or ns
         base = self.dir / "servers" / f"{ns}-{port}"
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +297,7 @@ class Lab(UnitsMixin, FaultsMixin):
 
     def stop_http(self, node: str, port: int = 80) -> None:
         """Stop a server started with serve_http (SIGTERM, SIGKILL after 3 s)."""
-        ns = self.ns(node)
+        ns = self._http_ns(node)
         pid_file = self.dir / "servers" / f"{ns}-{port}.pid"
         pid = read_pid(pid_file)
         if pid and alive(pid) and in_namespace(pid, ns):

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .base import LabBase
 from .ns import LabError, alive, ip, pids_in, sh, signal_pid, wait_for, write_file
 from .topology import (
     HEARTBEAT,
@@ -63,8 +64,9 @@ def partner(unit: str) -> str:
     return "b" if unit == "a" else "a"
 
 
-class FaultsMixin:
-    """Part of Lab (needs UnitsMixin)."""
+class FaultsMixin(LabBase):
+    """Part of Lab: uses what Lab.__init__ sets and methods of Lab and of UnitsMixin (declared
+    in base.LabBase)."""
 
     struck_at: float | None = None  # CLOCK_MONOTONIC of the last freeze/killall's first signal
 

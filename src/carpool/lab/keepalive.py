@@ -26,18 +26,14 @@ def run_connection(
     limit: int,
     pause: float = 0.0,
 ) -> dict:
-    result = {
-        "requests": 0,
-        "failures": 0,
-        "reconnects": 0,
-        "errors": [],
-        "servers": {},
-        "last_ok": None,
-    }  # CLOCK_MONOTONIC (system wide: the caller can compare)
+    requests = failures = reconnects = 0
+    errors: list[str] = []
+    servers: dict[str, int] = {}
+    last_ok: float | None = None  # CLOCK_MONOTONIC (system wide: the caller can compare)
     conn = http.client.HTTPConnection(host, port, timeout=2.0)
     local = None
     deadline = time.monotonic() + duration
-    while time.monotonic() < deadline and result["requests"] < limit:
+    while time.monotonic() < deadline and requests < limit:
         if stop_file and os.path.exists(stop_file):
             break
         try:
@@ -47,25 +43,32 @@ def run_connection(
             if response.status != 200:
                 raise OSError(f"status {response.status}")
             server = response.getheader("X-Server", "?")
-            result["servers"][server] = result["servers"].get(server, 0) + 1
+            servers[server] = servers.get(server, 0) + 1
             now = conn.sock.getsockname() if conn.sock else None
             if local is not None and now != local:
-                result["reconnects"] += 1
+                reconnects += 1
             local = now
             if response.will_close:  # the server said Connection: close; the next is a reconnect
                 conn.close()
-            result["requests"] += 1
-            result["last_ok"] = time.monotonic()
+            requests += 1
+            last_ok = time.monotonic()
             if pause:
                 time.sleep(pause)
         except (OSError, http.client.HTTPException) as e:
-            result["failures"] += 1
-            if len(result["errors"]) < 5:
-                result["errors"].append(f"{e.__class__.__name__}: {e}")
+            failures += 1
+            if len(errors) < 5:
+                errors.append(f"{e.__class__.__name__}: {e}")
             conn.close()
             time.sleep(0.05)
     conn.close()
-    return result
+    return {
+        "requests": requests,
+        "failures": failures,
+        "reconnects": reconnects,
+        "errors": errors,
+        "servers": servers,
+        "last_ok": last_ok,
+    }
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 
 T = TypeVar("T")
 
@@ -140,8 +140,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-def alive(pid: int | None) -> bool:
-    """True while pid runs (a zombie counts as dead)."""
+def alive(pid: int | None) -> TypeGuard[int]:
+    """True while pid runs (a zombie counts as dead). True also tells the type checker that
+    pid is an int, not None."""
     if not pid or pid <= 0:
         return False
     _reap(pid)

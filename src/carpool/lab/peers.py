@@ -126,25 +126,26 @@ class Peer:
         """Send sig to the peer's pid (only while it runs in its namespace), SIGKILL it after
         `grace` seconds; wait until it (and its children) are gone. Returns its exit status
         (None if it never ran)."""
-        if self.proc is None:
+        proc = self.proc
+        if proc is None:
             return None
         pids = self._pids()
         if self.pid and in_namespace(self.pid, self.ns):
             os.kill(self.pid, sig)
         try:
-            self.proc.wait(timeout=grace)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            if in_namespace(self.proc.pid, self.ns):
-                os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5.0)
+            if in_namespace(proc.pid, self.ns):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5.0)
         # Children (keepalived's VRRP process) leave with their parent; make sure of it.
         wait_for(
-            lambda: not any(alive(p) for p in pids if p != self.proc.pid),
+            lambda: not any(alive(p) for p in pids if p != proc.pid),
             5.0,
             what=f"{self.kind} children {pids} gone",
         )
-        self.lab._children.pop(self.proc.pid, None)
-        return self.proc.returncode
+        self.lab._children.pop(proc.pid, None)
+        return proc.returncode
 
     def __enter__(self) -> Peer:
         return self.start()
@@ -279,7 +280,11 @@ class Keepalived(Peer):
         return pid if alive(pid) and in_namespace(pid, self.ns) else None
 
     def _ready(self) -> bool:
-        return read_pid(self.pid_file) == self.proc.pid and self.vrrp_pid() is not None
+        return (
+            self.proc is not None
+            and read_pid(self.pid_file) == self.proc.pid
+            and self.vrrp_pid() is not None
+        )
 
     def _pids(self) -> list[int]:
         return [p for p in (self.pid, self.vrrp_pid()) if p]

@@ -77,7 +77,7 @@ class Rtnl:
 
     def addresses(self) -> dict[str, int]:
         """IPv4 address -> ifindex."""
-        found = {}
+        found: dict[str, int] = {}
         for mtype, msg in self._dump(
             RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
         ):
@@ -94,8 +94,9 @@ class Rtnl:
                 elif atype == IFA_ADDRESS:
                     address = socket.inet_ntoa(msg[off + 4 : off + 8])
                 off += (alen + 3) & ~3
-            if local or address:
-                found[local or address] = index
+            key = local or address
+            if key:
+                found[key] = index
         return found
 
     def carriers(self) -> set[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 
 from .ns import LabError, LabTimeout, ip, namespaces, sh, wait_for
 
@@ -82,7 +83,7 @@ def _sysctls(ns: str, values: dict[str, str | int]) -> None:
     sh(["sysctl", "-q", "-e", "-w", *(f"{k}={v}" for k, v in values.items())], ns=ns)
 
 
-def _add_ns(ns: str, extra: dict[str, str | int] | None = None) -> None:
+def _add_ns(ns: str, extra: Mapping[str, str | int] | None = None) -> None:
     ip("netns", "add", ns)
     ip("link", "set", "lo", "up", ns=ns)
     # Before any link exists, so that every interface inherits the defaults.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import tomlw
+from .base import LabBase
 from .ns import (
     LabError,
     LabTimeout,
@@ -188,13 +189,9 @@ def to_toml(doc: dict) -> str:
 
 
 # -- the units' daemons -----------------------------------------------------------------------
-class UnitsMixin:
-    """Part of Lab: expects self.dir (Path), self.options (dict), self.wanted (set of units),
-    self._save()."""
-
-    dir: Path
-    options: dict
-    wanted: set
+class UnitsMixin(LabBase):
+    """Part of Lab: uses what Lab.__init__ sets (self.dir, self.options, self.wanted...) and
+    self.unit(), self._save() (declared in base.LabBase)."""
 
     # where things are
     def state_dir(self, unit: str) -> Path:
@@ -349,7 +346,9 @@ class UnitsMixin:
         self._stop_remnants(unit, timeout)
 
     def _stop_remnants(self, unit: str, timeout: float = 5.0) -> None:
-        pids = {p: None for p in (self.supervisor_pid(unit), self.daemon_pid(unit)) if p}
+        pids: dict[int, str | None] = {
+            p: None for p in (self.supervisor_pid(unit), self.daemon_pid(unit)) if p
+        }
         if pids:
             stop_pids(pids, grace=timeout)
 

@@ -112,7 +112,9 @@ class Sessions:
 
 
 def csrf_ok(session: Session, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(session.csrf, token)
+    if not token:
+        return False
+    return hmac.compare_digest(session.csrf, token)
 
 
 @dataclass

@@ -127,9 +127,10 @@ class WebContext:
             return name
         if not await self.check_password(source, name, password):
             return None
-        if len(self._basic_ok) > 1000:
-            self._basic_ok.clear()
-        self._basic_ok[key] = (stored, time.monotonic() + 60)
+        if stored is not None:  # (always: the password was checked against it)
+            if len(self._basic_ok) > 1000:
+                self._basic_ok.clear()
+            self._basic_ok[key] = (stored, time.monotonic() + 60)
         return name
 
     def session(self, request: Request) -> Session | None:

@@ -14,7 +14,7 @@ class StatusCollector:
     """Collects from a snapshot taken just before the scrape (status, nft counters, HAProxy
     stats), so nothing blocking runs inside generate_latest()."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.snapshot: tuple[dict, list, list] | None = None
 
     def collect(self):

@@ -63,7 +63,8 @@ def router() -> APIRouter:
 
     async def check_csrf(request: Request, session: Session) -> dict:
         form = dict(await request.form())
-        if not csrf_ok(session, form.get("csrf")):
+        token = form.get("csrf")  # a multipart form may send a file under that name too
+        if not isinstance(token, str) or not csrf_ok(session, token):
             raise CsrfRejected()
         return form
 

@@ -49,7 +49,8 @@ class WebServer:
             lifespan="off",
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=0.5,
+            # uvicorn annotates int, but uses it as an asyncio.timeout(): seconds, a float works
+            timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
         )
         self.server = EmbeddedServer(self.config)
         self.task: asyncio.Task | None = None
