@@ -321,3 +321,25 @@ def test_an_answer_without_a_known_code_is_refused_and_a_success_is_no_error():
     ):  # a conflict without its versions
         error = E.error_of(answer)
         assert type(error) is E.Refused and error.message == answer["error"]
+
+
+@pytest.mark.parametrize(
+    "bad, later, loc",
+    [
+        ("x", E.AddVirtualService({**VS, "name": "new"}), ("virtual_service",)),
+        ("x", E.RemoveVirtualService("web"), ("virtual_service",)),
+        (["x"], E.RemoveVirtualService("web"), ("virtual_service", 0)),
+        ({"real_server": "x"}, E.AddRealServer("web", {"address": "198.18.2.103"}), None),
+    ],
+)
+def test_an_operation_after_a_malformed_one_is_invalid_not_a_crash(bad, later, loc):
+    """An earlier step may leave virtual_service (or a service's real_server) malformed: the
+    later step names the place (Invalid), it does not raise AttributeError/TypeError."""
+    if isinstance(bad, dict):  # the service itself keeps its name, its servers go bad
+        first: E.Op = E.SetVirtualService("web", "real_server", bad["real_server"])
+        loc = ("virtual_service", 0, "real_server")
+    else:
+        first = E.SetKey("virtual_service", bad)
+    with pytest.raises(E.Invalid) as e:
+        E.Edit((first, later)).apply(DOC, version=4)
+    assert tuple(e.value.problems[0].loc) == loc

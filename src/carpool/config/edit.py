@@ -236,21 +236,36 @@ class Op:
         return {"op": self.OP, **asdict(self)}
 
 
-def _services(doc: dict[str, Any]) -> list[Any]:
-    services: list[Any] = doc.setdefault("virtual_service", [])
-    return services
+def _tables(table: dict[str, Any], key: str, place: Loc, create: bool) -> list[dict[str, Any]]:
+    """table[key] as a list of tables; Invalid naming the place when an earlier step of the
+    same edit left it something else (create: an empty list is put in when it is missing)."""
+    items = table.setdefault(key, []) if create else table.get(key, [])
+    if not isinstance(items, list):
+        raise invalid((*place, key), "must be a list of tables")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise invalid((*place, key, i), "must be a table")
+    return items
+
+
+def _services(doc: dict[str, Any], create: bool = False) -> list[dict[str, Any]]:
+    return _tables(doc, "virtual_service", (), create)
+
+
+def _servers(doc: dict[str, Any], n: int, create: bool = False) -> list[dict[str, Any]]:
+    return _tables(_services(doc)[n], "real_server", ("virtual_service", n), create)
 
 
 def _service(doc: dict[str, Any], name: str) -> int:
-    for n, vs in enumerate(doc.get("virtual_service", [])):
+    for n, vs in enumerate(_services(doc)):
         if vs.get("name") == name:
             return n
-    names = ", ".join(str(v.get("name")) for v in doc.get("virtual_service", [])) or "none"
+    names = ", ".join(str(v.get("name")) for v in _services(doc)) or "none"
     raise NotFound(f"virtual_service[{name}]", f"no virtual service {name!r} (there are: {names})")
 
 
 def _server(doc: dict[str, Any], n: int, address: Any, port: Any) -> int | None:
-    for k, rs in enumerate(doc["virtual_service"][n].get("real_server", [])):
+    for k, rs in enumerate(_servers(doc, n)):
         if (rs.get("address"), rs.get("port")) == (address, port):
             return k
     return None
@@ -274,16 +289,16 @@ class AddVirtualService(Op):
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         name = self.service.get("name")
-        if any(v.get("name") == name for v in document.get("virtual_service", [])):
+        if any(v.get("name") == name for v in _services(document)):
             raise AlreadyExists(
                 f"virtual_service[{name}]", f"virtual service {name!r} exists already"
             )
         doc = copy.deepcopy(document)
-        _services(doc).append(copy.deepcopy(self.service))
+        _services(doc, create=True).append(copy.deepcopy(self.service))
         return doc
 
     def subject(self, before: dict[str, Any]) -> Loc:
-        return ("virtual_service", len(before.get("virtual_service", [])))
+        return ("virtual_service", len(_services(before)))
 
     def describe(self) -> str:
         return f"vs add {self.service.get('name')}"
@@ -362,7 +377,7 @@ class AddRealServer(Op):
                 f"{self.service} has {address}:{port} already",
             )
         doc = copy.deepcopy(document)
-        doc["virtual_service"][n].setdefault("real_server", []).append(copy.deepcopy(self.server))
+        _servers(doc, n, create=True).append(copy.deepcopy(self.server))
         return doc
 
     def subject(self, before: dict[str, Any]) -> Loc:
@@ -371,7 +386,7 @@ class AddRealServer(Op):
             "virtual_service",
             n,
             "real_server",
-            len(before["virtual_service"][n].get("real_server", [])),
+            len(_servers(before, n)),
         )
 
     def describe(self) -> str:
