@@ -394,81 +394,65 @@ class AddRealServer(Op):
 
 
 @dataclass(frozen=True)
-class ReplaceRealServer(Op):
+class _OnRealServer(Op):
+    """An operation on one existing real server of a service (found by address and port)."""
+
     service: str
     address: str
     port: int
+
+    def at(self, document: dict[str, Any]) -> tuple[int, int]:
+        """(service index, server index), or NotFound naming which."""
+        n = _service(document, self.service)
+        return n, _server_or_404(document, n, self.address, self.port)
+
+    def subject(self, before: dict[str, Any]) -> Loc:
+        n, k = self.at(before)
+        return ("virtual_service", n, "real_server", k)
+
+
+@dataclass(frozen=True)
+class ReplaceRealServer(_OnRealServer):
     server: dict[str, Any]
     OP: ClassVar[str] = "rs.replace"
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
-        n = _service(document, self.service)
-        k = _server_or_404(document, n, self.address, self.port)
+        n, k = self.at(document)
         doc = copy.deepcopy(document)
-        doc["virtual_service"][n]["real_server"][k] = copy.deepcopy(self.server)
+        _servers(doc, n)[k] = copy.deepcopy(self.server)
         return doc
-
-    def subject(self, before: dict[str, Any]) -> Loc:
-        n = _service(before, self.service)
-        return (
-            "virtual_service",
-            n,
-            "real_server",
-            _server_or_404(before, n, self.address, self.port),
-        )
 
     def describe(self) -> str:
         return f"rs set {self.service} {self.address}:{self.port}"
 
 
 @dataclass(frozen=True)
-class SetRealServer(Op):
+class SetRealServer(_OnRealServer):
     """One key of a real server: `weight`, `enabled` (`carpool rs enable|disable|set`)."""
 
-    service: str
-    address: str
-    port: int
     key: str
     value: Any
     OP: ClassVar[str] = "rs.set"
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
-        n = _service(document, self.service)
-        k = _server_or_404(document, n, self.address, self.port)
+        n, k = self.at(document)
         doc = copy.deepcopy(document)
-        _set(
-            doc["virtual_service"][n]["real_server"][k],
-            self.key,
-            copy.deepcopy(self.value),
-            ("virtual_service", n, "real_server", k),
-        )
+        place = ("virtual_service", n, "real_server", k)
+        _set(_servers(doc, n)[k], self.key, copy.deepcopy(self.value), place)
         return doc
-
-    def subject(self, before: dict[str, Any]) -> Loc:
-        n = _service(before, self.service)
-        return (
-            "virtual_service",
-            n,
-            "real_server",
-            _server_or_404(before, n, self.address, self.port),
-        )
 
     def describe(self) -> str:
         return f"rs set {self.service} {self.address}:{self.port} {self.key}"
 
 
 @dataclass(frozen=True)
-class RemoveRealServer(Op):
-    service: str
-    address: str
-    port: int
+class RemoveRealServer(_OnRealServer):
     OP: ClassVar[str] = "rs.remove"
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
-        n = _service(document, self.service)
-        k = _server_or_404(document, n, self.address, self.port)
+        n, k = self.at(document)
         doc = copy.deepcopy(document)
-        del doc["virtual_service"][n]["real_server"][k]
+        del _servers(doc, n)[k]
         return doc
 
     def describe(self) -> str:
