@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 from pathlib import Path
 
 from .. import events
+from .process import stop_process
 
 log = events.logger("carpool.conntrack", events.Kind.DATAPLANE)
 CONNTRACKD = "conntrackd"
@@ -198,12 +198,7 @@ class ConntrackSync:
             self._watch = None
         proc = self._live
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 3)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc, grace=3)
         self.proc = None
         self.text = None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import events
 from ..config.document import Document, VirtualService
 from . import sticky as sticky_tables
+from .process import stop_process
 
 log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
@@ -288,12 +289,7 @@ class HaproxyDataplane:
         self._stopping = True
         proc = self._live
         if proc is not None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            await stop_process(proc, grace=5)
         self.text = None
 
     def status(self) -> dict:
