@@ -44,7 +44,7 @@ from .topology import (
     unit_ns,
 )
 
-SECRET = "lab-secret"
+SECRET = "carpool-lab-secret"  # 12-20 characters (docs/config.md); ucarp peers use it too
 VHID = 1
 WUI_USER, WUI_PASSWORD = "admin", "carpool-lab"  # published: the lab is no production install
 WUI_PORT = 443
