@@ -18,6 +18,8 @@ ROLES = ("first", "second")
 TRANSPORTS = ("multicast", "unicast", "broadcast")
 LOG_LEVELS = ("debug", "info", "warning")
 VMAC_PREFIX = "00:00:5e:00:01:"
+SECRET_MIN = 12  # characters: unit.secret keys the adverts' HMAC, the sync and the doctor's probes
+SECRET_MAX = 20  # bytes: the CARP HMAC key (ucarp's -p) is 20 bytes, zero-padded
 
 
 def vmac_for(vhid: int) -> str:
@@ -350,11 +352,16 @@ def parse_config(doc: dict[str, Any], path: str = "<config>") -> Config:
     role = c.choice(unit, "role", ROLES, "first", "unit.") if "role" in unit else None
     if role is None:
         c.fail("unit.role", "required key is missing (first or second)")
-    secret = c.get(unit, "secret", str, "", "unit.", required=True).encode()
-    if "secret" in unit and not secret:
-        c.fail("unit.secret", "must not be empty")
-    if len(secret) > 20:
-        c.fail("unit.secret", "at most 20 bytes (the CARP HMAC key is 20 bytes)")
+    text = c.get(unit, "secret", str, "", "unit.", required=True)
+    secret = text.encode()
+    if "secret" in unit and len(text) < SECRET_MIN:
+        c.fail(
+            "unit.secret",
+            f"at least {SECRET_MIN} characters, not {len(text)} (the partner shared secret: "
+            "the same on both units)",
+        )
+    if len(secret) > SECRET_MAX:
+        c.fail("unit.secret", f"at most {SECRET_MAX} bytes (the CARP HMAC key is 20 bytes)")
     local = _Local(
         state_dir=c.get(unit, "state_dir", str, "/run/carpool", "unit."),
         config_dir=c.get(unit, "config_dir", str, "", "unit."),
