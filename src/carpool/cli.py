@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from . import files
 from .config.edit import (
     AddRealServer,
     AddVirtualService,
@@ -62,6 +63,7 @@ def _logging(cfg: Config, who: str) -> None:
 
 
 def cmd_run(args) -> int:
+    files.private_umask()  # supervisor and worker: what they create is theirs alone (077)
     cfg = _load(args)
     if args.worker:
         from .config.ha import with_document
