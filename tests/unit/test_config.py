@@ -176,3 +176,24 @@ def test_rt_priority_default_range_and_kind(tmp_path):
         text = GOOD.replace('state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\nrt_priority = {bad}')
         with pytest.raises(ConfigError, match=f"unit.rt_priority.*{words}"):
             load_config(write(tmp_path, text))
+
+
+def test_control_group_default_none_a_name_or_a_number(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).control_gid is None
+    for value, gid in (('"root"', 0), ('"4242"', 4242)):
+        text = GOOD.replace(
+            'state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\ncontrol_group = {value}'
+        )
+        cfg = load_config(write(tmp_path, text))
+        assert cfg.control_gid == gid and cfg.control_group == value.strip('"')
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [('"no-such-group-here"', "no such group 'no-such-group-here'"), ("0", "expected str")],
+)
+def test_bad_control_group_is_refused_naming_file_and_key(tmp_path, value, why):
+    path = write(tmp_path, GOOD.replace('state_dir = "/tmp/x"', f"control_group = {value}"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}: unit.control_group: {why}" in str(err.value)
