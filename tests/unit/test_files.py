@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from carpool import cli
+from carpool import cli, files
 from carpool.config.store import Store, atomic_write
 from carpool.node.driver import StateFile
 from carpool.node.pacify import StartRecord
@@ -111,6 +111,29 @@ def test_an_existing_directory_open_to_others_is_warned_about_and_left_as_it_is(
     assert mode(d) == 0o755
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(d) in m and "0755" in m for m in warned), warned
+
+
+def test_with_a_control_group_created_directories_are_0710_of_that_group(tmp_path):
+    d = files.private_dir(tmp_path / "run" / "carpool", group=4242)
+    for created in (d, d.parent):
+        assert (mode(created), created.stat().st_gid) == (0o710, 4242)
+
+
+def test_an_existing_directory_the_control_group_cannot_pass_is_warned_about(tmp_path, caplog):
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    with caplog.at_level(logging.WARNING, logger="carpool.files"):
+        files.private_dir(d, group=4242)
+    assert mode(d) == 0o700
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "group 4242 cannot pass through" in warning and str(d) in warning
+
+
+def test_a_stale_temp_file_is_replaced_not_appended_to(tmp_path):
+    path = tmp_path / "state"
+    temp_of(path).write_text("a killed writer's half\n" * 10)
+    files.write_private(path, "backup\n")
+    assert path.read_text() == "backup\n" and not temp_of(path).exists()
 
 
 # -- umask -------------------------------------------------------------------------------------
