@@ -144,6 +144,9 @@ def cmd_status(args) -> int:
     except (OSError, ValueError) as e:
         print(f"carpool: no daemon answers on {cfg.socket_path}: {e}", file=sys.stderr)
         return 1
+    if "error" in status:  # e.g. refused: neither root nor in unit.control_group
+        print(f"carpool: {status['error']}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     elif args.watch:

@@ -198,3 +198,19 @@ def test_refusals_are_in_metrics():
     }
     text = Metrics().render(status, [], []).decode()
     assert "carpool_control_refused_total 3.0" in text
+
+
+def test_carpool_status_says_it_was_refused(tmp_path, monkeypatch, capsys):
+    from carpool import cli
+
+    path = tmp_path / "carpool.toml"
+    path.write_text(
+        '[unit]\nrole = "first"\nsecret = "unit-test-secret"\n'
+        f'state_dir = "{tmp_path}"\n\n'
+        '[[interface]]\nname = "eth0"\nshared = ["198.18.0.10/24"]\n'
+        'first = "198.18.0.11"\nsecond = "198.18.0.12"\n'
+    )
+    refusal = control.Access().refuse(control.Peer(pid=7, uid=NOBODY, gid=NOBODY, groups=()))
+    monkeypatch.setattr(control, "request", lambda *_a, **_k: refusal)
+    assert cli.main(["status", "--config", str(path)]) == 1
+    assert "permission denied: the control socket is for root only" in capsys.readouterr().err
