@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from . import files
 from .config.edit import (
     AddRealServer,
     AddVirtualService,
@@ -62,6 +63,7 @@ def _logging(cfg: Config, who: str) -> None:
 
 
 def cmd_run(args) -> int:
+    files.private_umask()  # supervisor and worker: what they create is theirs alone (077)
     cfg = _load(args)
     if args.worker:
         from .config.ha import with_document
@@ -141,6 +143,9 @@ def cmd_status(args) -> int:
         status = control.request(cfg.socket_path, "status")
     except (OSError, ValueError) as e:
         print(f"carpool: no daemon answers on {cfg.socket_path}: {e}", file=sys.stderr)
+        return 1
+    if "error" in status:  # e.g. refused: neither root nor in unit.control_group
+        print(f"carpool: {status['error']}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from pathlib import Path
+
+from . import files
 
 
 def ensure_self_signed(
@@ -38,18 +39,13 @@ def ensure_self_signed(
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .sign(private, hashes.SHA256())
     )
-    cert.parent.mkdir(parents=True, exist_ok=True)
-    key_tmp, cert_tmp = key.with_suffix(".tmp-key"), cert.with_suffix(".tmp-cert")
-    fd = os.open(key_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_tmp.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(key_tmp, key)
-    os.replace(cert_tmp, cert)
+    for directory in {cert.parent, key.parent}:
+        files.private_dir(directory)
+    key_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    files.write_private(key, key_pem)  # 0600
+    files.write_private(cert, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return True

@@ -19,7 +19,7 @@ from carpool.lab import Lab, LabError, LabTimeout
 from carpool.lab import core as lab_core
 from carpool.lab.ns import alive, ip, namespaces, pids_in
 from carpool.lab.topology import HOST_IF, lab_namespaces, mac_for
-from carpool.lab.units import apply_overrides, base_config, to_toml
+from carpool.lab.units import SECRET, apply_overrides, base_config, to_toml
 
 pytestmark = pytest.mark.lab
 LAB_OPTIONS = dict(start_units=False, servers=2)
@@ -271,7 +271,7 @@ def test_unit_configs_load_with_the_project_loader(lab):
     try:
         a, b = load_config(lab.config_path("a")), load_config(lab.config_path("b"))
         assert (a.role, b.role) == ("first", "second")
-        assert a.secret == b.secret == b"lab-secret" and a.vhid == 1
+        assert a.secret == b.secret == SECRET.encode() and a.vhid == 1
         assert a.fast and a.protocol == "vrrp3" and a.fast_interval_ms == 50 and a.vmac
         assert a.preferred == "first" and a.preempt and not b.preempt
         assert a.state_dir == str(lab.state_dir("a")) and b.state_dir == str(lab.state_dir("b"))

@@ -37,7 +37,7 @@ class Unit:
         self.active = True
         self.store = Store(path)
         self.store.commit(parse_document(doc), who="test")
-        self.cfg = SimpleNamespace(secret=b"secret", role="first")
+        self.cfg = SimpleNamespace(secret=b"unit-test-secret", role="first")
         self.config = ConfigControl(
             self.cfg, self.store, lambda: self.active, lambda: "198.18.0.12", lambda _v: None
         )

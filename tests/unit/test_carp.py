@@ -15,7 +15,7 @@ from carpool.ha.drops import DropError, DropReason
 from carpool.ha.ipv4 import internet_checksum
 
 SHARED = [IPv4Address("198.18.0.10")]
-KEY = b"secret"
+KEY = b"secret"  # the capture's key (ucarp -p secret): not a unit.secret
 CAPTURED = [pkt.payload for _raw, pkt in vector("carp.pcap")]
 MD = bytes(range(20))
 

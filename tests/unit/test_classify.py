@@ -15,7 +15,8 @@ from carpool.ha.profile import CarpProfile, VrrpProfile
 
 UCARP = IPv4Address("198.18.0.11")  # the captured sender
 SHARED = [IPv4Address("198.18.0.10")]
-CARP = CarpProfile(b"secret", 10, 1, 0)  # the capture's vhid, advbase, advskew
+# the capture's key (ucarp -p secret: not a unit.secret), vhid, advbase, advskew
+CARP = CarpProfile(b"secret", 10, 1, 0)
 RAW = [pkt.pack() for _raw, pkt in vector("carp.pcap")]  # as a raw socket hands them over
 
 
@@ -37,7 +38,7 @@ def test_same_advert_from_a_stranger_is_judged_and_marked_foreign():
 
 
 def test_wrong_secret_is_a_counted_drop_still_marked_foreign_when_from_a_stranger():
-    v = judge(RAW[0], partners=[], decoder=CarpProfile(b"other", 10, 1, 0))
+    v = judge(RAW[0], partners=[], decoder=CarpProfile(b"not-the-pair-secret", 10, 1, 0))
     assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.BAD_HMAC, True)
 
 
@@ -53,7 +54,7 @@ def test_other_protocol_and_garbage_are_drops():
 
 
 def test_doctor_probe_goes_to_the_doctor_not_the_decoder():
-    payload = probe.encode(probe.probe_key(b"secret"), {"k": "probe", "id": "ab"})
+    payload = probe.encode(probe.probe_key(b"unit-test-secret"), {"k": "probe", "id": "ab"})
     pkt = Ipv4Packet(UCARP, IPv4Address("224.0.0.18"), 255, 112, payload)
     v = judge(pkt.pack(), decoder=VrrpProfile(10, 100, 100))
     assert (v.kind, v.payload) == (Kind.PROBE, payload)

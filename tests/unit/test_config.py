@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from carpool.config.ha import ConfigError, load_config
 GOOD = """
 [unit]
 role = "second"
-secret = "lab-secret"
+secret = "unit-test-secret"
 state_dir = "/tmp/x"
 
 [ha]
@@ -42,7 +43,7 @@ def write(tmp_path, text):
 
 def test_good_file_and_derived_parameters(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
-    assert cfg.role == "second" and cfg.vhid == 7 and cfg.secret == b"lab-secret"
+    assert cfg.role == "second" and cfg.vhid == 7 and cfg.secret == b"unit-test-secret"
     assert cfg.advbase == 2  # ha_timeout 6 s → advbase 2
     assert not cfg.preempt and cfg.advskew == 100 and cfg.priority == 100
     assert cfg.protocol == "carp" and cfg.transport == "multicast"
@@ -74,7 +75,10 @@ def test_fast_profile_selects_vrrp3(tmp_path):
         ),
         (('preferred = "first"', 'preferred = "third"'), "ha.preferred: must be one of"),
         (("vhid = 7", "vhid = 7\nbogus = 1"), "ha.bogus: unknown key"),
-        (('secret = "lab-secret"', 'secret = "' + "x" * 21 + '"'), "unit.secret: at most 20 bytes"),
+        (
+            ('secret = "unit-test-secret"', 'secret = "' + "x" * 21 + '"'),
+            "unit.secret: at most 20 bytes",
+        ),
         (('role = "second"', ""), "unit.role: required key is missing"),
         (
             ('"198.18.0.10/24"', '"198.18.0.10"'),
@@ -95,6 +99,37 @@ def test_bad_values_are_refused_with_file_key_and_why(tmp_path, change, message)
         load_config(path)
     assert message in str(err.value)
     assert str(err.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("secret", ["s", "x" * 11, "é" * 11])
+def test_short_secret_is_refused_naming_file_and_key(tmp_path, secret):
+    path = write(tmp_path, GOOD.replace("unit-test-secret", secret))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: unit.secret: at least 12 characters")
+
+
+@pytest.mark.parametrize("secret", ["x" * 12, "x" * 20, "é" * 8 + "x" * 4])
+def test_secret_of_12_characters_to_20_bytes_is_accepted(tmp_path, secret):
+    cfg = load_config(write(tmp_path, GOOD.replace("unit-test-secret", secret)))
+    assert cfg.secret == secret.encode()
+
+
+def test_a_long_secret_in_many_bytes_is_refused_by_its_bytes(tmp_path):
+    path = write(tmp_path, GOOD.replace("unit-test-secret", "é" * 12))  # 12 characters, 24 bytes
+    with pytest.raises(ConfigError, match="unit.secret: at most 20 bytes"):
+        load_config(path)
+
+
+def test_the_example_file_and_the_labs_configs_follow_the_secret_policy():
+    from carpool.config.ha import parse_config
+    from carpool.lab.units import SECRET, base_config
+
+    example = load_config(Path(__file__).resolve().parents[2] / "docs" / "example.toml")
+    assert 12 <= len(example.secret) <= 20
+    for unit in ("a", "b"):
+        cfg = parse_config(base_config(unit, Path("/tmp/cp-unit")))
+        assert cfg.secret == SECRET.encode()  # parsed: within the policy
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
@@ -141,3 +176,24 @@ def test_rt_priority_default_range_and_kind(tmp_path):
         text = GOOD.replace('state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\nrt_priority = {bad}')
         with pytest.raises(ConfigError, match=f"unit.rt_priority.*{words}"):
             load_config(write(tmp_path, text))
+
+
+def test_control_group_default_none_a_name_or_a_number(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).control_gid is None
+    for value, gid in (('"root"', 0), ('"4242"', 4242)):
+        text = GOOD.replace(
+            'state_dir = "/tmp/x"', f'state_dir = "/tmp/x"\ncontrol_group = {value}'
+        )
+        cfg = load_config(write(tmp_path, text))
+        assert cfg.control_gid == gid and cfg.control_group == value.strip('"')
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [('"no-such-group-here"', "no such group 'no-such-group-here'"), ("0", "expected str")],
+)
+def test_bad_control_group_is_refused_naming_file_and_key(tmp_path, value, why):
+    path = write(tmp_path, GOOD.replace('state_dir = "/tmp/x"', f"control_group = {value}"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}: unit.control_group: {why}" in str(err.value)

@@ -33,7 +33,7 @@ def unit_view(unit: Unit) -> UnitView:
     daemon's config handlers; what these tests do not reach is refused loudly."""
     cfg = SimpleNamespace(
         role="first",
-        secret=b"secret",
+        secret=b"unit-test-secret",
         web=SimpleNamespace(port=443),
         web_bind="198.18.0.11",
         partner_url="https://198.18.0.12/",

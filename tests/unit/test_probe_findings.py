@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from carpool.ha import probe
 from carpool.node import findings
 
-KEY = probe.probe_key(b"secret")
+KEY = probe.probe_key(b"unit-test-secret")
 
 
 def test_probe_round_trip_and_authenticity():

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from carpool.config import syncproto as sp
 
-KEY = sp.sync_key(b"lab-secret")
+KEY = sp.sync_key(b"unit-test-secret")
 
 
 def pair():

@@ -101,11 +101,12 @@ def test_login_limiter_blocks_an_address_after_failures_then_forgives():
 
 
 def test_peer_token_needs_the_secret_and_a_fresh_time():
-    token = peer_token(b"lab-secret", now=5000)
-    assert peer_token_ok(b"lab-secret", token, now=5010)
-    assert not peer_token_ok(b"other", token, now=5010)
-    assert not peer_token_ok(b"lab-secret", token, now=5000 + 61)
-    assert not peer_token_ok(b"lab-secret", None) and not peer_token_ok(b"lab-secret", "x:y")
+    key = b"unit-test-secret"
+    token = peer_token(key, now=5000)
+    assert peer_token_ok(key, token, now=5010)
+    assert not peer_token_ok(b"not-the-pair-secret", token, now=5010)
+    assert not peer_token_ok(key, token, now=5000 + 61)
+    assert not peer_token_ok(key, None) and not peer_token_ok(key, "x:y")
 
 
 DOC = {
@@ -211,7 +212,7 @@ def test_pair_lists_the_first_unit_first_with_urls():
 def test_web_table_is_local_with_defaults_and_checked():
     from carpool.config.ha import ConfigError, parse_config
 
-    base = {"unit": {"role": "second", "secret": "s", "state_dir": "/tmp/x"}, **DOC}
+    base = {"unit": {"role": "second", "secret": "unit-test-secret", "state_dir": "/tmp/x"}, **DOC}
     cfg = parse_config(base)
     assert (cfg.web.enabled, cfg.web_bind, cfg.web.port) == (True, "198.18.0.12", 443)
     assert cfg.web_cert == "/tmp/x/web/cert.pem" and cfg.partner_url == "https://198.18.0.11/"

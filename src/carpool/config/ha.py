@@ -6,6 +6,7 @@ wrong; nothing is applied from a file that has any.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ ROLES = ("first", "second")
 TRANSPORTS = ("multicast", "unicast", "broadcast")
 LOG_LEVELS = ("debug", "info", "warning")
 VMAC_PREFIX = "00:00:5e:00:01:"
+SECRET_MIN = 12  # characters: unit.secret keys the adverts' HMAC, the sync and the doctor's probes
+SECRET_MAX = 20  # bytes: the CARP HMAC key (ucarp's -p) is 20 bytes, zero-padded
 
 
 def vmac_for(vhid: int) -> str:
@@ -76,6 +79,8 @@ class Config:
     watchdog: float = -1.0  # s of a silent worker loop before the supervisor kills it;
     # -1 = automatic (watchdog_timeout), 0 = off
     rt_priority: int = 10  # SCHED_RR priority of the election's loop (node/sched.py); 0 off
+    control_group: str = ""  # unit.control_group as written: its members may use the control
+    control_gid: int | None = None  # socket besides root (its gid; None: root only)
     protocol: str = "carp"
     vhid: int = 1
     ha_timeout: int = 3
@@ -287,6 +292,7 @@ _UNIT_KEYS = {
     "restart_limit",
     "watchdog",
     "rt_priority",
+    "control_group",
 }
 _WEB_KEYS = {"enabled", "bind", "port", "cert", "key", "partner_url"}
 LOCAL_TABLES = ("unit", "web")  # a unit's own file only; never part of the synced document
@@ -326,6 +332,25 @@ def _iface(i: document.Interface) -> Interface:
     )
 
 
+class _ControlGroup(TypedDict):
+    control_group: str
+    control_gid: int | None
+
+
+def _control_group(c: _Checker, unit: dict[str, Any]) -> _ControlGroup:
+    """unit.control_group: a group name, or a number (its gid); "" = none (root only)."""
+    name = c.get(unit, "control_group", str, "", "unit.")
+    gid: int | None = None
+    if name.isdigit():
+        gid = int(name)
+    elif name:
+        try:
+            gid = grp.getgrnam(name).gr_gid
+        except KeyError:
+            c.fail("unit.control_group", f"no such group {name!r}")
+    return _ControlGroup(control_group=name, control_gid=gid)
+
+
 class _Local(TypedDict, total=False):
     """A unit's local settings (the [unit] and [web] tables) as config_from takes them."""
 
@@ -337,6 +362,8 @@ class _Local(TypedDict, total=False):
     restart_limit: int
     watchdog: float
     rt_priority: int
+    control_group: str
+    control_gid: int | None
     web: WebSettings
 
 
@@ -350,11 +377,16 @@ def parse_config(doc: dict[str, Any], path: str = "<config>") -> Config:
     role = c.choice(unit, "role", ROLES, "first", "unit.") if "role" in unit else None
     if role is None:
         c.fail("unit.role", "required key is missing (first or second)")
-    secret = c.get(unit, "secret", str, "", "unit.", required=True).encode()
-    if "secret" in unit and not secret:
-        c.fail("unit.secret", "must not be empty")
-    if len(secret) > 20:
-        c.fail("unit.secret", "at most 20 bytes (the CARP HMAC key is 20 bytes)")
+    text = c.get(unit, "secret", str, "", "unit.", required=True)
+    secret = text.encode()
+    if "secret" in unit and len(text) < SECRET_MIN:
+        c.fail(
+            "unit.secret",
+            f"at least {SECRET_MIN} characters, not {len(text)} (the partner shared secret: "
+            "the same on both units)",
+        )
+    if len(secret) > SECRET_MAX:
+        c.fail("unit.secret", f"at most {SECRET_MAX} bytes (the CARP HMAC key is 20 bytes)")
     local = _Local(
         state_dir=c.get(unit, "state_dir", str, "/run/carpool", "unit."),
         config_dir=c.get(unit, "config_dir", str, "", "unit."),
@@ -366,6 +398,7 @@ def parse_config(doc: dict[str, Any], path: str = "<config>") -> Config:
         if "watchdog" in unit
         else -1.0,
         rt_priority=int(c.number(unit, "rt_priority", 0, 99, 10, "unit.", kind=int)),
+        **_control_group(c, unit),
         web=_web(c, doc.get("web", {})),
     )
     try:
@@ -393,6 +426,8 @@ def with_document(cfg: Config, doc: document.Document) -> Config:
         restart_limit=cfg.restart_limit,
         watchdog=cfg.watchdog,
         rt_priority=cfg.rt_priority,
+        control_group=cfg.control_group,
+        control_gid=cfg.control_gid,
         web=cfg.web,
     )
 

@@ -6,7 +6,8 @@ Layout under `<config_dir>/config/`:
     conflicts/…                       versions that lost a split-brain resolution (never pruned)
     current.toml                      a copy of the current version, with its number and hash
 
-Every file is written to a temp file, fsynced, renamed over, and the directory fsynced: a unit
+Every file is written to a temp file (files.py: created by the writer alone, 0600, in 0700
+directories), fsynced, renamed over, and the directory fsynced: a unit
 killed at any moment finds the old version or the new one. At load, current.toml is trusted only
 if its hash matches; otherwise the newest intact version file is used (and said so in the log).
 """
@@ -14,7 +15,6 @@ if its hash matches; otherwise the newest intact version file is used (and said 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import tomllib
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import events
+from .. import events, files
 from . import tomlw
 from .document import Document, DocumentError, parse_document, to_plain
 
@@ -65,19 +65,8 @@ class Version:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Temp file (created by us alone, 0600), fsync, rename over, directory fsync."""
+    files.write_private(path, data, durable=True)
 
 
 def flatten(value: object, prefix: str = "") -> dict[str, object]:
@@ -122,8 +111,8 @@ class Store:
         self.keep = keep
         self.versions = self.dir / "versions"
         self.conflicts = self.dir / "conflicts"
-        for d in (self.versions, self.conflicts):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.dir, self.versions, self.conflicts):
+            files.private_dir(d)  # 0700: the documents hold the WUI users' password hashes
         self._current: Version | None = None
         self._index: dict[Path, list[Record]] = {}
         self._load()

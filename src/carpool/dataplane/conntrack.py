@@ -19,7 +19,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from .. import events
+from .. import events, files
 from .process import stop_process
 
 log = events.logger("carpool.conntrack", events.Kind.DATAPLANE)
@@ -127,8 +127,8 @@ class ConntrackSync:
         if text == self.text and self.running:
             return
         await self.stop()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.cfg_path.write_text(text)
+        files.private_dir(self.dir)
+        files.write_private(self.cfg_path, text)
         self.text = text
         try:
             Path(LIBERAL).write_text("1\n")

@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from .. import events
+from .. import events, files
 from ..config.document import Document, VirtualService
 from . import sticky as sticky_tables
 from .process import stop_process
@@ -149,9 +149,9 @@ class HaproxyDataplane:
         text = config_text(doc, self.dir, healthy, peer_list)
         if text == self.text and self.running:
             return True
-        self.dir.mkdir(parents=True, exist_ok=True)
+        files.private_dir(self.dir)
         candidate = self.dir / "haproxy.cfg.new"
-        candidate.write_text(text)
+        files.write_new(candidate, text)
         check = await asyncio.create_subprocess_exec(
             HAPROXY,
             "-c",

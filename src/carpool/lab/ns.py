@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeGuard, TypeVar
 
+from .. import files
+
 T = TypeVar("T")
 
 LAB_DIR = Path(os.environ.get("CARPOOL_LAB_DIR", "/run/carpool-lab"))
@@ -161,12 +163,10 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def write_file(path: Path, text: str) -> None:
-    """Atomic write: temp file + rename."""
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Atomic write: temp file (created by us alone, never through a symlink) + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    files.write_private(path, text, mode=mode)
 
 
 def signal_pid(pid: int | None, sig: int, ns: str | None) -> bool:

@@ -1,7 +1,8 @@
 """Foreign HA peers for interop tests: ucarp (CARP) and keepalived (VRRPv3), run in a lab unit's
 namespace instead of that unit's carpool daemon.
 
-    peer = ucarp(lab, "b", vhid=1, secret="lab-secret", address="198.18.0.10/24", advskew=100)
+    peer = ucarp(lab, "b", vhid=1, secret=SECRET, address="198.18.0.10/24", advskew=100)
+    # SECRET: lab.units.SECRET, the units' own (ucarp -p and unit.secret must be equal)
     peer.start()
     ...
     peer.stop()                  # SIGTERM by pid (checked against the namespace), SIGKILL late

@@ -18,6 +18,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .. import files
+
 MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -81,10 +83,7 @@ def main(argv=None) -> int:
         tls.socket = context.wrap_socket(tls.socket, server_side=True)
         threading.Thread(target=tls.serve_forever, daemon=True).start()
     if args.pid_file:
-        tmp = f"{args.pid_file}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, args.pid_file)
+        files.write_private(args.pid_file, f"{os.getpid()}\n", mode=0o644)
     print(f"{args.name}: listening on {args.bind}:{args.port}", flush=True)
     try:
         server.serve_forever()

@@ -44,7 +44,7 @@ from .topology import (
     unit_ns,
 )
 
-SECRET = "lab-secret"
+SECRET = "carpool-lab-secret"  # 12-20 characters (docs/config.md); ucarp peers use it too
 VHID = 1
 WUI_USER, WUI_PASSWORD = "admin", "carpool-lab"  # published: the lab is no production install
 WUI_PORT = 443
@@ -197,6 +197,14 @@ class UnitsMixin(LabBase):
     def state_dir(self, unit: str) -> Path:
         return self.dir / unit
 
+    def _private_state_dir(self, unit: str) -> Path:
+        """Unit X's state dir, 0700 as carpool makes its own (an older lab's tightened: the
+        daemon warns about a state dir open to others)."""
+        sdir = self.state_dir(unit)
+        sdir.mkdir(parents=True, exist_ok=True)
+        sdir.chmod(0o700)
+        return sdir
+
     def config_path(self, unit: str) -> Path:
         return self.state_dir(unit) / "carpool.toml"
 
@@ -262,7 +270,8 @@ class UnitsMixin(LabBase):
                 )
         self.options = merged
         for unit, doc in docs.items():
-            write_file(self.config_path(unit), to_toml(doc))
+            self._private_state_dir(unit)
+            write_file(self.config_path(unit), to_toml(doc), mode=0o600)  # holds unit.secret
         self._save()
 
     # life cycle
@@ -301,8 +310,7 @@ class UnitsMixin(LabBase):
         return proc.pid
 
     def _launch(self, unit: str) -> subprocess.Popen:
-        sdir = self.state_dir(unit)
-        sdir.mkdir(parents=True, exist_ok=True)
+        sdir = self._private_state_dir(unit)
         for stale in ("daemon.pid", "lab-run.pid"):
             (sdir / stale).unlink(missing_ok=True)
         if not self.config_path(unit).exists():

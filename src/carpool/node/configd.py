@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import events
+from .. import events, files
 from ..config.document import Document, DocumentError, Loc, parse_document
 from ..config.edit import Edit, EditError, Invalid, NotFound, Refused, SetKey, Standby, invalid
 from ..config.ha import Config, with_document
@@ -32,7 +32,7 @@ def open_store(cfg: Config) -> Store:
         why = "first start" if store.current is None else "the file changed"
         v = store.commit(doc, who=f"file {cfg.path} ({why})", origin=cfg.role)
         log.info("configuration version %d from %s (%s)", v.record.version, cfg.path, why)
-        seed_file.write_text(seed + "\n")
+        files.write_private(seed_file, seed + "\n")
     elif store.current.document.hash != seed:
         log.info(
             "using stored configuration version %d; %s seeds only a first start or an "

@@ -96,6 +96,7 @@ class Daemon:
             self.dataplanes,
             self.doctor,
             self.relay,
+            control.Access(cfg.control_gid, cfg.control_group),
         )
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
@@ -246,6 +247,7 @@ class Daemon:
                 "pacify": self.commands.pacify,
                 **self.config.handlers(),
             },
+            self.status_parts.control,
         )
         try:
             await self.config.sync.start()

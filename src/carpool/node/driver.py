@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import events
+from .. import events, files
 from ..ha import election as el
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
@@ -159,10 +158,8 @@ class StateFile:
 
     def _flush(self) -> None:
         self._pending = False  # first: a change from here on submits another write
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(self._value + "\n")
-            os.replace(tmp, self.path)
+            files.write_private(self.path, self._value + "\n")
         except OSError as e:
             log.error("cannot write %s: %s", self.path, e)
 

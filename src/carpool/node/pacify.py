@@ -10,11 +10,10 @@ state_dir on /run), so a real reboot loop is seen too.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-from .. import events
+from .. import events, files
 
 log = events.logger("carpool.pacify", events.Kind.DAEMON)
 WINDOW = 300.0
@@ -48,10 +47,8 @@ class StartRecord:
             return []
 
     def _write(self, path: Path, text: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        files.private_dir(self.dir)
+        files.write_private(path, text)
 
     def on_start(self, now: float | None = None) -> str:
         """Record this start; the reason the unit is pacified ('' if it is not)."""

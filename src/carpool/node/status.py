@@ -11,6 +11,7 @@ from typing import Any
 from ..config.ha import Config
 from . import findings
 from .advert import AdvertPaths
+from .control import Access
 from .driver import ElectionDriver
 from .holder import AddressHolder
 from .paths import Paths
@@ -27,6 +28,7 @@ class StatusParts:
     dataplanes: Any  # dataplane.dataplanes.Dataplanes
     doctor: Any  # node.doctor.DoctorAgent
     relay: Any  # node.relay.AdvertRelay
+    control: Access  # who may use the control socket; the refused peers' count
     pulse: Any = None  # node.watchdog.Pulse, once running
     rt_priority: int = 0
 
@@ -100,6 +102,7 @@ def unit_status(p: StatusParts) -> dict:
         "doctor": dict(p.doctor.counters),
         **p.holder.status(),
         "relay": p.relay.status(now),
+        "control": {"refused": p.control.refused},
     }
     warnings = findings.warnings(
         status, p.config.sync.partner_ha, p.doctor.recent_foreign(), time.time()

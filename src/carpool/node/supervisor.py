@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import files
 from ..config.ha import Config
 from . import fence, watchdog
 from .advert import bow_out_once, election_params
@@ -40,8 +41,9 @@ def _die_with_parent() -> None:
 
 def supervise(cfg: Config) -> int:
     state_dir = Path(cfg.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    # 0700, or 0710 with unit.control_group: its members reach the control socket in it
+    files.private_dir(state_dir, cfg.control_gid)
+    files.write_private(state_dir / "supervisor.pid", f"{os.getpid()}\n")
     params = election_params(cfg)
     timeout = watchdog.watchdog_timeout(params.master_down, params.advert_interval, cfg.watchdog)
     # Real-time too: it forwards SIGTERM (the bow-out) and cleans up after a dead worker, both
@@ -55,7 +57,7 @@ def supervise(cfg: Config) -> int:
         env={**os.environ, watchdog.ENV: str(pulse_w)},
     )
     os.close(pulse_w)
-    (state_dir / "daemon.pid").write_text(f"{worker.pid}\n")
+    files.write_private(state_dir / "daemon.pid", f"{worker.pid}\n")
 
     def forward(signum, _frame):
         try:
@@ -80,5 +82,5 @@ def supervise(cfg: Config) -> int:
     fence.darken()
     remove_shared_addresses(cfg)
     bow_out_once(cfg)
-    (state_dir / "state").write_text("init\n")
+    files.write_private(state_dir / "state", "init\n")
     return 1

@@ -60,6 +60,11 @@ class StatusCollector:
             for kind, n in sorted(counts.items()):
                 family.add_metric([kind], n)
             yield family
+        yield _counter(
+            "carpool_control_refused",
+            "control socket connections refused (neither root nor unit.control_group)",
+            s.get("control", {}).get("refused", 0),
+        )
         yield _gauge("carpool_demote", "failed HA checks (the demotion counter)", s["demote"])
         partner = GaugeMetricFamily(
             "carpool_partner_ping_ok",
