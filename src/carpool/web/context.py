@@ -7,12 +7,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request
 
 from .. import events
 from ..config.edit import Edit, Op
-from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
+from .auth import (
+    Blocked,
+    LoginLimiter,
+    Session,
+    Sessions,
+    csrf_ok,
+    parse_basic,
+    verify_password,
+)
 from .events import EventLog
 from .metrics import Metrics
 from .partner import PartnerView
@@ -21,6 +30,7 @@ log = events.logger("carpool.web", events.Kind.WEB)
 login_log = events.logger("carpool.web.login", events.Kind.LOGIN)
 COOKIE = "carpool_session"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+ATTEMPT_POLL = 0.02  # s between looks while an address's login attempts are all in flight
 
 
 class LoginRequired(Exception):
@@ -98,18 +108,33 @@ class WebContext:
     def users(self) -> dict[str, str]:
         return {u.name: u.password_hash for u in self.unit.document().user}
 
-    async def check_password(self, source: str, name: str, password: str) -> bool:
-        """Verify (in a thread: argon2 takes tens of ms the election loop must not lose);
-        counts failures per source address."""
-        users = self.users()
-        ok = await asyncio.to_thread(verify_password, users, name, password)
+    async def check_password(
+        self, source: str, name: str, password: str, known: Callable[[], bool] | None = None
+    ) -> bool:
+        """Verify a password with one of `source`'s login attempts, reserved before the hash is
+        computed: concurrent guesses from one address never have more passwords checked than
+        the limiter allows. While its attempts are all in flight, this waits for them (a
+        script's parallel first requests all get in); `known()` true (a Basic success seen
+        lately) skips the check. Raises Blocked while the address is refused, even with the
+        right password. The hash is computed in a thread: argon2 takes tens of ms the election
+        loop must not lose."""
+        while True:
+            wait = self.limiter.retry_after(source)
+            if wait:
+                raise Blocked(wait)
+            if known is not None and known():
+                return True
+            if self.limiter.reserve(source):
+                break
+            await asyncio.sleep(ATTEMPT_POLL)
+        ok = False
+        try:
+            ok = await asyncio.to_thread(verify_password, self.users(), name, password)
+        finally:
+            self.limiter.done(source, ok)  # cancelled: counted as a failure
         if not ok:
-            self.limiter.failed(source)
             login_log.warning("failed login for %r from %s", name[:32], source)
         return ok
-
-    def retry_after(self, source: str) -> float:
-        return self.limiter.retry_after(source)
 
     async def basic_user(self, request: Request, header: str) -> str | None:
         """The user of a valid HTTP Basic header (successes cached a minute: scripts poll)."""
@@ -119,15 +144,19 @@ class WebContext:
             return None
         name, password = creds
         key = (name, hashlib.sha256(password.encode()).hexdigest())
-        stored = self.users().get(name)
-        if self.retry_after(source):  # a blocked address waits, even with the right password
-            raise too_many(self.retry_after(source))
-        hit = self._basic_ok.get(key)
-        if hit and stored == hit[0] and hit[1] > time.monotonic():
-            return name
-        if not await self.check_password(source, name, password):
+
+        def known() -> bool:
+            hit = self._basic_ok.get(key)
+            return hit is not None and self.users().get(name) == hit[0] and hit[1] > time.monotonic()
+
+        try:
+            ok = await self.check_password(source, name, password, known)
+        except Blocked as e:
+            raise too_many(e.retry_after) from None
+        if not ok:
             return None
-        if stored is not None:  # (always: the password was checked against it)
+        stored = self.users().get(name)
+        if stored is not None and not known():
             if len(self._basic_ok) > 1000:
                 self._basic_ok.clear()
             self._basic_ok[key] = (stored, time.monotonic() + 60)

@@ -25,7 +25,7 @@ from ..config.edit import (
     SetKey,
     error_of,
 )
-from .auth import Session, csrf_ok
+from .auth import Blocked, Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_session, source_of
 from .events import KINDS, when
 from .forms import FormErrors, servers_text, vs_from_form, vs_problems
@@ -79,17 +79,19 @@ def router() -> APIRouter:
         form = await request.form()
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         source = source_of(request)
-        wait = ctx.retry_after(source)
-        if wait:
+        try:
+            ok = await ctx.check_password(source, name, password)
+        except Blocked as e:
             return await render(
                 request,
                 "login.html",
                 None,
                 429,
                 username=name,
-                error=f"Too many failed logins from {source}: try again in {int(wait) + 1} s.",
+                error=f"Too many failed logins from {source}: "
+                f"try again in {int(e.retry_after) + 1} s.",
             )
-        if not await ctx.check_password(source, name, password):
+        if not ok:
             return await render(
                 request,
                 "login.html",
