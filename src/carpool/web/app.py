@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from . import api, pages
 from .context import LoginRequired, WebContext, api_user
+from .limits import BodyLimit
 
 try:
     __version__ = version("carpool")
@@ -39,6 +40,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    # no body is read before it; the security headers (added later: outside it) reach its answers
+    app.add_middleware(BodyLimit, large_allowed=ctx.may_send_large)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fastapi import HTTPException, Request
 
 from .. import events
+from ..config.document import USER_ROLES, UserRole
 from ..config.edit import Edit, Op
 from .auth import (
     Blocked,
@@ -147,7 +148,9 @@ class WebContext:
 
         def known() -> bool:
             hit = self._basic_ok.get(key)
-            return hit is not None and self.users().get(name) == hit[0] and hit[1] > time.monotonic()
+            return (
+                hit is not None and self.users().get(name) == hit[0] and hit[1] > time.monotonic()
+            )
 
         try:
             ok = await self.check_password(source, name, password, known)
@@ -161,6 +164,28 @@ class WebContext:
                 self._basic_ok.clear()
             self._basic_ok[key] = (stored, time.monotonic() + 60)
         return name
+
+    async def may_send_large(self, request: Request) -> bool:
+        """Whether a request may carry a body over the small limit (web/limits.py): a change
+        by an admin, by session or HTTP Basic, judged from the headers only."""
+        if request.method not in UNSAFE:
+            return False
+        header = request.headers.get("authorization")
+        if header:
+            user = await self.basic_user(request, header)
+        else:
+            session = self.session(request)
+            user = session.user if session else None
+        return user is not None and self.may(user, "admin")
+
+    # -- roles -----------------------------------------------------------------------------
+    def role_of(self, user: str) -> UserRole | None:
+        return next((u.role for u in self.unit.document().user if u.name == user), None)
+
+    def may(self, user: str, role: UserRole) -> bool:
+        """Whether `user` may do what `role` may (admin > operator > viewer)."""
+        have = self.role_of(user)
+        return have is not None and USER_ROLES.index(have) >= USER_ROLES.index(role)
 
     def session(self, request: Request) -> Session | None:
         session = self.sessions.get(request.cookies.get(COOKIE))
