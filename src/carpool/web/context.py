@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from .. import events
 from ..config.document import USER_ROLES, UserRole
@@ -209,13 +209,42 @@ def too_many(seconds: float) -> HTTPException:
     )
 
 
+def cross_site(request: Request) -> bool:
+    """A change a browser says another site's page made (Sec-Fetch-Site)."""
+    return request.method in UNSAFE and request.headers.get("sec-fetch-site") == "cross-site"
+
+
+def not_simple(request: Request) -> bool:
+    """Whether a POST is one another site's page cannot make without the browser asking this
+    unit first (a CORS preflight, never granted): a header of its own, or a JSON body. A plain
+    form or a text/plain fetch is simple, and a browser adds the Basic credentials it has
+    cached for this unit to it. (PUT, PATCH and DELETE are never simple: a page of another
+    site cannot send them without that preflight, so `curl -X DELETE -u ...` needs nothing.)"""
+    if request.headers.get("x-requested-with") or request.headers.get("x-csrf-token"):
+        return True
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def api_user(request: Request) -> str:
-    """Dependency of every API route: the session (CSRF token on changes) or HTTP Basic."""
+    """Dependency of every API route: the session (CSRF token on changes) or HTTP Basic (a POST
+    must be one no other site's page can make: JSON, or X-Requested-With); a change a browser
+    marks cross-site is refused either way."""
     ctx: WebContext = request.app.state.ctx
+    if cross_site(request):
+        raise HTTPException(403, "a change from another site's page is refused")
     header = request.headers.get("authorization")
     if header:
         user = await ctx.basic_user(request, header)
         if user:
+            if request.method == "POST" and not not_simple(request):
+                raise HTTPException(
+                    403,
+                    "a POST with HTTP Basic needs a JSON body (Content-Type: "
+                    "application/json) or an X-Requested-With header",
+                )
             return user
     else:
         session = ctx.session(request)
@@ -236,9 +265,43 @@ async def api_user(request: Request) -> str:
     )
 
 
+def api_role(role: UserRole) -> Callable[..., Awaitable[str]]:
+    """Dependency of an API route that needs `role` (or a stronger one): the user, else 403."""
+
+    async def user_with_role(request: Request, user: str = Depends(api_user)) -> str:
+        ctx: WebContext = request.app.state.ctx
+        if not ctx.may(user, role):
+            raise HTTPException(403, f"{user} is {ctx.role_of(user)}: this needs the {role} role")
+        return user
+
+    return user_with_role
+
+
+viewer, operator, admin = api_role("viewer"), api_role("operator"), api_role("admin")
+
+
+class Forbidden(Exception):
+    """A page's action needs a stronger role than the session's user has."""
+
+    def __init__(self, user: str, role: str | None, needs: str):
+        super().__init__(f"{user} is {role}: this needs the {needs} role")
+
+
 def page_session(request: Request) -> Session:
     """Dependency of every page: the browser session, else off to the login page."""
     session = request.app.state.ctx.session(request)
     if session is None:
         raise LoginRequired()
     return session
+
+
+def page_role(role: UserRole) -> Callable[..., Session]:
+    """Dependency of a page's action that needs `role`: the session, else Forbidden (403)."""
+
+    def session_with_role(request: Request, session: Session = Depends(page_session)) -> Session:
+        ctx: WebContext = request.app.state.ctx
+        if not ctx.may(session.user, role):
+            raise Forbidden(session.user, ctx.role_of(session.user), role)
+        return session
+
+    return session_with_role
