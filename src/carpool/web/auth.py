@@ -166,10 +166,6 @@ class LoginLimiter:
         self._pending[source] = self._pending.get(source, 0) + 1
         return True
 
-    def pending(self, source: str) -> int:
-        """Attempts of `source` reserved and not yet done."""
-        return self._pending.get(source, 0)
-
     def done(self, source: str, ok: bool) -> None:
         """A reserved attempt's outcome: a success gives the attempt back, a failure stays."""
         left = self._pending.get(source, 0) - 1
