@@ -41,7 +41,7 @@ def test_https_with_the_self_signed_certificate_made_at_first_start(lab, pair):
         assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert.read_text())
 
 
-def test_no_or_wrong_credentials_get_401_and_the_openapi_document_is_public(lab, pair):
+def test_no_or_wrong_credentials_get_401_and_the_openapi_document_needs_a_login(lab, pair):
     with client(pair, auth=None) as c:
         r = c.get("/api/v1/status")
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
@@ -49,7 +49,8 @@ def test_no_or_wrong_credentials_get_401_and_the_openapi_document_is_public(lab,
         assert c.get("/api/v1/status", auth=("admin", "wrong")).status_code == 401
         assert c.get("/api/v1/status", auth=("nobody", "carpool-lab")).status_code == 401
         assert c.get("/api/v1/status", auth=AUTH).json()["state"] == "master"
-        spec = c.get("/api/openapi.json").json()
+        assert c.get("/api/openapi.json").status_code == 401
+        spec = c.get("/api/openapi.json", auth=AUTH).json()
         for path in (
             "/api/v1/status",
             "/api/v1/config",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from carpool.config.document import parse_document
 from carpool.config.store import Store
 from carpool.node.configd import ConfigControl
+from carpool.node.view import UnitView
 
 DOC = {
     "interface": [
@@ -62,3 +63,48 @@ class Unit:
     @property
     def version(self) -> int:
         return self.store.current.record.version
+
+
+def unit_view(unit: Unit, **overrides) -> UnitView:
+    """The view the web layer gets of the unit (node/view.py), around a real store and the
+    daemon's config handlers; what these tests do not reach is refused loudly (`overrides`
+    replace any of its parts)."""
+    cfg = SimpleNamespace(
+        role="first",
+        secret=b"unit-test-secret",
+        web=SimpleNamespace(port=443),
+        web_bind="198.18.0.11",
+        partner_url="https://198.18.0.12/",
+        initial_wait=0.0,
+    )
+    config = unit.config
+
+    def status(_request: dict | None = None) -> dict:
+        return {"role": "first", "state": "master" if unit.active else "backup"}
+
+    def unused(*_args):
+        raise AssertionError("not part of these tests")
+
+    parts = dict(
+        config=lambda: cfg,
+        status=status,
+        ha_state=lambda: "master" if unit.active else "backup",
+        version=lambda: config.store.current.record.key,
+        document=lambda: config.store.current.document,
+        handlers=lambda: {"status": status, **config.handlers()},
+        failover=unused,
+        doctor=unused,
+        servers=lambda: [],
+        dataplane_counters=unused,
+        paths=unused,
+        advert_paths=unused,
+        now=unused,
+        held=unused,
+        is_partner=unused,
+        send_probe=unused,
+        partner_ha=unused,
+        sync_port=unused,
+        probe_sync=unused,
+        ask_doctor=unused,
+    )
+    return UnitView(**{**parts, **overrides})

@@ -4,15 +4,13 @@ HTTP statuses by one table (404 not found, 409 exists/conflict/standby, 422 inva
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import pytest
-from edits import DOC, Unit
+from edits import DOC, Unit, unit_view
 from fastapi.testclient import TestClient
 
 from carpool.config import edit as E
 from carpool.config.document import Problem
-from carpool.node.view import UnitView
 from carpool.web import api
 from carpool.web.app import create_app
 from carpool.web.auth import hash_password
@@ -26,49 +24,6 @@ VS = {
     "port": 9000,
     "real_server": [{"address": "198.18.2.101", "port": 80}],
 }
-
-
-def unit_view(unit: Unit) -> UnitView:
-    """The view the web layer gets of the unit (node/view.py), around a real store and the
-    daemon's config handlers; what these tests do not reach is refused loudly."""
-    cfg = SimpleNamespace(
-        role="first",
-        secret=b"unit-test-secret",
-        web=SimpleNamespace(port=443),
-        web_bind="198.18.0.11",
-        partner_url="https://198.18.0.12/",
-        initial_wait=0.0,
-    )
-    config = unit.config
-
-    def status(_request: dict | None = None) -> dict:
-        return {"role": "first", "state": "master" if unit.active else "backup"}
-
-    def unused(*_args):
-        raise AssertionError("not part of these tests")
-
-    return UnitView(
-        config=lambda: cfg,
-        status=status,
-        ha_state=lambda: "master" if unit.active else "backup",
-        version=lambda: config.store.current.record.key,
-        document=lambda: config.store.current.document,
-        handlers=lambda: {"status": status, **config.handlers()},
-        failover=unused,
-        doctor=unused,
-        servers=lambda: [],
-        dataplane_counters=unused,
-        paths=unused,
-        advert_paths=unused,
-        now=unused,
-        held=unused,
-        is_partner=unused,
-        send_probe=unused,
-        partner_ha=unused,
-        sync_port=unused,
-        probe_sync=unused,
-        ask_doctor=unused,
-    )
 
 
 @pytest.fixture

@@ -15,7 +15,16 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 ROLES = ("first", "second")
@@ -211,9 +220,30 @@ class VirtualService(_Model):
         return self
 
 
+UserRole = Literal["viewer", "operator", "admin"]
+USER_ROLES: tuple[UserRole, ...] = ("viewer", "operator", "admin")  # each may what those before may
+
+
 class User(_Model):
+    """A WUI/API user. `role`: admin (everything), operator (also failover and enabling or
+    disabling real servers), viewer (reading and /metrics)."""
+
     name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
     password_hash: str = Field(min_length=1)
+    role: UserRole = "admin"
+
+    @model_serializer(mode="wrap")
+    def _admin_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An admin's role is left out: a document written before roles keeps its canonical
+        # form, so its hash (the store's check, the partner's sync) stays the same.
+        data: dict[str, Any] = handler(self)
+        if self.role == "admin":
+            data.pop("role", None)
+        return data
+
+    def may(self, role: UserRole) -> bool:
+        """Whether this user may do what `role` may."""
+        return USER_ROLES.index(self.role) >= USER_ROLES.index(role)
 
 
 class Document(_Model):

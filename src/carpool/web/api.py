@@ -2,7 +2,14 @@
 of config/edit.py that the daemon applies: the same validation, history and sync as `carpool
 config`. A change may name the version it was made against (`?expect_version=N`).
 
-Errors: 401 no or wrong credentials, 403 missing CSRF token (browser sessions), 429 too many
+Who may: a viewer reads (and /metrics), an operator also fails over and enables or disables real
+servers, an admin does everything (and alone reads the document, which holds the password
+hashes). A POST by HTTP Basic is JSON or carries X-Requested-With (so no other site's page can
+make one with a browser's cached credentials; PUT, PATCH, DELETE it cannot make anyway).
+
+Errors: 401 no or wrong credentials, 403 missing CSRF token (browser sessions), a change by
+Basic POST that is neither JSON nor X-Requested-With, a change from another site (Sec-Fetch-Site),
+or a role too weak; 413 a body over 64 KiB (8 MiB for an admin's change); 429 too many
 failed logins, and the daemon's typed refusals by STATUS: 404 no such thing, 409 this unit is the
 standby (the answer names the active unit), the thing exists already, or the configuration
 changed since expect_version; 422 invalid input with the field named; 400 anything else."""
@@ -29,11 +36,12 @@ from ..config.edit import (
     ReplaceRealServer,
     ReplaceVirtualService,
     SetKey,
+    SetRealServer,
     Standby,
     error_of,
 )
 from .auth import peer_token_ok
-from .context import WebContext, api_user
+from .context import WebContext, admin, operator, viewer
 from .partner import PEER_HEADER
 
 VsBody = Annotated[VirtualService, BeforeValidator(_lists_to_tuples)]
@@ -122,7 +130,8 @@ def answer_or_raise(ctx: WebContext, answer: dict) -> dict:
 
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
-    auth = [Depends(api_user)]
+    # who may: viewer (reading), operator (also failover, real servers on and off), admin (all)
+    read = [Depends(viewer)]
 
     def ctx_of(request: Request) -> WebContext:
         return request.app.state.ctx
@@ -142,15 +151,15 @@ def router() -> APIRouter:
         return [s for s in servers if s["service"] == vs["name"]]
 
     # -- status ----------------------------------------------------------------------------
-    @api.get("/status", dependencies=auth, summary="This unit's HA status (as `carpool status`)")
+    @api.get("/status", dependencies=read, summary="This unit's HA status (as `carpool status`)")
     async def status(request: Request) -> dict:
         return ctx_of(request).status()
 
-    @api.get("/pair", dependencies=auth, summary="Both units: role, icon, status, WUI address")
+    @api.get("/pair", dependencies=read, summary="Both units: role, icon, status, WUI address")
     async def pair(request: Request) -> list[dict]:
         return await ctx_of(request).pair()
 
-    @api.get("/events", dependencies=auth, summary="Event log: transitions, sync, health, logins")
+    @api.get("/events", dependencies=read, summary="Event log: transitions, sync, health, logins")
     async def events(
         request: Request,
         kind: str | None = None,
@@ -161,7 +170,7 @@ def router() -> APIRouter:
 
     @api.post("/failover", summary="Force failover: the active unit steps down gracefully")
     async def failover(
-        request: Request, body: Failover | None = None, user: str = Depends(api_user)
+        request: Request, body: Failover | None = None, user: str = Depends(operator)
     ) -> dict:
         ctx = ctx_of(request)
         answer = await ctx.failover(f"api ({user})")
@@ -171,7 +180,7 @@ def router() -> APIRouter:
 
     @api.get(
         "/doctor",
-        dependencies=auth,
+        dependencies=[Depends(operator)],
         summary="Run carpool doctor: every HA prerequisite checked with the partner",
     )
     async def doctor(request: Request) -> dict:
@@ -179,14 +188,16 @@ def router() -> APIRouter:
         return {"checks": answer["checks"], "ok": all(c["ok"] for c in answer["checks"])}
 
     # -- configuration ---------------------------------------------------------------------
-    @api.get("/config", dependencies=auth, summary="The current version and document")
+    @api.get(
+        "/config",
+        dependencies=[Depends(admin)],
+        summary="The current version and document (admin: it holds the password hashes)",
+    )
     async def config_show(request: Request) -> dict:
         return await ctx_of(request).call("config.show")
 
     @api.put("/config", summary="Replace the whole document (a new version)")
-    async def config_apply(
-        request: Request, body: ConfigApply, user: str = Depends(api_user)
-    ) -> dict:
+    async def config_apply(request: Request, body: ConfigApply, user: str = Depends(admin)) -> dict:
         ctx = ctx_of(request)
         return answer_or_raise(
             ctx,
@@ -200,37 +211,39 @@ def router() -> APIRouter:
         request: Request,
         body: ConfigSet,
         expect_version: Expect = None,
-        user: str = Depends(api_user),
+        user: str = Depends(admin),
     ) -> dict:
         return await edit(request, user, SetKey(body.key, body.value), expect=expect_version)
 
-    @api.get("/config/history", dependencies=auth, summary="Kept versions, conflicts marked")
+    @api.get("/config/history", dependencies=read, summary="Kept versions, conflicts marked")
     async def config_history(request: Request) -> dict:
         return await ctx_of(request).call("config.history")
 
-    @api.get("/config/diff", dependencies=auth, summary="Changes between two versions")
+    @api.get(
+        "/config/diff",
+        dependencies=[Depends(admin)],
+        summary="Changes between two versions (admin: they may show password hashes)",
+    )
     async def config_diff(request: Request, a: str | None = None, b: str | None = None) -> dict:
         ctx = ctx_of(request)
         return answer_or_raise(ctx, await ctx.call("config.diff", a=a, b=b))
 
     @api.post("/config/rollback", summary="Make an old version current again (a new version)")
-    async def config_rollback(
-        request: Request, body: Rollback, user: str = Depends(api_user)
-    ) -> dict:
+    async def config_rollback(request: Request, body: Rollback, user: str = Depends(admin)) -> dict:
         ctx = ctx_of(request)
         return answer_or_raise(
             ctx, await ctx.call("config.rollback", version=body.version, who=f"api ({user})")
         )
 
     # -- virtual services ------------------------------------------------------------------
-    @api.get("/virtual-services", dependencies=auth, summary="Services with real-server health")
+    @api.get("/virtual-services", dependencies=read, summary="Services with real-server health")
     async def vs_list(request: Request) -> list[dict]:
         ctx = ctx_of(request)
         return [
             {**vs, "health": health_of(ctx, vs)} for vs in ctx.document().get("virtual_service", [])
         ]
 
-    @api.get("/virtual-services/{name}", dependencies=auth)
+    @api.get("/virtual-services/{name}", dependencies=read)
     async def vs_get(request: Request, name: str) -> dict:
         ctx = ctx_of(request)
         vs = find(ctx.document(), name)
@@ -238,7 +251,7 @@ def router() -> APIRouter:
 
     @api.post("/virtual-services", status_code=201, summary="Add a virtual service")
     async def vs_add(
-        request: Request, body: VsBody, expect_version: Expect = None, user: str = Depends(api_user)
+        request: Request, body: VsBody, expect_version: Expect = None, user: str = Depends(admin)
     ) -> dict:
         return await edit(
             request, user, AddVirtualService(body.model_dump(mode="json")), expect=expect_version
@@ -250,7 +263,7 @@ def router() -> APIRouter:
         name: str,
         body: VsBody,
         expect_version: Expect = None,
-        user: str = Depends(api_user),
+        user: str = Depends(admin),
     ) -> dict:
         return await edit(
             request,
@@ -261,11 +274,11 @@ def router() -> APIRouter:
 
     @api.delete("/virtual-services/{name}", summary="Remove a virtual service")
     async def vs_delete(
-        request: Request, name: str, expect_version: Expect = None, user: str = Depends(api_user)
+        request: Request, name: str, expect_version: Expect = None, user: str = Depends(admin)
     ) -> dict:
         return await edit(request, user, RemoveVirtualService(name), expect=expect_version)
 
-    @api.get("/virtual-services/{name}/real-servers", dependencies=auth)
+    @api.get("/virtual-services/{name}/real-servers", dependencies=read)
     async def rs_list(request: Request, name: str) -> list[dict]:
         ctx = ctx_of(request)
         vs = find(ctx.document(), name)
@@ -280,7 +293,7 @@ def router() -> APIRouter:
         name: str,
         body: RsBody,
         expect_version: Expect = None,
-        user: str = Depends(api_user),
+        user: str = Depends(admin),
     ) -> dict:
         return await edit(
             request, user, AddRealServer(name, body.model_dump(mode="json")), expect=expect_version
@@ -297,7 +310,7 @@ def router() -> APIRouter:
         port: int,
         body: RsBody,
         expect_version: Expect = None,
-        user: str = Depends(api_user),
+        user: str = Depends(admin),
     ) -> dict:
         op = ReplaceRealServer(name, address, port, body.model_dump(mode="json"))
         return await edit(request, user, op, expect=expect_version)
@@ -311,11 +324,32 @@ def router() -> APIRouter:
         address: str,
         port: int,
         expect_version: Expect = None,
-        user: str = Depends(api_user),
+        user: str = Depends(admin),
     ) -> dict:
         return await edit(
             request, user, RemoveRealServer(name, address, port), expect=expect_version
         )
+
+    async def switch(request: Request, name: str, address: str, port: int, user: str, on: bool):
+        return await edit(request, user, SetRealServer(name, address, port, "enabled", on))
+
+    @api.post(
+        "/virtual-services/{name}/real-servers/{address}/{port}/enable",
+        summary="Put a real server back in service (operator)",
+    )
+    async def rs_enable(
+        request: Request, name: str, address: str, port: int, user: str = Depends(operator)
+    ) -> dict:
+        return await switch(request, name, address, port, user, True)
+
+    @api.post(
+        "/virtual-services/{name}/real-servers/{address}/{port}/disable",
+        summary="Take a real server out of service (operator)",
+    )
+    async def rs_disable(
+        request: Request, name: str, address: str, port: int, user: str = Depends(operator)
+    ) -> dict:
+        return await switch(request, name, address, port, user, False)
 
     # -- between the units -----------------------------------------------------------------
     @api.get("/peer/status", include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from . import api, pages
-from .context import LoginRequired, WebContext, api_user
+from .context import Forbidden, LoginRequired, WebContext, viewer
+from .limits import BodyLimit
 
 try:
     __version__ = version("carpool")
@@ -32,13 +34,16 @@ def create_app(ctx: WebContext) -> FastAPI:
     app = FastAPI(
         title="carpool",
         version=__version__,
-        description="REST API of one carpool unit. Scripts: HTTP Basic. Changes are "
-        "made on the active unit (409 on the standby names it).",
-        openapi_url="/api/openapi.json",
+        description="REST API of one carpool unit. Scripts: HTTP Basic; a POST is sent as "
+        "JSON or with an X-Requested-With header. Changes are made on the active unit (409 on "
+        "the standby names it).",
+        openapi_url=None,  # served below, behind the login
         docs_url=None,
         redoc_url=None,
     )
     app.state.ctx = ctx
+    # no body is read before it; the security headers (added later: outside it) reach its answers
+    app.add_middleware(BodyLimit, large_allowed=ctx.may_send_large)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -66,8 +71,16 @@ def create_app(ctx: WebContext) -> FastAPI:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden):
+        return HTMLResponse(f"<h1>Refused</h1><p>{html.escape(str(exc))}.</p>", status_code=403)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi(_user: str = Depends(viewer)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics(request: Request, _user: str = Depends(api_user)) -> Response:
+    async def metrics(request: Request, _user: str = Depends(viewer)) -> Response:
         nft, stats = await ctx.unit.dataplane_counters()
         body = ctx.metrics.render(ctx.status(), nft, stats)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

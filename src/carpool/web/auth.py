@@ -117,16 +117,29 @@ def csrf_ok(session: Session, token: str | None) -> bool:
     return hmac.compare_digest(session.csrf, token)
 
 
+class Blocked(Exception):
+    """This address has no login attempt left for `retry_after` seconds."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"too many failed logins; try again in {int(retry_after) + 1} s")
+        self.retry_after = retry_after
+
+
 @dataclass
 class LoginLimiter:
     """At most `failures` failed logins per source address within `window` seconds; then that
     address is refused until the oldest failure ages out. A success does not reset the count
-    (it would let a guesser who knows one password go on guessing others)."""
+    (it would let a guesser who knows one password go on guessing others).
+
+    An attempt is reserved before its password is hashed (`reserve`) and counts as a failure
+    until it is known to be one or not (`done`): concurrent guesses from one address can never
+    have more than `failures` passwords checked."""
 
     failures: int = 5
     window: float = 60.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[str, collections.deque] = field(default_factory=dict)
+    _pending: dict[str, int] = field(default_factory=dict)
 
     def _recent(self, source: str) -> collections.deque:
         now = self.clock()
@@ -138,11 +151,30 @@ class LoginLimiter:
         return seen
 
     def retry_after(self, source: str) -> float:
-        """0 if `source` may try now, else seconds until it may."""
+        """0 if `source` is not refused now (its attempts may all be in flight, though), else
+        seconds until it may try again."""
         seen = self._recent(source)
         if len(seen) < self.failures:
             return 0.0
         return max(0.0, seen[0] + self.window - self.clock())
+
+    def reserve(self, source: str) -> bool:
+        """One attempt for `source`, counted now; False when its failures and the attempts
+        in flight use up the limit (wait for those, or see retry_after)."""
+        if len(self._recent(source)) + self._pending.get(source, 0) >= self.failures:
+            return False
+        self._pending[source] = self._pending.get(source, 0) + 1
+        return True
+
+    def done(self, source: str, ok: bool) -> None:
+        """A reserved attempt's outcome: a success gives the attempt back, a failure stays."""
+        left = self._pending.get(source, 0) - 1
+        if left > 0:
+            self._pending[source] = left
+        else:
+            self._pending.pop(source, None)
+        if not ok:
+            self.failed(source)
 
     def failed(self, source: str) -> None:
         self._recent(source)

@@ -7,12 +7,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from .. import events
+from ..config.document import USER_ROLES, UserRole
 from ..config.edit import Edit, Op
-from .auth import LoginLimiter, Session, Sessions, csrf_ok, parse_basic, verify_password
+from .auth import (
+    Blocked,
+    LoginLimiter,
+    Session,
+    Sessions,
+    csrf_ok,
+    parse_basic,
+    verify_password,
+)
 from .events import EventLog
 from .metrics import Metrics
 from .partner import PartnerView
@@ -21,6 +31,7 @@ log = events.logger("carpool.web", events.Kind.WEB)
 login_log = events.logger("carpool.web.login", events.Kind.LOGIN)
 COOKIE = "carpool_session"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+ATTEMPT_POLL = 0.02  # s between looks while an address's login attempts are all in flight
 
 
 class LoginRequired(Exception):
@@ -98,18 +109,33 @@ class WebContext:
     def users(self) -> dict[str, str]:
         return {u.name: u.password_hash for u in self.unit.document().user}
 
-    async def check_password(self, source: str, name: str, password: str) -> bool:
-        """Verify (in a thread: argon2 takes tens of ms the election loop must not lose);
-        counts failures per source address."""
-        users = self.users()
-        ok = await asyncio.to_thread(verify_password, users, name, password)
+    async def check_password(
+        self, source: str, name: str, password: str, known: Callable[[], bool] | None = None
+    ) -> bool:
+        """Verify a password with one of `source`'s login attempts, reserved before the hash is
+        computed: concurrent guesses from one address never have more passwords checked than
+        the limiter allows. While its attempts are all in flight, this waits for them (a
+        script's parallel first requests all get in); `known()` true (a Basic success seen
+        lately) skips the check. Raises Blocked while the address is refused, even with the
+        right password. The hash is computed in a thread: argon2 takes tens of ms the election
+        loop must not lose."""
+        while True:
+            wait = self.limiter.retry_after(source)
+            if wait:
+                raise Blocked(wait)
+            if known is not None and known():
+                return True
+            if self.limiter.reserve(source):
+                break
+            await asyncio.sleep(ATTEMPT_POLL)
+        ok = False
+        try:
+            ok = await asyncio.to_thread(verify_password, self.users(), name, password)
+        finally:
+            self.limiter.done(source, ok)  # cancelled: counted as a failure
         if not ok:
-            self.limiter.failed(source)
             login_log.warning("failed login for %r from %s", name[:32], source)
         return ok
-
-    def retry_after(self, source: str) -> float:
-        return self.limiter.retry_after(source)
 
     async def basic_user(self, request: Request, header: str) -> str | None:
         """The user of a valid HTTP Basic header (successes cached a minute: scripts poll)."""
@@ -119,19 +145,47 @@ class WebContext:
             return None
         name, password = creds
         key = (name, hashlib.sha256(password.encode()).hexdigest())
-        stored = self.users().get(name)
-        if self.retry_after(source):  # a blocked address waits, even with the right password
-            raise too_many(self.retry_after(source))
-        hit = self._basic_ok.get(key)
-        if hit and stored == hit[0] and hit[1] > time.monotonic():
-            return name
-        if not await self.check_password(source, name, password):
+
+        def known() -> bool:
+            hit = self._basic_ok.get(key)
+            return (
+                hit is not None and self.users().get(name) == hit[0] and hit[1] > time.monotonic()
+            )
+
+        try:
+            ok = await self.check_password(source, name, password, known)
+        except Blocked as e:
+            raise too_many(e.retry_after) from None
+        if not ok:
             return None
-        if stored is not None:  # (always: the password was checked against it)
+        stored = self.users().get(name)
+        if stored is not None and not known():
             if len(self._basic_ok) > 1000:
                 self._basic_ok.clear()
             self._basic_ok[key] = (stored, time.monotonic() + 60)
         return name
+
+    async def may_send_large(self, request: Request) -> bool:
+        """Whether a request may carry a body over the small limit (web/limits.py): a change
+        by an admin, by session or HTTP Basic, judged from the headers only."""
+        if request.method not in UNSAFE:
+            return False
+        header = request.headers.get("authorization")
+        if header:
+            user = await self.basic_user(request, header)
+        else:
+            session = self.session(request)
+            user = session.user if session else None
+        return user is not None and self.may(user, "admin")
+
+    # -- roles -----------------------------------------------------------------------------
+    def role_of(self, user: str) -> UserRole | None:
+        return next((u.role for u in self.unit.document().user if u.name == user), None)
+
+    def may(self, user: str, role: UserRole) -> bool:
+        """Whether `user` may do what `role` may (admin > operator > viewer)."""
+        have = self.role_of(user)
+        return have is not None and USER_ROLES.index(have) >= USER_ROLES.index(role)
 
     def session(self, request: Request) -> Session | None:
         session = self.sessions.get(request.cookies.get(COOKIE))
@@ -155,13 +209,42 @@ def too_many(seconds: float) -> HTTPException:
     )
 
 
+def cross_site(request: Request) -> bool:
+    """A change a browser says another site's page made (Sec-Fetch-Site)."""
+    return request.method in UNSAFE and request.headers.get("sec-fetch-site") == "cross-site"
+
+
+def not_simple(request: Request) -> bool:
+    """Whether a POST is one another site's page cannot make without the browser asking this
+    unit first (a CORS preflight, never granted): a header of its own, or a JSON body. A plain
+    form or a text/plain fetch is simple, and a browser adds the Basic credentials it has
+    cached for this unit to it. (PUT, PATCH and DELETE are never simple: a page of another
+    site cannot send them without that preflight, so `curl -X DELETE -u ...` needs nothing.)"""
+    if request.headers.get("x-requested-with") or request.headers.get("x-csrf-token"):
+        return True
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def api_user(request: Request) -> str:
-    """Dependency of every API route: the session (CSRF token on changes) or HTTP Basic."""
+    """Dependency of every API route: the session (CSRF token on changes) or HTTP Basic (a POST
+    must be one no other site's page can make: JSON, or X-Requested-With); a change a browser
+    marks cross-site is refused either way."""
     ctx: WebContext = request.app.state.ctx
+    if cross_site(request):
+        raise HTTPException(403, "a change from another site's page is refused")
     header = request.headers.get("authorization")
     if header:
         user = await ctx.basic_user(request, header)
         if user:
+            if request.method == "POST" and not not_simple(request):
+                raise HTTPException(
+                    403,
+                    "a POST with HTTP Basic needs a JSON body (Content-Type: "
+                    "application/json) or an X-Requested-With header",
+                )
             return user
     else:
         session = ctx.session(request)
@@ -182,9 +265,43 @@ async def api_user(request: Request) -> str:
     )
 
 
+def api_role(role: UserRole) -> Callable[..., Awaitable[str]]:
+    """Dependency of an API route that needs `role` (or a stronger one): the user, else 403."""
+
+    async def user_with_role(request: Request, user: str = Depends(api_user)) -> str:
+        ctx: WebContext = request.app.state.ctx
+        if not ctx.may(user, role):
+            raise HTTPException(403, f"{user} is {ctx.role_of(user)}: this needs the {role} role")
+        return user
+
+    return user_with_role
+
+
+viewer, operator, admin = api_role("viewer"), api_role("operator"), api_role("admin")
+
+
+class Forbidden(Exception):
+    """A page's action needs a stronger role than the session's user has."""
+
+    def __init__(self, user: str, role: str | None, needs: str):
+        super().__init__(f"{user} is {role}: this needs the {needs} role")
+
+
 def page_session(request: Request) -> Session:
     """Dependency of every page: the browser session, else off to the login page."""
     session = request.app.state.ctx.session(request)
     if session is None:
         raise LoginRequired()
     return session
+
+
+def page_role(role: UserRole) -> Callable[..., Session]:
+    """Dependency of a page's action that needs `role`: the session, else Forbidden (403)."""
+
+    def session_with_role(request: Request, session: Session = Depends(page_session)) -> Session:
+        ctx: WebContext = request.app.state.ctx
+        if not ctx.may(session.user, role):
+            raise Forbidden(session.user, ctx.role_of(session.user), role)
+        return session
+
+    return session_with_role

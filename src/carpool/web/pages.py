@@ -25,8 +25,8 @@ from ..config.edit import (
     SetKey,
     error_of,
 )
-from .auth import Session, csrf_ok
-from .context import COOKIE, WebContext, login_log, page_session, source_of
+from .auth import Blocked, Session, csrf_ok
+from .context import COOKIE, WebContext, login_log, page_role, page_session, source_of
 from .events import KINDS, when
 from .forms import FormErrors, servers_text, vs_from_form, vs_problems
 from .view import ICONS, active_url
@@ -43,6 +43,8 @@ def router() -> APIRouter:
     def ctx_of(request: Request) -> WebContext:
         return request.app.state.ctx
 
+    editor, operator = page_role("admin"), page_role("operator")
+
     async def render(
         request: Request, name: str, session: Session | None, status_code=200, **data
     ) -> HTMLResponse:
@@ -56,6 +58,9 @@ def router() -> APIRouter:
             own=ctx.own_url,
             role=ctx.cfg.role,
             readonly=not ctx.is_active(),
+            may_edit=ctx.is_active() and session is not None and ctx.may(session.user, "admin"),
+            may_operate=session is not None and ctx.may(session.user, "operator"),
+            user_role=ctx.role_of(session.user) if session else None,
             active_url=active if active != ctx.own_url else None,
             icons=ICONS,
         )
@@ -79,17 +84,19 @@ def router() -> APIRouter:
         form = await request.form()
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         source = source_of(request)
-        wait = ctx.retry_after(source)
-        if wait:
+        try:
+            ok = await ctx.check_password(source, name, password)
+        except Blocked as e:
             return await render(
                 request,
                 "login.html",
                 None,
                 429,
                 username=name,
-                error=f"Too many failed logins from {source}: try again in {int(wait) + 1} s.",
+                error=f"Too many failed logins from {source}: "
+                f"try again in {int(e.retry_after) + 1} s.",
             )
-        if not await ctx.check_password(source, name, password):
+        if not ok:
             return await render(
                 request,
                 "login.html",
@@ -220,15 +227,15 @@ def router() -> APIRouter:
         )
 
     @pages.post("/services/new", response_class=HTMLResponse)
-    async def vs_create(request: Request, session: Session = Depends(page_session)):
+    async def vs_create(request: Request, session: Session = Depends(editor)):
         return await save_vs(request, session, None)
 
     @pages.post("/services/{name}/edit", response_class=HTMLResponse)
-    async def vs_update(request: Request, name: str, session: Session = Depends(page_session)):
+    async def vs_update(request: Request, name: str, session: Session = Depends(editor)):
         return await save_vs(request, session, name)
 
     @pages.post("/services/{name}/delete", response_class=HTMLResponse)
-    async def vs_delete(request: Request, name: str, session: Session = Depends(page_session)):
+    async def vs_delete(request: Request, name: str, session: Session = Depends(editor)):
         ctx = ctx_of(request)
         await check_csrf(request, session)
         answer = await ctx.edit(f"wui ({session.user})", RemoveVirtualService(name))
@@ -261,7 +268,7 @@ def router() -> APIRouter:
         )
 
     @pages.post("/ha", response_class=HTMLResponse)
-    async def ha_save(request: Request, session: Session = Depends(page_session)):
+    async def ha_save(request: Request, session: Session = Depends(editor)):
         ctx = ctx_of(request)
         form = await check_csrf(request, session)
         version, doc = ctx.current()
@@ -304,7 +311,7 @@ def router() -> APIRouter:
         records = (await ctx.call("config.history"))["history"]
         shown = request.query_params.get("diff")
         diff = None
-        if shown:
+        if shown and ctx.may(session.user, "admin"):  # a diff may show password hashes
             diff = await ctx.call("config.diff", b=shown)
         return await render(
             request,
@@ -317,7 +324,7 @@ def router() -> APIRouter:
         )
 
     @pages.post("/history/{version}/rollback", response_class=HTMLResponse)
-    async def rollback(request: Request, version: int, session: Session = Depends(page_session)):
+    async def rollback(request: Request, version: int, session: Session = Depends(editor)):
         ctx = ctx_of(request)
         await check_csrf(request, session)
         answer = await ctx.call("config.rollback", version=version, who=f"wui ({session.user})")
@@ -348,7 +355,7 @@ def router() -> APIRouter:
         return await render(request, "failover.html", session, result=None)
 
     @pages.post("/failover", response_class=HTMLResponse)
-    async def failover(request: Request, session: Session = Depends(page_session)):
+    async def failover(request: Request, session: Session = Depends(operator)):
         ctx = ctx_of(request)
         await check_csrf(request, session)
         answer = await ctx.failover(f"wui ({session.user})")
