@@ -262,3 +262,22 @@ def _get(doc: Any, path: str) -> Any:
     for step in path.split("."):
         doc = doc[int(step)] if isinstance(doc, list) else doc[step]
     return doc
+
+
+# -- interface names ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name",
+    ["", "a" * 16, "eth/0", "eth 0", "eth\t0", "eth\n0", ".", "..", "eth:0", "\u00df" * 8,
+     "e\u00a0th", "e\u3000th", "e\u2003th", "\u00e0"],
+)  # fmt: skip
+def test_interface_names_the_kernel_refuses_are_refused(name):
+    found = problems(changed("interface.0.name", name))
+    assert len(found) == 1 and found[0].startswith("interface[0].name: "), found
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["eth0", "eth0.100", "a" * 15, "br-lan", "wlp3s0", "veth_1@x", "...", "\u00e9th0", "é" * 7],
+)
+def test_interface_names_the_kernel_takes_are_taken(name):
+    assert problems(changed("interface.0.name", name)) == []

@@ -122,9 +122,24 @@ def _cidr(value: str) -> str:
         raise ValueError(f"not an IPv4 address with prefix: {_shown(value)}") from None
 
 
+# Bytes the kernel refuses in an interface name (net/core/dev.c dev_valid_name): '/', ':' and
+# what its isspace() takes, which is ASCII whitespace and 0xA0 (a byte of "à" in UTF-8, too).
+_IFNAME_BYTES = frozenset(b"/: \t\n\v\f\r\xa0")
+
+
 def _ifname(value: str) -> str:
-    if not value or len(value) > 15 or "/" in value or " " in value:
-        raise ValueError(f"not a valid interface name: {_shown(value)}")
+    """As the kernel takes it: 1-15 bytes (IFNAMSIZ less the NUL), not "." or "..", no '/',
+    ':' or whitespace (and, as Text, no control character). It reaches netlink, nft,
+    conntrackd.conf and /proc/sys paths."""
+    raw, why = value.encode(), ""
+    if not 1 <= len(raw) <= 15:
+        why = "must be 1-15 bytes"
+    elif value in (".", ".."):
+        why = "must not be '.' or '..'"
+    elif _IFNAME_BYTES.intersection(raw) or any(c.isspace() for c in value):
+        why = "must not contain '/', ':' or whitespace"
+    if why:
+        raise ValueError(f"not a valid interface name: {_shown(value)} ({why})")
     return value
 
 
