@@ -281,3 +281,74 @@ def test_interface_names_the_kernel_refuses_are_refused(name):
 )
 def test_interface_names_the_kernel_takes_are_taken(name):
     assert problems(changed("interface.0.name", name)) == []
+
+
+# -- password hashes ------------------------------------------------------------------------
+SALT, TAG = "Ajbkem6kOXecw1BStS56SQ", "h5yAlNXWLWb2NqQXdPKFadm5hGUXg3nx4jFPmtLFZfk"
+
+
+def with_hash(password_hash: str) -> dict[str, Any]:
+    return {**DOC, "user": [{"name": "admin", "password_hash": password_hash}]}
+
+
+def test_the_hashes_carpool_writes_are_taken():
+    from carpool.lab.units import lab_password_hash
+    from carpool.web.auth import hash_password
+
+    for made in (hash_password("s3cret"), lab_password_hash(), HASH):
+        assert problems(with_hash(made)) == [], made
+
+
+@pytest.mark.parametrize(
+    "params",
+    ["m=8192,t=1,p=1", "m=262144,t=10,p=8", "m=19456,t=2,p=1", "m=65536,t=3,p=4"],
+)
+def test_costs_within_the_bounds_are_taken(params):
+    assert problems(with_hash(f"$argon2id$v=19${params}${SALT}${TAG}")) == []
+
+
+@pytest.mark.parametrize(
+    "params, why",
+    [
+        ("m=4194304,t=3,p=4", "4 GiB of memory per login attempt"),
+        ("m=262145,t=3,p=4", "just over 256 MiB"),
+        ("m=8191,t=3,p=4", "under 8 MiB"),
+        ("m=65536,t=11,p=4", "too many passes"),
+        ("m=65536,t=4294967295,p=4", "forever"),
+        ("m=65536,t=0,p=4", "no pass"),
+        ("m=65536,t=3,p=9", "too many lanes"),
+        ("m=65536,t=3,p=0", "no lane"),
+        ("m=065536,t=3,p=4", "a leading zero"),
+        ("m=99999999999999999999999,t=3,p=4", "a huge number"),
+        ("t=3,m=65536,p=4", "out of order"),
+        ("m=65536,t=3,p=4,keyid=x", "an extra parameter"),
+        ("m=65536,t=3", "p missing"),
+    ],
+)
+def test_costs_outside_the_bounds_are_refused_naming_the_key(params, why):
+    found = problems(with_hash(f"$argon2id$v=19${params}${SALT}${TAG}"))
+    assert len(found) == 1 and found[0].startswith("user[0].password_hash: "), (why, found)
+
+
+@pytest.mark.parametrize(
+    "password_hash, why",
+    [
+        ("$argon2id$old", "no parameters"),
+        ("s3cret", "a clear password"),
+        (f"$argon2i$v=19$m=65536,t=3,p=4${SALT}${TAG}", "argon2i"),
+        (f"$argon2d$v=19$m=65536,t=3,p=4${SALT}${TAG}", "argon2d"),
+        (f"$argon2id$v=16$m=65536,t=3,p=4${SALT}${TAG}", "an old version"),
+        (f"$argon2id$m=65536,t=3,p=4${SALT}${TAG}", "no version"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4$c2FsdA${TAG}", "a 4-byte salt"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${'A' * 87}${TAG}", "a 65-byte salt"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}$aGFzaA", "a 4-byte hash"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}${'A' * 1000}", "a 750-byte hash"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}${TAG}=", "base64 padding"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}${TAG[:-1]}-", "not base64"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}AAA${TAG}", "impossible base64 length"),
+        (f"$argon2id$v=19$m=65536,t=3,p=4${SALT}${TAG}$x", "a trailing field"),
+    ],
+)
+def test_malformed_hashes_are_refused_naming_the_key(password_hash, why):
+    found = problems(with_hash(password_hash))
+    assert len(found) == 1 and found[0].startswith("user[0].password_hash: "), (why, found)

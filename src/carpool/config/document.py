@@ -9,6 +9,8 @@ Validation errors are Problems (a place and why), shown as `KEY: why` lines, e.g
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
@@ -170,12 +172,61 @@ def _path(value: str) -> str:
     return value
 
 
+# What a password hash may cost (argon2id, RFC 9106): its parameters come with the document, and
+# every login attempt (unknown users included) pays them. carpool writes m=64 MiB, t=3, p=4
+# (argon2-cffi's defaults, web/auth.py); RFC 9106's second choice is m=64 MiB too, OWASP's
+# smallest m=19 MiB, t=2, p=1.
+ARGON2_MEMORY_KIB = (8 * 1024, 256 * 1024)
+ARGON2_PASSES = (1, 10)
+ARGON2_LANES = (1, 8)
+ARGON2_SALT_BYTES = (8, 64)
+ARGON2_HASH_BYTES = (16, 64)
+_NUMBER = r"(0|[1-9][0-9]{0,9})"
+_PHC = re.compile(
+    rf"\$argon2id\$v=19\$m={_NUMBER},t={_NUMBER},p={_NUMBER}\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
+)
+
+
+def _argon2(value: str) -> str:
+    """A PHC string as carpool writes it: `$argon2id$v=19$m=KiB,t=passes,p=lanes$SALT$HASH`
+    (base64 without padding), its costs within the bounds above."""
+    phc = _PHC.fullmatch(value) if len(value) <= 256 else None
+    if not phc:
+        raise ValueError(
+            "not an argon2id hash ($argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH, as "
+            f"`carpool passwd` makes), not {_shown(value)}"
+        )
+    costs = zip(
+        ("memory cost m (KiB)", "passes t", "lanes p"),
+        map(int, phc.group(1, 2, 3)),
+        (ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES),
+        strict=True,
+    )
+    for what, number, (low, high) in costs:
+        if not low <= number <= high:
+            raise ValueError(
+                f"argon2 {what} must be {low}-{high} (every login attempt pays it), not {number}"
+            )
+    for what, coded, (low, high) in (
+        ("salt", phc[4], ARGON2_SALT_BYTES),
+        ("hash", phc[5], ARGON2_HASH_BYTES),
+    ):
+        try:
+            size = len(base64.b64decode(coded + "=" * (-len(coded) % 4), validate=True))
+        except binascii.Error:
+            raise ValueError(f"the argon2 {what} is not base64: {_shown(coded)}") from None
+        if not low <= size <= high:
+            raise ValueError(f"the argon2 {what} must be {low}-{high} bytes, not {size}")
+    return value
+
+
 IPv4 = Annotated[Text, AfterValidator(_ipv4)]
 Cidr = Annotated[Text, AfterValidator(_cidr)]
 OptionalIPv4 = Annotated[Text, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
 IfName = Annotated[Text, AfterValidator(_ifname)]
 Host = Annotated[Text, AfterValidator(_host)]
 UrlPath = Annotated[Text, AfterValidator(_path)]
+PasswordHash = Annotated[Text, AfterValidator(_argon2)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -299,7 +350,7 @@ class VirtualService(_Model):
 
 class User(_Model):
     name: Text = Field(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
-    password_hash: Text = Field(min_length=1)
+    password_hash: PasswordHash
 
 
 class _Named(Protocol):
