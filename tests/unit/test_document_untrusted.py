@@ -352,3 +352,84 @@ def test_costs_outside_the_bounds_are_refused_naming_the_key(params, why):
 def test_malformed_hashes_are_refused_naming_the_key(password_hash, why):
     found = problems(with_hash(password_hash))
     assert len(found) == 1 and found[0].startswith("user[0].password_hash: "), (why, found)
+
+
+# -- addresses ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shared, why",
+    [
+        ("0.0.0.0/0", "everything"),
+        ("198.18.0.10/0", "a /0 route"),
+        ("198.18.0.10/7", "wider than /8"),
+        ("224.0.0.18/24", "the VRRP/CARP group"),
+        ("239.1.1.1/24", "multicast"),
+        ("255.255.255.255/24", "the limited broadcast"),
+        ("127.0.0.10/24", "loopback"),
+        ("169.254.0.10/24", "link-local"),
+        ("240.0.0.10/24", "reserved"),
+        ("0.1.2.3/24", "this network"),
+        ("198.18.0.0/24", "the network address"),
+        ("198.18.0.255/24", "the broadcast address"),
+        ("198.18.1.10/24", "another subnet than the units' addresses"),
+        ("10.0.0.10/8", "a route over the units' management network"),
+        ("198.18.0.12/24", "the partner's own address"),
+        ("198.18.0.10/32", "a host route: the units' addresses are outside it"),
+    ],
+)
+def test_shared_addresses_that_would_hurt_are_refused(shared, why):
+    found = problems(changed("interface.0.shared.0", shared))
+    assert found and all(p.startswith("interface[0].shared[0]: ") for p in found), (why, found)
+
+
+def test_a_shared_address_may_not_be_a_units_address_on_another_interface():
+    doc = changed("interface.0.first", "198.18.0.13")
+    doc = changed("interface.2.first", "198.18.0.11", doc)  # eth0's old first, now on eth2
+    doc["interface"][2]["shared"] = []
+    doc["interface"][0]["shared"] = ["198.18.0.10/24", "198.18.0.11/24"]
+    assert "interface[0].shared[1]: 198.18.0.11 is the first unit's address on eth2" in problems(
+        doc
+    )
+
+
+@pytest.mark.parametrize("shared", ["198.18.0.10/24", "198.18.0.1/16", "198.18.0.14/29"])
+def test_shared_addresses_in_the_units_subnet_are_taken(shared):
+    doc = changed("interface.0.shared.0", shared)
+    doc["virtual_service"][0]["address"] = shared.split("/")[0]
+    assert problems(doc) == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["0.0.0.0", "224.0.0.18", "239.255.255.250", "255.255.255.255", "127.0.0.1", "0.1.2.3"],
+)
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_a_units_own_address_is_a_unicast_host_address(which, address):
+    found = problems(changed(f"interface.1.{which}", address))
+    assert any(p.startswith(f"interface[1].{which}: ") for p in found), found
+
+
+def test_a_heartbeat_may_use_link_local_addresses():
+    doc = changed("interface.1.first", "169.254.0.1")
+    assert problems(changed("interface.1.second", "169.254.0.2", doc)) == []
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "224.0.0.18", "239.1.2.3", "255.255.255.255", "0.0.0.1"]
+)
+@pytest.mark.parametrize(
+    "path, key",
+    [
+        ("interface.0.ping_target", "interface[0].ping_target"),
+        ("virtual_service.0.real_server.0.address", "virtual_service[0].real_server[0].address"),
+        ("virtual_service.0.sorry_server", "virtual_service[0].sorry_server"),
+    ],
+)
+def test_ping_targets_and_servers_are_not_multicast_broadcast_or_unspecified(path, key, address):
+    found = problems(changed(path, address, with_everything()))
+    assert len(found) == 1 and found[0].startswith(f"{key}: {address} is not a unicast"), found
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "198.18.2.255", "8.8.8.8"])
+def test_servers_may_be_anywhere_else(address):
+    doc = changed("virtual_service.0.real_server.0.address", address, with_everything())
+    assert problems(doc) == []

@@ -220,9 +220,70 @@ def _argon2(value: str) -> str:
     return value
 
 
+def _not_unicast(address: str) -> str:
+    """Why `address` (canonical, as _ipv4 leaves it) is no one host's, else "". From its first
+    octet: one int() per address, as many as there are real servers."""
+    first = int(address[: address.index(".")])
+    if 224 <= first <= 239:
+        return "multicast"
+    if first == 0:
+        return "unspecified: 0.0.0.0/8 is 'this network'"
+    if address == "255.255.255.255":
+        return "the limited broadcast"
+    if first >= 240:
+        return "reserved: 240.0.0.0/4"
+    return ""
+
+
+def _unicast(value: str) -> str:
+    """A server or a ping target: some host's address (a loopback one too)."""
+    why = _not_unicast(value) if value else ""
+    if why:
+        raise ValueError(f"{value} is not a unicast address ({why})")
+    return value
+
+
+def _unit_address(value: str) -> str:
+    """A unit's own address: unicast, not loopback (link-local is fine: a heartbeat cable)."""
+    why = _not_unicast(value) or ("loopback" if value.startswith("127.") else "")
+    if why:
+        raise ValueError(f"{value} is not a unit's address ({why})")
+    return value
+
+
+_WIDEST_SHARED = 8
+
+
+def _shared(value: str) -> str:
+    """A shared address with its prefix: a unicast host address of the subnet, not its network
+    or broadcast address, not loopback or link-local, the prefix /8 or longer (the kernel
+    routes the whole prefix to the interface that holds the address)."""
+    iface = ipaddress.IPv4Interface(value)
+    address, net = iface.ip, iface.network
+    why = _not_unicast(str(address))
+    if not why and address.is_loopback:
+        why = "loopback"
+    if not why and address.is_link_local:
+        why = "link-local: 169.254.0.0/16 is no one's to share"
+    if why:
+        raise ValueError(f"{address} cannot be shared ({why})")
+    if net.prefixlen < _WIDEST_SHARED:
+        raise ValueError(
+            f"{value}: a prefix shorter than /{_WIDEST_SHARED} routes {net} to the interface"
+        )
+    if net.prefixlen < 31 and address in (net.network_address, net.broadcast_address):
+        kind = "network" if address == net.network_address else "broadcast"
+        raise ValueError(f"{address} is the {kind} address of {net}")
+    return value
+
+
 IPv4 = Annotated[Text, AfterValidator(_ipv4)]
 Cidr = Annotated[Text, AfterValidator(_cidr)]
 OptionalIPv4 = Annotated[Text, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
+Unicast = Annotated[IPv4, AfterValidator(_unicast)]
+OptionalUnicast = Annotated[OptionalIPv4, AfterValidator(_unicast)]  # "" = none
+UnitAddress = Annotated[IPv4, AfterValidator(_unit_address)]
+SharedCidr = Annotated[Cidr, AfterValidator(_shared)]
 IfName = Annotated[Text, AfterValidator(_ifname)]
 Host = Annotated[Text, AfterValidator(_host)]
 UrlPath = Annotated[Text, AfterValidator(_path)]
@@ -266,12 +327,12 @@ class Ha(_Model):
 
 class Interface(_Model):
     name: IfName
-    first: IPv4
-    second: IPv4
+    first: UnitAddress
+    second: UnitAddress
     check: bool = True
     heartbeat: bool = False
-    shared: tuple[Cidr, ...] = ()
-    ping_target: OptionalIPv4 = ""
+    shared: tuple[SharedCidr, ...] = ()
+    ping_target: OptionalUnicast = ""
     ping_interval: float = Field(1.0, ge=0.2, le=60)
 
     @model_validator(mode="after")
@@ -280,9 +341,22 @@ class Interface(_Model):
             raise ValueError("the two units need different addresses (first == second)")
         if self.heartbeat and self.shared:
             raise ValueError("the heartbeat interface carries no shared addresses")
-        for cidr in self.shared:
-            if cidr.split("/")[0] in (self.first, self.second):
-                raise ValueError(f"shared address {cidr} is a unit's own address")
+        units = (ipaddress.IPv4Address(self.first), ipaddress.IPv4Address(self.second))
+        problems = []
+        for n, cidr in enumerate(self.shared):
+            shared = ipaddress.IPv4Interface(cidr)
+            if shared.ip in units:
+                problems.append(Problem(("shared", n), f"{cidr} is a unit's own address"))
+            elif not all(unit in shared.network for unit in units):
+                problems.append(
+                    Problem(
+                        ("shared", n),
+                        f"{cidr} is outside the subnet of the units' addresses on {self.name} "
+                        f"({self.first}, {self.second} not both in {shared.network})",
+                    )
+                )
+        if problems:
+            raise _Problems(problems)
         return self
 
 
@@ -302,7 +376,7 @@ class Sync(_Model):
 
 
 class RealServer(_Model):
-    address: IPv4
+    address: Unicast
     port: Port
     weight: int = Field(1, ge=0, le=256)
     enabled: bool = True
@@ -332,7 +406,7 @@ class VirtualService(_Model):
     cookie: bool = False  # http: cookie persistence
     x_forwarded_for: bool = True  # http
     when_down: Literal["reject", "sorry"] = "reject"
-    sorry_server: OptionalIPv4 = ""
+    sorry_server: OptionalUnicast = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
@@ -400,6 +474,17 @@ class Document(_Model):
             for a in sorted(_repeated(shared_list))
         ]
         shared = set(shared_list)
+        units = {
+            address: f"the {role} unit's address on {i.name}"
+            for i in self.interface
+            for role, address in (("first", i.first), ("second", i.second))
+        }
+        problems += [
+            Problem(("interface", n, "shared", k), f"{address} is {units[address]}")
+            for n, i in enumerate(self.interface)
+            for k, address in enumerate(s.split("/")[0] for s in i.shared)
+            if address in units
+        ]
         seen: dict[tuple[str, int, str], str] = {}
         vs_twice = _repeated(v.name for v in self.virtual_service)
         for n, vs in enumerate(self.virtual_service):
