@@ -85,13 +85,22 @@ def _shown(value: object, most: int = 40) -> str:
     return text if len(text) <= most else f"{text[: most - 4]}...{text[-1]}"
 
 
-def _text(value: str) -> str:
+def unprintable(value: str) -> str:
+    """Why `value` may not reach a protocol, a file or a terminal (its first control
+    character), else "". The rule of Text, for the store's records too."""
     found = _CONTROL.search(value)
-    if found:
-        raise ValueError(
-            f"must not contain control characters "
-            f"(U+{ord(found.group()):04X} at position {found.start()})"
-        )
+    if found is None:
+        return ""
+    return (
+        f"must not contain control characters "
+        f"(U+{ord(found.group()):04X} at position {found.start()})"
+    )
+
+
+def _text(value: str) -> str:
+    why = unprintable(value)
+    if why:
+        raise ValueError(why)
     return value
 
 
