@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 import ipaddress
 import time
+import typing
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from carpool.config import document
 from carpool.config.document import DocumentError, parse_document
@@ -433,3 +435,28 @@ def test_ping_targets_and_servers_are_not_multicast_broadcast_or_unspecified(pat
 def test_servers_may_be_anywhere_else(address):
     doc = changed("virtual_service.0.real_server.0.address", address, with_everything())
     assert problems(doc) == []
+
+
+def test_every_string_field_of_the_document_is_text():
+    """A new str field without the Text rule fails here (its name shown)."""
+    untexted = []
+
+    def walk(annotation: Any, where: str) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            hints = typing.get_type_hints(annotation, include_extras=True)
+            for name in annotation.model_fields:
+                walk(hints[name], f"{where}.{name}")
+        elif typing.get_origin(annotation) is tuple:
+            walk(typing.get_args(annotation)[0], f"{where}[]")
+        elif typing.get_origin(annotation) is typing.Annotated:
+            base, *extras = typing.get_args(annotation)
+            funcs = [getattr(e, "func", None) for e in extras]
+            if base is str and document._text not in funcs:
+                untexted.append(where)
+            elif base is not str:
+                walk(base, where)
+        elif annotation is str:
+            untexted.append(where)
+
+    walk(document.Document, "document")
+    assert untexted == []
