@@ -183,8 +183,8 @@ def _path(value: str) -> str:
 
 # What a password hash may cost (argon2id, RFC 9106): its parameters come with the document, and
 # every login attempt (unknown users included) pays them. carpool writes m=64 MiB, t=3, p=4
-# (argon2-cffi's defaults, web/auth.py); RFC 9106's second choice is m=64 MiB too, OWASP's
-# smallest m=19 MiB, t=2, p=1.
+# (argon2-cffi's defaults, web/auth.py; RFC 9106's second choice); OWASP's smallest is m=19 MiB,
+# t=2, p=1. RFC 9106's first choice, m=2 GiB, is refused: no appliance login may cost that.
 ARGON2_MEMORY_KIB = (8 * 1024, 256 * 1024)
 ARGON2_PASSES = (1, 10)
 ARGON2_LANES = (1, 8)
