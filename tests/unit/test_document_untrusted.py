@@ -110,8 +110,10 @@ def services(n: int) -> dict[str, Any]:
 def test_10000_services_validate_in_well_under_a_second():
     doc = services(10_000)
     took = min(_timed(doc) for _ in range(3))
-    # measured ~0.12 s here (1.4 s while the cross checks were quadratic); master-down is ~3 s
-    assert took < 0.5, f"10000 services took {took:.3f} s to validate"
+    # measured 0.12-0.17 s here on 2 busy cores at nice 19 (1.4 s while the cross checks were
+    # quadratic); master-down is 3 s at the fastest ha_timeout
+    print(f"validate 10000 services: {took:.3f} s")  # shown with pytest -s
+    assert took < 0.5, f"10000 services took {took:.3f} s to validate (limit 0.5 s)"
 
 
 @pytest.mark.parametrize(
