@@ -88,7 +88,7 @@ def test_fast_profile_selects_vrrp3(tmp_path):
         (('second = "198.18.0.12"', 'second = "198.18.0.300"'), "interface[0].second: not an IPv4"),
         (("vhid = 7", "vhid = 7\nfast_interval_ms = 15"), "must be a multiple of 10"),
         (
-            ("heartbeat = true", 'heartbeat = true\nshared = ["198.18.1.3/30"]'),
+            ("heartbeat = true", 'heartbeat = true\nshared = ["198.18.1.5/29"]'),
             "heartbeat interface",
         ),
     ],

@@ -19,6 +19,9 @@ VS = {
         {"address": "198.18.2.102", "port": 80, "weight": 2},
     ],
 }
+# well-formed argon2id hashes (the document checks the form and the costs, not the password)
+OLD_HASH = "$argon2id$v=19$m=65536,t=3,p=4$vjwApBddXvtWmIgFyECOpQ$TG3F6SNbh6kZyZVOpRVL7L6I0BCOcnOsvr+iC0KDEys"
+HASH = "$argon2id$v=19$m=65536,t=3,p=4$gM1PWOCzGmdr+dJwQkYkTA$oCtS6BxdTZcWiTQULGgvuaBrTYPJMP7ZcFpRhcV/WNs"
 DOC = {
     "interface": [
         {
@@ -30,9 +33,8 @@ DOC = {
         {"name": "eth0.100", "first": "10.0.0.1", "second": "10.0.0.2"},
     ],
     "virtual_service": [VS],
-    "user": [{"name": "admin", "password_hash": "$argon2id$old"}],
+    "user": [{"name": "admin", "password_hash": OLD_HASH}],
 }
-HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"
 
 
 def applied(op: E.Op, doc: dict = DOC) -> dict:

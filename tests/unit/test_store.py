@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from carpool.config.document import DocumentError, parse_document
-from carpool.config.store import Store, diff
+from carpool.config.store import Record, RecordError, Store, StoreError, Version, diff
 
 BASE = {
     "interface": [
@@ -131,3 +132,143 @@ def test_a_version_stored_but_not_yet_current_is_completed_at_load(tmp_path):
     reopened = Store(tmp_path)
     assert reopened.current.record == v2.record
     assert reopened.history()[-1].key == reopened.current.record.key
+
+
+# -- records from the partner (issue 13: a synced document cannot hurt the unit) -------------
+def record(d, version, **fields):
+    return Record(version=version, hash=d.hash, **fields)
+
+
+def test_a_partners_version_number_survives_a_restart(tmp_path):
+    """Version files were found at load by an 8-digit stem: a 9-digit version (from the
+    partner) was stored, then ignored after a restart, and current.toml fell back to an
+    older version."""
+    s = Store(tmp_path)
+    s.commit(doc("one"), who="a")
+    two = doc("two")
+    s.adopt(record(two, 123_456_789, who="partner", origin="second"), two)
+    reopened = Store(tmp_path)
+    assert [r.version for r in reopened.history()] == [1, 123_456_789]
+    assert reopened.current.record.version == 123_456_789 and reopened.current.document == two
+
+
+def test_a_batch_that_would_not_end_newest_is_refused(tmp_path):
+    """current is the newest kept version, or a restart makes the newest current."""
+    s = Store(tmp_path)
+    s.commit(doc("one"), who="a")
+    v2 = s.commit(doc("two"), who="a")
+    three, four = doc("three"), doc("four")
+    for batch in (
+        [Version(record(three, 1), three)],  # older than current
+        [Version(record(four, 4), four), Version(record(three, 3), three)],  # out of order
+        [Version(record(three, 2), three)],  # version 2 is kept with another hash
+    ):
+        with pytest.raises(StoreError):
+            s.adopt_many(batch)
+        assert Store(tmp_path).current.record == v2.record == s.current.record
+    s.adopt_many([Version(record(three, 3), three), Version(record(four, 4), four)])
+    assert Store(tmp_path).current.record.version == 4
+
+
+GOOD_RECORD = {
+    "version": 3,
+    "hash": "a" * 64,
+    "parent": "b" * 64,
+    "who": "web: admin",
+    "when": 1767225600.25,
+    "what": ["ha.vhid", "virtual_service[web].port"],
+    "origin": "first",
+    "conflict": "",
+}
+
+
+def test_a_good_record_round_trips():
+    assert Record.from_json(GOOD_RECORD).to_json() == GOOD_RECORD
+    assert Record.from_json({"version": 1, "hash": "0" * 64}).who == ""
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("version", "3"),
+        ("version", 3.0),
+        ("version", True),
+        ("version", 0),
+        ("version", -1),
+        ("version", 2**53),
+        ("hash", "A" * 64),
+        ("hash", "a" * 63),
+        ("hash", "../../../etc/passwd" + "a" * 45),
+        ("hash", None),
+        ("parent", "x"),
+        ("who", "admin\n2 admin forged line"),
+        ("who", "\x1b]0;owned\x07"),
+        ("who", "w" * 8193),
+        ("who", 7),
+        ("when", float("nan")),
+        ("when", float("inf")),
+        ("when", -1.0),
+        ("when", 2.0**40),
+        ("when", "yesterday"),
+        ("when", True),
+        ("what", "ha.vhid"),
+        ("what", [1, 2]),
+        ("what", ["ok", "bad\r\nkey"]),
+        ("what", ["k" * 1025]),
+        ("what", {"a": 1}),
+        ("origin", "third"),
+        ("conflict", "lost\x00"),
+        ("conflict", ["x"]),
+    ],
+)
+def test_a_bad_record_field_is_refused_naming_it(key, value):
+    with pytest.raises(RecordError, match=rf"^record\.{key}(\[\d+\])?: "):
+        Record.from_json({**GOOD_RECORD, key: value})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[], "x", None, {**GOOD_RECORD, "extra": 1}, {"hash": "a" * 64}, {"version": 1}],
+)
+def test_a_record_that_is_no_record_is_refused(data):
+    with pytest.raises(RecordError):
+        Record.from_json(data)
+
+
+def test_a_tampered_record_on_disk_is_ignored_not_a_crash(tmp_path):
+    s = Store(tmp_path)
+    v1 = s.commit(doc("one"), who="a")
+    bad = {**v1.record.to_json(), "version": "9", "when": "x"}
+    (tmp_path / "versions" / f"00000009-{v1.record.hash[:12]}.json").write_text(json.dumps(bad))
+    assert [r.version for r in Store(tmp_path).history()] == [1]
+
+
+def test_a_commit_after_an_unreadable_newest_version_is_numbered_after_it(tmp_path):
+    s = Store(tmp_path)
+    s.commit(doc("one"), who="a")
+    v2 = s.commit(doc("two"), who="a")
+    (tmp_path / "versions" / f"00000002-{v2.record.hash[:12]}.toml").write_text("garbage = [")
+    (tmp_path / "current.toml").unlink()
+    reopened = Store(tmp_path)
+    assert reopened.current.record.version == 1  # the newest intact one
+    v3 = reopened.commit(doc("three"), who="a")
+    assert v3.record.version == 3 and Store(tmp_path).current.record == v3.record
+
+
+def test_a_bad_record_from_the_partner_is_a_refusal_not_an_error():
+    from carpool.node.sync import SyncRefused, _parse_versions
+
+    two = doc("two")
+    good = {"record": {"version": 2, "hash": two.hash}, "document": two.model_dump(mode="json")}
+    assert _parse_versions([good])[0].record.version == 2
+    for bad in ({"version": "2"}, {"version": 2, "hash": two.hash, "who": "\x1b[2J"}, []):
+        with pytest.raises(SyncRefused, match="invalid version from partner"):
+            _parse_versions([{**good, "record": bad}])
+
+
+def test_a_commit_keeps_a_thousand_changed_keys_not_every_key_of_a_big_document(tmp_path):
+    s = Store(tmp_path)
+    services = [{"name": f"vs{n}", "address": "198.18.0.10", "port": n + 1} for n in range(600)]
+    v1 = s.commit(parse_document({**BASE, "virtual_service": services}), who="seed")
+    assert len(v1.record.what) == 1001 and v1.record.what[-1].startswith("(and ")
+    assert Store(tmp_path).current.record == v1.record

@@ -9,11 +9,16 @@ Validation errors are Problems (a place and why), shown as `KEY: why` lines, e.g
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
+import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Protocol, Self
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +33,10 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 ROLES = ("first", "second")
+# Tables and lists within each other, the document being level 1: a real document needs 5
+# (virtual_service, a service, real_server, a server); a deeper one is refused before anything
+# walks it recursively.
+MAX_DEPTH = 16
 
 
 Loc = tuple[str | int, ...]
@@ -73,32 +82,230 @@ class _Problems(ValueError):
         self.problems = problems
 
 
+# C0 and C1 controls and DEL (CR/LF end a header or a config line, ESC drives a terminal), the
+# Unicode line and paragraph separators, and the bidi marks, embeddings, overrides and
+# isolates (text shown other than it reads). Nothing else is refused: any printable text stays.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _shown(value: object, most: int = 40) -> str:
+    """repr() for a message (control characters escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[: most - 4]}...{text[-1]}"
+
+
+def unprintable(value: str) -> str:
+    """Why `value` may not reach a protocol, a file or a terminal (its first control
+    character), else "". The rule of Text, for the store's records too."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return ""
+    return (
+        f"must not contain control characters "
+        f"(U+{ord(found.group()):04X} at position {found.start()})"
+    )
+
+
+def _text(value: str) -> str:
+    why = unprintable(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+# Every string of the document is Text (directly or through a type below): a document comes
+# from the partner, an editor or a file, and its strings reach protocols, files and terminals.
+Text = Annotated[str, AfterValidator(_text)]
+
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# The canonical dotted quad (what str(IPv4Address) gives): most addresses are, and one regex
+# match is a tenth of ipaddress's parse (10,000 services carry 20,000 addresses).
+_DOTTED = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def _ipv4(value: str) -> str:
+    if _DOTTED.fullmatch(value):
+        return value
     try:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
-        raise ValueError(f"not an IPv4 address: {value!r}") from None
+        raise ValueError(f"not an IPv4 address: {_shown(value)}") from None
 
 
 def _cidr(value: str) -> str:
     if "/" not in value:
-        raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/24")
+        raise ValueError(f"{_shown(value)} needs a prefix length, e.g. {value[:15]}/24")
     try:
         return str(ipaddress.IPv4Interface(value))
     except ValueError:
-        raise ValueError(f"not an IPv4 address with prefix: {value!r}") from None
+        raise ValueError(f"not an IPv4 address with prefix: {_shown(value)}") from None
+
+
+# Bytes the kernel refuses in an interface name (net/core/dev.c dev_valid_name): '/', ':' and
+# what its isspace() takes, which is ASCII whitespace and 0xA0 (a byte of "à" in UTF-8, too).
+_IFNAME_BYTES = frozenset(b"/: \t\n\v\f\r\xa0")
 
 
 def _ifname(value: str) -> str:
-    if not value or len(value) > 15 or "/" in value or " " in value:
-        raise ValueError(f"not a valid interface name: {value!r}")
+    """As the kernel takes it: 1-15 bytes (IFNAMSIZ less the NUL), not "." or "..", no '/',
+    ':' or whitespace (and, as Text, no control character). It reaches netlink, nft,
+    conntrackd.conf and /proc/sys paths."""
+    raw, why = value.encode(), ""
+    if not 1 <= len(raw) <= 15:
+        why = "must be 1-15 bytes"
+    elif value in (".", ".."):
+        why = "must not be '.' or '..'"
+    elif _IFNAME_BYTES.intersection(raw) or any(c.isspace() for c in value):
+        why = "must not contain '/', ':' or whitespace"
+    if why:
+        raise ValueError(f"not a valid interface name: {_shown(value)} ({why})")
     return value
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-Cidr = Annotated[str, AfterValidator(_cidr)]
-OptionalIPv4 = Annotated[str, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
-IfName = Annotated[str, AfterValidator(_ifname)]
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _host(value: str) -> str:
+    """Empty, or a host name (labels of letters, digits, `-` and `_`, 1-63 each, 253 in all) or an
+    IPv4 address: the Host header and the TLS server name of an http(s) check."""
+    if value and (len(value) > 253 or not all(map(_LABEL.fullmatch, value.split(".")))):
+        raise ValueError(
+            f"not a host name or an IPv4 address: {_shown(value)} (ASCII letters, digits, "
+            f"'-' and '_' in labels of 1-63 characters, 253 in all; no port)"
+        )
+    return value
+
+
+_PATH = re.compile(r"/[\x21-\x7e]{0,1023}")
+
+
+def _path(value: str) -> str:
+    """One HTTP request target: a `/`, then visible ASCII (percent-encode the rest)."""
+    if not _PATH.fullmatch(value):
+        raise ValueError(
+            f"must be a path starting with '/', of visible ASCII without spaces (percent-"
+            f"encode the rest), at most 1024 characters, not {_shown(value)}"
+        )
+    return value
+
+
+# What a password hash may cost (argon2id, RFC 9106): its parameters come with the document, and
+# every login attempt (unknown users included) pays them. carpool writes m=64 MiB, t=3, p=4
+# (argon2-cffi's defaults, web/auth.py; RFC 9106's second choice); OWASP's smallest is m=19 MiB,
+# t=2, p=1. RFC 9106's first choice, m=2 GiB, is refused: no appliance login may cost that.
+ARGON2_MEMORY_KIB = (8 * 1024, 256 * 1024)
+ARGON2_PASSES = (1, 10)
+ARGON2_LANES = (1, 8)
+ARGON2_SALT_BYTES = (8, 64)
+ARGON2_HASH_BYTES = (16, 64)
+_NUMBER = r"(0|[1-9][0-9]{0,9})"
+_PHC = re.compile(
+    rf"\$argon2id\$v=19\$m={_NUMBER},t={_NUMBER},p={_NUMBER}\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
+)
+
+
+def _argon2(value: str) -> str:
+    """A PHC string as carpool writes it: `$argon2id$v=19$m=KiB,t=passes,p=lanes$SALT$HASH`
+    (base64 without padding), its costs within the bounds above."""
+    phc = _PHC.fullmatch(value) if len(value) <= 256 else None
+    if not phc:
+        raise ValueError(
+            "not an argon2id hash ($argon2id$v=19$m=KIB,t=PASSES,p=LANES$SALT$HASH, as "
+            f"`carpool passwd` makes), not {_shown(value)}"
+        )
+    costs = zip(
+        ("memory cost m (KiB)", "passes t", "lanes p"),
+        map(int, phc.group(1, 2, 3)),
+        (ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES),
+        strict=True,
+    )
+    for what, number, (low, high) in costs:
+        if not low <= number <= high:
+            raise ValueError(
+                f"argon2 {what} must be {low}-{high} (every login attempt pays it), not {number}"
+            )
+    for what, coded, (low, high) in (
+        ("salt", phc[4], ARGON2_SALT_BYTES),
+        ("hash", phc[5], ARGON2_HASH_BYTES),
+    ):
+        try:
+            size = len(base64.b64decode(coded + "=" * (-len(coded) % 4), validate=True))
+        except binascii.Error:
+            raise ValueError(f"the argon2 {what} is not base64: {_shown(coded)}") from None
+        if not low <= size <= high:
+            raise ValueError(f"the argon2 {what} must be {low}-{high} bytes, not {size}")
+    return value
+
+
+def _not_unicast(address: str) -> str:
+    """Why `address` (canonical, as _ipv4 leaves it) is no one host's, else "". From its first
+    octet: one int() per address, as many as there are real servers."""
+    first = int(address[: address.index(".")])
+    if 224 <= first <= 239:
+        return "multicast"
+    if first == 0:
+        return "unspecified: 0.0.0.0/8 is 'this network'"
+    if address == "255.255.255.255":
+        return "the limited broadcast"
+    if first >= 240:
+        return "reserved: 240.0.0.0/4"
+    return ""
+
+
+def _unicast(value: str) -> str:
+    """A server or a ping target: some host's address (a loopback one too)."""
+    why = _not_unicast(value) if value else ""
+    if why:
+        raise ValueError(f"{value} is not a unicast address ({why})")
+    return value
+
+
+def _unit_address(value: str) -> str:
+    """A unit's own address: unicast, not loopback (link-local is fine: a heartbeat cable)."""
+    why = _not_unicast(value) or ("loopback" if value.startswith("127.") else "")
+    if why:
+        raise ValueError(f"{value} is not a unit's address ({why})")
+    return value
+
+
+_WIDEST_SHARED = 8
+
+
+def _shared(value: str) -> str:
+    """A shared address with its prefix: a unicast host address of the subnet, not its network
+    or broadcast address, not loopback or link-local, the prefix /8 or longer (the kernel
+    routes the whole prefix to the interface that holds the address)."""
+    iface = ipaddress.IPv4Interface(value)
+    address, net = iface.ip, iface.network
+    why = _not_unicast(str(address))
+    if not why and address.is_loopback:
+        why = "loopback"
+    if not why and address.is_link_local:
+        why = "link-local: 169.254.0.0/16 is no one's to share"
+    if why:
+        raise ValueError(f"{address} cannot be shared ({why})")
+    if net.prefixlen < _WIDEST_SHARED:
+        raise ValueError(
+            f"{value}: a prefix shorter than /{_WIDEST_SHARED} routes {net} to the interface"
+        )
+    if net.prefixlen < 31 and address in (net.network_address, net.broadcast_address):
+        kind = "network" if address == net.network_address else "broadcast"
+        raise ValueError(f"{address} is the {kind} address of {net}")
+    return value
+
+
+IPv4 = Annotated[Text, AfterValidator(_ipv4)]
+Cidr = Annotated[Text, AfterValidator(_cidr)]
+OptionalIPv4 = Annotated[Text, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
+Unicast = Annotated[IPv4, AfterValidator(_unicast)]
+OptionalUnicast = Annotated[OptionalIPv4, AfterValidator(_unicast)]  # "" = none
+UnitAddress = Annotated[IPv4, AfterValidator(_unit_address)]
+SharedCidr = Annotated[Cidr, AfterValidator(_shared)]
+IfName = Annotated[Text, AfterValidator(_ifname)]
+Host = Annotated[Text, AfterValidator(_host)]
+UrlPath = Annotated[Text, AfterValidator(_path)]
+PasswordHash = Annotated[Text, AfterValidator(_argon2)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -108,7 +315,7 @@ class _Model(BaseModel):
 
 
 class Appliance(_Model):
-    description: str = Field("", max_length=4096)
+    description: Text = Field("", max_length=4096)
 
 
 class Ha(_Model):
@@ -138,12 +345,12 @@ class Ha(_Model):
 
 class Interface(_Model):
     name: IfName
-    first: IPv4
-    second: IPv4
+    first: UnitAddress
+    second: UnitAddress
     check: bool = True
     heartbeat: bool = False
-    shared: tuple[Cidr, ...] = ()
-    ping_target: OptionalIPv4 = ""
+    shared: tuple[SharedCidr, ...] = ()
+    ping_target: OptionalUnicast = ""
     ping_interval: float = Field(1.0, ge=0.2, le=60)
 
     @model_validator(mode="after")
@@ -152,14 +359,27 @@ class Interface(_Model):
             raise ValueError("the two units need different addresses (first == second)")
         if self.heartbeat and self.shared:
             raise ValueError("the heartbeat interface carries no shared addresses")
-        for cidr in self.shared:
-            if cidr.split("/")[0] in (self.first, self.second):
-                raise ValueError(f"shared address {cidr} is a unit's own address")
+        units = (ipaddress.IPv4Address(self.first), ipaddress.IPv4Address(self.second))
+        problems = []
+        for n, cidr in enumerate(self.shared):
+            shared = ipaddress.IPv4Interface(cidr)
+            if shared.ip in units:
+                problems.append(Problem(("shared", n), f"{cidr} is a unit's own address"))
+            elif not all(unit in shared.network for unit in units):
+                problems.append(
+                    Problem(
+                        ("shared", n),
+                        f"{cidr} is outside the subnet of the units' addresses on {self.name} "
+                        f"({self.first}, {self.second} not both in {shared.network})",
+                    )
+                )
+        if problems:
+            raise _Problems(problems)
         return self
 
 
 class UnitSettings(_Model):
-    name: str = Field("", max_length=63)
+    name: Text = Field("", max_length=63)
 
 
 class Units(_Model):
@@ -174,7 +394,7 @@ class Sync(_Model):
 
 
 class RealServer(_Model):
-    address: IPv4
+    address: Unicast
     port: Port
     weight: int = Field(1, ge=0, le=256)
     enabled: bool = True
@@ -182,9 +402,9 @@ class RealServer(_Model):
 
 class HealthCheck(_Model):
     type: Literal["tcp", "http", "https", "icmp", "none"] = "tcp"
-    path: str = Field("/", pattern=r"^/")  # http(s)
+    path: UrlPath = "/"  # http(s)
     status: int = Field(200, ge=100, le=599)  # http(s): expected status
-    host: str = ""  # http(s): Host header and SNI ("" = the address)
+    host: Host = ""  # http(s): Host header and SNI ("" = the address)
     verify: bool = False  # https: verify the server's certificate (real servers' are
     # mostly self-signed, so off by default, as in HAProxy)
     interval: float = Field(2.0, ge=0.1, le=3600)
@@ -194,7 +414,7 @@ class HealthCheck(_Model):
 
 
 class VirtualService(_Model):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     address: IPv4
     port: Port
     protocol: Literal["tcp", "udp"] = "tcp"
@@ -204,7 +424,7 @@ class VirtualService(_Model):
     cookie: bool = False  # http: cookie persistence
     x_forwarded_for: bool = True  # http
     when_down: Literal["reject", "sorry"] = "reject"
-    sorry_server: OptionalIPv4 = ""
+    sorry_server: OptionalUnicast = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
@@ -228,8 +448,8 @@ class User(_Model):
     """A WUI/API user. `role`: admin (everything), operator (also failover and enabling or
     disabling real servers), viewer (reading and /metrics)."""
 
-    name: str = Field(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
-    password_hash: str = Field(min_length=1)
+    name: Text = Field(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_-]*$")
+    password_hash: PasswordHash
     role: UserRole = "admin"
 
     @model_serializer(mode="wrap")
@@ -246,6 +466,27 @@ class User(_Model):
         return USER_ROLES.index(self.role) >= USER_ROLES.index(role)
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def _repeated(values: Iterable[str]) -> set[str]:
+    """The values that occur more than once (one pass, a Counter)."""
+    return {v for v, count in Counter(values).items() if count > 1}
+
+
+def _twice(items: Iterable[_Named]) -> list[str]:
+    """The names used more than once, sorted."""
+    return sorted(_repeated(i.name for i in items))
+
+
+def _some(values: list[str], most: int = 8) -> str:
+    """A list for a message, cut short: a message stays small whatever the document holds."""
+    shown = ", ".join(values[:most]) or "none"
+    return f"{shown}, … ({len(values)} in all)" if len(values) > most else shown
+
+
 class Document(_Model):
     appliance: Appliance = Appliance()
     ha: Ha = Ha()
@@ -257,32 +498,42 @@ class Document(_Model):
 
     @model_validator(mode="after")
     def _across(self) -> Self:
+        # Linear: a Counter, a set or a dict lookup per item, never a list search per item
+        # (10,000 services took 1.4 s when they were; a partner's document must not outlast
+        # master-down, see tests/unit/test_document_untrusted.py).
         problems: list[Problem] = []
         if not any(i.check for i in self.interface):
             problems.append(Problem(("interface",), "at least one interface needs check = true"))
-        names = [i.name for i in self.interface]
         problems += [
-            Problem(("interface",), f"{n} is listed twice")
-            for n in sorted(set(names))
-            if names.count(n) > 1
+            Problem(("interface",), f"{n} is listed twice") for n in _twice(self.interface)
         ]
-        shared = [s.split("/")[0] for i in self.interface for s in i.shared]
+        shared_list = [s.split("/")[0] for i in self.interface for s in i.shared]
         problems += [
             Problem(("interface",), f"shared address {a} is listed twice")
-            for a in sorted(set(shared))
-            if shared.count(a) > 1
+            for a in sorted(_repeated(shared_list))
+        ]
+        shared = set(shared_list)
+        units = {
+            address: f"the {role} unit's address on {i.name}"
+            for i in self.interface
+            for role, address in (("first", i.first), ("second", i.second))
+        }
+        problems += [
+            Problem(("interface", n, "shared", k), f"{address} is {units[address]}")
+            for n, i in enumerate(self.interface)
+            for k, address in enumerate(s.split("/")[0] for s in i.shared)
+            if address in units
         ]
         seen: dict[tuple[str, int, str], str] = {}
-        vs_names = [v.name for v in self.virtual_service]
+        vs_twice = _repeated(v.name for v in self.virtual_service)
         for n, vs in enumerate(self.virtual_service):
-            if vs_names.count(vs.name) > 1:
+            if vs.name in vs_twice:
                 problems.append(Problem(("virtual_service", n, "name"), f"{vs.name} is used twice"))
             if vs.address not in shared:
                 problems.append(
                     Problem(
                         ("virtual_service", n, "address"),
-                        f"{vs.address} is not a shared address "
-                        f"(shared: {', '.join(shared) or 'none'})",
+                        f"{vs.address} is not a shared address (shared: {_some(shared_list)})",
                     )
                 )
             where = (vs.address, vs.port, vs.protocol)
@@ -294,12 +545,7 @@ class Document(_Model):
                     )
                 )
             seen.setdefault(where, vs.name)
-        users = [u.name for u in self.user]
-        problems += [
-            Problem(("user",), f"{u} is listed twice")
-            for u in sorted(set(users))
-            if users.count(u) > 1
-        ]
+        problems += [Problem(("user",), f"{u} is listed twice") for u in _twice(self.user)]
         if problems:
             raise _Problems(problems)
         return self
@@ -334,7 +580,7 @@ _TYPES = {
 def _message(e: ErrorDetails) -> str:
     """pydantic's error in an operator's words (the value shown, the limit named)."""
     kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
-    shown = type(value).__name__ if isinstance(value, (dict, list, tuple)) else repr(value)
+    shown = type(value).__name__ if isinstance(value, (dict, list, tuple)) else _shown(value)
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
@@ -369,10 +615,30 @@ def parse_document(data: Any) -> Document:
     problem. Nothing is half-parsed: either all of it is valid or none is returned."""
     if not isinstance(data, dict):
         raise DocumentError([Problem(("document",), f"must be a table, not {type(data).__name__}")])
+    too_deep = _too_deep(data)
+    if too_deep:
+        raise DocumentError(too_deep)
     try:
         return Document.model_validate(_lists_to_tuples(data))
     except ValidationError as e:
         raise DocumentError(problems_of(e)) from None
+
+
+def _too_deep(data: dict[Any, Any]) -> list[Problem]:
+    """A Problem for each top-level key whose value nests tables or lists deeper than
+    MAX_DEPTH (the document itself is level 1). Iterative, one look at each table and list:
+    what follows (and any recursive walk of the value) never meets a deeper one."""
+    problems = []
+    for key, value in data.items():
+        stack = [(value, 2)] if isinstance(value, (dict, list, tuple)) else []
+        while stack:
+            here, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                problems.append(Problem((str(key),), f"nested deeper than {MAX_DEPTH} levels"))
+                break
+            inner = here.values() if isinstance(here, dict) else here
+            stack += [(v, depth + 1) for v in inner if isinstance(v, (dict, list, tuple))]
+    return problems
 
 
 def _lists_to_tuples(value: Any) -> Any:

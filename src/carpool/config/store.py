@@ -15,28 +15,48 @@ if its hash matches; otherwise the newest intact version file is used (and said 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .. import events, files
 from . import tomlw
-from .document import Document, DocumentError, parse_document, to_plain
+from .document import Document, DocumentError, parse_document, to_plain, unprintable
 
 log = events.logger("carpool.store", events.Kind.CONFIG)
-_NAME = re.compile(r"^(\d{8})-([0-9a-f]{12})\.json$")
+# The stem is the version with at least 8 digits: a longer number is a longer stem, and found
+# at load like any other (it once was not: the version vanished after a restart).
+_NAME = re.compile(r"^(\d{8,})-([0-9a-f]{12})\.json$")
 _HEADER = re.compile(r"^# carpool configuration version (\d+) hash ([0-9a-f]{64})$")
+_HASH = re.compile(r"[0-9a-f]{64}")
+# What a record may hold: it comes from the partner (sync) or from disk, and its text reaches
+# terminals (`carpool config history`), logs and the WUI.
+MAX_VERSION = 2**53 - 1  # exact in JSON everywhere (a browser's numbers too)
+MAX_WHEN = 2.0**33  # seconds since 1970: the year 2242
+MAX_TEXT = 8192  # who, conflict: a file path and some words
+MAX_KEY = 1024  # one changed key
+MAX_KEYS = 1_000_000  # changed keys from the partner (one that lists every key of a big first
+# version); a commit here keeps KEPT_KEYS of them (they are shown, never used)
+KEPT_KEYS = 1000
 
 
 class StoreError(Exception):
     pass
 
 
+class RecordError(StoreError, ValueError):
+    """A record that is not one: a wrong type, a value out of range (`record.KEY: why`)."""
+
+
 @dataclass(frozen=True)
 class Record:
+    """One version's record. Checked when made (here, from the partner or from disk): every
+    field its type, in its range, printable."""
+
     version: int
     hash: str
     parent: str = ""  # hash of the version this one was made from ("" for the first)
@@ -46,6 +66,10 @@ class Record:
     origin: str = ""  # the unit (first/second) where the change was made
     conflict: str = ""  # non-empty: why this version lost a split-brain resolution
 
+    def __post_init__(self) -> None:
+        for key, why in _record_problems(self):
+            raise RecordError(f"record.{key}: {why}")
+
     @property
     def key(self) -> tuple[int, str]:
         return (self.version, self.hash)
@@ -54,8 +78,66 @@ class Record:
         return asdict(self) | {"what": list(self.what)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Record:
-        return cls(**{**data, "what": tuple(data.get("what", ()))})
+    def from_json(cls, data: object) -> Record:
+        """The record in `data` (parsed JSON); RecordError if it is none."""
+        if not isinstance(data, dict):
+            raise RecordError(f"record: must be an object, not {type(data).__name__}")
+        unknown = sorted(set(data) - _RECORD_KEYS, key=str)
+        if unknown:
+            raise RecordError(f"record.{str(unknown[0])[:40]}: unknown key")
+        for key in ("version", "hash"):
+            if key not in data:
+                raise RecordError(f"record.{key}: required key is missing")
+        what = data.get("what", [])
+        if not isinstance(what, list):
+            raise RecordError(f"record.what: must be a list, not {type(what).__name__}")
+        return cls(**{**data, "what": tuple(what)})
+
+
+_RECORD_KEYS = frozenset(f.name for f in fields(Record))
+
+
+def _kept(what: tuple[str, ...]) -> tuple[str, ...]:
+    if len(what) <= KEPT_KEYS:
+        return what
+    return (*what[:KEPT_KEYS], f"(and {len(what) - KEPT_KEYS} more)")
+
+
+def _text_problem(value: object, most: int) -> str:
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if len(value) > most:
+        return f"must be at most {most} characters, not {len(value)}"
+    return unprintable(value)
+
+
+def _record_problems(r: Record) -> list[tuple[str, str]]:
+    """(key, why) for each field of r that is wrong; [] for a good record."""
+    out = []
+    if type(r.version) is not int or not 1 <= r.version <= MAX_VERSION:
+        out.append(("version", f"must be an integer 1-{MAX_VERSION}, not {r.version!r:.40}"))
+    if not isinstance(r.hash, str) or not _HASH.fullmatch(r.hash):
+        out.append(("hash", f"must be 64 lower-case hex digits, not {r.hash!r:.80}"))
+    if not isinstance(r.parent, str) or (r.parent and not _HASH.fullmatch(r.parent)):
+        out.append(("parent", f"must be empty or 64 lower-case hex digits, not {r.parent!r:.80}"))
+    for key, value in (("who", r.who), ("conflict", r.conflict)):
+        why = _text_problem(value, MAX_TEXT)
+        if why:
+            out.append((key, why))
+    when = r.when
+    if type(when) not in (int, float) or not math.isfinite(when) or not 0 <= when <= MAX_WHEN:
+        out.append(("when", f"must be seconds since 1970, 0-{MAX_WHEN:.0f}, not {when!r:.40}"))
+    if not isinstance(r.what, tuple) or len(r.what) > MAX_KEYS:
+        out.append(("what", f"must be a list of at most {MAX_KEYS} keys"))
+    else:
+        for n, key in enumerate(r.what):
+            why = _text_problem(key, MAX_KEY)
+            if why:
+                out.append((f"what[{n}]", why))
+                break
+    if r.origin not in ("", "first", "second"):
+        out.append(("origin", f"must be first, second or empty, not {r.origin!r:.40}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -242,13 +324,15 @@ class Store:
         old = self._current
         if old and old.document.hash == doc.hash:
             return old
+        kept = self._records(self.versions)
         record = Record(
-            version=(old.record.version if old else 0) + 1,
+            # after every kept version (an unreadable newest one too: current is older then)
+            version=max([old.record.version if old else 0] + [r.version for r in kept[-1:]]) + 1,
             hash=doc.hash,
             parent=old.record.hash if old else "",
             who=who,
             when=time.time() if when is None else when,
-            what=changed_keys(old.document if old else None, doc) if what is None else what,
+            what=_kept(changed_keys(old.document if old else None, doc) if what is None else what),
             origin=origin,
         )
         return self.adopt(record, doc)
@@ -263,12 +347,35 @@ class Store:
         for v in versions:
             if v.document.hash != v.record.hash:
                 raise StoreError(f"version {v.record.version}: content hash does not match")
+        self._check_order([v.record for v in versions])
         for v in versions:
             self._write_version(self.versions, v.record, v.document)
         self._current = versions[-1]
         self._write_current(self._current)
         self._prune()
         return self._current
+
+    def _check_order(self, batch: list[Record]) -> None:
+        """The batch in increasing versions, none taking the number of another kept version,
+        the last the newest kept: the current version is the newest, or a restart would make
+        the newest current (see _load)."""
+        numbers = [r.version for r in batch]
+        if any(a >= b for a, b in zip(numbers, numbers[1:], strict=False)):
+            raise StoreError(f"versions {numbers[:8]} are not in increasing order")
+        adopted = {r.key for r in batch}
+        kept = [r for r in self._records(self.versions) if r.key not in adopted]
+        taken = {r.version: r.hash for r in kept}
+        for r in batch:
+            if r.version in taken:
+                raise StoreError(
+                    f"version {r.version} is kept here with another content "
+                    f"({taken[r.version][:12]}, not {r.hash[:12]})"
+                )
+        if batch and kept and kept[-1].version > batch[-1].version:
+            raise StoreError(
+                f"version {batch[-1].version} would not be the newest (version "
+                f"{kept[-1].version} is kept here)"
+            )
 
     def keep_as_conflict(self, record: Record, why: str) -> None:
         """Move a kept version that lost a split-brain resolution to conflicts/ (kept)."""

@@ -109,8 +109,8 @@ def _parse_versions(items) -> list[Version]:
         try:
             record = Record.from_json(item["record"])
             doc = parse_document(item["document"])
-        except (KeyError, TypeError, DocumentError) as e:
-            raise SyncRefused(f"invalid version from partner: {e}") from None
+        except (KeyError, TypeError, DocumentError, StoreError) as e:  # StoreError: RecordError
+            raise SyncRefused(f"invalid version from partner: {str(e)[:1000]}") from None
         if doc.hash != record.hash:
             raise SyncRefused(f"version {record.version}: hash does not match its document")
         out.append(Version(record, doc))
