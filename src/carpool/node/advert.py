@@ -156,7 +156,9 @@ class AdvertPaths:
             batch = self.sockets[name].recv_all()
         except Exception as e:
             drops[DropReason.INTERNAL_ERROR] += 1
-            self._errors.exception(("recv", type(e)), "advert path on %s: reading failed", name)
+            self._errors.exception(
+                ("recv", type(e).__name__), "advert path on %s: reading failed", name
+            )
             return
         for datagram in batch:
             source = datagram[12:16]  # the IPv4 source, unparsed: the cheapest look at it
@@ -189,7 +191,7 @@ class AdvertPaths:
             except Exception as e:
                 drops[DropReason.INTERNAL_ERROR] += 1
                 self._errors.exception(
-                    (stage, type(e)),
+                    (stage, type(e).__name__),
                     "advert path on %s: %s failed on a datagram of %d bytes",
                     name,
                     stage,
