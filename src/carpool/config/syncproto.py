@@ -21,6 +21,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import untrusted
+
 PROTO = 1
 MAX_FRAME = 64 * 1024 * 1024
 TAG = 32
@@ -75,12 +77,19 @@ class Deframer:
         return out
 
 
+# what carpool.untrusted calls a refusal -> the FrameError reason (the counter's name)
+_REASONS = {"too_deep": "too_deep", "too_large": "oversized"}
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
+    """A message from a frame body; FrameError, and nothing else, for any other bytes (nesting
+    deeper than untrusted.MAX_DEPTH, a number too long, not an object with a "type"...)."""
     try:
-        msg = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FrameError("garbage", str(e)[:80]) from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        msg = untrusted.loads_object(body, max_size=MAX_FRAME)
+    except untrusted.UntrustedJSON as e:
+        reason = _REASONS.get(e.reason, "garbage")
+        raise FrameError(reason, (e.detail if reason == e.reason else str(e))[:100]) from None
+    if not isinstance(msg.get("type"), str):
         raise FrameError("garbage", "not a message object")
     return msg
 

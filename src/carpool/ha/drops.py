@@ -25,6 +25,8 @@ class DropReason(enum.Enum):
     WRONG_ADDRESSES = "wrong_addresses"
     BAD_INTERVAL = "bad_interval"
     UNKNOWN_INTERFACE = "unknown_interface"
+    RATE_LIMITED = "rate_limited"  # a source other than the partner over its budget
+    INTERNAL_ERROR = "internal_error"  # a bug met on this datagram: counted, logged, survived
 
 
 class DropError(Exception):

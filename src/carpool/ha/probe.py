@@ -18,9 +18,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .. import untrusted
+
 MAGIC = b"CPDOCTOR"
 MAC_LEN = 32
 MAX_BODY = 1200  # one probe always fits an unfragmented frame
+MAX_DEPTH = 16  # a report nests 3 deep; anything deeper is refused before parsing
 
 
 class ProbeError(ValueError):
@@ -50,16 +53,16 @@ def encode(key: bytes, body: dict[str, Any]) -> bytes:
 
 
 def decode(key: bytes, payload: bytes) -> Probe:
+    """The probe in `payload`; ProbeError, and nothing else, for any other bytes (too deep,
+    too long a number, not an object...: carpool.untrusted)."""
     if not is_probe(payload):
         raise ProbeError("not a doctor probe")
     if len(payload) < len(MAGIC) + 2 + MAC_LEN or len(payload) > len(MAGIC) + MAX_BODY + MAC_LEN:
         raise ProbeError(f"probe of {len(payload)} bytes")
     signed, mac = payload[:-MAC_LEN], payload[-MAC_LEN:]
     try:
-        body = json.loads(signed[len(MAGIC) :])
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ProbeError(f"probe body is not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ProbeError("probe body is not an object")
+        body = untrusted.loads_object(signed[len(MAGIC) :], max_size=MAX_BODY, max_depth=MAX_DEPTH)
+    except untrusted.UntrustedJSON as e:
+        raise ProbeError(f"probe body: {e}") from None
     authentic = hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), mac)
     return Probe(body, authentic)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -19,11 +20,18 @@ from .. import events
 from ..config.ha import Config, Interface
 from ..ha import election as el
 from ..ha.classify import Kind, classify
+from ..ha.drops import DropReason
 from ..ha.profile import CarpProfile, VrrpProfile
+from .limits import RateLimitedLog, TokenBuckets
 from .paths import IfaceState, Paths
 from .rawsock import AdvertSocket, destinations
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
+# Datagrams from anyone but the partner (other VRRP routers, a foreign speaker, a flood): each
+# source may cost this many judgements a second, and all of them together the TOTAL ones.
+# The partner's are never limited. A VRRP router sends 1 advert/s, a fast pair 100/s at most.
+STRANGER_RATE, STRANGER_BURST = 50.0, 100.0
+STRANGERS_TOTAL_RATE, STRANGERS_TOTAL_BURST = 500.0, 1000.0
 
 
 def make_profile(cfg: Config) -> CarpProfile | VrrpProfile:
@@ -65,10 +73,20 @@ class AdvertPaths:
         on_advert: Callable[[el.Rank, bool, str], None],
         on_probe: Callable[[str, IPv4Address, bytes], None],
         on_foreign: Callable[[str, IPv4Address, bytes], None],
+        clock: Callable[[], float] = time.monotonic,
     ):
         """on_advert(rank, bow_out, interface): a valid partner advert, ranked as the partner.
         on_probe / on_foreign(interface, source, payload): a doctor probe; an advert for our
-        VHID from a stranger (judged as usual afterwards)."""
+        VHID from a stranger (judged as usual afterwards). clock: the loop's (attach sets it)."""
+        self.clock = clock
+        self._strangers = TokenBuckets(
+            STRANGER_RATE,
+            STRANGER_BURST,
+            total_rate=STRANGERS_TOTAL_RATE,
+            total_burst=STRANGERS_TOTAL_BURST,
+            clock=lambda: self.clock(),
+        )
+        self._errors = RateLimitedLog(log, clock=lambda: self.clock())
         self.paths = paths
         self.on_advert, self.on_probe, self.on_foreign = on_advert, on_probe, on_foreign
         self.counters = AdvertCounters()
@@ -86,6 +104,7 @@ class AdvertPaths:
         # Ranks compare unit identities, not per-link sources: any partner address counts as
         # the partner's primary one, or the tie-break would differ per interface and flap.
         self.partner_identity = {i.partner(cfg.role): self.partner for i in cfg.interfaces}
+        self._partner_sources = {a.packed for a in self.partner_identity}  # as in a header
         self.ifaces = {i.name: i for i in cfg.interfaces}
         self._carried = {i.name: advertised_addresses(cfg, i) for i in cfg.interfaces}
         for name in self.ifaces:
@@ -95,6 +114,7 @@ class AdvertPaths:
 
     def attach(self, loop: asyncio.AbstractEventLoop, link_up: Callable[[str], bool]) -> None:
         self._loop, self._link_up = loop, link_up
+        self.clock = loop.time
         self._open_sockets(loop)
 
     def is_partner(self, source: IPv4Address) -> bool:
@@ -129,26 +149,54 @@ class AdvertPaths:
 
     # -- receive ---------------------------------------------------------------------------
     def on_readable(self, name: str) -> None:
-        sock, carried = self.sockets[name], self._carried[name]
-        for datagram in sock.recv_all():
-            verdict = classify(
-                datagram,
-                partners=self.partner_identity,
-                vhid=self.cfg.vhid,
-                decoder=self.profile,
-                addresses=carried,
+        """Judge every queued datagram, each on its own: whatever one of them does (a decoder's
+        or a callback's exception included) costs the others nothing. Never raises."""
+        drops = self.counters.drops
+        try:
+            batch = self.sockets[name].recv_all()
+        except Exception as e:
+            drops[DropReason.INTERNAL_ERROR] += 1
+            self._errors.exception(
+                ("recv", type(e).__name__), "advert path on %s: reading failed", name
             )
-            if verdict.foreign:
-                assert verdict.source is not None  # judged on a parsed packet: it has a source
-                self.on_foreign(name, verdict.source, verdict.payload)
-            if verdict.kind is Kind.PROBE:
-                assert verdict.source is not None  # likewise
-                self.on_probe(name, verdict.source, verdict.payload)
-            elif verdict.kind is Kind.DROP:
-                self.counters.drops[verdict.reason] += 1
-                log.debug("drop on %s: %s", name, verdict.drop)
-            else:
-                self._heard(name, verdict.heard)
+            return
+        for datagram in batch:
+            source = datagram[12:16]  # the IPv4 source, unparsed: the cheapest look at it
+            if source not in self._partner_sources and not self._strangers.allow(source):
+                drops[DropReason.RATE_LIMITED] += 1  # and no further work
+                continue
+            stage = "classify"
+            try:
+                verdict = classify(
+                    datagram,
+                    partners=self.partner_identity,
+                    vhid=self.cfg.vhid,
+                    decoder=self.profile,
+                    addresses=self._carried[name],
+                )
+                if verdict.foreign:
+                    assert verdict.source is not None  # judged on a parsed packet: it has one
+                    stage = "on_foreign"
+                    self.on_foreign(name, verdict.source, verdict.payload)
+                if verdict.kind is Kind.PROBE:
+                    assert verdict.source is not None  # likewise
+                    stage = "on_probe"
+                    self.on_probe(name, verdict.source, verdict.payload)
+                elif verdict.kind is Kind.DROP:
+                    drops[verdict.reason] += 1
+                    log.debug("drop on %s: %s", name, verdict.drop)
+                else:
+                    stage = "on_advert"
+                    self._heard(name, verdict.heard)
+            except Exception as e:
+                drops[DropReason.INTERNAL_ERROR] += 1
+                self._errors.exception(
+                    (stage, type(e).__name__),
+                    "advert path on %s: %s failed on a datagram of %d bytes",
+                    name,
+                    stage,
+                    len(datagram),
+                )
 
     def _heard(self, name: str, heard) -> None:
         self.counters.received += 1
@@ -157,9 +205,7 @@ class AdvertPaths:
         if identity is not None:
             rank = replace(rank, address=int(identity))
         st = self.paths[name]
-        loop = self._loop
-        assert loop is not None  # on_readable is a reader of the loop attach() gave
-        st.last_advert = loop.time()
+        st.last_advert = self.clock()
         st.adverts_heard += 1
         self.on_advert(rank, heard.bow_out, name)
 

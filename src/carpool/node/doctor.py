@@ -35,6 +35,7 @@ REPORT_WAIT = 1.5  # how long the initiator waits for reports
 MAX_REPORTS_PER_ID = 4
 MAX_REPORTS_PER_S = 20  # unauthenticated probes may trigger reports: bounded
 FOREIGN_WINDOW = 10.0  # s a silent foreign speaker stays in the findings (at least)
+MAX_FOREIGN = 64  # speakers remembered (sources are easy to forge): the stalest is forgotten
 
 
 @dataclass
@@ -68,7 +69,8 @@ class DoctorAgent:
         self.unit = unit
         self.heard: collections.OrderedDict[str, Heard] = collections.OrderedDict()
         self.sessions: dict[str, Session] = {}
-        self.foreign: dict[tuple[str, str], dict] = {}  # (iface, source) -> sighting
+        # (iface, source) -> sighting, the least recently heard first
+        self.foreign: collections.OrderedDict[tuple[str, str], dict] = collections.OrderedDict()
         self.counters: collections.Counter = collections.Counter()
         self._report_times: collections.deque = collections.deque(maxlen=MAX_REPORTS_PER_S)
 
@@ -84,8 +86,15 @@ class DoctorAgent:
             if payload
             else "?"
         )
-        now = time.time()
-        seen = self.foreign.setdefault((iface, str(source)), {"count": 0, "last": now, "gap": 0})
+        now, key = time.time(), (iface, str(source))
+        seen = self.foreign.get(key)
+        if seen is None:
+            seen = self.foreign[key] = {"count": 0, "last": now, "gap": 0}
+            while len(self.foreign) > MAX_FOREIGN:
+                self.foreign.popitem(last=False)
+                self.counters["foreign_evicted"] += 1
+        else:
+            self.foreign.move_to_end(key)
         seen.update(
             count=seen["count"] + 1, gap=max(seen["gap"], now - seen["last"]), last=now, kind=kind
         )
@@ -112,14 +121,14 @@ class DoctorAgent:
         ]
 
     def on_probe(self, iface: str, source: IPv4Address, payload: bytes) -> None:
+        if not self.unit.is_partner(source):  # only the partner gets answers: not even decoded
+            self.counters["probe_from_stranger"] += 1
+            return
         try:
             p = probe.decode(self.key, payload)
         except probe.ProbeError as e:
             self.counters["bad_probe"] += 1
             log.debug("bad doctor probe on %s from %s: %s", iface, source, e)
-            return
-        if not self.unit.is_partner(source):  # only the partner gets answers
-            self.counters["probe_from_stranger"] += 1
             return
         body, kind, pid = p.body, p.body.get("k"), str(p.body.get("id", ""))[:32]
         if not pid or (kind == "report" and not _report_shape(body)):

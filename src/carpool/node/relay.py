@@ -26,7 +26,8 @@ from collections.abc import Callable
 
 from .. import events
 from ..config import syncproto as sp
-from .sync import RETRY, Channel, SyncRefused, SyncService
+from .limits import RateLimitedLog
+from .sync import RETRY, Channel, SyncRefused, SyncService, cancel_requested
 
 log = events.logger("carpool.relay", events.Kind.SYNC)
 # Advert intervals without an advert on any path before we ask for relays. Asked for, the
@@ -94,6 +95,7 @@ class AdvertRelay:
         # our report of the partner's run id; on_report(body) takes the partner's report.
         self.report_for: Callable[[str, Callable[[dict], None]], None] | None = None
         self.on_report: Callable[[dict], None] | None = None
+        self._errors = RateLimitedLog(log)
         sync.relay = self
 
     # -- the side that relays its adverts ----------------------------------------------------
@@ -189,6 +191,8 @@ class AdvertRelay:
         while True:
             ch = None
             try:
+                if cancel_requested():
+                    raise asyncio.CancelledError
                 ch = await self.sync._connect()
                 keep_alive(ch)
                 self.client, self._asked = ch, None
@@ -201,6 +205,10 @@ class AdvertRelay:
             except (TimeoutError, OSError, ConnectionError, sp.FrameError, SyncRefused) as e:
                 self.counters["disconnects"] += 1
                 log.debug("relay: %s", e)
+            except Exception as e:  # nothing the partner sends ends the relay for good
+                self.counters["disconnects"] += 1
+                self.counters["internal_error"] += 1
+                self._errors.exception(type(e).__name__, "relay: connection failed")
             finally:
                 if ch is not None:
                     ch.close()

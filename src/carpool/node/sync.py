@@ -20,6 +20,7 @@ from ..config import syncproto as sp
 from ..config.document import DocumentError, parse_document
 from ..config.store import Record, Store, StoreError, Version
 from ..terms import SyncState
+from .limits import RateLimitedLog
 from .storeio import StoreWriter, current_version
 
 log = events.logger("carpool.sync", events.Kind.SYNC)
@@ -31,6 +32,14 @@ RETRY = 1.0
 # one would close the connection on it (an unknown message is a bad frame).
 FEATURES = frozenset({"doctor"})
 POST_LIMIT = 64 * 1024  # bytes queued to a slow reader before posts to it are dropped
+
+
+def cancel_requested() -> bool:
+    """The running task was asked to stop. Python 3.11's wait_for swallows a cancellation that
+    arrives as its awaitable completes (fixed in 3.12): a loop that retries for ever checks
+    this each round, or one lost cancel keeps it running (seen as a hang at shutdown)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class SyncRefused(Exception):
@@ -117,6 +126,31 @@ def _parse_versions(items) -> list[Version]:
     return out
 
 
+def _is_key(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and type(value[0]) is int
+        and isinstance(value[1], str)
+    )
+
+
+def _key_list(value: object, what: str) -> list[tuple[int, str]]:
+    """[[version, hash], ...] from the partner, as keys; FrameError if it is anything else."""
+    if not isinstance(value, list) or not all(_is_key(k) for k in value):
+        raise sp.FrameError("garbage", f"{what}: not a list of [version, hash]")
+    return [(k[0], k[1]) for k in value]
+
+
+def _key_or_none(value: object, what: str) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    if not _is_key(value):
+        raise sp.FrameError("garbage", f"{what}: not [version, hash]")
+    assert isinstance(value, list)  # _is_key
+    return (value[0], value[1])
+
+
 def _keys(store: Store) -> list[list]:
     return [[r.version, r.hash] for r in store.history(conflicts=False)]
 
@@ -168,6 +202,8 @@ class SyncService:
         self._task: asyncio.Task | None = None
         self.relay: Relay | None = None  # node.relay's, set by it: "relay" messages go there
         self.writer = StoreWriter(store)  # every store write (ours and configd's) goes here
+        # what a partner or a stranger sends may be logged once per kind every 10 s, no more
+        self._log = RateLimitedLog(log)
 
     # -- server side -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,15 +233,22 @@ class SyncService:
                 await ch.send(await self._answer(msg))
         except sp.FrameError as e:
             self.counters[f"bad_frame_{e.reason}"] += 1
-            log.warning("sync: closing connection from %s: bad frame (%s)", ch.peer, e)
+            self._log.warning(
+                ("bad_frame", e.reason),
+                "sync: closing connection from %s: bad frame (%s)",
+                ch.peer,
+                e,
+            )
         except SyncRefused as e:
             self.counters["refused"] += 1
-            log.warning("sync: %s", e)
+            self._log.warning("refused", "sync: %s", e)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
-        except Exception:  # never let one connection take the daemon down
+        except Exception as e:  # never let one connection take the daemon down
             self.counters["errors"] += 1
-            log.exception("sync: connection from %s failed", ch.peer)
+            self._log.exception(
+                ("serve", type(e).__name__), "sync: connection from %s failed", ch.peer
+            )
         finally:
             if self.relay is not None:
                 self.relay.forget(ch)
@@ -237,7 +280,11 @@ class SyncService:
             or not secrets.compare_digest(answer["proof"], expected)
         ):
             self.counters["unauthorized"] += 1
-            log.warning("sync: unauthorized connection from %s (wrong partner secret)", ch.peer)
+            self._log.warning(
+                "unauthorized",
+                "sync: unauthorized connection from %s (wrong partner secret)",
+                ch.peer,
+            )
             await ch.send({"type": "error", "error": "unauthorized"})
             raise ConnectionError("unauthorized")
         ch.session = sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False)
@@ -256,7 +303,8 @@ class SyncService:
             }
         if kind == "fetch":
             try:
-                return {"type": "versions", "versions": _versions(self.store, msg["keys"])}
+                keys = _key_list(msg.get("keys"), "fetch")
+                return {"type": "versions", "versions": _versions(self.store, keys)}
             except (KeyError, TypeError, StoreError) as e:
                 return {"type": "error", "error": f"fetch: {e}"}
         if kind == "push":
@@ -271,9 +319,9 @@ class SyncService:
 
     async def _receive(self, msg: dict) -> None:
         versions = _parse_versions(msg.get("versions"))
-        lost = msg.get("lost") or []
-        why = str(msg.get("why", "lost a split-brain resolution"))
-        expect = msg.get("expect")
+        lost = _key_list(msg.get("lost") or [], "lost")
+        why = str(msg.get("why", "lost a split-brain resolution"))[:200]
+        expect = _key_or_none(msg.get("expect"), "expect")
 
         def job() -> None:
             # The pusher planned against what it last saw of us: if we changed since (e.g.
@@ -315,7 +363,8 @@ class SyncService:
         ch = await self._connect()
         try:
             state = await self._call(ch, {"type": "state"})
-            theirs = [tuple(k) for k in state["history"]]
+            theirs = _key_list(state.get("history"), "history")
+            _key_or_none(state.get("current"), "current")
             ours = [tuple(k) for k in _keys(self.store)]
             lost = [k for k in theirs if k not in ours and k[0] > 0]
             push = [k for k in ours if k not in theirs]
@@ -393,12 +442,15 @@ class SyncService:
                 "expect": expect,
             },
         )
-        self._partner_at(reply["history"], reply.get("current"))
+        self._partner_at(reply.get("history"), reply.get("current"))
         return {"version": self.partner_version[0] if self.partner_version else None}
 
-    def _partner_at(self, history, current) -> None:
-        self._theirs = [tuple(k) for k in history]
-        self._their_current = tuple(current) if current else None
+    def _partner_at(self, history: object, current: object) -> None:
+        """The partner's history and current version from its answer (checked: a partner's
+        bug is a FrameError here, not an exception somewhere in the plan)."""
+        theirs = _key_list(history, "history")
+        self._their_current = _key_or_none(current, "current")
+        self._theirs = theirs
         self.partner_version = self._their_current
 
     async def reconcile(self, ch: Channel, fresh: bool = True) -> str:
@@ -406,7 +458,7 @@ class SyncService:
         trust the partner's history from its last answer and save a round trip."""
         if fresh or self._theirs is None:
             state = await self._call(ch, {"type": "state"})
-            self._partner_at(state["history"], state.get("current"))
+            self._partner_at(state.get("history"), state.get("current"))
             if isinstance(state.get("ha"), str):
                 self.partner_ha = {"state": state["ha"], "at": time.time()}
         assert self._theirs is not None  # just set, or kept from the last answer
@@ -450,6 +502,8 @@ class SyncService:
         ch: Channel | None = None
         while True:
             try:
+                if cancel_requested():
+                    raise asyncio.CancelledError
                 if not self.is_active():
                     if ch:
                         ch.close()
@@ -475,17 +529,23 @@ class SyncService:
                 if ch:
                     ch.close()
                 raise
-            except (
-                TimeoutError,
-                OSError,
-                ConnectionError,
-                sp.FrameError,
-                SyncRefused,
-                StoreError,
-                KeyError,
-                TypeError,
-            ) as e:
-                why = str(e) or type(e).__name__
+            except Exception as e:  # nothing a partner sends ends the loop
+                if not isinstance(
+                    e,
+                    (
+                        TimeoutError,
+                        OSError,
+                        ConnectionError,
+                        sp.FrameError,
+                        SyncRefused,
+                        StoreError,
+                        KeyError,
+                        TypeError,
+                    ),
+                ):
+                    self.counters["internal_error"] += 1
+                    self._log.exception(("client", type(e).__name__), "sync: client loop failed")
+                why = str(e)[:200] or type(e).__name__
                 if self.last_error != why:
                     log.warning("sync down: %s", why)
                 self.state, self.last_error = SyncState.DOWN, why
@@ -523,8 +583,8 @@ class SyncService:
         except SyncRefused as e:
             result.update(authenticated=False, error=str(e))
             return result
-        except (TimeoutError, OSError, sp.FrameError, ConnectionError) as e:
-            result["error"] = f"handshake: {type(e).__name__} {e}".strip()
+        except Exception as e:  # never raises: whatever the partner said is the finding
+            result["error"] = f"handshake: {type(e).__name__} {e}".strip()[:300]
             return result
         try:
             sent = time.time()
@@ -539,8 +599,8 @@ class SyncService:
             )
             if isinstance(state.get("time"), (int, float)):
                 result["clock_offset"] = round(state["time"] - (sent + received) / 2, 3)
-        except (TimeoutError, OSError, sp.FrameError, SyncRefused, KeyError) as e:
-            result.update(authenticated=True, error=f"state: {type(e).__name__} {e}".strip())
+        except Exception as e:
+            result.update(authenticated=True, error=f"state: {type(e).__name__} {e}".strip()[:300])
         finally:
             ch.close()
         return result

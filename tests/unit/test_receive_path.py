@@ -1,0 +1,233 @@
+"""The advert path never raises and bounds what strangers cost: each datagram of a batch is
+judged on its own (a poison datagram between two adverts loses neither advert), an exception is
+a counted internal_error with a rate-limited traceback, strangers are rate-limited per source,
+and the doctor's table of foreign speakers stays bounded."""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import IPv4Address
+from types import SimpleNamespace
+
+import pytest
+
+from carpool.config.ha import parse_config
+from carpool.ha import probe
+from carpool.ha.ipv4 import Ipv4Packet
+from carpool.node.advert import AdvertPaths, make_profile
+from carpool.node.doctor import DoctorAgent
+
+OWN, PARTNER = IPv4Address("198.18.0.11"), IPv4Address("198.18.0.12")
+STRANGER, GROUP = IPv4Address("198.18.0.99"), IPv4Address("224.0.0.18")
+SHARED = [IPv4Address("198.18.0.10")]
+CFG = parse_config(
+    {
+        "unit": {"role": "first", "secret": "unit-test-secret"},
+        "interface": [
+            {
+                "name": "eth0",
+                "first": str(OWN),
+                "second": str(PARTNER),
+                "shared": ["198.18.0.10/24"],
+            }
+        ],
+    }
+)
+PROFILE = make_profile(CFG)
+
+
+def advert(src: IPv4Address = PARTNER, bow_out: bool = False) -> bytes:
+    payload = PROFILE.encode(bow_out, 0, 1, SHARED, src, GROUP)
+    return Ipv4Packet(src, GROUP, 255, 112, payload).pack()
+
+
+def datagram(payload: bytes, src: IPv4Address = PARTNER) -> bytes:
+    return Ipv4Packet(src, GROUP, 255, 112, payload).pack()
+
+
+POISON_PROBE = datagram(probe.MAGIC + b"[" * 1150)  # the finding: RecursionError in the doctor
+
+
+class Batch:
+    """A fake AdvertSocket: recv_all hands over what is queued (256 at most, like the real)."""
+
+    def __init__(self, *datagrams: bytes):
+        self.queue = list(datagrams)
+
+    def recv_all(self) -> list[bytes]:
+        out, self.queue = self.queue[:256], self.queue[256:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Receiver:
+    """AdvertPaths on one fake socket; what reaches each callback is recorded."""
+
+    def __init__(self, on_probe=None, on_foreign=None, on_advert=None):
+        self.adverts: list = []  # the partner's (its bow-out flags)
+        self.strangers: list = []  # adverts from others (the election ranks them as such)
+        self.probes: list = []
+        self.foreign: list = []
+        self.clock = Clock()
+        self.paths = AdvertPaths(
+            CFG,
+            {},
+            on_advert=on_advert or self._advert,
+            on_probe=on_probe or (lambda *a: self.probes.append(a)),
+            on_foreign=on_foreign or (lambda *a: self.foreign.append(a)),
+            clock=self.clock,
+        )
+
+    def _advert(self, rank, bow_out: bool, name: str) -> None:
+        (self.adverts if rank.address == int(PARTNER) else self.strangers).append(bow_out)
+
+    def feed(self, *datagrams: bytes) -> None:
+        """As the loop does: on_readable while the socket stays readable."""
+        sock = self.paths.sockets["eth0"] = Batch(*datagrams)  # type: ignore[assignment]
+        while sock.queue:
+            self.paths.on_readable("eth0")
+
+    @property
+    def drops(self) -> dict:
+        return {r.value: n for r, n in self.paths.counters.drops.items()}
+
+
+def _raise(exc: BaseException):
+    def callback(*_args):
+        raise exc
+
+    return callback
+
+
+# -- each datagram on its own ----------------------------------------------------------------
+def test_a_poison_probe_between_two_adverts_loses_neither_advert():
+    unit = SimpleNamespace(cfg=CFG, is_partner=lambda s: s == PARTNER)
+    doctor = DoctorAgent(unit)  # the real doctor: its decode once raised RecursionError
+    r = Receiver(on_probe=doctor.on_probe)
+    r.feed(advert(), POISON_PROBE, advert(bow_out=True))
+    assert r.adverts == [False, True]
+    assert doctor.counters["bad_probe"] == 1
+
+
+@pytest.mark.parametrize("exc", [RecursionError("deep"), ValueError("bug"), KeyError("k")])
+def test_an_exception_in_a_callback_is_an_internal_error_and_the_batch_goes_on(exc):
+    r = Receiver(on_probe=_raise(exc))
+    r.feed(advert(), POISON_PROBE, advert(bow_out=True), POISON_PROBE, advert())
+    assert r.adverts == [False, True, False]
+    assert r.drops == {"internal_error": 2}
+
+
+def test_an_exception_while_judging_is_an_internal_error_and_the_batch_goes_on():
+    r = Receiver()
+
+    class Decoder:  # a decoder bug (classify trusts decoders to raise only DropError)
+        def __getattr__(self, name):
+            return getattr(PROFILE, name)
+
+        def decode(self, pkt, addresses):
+            if pkt.payload[-1:] == b"!":
+                raise IndexError("decoder bug")
+            return PROFILE.decode(pkt, addresses)
+
+    r.paths.profile = Decoder()  # type: ignore[assignment]
+    r.feed(advert(), datagram(advert()[20:] + b"!"), advert(bow_out=True))
+    assert r.adverts == [False, True]
+    assert r.drops == {"internal_error": 1}
+
+
+def test_an_exception_in_on_advert_loses_only_that_advert():
+    seen: list = []
+
+    def on_advert(rank, bow_out, name):
+        seen.append(bow_out)
+        if len(seen) == 1:
+            raise RuntimeError("election bug")
+
+    r = Receiver(on_advert=on_advert)
+    r.feed(advert(), advert(bow_out=True))
+    assert seen == [False, True]
+    assert r.drops == {"internal_error": 1}
+
+
+def test_internal_errors_log_one_traceback_per_kind_every_10_s(caplog):
+    r = Receiver(on_probe=_raise(RecursionError("deep")))
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            r.feed(*[POISON_PROBE] * 200)
+            r.clock.t += 1
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert len(tracebacks) == 1
+    assert all(rec.levelno <= logging.DEBUG for rec in caplog.records if not rec.exc_info)
+    assert r.drops == {"internal_error": 1000}
+    r.clock.t += 10
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        r.feed(POISON_PROBE, POISON_PROBE)
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert len(tracebacks) == 1 and "999" in tracebacks[0].getMessage()  # the suppressed ones
+
+
+def test_a_failing_socket_read_is_counted_not_raised():
+    r = Receiver()
+    r.paths.sockets["eth0"] = SimpleNamespace(recv_all=_raise(OSError("gone")))  # type: ignore[assignment]
+    r.paths.on_readable("eth0")
+    assert r.drops == {"internal_error": 1}
+
+
+# -- what strangers may cost -----------------------------------------------------------------
+def test_a_stranger_is_rate_limited_per_source_and_the_partner_never():
+    r = Receiver()
+    flood = [advert(src=STRANGER)] * 1000  # speaks our VHID: each judged one is noted
+    r.feed(*flood[:500], *[advert()] * 300, *flood[500:])
+    assert len(r.adverts) == 300  # every partner advert
+    assert len(r.foreign) == len(r.strangers) == 100  # the stranger's burst, then no work
+    assert r.drops["rate_limited"] == 900
+    r.clock.t += 1.0
+    r.feed(*flood)
+    assert len(r.foreign) == 150  # 50 a second
+
+
+def test_forged_sources_are_bounded_together_and_the_table_stays_small():
+    r = Receiver()
+    forged = [advert(src=IPv4Address(0x0A000000 + n)) for n in range(3000)]
+    r.feed(*forged[:1500], *[advert()] * 10, *forged[1500:])
+    assert len(r.adverts) == 10
+    assert len(r.strangers) == 1000
+    assert r.drops["rate_limited"] == 2000  # the strangers' shared burst is 1000
+    assert len(r.paths._strangers) <= 256
+
+
+def test_the_partner_is_never_rate_limited():
+    r = Receiver()
+    r.feed(*[advert()] * 5000)
+    assert len(r.adverts) == 5000 and "rate_limited" not in r.drops
+
+
+def test_the_doctors_table_of_foreign_speakers_is_bounded():
+    doctor = DoctorAgent(SimpleNamespace(cfg=CFG, is_partner=lambda s: s == PARTNER))
+    payload = advert(src=STRANGER)[20:]
+    for n in range(1000):
+        doctor.note_foreign("eth0", IPv4Address(0x0A000000 + n), payload)
+    assert len(doctor.foreign) == 64
+    assert doctor.counters["foreign_evicted"] == 1000 - 64
+    newest = ("eth0", str(IPv4Address(0x0A000000 + 999)))
+    assert newest in doctor.foreign and ("eth0", "10.0.0.0") not in doctor.foreign
+    doctor.note_foreign("eth0", IPv4Address(0x0A000000 + 999), payload)  # known: nothing evicted
+    assert doctor.counters["foreign_evicted"] == 1000 - 64
+    assert doctor.foreign[newest]["count"] == 2
+
+
+def test_a_strangers_probe_is_not_decoded():
+    doctor = DoctorAgent(SimpleNamespace(cfg=CFG, is_partner=lambda s: s == PARTNER))
+    doctor.on_probe("eth0", STRANGER, probe.MAGIC + b"[" * 1150)
+    assert doctor.counters == {"probe_from_stranger": 1}
