@@ -18,7 +18,12 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from .. import untrusted
+
 ROLES = ("first", "second")
+# A document nests 4 deep (virtual_service[0].check.type); a value deeper than this is refused
+# before anything walks it (recursion would fail on a few hundred levels).
+MAX_DEPTH = 16
 
 
 Loc = tuple[str | int, ...]
@@ -339,6 +344,10 @@ def parse_document(data: Any) -> Document:
     problem. Nothing is half-parsed: either all of it is valid or none is returned."""
     if not isinstance(data, dict):
         raise DocumentError([Problem(("document",), f"must be a table, not {type(data).__name__}")])
+    try:
+        untrusted.check_depth(data, MAX_DEPTH)
+    except untrusted.UntrustedJSON:
+        raise DocumentError([Problem(("document",), f"nested deeper than {MAX_DEPTH}")]) from None
     try:
         return Document.model_validate(_lists_to_tuples(data))
     except ValidationError as e:
