@@ -1,9 +1,11 @@
 """The advert paths: one raw socket per checked interface, adverts sent on each, and every
 received datagram judged once (ha/classify.py) and handed to whoever owns its kind.
 
-    socket readable -> recv_all (ingress and own checks) -> classify -> on_advert (the election)
-                                                                     -> on_probe (the doctor)
-                                                                     -> a counted drop
+    socket readable -> recv_all (ingress and own checks) -> strangers' token buckets
+        -> classify -> on_advert (the election) / on_probe (the doctor) / a counted drop
+
+Each datagram is handled on its own: an exception from judging it or from a callback is
+counted as internal_error (its traceback logged once per 10 s per kind) and the batch goes on.
 """
 
 from __future__ import annotations
