@@ -118,6 +118,29 @@ def test_the_depth_scan_skips_brackets_inside_strings():
     assert untrusted.loads(b'{"d": "' + b"[" * 100 + b'"}', max_size=1000, max_depth=2)
 
 
+def value_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(value_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(value_depth, value), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\n/', max_size=8)
+TRICKY_JSON = st.recursive(
+    st.none() | st.integers() | TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRICKY_TEXT, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500)
+@given(TRICKY_JSON, st.booleans())
+def test_the_depth_scan_is_exact_for_any_json(value, ascii_only):
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert untrusted.depth(data) == value_depth(value)
+
+
 @given(st.integers(min_value=0, max_value=3000))
 def test_nesting_is_bounded_before_parsing(n):
     data = b"[" * n + b"0" + b"]" * n
