@@ -30,8 +30,9 @@ from .rawsock import AdvertSocket, destinations
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 # Datagrams from anyone but the partner (other VRRP routers, a foreign speaker, a flood): each
-# source may cost this many judgements a second, and all of them together the TOTAL ones.
-# The partner's are never limited. A VRRP router sends 1 advert/s, a fast pair 100/s at most.
+# source may cost this many judgements a second, and all of them together the TOTAL ones; the
+# rest are counted rate_limited, nothing more. The partner's are never limited. A VRRP router
+# sends 1 advert/s; a foreign fast pair (up to 100/s) is still judged, and noted, 50 times a second.
 STRANGER_RATE, STRANGER_BURST = 50.0, 100.0
 STRANGERS_TOTAL_RATE, STRANGERS_TOTAL_BURST = 500.0, 1000.0
 
