@@ -11,17 +11,13 @@ framework parsed, a document handed in). Pure: bytes in, values or UntrustedJSON
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import re
 from typing import Any, NoReturn
 
 MAX_DEPTH = 32  # a sync message holding whole documents nests ~10 deep
 MAX_DIGITS = 40  # no integer of ours is longer (a 64-bit counter has 20 digits)
-
-# A JSON string (escapes included), or one bracket: the scan skips strings whole.
-_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
-_OPEN = frozenset(b"[{")
 
 
 class UntrustedJSON(ValueError):
@@ -33,25 +29,21 @@ class UntrustedJSON(ValueError):
         self.detail = detail
 
 
+_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')  # translate() deletes these
+_STEP = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # as signed bytes: +1, -1
+
+
 def depth(data: bytes) -> int:
-    """How deep the brackets of `data` nest, strings skipped (a conservative bound for bytes
-    that are not JSON at all: an unterminated string's brackets count)."""
-    deepest = level = 0
-    for m in _STRING_OR_BRACKET.finditer(data):
-        c = m.group()
-        if c[0] in _OPEN:
-            level += 1
-            deepest = max(deepest, level)
-        elif c[0] != 0x22:  # a closing bracket ('"' starts a skipped string)
-            level -= 1
-    return deepest
-
-
-def _within(data: bytes, max_depth: int) -> bool:
-    # fast: fewer opening brackets than the limit cannot nest beyond it
-    if data.count(b"[") + data.count(b"{") <= max_depth:
-        return True
-    return depth(data) <= max_depth
+    """How deep the brackets of `data` nest, those inside strings left out; every step in C
+    (a scan of a 300 kB document costs ~1 ms). A bracket is inside a string when an odd
+    number of quotes precedes it, escaped ones (\\" after \\\\ pairs) not counted. Exact for
+    JSON; for other bytes, exact along the prefix a parser would accept (where it recurses)."""
+    kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _STRUCTURE)
+    kept = kept.replace(b'""', b"")  # two adjacent quotes change no bracket's parity
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[0::2])  # the brackets outside strings
+    steps = memoryview(kept.translate(_STEP)).cast("b")
+    return max(0, max(itertools.accumulate(steps), default=0))
 
 
 def _int(text: str) -> int:
@@ -76,7 +68,7 @@ def loads(data: bytes | str, *, max_size: int, max_depth: int = MAX_DEPTH) -> An
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > max_size:
         raise UntrustedJSON("too_large", f"{len(raw)} bytes > {max_size}")
-    if not _within(raw, max_depth):
+    if raw.count(b"[") + raw.count(b"{") > max_depth and depth(raw) > max_depth:
         raise UntrustedJSON("too_deep", f"nested deeper than {max_depth}")
     try:
         text = raw.decode("utf-8")

@@ -16,6 +16,7 @@ from carpool.ha import probe
 from carpool.ha.ipv4 import Ipv4Packet
 from carpool.node.advert import AdvertPaths, make_profile
 from carpool.node.doctor import DoctorAgent
+from carpool.node.limits import RateLimitedLog, TokenBuckets
 
 OWN, PARTNER = IPv4Address("198.18.0.11"), IPv4Address("198.18.0.12")
 STRANGER, GROUP = IPv4Address("198.18.0.99"), IPv4Address("224.0.0.18")
@@ -231,3 +232,40 @@ def test_a_strangers_probe_is_not_decoded():
     doctor = DoctorAgent(SimpleNamespace(cfg=CFG, is_partner=lambda s: s == PARTNER))
     doctor.on_probe("eth0", STRANGER, probe.MAGIC + b"[" * 1150)
     assert doctor.counters == {"probe_from_stranger": 1}
+
+
+def test_a_probe_of_an_unknown_kind_does_not_grow_the_counters():
+    doctor = DoctorAgent(SimpleNamespace(cfg=CFG, is_partner=lambda s: s == PARTNER))
+    key = probe.probe_key(CFG.secret)
+    for n in range(200):  # the source is easy to forge and the HMAC is checked later
+        doctor.on_probe("eth0", PARTNER, probe.encode(key, {"k": f"kind{n}", "id": "x"}))
+    doctor.on_probe("eth0", PARTNER, probe.encode(key, {"k": {"a": [1]}, "id": "x"}))
+    assert doctor.counters == {"bad_probe": 201}
+
+
+def test_token_buckets_refill_at_their_rate_and_a_noisy_key_spares_the_shared_bucket():
+    clock = Clock()
+    b = TokenBuckets(2, 4, total_rate=10, total_burst=6, max_keys=3, clock=clock)
+    assert [b.allow("a") for _ in range(6)] == [True] * 4 + [False] * 2
+    # the shared 6 are spent: b's third is refused, and b's own token given back
+    assert [b.allow("b") for _ in range(3)] == [True, True, False]
+    clock.t += 0.5  # +1 for each key (a: 1, b: 3), +5 shared
+    assert [b.allow("a"), b.allow("a"), b.allow("b"), b.allow("b")] == [True, False, True, True]
+    for key in "cdef":
+        b.allow(key)
+    assert len(b) == 3
+
+
+def test_rate_limited_log_counts_per_kind(caplog):
+    clock = Clock()
+    rl = RateLimitedLog(logging.getLogger("test.limits"), 10, clock=clock)
+    with caplog.at_level(logging.INFO, logger="test.limits"):
+        assert rl.warning("a", "first a") and rl.warning("b", "first b")
+        assert not rl.warning("a", "again")
+        clock.t += 10
+        assert rl.warning("a", "later a")
+    assert [r.getMessage() for r in caplog.records] == [
+        "first a",
+        "first b",
+        "later a (and 1 more like it in 10 s, not logged)",
+    ]

@@ -205,3 +205,25 @@ def test_the_server_survives_garbage_and_logs_it_rate_limited(tmp_path, caplog):
     assert partner.counters["errors"] == 0
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) <= 4
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_before_authentication_only_small_frames_are_read(tmp_path):
+    async def main() -> SyncService:
+        partner = service(tmp_path / "partner", "second")
+        server = await asyncio.start_server(partner._serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(struct.pack("!I", 1 << 20))  # a 1 MiB hello announced: refused at once
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        client = service(tmp_path / "client", "first", port)
+        ch = await client._connect()  # after the handshake, big frames are fine
+        await ch.send({"type": "state", "pad": "x" * (1 << 20)})
+        assert (await ch.recv())["type"] == "state"
+        ch.close()
+        server.close()
+        return partner
+
+    partner = asyncio.run(main())
+    assert partner.counters["bad_frame_oversized"] == 1

@@ -3,16 +3,22 @@ control requests, config values) turns any input into its one typed error."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 
+import httpx
 import pytest
+from edits import Unit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carpool import untrusted
+from carpool.config.document import DocumentError, parse_document
 from carpool.ha import probe
+from carpool.node import control
+from carpool.web.partner import PartnerView
 
 KEY = probe.probe_key(b"secret")
 
@@ -112,6 +118,29 @@ def test_the_depth_scan_skips_brackets_inside_strings():
     assert untrusted.loads(b'{"d": "' + b"[" * 100 + b'"}', max_size=1000, max_depth=2)
 
 
+def value_depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(value_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(value_depth, value), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\n/', max_size=8)
+TRICKY_JSON = st.recursive(
+    st.none() | st.integers() | TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TRICKY_TEXT, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500)
+@given(TRICKY_JSON, st.booleans())
+def test_the_depth_scan_is_exact_for_any_json(value, ascii_only):
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert untrusted.depth(data) == value_depth(value)
+
+
 @given(st.integers(min_value=0, max_value=3000))
 def test_nesting_is_bounded_before_parsing(n):
     data = b"[" * n + b"0" + b"]" * n
@@ -154,3 +183,81 @@ def test_check_depth_walks_any_depth_without_recursion():
     untrusted.check_depth({"a": [{"b": (1, 2)}]}, 4)
     with pytest.raises(untrusted.UntrustedJSON):
         untrusted.check_depth({"a": [{"b": (1, 2)}]}, 3)
+
+
+# -- config handlers: deep values are a typed refusal -----------------------------------------
+def nest(n: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [40, 600, 900])
+@pytest.mark.parametrize(
+    "command, request_of",
+    [
+        ("config.set", lambda v: {"key": "sync.interval", "value": v}),
+        ("config.set", lambda v: {"key": "appliance.description", "value": {"a": v}}),
+        ("config.apply", lambda v: {"document": {"interface": v}}),
+        ("config.edit", lambda v: {"ops": [{"op": "set", "key": "ha.vhid", "value": v}]}),
+        ("config.edit", lambda v: {"ops": v}),
+        (
+            "config.edit",
+            lambda v: {"ops": [{"op": "vs.add", "service": {"name": "x", "real_server": v}}]},
+        ),
+    ],
+)
+def test_deeply_nested_config_requests_are_refused_as_invalid(tmp_path, command, request_of, depth):
+    unit = Unit(tmp_path)
+    before = unit.version
+    answer = unit.call(command, **request_of(nest(depth)))
+    assert answer.get("code") == "invalid", answer
+    assert unit.version == before
+
+
+def test_a_document_nested_too_deep_is_a_document_error():
+    with pytest.raises(DocumentError) as e:
+        parse_document({"interface": nest(5000)})
+    assert "nested deeper" in str(e.value)
+
+
+def test_the_control_socket_refuses_nested_and_oversized_requests(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "MAX_REQUEST", 10_000)
+
+    async def main() -> list[dict]:
+        path = str(tmp_path / "control.sock")
+        server = await control.serve(path, {"status": lambda _r: {"ok": True}})
+        answers = []
+        for line in [
+            b"[" * 5000 + b"\n",
+            b'{"command": "status", "x": ' + b"[" * 5000 + b"}\n",
+            b'{"command": "status", "n": ' + b"9" * 5000 + b"}\n",
+            b'{"command": "status", "pad": "' + b"x" * 20_000 + b'"}\n',
+            b'{"command": "status"}\n',
+        ]:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(line)
+            await writer.drain()
+            answers.append(json.loads(await asyncio.wait_for(reader.readline(), 10) or b"{}"))
+            writer.close()
+        server.close()
+        return answers
+
+    *refused, ok = asyncio.run(main())
+    assert ok == {"ok": True}
+    assert all("bad request" in a.get("error", "") for a in refused), refused
+
+
+# -- the partner's status (its WUI answers over an unverified TLS connection) -----------------
+@pytest.mark.parametrize(
+    "body", [b'{"state": ' + b"[" * 5000 + b"}", b"[" * 5000, b'{"n": ' + b"9" * 5000 + b"}"]
+)
+def test_a_partner_status_nested_too_deep_is_an_error_not_an_exception(body):
+    view = PartnerView(lambda: "https://198.18.0.12/", b"secret")
+    view._client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=body))
+    )
+    answer = asyncio.run(view.get())
+    assert answer["status"] is None and "unreachable" not in answer["error"]
+    assert "partner WUI" in answer["error"]

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from .document import Loc, Problem
+from .. import untrusted
+from .document import MAX_DEPTH, Loc, Problem
 
 INVALID = "invalid configuration, nothing changed:"
 
@@ -205,6 +206,14 @@ def _set(node: dict[str, Any], key: str, value: Any, at: Loc = ()) -> None:
 
 
 # -- operations ------------------------------------------------------------------------------
+def _shallow(value: Any, loc: Loc) -> None:
+    """Invalid if value nests deeper than a document may (before anything walks or shows it)."""
+    try:
+        untrusted.check_depth(value, MAX_DEPTH)
+    except untrusted.UntrustedJSON:
+        raise invalid(loc, f"nested deeper than {MAX_DEPTH}") from None
+
+
 _TYPES: dict[str, type] = {"str": str, "int": int, "dict": dict}
 
 
@@ -219,6 +228,7 @@ class Op:
             # f.type is the annotation's text: "str", "int", "dict[str, Any]" ("Any": unchecked)
             kind = str(f.type).partition("[")[0]
             want, value = _TYPES.get(kind), getattr(self, f.name)
+            _shallow(value, (f.name,))
             if want and (not isinstance(value, want) or isinstance(value, bool)):
                 raise invalid((f.name,), f"expected {kind}, got {type(value).__name__}")
 
@@ -569,6 +579,7 @@ class Edit:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Edit:
         ops, expect = data.get("ops"), data.get("expect_version")
+        _shallow(ops, ("ops",))
         if not isinstance(ops, list) or not ops:
             raise invalid(("ops",), "a list of one or more operations")
         if expect is not None and (not isinstance(expect, int) or isinstance(expect, bool)):

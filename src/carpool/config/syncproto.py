@@ -25,6 +25,7 @@ from .. import untrusted
 
 PROTO = 1
 MAX_FRAME = 64 * 1024 * 1024
+MAX_HANDSHAKE_FRAME = 64 * 1024  # before authentication: a hello, a challenge, a proof
 TAG = 32
 
 

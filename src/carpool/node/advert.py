@@ -1,9 +1,11 @@
 """The advert paths: one raw socket per checked interface, adverts sent on each, and every
 received datagram judged once (ha/classify.py) and handed to whoever owns its kind.
 
-    socket readable -> recv_all (ingress and own checks) -> classify -> on_advert (the election)
-                                                                     -> on_probe (the doctor)
-                                                                     -> a counted drop
+    socket readable -> recv_all (ingress and own checks) -> strangers' token buckets
+        -> classify -> on_advert (the election) / on_probe (the doctor) / a counted drop
+
+Each datagram is handled on its own: an exception from judging it or from a callback is
+counted as internal_error (its traceback logged once per 10 s per kind) and the batch goes on.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from .rawsock import AdvertSocket, destinations
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 # Datagrams from anyone but the partner (other VRRP routers, a foreign speaker, a flood): each
-# source may cost this many judgements a second, and all of them together the TOTAL ones.
-# The partner's are never limited. A VRRP router sends 1 advert/s, a fast pair 100/s at most.
+# source may cost this many judgements a second, and all of them together the TOTAL ones; the
+# rest are counted rate_limited, nothing more. The partner's are never limited. A VRRP router
+# sends 1 advert/s; a foreign fast pair (up to 100/s) is still judged, and noted, 50 times a second.
 STRANGER_RATE, STRANGER_BURST = 50.0, 100.0
 STRANGERS_TOTAL_RATE, STRANGERS_TOTAL_BURST = 500.0, 1000.0
 

@@ -172,9 +172,13 @@ class ConfigControl:
 
     async def set(self, req: dict) -> dict:
         """config.set {key, value}: one SetKey (kept for scripts and the lab)."""
+        try:
+            op = SetKey(str(req.get("key")), req.get("value"))
+        except EditError as e:
+            return e.to_json()
         return await self.edit(
             {
-                "ops": [SetKey(str(req.get("key")), req.get("value")).to_json()],
+                "ops": [op.to_json()],
                 "expect_version": req.get("expect_version"),
                 "who": req.get("who"),
             }

@@ -20,6 +20,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from .. import untrusted
+
 log = logging.getLogger("carpool.control")
 Handler = Callable[[dict], Coroutine[Any, Any, dict] | dict]  # a function or a coroutine function
 MAX_REQUEST = 64 * 1024 * 1024  # a whole configuration document fits
@@ -110,6 +112,8 @@ async def serve(
             answer = await _dispatch(line, handlers)
         except (TimeoutError, ConnectionError):
             answer = {"error": "request timed out"}
+        except ValueError:  # the line is longer than MAX_REQUEST
+            answer = {"error": f"bad request: longer than {MAX_REQUEST} bytes"}
         try:
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
@@ -146,10 +150,10 @@ async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, an
 
 async def _dispatch(line: bytes, handlers: dict[str, Handler]) -> dict:
     try:
-        request = json.loads(line)
+        request = untrusted.loads_object(line, max_size=MAX_REQUEST)
         command = request["command"]
         handler = handlers[command]
-    except (ValueError, TypeError, KeyError):
+    except (untrusted.UntrustedJSON, TypeError, KeyError):
         return {"error": f"bad request; commands: {', '.join(sorted(handlers))}"}
     try:
         result = handler(request)

@@ -35,6 +35,7 @@ REPORT_WAIT = 1.5  # how long the initiator waits for reports
 MAX_REPORTS_PER_ID = 4
 MAX_REPORTS_PER_S = 20  # unauthenticated probes may trigger reports: bounded
 FOREIGN_WINDOW = 10.0  # s a silent foreign speaker stays in the findings (at least)
+KINDS = ("probe", "vmac", "report")  # a probe's "k"
 MAX_FOREIGN = 64  # speakers remembered (sources are easy to forge): the stalest is forgotten
 
 
@@ -131,7 +132,8 @@ class DoctorAgent:
             log.debug("bad doctor probe on %s from %s: %s", iface, source, e)
             return
         body, kind, pid = p.body, p.body.get("k"), str(p.body.get("id", ""))[:32]
-        if not pid or (kind == "report" and not _report_shape(body)):
+        # only known kinds are counted: a forged probe must not add counters (nor metrics)
+        if not pid or kind not in KINDS or (kind == "report" and not _report_shape(body)):
             self.counters["bad_probe"] += 1
             return
         self.counters[f"{kind}_received"] += 1

@@ -58,10 +58,15 @@ class Channel:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
-        self.deframer = sp.Deframer()
+        self.deframer = sp.Deframer(sp.MAX_HANDSHAKE_FRAME)  # until start_session
         self.pending: collections.deque[bytes] = collections.deque()
         self.session: sp.Session | None = None
         self.features: frozenset[str] = frozenset()  # what the other side said it understands
+
+    def start_session(self, session: sp.Session) -> None:
+        """Authenticated: sealed frames from now on, up to MAX_FRAME bytes."""
+        self.session = session
+        self.deframer.limit = sp.MAX_FRAME
 
     @property
     def peer(self) -> str:
@@ -287,7 +292,7 @@ class SyncService:
             )
             await ch.send({"type": "error", "error": "unauthorized"})
             raise ConnectionError("unauthorized")
-        ch.session = sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False)
+        ch.start_session(sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False))
         await ch.send({"type": "welcome", "role": self.role, "features": sorted(FEATURES)})
 
     async def _answer(self, msg: dict) -> dict:
@@ -415,7 +420,7 @@ class SyncService:
             features = welcome.get("features")
             if isinstance(features, list):
                 ch.features = frozenset(f for f in features[:32] if isinstance(f, str))
-            ch.session = session
+            ch.start_session(session)
             return ch
         except BaseException:
             ch.close()

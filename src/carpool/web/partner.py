@@ -13,12 +13,13 @@ from collections.abc import Callable
 
 import httpx
 
-from .. import events
+from .. import events, untrusted
 from .auth import peer_token
 
 log = events.logger("carpool.web", events.Kind.WEB)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is journal noise
 PEER_HEADER = "X-Carpool-Peer"
+MAX_STATUS = 16 * 1024 * 1024  # a status lists every real server: generous, but bounded
 
 
 class PartnerView:
@@ -63,7 +64,11 @@ class PartnerView:
                     "status": None,
                     "error": f"partner WUI answered {r.status_code}",
                 }
-            return {"url": self.url, "status": r.json(), "error": None}
+            try:
+                status = untrusted.loads_object(r.content, max_size=MAX_STATUS)
+            except untrusted.UntrustedJSON as e:
+                return {"url": self.url, "status": None, "error": f"partner WUI answered {e}"}
+            return {"url": self.url, "status": status, "error": None}
         except (httpx.HTTPError, ValueError, OSError) as e:
             return {
                 "url": self.url,
