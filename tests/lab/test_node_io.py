@@ -617,3 +617,50 @@ def test_ping_live_and_silent(lab):
     assert isinstance(res["via"], float) and isinstance(res["one"], float)
     assert isinstance(res["via2"], float)
     assert res["silent"] is None and 0.25 <= res["silent_elapsed"] < 0.8
+
+
+# -- HAProxy -------------------------------------------------------------------------------------
+@pytest.mark.lab
+def test_haproxy_reload_returns_once_the_new_worker_serves(lab, tmp_path):
+    """A reload is over (and counted) when the new worker answers, also when the old
+    configuration had no persistence tables to hand over: a request sent right after
+    `apply` must meet the new configuration, not the old worker's."""
+    res = run_in(
+        NS_A,
+        f"""
+        from types import SimpleNamespace
+        from carpool.config.document import parse_document
+        from carpool.dataplane.haproxy import HaproxyDataplane
+        def doc(persistence):
+            return parse_document({{
+                "interface": [{{"name": "va", "first": "{A1}", "second": "{B1}",
+                                "shared": ["{SHARED}/24"]}}],
+                "virtual_service": [{{"name": "app", "address": "{SHARED}", "port": 8080,
+                    "type": "http", "persistence": persistence,
+                    "real_server": [{{"address": "{B1}", "port": 80}}]}}]}})
+        def cfg(d):
+            return SimpleNamespace(document=d, heartbeats=[], role="first",
+                                   partner_role="second")
+        async def main():
+            hp = HaproxyDataplane("{tmp_path}")
+            try:
+                await hp.apply(cfg(doc(0)), lambda *k: True)
+                deadline = time.monotonic() + 5
+                while not (first := await hp._worker_pid()) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                pids = []
+                for n, persistence in enumerate((300, 0, 60)):
+                    await hp.apply(cfg(doc(persistence)), lambda *k: True)
+                    pids.append(await hp._worker_pid())
+                tables = await hp.runtime("show table")
+                return dict(first=first, pids=pids, reloads=hp.reloads, tables=tables)
+            finally:
+                await hp.stop()
+        out(**asyncio.run(main()))
+    """,
+        timeout=40,
+    )
+    assert res["first"] and res["reloads"] == 3, res
+    # each reload answered by a new worker: none by the one before it
+    assert len({res["first"], *res["pids"]}) == 4, res
+    assert "be_app" in res["tables"], res

@@ -173,13 +173,15 @@ class HaproxyDataplane:
         _nonlocal_bind()
         if self.running:
             saved = await self._read_tables(live)
-            old_pid = await self._worker_pid() if saved else ""
+            old_pid = await self._worker_pid()
             proc = self.proc  # read after the awaits: _supervise may have restarted it
             if proc is not None:  # (always, once HAProxy has run)
                 proc.send_signal(signal.SIGUSR2)  # master-worker: hitless reload
-            if saved:
-                await self._write_tables(saved, live or "", text, old_pid)
-            self.reloads += 1  # counted once the new worker has the tables too
+            # over once the new worker serves: a request sent after `apply` meets the new
+            # configuration (and the clients the old worker knew), not the old worker
+            if await self._new_worker(old_pid):
+                await self._write_tables(saved, live or "", text)
+            self.reloads += 1
             log.info("HAProxy reloaded")
         else:
             await self._start()
@@ -201,27 +203,31 @@ class HaproxyDataplane:
             saved[backend] = sticky_tables.entries(await self.runtime(f"show table {backend}"))
         return saved
 
-    async def _write_tables(self, saved: dict, live_text: str, text: str, old_pid: str) -> None:
-        """Once the new worker answers on the runtime socket, give it the old one's clients."""
+    async def _new_worker(self, old_pid: str) -> bool:
+        """Until the runtime socket answers from a worker other than `old_pid` (5 s)."""
+        deadline = time.monotonic() + 5
+        while await self._worker_pid(quiet=True) in ("", old_pid):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "HAProxy's new worker did not answer within 5 s: persistent clients "
+                    "will be scheduled anew"
+                )
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def _write_tables(self, saved: dict, live_text: str, text: str) -> None:
+        """Give the new worker the old one's clients."""
         commands = sticky_tables.restore_commands(saved, live_text, text)
         if not commands:
             return
-        deadline = time.monotonic() + 5
-        while await self._worker_pid() in ("", old_pid):
-            if time.monotonic() > deadline:
-                log.warning(
-                    "HAProxy's new worker did not answer within 5 s: %d persistent "
-                    "clients will be scheduled anew",
-                    len(commands),
-                )
-                return
-            await asyncio.sleep(0.05)
         for at in range(0, len(commands), 200):  # `;` joins commands: one connection each 200
             await self.runtime("; ".join(commands[at : at + 200]))
         log.info("HAProxy: %d persistent clients kept over the reload", len(commands))
 
-    async def _worker_pid(self) -> str:
-        pid = re.search(r"^Pid: (\d+)", await self.runtime("show info"), re.M)
+    async def _worker_pid(self, quiet: bool = False) -> str:
+        # quiet while polling a reload: the socket is rebound by the new worker
+        pid = re.search(r"^Pid: (\d+)", await self.runtime("show info", quiet), re.M)
         return pid[1] if pid else ""
 
     async def _start(self) -> None:
@@ -267,7 +273,7 @@ class HaproxyDataplane:
                 state = "ready" if up and rs.enabled else "maint"
                 await self.runtime(f"set server be_{vs.name}/{server_name(n)} state {state}")
 
-    async def runtime(self, command: str) -> str:
+    async def runtime(self, command: str, quiet: bool = False) -> str:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.dir / "haproxy.sock")), 2
@@ -278,7 +284,8 @@ class HaproxyDataplane:
             writer.close()
             return out.decode(errors="replace")
         except (TimeoutError, OSError) as e:
-            log.warning("HAProxy runtime API: %s: %s", command, e)
+            if not quiet:
+                log.warning("HAProxy runtime API: %s: %s", command, e)
             return ""
 
     async def stats(self) -> list[dict]:
