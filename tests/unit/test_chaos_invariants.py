@@ -316,3 +316,25 @@ def test_a_restarted_daemon_taking_over_before_it_was_seen_live_is_not_stale():
         }
     ]
     assert [v for v in check(held, faults) if v.invariant == "I3"] == []
+
+
+def test_a_sampler_gap_is_not_blamed_on_the_pair_but_a_real_stale_address_is():
+    # b killed at 10; its address was last seen held at 10.06 and seen gone at 10.19 (the
+    # sampler starved 0.13 s): surely held only 0.06 s after the kill, within the bound
+    faults = kill_b_at_10()[1]
+    may = held_by(("b", 0, 10.19), ("a", 12.5, 60))
+    surely = held_by(("b", 0, 10.06), ("a", 12.5, 60))
+    bounds = inv.Bounds(advert=0.02, master_down=0.072, sample=0.02, floor=0.08)
+    found = inv.check_timeline(
+        may, faults, UNITS, ADDRS, CHANNELS, bounds, 0.0, 60.0, held_surely=surely
+    )
+    assert [v for v in found if v.invariant == "I3"] == []
+    # seen held 0.3 s after the kill: caught
+    may, surely = (
+        held_by(("b", 0, 10.32), ("a", 12.5, 60)),
+        held_by(("b", 0, 10.3), ("a", 12.5, 60)),
+    )
+    found = inv.check_timeline(
+        may, faults, UNITS, ADDRS, CHANNELS, bounds, 0.0, 60.0, held_surely=surely
+    )
+    assert {v.address for v in found if v.invariant == "I3"} == set(ADDRS)

@@ -532,8 +532,19 @@ class Campaign:
         bounds = self.run_bounds
         lines = self._sampler_lines()
         held = held_intervals(lines, end)
+        surely = held_intervals(lines, end, surely=True)
         violations = inv.check_timeline(
-            held, self.log, UNITS, SHARED, CHANNELS, bounds, start, end, self.canaries, LINKS
+            held,
+            self.log,
+            UNITS,
+            SHARED,
+            CHANNELS,
+            bounds,
+            start,
+            end,
+            self.canaries,
+            LINKS,
+            held_surely=surely,
         )
         created_upto = []
         for snap in self.snapshots:
@@ -578,6 +589,9 @@ class Campaign:
             "summary": inv.summary(self.log, violations, outage),
             "longest": _longest(real),
             "held": {f"{u} {a}": [list(s) for s in spans] for (u, a), spans in held.items()},
+            "held_surely": {
+                f"{u} {a}": [list(s) for s in spans] for (u, a), spans in surely.items()
+            },
             "gaps": [list(g) for g in gaps],
             "samples": {
                 "count": ticks[-1]["samples"] if ticks else 0,
@@ -620,7 +634,12 @@ def longest_windows(result: dict) -> dict:
     """The longest double-holder window while a channel joined the units, and the longest
     stale-address window after a unit stopped being live, whether or not beyond the bounds
     (for the long campaign's figures)."""
-    held = {tuple(k.split(" ", 1)): [tuple(s) for s in v] for k, v in result["held"].items()}
+
+    def spans(key: str) -> dict:
+        return {tuple(k.split(" ", 1)): [tuple(s) for s in v] for k, v in result[key].items()}
+
+    held = spans("held")
+    surely = spans("held_surely") if "held_surely" in result else held
     b = result["bounds"]
     loose = inv.Bounds(
         advert=0.0,
@@ -639,6 +658,7 @@ def longest_windows(result: dict) -> dict:
         result["end"],
         result["canaries"],
         LINKS,
+        held_surely=surely,
     )
     real = [v for v in found if not v.canary]
     return _longest(real)

@@ -185,12 +185,17 @@ def check_timeline(
     end: float,
     canaries: list[dict] | None = None,
     links: dict[str, str] | None = None,
+    held_surely: dict[tuple[str, str], list[Interval]] | None = None,
 ) -> list[Violation]:
-    """I1, I2 and I3 over [start, end]. canaries: [{"unit", "address", "start", "end"}] windows
+    """I1, I2 and I3 over [start, end]. held: when each unit may have held each address,
+    held_surely (default: held) when it surely did (sampler.held_intervals): I1 and I3 judge
+    what surely was, I2 what may have been, so a starved sampler is never blamed on the pair.
+    canaries: [{"unit", "address", "start", "end"}] windows
     in which the campaign made a double holder itself; violations in them are marked canary
     (I1) or ignored (I2/I3 cannot be blamed on the pair there). links: the interface each
     address lives on (default eth0): a unit with that link down cannot hold it (I2)."""
     fx = facts(faults, units, channels, end)
+    surely = held if held_surely is None else held_surely
     canary_spans = union([(c["start"], c["end"] + bounds.overlap) for c in canaries or []])
     a, b = units
     out: list[Violation] = []
@@ -200,7 +205,7 @@ def check_timeline(
     apart = union(fx.dead[a], fx.dead[b], all_cut)
     joined = complement(apart, start, end)
     for addr in addresses:
-        both = intersect(held.get((a, addr), []), held.get((b, addr), []))
+        both = intersect(surely.get((a, addr), []), surely.get((b, addr), []))
         for s, e in intersect(both, joined):
             if e - s > bounds.overlap:
                 v = Violation(
@@ -251,7 +256,7 @@ def check_timeline(
     for unit in units:
         for d0, d1 in fx.dead[unit]:
             for addr in addresses:
-                for h0, h1 in held.get((unit, addr), []):
+                for h0, h1 in surely.get((unit, addr), []):
                     if h0 <= d0 < h1 and min(h1, d1) > d0 + bounds.stale:
                         e = min(h1, d1)
                         out.append(

@@ -14,7 +14,7 @@ is down reaches nobody) and, if the namespace has the fence table, the address i
 
 Prints JSON lines with CLOCK_MONOTONIC times (system wide, so comparable with the campaign's
 fault times): {"ev": "start"}, one {"ev": "held", "unit", "addr", "held", "configured",
-"fence"} per change, {"ev": "tick", "samples", "max_gap"} every second, {"ev": "end"}.
+"fence", "prev": the unit's sample before} per change, {"ev": "tick", "samples", "max_gap"} every second, {"ev": "end"}.
 Bounded by --duration and stopped early by --stop-file.
 """
 
@@ -217,6 +217,7 @@ def _sample(
         }
     )
     last: dict[tuple[str, str], tuple] = {}
+    seen_at = {unit.name: start for unit in samplers}  # each unit's previous sample
     samples, max_gap, prev, next_tick = 0, 0.0, start, start + 1.0
     limit = int(duration / period) + 1
     while samples < limit:
@@ -229,7 +230,8 @@ def _sample(
             except OSError as e:  # a namespace removed under us: the lab is going down
                 emit({"ev": "error", "t": time.monotonic(), "unit": unit.name, "error": str(e)})
                 return
-            t = time.monotonic()
+            t, before = time.monotonic(), seen_at[unit.name]
+            seen_at[unit.name] = t
             for addr, state in seen.items():
                 if last.get((unit.name, addr)) != state:
                     last[(unit.name, addr)] = state
@@ -237,6 +239,7 @@ def _sample(
                         {
                             "ev": "held",
                             "t": t,
+                            "prev": before,
                             "unit": unit.name,
                             "addr": addr,
                             "held": state[0],
@@ -257,18 +260,29 @@ def _sample(
     emit({"ev": "end", "t": time.monotonic(), "samples": samples})
 
 
-def held_intervals(lines: list[dict], end: float) -> dict[tuple[str, str], list[tuple]]:
-    """(unit, address) -> [(start, end), ...] from the sampler's change lines."""
+def held_intervals(
+    lines: list[dict], end: float, surely: bool = False
+) -> dict[tuple[str, str], list[tuple]]:
+    """(unit, address) -> [(start, end), ...] from the sampler's change lines.
+
+    A change is seen at a sample ("t") and happened after the unit's sample before it ("prev"):
+    the time between is a gap when the sampler was starved. `surely`: only the time the address
+    was seen held (from the sample that saw it taken to the last one that saw it still held);
+    else all it may have been held (from just after the sample before it was seen, to the sample
+    that saw it gone). Double holders and stale addresses are judged on the first, missing
+    holders on the second: a starved sampler never counts against the pair."""
     spans: dict[tuple[str, str], list] = {}
     since: dict[tuple[str, str], float] = {}
     for line in lines:
         if line.get("ev") != "held":
             continue
         key = (line["unit"], line["addr"])
+        seen, before = line["t"], line.get("prev", line["t"])
         if line["held"] and key not in since:
-            since[key] = line["t"]
+            since[key] = seen if surely else before
         elif not line["held"] and key in since:
-            spans.setdefault(key, []).append((since.pop(key), line["t"]))
+            start, stop = since.pop(key), before if surely else seen
+            spans.setdefault(key, []).append((start, max(start, stop)))
     for key, t in since.items():
         spans.setdefault(key, []).append((t, end))
     return spans
