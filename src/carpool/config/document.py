@@ -320,6 +320,9 @@ class Appliance(_Model):
 
 class Ha(_Model):
     protocol: Literal["carp", "vrrp3"] = "carp"
+    # carpool: every advert field under the MAC, replays refused (carpool units only);
+    # carp: BSD CARP / ucarp's HMAC (advskew, advbase, demote and replays not covered)
+    auth: Literal["carpool", "carp"] = "carpool"
     vhid: int = Field(1, ge=1, le=255)
     ha_timeout: Literal[3, 6, 9, 12, 15] = 3
     fast: bool = False
@@ -339,6 +342,11 @@ class Ha(_Model):
             raise ValueError(
                 f"fast_interval_ms must be a multiple of 10 (VRRPv3 counts "
                 f"centiseconds), not {self.fast_interval_ms}"
+            )
+        if self.fast and self.protocol == "carp" and self.auth == "carp":
+            raise ValueError(
+                'fast needs auth = "carpool" (CARP as ucarp speaks it counts whole seconds) '
+                'or protocol = "vrrp3" (unauthenticated, for keepalived)'
             )
         return self
 

@@ -62,6 +62,7 @@ def unit_status(p: StatusParts) -> dict:
         "since_ago": None if e.since is None else round(now - e.since, 3),
         "reason": e.reason,
         "protocol": cfg.protocol,
+        "auth": p.adverts.auth_status(),
         "vhid": cfg.vhid,
         "advbase": cfg.advbase,
         "advskew": cfg.advskew,
