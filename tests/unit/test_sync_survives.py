@@ -71,9 +71,7 @@ def answering(reply: dict | bytes) -> Callable[..., Awaitable[None]]:
         session = ch.session
         assert session is not None
         if isinstance(reply, bytes):
-            tag = session._tag(b"s>c", session.sent, reply)
-            session.sent += 1
-            writer.write(sp.frame(tag + reply))
+            writer.write(session.seal_raw(reply))
         else:
             writer.write(session.seal(reply))
         await writer.drain()
