@@ -107,3 +107,105 @@ def test_a_probe_flood_is_counted_and_costs_no_advert(healed_lab):
     assert limited > 0  # a stranger's budget: the rest cost nothing
     new = log.read_text(errors="replace").splitlines()[lines_before:]
     assert len(new) < 20 and not any("Traceback" in line for line in new), new[-20:]
+
+
+SLOW_HEADERS = r"""
+import socket, ssl, sys, time
+host, count, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+held = []
+for _ in range(count):
+    try:
+        s = ctx.wrap_socket(socket.create_connection((host, 443), timeout=2), server_hostname=host)
+        s.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\n")
+        held.append(s)
+    except OSError:
+        pass
+deadline, closed = time.monotonic() + seconds, set()
+while time.monotonic() < deadline and len(closed) < len(held):
+    for n, s in enumerate(held):
+        if n in closed:
+            continue
+        try:
+            s.sendall(b"X-Slow: 1\r\n")  # a header line a second: the request never ends
+        except OSError:
+            closed.add(n)
+    time.sleep(1.0)
+print(len(held), len(closed))
+"""
+
+
+def test_slow_and_oversized_clients_move_nothing_and_others_are_served(healed_lab):
+    """40 connections that never finish their headers and 20 unauthenticated 50 MB bodies
+    against the active unit's WUI, 40 slow handshakes on the standby's 6973 from the partner's
+    own address: the election keeps its timers (no transition, no late timer), a real client
+    is served meanwhile, the slow ones are cut at the header deadline."""
+    import httpx
+    from webclient import client, wui_ready
+
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = "b" if active == "a" else "a"
+    wui_ready(lab)
+    before = {u: lab.unit_status(u)["counters"] for u in ("a", "b")}
+    slow = lab.spawn(
+        CLIENT,
+        [lab.python(), "-c", SLOW_HEADERS, eth0(active), "40", "14"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    syncers = lab.spawn(  # from the partner's address: past the guard, into the handshake cap
+        active,
+        [lab.python(), "-c", SLOW_SYNC, eth0(standby), "40", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        big = b"{" * (50 << 20)
+        refused = []
+        with client(active, auth=None, timeout=10) as c:
+            for _ in range(20):
+                try:
+                    r = c.post("/api/v1/failover", content=big)
+                    refused.append(r.status_code)
+                except httpx.HTTPError as e:  # closed while we were still sending: refused too
+                    refused.append(type(e).__name__)
+        with client(active) as c:  # a real client, meanwhile
+            assert c.get("/api/v1/status").status_code == 200
+        out, err = slow.communicate(timeout=60)
+        sync_out, sync_err = syncers.communicate(timeout=60)
+    finally:
+        for proc in (slow, syncers):
+            if proc.poll() is None:
+                proc.kill()
+    assert all(code in (413, "RemoteProtocolError", "WriteError") for code in refused), refused
+    opened, closed = map(int, out.split())
+    assert opened == 40 and closed == 40, (out, err)  # cut by the header deadline (10 s)
+    assert lab.unit_status(standby)["sync"]["counters"].get("handshake_timeout", 0) > 0
+    after = {u: lab.unit_status(u)["counters"] for u in ("a", "b")}
+    for u in ("a", "b"):
+        assert after[u]["transitions"] == before[u]["transitions"], after[u]
+        assert after[u]["timer_late_over_interval"] == before[u]["timer_late_over_interval"]
+    assert lab.master() == active
+
+
+SLOW_SYNC = r"""
+import socket, sys, time
+host, count, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+held = []
+for _ in range(count):
+    try:
+        held.append(socket.create_connection((host, 6973), timeout=2))
+    except OSError:
+        pass
+for s in held:
+    try:
+        s.sendall(b"\x00")  # the first byte of a frame length, and nothing more
+    except OSError:
+        pass
+time.sleep(seconds)
+print(len(held))
+"""

@@ -36,51 +36,93 @@ def one_master(lab, expect: str | None = None) -> str | None:
     return masters[0] if expect in (None, masters[0]) else None
 
 
-def test_a_pair_mid_upgrade_elects_one_unit_and_fails_over_both_ways(lab, old_src):
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def restart(lab, unit: str, src: str | None) -> None:
+    """Stop the unit (it bows out) and start it on `src` (None: this tree)."""
+    lab.stop_unit(unit)
+    if src is None:
+        lab.unit_src.pop(unit, None)
+    else:
+        lab.unit_src[unit] = src
+    lab.start_unit(unit)
+
+
+def fail_over(lab, active: str) -> str:
+    """Stop the active unit: the other takes over; start it again as the standby."""
+    standby = other(active)
+    lab.stop_unit(active)
+    lab.wait_for(
+        lambda: lab.unit_status(standby).get("state") == "master",
+        10,
+        what=f"unit {standby} takes over from {active}",
+    )
+    assert lab.unit_status(standby)["shared_held"], lab.unit_status(standby)
+    lab.start_unit(active)
+    lab.wait_for(lambda: one_master(lab, standby), 20, what=f"unit {active} back as standby")
+    return standby
+
+
+def config_key(lab, unit: str) -> tuple:
+    c = lab.unit_status(unit)["config"]
+    return (c["version"], c["hash"])
+
+
+def test_the_readme_rolling_upgrade_keeps_one_active_unit_and_the_configuration(lab, old_src):
+    """Both units on the release before; upgrade the standby (its stored configuration stays
+    intact), fail over both ways, upgrade the other: one active unit throughout, the units
+    speak both advert forms while mixed and only the carpool advert after, sync comes back."""
     for unit in ("a", "b"):
         lab.stop_unit(unit)
-    lab.unit_src["b"] = old_src
+    lab.unit_src.update(a=old_src, b=old_src)
     try:
         lab.start_units()
-        first = lab.wait_for(lambda: one_master(lab), 20, what="one master, old and new")
+        active = lab.wait_for(lambda: one_master(lab), 20, what="one master, both old")
+        stored = config_key(lab, other(active))
+        # 1. upgrade the standby
+        restart(lab, other(active), None)
+        new = other(active)
+        lab.wait_for(lambda: one_master(lab, active), 20, what="the old unit still active")
+        assert config_key(lab, new) == stored  # the old release's store, intact
         lab.wait_for(
-            lambda: lab.unit_status("a")["auth"]["partner_form"] == "carp",
+            lambda: lab.unit_status(new)["auth"]["partner_form"] == "carp",
             10,
-            what="the new unit hears the older form",
+            what="the new unit hears the older advert form",
         )
-        new = lab.unit_status("a")
-        assert new["auth"]["sending"] == ["carpool", "carp"], new["auth"]
-        assert "older advert form" in new["warning_kinds"], new["warnings"]
-        lab.wait_for(
-            lambda: (
-                "older carpool" in (lab.unit_status("a")["sync"]["last_error"] or "")
-                or "sync protocol" in (lab.unit_status("a")["sync"]["last_error"] or "")
-            ),
+        status = lab.unit_status(new)
+        assert status["auth"]["sending"] == ["carpool", "carp"], status["auth"]
+        assert "older advert form" in status["warning_kinds"], status["warnings"]
+        # 2. fail over both ways: old -> new, new -> old
+        assert fail_over(lab, active) == new
+        lab.wait_for(  # the active unit runs the sync client
+            lambda: "same release" in (lab.unit_status(new)["sync"]["last_error"] or ""),
             15,
             what="sync down, and why",
         )
-        # fail over both ways: stop the active unit (it bows out), the other takes over;
-        # start it again as the standby; then the same from the other side
-        active = first
-        for _ in range(2):
-            standby = "b" if active == "a" else "a"
-            lab.stop_unit(active)
+        assert fail_over(lab, new) == active
+        # 3. fail over to the new unit, upgrade the other
+        assert fail_over(lab, active) == new
+        restart(lab, active, None)
+        lab.wait_for(lambda: one_master(lab, new), 20, what="the upgraded unit still active")
+        for unit in ("a", "b"):
             lab.wait_for(
-                lambda standby=standby: lab.unit_status(standby).get("state") == "master",
+                lambda unit=unit: lab.unit_status(unit)["auth"]["sending"] == ["carpool"],
                 10,
-                what=f"unit {standby} takes over from {active}",
+                what=f"unit {unit} speaks only the carpool advert",
             )
-            assert lab.unit_status(standby)["shared_held"], lab.unit_status(standby)
-            lab.start_unit(active)
-            lab.wait_for(
-                lambda standby=standby: one_master(lab, standby),
-                20,
-                what=f"unit {active} back as the standby",
-            )
-            active = standby
-        assert active == first
+        lab.wait_for(
+            lambda: (
+                config_key(lab, "a") == config_key(lab, "b")
+                and lab.unit_status(new)["sync"]["state"] == "in sync"
+            ),
+            20,
+            what="sync back, both at one version",
+        )
+        assert fail_over(lab, new) == active
     finally:
-        lab.unit_src.pop("b", None)
+        lab.unit_src.clear()
         for unit in ("a", "b"):
             lab.stop_unit(unit)
         lab.start_units()

@@ -314,6 +314,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# Keys added after the first release, with the value a document without them means: left out of
+# the canonical form (the hash) while they hold it, so a document hashes the same on every
+# release — a version stored before an upgrade stays intact after it, and the units of a pair
+# mid-upgrade agree on what a document is. A new key with a default goes here.
+ADDED_LATER: dict[tuple[str, str], object] = {("ha", "auth"): "carpool"}
+
+
 class Appliance(_Model):
     description: Text = Field("", max_length=4096)
 
@@ -560,9 +567,11 @@ class Document(_Model):
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> bytes:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
+        data = self.model_dump(mode="json")
+        for (table, key), default in ADDED_LATER.items():
+            if data.get(table, {}).get(key, default) == default:
+                data[table].pop(key, None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def hash(self) -> str:
