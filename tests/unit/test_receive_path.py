@@ -297,3 +297,12 @@ def test_an_older_partner_is_heard_and_answered_in_its_form_until_it_speaks_ours
     r.feed(legacy(bow_out=True))
     assert r.adverts == [False, False] and r.drops == {"downgrade": 1}
     assert r.paths.auth_status()["downgrades"] == 1
+
+
+def test_a_partner_whose_sync_speaks_this_release_is_no_longer_answered_in_the_older_form():
+    # a standby sends no adverts: the master learns of its upgrade from the sync handshake
+    r = Receiver()
+    r.feed(legacy())
+    assert r.paths.auth_status()["sending"] == ["carpool", "carp"]
+    r.paths.partner_upgraded()
+    assert r.paths.auth_status()["sending"] == ["carpool"]

@@ -167,6 +167,15 @@ class AdvertPaths:
             "replays": self.counters.drops[DropReason.REPLAYED],
         }
 
+    def partner_upgraded(self) -> None:
+        """The partner runs a release with the carpool advert (its sync handshake says so):
+        stop answering in the older form, also while it is a standby that sends nothing."""
+        if self.speaks_legacy:
+            log.info(
+                "the partner runs a release with the carpool advert: older form no longer sent"
+            )
+            self.partner_form = SealedProfile.form
+
     # -- send ------------------------------------------------------------------------------
     def _next_counter(self) -> int:
         if not self.sealed:

@@ -84,6 +84,7 @@ class Daemon:
             on_probe=self.doctor.on_probe,
             on_foreign=self.doctor.note_foreign,
         )
+        self.config.sync.on_partner = self.adverts.partner_upgraded
         self.checks = Checks(cfg, self.paths, on_change=self.update_demotion)
         self.relay.report_for = self.doctor.report_over_relay
         self.relay.on_report = self.doctor.on_relayed_report

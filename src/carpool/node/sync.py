@@ -207,6 +207,10 @@ class SyncService:
         self.key = sp.sync_key(secret)
         self.listen = listen
         self._unauthenticated = 0
+        # a handshake of this protocol succeeded: the partner runs this release's (or a later)
+        # sync, so it speaks the carpool advert too (node/advert.py stops answering it in the
+        # older form, which it kept doing while the partner was a silent standby)
+        self.on_partner: Callable[[], None] = lambda: None
         self.ha_state = ha_state
         # The partner's HA state from its last state answer: {"state", "at"} (wall time).
         # Both units of a master-master pair run the client, so each learns the other's.
@@ -351,6 +355,7 @@ class SyncService:
             )
         ch.start_session(sp.Session(hs.session_key(self.key), False))
         await ch.send({"type": "welcome", "role": self.role, "features": sorted(FEATURES)})
+        self.on_partner()
 
     async def _refuse(self, ch: Channel, counter: str, why: str, answer: str = "") -> None:
         """Count and log (rate-limited) why a handshake is refused, tell the peer, close."""
@@ -507,6 +512,7 @@ class SyncService:
         if isinstance(features, list):
             ch.features = frozenset(f for f in features[:32] if isinstance(f, str))
         ch.start_session(session)
+        self.on_partner()
 
     async def _call(self, ch: Channel, msg: dict) -> dict:
         await ch.send(msg)
