@@ -23,3 +23,5 @@ class Warn(StrEnum):
     ADVERTS_LOST = "adverts lost"
     PATH_DROPS = "path drops"
     FOREIGN_VHID = "foreign vhid"
+    WEAK_AUTH = "weak advert authentication"
+    ADVERT_FORM = "older advert form"

@@ -192,23 +192,32 @@ FORGE = r"""
 import socket, sys
 from ipaddress import IPv4Address
 from carpool.ha.carp import CarpAdvert
-kind, vhid, src = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-key = b"not-the-lab-secret" if kind == "secret" else sys.argv[4].encode()
-packet = bytearray(CarpAdvert.build(key, vhid, 1, 0, 0, 7, [IPv4Address(sys.argv[5])]).pack())
+from carpool.ha.ipv4 import Ipv4Packet
+kind, vhid, key, vip = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4]
+key = b"not-the-lab-secret" if kind == "secret" else key
+packet = bytearray(CarpAdvert.build(key, vhid, 1, 0, 0, 7, [IPv4Address(vip)]).pack())
 if kind == "checksum":
     packet[6] ^= 0xFF
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 254 if kind == "ttl" else 255)
-for _ in range(5):
-    s.sendto(bytes(packet), ("224.0.0.18", 0))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+for src in sys.argv[5:]:  # each unit's address, as the other hears it (spoofed)
+    datagram = Ipv4Packet(IPv4Address(src), IPv4Address("224.0.0.18"),
+                          254 if kind == "ttl" else 255, 112, bytes(packet)).pack()
+    for _ in range(5):
+        s.sendto(datagram, ("224.0.0.18", 0))
 """
 
 
 @pytest.mark.parametrize(
-    "kind,reason", [("secret", "bad_hmac"), ("ttl", "bad_ttl"), ("checksum", "bad_checksum")]
+    "kind,reason,sources",
+    [
+        ("secret", "bad_hmac", ("198.18.0.11", "198.18.0.12")),  # as from the partner
+        ("ttl", "bad_ttl", ("198.18.0.11", "198.18.0.12")),
+        ("checksum", "bad_checksum", ("198.18.0.11", "198.18.0.12")),
+        ("stranger", "not_partner", ("198.18.0.100",)),  # the right secret, not the partner
+    ],
 )
-def test_forged_adverts_are_dropped_and_counted(healed_lab, kind, reason):
+def test_forged_adverts_are_dropped_and_counted(healed_lab, kind, reason, sources):
     lab = healed_lab
     master = settled(lab)
     cfg = lab.unit_config("a")
@@ -221,9 +230,9 @@ def test_forged_adverts_are_dropped_and_counted(healed_lab, kind, reason):
             FORGE,
             kind,
             str(cfg["ha"]["vhid"]),
-            "198.18.0.100",
             cfg["unit"]["secret"],
             VIP,
+            *sources,
         ],
         check=True,
     )

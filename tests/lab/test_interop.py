@@ -73,6 +73,8 @@ class PeerKind:
 
     def carpool_overrides(self, strength: str) -> dict:
         extra = {"ha.advskew": 100} if self.protocol == "carp" and strength == "stronger" else {}
+        if self.protocol == "carp":  # ucarp speaks CARP's own HMAC, not the carpool advert
+            extra["ha.auth"] = "carp"
         return {**ONLY_ETH0, "ha.protocol": self.protocol, "ha.ha_timeout": 3, **extra}
 
     def bow_out_seen(self, output: str) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 from carpool.lab.topology import CLIENT
 from carpool.node import control
+
+SHARED = "198.18.0.10"
 
 SYNC = 10.0  # s: a change reaches the standby well within this (normally milliseconds)
 
@@ -237,7 +240,8 @@ def test_fuzzed_frames_on_6973_never_crash(healed_lab):
     active = lab.wait_for_master()
     pid = lab.daemon_pid(active)
     address = lab.unit_status(other(active))["partner"]["eth0"]["address"]
-    proc = lab.exec(CLIENT, [lab.python(), "-c", FUZZ, address], check=True)
+    # from the partner's own address (a buggy or hijacked partner): judged and counted
+    proc = lab.exec(other(active), [lab.python(), "-c", FUZZ, address], check=True)
     assert "sent 8" in proc.stdout
 
     def bad_frames() -> int:
@@ -249,6 +253,34 @@ def test_fuzzed_frames_on_6973_never_crash(healed_lab):
     before = shown(lab, active)
     assert cli_set(lab, active, "appliance.description", "after fuzz").returncode == 0
     assert wait_same(lab)[0] == before[0] + 1
+
+
+def test_6973_answers_the_partner_only(healed_lab):
+    """A client-LAN host reaches neither the sync port (the guard drops its SYN), nor a
+    listener on a shared address (6973 binds the unit's own addresses only)."""
+    lab = healed_lab
+    active = lab.wait_for_master()
+    own = lab.unit_status(active)["partner"]["eth0"]["address"]  # the standby's, seen from us
+    probe = (
+        "import socket, sys\n"
+        "for host in sys.argv[1:]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, 6973), timeout=1).close(); print(host, 'open')\n"
+        "    except OSError as e:\n"
+        "        print(host, type(e).__name__)\n"
+    )
+    out = lab.exec(CLIENT, [lab.python(), "-c", probe, own, SHARED], check=True).stdout
+    assert f"{own} TimeoutError" in out, out  # dropped by the guard, not refused
+    assert f"{SHARED} TimeoutError" in out, out  # the active unit's guard: the same
+    # the partner passes the guard, and finds no listener on the shared address
+    out = lab.exec(other(active), [lab.python(), "-c", probe, SHARED], check=True).stdout
+    assert f"{SHARED} ConnectionRefusedError" in out, out
+    status = lab.unit_status(other(active))
+    assert status["guard"] == {"installed": True, "last_error": ""}, status["guard"]
+    ruleset = lab.exec(other(active), ["nft", "list", "table", "ip", "carpool_guard"]).stdout
+    [rule] = [line for line in ruleset.splitlines() if "sync: not the partner" in line]
+    dropped = re.search(r"packets (\d+)", rule)
+    assert dropped and int(dropped[1]) > 0, ruleset
 
 
 def test_force_partner_update_from_the_cli(healed_lab):

@@ -272,7 +272,12 @@ def test_unit_configs_load_with_the_project_loader(lab):
         a, b = load_config(lab.config_path("a")), load_config(lab.config_path("b"))
         assert (a.role, b.role) == ("first", "second")
         assert a.secret == b.secret == SECRET.encode() and a.vhid == 1
-        assert a.fast and a.protocol == "vrrp3" and a.fast_interval_ms == 50 and a.vmac
+        assert (
+            a.fast
+            and (a.protocol, a.auth) == ("carp", "carpool")
+            and a.fast_interval_ms == 50
+            and a.vmac
+        )
         assert a.preferred == "first" and a.preempt and not b.preempt
         assert a.state_dir == str(lab.state_dir("a")) and b.state_dir == str(lab.state_dir("b"))
         assert (a.log_level, b.log_level) == ("info", "debug")

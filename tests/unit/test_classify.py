@@ -20,10 +20,8 @@ CARP = CarpProfile(b"secret", 10, 1, 0)
 RAW = [pkt.pack() for _raw, pkt in vector("carp.pcap")]  # as a raw socket hands them over
 
 
-def judge(datagram, partners=(UCARP,), decoder=CARP, vhid=10, addresses=SHARED):
-    return classify(
-        datagram, partners=set(partners), vhid=vhid, decoder=decoder, addresses=addresses
-    )
+def judge(datagram, partner=UCARP, decoder=CARP, vhid=10, addresses=SHARED):
+    return classify(datagram, partner=partner, vhid=vhid, decoder=decoder, addresses=addresses)
 
 
 def test_captured_ucarp_advert_is_an_advert_of_the_partner():
@@ -32,14 +30,21 @@ def test_captured_ucarp_advert_is_an_advert_of_the_partner():
     assert v.heard.rank.preference == 256 and not v.heard.bow_out
 
 
-def test_same_advert_from_a_stranger_is_judged_and_marked_foreign():
-    v = judge(RAW[0], partners=[IPv4Address("198.18.0.2")])
-    assert v.kind is Kind.ADVERT and v.foreign
+def test_a_valid_advert_from_anyone_but_the_partner_is_dropped_and_marked_foreign():
+    # the partner on this link is .2: the same advert from .11 never reaches the election
+    v = judge(RAW[0], partner=IPv4Address("198.18.0.2"))
+    assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.NOT_PARTNER, True)
+    assert v.source == UCARP and v.payload == RAW[0][20:]  # for the doctor's table
 
 
-def test_wrong_secret_is_a_counted_drop_still_marked_foreign_when_from_a_stranger():
-    v = judge(RAW[0], partners=[], decoder=CarpProfile(b"not-the-pair-secret", 10, 1, 0))
-    assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.BAD_HMAC, True)
+def test_a_stranger_of_another_vhid_is_dropped_not_foreign():
+    v = judge(RAW[0], partner=IPv4Address("198.18.0.2"), vhid=11)
+    assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.NOT_PARTNER, False)
+
+
+def test_wrong_secret_from_the_partner_is_a_counted_drop():
+    v = judge(RAW[0], decoder=CarpProfile(b"not-the-pair-secret", 10, 1, 0))
+    assert (v.kind, v.reason, v.foreign) == (Kind.DROP, DropReason.BAD_HMAC, False)
 
 
 def test_ttl_below_255_is_dropped_before_decoding():
@@ -64,7 +69,7 @@ def test_vrrp_profile_reads_its_own_encoding():
     prof = VrrpProfile(51, 150, 100)
     src, dst = IPv4Address("198.18.0.2"), IPv4Address("224.0.0.18")
     payload = prof.encode(False, 0, 0, SHARED, src, dst)
-    v = judge(Ipv4Packet(src, dst, 255, 112, payload).pack(), partners=[src], decoder=prof, vhid=51)
+    v = judge(Ipv4Packet(src, dst, 255, 112, payload).pack(), partner=src, decoder=prof, vhid=51)
     assert v.kind is Kind.ADVERT and v.heard.rank.preference == 255 - 150
 
 

@@ -59,9 +59,15 @@ def test_preferred_unit_preempts(tmp_path):
     assert cfg.preempt and cfg.advskew == 0 and cfg.priority == 200
 
 
-def test_fast_profile_selects_vrrp3(tmp_path):
+def test_fast_profile_keeps_the_protocol_and_its_authentication(tmp_path):
     cfg = load_config(write(tmp_path, GOOD.replace("vhid = 7", "vhid = 7\nfast = true")))
-    assert cfg.protocol == "vrrp3" and cfg.fast_interval_ms == 20
+    assert (cfg.protocol, cfg.auth, cfg.fast, cfg.fast_interval_ms) == ("carp", "carpool", True, 20)
+    plain = GOOD.replace("vhid = 7", 'vhid = 7\nauth = "carp"')
+    assert load_config(write(tmp_path, plain)).auth == "carp"
+    with pytest.raises(ConfigError, match='fast needs auth = "carpool"'):
+        load_config(write(tmp_path, plain.replace('auth = "carp"', 'auth = "carp"\nfast = true')))
+    vrrp = GOOD.replace("vhid = 7", 'vhid = 7\nprotocol = "vrrp3"\nfast = true')
+    assert load_config(write(tmp_path, vrrp)).protocol == "vrrp3"
 
 
 @pytest.mark.parametrize(

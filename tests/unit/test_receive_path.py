@@ -5,6 +5,7 @@ and the doctor's table of foreign speakers stays bounded."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from ipaddress import IPv4Address
 from types import SimpleNamespace
@@ -35,10 +36,11 @@ CFG = parse_config(
     }
 )
 PROFILE = make_profile(CFG)
+COUNTER = itertools.count(1)  # carpool adverts: the counter must rise
 
 
 def advert(src: IPv4Address = PARTNER, bow_out: bool = False) -> bytes:
-    payload = PROFILE.encode(bow_out, 0, 1, SHARED, src, GROUP)
+    payload = PROFILE.encode(bow_out, 0, next(COUNTER), SHARED, src, GROUP)
     return Ipv4Packet(src, GROUP, 255, 112, payload).pack()
 
 
@@ -76,7 +78,7 @@ class Receiver:
 
     def __init__(self, on_probe=None, on_foreign=None, on_advert=None):
         self.adverts: list = []  # the partner's (its bow-out flags)
-        self.strangers: list = []  # adverts from others (the election ranks them as such)
+        self.strangers: list = []  # adverts from others that reached the election: none may
         self.probes: list = []
         self.foreign: list = []
         self.clock = Clock()
@@ -189,10 +191,10 @@ def test_a_failing_socket_read_is_counted_not_raised():
 def test_a_stranger_is_rate_limited_per_source_and_the_partner_never():
     r = Receiver()
     flood = [advert(src=STRANGER)] * 1000  # speaks our VHID: each judged one is noted
-    r.feed(*flood[:500], *[advert()] * 300, *flood[500:])
+    r.feed(*flood[:500], *[advert() for _ in range(300)], *flood[500:])
     assert len(r.adverts) == 300  # every partner advert
-    assert len(r.foreign) == len(r.strangers) == 100  # the stranger's burst, then no work
-    assert r.drops["rate_limited"] == 900
+    assert len(r.foreign) == 100 and r.strangers == []  # the burst noted, none elected
+    assert r.drops == {"rate_limited": 900, "not_partner": 100}
     r.clock.t += 1.0
     r.feed(*flood)
     assert len(r.foreign) == 150  # 50 a second
@@ -201,16 +203,15 @@ def test_a_stranger_is_rate_limited_per_source_and_the_partner_never():
 def test_forged_sources_are_bounded_together_and_the_table_stays_small():
     r = Receiver()
     forged = [advert(src=IPv4Address(0x0A000000 + n)) for n in range(3000)]
-    r.feed(*forged[:1500], *[advert()] * 10, *forged[1500:])
-    assert len(r.adverts) == 10
-    assert len(r.strangers) == 1000
-    assert r.drops["rate_limited"] == 2000  # the strangers' shared burst is 1000
+    r.feed(*forged[:1500], *[advert() for _ in range(10)], *forged[1500:])
+    assert len(r.adverts) == 10 and r.strangers == []
+    assert r.drops == {"rate_limited": 2000, "not_partner": 1000}  # the shared burst: 1000
     assert len(r.paths._strangers) <= 256
 
 
 def test_the_partner_is_never_rate_limited():
     r = Receiver()
-    r.feed(*[advert()] * 5000)
+    r.feed(*[advert() for _ in range(5000)])
     assert len(r.adverts) == 5000 and "rate_limited" not in r.drops
 
 
@@ -269,3 +270,39 @@ def test_rate_limited_log_counts_per_kind(caplog):
         "first b",
         "later a (and 1 more like it in 10 s, not logged)",
     ]
+
+
+# -- the carpool advert: replays, the older form of a rolling upgrade ---------------------------
+def test_a_replayed_advert_is_dropped_and_counted():
+    r = Receiver()
+    first, bow_out = advert(), advert(bow_out=True)
+    r.feed(first, bow_out, first, bow_out)  # the finding: a captured advert re-sent
+    assert r.adverts == [False, True]
+    assert r.drops == {"replayed": 2}
+
+
+def legacy(bow_out: bool = False) -> bytes:
+    payload = PROFILE.encode(bow_out, 0, 5, SHARED, PARTNER, GROUP, legacy=True)
+    return datagram(payload)
+
+
+def test_an_older_partner_is_heard_and_answered_in_its_form_until_it_speaks_ours():
+    r = Receiver()
+    assert r.paths.auth_status()["sending"] == ["carpool"]
+    r.feed(legacy())  # the partner still runs the release before this one
+    assert r.adverts == [False] and r.paths.partner_form == "carp"
+    assert r.paths.auth_status()["sending"] == ["carpool", "carp"]
+    r.feed(advert())  # upgraded: from now on its older form is a downgrade (or a replay)
+    assert r.paths.auth_status()["sending"] == ["carpool"]
+    r.feed(legacy(bow_out=True))
+    assert r.adverts == [False, False] and r.drops == {"downgrade": 1}
+    assert r.paths.auth_status()["downgrades"] == 1
+
+
+def test_a_partner_whose_sync_speaks_this_release_is_no_longer_answered_in_the_older_form():
+    # a standby sends no adverts: the master learns of its upgrade from the sync handshake
+    r = Receiver()
+    r.feed(legacy())
+    assert r.paths.auth_status()["sending"] == ["carpool", "carp"]
+    r.paths.partner_upgraded()
+    assert r.paths.auth_status()["sending"] == ["carpool"]

@@ -71,9 +71,7 @@ def answering(reply: dict | bytes) -> Callable[..., Awaitable[None]]:
         session = ch.session
         assert session is not None
         if isinstance(reply, bytes):
-            tag = session._tag(b"s>c", session.sent, reply)
-            session.sent += 1
-            writer.write(sp.frame(tag + reply))
+            writer.write(session.seal_raw(reply))
         else:
             writer.write(session.seal(reply))
         await writer.drain()
@@ -227,3 +225,98 @@ def test_before_authentication_only_small_frames_are_read(tmp_path):
 
     partner = asyncio.run(main())
     assert partner.counters["bad_frame_oversized"] == 1
+
+
+# -- the handshake: roles, protocol, pace, how many at once -----------------------------------
+async def serving(partner: SyncService):
+    server = await asyncio.start_server(partner._serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_a_reflected_handshake_proves_nothing(tmp_path):
+    """The finding: a unit's own client proof, reflected at its own server, authenticated.
+    Each side now checks the other claims the partner's role, and the proofs bind both."""
+
+    async def main() -> tuple[str, SyncService]:
+        unit = service(tmp_path / "self", "first")
+        server, port = await serving(unit)
+        unit.port = port
+        try:  # the unit connecting to itself: what a reflecting attacker makes of it
+            await unit._connect()
+        except sync_mod.SyncRefused as e:
+            return str(e), unit
+        finally:
+            server.close()
+        raise AssertionError("a unit authenticated with itself")
+
+    why, unit = asyncio.run(main())
+    assert "not our partner" in why and unit.counters["wrong_role"] == 1
+    assert unit.counters["refused_by_partner"] == 1  # its server refused the hello too
+
+
+def test_an_older_partner_is_told_why_and_we_say_it(tmp_path):
+    async def main() -> tuple[dict, SyncService]:
+        partner = service(tmp_path / "partner", "second")
+        server, port = await serving(partner)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        hello = {"type": "hello", "proto": 1, "role": "first", "nonce": "n" * 32}
+        writer.write(sp.frame(sp.dumps(hello)))  # what the release before this one sends
+        await writer.drain()
+        answer = sp.parse_json(await read_frame(reader))
+        writer.close()
+        server.close()
+        return answer, partner
+
+    answer, partner = asyncio.run(main())
+    assert answer["type"] == "error" and "sync protocol 1" in answer["error"]
+    assert "same release" in answer["error"] and partner.counters["old_protocol"] == 1
+
+
+def test_the_whole_handshake_has_one_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(sync_mod, "HANDSHAKE_TIMEOUT", 0.5)
+
+    async def main() -> tuple[float, SyncService]:
+        partner = service(tmp_path / "partner", "second")
+        server, port = await serving(partner)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        hello = sp.frame(
+            sp.dumps({"type": "hello", "proto": 2, "role": "first", "nonce": "n" * 32})
+        )
+        start = asyncio.get_running_loop().time()
+        for byte in hello:  # one byte every 0.1 s: each read is quick, the whole is not
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            if reader.at_eof() or writer.is_closing():
+                break
+            try:
+                if await asyncio.wait_for(reader.read(1 << 16), 0.001) == b"":
+                    break
+            except TimeoutError:
+                pass
+        elapsed = asyncio.get_running_loop().time() - start
+        writer.close()
+        server.close()
+        return elapsed, partner
+
+    elapsed, partner = asyncio.run(main())
+    assert elapsed < 2.0 and partner.counters["handshake_timeout"] == 1
+
+
+def test_connections_in_their_handshake_are_capped_and_the_partner_still_gets_in(tmp_path):
+    async def main() -> SyncService:
+        partner = service(tmp_path / "partner", "second")
+        server, port = await serving(partner)
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
+        await until(lambda: partner.counters["refused_busy"] >= 40 - sync_mod.MAX_UNAUTHENTICATED)
+        for _, writer in idle:
+            writer.close()
+        await until(lambda: partner._unauthenticated == 0)
+        client = service(tmp_path / "client", "first", port)
+        ch = await client._connect()
+        ch.close()
+        server.close()
+        return partner
+
+    partner = asyncio.run(main())
+    assert partner.counters["refused_busy"] == 40 - sync_mod.MAX_UNAUTHENTICATED

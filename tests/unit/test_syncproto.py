@@ -11,8 +11,11 @@ from carpool.config import syncproto as sp
 KEY = sp.sync_key(b"unit-test-secret")
 
 
-def pair():
-    s = sp.session_key(KEY, "c" * 32, "s" * 32)
+HS = sp.Handshake("second", "first", "c" * 32, "s" * 32)
+
+
+def pair(hs: sp.Handshake = HS):
+    s = hs.session_key(KEY)
     return sp.Session(s, True), sp.Session(s, False)
 
 
@@ -31,10 +34,24 @@ def test_oversized_length_is_refused_before_reading():
     assert e.value.reason == "oversized"
 
 
-def test_proofs_differ_by_side_secret_and_nonce():
-    assert sp.proof(KEY, "server", "a", "b") != sp.proof(KEY, "client", "a", "b")
-    assert sp.proof(KEY, "server", "a", "b") != sp.proof(sp.sync_key(b"other"), "server", "a", "b")
-    assert sp.proof(KEY, "server", "a", "b") != sp.proof(KEY, "server", "a", "c")
+def test_proofs_differ_by_side_secret_nonce_and_roles():
+    proof = HS.proof(KEY, "server")
+    assert proof != HS.proof(KEY, "client")
+    assert proof != HS.proof(sp.sync_key(b"other"), "server")
+    assert proof != sp.Handshake("second", "first", "c" * 32, "t" * 32).proof(KEY, "server")
+    # the finding: a unit's own handshake reflected at it (same nonces, its role twice, or the
+    # roles the other way round) proves nothing
+    assert proof != sp.Handshake("first", "first", "c" * 32, "s" * 32).proof(KEY, "server")
+    assert proof != sp.Handshake("first", "second", "c" * 32, "s" * 32).proof(KEY, "server")
+    assert HS.session_key(KEY) != sp.Handshake("first", "second", "c" * 32, "s" * 32).session_key(
+        KEY
+    )
+
+
+def test_sealed_frames_are_secret():
+    client, _ = pair()
+    frame = client.seal({"type": "push", "hash": "$argon2id$v=19$m=65536,t=3,p=4$secretsalt"})
+    assert b"argon2" not in frame and b"push" not in frame
 
 
 def test_sealed_messages_round_trip_in_order():
@@ -48,8 +65,8 @@ def test_sealed_messages_round_trip_in_order():
 
 
 def test_a_welcome_whose_tag_starts_with_a_brace_is_not_taken_for_a_refusal():
-    for n in range(5000):  # a tag starts with "{" once in 256 welcomes
-        client, server = pair()
+    for n in range(5000):  # ciphertext starts with "{" once in 256 sessions
+        client, server = pair(sp.Handshake("second", "first", f"{n:032x}", "s" * 32))
         welcome = {"type": "welcome", "n": n}
         body = sp.Deframer().feed(server.seal(welcome))[0]
         if body.startswith(b"{"):
@@ -77,7 +94,7 @@ def test_replayed_reflected_or_tampered_frames_fail(attack):
     elif attack == "reflect":  # our own frame sent back to us
         bad, victim = body, client
     elif attack == "tamper":
-        bad, victim = body[:-2] + b"0}", server
+        bad, victim = body[:-2] + bytes([body[-2] ^ 1]) + body[-1:], server
     else:
         bad, victim = body[:10], server
     with pytest.raises(sp.FrameError):

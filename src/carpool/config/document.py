@@ -314,12 +314,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# Keys added after the first release, with the value a document without them means: left out of
+# the canonical form (the hash) while they hold it, so a document hashes the same on every
+# release — a version stored before an upgrade stays intact after it, and the units of a pair
+# mid-upgrade agree on what a document is. A new key with a default goes here.
+ADDED_LATER: dict[tuple[str, str], object] = {("ha", "auth"): "carpool"}
+
+
 class Appliance(_Model):
     description: Text = Field("", max_length=4096)
 
 
 class Ha(_Model):
     protocol: Literal["carp", "vrrp3"] = "carp"
+    # carpool: every advert field under the MAC, replays refused (carpool units only);
+    # carp: BSD CARP / ucarp's HMAC (advskew, advbase, demote and replays not covered)
+    auth: Literal["carpool", "carp"] = "carpool"
     vhid: int = Field(1, ge=1, le=255)
     ha_timeout: Literal[3, 6, 9, 12, 15] = 3
     fast: bool = False
@@ -339,6 +349,11 @@ class Ha(_Model):
             raise ValueError(
                 f"fast_interval_ms must be a multiple of 10 (VRRPv3 counts "
                 f"centiseconds), not {self.fast_interval_ms}"
+            )
+        if self.fast and self.protocol == "carp" and self.auth == "carp":
+            raise ValueError(
+                'fast needs auth = "carpool" (CARP as ucarp speaks it counts whole seconds) '
+                'or protocol = "vrrp3" (unauthenticated, for keepalived)'
             )
         return self
 
@@ -552,9 +567,11 @@ class Document(_Model):
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> bytes:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
+        data = self.model_dump(mode="json")
+        for (table, key), default in ADDED_LATER.items():
+            if data.get(table, {}).get(key, default) == default:
+                data[table].pop(key, None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def hash(self) -> str:

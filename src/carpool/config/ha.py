@@ -82,6 +82,7 @@ class Config:
     control_group: str = ""  # unit.control_group as written: its members may use the control
     control_gid: int | None = None  # socket besides root (its gid; None: root only)
     protocol: str = "carp"
+    auth: str = "carpool"  # ha.auth: the carpool advert, or CARP's HMAC (protocol carp)
     vhid: int = 1
     ha_timeout: int = 3
     fast: bool = False
@@ -444,7 +445,8 @@ def config_from(
         secret=secret,
         **local,
         document=doc,
-        protocol="vrrp3" if ha.fast else ha.protocol,
+        protocol=ha.protocol,  # ha.fast never changes it: carpool adverts stay authenticated
+        auth=ha.auth,
         vhid=ha.vhid,
         ha_timeout=ha.ha_timeout,
         fast=ha.fast,

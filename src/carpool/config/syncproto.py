@@ -1,15 +1,21 @@
 """The sync protocol on TCP 6973, pure: framing, mutual authentication, and the merge plan.
 
-Frames: 4-byte big-endian length, then the body (at most MAX_FRAME bytes).
-Handshake (JSON bodies), with K = HMAC-SHA256(secret, "carpool sync v1"):
-    client -> server  {"type": "hello", "proto": 1, "role": R, "nonce": Nc}
-    server -> client  {"type": "challenge", "role": R, "nonce": Ns, "proof": HMAC(K, "server"|Nc|Ns)}
-    client -> server  {"type": "proof", "proof": HMAC(K, "client"|Nc|Ns)}
+Frames: 4-byte big-endian length, then the body (at most MAX_HANDSHAKE_FRAME bytes until the
+handshake is done, MAX_FRAME after). Handshake (JSON bodies), with
+K = HMAC-SHA256(secret, "carpool sync v1"), Rc/Rs the client's and the server's roles:
+    client -> server  {"type": "hello", "proto": 2, "role": Rc, "nonce": Nc}
+    server -> client  {"type": "challenge", "role": Rs, "nonce": Ns,
+                       "proof": HMAC(K, "server"|Rc|Rs|Nc|Ns)}
+    client -> server  {"type": "proof", "proof": HMAC(K, "client"|Rc|Rs|Nc|Ns)}
 Each side proves it knows the secret without sending it; fresh nonces on both sides make an
-old handshake useless. After it, every body is TAG(32) | JSON with
-TAG = HMAC(S, direction | seq | JSON), S = HMAC(K, "session"|Nc|Ns), seq counting from 0 per
-direction: a frame replayed, reordered, cut or forged fails the tag and closes the connection.
-(Integrity and authenticity, not secrecy: the document holds password hashes, never secrets.)
+old handshake useless, and both roles in the proofs (each side checks the other claims the
+partner's role, never its own) make one unit's handshake useless against itself: a reflected
+handshake fails. After it, every body is ChaCha20-Poly1305 (the `cryptography` library) under
+S = HMAC(K, "session v2"|Rc|Rs|Nc|Ns), nonce = direction | seq, seq counting from 0 per
+direction: secret (the document carries password hashes), and a frame replayed, reordered,
+reflected, cut or forged fails and closes the connection.
+Protocol 1 (the release before) had no roles in the proofs and HMAC-tagged plain frames; a
+unit of that release is told why sync is down, never served in the weaker form.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from .. import untrusted
 
-PROTO = 1
-MAX_FRAME = 64 * 1024 * 1024
+PROTO = 2
+MAX_DOCUMENT = 8 * 1024 * 1024  # what an admin may write in one change (web/limits.py LARGE)
+# a push carries the versions the partner lacks: after a long split, several whole documents
+MAX_FRAME = 8 * MAX_DOCUMENT
 MAX_HANDSHAKE_FRAME = 64 * 1024  # before authentication: a hello, a challenge, a proof
-TAG = 32
+TAG = 16  # Poly1305
+ROLES = ("first", "second")
 
 
 class FrameError(Exception):
@@ -41,14 +53,30 @@ def sync_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"carpool sync v1", hashlib.sha256).digest()
 
 
-def proof(key: bytes, who: str, client_nonce: str, server_nonce: str) -> str:
-    return hmac.new(
-        key, f"{who}|{client_nonce}|{server_nonce}".encode(), hashlib.sha256
-    ).hexdigest()
+@dataclass(frozen=True)
+class Handshake:
+    """Who is who in one handshake: the client's and the server's roles and nonces."""
+
+    client_role: str
+    server_role: str
+    client_nonce: str
+    server_nonce: str
+
+    def _mac(self, key: bytes, label: str) -> bytes:
+        text = f"{label}|{self.client_role}|{self.server_role}|"
+        text += f"{self.client_nonce}|{self.server_nonce}"
+        return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+    def proof(self, key: bytes, who: str) -> str:
+        """`who` ("client" or "server") proves it knows K for this handshake."""
+        return self._mac(key, who).hex()
+
+    def session_key(self, key: bytes) -> bytes:
+        return self._mac(key, "session v2")
 
 
-def session_key(key: bytes, client_nonce: str, server_nonce: str) -> bytes:
-    return hmac.new(key, f"session|{client_nonce}|{server_nonce}".encode(), hashlib.sha256).digest()
+def partner_role(role: str) -> str:
+    return "second" if role == "first" else "first"
 
 
 def frame(body: bytes) -> bytes:
@@ -101,39 +129,46 @@ def dumps(msg: dict[str, Any]) -> bytes:
 
 @dataclass
 class Session:
-    """Signs what we send and checks what we receive, after the handshake."""
+    """Encrypts what we send and opens what we receive, after the handshake."""
 
     key: bytes
     we_are_client: bool
     sent: int = 0
     received: int = 0
 
-    def _tag(self, direction: bytes, seq: int, data: bytes) -> bytes:
-        return hmac.new(
-            self.key, direction + struct.pack("!Q", seq) + data, hashlib.sha256
-        ).digest()
+    def __post_init__(self) -> None:
+        self._aead = ChaCha20Poly1305(self.key)
+
+    @staticmethod
+    def _nonce(direction: bytes, seq: int) -> bytes:
+        return direction + struct.pack("!Q", seq)  # 4 + 8 bytes: never twice under one key
 
     def seal(self, msg: dict[str, Any]) -> bytes:
-        data = dumps(msg)
-        direction = b"c>s" if self.we_are_client else b"s>c"
-        tag = self._tag(direction, self.sent, data)
+        return self.seal_raw(dumps(msg))
+
+    def seal_raw(self, data: bytes) -> bytes:
+        """A frame of `data` as it is (tests send what no encoder would)."""
+        direction = b"c>s\0" if self.we_are_client else b"s>c\0"
+        body = self._aead.encrypt(self._nonce(direction, self.sent), data, None)
         self.sent += 1
-        return frame(tag + data)
+        return frame(body)
 
     def open(self, body: bytes) -> dict[str, Any]:
         if len(body) < TAG:
             raise FrameError("truncated", f"{len(body)} bytes")
-        direction = b"s>c" if self.we_are_client else b"c>s"
-        if not hmac.compare_digest(body[:TAG], self._tag(direction, self.received, body[TAG:])):
-            raise FrameError("bad_tag", f"frame {self.received}")
+        direction = b"s>c\0" if self.we_are_client else b"c>s\0"
+        try:
+            data = self._aead.decrypt(self._nonce(direction, self.received), body, None)
+        except InvalidTag:
+            raise FrameError("bad_tag", f"frame {self.received}") from None
         self.received += 1
-        return parse_json(body[TAG:])
+        return parse_json(data)
 
 
 def open_welcome(session: Session, body: bytes) -> tuple[dict[str, Any], str | None]:
     """The server's answer to our proof: (the sealed welcome, None) or ({}, why it refused) —
-    a refusal is unsealed JSON. Sealed is tried first: a sealed frame starts with its tag,
-    and a tag starts with "{" once in 256 (seen in CI: a welcome taken for a refusal)."""
+    a refusal is unsealed JSON. Sealed is tried first: a sealed frame starts with ciphertext,
+    which starts with "{" once in 256 (seen in CI: a welcome taken for a refusal)."""
     try:
         return session.open(body), None
     except FrameError:

@@ -3,14 +3,15 @@ reason. Pure and total: bytes in, a verdict out, never an exception.
 
 The IPv4 header is parsed here and only here. Our own adverts never get here: the socket drops
 them (node/rawsock.py: the kernel loops broadcasts back to the sender), counted as OWN_PACKET.
-An advert for our VHID from a source that is neither ours nor the partner's is marked
-`foreign` (the doctor notes the speaker) and then judged like any other.
+Only the partner's address on the interface it arrived on may speak to the election: anything
+else is a NOT_PARTNER drop, and one for our VHID is marked `foreign` (the doctor and status note
+the speaker). Doctor probes come from anyone: the doctor judges them.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
@@ -48,12 +49,13 @@ class Verdict:
 def classify(
     datagram: bytes,
     *,
-    partners: Collection[IPv4Address],
+    partner: IPv4Address,
     vhid: int,
     decoder: Decoder,
     addresses: Iterable[IPv4Address],
 ) -> Verdict:
-    """Judge one datagram as a raw socket hands it over (IPv4 header included)."""
+    """Judge one datagram as a raw socket hands it over (IPv4 header included); `partner`: the
+    partner's address on the interface it arrived on."""
     try:
         pkt = parse_ipv4(datagram)
     except DropError as e:
@@ -63,14 +65,16 @@ def classify(
         return _drop(DropReason.BAD_PROTOCOL, f"protocol {pkt.protocol}", src)
     if probe.is_probe(payload):
         return Verdict(Kind.PROBE, src, payload)
-    foreign = src not in partners and payload[1:2] == bytes([vhid])
+    if src != partner:
+        foreign = payload[1:2] == bytes([vhid])
+        return _drop(DropReason.NOT_PARTNER, f"from {src}", src, payload, foreign)
     if pkt.ttl != TTL:  # TTL 255 proves the sender is on this link (RFC 5798 §7.1, BSD CARP)
-        return _drop(DropReason.BAD_TTL, f"ttl {pkt.ttl} from {src}", src, payload, foreign)
+        return _drop(DropReason.BAD_TTL, f"ttl {pkt.ttl} from {src}", src, payload)
     try:
         heard = decoder.decode(pkt, addresses)
     except DropError as e:
-        return Verdict(Kind.DROP, src, payload, drop=e, foreign=foreign)
-    return Verdict(Kind.ADVERT, src, payload, heard=heard, foreign=foreign)
+        return Verdict(Kind.DROP, src, payload, drop=e)
+    return Verdict(Kind.ADVERT, src, payload, heard=heard)
 
 
 def _drop(

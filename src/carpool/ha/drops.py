@@ -25,6 +25,9 @@ class DropReason(enum.Enum):
     WRONG_ADDRESSES = "wrong_addresses"
     BAD_INTERVAL = "bad_interval"
     UNKNOWN_INTERFACE = "unknown_interface"
+    NOT_PARTNER = "not_partner"  # an advert from anyone but the partner's address on that link
+    REPLAYED = "replayed"  # a carpool advert whose counter did not rise
+    DOWNGRADE = "downgrade"  # the older advert form from a partner that spoke the carpool form
     RATE_LIMITED = "rate_limited"  # a source other than the partner over its budget
     INTERNAL_ERROR = "internal_error"  # a bug met on this datagram: counted, logged, survived
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import ClassVar
 
 from .carp import BOW_OUT, CarpAdvert, carp_hmac
 from .drops import DropError, DropReason
 from .election import Params, Rank
 from .ipv4 import Ipv4Packet
+from .sealed import SealedAdvert, is_sealed, open_sealed
 from .vrrp import VrrpAdvert
 
 
@@ -23,6 +25,8 @@ class Heard:
     rank: Rank
     bow_out: bool
     source: IPv4Address
+    form: str = ""  # the advert's form: "carpool", "carp" or "vrrp3"
+    counter: int | None = None  # a carpool advert's, for the replay rule (ha/replay.py)
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,20 @@ class CarpProfile:
     vhid: int
     advbase: int
     advskew: int
+    form: ClassVar[str] = "carp"
+
+    @property
+    def preference(self) -> int:
+        return self.advbase * 256 + self.advskew
+
+    @property
+    def interval_ms(self) -> int:
+        return round((self.advbase + self.advskew / 256) * 1000)
 
     def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
         skew = self.advskew / 256
         return Params(
-            rank_preference=self.advbase * 256 + self.advskew,
+            rank_preference=self.preference,
             address=int(address),
             advert_interval=self.advbase + skew,
             # FreeBSD/ucarp: 3 × advbase + advskew/256 (faster than OpenBSD's 3 × interval).
@@ -74,7 +87,7 @@ class CarpProfile:
             raise DropError(DropReason.BAD_HMAC, f"from {pkt.src} (wrong secret or addresses)")
         bow_out = (advert.advbase, advert.advskew) == BOW_OUT
         rank = Rank(advert.demote, advert.advbase * 256 + advert.advskew, int(pkt.src))
-        return Heard(rank, bow_out, pkt.src)
+        return Heard(rank, bow_out, pkt.src, self.form)
 
 
 @dataclass(frozen=True)
@@ -87,12 +100,21 @@ class VrrpProfile:
     vrid: int
     priority: int
     interval_cs: int
+    form: ClassVar[str] = "vrrp3"
+
+    @property
+    def preference(self) -> int:
+        return 255 - self.priority
+
+    @property
+    def interval_ms(self) -> int:
+        return self.interval_cs * 10
 
     def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
         interval = self.interval_cs / 100
         skew = (256 - self.priority) * interval / 256
         return Params(
-            rank_preference=255 - self.priority,
+            rank_preference=self.preference,
             address=int(address),
             advert_interval=interval,
             master_down=3 * interval + skew,
@@ -128,4 +150,50 @@ class VrrpProfile:
         if set(advert.addresses) != set(addresses):
             raise DropError(DropReason.WRONG_ADDRESSES, f"{pkt.src} advertises other addresses")
         rank = Rank(1 if advert.priority == 1 else 0, 255 - advert.priority, int(pkt.src))
-        return Heard(rank, advert.priority == 0, pkt.src)
+        return Heard(rank, advert.priority == 0, pkt.src, self.form)
+
+
+@dataclass(frozen=True)
+class SealedProfile:
+    """`ha.auth = "carpool"`: the carpool advert (ha/sealed.py) carrying the base profile's rank
+    and timers (CARP's advbase/advskew, or the fast profile's VRRP-style priority and
+    centisecond interval). The base's own form is still understood and, asked for, spoken: a
+    partner on an older release uses it (node/advert.py decides whether to accept it)."""
+
+    base: CarpProfile | VrrpProfile
+    key: bytes  # ha.sealed.advert_key(secret)
+    vhid: int
+    form: ClassVar[str] = "carpool"
+
+    def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
+        return self.base.params(address, preempt, initial_wait)
+
+    def encode(
+        self,
+        bow_out: bool,
+        demote: int,
+        counter: int,
+        addresses: Iterable[IPv4Address],
+        source: IPv4Address,
+        dst: IPv4Address,
+        legacy: bool = False,
+    ) -> bytes:
+        if legacy:
+            return self.base.encode(bow_out, demote, counter, addresses, source, dst)
+        return SealedAdvert(
+            vhid=self.vhid,
+            bow_out=bow_out,
+            demote=demote,
+            preference=self.base.preference,
+            interval_ms=self.base.interval_ms,
+            counter=counter,
+        ).seal(self.key, source, addresses)
+
+    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
+        if not is_sealed(pkt.payload):
+            return self.base.decode(pkt, addresses)  # an older release's form
+        advert = open_sealed(pkt.payload, self.key, pkt.src, addresses)
+        if advert.vhid != self.vhid:
+            raise DropError(DropReason.WRONG_VHID, f"vhid {advert.vhid} from {pkt.src}")
+        rank = Rank(advert.demote, advert.preference, int(pkt.src))
+        return Heard(rank, advert.bow_out, pkt.src, self.form, advert.counter)

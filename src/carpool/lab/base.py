@@ -19,6 +19,7 @@ class LabBase:
     wanted: set[str]  # units that should be running (heal restarts them)
     _children: dict[int, subprocess.Popen]
     _signalled: dict[str, int]  # unit -> supervisor pid, after kill()/term()
+    unit_src: dict[str, str]  # unit -> the source tree its daemon runs, when not this one
 
     if TYPE_CHECKING:
         # -- core.Lab ----------------------------------------------------------------------

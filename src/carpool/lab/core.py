@@ -73,6 +73,9 @@ class Lab(UnitsMixin, FaultsMixin):
         self.wanted: set[str] = set()  # units that should be running (heal restarts them)
         self._children: dict[int, subprocess.Popen] = {}
         self._signalled: dict[str, int] = {}  # unit -> supervisor pid, after kill()/term()
+        # unit -> another source tree its daemon runs (a rolling-upgrade test: an older
+        # release against this one); this process's only, not recorded
+        self.unit_src: dict[str, str] = {}
         self._load()
 
     # -- record -------------------------------------------------------------------------------

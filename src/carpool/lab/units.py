@@ -324,7 +324,12 @@ class UnitsMixin(LabBase):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=child_env({"CARPOOL_CONFIG": str(self.config_path(unit))}),
+                env=child_env(
+                    {
+                        "CARPOOL_CONFIG": str(self.config_path(unit)),
+                        **({"PYTHONPATH": self.unit_src[unit]} if unit in self.unit_src else {}),
+                    }
+                ),
             )
         self._children[proc.pid] = proc
         write_file(sdir / "lab-run.pid", f"{proc.pid}\n")

@@ -23,7 +23,10 @@ from ..config.ha import Config, Interface
 from ..ha import election as el
 from ..ha.classify import Kind, classify
 from ..ha.drops import DropReason
-from ..ha.profile import CarpProfile, VrrpProfile
+from ..ha.profile import CarpProfile, Heard, SealedProfile, VrrpProfile
+from ..ha.replay import ReplayGuard
+from ..ha.sealed import advert_key
+from .counter import AdvertCounter
 from .limits import RateLimitedLog, TokenBuckets
 from .paths import IfaceState, Paths
 from .rawsock import AdvertSocket, destinations
@@ -37,11 +40,25 @@ STRANGER_RATE, STRANGER_BURST = 50.0, 100.0
 STRANGERS_TOTAL_RATE, STRANGERS_TOTAL_BURST = 500.0, 1000.0
 
 
-def make_profile(cfg: Config) -> CarpProfile | VrrpProfile:
-    if cfg.protocol == "carp":
-        return CarpProfile(cfg.secret, cfg.vhid, cfg.advbase, cfg.advskew)
-    interval_cs = cfg.fast_interval_ms // 10 if cfg.fast else cfg.advbase * 100
-    return VrrpProfile(cfg.vhid, cfg.priority, interval_cs)
+Profile = CarpProfile | VrrpProfile | SealedProfile
+
+
+def make_profile(cfg: Config) -> Profile:
+    """protocol vrrp3: VRRPv3 as keepalived speaks it (no authentication). protocol carp with
+    ha.auth = "carp": BSD CARP / ucarp (their HMAC). The default, ha.auth = "carpool": the
+    carpool advert with CARP's timers, or in the fast profile VRRP-style centisecond ones."""
+    if cfg.protocol == "vrrp3":
+        interval_cs = cfg.fast_interval_ms // 10 if cfg.fast else cfg.advbase * 100
+        return VrrpProfile(cfg.vhid, cfg.priority, interval_cs)
+    if cfg.fast:  # only with ha.auth = "carpool" (config/ha.py refuses CARP below a second)
+        base: CarpProfile | VrrpProfile = VrrpProfile(
+            cfg.vhid, cfg.priority, cfg.fast_interval_ms // 10
+        )
+    else:
+        base = CarpProfile(cfg.secret, cfg.vhid, cfg.advbase, cfg.advskew)
+    if cfg.auth == "carp":
+        return base
+    return SealedProfile(base, advert_key(cfg.secret), cfg.vhid)
 
 
 def election_params(cfg: Config) -> el.Params:
@@ -94,7 +111,11 @@ class AdvertPaths:
         self.on_advert, self.on_probe, self.on_foreign = on_advert, on_probe, on_foreign
         self.counters = AdvertCounters()
         self.sockets: dict[str, AdvertSocket] = {}
-        self.counter = secrets.randbits(63)  # CARP replay counter starts random, like BSD
+        self.counter = secrets.randbits(63)  # CARP's and VRRP's: starts random, like BSD
+        self._counter: AdvertCounter | None = None  # carpool adverts': rises across restarts
+        self.replay = ReplayGuard()
+        self.partner_form: str | None = None  # the form the partner was last heard in
+        self.partner_sealed = False  # it spoke the carpool form since we started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link_up: Callable[[str], bool] = lambda _name: True
         self.configure(cfg)
@@ -103,12 +124,14 @@ class AdvertPaths:
         """Everything derived from the configuration (at start and on a new version)."""
         self.cfg = cfg
         self.profile = make_profile(cfg)
+        self.sealed = isinstance(self.profile, SealedProfile)
         self.partner = cfg.partner_address
         # Ranks compare unit identities, not per-link sources: any partner address counts as
         # the partner's primary one, or the tie-break would differ per interface and flap.
         self.partner_identity = {i.partner(cfg.role): self.partner for i in cfg.interfaces}
         self._partner_sources = {a.packed for a in self.partner_identity}  # as in a header
         self.ifaces = {i.name: i for i in cfg.interfaces}
+        self._partner_on = {i.name: i.partner(cfg.role) for i in cfg.interfaces}
         self._carried = {i.name: advertised_addresses(cfg, i) for i in cfg.interfaces}
         for name in self.ifaces:
             self.paths.setdefault(name, IfaceState())
@@ -123,20 +146,68 @@ class AdvertPaths:
     def is_partner(self, source: IPv4Address) -> bool:
         return source in self.partner_identity
 
+    @property
+    def speaks_legacy(self) -> bool:
+        """The partner was last heard in an older release's form (and never in the carpool
+        form since we started): answer in that form too until it speaks the carpool one."""
+        return self.sealed and self.partner_form not in (None, SealedProfile.form)
+
+    def auth_status(self) -> dict:
+        """What status, the WUI and the doctor say about the adverts' authentication."""
+        sending = [self.profile.form]
+        if self.speaks_legacy and isinstance(self.profile, SealedProfile):
+            sending.append(self.profile.base.form)
+        return {
+            "auth": "carpool"
+            if self.sealed
+            else ("none" if self.cfg.protocol == "vrrp3" else "carp"),
+            "sending": sending,
+            "partner_form": self.partner_form,
+            "downgrades": self.counters.drops[DropReason.DOWNGRADE],
+            "replays": self.counters.drops[DropReason.REPLAYED],
+        }
+
+    def partner_upgraded(self) -> None:
+        """The partner runs a release with the carpool advert (its sync handshake says so):
+        stop answering in the older form, also while it is a standby that sends nothing."""
+        if self.speaks_legacy:
+            log.info(
+                "the partner runs a release with the carpool advert: older form no longer sent"
+            )
+            self.partner_form = SealedProfile.form
+
     # -- send ------------------------------------------------------------------------------
+    def _next_counter(self) -> int:
+        if not self.sealed:
+            self.counter = (self.counter + 1) & (2**64 - 1)
+            return self.counter
+        if self._counter is None:
+            self._counter = AdvertCounter(self.cfg.state_dir)
+        self.counter = self._counter.next()
+        return self.counter
+
     def send(self, bow_out: bool, demote: int) -> None:
-        self.counter = (self.counter + 1) & (2**64 - 1)
+        counter = self._next_counter()
+        forms = (False, True) if self.speaks_legacy else (False,)
         for name, sock in self.sockets.items():
             iface = self.ifaces[name]
             source = iface.own(self.cfg.role)
             for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
-                payload = self.profile.encode(
-                    bow_out, demote, self.counter, self._carried[name], source, dst
-                )
-                if sock.send(payload, str(dst)):
-                    self.counters.sent += 1
-                else:
-                    self.counters.send_errors += 1
+                for legacy in forms:
+                    payload = encode(
+                        self.profile,
+                        bow_out,
+                        demote,
+                        counter,
+                        self._carried[name],
+                        source,
+                        dst,
+                        legacy,
+                    )
+                    if sock.send(payload, str(dst)):
+                        self.counters.sent += 1
+                    else:
+                        self.counters.send_errors += 1
 
     def send_probe(self, payload: bytes) -> dict[str, int]:
         """A doctor probe on every advert socket to every advert destination: sent per path."""
@@ -172,7 +243,7 @@ class AdvertPaths:
             try:
                 verdict = classify(
                     datagram,
-                    partners=self.partner_identity,
+                    partner=self._partner_on[name],
                     vhid=self.cfg.vhid,
                     decoder=self.profile,
                     addresses=self._carried[name],
@@ -189,6 +260,7 @@ class AdvertPaths:
                     drops[verdict.reason] += 1
                     log.debug("drop on %s: %s", name, verdict.drop)
                 else:
+                    assert verdict.heard is not None  # an ADVERT verdict carries it
                     stage = "on_advert"
                     self._heard(name, verdict.heard)
             except Exception as e:
@@ -201,7 +273,9 @@ class AdvertPaths:
                     len(datagram),
                 )
 
-    def _heard(self, name: str, heard) -> None:
+    def _heard(self, name: str, heard: Heard) -> None:
+        if not self._form_accepted(name, heard):
+            return
         self.counters.received += 1
         rank = heard.rank
         identity = self.partner_identity.get(heard.source)
@@ -211,6 +285,29 @@ class AdvertPaths:
         st.last_advert = self.clock()
         st.adverts_heard += 1
         self.on_advert(rank, heard.bow_out, name)
+
+    def _form_accepted(self, name: str, heard: Heard) -> bool:
+        """The counter rule for carpool adverts; an older release's form only from a partner
+        that has not spoken the carpool form since we started (a rolling upgrade)."""
+        drops = self.counters.drops
+        if heard.form == SealedProfile.form:
+            if heard.counter is None or not self.replay.accept(name, heard.counter):
+                drops[DropReason.REPLAYED] += 1
+                return False
+            self.partner_sealed = True
+        elif self.sealed and self.partner_sealed:
+            drops[DropReason.DOWNGRADE] += 1
+            return False
+        if heard.form != self.partner_form:
+            log.info(
+                "the partner speaks the %s advert form%s",
+                heard.form,
+                ""
+                if heard.form == self.profile.form
+                else " (an older release): answered in it too until it speaks the carpool form",
+            )
+            self.partner_form = heard.form
+        return True
 
     # -- sockets ---------------------------------------------------------------------------
     def _open_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -241,10 +338,29 @@ class AdvertPaths:
             sock.close()
 
 
+def encode(
+    profile: Profile,
+    bow_out: bool,
+    demote: int,
+    counter: int,
+    carried: list[IPv4Address],
+    source: IPv4Address,
+    dst: IPv4Address,
+    legacy: bool = False,
+) -> bytes:
+    """One advert; `legacy`: the carpool profile's older form (CARP or VRRP)."""
+    if isinstance(profile, SealedProfile):
+        return profile.encode(bow_out, demote, counter, carried, source, dst, legacy)
+    return profile.encode(bow_out, demote, counter, carried, source, dst)
+
+
 def bow_out_once(cfg: Config) -> None:
-    """Used by the supervisor after the worker died: one bow-out advert on every checked link."""
+    """Used by the supervisor after the worker died: one bow-out advert on every checked link
+    (a carpool advert above every counter the worker sent). A partner on an older release
+    (a rolling upgrade) does not take it, and takes over after master-down instead."""
     profile = make_profile(cfg)
-    counter = secrets.randbits(63)
+    sealed = isinstance(profile, SealedProfile)
+    counter = AdvertCounter(cfg.state_dir).next() if sealed else secrets.randbits(63)
     for iface in cfg.checked:
         source = iface.own(cfg.role)
         try:
@@ -252,11 +368,9 @@ def bow_out_once(cfg: Config) -> None:
         except OSError as e:
             log.warning("%s: cannot bow out: %s", iface.name, e)
             continue
+        carried = advertised_addresses(cfg, iface)
         try:
             for dst in destinations(cfg.transport, iface.partner(cfg.role)):
-                sock.send(
-                    profile.encode(True, 0, counter, advertised_addresses(cfg, iface), source, dst),
-                    str(dst),
-                )
+                sock.send(encode(profile, True, 0, counter, carried, source, dst), str(dst))
         finally:
             sock.close()

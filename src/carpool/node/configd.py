@@ -67,10 +67,20 @@ class ConfigControl:
             is_active=is_active,
             on_apply=on_apply,
             ha_state=ha_state,
+            listen=self.own_addresses,
         )
 
+    def _running(self) -> Config:
+        return with_document(self.cfg, current_version(self.store).document)
+
     def partner_address(self) -> str:
-        return str(with_document(self.cfg, current_version(self.store).document).partner_address)
+        return str(self._running().partner_address)
+
+    def own_addresses(self) -> list[str]:
+        """Where 6973 listens: the unit's own address on each interface (never a shared one,
+        never 0.0.0.0: the shared addresses face the clients)."""
+        cfg = self._running()
+        return sorted({str(i.own(cfg.role)) for i in cfg.interfaces})
 
     def handlers(self) -> dict:
         return {

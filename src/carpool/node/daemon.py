@@ -28,6 +28,7 @@ from .commands import Commands
 from .configd import ConfigControl
 from .doctor import DoctorAgent
 from .driver import ElectionDriver, Tasks
+from .guard import Guard
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
@@ -83,6 +84,7 @@ class Daemon:
             on_probe=self.doctor.on_probe,
             on_foreign=self.doctor.note_foreign,
         )
+        self.config.sync.on_partner = self.adverts.partner_upgraded
         self.checks = Checks(cfg, self.paths, on_change=self.update_demotion)
         self.relay.report_for = self.doctor.report_over_relay
         self.relay.on_report = self.doctor.on_relayed_report
@@ -97,6 +99,7 @@ class Daemon:
             self.doctor,
             self.relay,
             control.Access(cfg.control_gid, cfg.control_group),
+            guard=Guard(),
         )
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
@@ -205,6 +208,7 @@ class Daemon:
         )
         if self.driver.attached:
             self.dataplanes.apply(new, ha_changed)
+            self.status_parts.guard.install(new, self.config.sync.port)
         if not ha_changed:
             return
         params = self.driver.election.params = election_params(new)
@@ -233,6 +237,7 @@ class Daemon:
         timeout = watchdog_timeout(params.master_down, params.advert_interval, self.cfg.watchdog)
         pulse = self.status_parts.pulse = Pulse.from_env(timeout)
         await self.holder.start()
+        self.status_parts.guard.install(self.cfg, self.config.sync.port)
         links = self.links = LinkMonitor(self.checks.on_link)
         self.adverts.attach(loop, links.state)
         links.attach(loop)
@@ -290,6 +295,7 @@ class Daemon:
         server.close()
         self.config.sync.close()
         await self.dataplanes.stop()
+        self.status_parts.guard.remove()
         links.close()
         pinger.close()
         pulse.stop()

@@ -83,7 +83,9 @@ class DoctorAgent:
     def note_foreign(self, iface: str, source: IPv4Address, payload: bytes) -> None:
         """An advert for our VHID from an address that is neither ours nor the partner's."""
         kind = (
-            {2: "CARP", 3: "VRRPv3"}.get(payload[0] >> 4, f"version {payload[0] >> 4}")
+            {2: "CARP", 3: "VRRPv3", 12: "carpool"}.get(
+                payload[0] >> 4, f"version {payload[0] >> 4}"
+            )
             if payload
             else "?"
         )
@@ -311,6 +313,7 @@ class DoctorAgent:
                 "transport": cfg.transport,
                 "vmac": bool(cfg.vmac),
                 "vhid": cfg.vhid,
+                "auth": unit.status().get("auth"),
                 "vmac_address": cfg.vmac_address if cfg.vmac else None,
                 "sync_port": unit.sync_port(),
                 "report_received": session.first_report_at,

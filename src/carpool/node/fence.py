@@ -22,20 +22,15 @@ kernel, and the flush drops addresses no longer held.
 
 from __future__ import annotations
 
-import time
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 from .. import events
-
-if TYPE_CHECKING:
-    import nftables
+from .nft import NftCommands
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
 TABLE = "carpool_fence"
 FAMILIES = ("ip", "arp")
 FAST_BOUND = 0.08  # fast profiles: dark within 80 ms of the last refresh (the target is 100 ms)
-LOG_EVERY = 60.0
 
 
 def fence_timeout(advert_interval: float) -> float:
@@ -98,30 +93,11 @@ class Fence:
         self.live: tuple[IPv4Address, ...] = ()
         self.installed = False
         self.refreshes = 0
-        self.failures = 0
-        self.last_error = ""
         self._last_refresh = float("-inf")
-        self._last_log = float("-inf")
-        self._nft: nftables.Nftables | None = None  # imported on first use
+        self._nft = NftCommands(log, "fence")
 
     def _run(self, commands: str) -> bool:
-        try:
-            if self._nft is None:
-                import nftables  # Debian's python3-nftables (DESIGN §7)
-
-                self._nft = nftables.Nftables()
-            rc, _out, err = self._nft.cmd(commands)
-        except Exception as e:  # a missing library or a broken ruleset: no fence, not no unit
-            rc, err = 1, f"{type(e).__name__}: {e}"
-        if rc == 0:
-            return True
-        self.failures += 1
-        self.last_error = str(err).strip()[:300]
-        now = time.monotonic()
-        if now - self._last_log >= LOG_EVERY:  # a broken fence must not flood the log
-            self._last_log = now
-            log.error("fence: nft failed (%d so far): %s", self.failures, self.last_error)
-        return False
+        return self._nft.run(commands)
 
     def install(self, shared: list[IPv4Address]) -> None:
         """At start and when the configured shared addresses change; nothing is live after."""
@@ -156,8 +132,8 @@ class Fence:
             "timeout": self.timeout,
             "live": [str(a) for a in self.live],
             "refreshes": self.refreshes,
-            "failures": self.failures,
-            "last_error": self.last_error,
+            "failures": self._nft.failures,
+            "last_error": self._nft.last_error,
         }
 
 

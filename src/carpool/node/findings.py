@@ -103,6 +103,7 @@ def evaluate(o: dict) -> list[Finding]:
             Finding("heartbeat link", False, "no interface has heartbeat = true", HINT_NO_HEARTBEAT)
         )
     out += _vhid(o, ifaces)
+    out += _auth(o)
     out += _ha_checks(o)
     out += _sync(o, partner_report)
     out += _versions(o, partner_report)
@@ -222,6 +223,22 @@ def _vhid(o, ifaces) -> list[Finding]:
         else:
             out.append(Finding(f"vhid {name}: unique", True, "no other speaker of our VHID heard"))
     return out
+
+
+def _auth(o) -> list[Finding]:
+    auth = o.get("auth")
+    if not auth:
+        return []
+    notes = auth_notes(auth)
+    if not notes:
+        return [
+            Finding(
+                "advert authentication",
+                True,
+                "carpool adverts: every field authenticated, replays refused",
+            )
+        ]
+    return [Finding("advert authentication", False, str(kind), text) for kind, text in notes]
 
 
 def _ha_checks(o) -> list[Finding]:
@@ -403,6 +420,46 @@ class StatusWarning(str):
         return self
 
 
+WEAK_AUTH = {
+    "carp": 'ha.auth = "carp": adverts carry CARP\'s HMAC, which leaves advskew, advbase and '
+    "demote unauthenticated and accepts a replayed advert: a host on the segment can keep both "
+    'units standby or force a failover. Use ha.auth = "carpool" unless a ucarp or BSD CARP peer '
+    "needs it",
+    "none": 'protocol = "vrrp3": adverts are not authenticated at all (VRRPv3, for keepalived): '
+    "a host on the segment can keep both units standby or force a failover. carpool units "
+    'need no VRRP: use protocol = "carp" (ha.auth = "carpool")',
+}
+
+
+def auth_notes(auth: dict | None) -> list[tuple[Warn, str]]:
+    """What the adverts' authentication (status["auth"]) leaves open, for status and the
+    doctor."""
+    if not auth:
+        return []
+    out = []
+    if auth.get("auth") in WEAK_AUTH:
+        out.append((Warn.WEAK_AUTH, WEAK_AUTH[auth["auth"]]))
+    if len(auth.get("sending") or ()) > 1:
+        out.append(
+            (
+                Warn.ADVERT_FORM,
+                f"the partner speaks the older {auth.get('partner_form')} advert form (a release "
+                "before this one): answered in it too, as weak as that form, until the partner "
+                "is upgraded",
+            )
+        )
+    if auth.get("downgrades"):
+        out.append(
+            (
+                Warn.ADVERT_FORM,
+                f"{auth['downgrades']} adverts in the older form dropped from the partner's "
+                "address after it spoke the carpool form: a replay by a host on the segment, or "
+                "the partner was rolled back to an older release (then restart this unit)",
+            )
+        )
+    return out
+
+
 def warnings(
     status: dict, partner_ha: dict | None, foreign: list[dict], now: float, fresh: float = 20.0
 ) -> list[StatusWarning]:
@@ -460,6 +517,7 @@ def warnings(
             f"{', '.join(silent)}, where the partner answers ping: that path drops IP "
             f"protocol 112; if the others fail, both units become active",
         )
+    out += [StatusWarning(kind, text) for kind, text in auth_notes(status.get("auth"))]
     for f in foreign:
         warn(
             Warn.FOREIGN_VHID,

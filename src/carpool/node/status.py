@@ -31,6 +31,7 @@ class StatusParts:
     control: Access  # who may use the control socket; the refused peers' count
     pulse: Any = None  # node.watchdog.Pulse, once running
     rt_priority: int = 0
+    guard: Any = None  # node.guard.Guard: the partner ports' table
 
 
 def unit_status(p: StatusParts) -> dict:
@@ -62,6 +63,7 @@ def unit_status(p: StatusParts) -> dict:
         "since_ago": None if e.since is None else round(now - e.since, 3),
         "reason": e.reason,
         "protocol": cfg.protocol,
+        "auth": p.adverts.auth_status(),
         "vhid": cfg.vhid,
         "advbase": cfg.advbase,
         "advskew": cfg.advskew,
@@ -103,6 +105,7 @@ def unit_status(p: StatusParts) -> dict:
         **p.holder.status(),
         "relay": p.relay.status(now),
         "control": {"refused": p.control.refused},
+        "guard": p.guard.status() if p.guard is not None else None,
     }
     warnings = findings.warnings(
         status, p.config.sync.partner_ha, p.doctor.recent_foreign(), time.time()

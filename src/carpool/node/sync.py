@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -24,7 +25,9 @@ from .limits import RateLimitedLog
 from .storeio import StoreWriter, current_version
 
 log = events.logger("carpool.sync", events.Kind.SYNC)
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 5.0  # the whole handshake, however the peer paces its bytes
+MAX_UNAUTHENTICATED = 16  # connections in their handshake at once; more are closed at once
+IP_FREEBIND = 15  # linux/in.h (Python 3.11's socket module does not name it)
 DOCTOR_CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 10.0  # a 1000-service document takes ~1 s; a stalled path must show soon
 RETRY = 1.0
@@ -164,6 +167,20 @@ def _current(store: Store) -> list | None:
     return list(store.current.record.key) if store.current else None
 
 
+def _listener(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        sock.bind((address, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Relay(Protocol):
     """What takes the "relay" and "doctor" messages (node/relay.py's AdvertRelay)."""
 
@@ -184,8 +201,16 @@ class SyncService:
         is_active: Callable[[], bool],
         on_apply: Callable[[Version], None],
         ha_state: Callable[[], str] = lambda: "unknown",
+        listen: Callable[[], list[str]] = lambda: ["0.0.0.0"],
     ):
+        """listen: the addresses to serve on (the unit's own ones: never a shared address)."""
         self.key = sp.sync_key(secret)
+        self.listen = listen
+        self._unauthenticated = 0
+        # a handshake of this protocol succeeded: the partner runs this release's (or a later)
+        # sync, so it speaks the carpool advert too (node/advert.py stops answering it in the
+        # older form, which it kept doing while the partner was a silent standby)
+        self.on_partner: Callable[[], None] = lambda: None
         self.ha_state = ha_state
         # The partner's HA state from its last state answer: {"state", "at"} (wall time).
         # Both units of a master-master pair run the client, so each learns the other's.
@@ -198,7 +223,7 @@ class SyncService:
         self.partner_version: tuple[int, str] | None = None
         self.last_error = ""
         self.last_ok: float | None = None
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: list[asyncio.base_events.Server] = []
         self._wake = asyncio.Event()
         self._theirs: list[tuple[int, str]] | None = None  # the partner's history, last seen
         self._their_current: tuple[int, str] | None = None
@@ -212,21 +237,46 @@ class SyncService:
 
     # -- server side -----------------------------------------------------------------------
     async def start(self) -> None:
-        self.server = await asyncio.start_server(
-            self._serve, host="0.0.0.0", port=self.port, reuse_address=True
-        )
+        """Serve on each of the unit's own addresses (IP_FREEBIND: also one whose link is
+        down now), then run the client. One address that cannot be bound is logged; the
+        others serve."""
+        for address in self.listen():
+            try:
+                sock = _listener(address, self.port)
+            except OSError as e:
+                log.error("config sync cannot listen on %s:%d: %s", address, self.port, e)
+                continue
+            self.servers.append(await asyncio.start_server(self._serve, sock=sock))
         self._task = asyncio.get_running_loop().create_task(self._client_loop())
 
     def close(self) -> None:
-        if self.server:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         if self._task:
             self._task.cancel()
 
     async def _serve(self, reader, writer) -> None:
         ch = Channel(reader, writer)
+        if self._unauthenticated >= MAX_UNAUTHENTICATED:
+            self.counters["refused_busy"] += 1
+            self._log.warning(
+                "busy",
+                "sync: %d connections in their handshake: closing the one from %s at once",
+                self._unauthenticated,
+                ch.peer,
+            )
+            ch.close()
+            return
         try:
-            await self._accept(ch)
+            self._unauthenticated += 1
+            try:
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    await self._accept(ch)
+            except TimeoutError:
+                self.counters["handshake_timeout"] += 1
+                raise
+            finally:
+                self._unauthenticated -= 1
             while True:
                 msg = await ch.recv(timeout=3600)
                 if msg.get("type") == "relay" and self.relay is not None:
@@ -263,37 +313,56 @@ class SyncService:
         hello = await ch.recv(HANDSHAKE_TIMEOUT)
         if (
             hello.get("type") != "hello"
-            or hello.get("proto") != sp.PROTO
             or not isinstance(hello.get("nonce"), str)
             or len(hello["nonce"]) != 32
         ):
             raise sp.FrameError("garbage", "expected hello")
-        nonce = secrets.token_hex(16)
+        if hello.get("proto") != sp.PROTO:
+            await self._refuse(
+                ch,
+                "old_protocol",
+                f"sync protocol {str(hello.get('proto'))[:10]} from {ch.peer}, this unit "
+                f"speaks {sp.PROTO} (carpool {__version__}): config sync is down until both "
+                "units run the same release",
+            )
+        if hello.get("role") != sp.partner_role(self.role):
+            await self._refuse(
+                ch,
+                "wrong_role",
+                f"{ch.peer} says it is the {str(hello.get('role'))[:10]} unit, not our "
+                "partner: a reflected handshake, or both units configured with one role",
+            )
+        hs = sp.Handshake(hello["role"], self.role, hello["nonce"], secrets.token_hex(16))
         await ch.send(
             {
                 "type": "challenge",
                 "role": self.role,
-                "nonce": nonce,
-                "proof": sp.proof(self.key, "server", hello["nonce"], nonce),
+                "nonce": hs.server_nonce,
+                "proof": hs.proof(self.key, "server"),
             }
         )
         answer = await ch.recv(HANDSHAKE_TIMEOUT)
-        expected = sp.proof(self.key, "client", hello["nonce"], nonce)
         if (
             answer.get("type") != "proof"
             or not isinstance(answer.get("proof"), str)
-            or not secrets.compare_digest(answer["proof"], expected)
+            or not secrets.compare_digest(answer["proof"], hs.proof(self.key, "client"))
         ):
-            self.counters["unauthorized"] += 1
-            self._log.warning(
+            await self._refuse(
+                ch,
                 "unauthorized",
-                "sync: unauthorized connection from %s (wrong partner secret)",
-                ch.peer,
+                f"unauthorized connection from {ch.peer} (wrong partner secret)",
+                "unauthorized",
             )
-            await ch.send({"type": "error", "error": "unauthorized"})
-            raise ConnectionError("unauthorized")
-        ch.start_session(sp.Session(sp.session_key(self.key, hello["nonce"], nonce), False))
+        ch.start_session(sp.Session(hs.session_key(self.key), False))
         await ch.send({"type": "welcome", "role": self.role, "features": sorted(FEATURES)})
+        self.on_partner()
+
+    async def _refuse(self, ch: Channel, counter: str, why: str, answer: str = "") -> None:
+        """Count and log (rate-limited) why a handshake is refused, tell the peer, close."""
+        self.counters[counter] += 1
+        self._log.warning(counter, "sync: %s", why)
+        await ch.send({"type": "error", "error": answer or why})
+        raise ConnectionError(counter)
 
     async def _answer(self, msg: dict) -> dict:
         kind = msg["type"]
@@ -393,38 +462,57 @@ class SyncService:
         )
         ch = Channel(reader, writer)
         try:
-            nonce = secrets.token_hex(16)
-            await ch.send({"type": "hello", "proto": sp.PROTO, "role": self.role, "nonce": nonce})
-            challenge = await ch.recv(HANDSHAKE_TIMEOUT)
-            if challenge.get("type") != "challenge" or not isinstance(challenge.get("nonce"), str):
-                raise sp.FrameError("garbage", "expected challenge")
-            # Our proof goes first, whatever theirs is: it is bound to fresh nonces (useless to
-            # anyone else), and it lets the partner log a wrong secret on its side too.
-            await ch.send(
-                {"type": "proof", "proof": sp.proof(self.key, "client", nonce, challenge["nonce"])}
-            )
-            if not secrets.compare_digest(
-                str(challenge.get("proof", "")),
-                sp.proof(self.key, "server", nonce, challenge["nonce"]),
-            ):
-                self.counters["partner_unauthorized"] += 1
-                raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
-            session = sp.Session(sp.session_key(self.key, nonce, challenge["nonce"]), True)
-            body = await ch.body(HANDSHAKE_TIMEOUT)
-            welcome, refusal = sp.open_welcome(session, body)
-            if refusal is not None:
-                self.counters["refused_by_partner"] += 1
-                raise SyncRefused(f"partner {address} refused our secret: {refusal}")
-            if welcome.get("type") != "welcome":
-                raise sp.FrameError("garbage", "expected welcome")
-            features = welcome.get("features")
-            if isinstance(features, list):
-                ch.features = frozenset(f for f in features[:32] if isinstance(f, str))
-            ch.start_session(session)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await self._handshake(ch, address)
             return ch
         except BaseException:
             ch.close()
             raise
+
+    async def _handshake(self, ch: Channel, address: str) -> None:
+        nonce = secrets.token_hex(16)
+        await ch.send({"type": "hello", "proto": sp.PROTO, "role": self.role, "nonce": nonce})
+        try:
+            challenge = await ch.recv(HANDSHAKE_TIMEOUT)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise SyncRefused(
+                f"partner {address} closed the connection after our hello: it may run an "
+                f"older carpool (sync protocol {sp.PROTO - 1}); config sync is down until both "
+                "units run the same release"
+            ) from None
+        if challenge.get("type") == "error":
+            self.counters["refused_by_partner"] += 1
+            raise SyncRefused(f"partner {address} refused: {str(challenge.get('error'))[:300]}")
+        if challenge.get("type") != "challenge" or not isinstance(challenge.get("nonce"), str):
+            raise sp.FrameError("garbage", "expected challenge")
+        if challenge.get("role") != sp.partner_role(self.role):
+            self.counters["wrong_role"] += 1
+            raise SyncRefused(
+                f"{address} answers as the {str(challenge.get('role'))[:10]} unit, not our "
+                "partner: a reflected handshake, or both units configured with one role"
+            )
+        hs = sp.Handshake(self.role, challenge["role"], nonce, challenge["nonce"])
+        # Our proof goes first, whatever theirs is: it is bound to fresh nonces and both roles
+        # (useless to anyone else), and it lets the partner log a wrong secret on its side too.
+        await ch.send({"type": "proof", "proof": hs.proof(self.key, "client")})
+        if not secrets.compare_digest(
+            str(challenge.get("proof", "")), hs.proof(self.key, "server")
+        ):
+            self.counters["partner_unauthorized"] += 1
+            raise SyncRefused(f"partner {address} failed authentication (wrong secret?)")
+        session = sp.Session(hs.session_key(self.key), True)
+        body = await ch.body(HANDSHAKE_TIMEOUT)
+        welcome, refusal = sp.open_welcome(session, body)
+        if refusal is not None:
+            self.counters["refused_by_partner"] += 1
+            raise SyncRefused(f"partner {address} refused our secret: {refusal}")
+        if welcome.get("type") != "welcome":
+            raise sp.FrameError("garbage", "expected welcome")
+        features = welcome.get("features")
+        if isinstance(features, list):
+            ch.features = frozenset(f for f in features[:32] if isinstance(f, str))
+        ch.start_session(session)
+        self.on_partner()
 
     async def _call(self, ch: Channel, msg: dict) -> dict:
         await ch.send(msg)

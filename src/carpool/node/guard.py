@@ -1,0 +1,92 @@
+"""The partner ports: config sync (TCP 6973), HAProxy's peers (TCP 6974) and conntrackd
+(UDP 3780) answer the partner only, and only on the links meant for them.
+
+    table ip carpool_guard
+        set sync      { ifname . ipv4_addr }  every interface . the partner's address on it
+        set peers     { ifname . ipv4_addr }  the heartbeat link(s)
+        set conntrack { ifname . ipv4_addr }  the heartbeat link(s) and the other checked links
+        chain input   (priority -10): a packet to one of the ports from any other interface .
+                      source is counted and dropped; loopback (the unit's own tools) passes
+
+A host on a client segment cannot open a connection to 6973 (the daemon's handshake would
+refuse it, but it would cost a socket and a deadline), and cannot reach conntrackd's
+unauthenticated UDP or HAProxy's peers at all. Pure commands here; the daemon applies them at
+start and on each new configuration, and removes the table at a clean stop.
+"""
+
+from __future__ import annotations
+
+from .. import events
+from ..config.ha import Config, Interface
+from ..dataplane.conntrack import PORT as CONNTRACK_PORT
+from ..dataplane.haproxy import PEERS_PORT
+from .nft import NftCommands
+
+log = events.logger("carpool.guard", events.Kind.DAEMON)
+TABLE = "carpool_guard"
+
+
+def _elements(cfg: Config, ifaces: list[Interface]) -> str:
+    pairs = sorted({(i.name, str(i.partner(cfg.role))) for i in ifaces})
+    return ", ".join(f'"{name}" . {address}' for name, address in pairs)
+
+
+def links(cfg: Config) -> dict[str, list[Interface]]:
+    """Per port kind, the interfaces the partner may use for it."""
+    heartbeat = list(cfg.heartbeats)
+    return {
+        "sync": list(cfg.interfaces),
+        "peers": heartbeat,
+        "conntrack": heartbeat + [i for i in cfg.checked if not i.heartbeat],
+    }
+
+
+def install_commands(cfg: Config, sync_port: int) -> str:
+    """The guard table, replaced as a whole."""
+    sets, rules = [], []
+    ports = {
+        "sync": f"tcp dport {sync_port}",
+        "peers": f"tcp dport {PEERS_PORT}",
+        "conntrack": f"udp dport {CONNTRACK_PORT}",
+    }
+    for kind, ifaces in links(cfg).items():
+        elements = _elements(cfg, ifaces)
+        body = f" elements = {{ {elements} }} ;" if elements else ""
+        sets.append(f"set {kind} {{ type ifname . ipv4_addr ;{body} }} ;")
+        rules.append(
+            f"{ports[kind]} iifname . ip saddr != @{kind} counter drop comment "
+            f'"{kind}: not the partner on its link" ;'
+        )
+    chain = (
+        "chain input { type filter hook input priority -10; policy accept; "
+        'iifname "lo" accept ; ' + " ".join(rules) + " }"
+    )
+    return (
+        f"table ip {TABLE} {{ }}\ndelete table ip {TABLE}\n"
+        f"table ip {TABLE} {{ {' '.join(sets)} {chain} ; }}\n"
+    )
+
+
+class Guard:
+    def __init__(self) -> None:
+        self.installed = False
+        self._nft = NftCommands(log, "partner ports guard")
+
+    def install(self, cfg: Config, sync_port: int) -> None:
+        self.installed = self._nft.run(install_commands(cfg, sync_port))
+        if not self.installed:
+            log.error(
+                "the partner ports (%d, %d, %d) stay open to every host: %s",
+                sync_port,
+                PEERS_PORT,
+                CONNTRACK_PORT,
+                self._nft.last_error,
+            )
+
+    def remove(self) -> None:
+        if self.installed:
+            self._nft.run(f"table ip {TABLE} {{ }}\ndelete table ip {TABLE}\n")
+            self.installed = False
+
+    def status(self) -> dict:
+        return {"installed": self.installed, "last_error": self._nft.last_error}
