@@ -59,7 +59,7 @@ def test_a_forged_advert_moves_nothing(healed_lab, attack, drop):
     active = lab.wait_for_master()
     standby = "b" if active == "a" else "a"
     before = {u: lab.unit_status(u) for u in ("a", "b")}
-    proc = run_attack(lab, attack, eth0(active), rate=10, duration=4)
+    proc = run_attack(lab, attack, eth0(active), rate=20, duration=2.5)
     try:
         seen = watch(lab, proc, active)
         result = finish(proc)
@@ -89,14 +89,14 @@ def test_a_probe_flood_is_counted_and_costs_no_advert(healed_lab):
     log = lab.log_path(standby)
     lines_before = len(log.read_text(errors="replace").splitlines())
     before = lab.unit_status(standby)
-    proc = run_attack(lab, "probe", eth0(active), rate=3000, duration=4)
+    proc = run_attack(lab, "probe", eth0(active), rate=3000, duration=2)
     try:
         seen = watch(lab, proc, active)
         result = finish(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert result["sent"] >= 3000, result
+    assert result["sent"] >= 2000, result
     want = ("master", "backup") if active == "a" else ("backup", "master")
     assert {(a, b) for a, b, _ in seen} == {want}, seen
     after = lab.unit_status(standby)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -320,3 +321,19 @@ def test_connections_in_their_handshake_are_capped_and_the_partner_still_gets_in
 
     partner = asyncio.run(main())
     assert partner.counters["refused_busy"] == 40 - sync_mod.MAX_UNAUTHENTICATED
+
+
+def test_a_pushed_document_is_validated_off_the_event_loop(tmp_path, monkeypatch):
+    """Validating a big document takes a while (10,000 services: 0.15 s): not on the loop
+    that keeps the advert timers."""
+    threads = []
+    parse = sync_mod._parse_versions
+
+    def recording(items):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return parse(items)
+
+    monkeypatch.setattr(sync_mod, "_parse_versions", recording)
+    partner = service(tmp_path / "partner", "second")
+    asyncio.run(partner._receive({"versions": [], "lost": []}))
+    assert threads == [False]
