@@ -1,4 +1,4 @@
-"""CARP advertisement codec (OpenBSD/FreeBSD CARP, ucarp), IPv4 only.
+"""CARP advertisement codec (OpenBSD/FreeBSD CARP, ucarp), IPv4 and IPv6 (the same header).
 
      0                   1                   2                   3
      0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -26,7 +26,7 @@ import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from .drops import DropError, DropReason
 from .ipv4 import internet_checksum
@@ -41,15 +41,37 @@ BOW_OUT = (255, 255)  # advbase, advskew of a master that leaves: backups take o
 _HEADER = struct.Struct("!BBBBBBHQ20s")
 
 
-def carp_hmac(key: bytes, vhid: int, addresses: Iterable[IPv4Address | str], counter: int) -> bytes:
+Address = IPv4Address | IPv6Address
+
+
+def _ordered(addresses: Iterable[Address | str], link_local: bool) -> list[Address]:
+    """The IPv4 addresses ascending, then the IPv6 ones ascending (byte order), scope cleared;
+    IPv6 link-local ones only with `link_local`."""
+    parsed = [ip_address(str(a).split("%", 1)[0]) for a in addresses]
+    v4 = sorted(a for a in parsed if isinstance(a, IPv4Address))
+    v6 = sorted(
+        a for a in parsed if isinstance(a, IPv6Address) and (link_local or not a.is_link_local)
+    )
+    return [*v4, *v6]
+
+
+def carp_hmac(
+    key: bytes,
+    vhid: int,
+    addresses: Iterable[Address | str],
+    counter: int,
+    link_local: bool = False,
+) -> bytes:
     """HMAC-SHA1 as BSD CARP and ucarp compute it.
 
     The key is the passphrase itself, cut/zero-padded to 20 bytes (not hashed, whatever
     ip_carp.h's comment says). Inner data: version byte, type byte, vhid, the IPv4 addresses in
-    ascending order (4 bytes each), the counter as on the wire (64-bit big endian).
+    ascending order (4 bytes each), then the IPv6 ones in ascending order (16 bytes each, scope
+    cleared; OpenBSD sends without link-local addresses and accepts both), the counter as on
+    the wire (64-bit big endian).
     """
     data = bytes((VERSION, TYPE_ADVERTISEMENT, vhid))
-    data += b"".join(a.packed for a in sorted(IPv4Address(a) for a in addresses))
+    data += b"".join(a.packed for a in _ordered(addresses, link_local))
     data += counter.to_bytes(8, "big")
     return hmac.new(key[:KEY_LEN].ljust(KEY_LEN, b"\0"), data, hashlib.sha1).digest()
 
@@ -154,7 +176,7 @@ class CarpAdvert:
         advskew: int,
         demote: int,
         counter: int,
-        addresses: Iterable[IPv4Address | str],
+        addresses: Iterable[Address | str],
     ) -> CarpAdvert:
         """An advert signed with `key` over `addresses`, checksum filled in."""
         advert = cls(
@@ -167,6 +189,18 @@ class CarpAdvert:
         )
         return replace(advert, checksum=int.from_bytes(advert.pack()[6:8], "big"))
 
-    def verify(self, key: bytes, addresses: Iterable[IPv4Address | str]) -> bool:
-        """True when the HMAC matches `key` and the shared addresses (constant-time compare)."""
-        return hmac.compare_digest(self.md, carp_hmac(key, self.vhid, addresses, self.counter))
+    def verify(self, key: bytes, addresses: Iterable[Address | str]) -> bool:
+        """True when the HMAC matches `key` and the shared addresses, with or without the
+        IPv6 link-local ones, as OpenBSD accepts (constant-time compares)."""
+        addresses = list(addresses)
+        forms = (False, True) if any(_is_link_local(a) for a in addresses) else (False,)
+        return any(
+            hmac.compare_digest(
+                self.md, carp_hmac(key, self.vhid, addresses, self.counter, link_local)
+            )
+            for link_local in forms
+        )
+
+
+def _is_link_local(address: Address | str) -> bool:
+    return ip_address(str(address).split("%", 1)[0]).is_link_local

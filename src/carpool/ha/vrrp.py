@@ -1,4 +1,5 @@
-"""VRRP advertisement codec, IPv4: version 3 (RFC 5798/9568) and version 2 (RFC 3768).
+"""VRRP advertisement codec: version 3 (RFC 5798/9568) over IPv4 and IPv6, version 2 (RFC 3768,
+IPv4 only).
 
 Version 3 (8 + 4n bytes):
 
@@ -13,7 +14,9 @@ Version 3 (8 + 4n bytes):
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 
 Checksum over the IPv4 pseudo-header (src, dst, 0, 112, length) + the VRRP packet, as
-keepalived does.
+keepalived does. Over IPv6 the addresses are 16 bytes each (the count field counts them), the
+pseudo-header is IPv6's (ha/ipv6.py), the source is the interface's link-local address and the
+destination ff02::12; the family of an advert is its sender's.
 
 Version 2 (8 + 4n + 8 bytes):
 
@@ -35,10 +38,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from . import ipv6
 from .drops import DropError, DropReason
 from .ipv4 import internet_checksum, pseudo_header
+
+Address = IPv4Address | IPv6Address
 
 PROTOCOL = 112
 TYPE_ADVERTISEMENT = 1
@@ -58,7 +64,7 @@ class VrrpAdvert:
     vrid: int
     priority: int
     interval: int
-    addresses: tuple[IPv4Address, ...]
+    addresses: tuple[Address, ...]
     checksum: int = 0
 
     def __post_init__(self) -> None:
@@ -72,9 +78,13 @@ class VrrpAdvert:
             raise ValueError(f"v{self.version} interval must be 1..{_MAX_INTERVAL[self.version]}")
         if not 0 <= self.checksum <= 0xFFFF:
             raise ValueError("checksum must be 16 bits")
-        addresses = tuple(IPv4Address(a) for a in self.addresses)
+        addresses = tuple(ip_address(a) for a in self.addresses)
         if not 1 <= len(addresses) <= 255:
             raise ValueError("a VRRP advert carries 1..255 addresses")
+        if len({a.version for a in addresses}) != 1:
+            raise ValueError("a VRRP advert carries the addresses of one family")
+        if self.version == 2 and addresses[0].version == 6:
+            raise ValueError("VRRPv2 is IPv4 only")
         object.__setattr__(self, "addresses", addresses)
 
     def _body(self, checksum: int) -> bytes:
@@ -101,18 +111,23 @@ class VrrpAdvert:
             + bytes(_AUTH_DATA)
         )
 
-    def pack(self, src: IPv4Address, dst: IPv4Address) -> bytes:
+    def pack(self, src: Address, dst: Address) -> bytes:
         """The VRRP packet (IP payload). src/dst matter only to the v3 checksum."""
         body = self._body(0)
         covered = body
         if self.version == 3:
-            covered = pseudo_header(IPv4Address(src), IPv4Address(dst), PROTOCOL, len(body)) + body
+            covered = _pseudo_header(src, dst, len(body)) + body
         checksum = internet_checksum(covered)
         return body[:6] + checksum.to_bytes(2, "big") + body[8:]
 
     @classmethod
-    def unpack(cls, data: bytes, src: IPv4Address, dst: IPv4Address) -> VrrpAdvert:
-        """Decode and check one advert (the IP payload); raises DropError only."""
+    def unpack(cls, data: bytes, src: Address, dst: Address) -> VrrpAdvert:
+        """Decode and check one advert (the IP payload) sent from src to dst (their family is
+        the advert's); raises DropError only."""
+        family = ip_address(src).version
+        if ip_address(dst).version != family:
+            raise DropError(DropReason.BAD_IP_HEADER, f"from {src} to {dst}")
+        width = 16 if family == 6 else 4
         if len(data) < _HEADER.size:
             raise DropError(DropReason.TOO_SHORT, f"{len(data)} bytes, VRRP header is 8")
         version, kind = data[0] >> 4, data[0] & 0x0F
@@ -121,15 +136,15 @@ class VrrpAdvert:
         if kind != TYPE_ADVERTISEMENT:
             raise DropError(DropReason.BAD_TYPE, f"VRRP type {kind}")
         count = data[3]
-        expected = 8 + 4 * count + (_AUTH_DATA if version == 2 else 0)
+        if version == 2 and width == 16:
+            raise DropError(DropReason.BAD_VERSION, "VRRPv2 over IPv6")
+        expected = 8 + width * count + (_AUTH_DATA if version == 2 else 0)
         if len(data) != expected:
             reason = DropReason.TOO_SHORT if len(data) < expected else DropReason.BAD_LENGTH
             raise DropError(reason, f"{len(data)} bytes for {count} addresses (v{version})")
         covered = bytes(data)
         if version == 3:
-            covered = (
-                pseudo_header(IPv4Address(src), IPv4Address(dst), PROTOCOL, len(data)) + covered
-            )
+            covered = _pseudo_header(src, dst, len(data)) + covered
         checksum = int.from_bytes(data[6:8], "big")
         if internet_checksum(covered) != 0:
             raise DropError(DropReason.BAD_CHECKSUM, f"VRRP checksum {checksum:#06x}")
@@ -145,5 +160,15 @@ class VrrpAdvert:
             raise DropError(DropReason.WRONG_ADDRESSES, "no addresses")
         if interval == 0:
             raise DropError(DropReason.BAD_INTERVAL, "advert interval 0")
-        addresses = tuple(IPv4Address(data[8 + 4 * i : 12 + 4 * i]) for i in range(count))
+        make = IPv6Address if width == 16 else IPv4Address
+        addresses = tuple(make(data[8 + width * i : 8 + width * (i + 1)]) for i in range(count))
         return cls(version, data[1], data[2], interval, addresses, checksum)
+
+
+def _pseudo_header(src: Address | str, dst: Address | str, length: int) -> bytes:
+    s, d = ip_address(src), ip_address(dst)
+    if isinstance(s, IPv6Address) and isinstance(d, IPv6Address):
+        return ipv6.pseudo_header(s, d, PROTOCOL, length)
+    if isinstance(s, IPv4Address) and isinstance(d, IPv4Address):
+        return pseudo_header(s, d, PROTOCOL, length)
+    raise ValueError(f"source {s} and destination {d} are of different families")
