@@ -36,6 +36,8 @@ from typing import TypeVar
 
 from .. import events
 from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the tests name it here)
+from ..ha import ipv6
+from ..ha.ipv4 import internet_checksum
 from .links import mac_address
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
@@ -44,7 +46,11 @@ VMAC_IFNAME_PREFIX = "cv"
 IFNAMSIZ = 15
 IFA_F_NOPREFIXROUTE = 0x200
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 BROADCAST_MAC = b"\xff" * 6
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"  # ff02::1 mapped (RFC 2464 §7)
+ICMPV6, NEIGHBOR_ADVERT = 58, 136
+NA_ROUTER, NA_OVERRIDE = 0x80000000, 0x20000000
 NETLINK_TIMEOUT = 10.0
 
 T = TypeVar("T")
@@ -401,6 +407,25 @@ def build_garp(mac: str, address: str) -> bytes:
         + BROADCAST_MAC
         + ip
     )
+
+
+def build_unsolicited_na(mac: str, address: str, router: bool = False) -> bytes:
+    """An unsolicited Neighbor Advertisement (RFC 4861 §7.2.6; 86 bytes, like keepalived's),
+    the IPv6 twin of the gratuitous ARP: from the shared address to all nodes (ff02::1), hop
+    limit 255, Override set (the cached link-layer address is replaced), Solicited clear,
+    Router as the interface forwards or not, the target link-layer option = `mac`."""
+    hw = _mac_bytes(mac)
+    target = ipaddress.IPv6Address(address)
+    flags = NA_OVERRIDE | (NA_ROUTER if router else 0)
+    body = struct.pack("!BBHI", NEIGHBOR_ADVERT, 0, 0, flags) + target.packed
+    body += bytes((2, 1)) + hw  # option: target link-layer address, 8 bytes
+    checksum = internet_checksum(
+        ipv6.pseudo_header(target, ipv6.ALL_NODES, ICMPV6, len(body)) + body
+    )
+    body = body[:2] + checksum.to_bytes(2, "big") + body[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(body), ICMPV6, ipv6.HOP_LIMIT)
+    header += target.packed + ipv6.ALL_NODES.packed
+    return ALL_NODES_MAC + hw + struct.pack("!H", ETH_P_IPV6) + header + body
 
 
 def _exists(ifname: str) -> bool:
