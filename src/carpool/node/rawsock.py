@@ -30,7 +30,9 @@ import ipaddress
 import logging
 import socket
 import struct
+from typing import overload
 
+from ..ha import ipv6
 from ..ha.drops import DropReason
 from ..ha.ipv4 import PROTO_CARP, TTL
 
@@ -41,16 +43,28 @@ TRANSPORTS = ("multicast", "unicast", "broadcast")
 LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
-def destinations(transport: str, partner: ipaddress.IPv4Address) -> list[ipaddress.IPv4Address]:
-    """Where adverts (and doctor probes) go on one interface: the group, the partner's own
-    address on that link, or the limited broadcast (never routed, whatever the prefix)."""
-    if transport == "multicast":
-        return [ipaddress.IPv4Address(MULTICAST_GROUP)]
+@overload
+def destinations(transport: str, partner: ipaddress.IPv4Address) -> list[ipaddress.IPv4Address]: ...
+@overload
+def destinations(transport: str, partner: ipaddress.IPv6Address) -> list[ipaddress.IPv6Address]: ...
+def destinations(
+    transport: str, partner: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> list[ipaddress.IPv4Address] | list[ipaddress.IPv6Address]:
+    """Where adverts (and doctor probes) go on one interface, in the partner's family: the
+    group (224.0.0.18, ff02::12), the partner's own address on that link, or the link's
+    broadcast — the limited broadcast (never routed, whatever the prefix); IPv6 has none, its
+    all-nodes group ff02::1 is the same reach."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
+    if isinstance(partner, ipaddress.IPv6Address):
+        if transport == "unicast":
+            return [partner]
+        return [ipv6.GROUP if transport == "multicast" else ipv6.ALL_NODES]
     if transport == "unicast":
         return [partner]
-    if transport == "broadcast":
-        return [LIMITED_BROADCAST]
-    raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
+    if transport == "multicast":
+        return [ipaddress.IPv4Address(MULTICAST_GROUP)]
+    return [LIMITED_BROADCAST]
 
 
 # Linux <linux/in.h> values the socket module does not export everywhere.
