@@ -33,7 +33,7 @@ demo: install
 	$(CARPOOL) lab up && $(CARPOOL) lab status --watch 1
 
 test: install lint
-	$(PYTEST) -q tests
+	$(PYTEST) -q --durations=25 tests  # the slowest shown: make test must stay under 20 min
 
 # Lint (ruff: rules and format) and types (mypy: strict for ha/ and config/), before the tests.
 lint: install
