@@ -39,6 +39,17 @@ def watch(lab, proc, active: str) -> list[tuple[str | None, str | None, list]]:
     return seen
 
 
+def attacked(lab, attack: str, active: str, rate: float, duration: float):
+    """Run one attack on the active unit's advert, watching the pair: (what was seen, the
+    attacker's report)."""
+    proc = run_attack(lab, attack, eth0(active), rate=rate, duration=duration)
+    try:
+        return watch(lab, proc, active), finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def finish(proc) -> dict:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -59,13 +70,7 @@ def test_a_forged_advert_moves_nothing(healed_lab, attack, drop):
     active = lab.wait_for_master()
     standby = "b" if active == "a" else "a"
     before = {u: lab.unit_status(u) for u in ("a", "b")}
-    proc = run_attack(lab, attack, eth0(active), rate=20, duration=2.5)
-    try:
-        seen = watch(lab, proc, active)
-        result = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    seen, result = attacked(lab, attack, active, rate=20, duration=2.5)
     assert result["sent"] >= 30 and result["form"] == "carpool", result
     states = {(a, b) for a, b, _ in seen}
     want = ("master", "backup") if active == "a" else ("backup", "master")
@@ -89,13 +94,7 @@ def test_a_probe_flood_is_counted_and_costs_no_advert(healed_lab):
     log = lab.log_path(standby)
     lines_before = len(log.read_text(errors="replace").splitlines())
     before = lab.unit_status(standby)
-    proc = run_attack(lab, "probe", eth0(active), rate=3000, duration=2)
-    try:
-        seen = watch(lab, proc, active)
-        result = finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    seen, result = attacked(lab, "probe", active, rate=3000, duration=2)
     assert result["sent"] >= 2000, result
     want = ("master", "backup") if active == "a" else ("backup", "master")
     assert {(a, b) for a, b, _ in seen} == {want}, seen

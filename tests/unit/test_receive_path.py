@@ -282,7 +282,7 @@ def test_a_replayed_advert_is_dropped_and_counted():
 
 
 def legacy(bow_out: bool = False) -> bytes:
-    payload = PROFILE.encode(bow_out, 0, 5, SHARED, PARTNER, GROUP, legacy=True)
+    payload = PROFILE.base.encode(bow_out, 0, 5, SHARED, PARTNER, GROUP)
     return datagram(payload)
 
 

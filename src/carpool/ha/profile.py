@@ -157,7 +157,7 @@ class VrrpProfile:
 class SealedProfile:
     """`ha.auth = "carpool"`: the carpool advert (ha/sealed.py) carrying the base profile's rank
     and timers (CARP's advbase/advskew, or the fast profile's VRRP-style priority and
-    centisecond interval). The base's own form is still understood and, asked for, spoken: a
+    centisecond interval). The base's own form is still understood, and `base` speaks it: a
     partner on an older release uses it (node/advert.py decides whether to accept it)."""
 
     base: CarpProfile | VrrpProfile
@@ -176,10 +176,7 @@ class SealedProfile:
         addresses: Iterable[IPv4Address],
         source: IPv4Address,
         dst: IPv4Address,
-        legacy: bool = False,
     ) -> bytes:
-        if legacy:
-            return self.base.encode(bow_out, demote, counter, addresses, source, dst)
         return SealedAdvert(
             vhid=self.vhid,
             bow_out=bow_out,

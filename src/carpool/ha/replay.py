@@ -22,6 +22,3 @@ class ReplayGuard:
             return False
         self.last[path] = counter
         return True
-
-    def forget(self, path: str) -> None:
-        self.last.pop(path, None)

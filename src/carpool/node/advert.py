@@ -141,6 +141,8 @@ class AdvertPaths:
     def attach(self, loop: asyncio.AbstractEventLoop, link_up: Callable[[str], bool]) -> None:
         self._loop, self._link_up = loop, link_up
         self.clock = loop.time
+        if self.sealed and self._counter is None:  # its file written at start, not mid-round
+            self._counter = AdvertCounter(self.cfg.state_dir)
         self._open_sockets(loop)
 
     def is_partner(self, source: IPv4Address) -> bool:
@@ -152,11 +154,16 @@ class AdvertPaths:
         form since we started): answer in that form too until it speaks the carpool one."""
         return self.sealed and self.partner_form not in (None, SealedProfile.form)
 
+    def forms(self) -> list[Profile]:
+        """The profiles an advert round is sent in: ours, and the partner's older one while it
+        speaks that (sealed first: a partner on this release takes it and drops the other)."""
+        if self.speaks_legacy and isinstance(self.profile, SealedProfile):
+            return [self.profile, self.profile.base]
+        return [self.profile]
+
     def auth_status(self) -> dict:
         """What status, the WUI and the doctor say about the adverts' authentication."""
-        sending = [self.profile.form]
-        if self.speaks_legacy and isinstance(self.profile, SealedProfile):
-            sending.append(self.profile.base.form)
+        sending = [p.form for p in self.forms()]
         return {
             "auth": "carpool"
             if self.sealed
@@ -183,26 +190,18 @@ class AdvertPaths:
             return self.counter
         if self._counter is None:
             self._counter = AdvertCounter(self.cfg.state_dir)
-        self.counter = self._counter.next()
-        return self.counter
+        return self._counter.next()
 
     def send(self, bow_out: bool, demote: int) -> None:
         counter = self._next_counter()
-        forms = (False, True) if self.speaks_legacy else (False,)
+        forms = self.forms()
         for name, sock in self.sockets.items():
             iface = self.ifaces[name]
             source = iface.own(self.cfg.role)
             for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
-                for legacy in forms:
-                    payload = encode(
-                        self.profile,
-                        bow_out,
-                        demote,
-                        counter,
-                        self._carried[name],
-                        source,
-                        dst,
-                        legacy,
+                for profile in forms:
+                    payload = profile.encode(
+                        bow_out, demote, counter, self._carried[name], source, dst
                     )
                     if sock.send(payload, str(dst)):
                         self.counters.sent += 1
@@ -338,22 +337,6 @@ class AdvertPaths:
             sock.close()
 
 
-def encode(
-    profile: Profile,
-    bow_out: bool,
-    demote: int,
-    counter: int,
-    carried: list[IPv4Address],
-    source: IPv4Address,
-    dst: IPv4Address,
-    legacy: bool = False,
-) -> bytes:
-    """One advert; `legacy`: the carpool profile's older form (CARP or VRRP)."""
-    if isinstance(profile, SealedProfile):
-        return profile.encode(bow_out, demote, counter, carried, source, dst, legacy)
-    return profile.encode(bow_out, demote, counter, carried, source, dst)
-
-
 def bow_out_once(cfg: Config) -> None:
     """Used by the supervisor after the worker died: one bow-out advert on every checked link
     (a carpool advert above every counter the worker sent). A partner on an older release
@@ -371,6 +354,6 @@ def bow_out_once(cfg: Config) -> None:
         carried = advertised_addresses(cfg, iface)
         try:
             for dst in destinations(cfg.transport, iface.partner(cfg.role)):
-                sock.send(encode(profile, True, 0, counter, carried, source, dst), str(dst))
+                sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
         finally:
             sock.close()

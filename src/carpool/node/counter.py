@@ -11,14 +11,13 @@ worker's reservation.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import files
+from .. import events, files
 
-log = logging.getLogger("carpool.daemon")
+log = events.logger("carpool.daemon", events.Kind.DAEMON)
 RESERVE = 1 << 32  # counters per stored reservation: years of adverts every 20 ms
 FILE = "advert-counter"
 MAX = (1 << 64) - 1

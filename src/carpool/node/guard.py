@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .. import events
 from ..config.ha import Config, Interface
+from ..dataplane import conntrack, haproxy
 from ..dataplane.conntrack import PORT as CONNTRACK_PORT
 from ..dataplane.haproxy import PEERS_PORT
 from .nft import NftCommands
@@ -32,12 +33,14 @@ def _elements(cfg: Config, ifaces: list[Interface]) -> str:
 
 
 def links(cfg: Config) -> dict[str, list[Interface]]:
-    """Per port kind, the interfaces the partner may use for it."""
-    heartbeat = list(cfg.heartbeats)
+    """Per port kind, the interfaces the partner may use for it: as the owners of those ports
+    configure them (none when they are off)."""
+    by_name = {i.name: i for i in cfg.interfaces}
+    synced = conntrack.wanted(cfg)
     return {
         "sync": list(cfg.interfaces),
-        "peers": heartbeat,
-        "conntrack": heartbeat + [i for i in cfg.checked if not i.heartbeat],
+        "peers": list(cfg.heartbeats[:1]) if haproxy.peers(cfg)[1] else [],
+        "conntrack": [by_name[name] for name, _own, _partner in synced[0]] if synced else [],
     }
 
 
