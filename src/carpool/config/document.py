@@ -25,6 +25,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -270,12 +272,88 @@ def _unit_address(value: str) -> str:
 
 
 _WIDEST_SHARED = 8
+_WIDEST_SHARED6 = 48
+
+
+def _not_unicast6(address: ipaddress.IPv6Address) -> str:
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.ipv4_mapped is not None:
+        return "IPv4-mapped: write the IPv4 address itself"
+    if address.is_link_local:
+        return "link-local: fe80::/10 is each link's own (carpool uses it where a protocol asks)"
+    return ""
+
+
+def _unit_address6(value: str) -> str:
+    try:
+        address = ipaddress.IPv6Address(value)
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {_shown(value)}") from None
+    why = _not_unicast6(address)
+    if why:
+        raise ValueError(f"{address} is not a unit's address ({why})")
+    return str(address)
+
+
+def _unit_addresses(value: object) -> str | tuple[str, ...]:
+    """A unit's address on one interface: one address, or a list of one IPv4 and one IPv6
+    address (a dual-stack link). Written back as given (a string stays a string)."""
+    if isinstance(value, str):
+        _text(value)
+        return _unit_address(_ipv4(value)) if ":" not in value else _unit_address6(value)
+    if not isinstance(value, tuple) or not 1 <= len(value) <= 2:
+        raise ValueError(
+            "expected an address, or a list of one IPv4 and one IPv6 address, not "
+            + (f"{len(value)} addresses" if isinstance(value, tuple) else type(value).__name__)
+        )
+    out = tuple(_unit_addresses(v) if isinstance(v, str) else _bad_item(v) for v in value)
+    if len({":" in a for a in out}) != len(out):
+        raise ValueError(f"one address per family, not {', '.join(out)}")
+    return out
+
+
+def _bad_item(value: object) -> str:
+    raise ValueError(f"expected an address (a string), got {type(value).__name__}")
+
+
+def addresses_of(value: str | tuple[str, ...]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """A unit's addresses on an interface (`first` or `second` as the document holds it)."""
+    return tuple(map(ipaddress.ip_address, (value,) if isinstance(value, str) else value))
+
+
+def _shared6(value: str) -> str:
+    try:
+        iface = ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise ValueError(f"not an IPv6 address with prefix: {_shown(value)}") from None
+    address, net = iface.ip, iface.network
+    why = _not_unicast6(address)
+    if why:
+        raise ValueError(f"{address} cannot be shared ({why})")
+    if net.prefixlen < _WIDEST_SHARED6:
+        raise ValueError(
+            f"{value}: a prefix shorter than /{_WIDEST_SHARED6} routes {net} to the interface"
+        )
+    if net.prefixlen < 127 and address == net.network_address:
+        raise ValueError(f"{address} is the Subnet-Router anycast address of {net}")
+    return str(iface)
 
 
 def _shared(value: str) -> str:
     """A shared address with its prefix: a unicast host address of the subnet, not its network
-    or broadcast address, not loopback or link-local, the prefix /8 or longer (the kernel
-    routes the whole prefix to the interface that holds the address)."""
+    or broadcast address (IPv6: not the Subnet-Router anycast one), not loopback or link-local,
+    the prefix /8 or longer (IPv6: /48; the kernel routes the whole prefix to the interface
+    that holds the address)."""
+    if ":" in value:
+        if "/" not in value:
+            raise ValueError(f"{_shown(value)} needs a prefix length, e.g. {value[:39]}/64")
+        return _shared6(value)
+    value = _cidr(value)
     iface = ipaddress.IPv4Interface(value)
     address, net = iface.ip, iface.network
     why = _not_unicast(str(address))
@@ -296,12 +374,16 @@ def _shared(value: str) -> str:
 
 
 IPv4 = Annotated[Text, AfterValidator(_ipv4)]
-Cidr = Annotated[Text, AfterValidator(_cidr)]
 OptionalIPv4 = Annotated[Text, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
 Unicast = Annotated[IPv4, AfterValidator(_unicast)]
 OptionalUnicast = Annotated[OptionalIPv4, AfterValidator(_unicast)]  # "" = none
 UnitAddress = Annotated[IPv4, AfterValidator(_unit_address)]
-SharedCidr = Annotated[Cidr, AfterValidator(_shared)]
+SharedCidr = Annotated[Text, AfterValidator(_shared)]  # IPv4 or IPv6, with its prefix
+UnitAddresses = Annotated[
+    str | tuple[str, ...],
+    PlainValidator(_unit_addresses),
+    PlainSerializer(lambda v: v if isinstance(v, str) else list(v)),
+]
 IfName = Annotated[Text, AfterValidator(_ifname)]
 Host = Annotated[Text, AfterValidator(_host)]
 UrlPath = Annotated[Text, AfterValidator(_path)]
@@ -360,32 +442,48 @@ class Ha(_Model):
 
 class Interface(_Model):
     name: IfName
-    first: UnitAddress
-    second: UnitAddress
+    first: UnitAddresses
+    second: UnitAddresses
     check: bool = True
     heartbeat: bool = False
     shared: tuple[SharedCidr, ...] = ()
     ping_target: OptionalUnicast = ""
     ping_interval: float = Field(1.0, ge=0.2, le=60)
 
+    def addresses(self, role: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return addresses_of(self.first if role == "first" else self.second)
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.first == self.second:
+        first, second = self.addresses("first"), self.addresses("second")
+        if set(first) & set(second):
             raise ValueError("the two units need different addresses (first == second)")
         if self.heartbeat and self.shared:
             raise ValueError("the heartbeat interface carries no shared addresses")
-        units = (ipaddress.IPv4Address(self.first), ipaddress.IPv4Address(self.second))
-        problems = []
+        problems = [
+            Problem((role,), "needs an IPv4 address: an IPv6-only link is not supported yet")
+            for role, own in (("first", first), ("second", second))
+            if not any(a.version == 4 for a in own)
+        ]
         for n, cidr in enumerate(self.shared):
-            shared = ipaddress.IPv4Interface(cidr)
+            shared = ipaddress.ip_interface(cidr)
+            units = [a for a in first + second if a.version == shared.version]
             if shared.ip in units:
                 problems.append(Problem(("shared", n), f"{cidr} is a unit's own address"))
+            elif len(units) < 2:
+                problems.append(
+                    Problem(
+                        ("shared", n),
+                        f"{cidr}: both units need an IPv{shared.version} address on {self.name} "
+                        "(first and second list one address of each family)",
+                    )
+                )
             elif not all(unit in shared.network for unit in units):
                 problems.append(
                     Problem(
                         ("shared", n),
                         f"{cidr} is outside the subnet of the units' addresses on {self.name} "
-                        f"({self.first}, {self.second} not both in {shared.network})",
+                        f"({', '.join(map(str, units))} not both in {shared.network})",
                     )
                 )
         if problems:
@@ -531,7 +629,8 @@ class Document(_Model):
         units = {
             address: f"the {role} unit's address on {i.name}"
             for i in self.interface
-            for role, address in (("first", i.first), ("second", i.second))
+            for role in ROLES
+            for address in map(str, i.addresses(role))
         }
         problems += [
             Problem(("interface", n, "shared", k), f"{address} is {units[address]}")

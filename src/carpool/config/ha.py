@@ -53,15 +53,31 @@ class Interface:
     second: ipaddress.IPv4Address
     check: bool = True
     heartbeat: bool = False
-    shared: tuple[ipaddress.IPv4Interface, ...] = ()
+    shared: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
     ping_target: ipaddress.IPv4Address | None = None
     ping_interval: float = 1.0
+    first6: ipaddress.IPv6Address | None = None  # a dual-stack link's IPv6 unit addresses
+    second6: ipaddress.IPv6Address | None = None
 
     def own(self, role: str) -> ipaddress.IPv4Address:
         return self.first if role == "first" else self.second
 
     def partner(self, role: str) -> ipaddress.IPv4Address:
         return self.second if role == "first" else self.first
+
+    def own6(self, role: str) -> ipaddress.IPv6Address | None:
+        return self.first6 if role == "first" else self.second6
+
+    def partner6(self, role: str) -> ipaddress.IPv6Address | None:
+        return self.second6 if role == "first" else self.first6
+
+    @property
+    def shared4(self) -> tuple[ipaddress.IPv4Interface, ...]:
+        return tuple(c for c in self.shared if isinstance(c, ipaddress.IPv4Interface))
+
+    @property
+    def shared6(self) -> tuple[ipaddress.IPv6Interface, ...]:
+        return tuple(c for c in self.shared if isinstance(c, ipaddress.IPv6Interface))
 
 
 @dataclass(frozen=True)
@@ -320,14 +336,21 @@ def _web(c: _Checker, table: Any) -> WebSettings:
     )
 
 
+def _of_family(addresses: tuple, version: int) -> Any:
+    return next((a for a in addresses if a.version == version), None)
+
+
 def _iface(i: document.Interface) -> Interface:
+    first, second = i.addresses("first"), i.addresses("second")
     return Interface(
         name=i.name,
-        first=ipaddress.IPv4Address(i.first),
-        second=ipaddress.IPv4Address(i.second),
+        first=_of_family(first, 4),  # the document requires one (no IPv6-only link yet)
+        second=_of_family(second, 4),
+        first6=_of_family(first, 6),
+        second6=_of_family(second, 6),
         check=i.check or i.heartbeat,
         heartbeat=i.heartbeat,
-        shared=tuple(ipaddress.IPv4Interface(c) for c in i.shared),
+        shared=tuple(ipaddress.ip_interface(c) for c in i.shared),
         ping_target=ipaddress.IPv4Address(i.ping_target) if i.ping_target else None,
         ping_interval=float(i.ping_interval),
     )
