@@ -50,14 +50,19 @@ def test_fence_timeout_stays_within_two_adverts_and_100_ms_in_fast_profiles():
 
 def test_fence_commands():
     from ipaddress import IPv4Address as A
+    from ipaddress import IPv6Address as A6
 
-    text = install_commands([A("198.18.2.1"), A("198.18.0.10")])
+    text = install_commands([A("198.18.2.1"), A6("2001:2::10"), A("198.18.0.10")])
     assert "elements = { 198.18.0.10, 198.18.2.1 }" in text
-    assert text.count("delete table") == 2 and "arp daddr ip != @live" in text
-    refresh = refresh_commands([A("198.18.0.10")], 0.08)
+    assert "type ipv6_addr ; elements = { 2001:2::10 }" in text
+    assert text.count("delete table") == 3 and "arp daddr ip != @live" in text
+    assert "ip6 saddr @shared ip6 saddr != @live" in text  # the kernel's NAs for them too
+    refresh = refresh_commands([A6("2001:2::10"), A("198.18.0.10")], 0.08)
     assert refresh.splitlines() == [
         "flush set ip carpool_fence live",
         "add element ip carpool_fence live { 198.18.0.10 timeout 80ms }",
+        "flush set ip6 carpool_fence live",
+        "add element ip6 carpool_fence live { 2001:2::10 timeout 80ms }",
         "flush set arp carpool_fence live",
         "add element arp carpool_fence live { 198.18.0.10 timeout 80ms }",
     ]

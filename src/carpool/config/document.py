@@ -304,24 +304,28 @@ def _unit_addresses(value: object) -> str | tuple[str, ...]:
     """A unit's address on one interface: one address, or a list of one IPv4 and one IPv6
     address (a dual-stack link). Written back as given (a string stays a string)."""
     if isinstance(value, str):
-        _text(value)
-        return _unit_address(_ipv4(value)) if ":" not in value else _unit_address6(value)
+        return _one_address(value)
     if not isinstance(value, tuple) or not 1 <= len(value) <= 2:
         raise ValueError(
             "expected an address, or a list of one IPv4 and one IPv6 address, not "
             + (f"{len(value)} addresses" if isinstance(value, tuple) else type(value).__name__)
         )
-    out = tuple(_unit_addresses(v) if isinstance(v, str) else _bad_item(v) for v in value)
+    out = tuple(_one_address(v) for v in value)
     if len({":" in a for a in out}) != len(out):
         raise ValueError(f"one address per family, not {', '.join(out)}")
     return out
 
 
-def _bad_item(value: object) -> str:
-    raise ValueError(f"expected an address (a string), got {type(value).__name__}")
+def _one_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an address (a string), got {type(value).__name__}")
+    _text(value)
+    return _unit_address(_ipv4(value)) if ":" not in value else _unit_address6(value)
 
 
-def addresses_of(value: str | tuple[str, ...]) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+def addresses_of(
+    value: str | tuple[str, ...],
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
     """A unit's addresses on an interface (`first` or `second` as the document holds it)."""
     return tuple(map(ipaddress.ip_address, (value,) if isinstance(value, str) else value))
 

@@ -336,7 +336,7 @@ def _web(c: _Checker, table: Any) -> WebSettings:
     )
 
 
-def _of_family(addresses: tuple, version: int) -> Any:
+def _of_family(addresses: tuple[Any, ...], version: int) -> Any:
     return next((a for a in addresses if a.version == version), None)
 
 

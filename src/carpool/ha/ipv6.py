@@ -7,6 +7,7 @@ parse."""
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 GROUP = IPv6Address("ff02::12")  # CARP and VRRP over IPv6
@@ -17,3 +18,15 @@ HOP_LIMIT = 255
 def pseudo_header(src: IPv6Address, dst: IPv6Address, next_header: int, length: int) -> bytes:
     """Source, destination, upper-layer length (32 bits), three zero bytes, next header."""
     return src.packed + dst.packed + struct.pack("!I3xB", length, next_header)
+
+
+@dataclass(frozen=True)
+class Ipv6Packet:
+    """What a raw IPv6 socket tells of one datagram (node/rawsock.py builds it from recvmsg's
+    address and ancillary data): the IPv4 packet's fields, hop limit in place of TTL."""
+
+    src: IPv6Address
+    dst: IPv6Address
+    ttl: int  # the hop limit
+    protocol: int
+    payload: bytes

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar
 
 from .carp import BOW_OUT, CarpAdvert, carp_hmac
 from .drops import DropError, DropReason
 from .election import Params, Rank
 from .ipv4 import Ipv4Packet
+from .ipv6 import Ipv6Packet
 from .sealed import SealedAdvert, is_sealed, open_sealed
 from .vrrp import VrrpAdvert
+
+Address = IPv4Address | IPv6Address
+Packet = Ipv4Packet | Ipv6Packet
 
 
 @dataclass(frozen=True)
 class Heard:
     rank: Rank
     bow_out: bool
-    source: IPv4Address
+    source: Address
     form: str = ""  # the advert's form: "carpool", "carp" or "vrrp3"
     counter: int | None = None  # a carpool advert's, for the replay rule (ha/replay.py)
+
+
+def of_family(addresses: Iterable[Address], version: int) -> tuple[Address, ...]:
+    """A VRRP advert carries the addresses of its own family only (RFC 9568 §5.2.9)."""
+    return tuple(a for a in addresses if a.version == version)
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,9 @@ class CarpProfile:
         bow_out: bool,
         demote: int,
         counter: int,
-        addresses: Iterable[IPv4Address],
-        source: IPv4Address,
-        dst: IPv4Address,
+        addresses: Iterable[Address],
+        source: Address,
+        dst: Address,
     ) -> bytes:
         advbase, advskew = BOW_OUT if bow_out else (self.advbase, self.advskew)
         # pack() computes the checksum: once per advert (build() would pack twice)
@@ -79,7 +88,7 @@ class CarpProfile:
             md=carp_hmac(self.key, self.vhid, addresses, counter),
         ).pack()
 
-    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
+    def decode(self, pkt: Packet, addresses: Iterable[Address]) -> Heard:
         advert = CarpAdvert.unpack(pkt.payload)
         if advert.vhid != self.vhid:
             raise DropError(DropReason.WRONG_VHID, f"vhid {advert.vhid} from {pkt.src}")
@@ -127,9 +136,9 @@ class VrrpProfile:
         bow_out: bool,
         demote: int,
         counter: int,
-        addresses: Iterable[IPv4Address],
-        source: IPv4Address,
-        dst: IPv4Address,
+        addresses: Iterable[Address],
+        source: Address,
+        dst: Address,
     ) -> bytes:
         priority = 0 if bow_out else (1 if demote else self.priority)
         advert = VrrpAdvert(
@@ -137,17 +146,17 @@ class VrrpProfile:
             vrid=self.vrid,
             priority=priority,
             interval=self.interval_cs,
-            addresses=tuple(addresses),
+            addresses=of_family(addresses, source.version),
         )
         return advert.pack(source, dst)
 
-    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
+    def decode(self, pkt: Packet, addresses: Iterable[Address]) -> Heard:
         advert = VrrpAdvert.unpack(pkt.payload, pkt.src, pkt.dst)
         if advert.version != 3:
             raise DropError(DropReason.BAD_VERSION, f"VRRP version {advert.version}")
         if advert.vrid != self.vrid:
             raise DropError(DropReason.WRONG_VHID, f"vrid {advert.vrid} from {pkt.src}")
-        if set(advert.addresses) != set(addresses):
+        if set(advert.addresses) != set(of_family(addresses, pkt.src.version)):
             raise DropError(DropReason.WRONG_ADDRESSES, f"{pkt.src} advertises other addresses")
         rank = Rank(1 if advert.priority == 1 else 0, 255 - advert.priority, int(pkt.src))
         return Heard(rank, advert.priority == 0, pkt.src, self.form)
@@ -173,9 +182,9 @@ class SealedProfile:
         bow_out: bool,
         demote: int,
         counter: int,
-        addresses: Iterable[IPv4Address],
-        source: IPv4Address,
-        dst: IPv4Address,
+        addresses: Iterable[Address],
+        source: Address,
+        dst: Address,
     ) -> bytes:
         return SealedAdvert(
             vhid=self.vhid,
@@ -186,7 +195,7 @@ class SealedProfile:
             counter=counter,
         ).seal(self.key, source, addresses)
 
-    def decode(self, pkt: Ipv4Packet, addresses: Iterable[IPv4Address]) -> Heard:
+    def decode(self, pkt: Packet, addresses: Iterable[Address]) -> Heard:
         if not is_sealed(pkt.payload):
             return self.base.decode(pkt, addresses)  # an older release's form
         advert = open_sealed(pkt.payload, self.key, pkt.src, addresses)

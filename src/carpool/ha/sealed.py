@@ -16,7 +16,7 @@ byte reads as version 12).
     |          MAC: HMAC-SHA256, first 16 bytes (4 words)           |
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 
-The MAC covers the 16 bytes before it, the sender's IPv4 source and the shared addresses the
+The MAC covers the 16 bytes before it, the sender's IP source and the shared addresses the
 advert stands for (sorted): a copy re-sent from another host, on another link or with any field
 changed fails it. A copy re-sent as it was fails the counter rule (ha/replay.py). The key is
 derived from the partner shared secret (never the secret itself, which CARP uses as its key).
@@ -30,10 +30,11 @@ import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .drops import DropError, DropReason
 
+Address = IPv4Address | IPv6Address
 FORM_TYPE = 0xC1  # form 12, type 1 (advertisement)
 SIZE = 32
 MAC_LEN = 16
@@ -48,8 +49,10 @@ def advert_key(secret: bytes) -> bytes:
     return hmac.new(secret, _LABEL, hashlib.sha256).digest()
 
 
-def _mac(key: bytes, header: bytes, source: IPv4Address, addresses: Iterable[IPv4Address]) -> bytes:
-    data = header + source.packed + b"".join(a.packed for a in sorted(addresses))
+def _mac(key: bytes, header: bytes, source: Address, addresses: Iterable[Address]) -> bytes:
+    # IPv4 ascending, then IPv6 ascending (CARP's order); an IPv4-only pair's MAC as before
+    ordered = sorted(addresses, key=lambda a: (a.version, int(a)))
+    data = header + source.packed + b"".join(a.packed for a in ordered)
     return hmac.new(key, data, hashlib.sha256).digest()[:MAC_LEN]
 
 
@@ -73,7 +76,7 @@ class SealedAdvert:
             self.counter,
         )
 
-    def seal(self, key: bytes, source: IPv4Address, addresses: Iterable[IPv4Address]) -> bytes:
+    def seal(self, key: bytes, source: Address, addresses: Iterable[Address]) -> bytes:
         header = self.header()
         return header + _mac(key, header, source, addresses)
 
@@ -83,7 +86,7 @@ def is_sealed(payload: bytes) -> bool:
 
 
 def open_sealed(
-    payload: bytes, key: bytes, source: IPv4Address, addresses: Iterable[IPv4Address]
+    payload: bytes, key: bytes, source: Address, addresses: Iterable[Address]
 ) -> SealedAdvert:
     """Check and decode one sealed advert (the IP payload); raises DropError only."""
     if len(payload) != SIZE:

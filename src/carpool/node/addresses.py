@@ -15,10 +15,16 @@ that would pass the 15-character limit). To make ARP answer with the virtual MAC
 - the parent gets `arp_ignore=1` (answer only for addresses configured on the parent itself)
   and `arp_announce=2` (its ARP requests name its own address, never the shared one);
 - the macvlan gets `arp_ignore=1`, `arp_announce=2`, `rp_filter=2` (loose: replies to clients go
-  out through the parent's connected route) and IPv6 disabled (no link-local/DAD chatter).
+  out through the parent's connected route), and no IPv6 address of its own: no link-local
+  (addr_gen_mode 1), no SLAAC, no router advertisements taken.
 When the parent already has an address in the shared address's subnet, the shared address is
 added to the macvlan with `noprefixroute`, so the unit's own traffic keeps the parent's route and
 source address. Removing the last shared address deletes the macvlan.
+
+IPv6 shared addresses are added with `nodad` (the partner held the address a moment ago: DAD
+would refuse it, and waiting a second for DAD is a second without service) and a preferred
+lifetime of 0 (deprecated: never the unit's own source address), and announced with unsolicited
+Neighbor Advertisements (RFC 4861 §7.2.6) where IPv4 has gratuitous ARP.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 
 VMAC_IFNAME_PREFIX = "cv"
 IFNAMSIZ = 15
+IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200
+FOREVER = 0xFFFFFFFF  # an address lifetime that never ends
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 BROADCAST_MAC = b"\xff" * 6
@@ -83,9 +91,16 @@ def vmac_ifname(ifname: str, vmac: str, ifindex: int | None = None) -> str:
     return f"{VMAC_IFNAME_PREFIX}{vhid}-i{ifindex}"
 
 
-def _interface(cidr: str) -> ipaddress.IPv4Interface:
-    iface = ipaddress.IPv4Interface(cidr)  # a bare address means /32
-    return iface
+Shared = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def _interface(cidr: str) -> Shared:
+    return ipaddress.ip_interface(cidr)  # a bare address means /32 (/128)
+
+
+def _same(a: str, b: str) -> bool:
+    """One address in two spellings (the kernel's and the configuration's)."""
+    return a == b or ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
 def _on_loop_thread() -> bool:
@@ -175,10 +190,11 @@ def _our_macvlans(ipr, parent: int, vmac: str | None = None) -> list[tuple[int, 
     return out
 
 
-def _addresses(ipr, index: int) -> list[tuple[str, int]]:
+def _addresses(ipr, index: int, family: int = socket.AF_UNSPEC) -> list[tuple[str, int]]:
+    """(address, prefix length) of the interface's addresses, IPv4 and IPv6 by default."""
     return [
         (a.get("IFA_LOCAL") or a.get("IFA_ADDRESS"), a["prefixlen"])
-        for a in ipr.get_addr(family=socket.AF_INET, index=index)
+        for a in ipr.get_addr(family=family, index=index)
     ]
 
 
@@ -191,11 +207,15 @@ def _sysctl(path: str, value: str) -> None:
 
 
 def _add_address(
-    ipr, index: int, iface: ipaddress.IPv4Interface, flags: int = 0, lifetime: int | None = None
+    ipr, index: int, iface: Shared, flags: int = 0, lifetime: int | None = None
 ) -> None:
     address = str(iface.ip)
     kwargs: dict[str, str | int] = {}
-    if iface.network.prefixlen < 31:
+    if iface.version == 6:
+        flags |= IFA_F_NODAD
+        # preferred 0: deprecated from the start, so never chosen as the unit's own source
+        lifetime = FOREVER if lifetime is None else lifetime
+    elif iface.network.prefixlen < 31:
         kwargs["broadcast"] = str(iface.network.broadcast_address)
     if flags:
         kwargs["IFA_FLAGS"] = flags
@@ -205,7 +225,8 @@ def _add_address(
     command = "add"
     if lifetime is not None:
         # "replace" adds or renews: the same call takes the address and keeps it alive.
-        command, kwargs["valid_lft"], kwargs["preferred_lft"] = "replace", lifetime, lifetime
+        command, kwargs["valid_lft"] = "replace", lifetime
+        kwargs["preferred_lft"] = 0 if iface.version == 6 else lifetime
     try:
         ipr.addr(command, index=index, address=address, prefixlen=iface.network.prefixlen, **kwargs)
     except Exception as e:
@@ -226,7 +247,7 @@ def _del_address(ipr, index: int, address: str, prefixlen: int) -> bool:
 def _remove_from(ipr, index: int, address: str) -> bool:
     removed = False
     for have, prefixlen in _addresses(ipr, index):
-        if have == address:
+        if _same(have, address):
             removed |= _del_address(ipr, index, have, prefixlen)
     return removed
 
@@ -239,11 +260,12 @@ def _delete_link(ipr, index: int) -> None:
             raise
 
 
-def _parent_covers(ipr, parent: int, iface: ipaddress.IPv4Interface) -> bool:
+def _parent_covers(ipr, parent: int, iface: Shared) -> bool:
     """Does the parent hold an address of its own in iface's subnet (so a connected route)?"""
-    for address, prefixlen in _addresses(ipr, parent):
-        own = ipaddress.IPv4Interface(f"{address}/{prefixlen}")
-        if own.ip != iface.ip and own.network == iface.network and prefixlen < 32:
+    family = socket.AF_INET6 if iface.version == 6 else socket.AF_INET
+    for address, prefixlen in _addresses(ipr, parent, family):
+        own = ipaddress.ip_interface(f"{address}/{prefixlen}")
+        if own.ip != iface.ip and own.network == iface.network and prefixlen < own.max_prefixlen:
             return True
     return False
 
@@ -278,7 +300,12 @@ def _ensure_macvlan(ipr, ifname: str, parent: int, vmac: str) -> int:
             ("ipv4/conf/{}/arp_ignore", "1"),
             ("ipv4/conf/{}/arp_announce", "2"),
             ("ipv4/conf/{}/rp_filter", "2"),
-            ("ipv6/conf/{}/disable_ipv6", "1"),
+            # IPv6 shared addresses only: no link-local copied from the parent's MAC rule, no
+            # SLAAC, no DAD (before the link goes up, which is when a link-local is made)
+            ("ipv6/conf/{}/addr_gen_mode", "1"),
+            ("ipv6/conf/{}/accept_ra", "0"),
+            ("ipv6/conf/{}/autoconf", "0"),
+            ("ipv6/conf/{}/accept_dad", "0"),
         ):
             path = "/proc/sys/net/" + key.format(name)
             if os.path.exists(path):
@@ -337,7 +364,7 @@ def present(ifname: str, cidr: str, vmac: str | None = None) -> bool:
             return False
         indexes = [] if vmac is not None else [parent]
         indexes += [m[0] for m in _our_macvlans(ipr, parent, vmac)]
-        return any(a == address for index in indexes for a, _p in _addresses(ipr, index))
+        return any(_same(a, address) for i in indexes for a, _p in _addresses(ipr, i))
 
     return _netlink(work)
 
@@ -428,6 +455,15 @@ def build_unsolicited_na(mac: str, address: str, router: bool = False) -> bytes:
     return ALL_NODES_MAC + hw + struct.pack("!H", ETH_P_IPV6) + header + body
 
 
+def forwarding(ifname: str) -> bool:
+    """Does the interface forward IPv6 (a router: the Router flag of its advertisements)?"""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/forwarding") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def _exists(ifname: str) -> bool:
     try:
         socket.if_nametoindex(ifname)
@@ -437,7 +473,8 @@ def _exists(ifname: str) -> bool:
 
 
 def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1) -> int:
-    """Send `count` gratuitous ARPs for `address`, back to back; returns how many went out.
+    """Send `count` gratuitous ARPs for `address` (unsolicited Neighbor Advertisements for an
+    IPv6 one), back to back; returns how many went out.
 
     mac=None: from ifname with its own MAC. mac=<vmac>: from the vmac macvlan on ifname when it
     exists (else from ifname itself, with mac as the source). Raises OSError (ENODEV, ENETDOWN…).
@@ -453,11 +490,14 @@ def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1)
         src = mac_address(ifname)
         if src is None:
             raise OSError(errno.ENODEV, f"no interface {ifname}")
-    frame = build_garp(src, address)
+    if ":" in address:
+        frame, ethertype = build_unsolicited_na(src, address, forwarding(ifname)), ETH_P_IPV6
+    else:
+        frame, ethertype = build_garp(src, address), ETH_P_ARP
     s = _packet_socket()
     sent = 0
     for _ in range(max(1, count)):
-        s.sendto(frame, (out_if, ETH_P_ARP))
+        s.sendto(frame, (out_if, ethertype))
         sent += 1
     return sent
 

@@ -4,6 +4,10 @@ received datagram judged once (ha/classify.py) and handed to whoever owns its ki
     socket readable -> recv_all (ingress and own checks) -> strangers' token buckets
         -> classify -> on_advert (the election) / on_probe (the doctor) / a counted drop
 
+On a dual-stack link a second socket speaks IPv6 (to ff02::12, or the partner's IPv6 address):
+each advert round goes out in both families, and an advert heard in either keeps the link's
+path alive. The election does not know families: one appliance, one rank.
+
 Each datagram is handled on its own: an exception from judging it or from a callback is
 counted as internal_error (its traceback logged once per 10 s per kind) and the batch goes on.
 """
@@ -16,12 +20,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
 from ..config.ha import Config, Interface
 from ..ha import election as el
-from ..ha.classify import Kind, classify
+from ..ha.classify import Kind, Packet, Verdict, classify, classify_packet
 from ..ha.drops import DropReason
 from ..ha.profile import CarpProfile, Heard, SealedProfile, VrrpProfile
 from ..ha.replay import ReplayGuard
@@ -29,7 +34,7 @@ from ..ha.sealed import advert_key
 from .counter import AdvertCounter
 from .limits import RateLimitedLog, TokenBuckets
 from .paths import IfaceState, Paths
-from .rawsock import AdvertSocket, destinations
+from .rawsock import AdvertSocket, AdvertSocket6, destinations
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 # Datagrams from anyone but the partner (other VRRP routers, a foreign speaker, a flood): each
@@ -66,8 +71,10 @@ def election_params(cfg: Config) -> el.Params:
     return make_profile(cfg).params(cfg.own_address, cfg.preempt, cfg.initial_wait)
 
 
-def advertised_addresses(cfg: Config, iface: Interface) -> list[IPv4Address]:
-    """The addresses an advert on `iface` carries (and a received one must carry).
+def advertised_addresses(cfg: Config, iface: Interface) -> list[IPv4Address | IPv6Address]:
+    """The addresses an advert on `iface` carries (and a received one must carry), both
+    families: CARP's HMAC covers all of them whatever the advert's family; a VRRP advert
+    carries those of its own family (ha/profile.py).
 
     An interface without shared addresses (the heartbeat cable) carries all of the pair's:
     VRRP needs at least one, and the CARP HMAC then proves the same appliance on every link.
@@ -91,8 +98,8 @@ class AdvertPaths:
         paths: Paths,
         *,
         on_advert: Callable[[el.Rank, bool, str], None],
-        on_probe: Callable[[str, IPv4Address, bytes], None],
-        on_foreign: Callable[[str, IPv4Address, bytes], None],
+        on_probe: Callable[[str, IPv4Address | IPv6Address, bytes], None],
+        on_foreign: Callable[[str, IPv4Address | IPv6Address, bytes], None],
         clock: Callable[[], float] = time.monotonic,
     ):
         """on_advert(rank, bow_out, interface): a valid partner advert, ranked as the partner.
@@ -111,6 +118,7 @@ class AdvertPaths:
         self.on_advert, self.on_probe, self.on_foreign = on_advert, on_probe, on_foreign
         self.counters = AdvertCounters()
         self.sockets: dict[str, AdvertSocket] = {}
+        self.sockets6: dict[str, AdvertSocket6] = {}  # dual-stack links
         self.counter = secrets.randbits(63)  # CARP's and VRRP's: starts random, like BSD
         self._counter: AdvertCounter | None = None  # carpool adverts': rises across restarts
         self.replay = ReplayGuard()
@@ -128,10 +136,18 @@ class AdvertPaths:
         self.partner = cfg.partner_address
         # Ranks compare unit identities, not per-link sources: any partner address counts as
         # the partner's primary one, or the tie-break would differ per interface and flap.
-        self.partner_identity = {i.partner(cfg.role): self.partner for i in cfg.interfaces}
+        self.partner_identity: dict[IPv4Address | IPv6Address, IPv4Address] = {
+            i.partner(cfg.role): self.partner for i in cfg.interfaces
+        }
+        self.partner_identity.update(
+            {a: self.partner for i in cfg.interfaces if (a := i.partner6(cfg.role)) is not None}
+        )
         self._partner_sources = {a.packed for a in self.partner_identity}  # as in a header
         self.ifaces = {i.name: i for i in cfg.interfaces}
         self._partner_on = {i.name: i.partner(cfg.role) for i in cfg.interfaces}
+        # VRRPv3 over IPv6 speaks from link-local addresses (RFC 9568), which no
+        # configuration names: there, any link-local source on the link is the partner's
+        self._vrrp6 = isinstance(self.profile, VrrpProfile)
         self._carried = {i.name: advertised_addresses(cfg, i) for i in cfg.interfaces}
         for name in self.ifaces:
             self.paths.setdefault(name, IfaceState())
@@ -145,7 +161,7 @@ class AdvertPaths:
             self._counter = AdvertCounter(self.cfg.state_dir)
         self._open_sockets(loop)
 
-    def is_partner(self, source: IPv4Address) -> bool:
+    def is_partner(self, source: IPv4Address | IPv6Address) -> bool:
         return source in self.partner_identity
 
     @property
@@ -207,6 +223,27 @@ class AdvertPaths:
                         self.counters.sent += 1
                     else:
                         self.counters.send_errors += 1
+        for name, sock6 in self.sockets6.items():
+            self._send6(name, sock6, bow_out, demote, counter)
+
+    def _send6(
+        self, name: str, sock: AdvertSocket6, bow_out: bool, demote: int, counter: int
+    ) -> None:
+        """This round's advert in IPv6 (our own form only: an older release speaks no IPv6)."""
+        partner6 = self.ifaces[name].partner6(self.cfg.role)
+        source = sock.sender()
+        carried = self._carried[name]
+        if partner6 is None or (self._vrrp6 and not any(a.version == 6 for a in carried)):
+            return  # VRRP needs an address of the advert's family to carry
+        if source is None:  # no link-local address yet (a link just up): next round
+            self.counters.send_errors += 1
+            return
+        for dst in destinations(self.cfg.transport, partner6):
+            payload = self.profile.encode(bow_out, demote, counter, carried, source, dst)
+            if sock.send(payload, str(dst), source):
+                self.counters.sent += 1
+            else:
+                self.counters.send_errors += 1
 
     def send_probe(self, payload: bytes) -> dict[str, int]:
         """A doctor probe on every advert socket to every advert destination: sent per path."""
@@ -238,59 +275,97 @@ class AdvertPaths:
             if source not in self._partner_sources and not self._strangers.allow(source):
                 drops[DropReason.RATE_LIMITED] += 1  # and no further work
                 continue
-            stage = "classify"
-            try:
-                verdict = classify(
-                    datagram,
-                    partner=self._partner_on[name],
-                    vhid=self.cfg.vhid,
-                    decoder=self.profile,
-                    addresses=self._carried[name],
-                )
-                if verdict.foreign:
-                    assert verdict.source is not None  # judged on a parsed packet: it has one
-                    stage = "on_foreign"
-                    self.on_foreign(name, verdict.source, verdict.payload)
-                if verdict.kind is Kind.PROBE:
-                    assert verdict.source is not None  # likewise
-                    stage = "on_probe"
-                    self.on_probe(name, verdict.source, verdict.payload)
-                elif verdict.kind is Kind.DROP:
-                    drops[verdict.reason] += 1
-                    log.debug("drop on %s: %s", name, verdict.drop)
-                else:
-                    assert verdict.heard is not None  # an ADVERT verdict carries it
-                    stage = "on_advert"
-                    self._heard(name, verdict.heard)
-            except Exception as e:
-                drops[DropReason.INTERNAL_ERROR] += 1
-                self._errors.exception(
-                    (stage, type(e).__name__),
-                    "advert path on %s: %s failed on a datagram of %d bytes",
-                    name,
-                    stage,
-                    len(datagram),
-                )
+            self._judge(name, name, len(datagram), partial(self._classify4, datagram, name))
 
-    def _heard(self, name: str, heard: Heard) -> None:
-        if not self._form_accepted(name, heard):
+    def on_readable6(self, name: str) -> None:
+        """on_readable for the link's IPv6 socket: the same judgement, per packet."""
+        drops = self.counters.drops
+        try:
+            batch = self.sockets6[name].recv_all()
+        except Exception as e:
+            drops[DropReason.INTERNAL_ERROR] += 1
+            self._errors.exception(
+                ("recv6", type(e).__name__), "advert path on %s (IPv6): reading failed", name
+            )
+            return
+        for pkt in batch:
+            source = pkt.src.packed
+            known = source in self._partner_sources or (self._vrrp6 and pkt.src.is_link_local)
+            if not known and not self._strangers.allow(source):
+                drops[DropReason.RATE_LIMITED] += 1
+                continue
+            self._judge(name, f"{name}/ipv6", len(pkt.payload), partial(self._classify6, pkt, name))
+
+    def _classify4(self, datagram: bytes, name: str) -> Verdict:
+        return classify(
+            datagram,
+            partner=self._partner_on[name],
+            vhid=self.cfg.vhid,
+            decoder=self.profile,
+            addresses=self._carried[name],
+        )
+
+    def _classify6(self, pkt: Packet, name: str) -> Verdict:
+        return classify_packet(
+            pkt,
+            partner=self.ifaces[name].partner6(self.cfg.role),
+            vhid=self.cfg.vhid,
+            decoder=self.profile,
+            addresses=self._carried[name],
+            link_local_partner=self._vrrp6,
+        )
+
+    def _judge(self, name: str, path: str, size: int, judge: Callable[[], Verdict]) -> None:
+        """One datagram: judged, then handed on or counted. Never raises. `path`: the link,
+        and the family for IPv6 (the counter rule's key)."""
+        drops = self.counters.drops
+        stage = "classify"
+        try:
+            verdict = judge()
+            if verdict.foreign:
+                assert verdict.source is not None  # judged on a parsed packet: it has one
+                stage = "on_foreign"
+                self.on_foreign(name, verdict.source, verdict.payload)
+            if verdict.kind is Kind.PROBE:
+                assert verdict.source is not None  # likewise
+                stage = "on_probe"
+                self.on_probe(name, verdict.source, verdict.payload)
+            elif verdict.kind is Kind.DROP:
+                drops[verdict.reason] += 1
+                log.debug("drop on %s: %s", path, verdict.drop)
+            else:
+                assert verdict.heard is not None  # an ADVERT verdict carries it
+                stage = "on_advert"
+                self._heard(name, verdict.heard, path)
+        except Exception as e:
+            drops[DropReason.INTERNAL_ERROR] += 1
+            self._errors.exception(
+                (stage, type(e).__name__),
+                "advert path on %s: %s failed on a datagram of %d bytes",
+                path,
+                stage,
+                size,
+            )
+
+    def _heard(self, name: str, heard: Heard, path: str) -> None:
+        if not self._form_accepted(path, heard):
             return
         self.counters.received += 1
-        rank = heard.rank
-        identity = self.partner_identity.get(heard.source)
-        if identity is not None:
-            rank = replace(rank, address=int(identity))
+        # Ranks compare unit identities, not per-link sources (or the tie-break would differ
+        # per link and flap): classify let only the partner through, so the rank is its own.
+        rank = replace(heard.rank, address=int(self.partner))
         st = self.paths[name]
         st.last_advert = self.clock()
         st.adverts_heard += 1
         self.on_advert(rank, heard.bow_out, name)
 
-    def _form_accepted(self, name: str, heard: Heard) -> bool:
+    def _form_accepted(self, path: str, heard: Heard) -> bool:
         """The counter rule for carpool adverts; an older release's form only from a partner
         that has not spoken the carpool form since we started (a rolling upgrade)."""
         drops = self.counters.drops
         if heard.form == SealedProfile.form:
-            if heard.counter is None or not self.replay.accept(name, heard.counter):
+            # per path and family: one round sends the same counter in IPv4 and IPv6
+            if heard.counter is None or not self.replay.accept(path, heard.counter):
                 drops[DropReason.REPLAYED] += 1
                 return False
             self.partner_sealed = True
@@ -310,11 +385,13 @@ class AdvertPaths:
 
     # -- sockets ---------------------------------------------------------------------------
     def _open_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One advert socket per checked interface (opened or closed to match the config)."""
+        """One advert socket per checked interface, and an IPv6 one where both units have an
+        IPv6 address on it (opened or closed to match the config)."""
         wanted = {i.name: i for i in self.cfg.checked}
         for name in [n for n in self.sockets if n not in wanted]:
             loop.remove_reader(self.sockets[name].fileno())
             self.sockets.pop(name).close()
+        self._open_sockets6(loop, wanted)
         for name, iface in wanted.items():
             if name in self.sockets:
                 continue
@@ -332,9 +409,46 @@ class AdvertPaths:
             self.sockets[name] = sock
             loop.add_reader(sock.fileno(), self.on_readable, name)
 
+    def _open_sockets6(self, loop: asyncio.AbstractEventLoop, wanted: dict[str, Interface]) -> None:
+        role = self.cfg.role
+        wanted6 = {
+            name: iface
+            for name, iface in wanted.items()
+            if iface.own6(role) is not None and iface.partner6(role) is not None
+        }
+        for name in list(self.sockets6):
+            sock = self.sockets6[name]
+            iface = wanted6.get(name)
+            if (
+                iface is None
+                or sock.source != self._source6(iface)
+                or sock.transport != self.cfg.transport
+            ):
+                loop.remove_reader(sock.fileno())
+                self.sockets6.pop(name).close()
+        for name, iface in wanted6.items():
+            if name in self.sockets6:
+                continue
+            try:
+                sock6 = AdvertSocket6(
+                    name, self._source6(iface), self.cfg.transport, drops=self.counters.drops
+                )
+            except OSError as e:
+                log.error("%s: cannot open IPv6 advert socket: %s", name, e)
+                continue
+            self.sockets6[name] = sock6
+            loop.add_reader(sock6.fileno(), self.on_readable6, name)
+
+    def _source6(self, iface: Interface) -> IPv6Address | None:
+        """VRRPv3 speaks from the link-local address (None: looked up as it comes and goes);
+        carpool and CARP adverts from the unit's configured IPv6 address."""
+        return None if self._vrrp6 else iface.own6(self.cfg.role)
+
     def close(self) -> None:
         for sock in self.sockets.values():
             sock.close()
+        for sock6 in self.sockets6.values():
+            sock6.close()
 
 
 def bow_out_once(cfg: Config) -> None:
@@ -357,3 +471,26 @@ def bow_out_once(cfg: Config) -> None:
                 sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
         finally:
             sock.close()
+        _bow_out6(cfg, profile, iface, counter, carried)
+
+
+def _bow_out6(cfg: Config, profile: Profile, iface: Interface, counter: int, carried: list) -> None:
+    own6, partner6 = iface.own6(cfg.role), iface.partner6(cfg.role)
+    if own6 is None or partner6 is None:
+        return
+    vrrp = isinstance(profile, VrrpProfile)
+    if vrrp and not any(a.version == 6 for a in carried):
+        return
+    try:
+        sock = AdvertSocket6(iface.name, None if vrrp else own6, cfg.transport)
+    except OSError as e:
+        log.warning("%s: cannot bow out over IPv6: %s", iface.name, e)
+        return
+    try:
+        source = sock.sender()
+        if source is None:
+            return
+        for dst in destinations(cfg.transport, partner6):
+            sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst), source)
+    finally:
+        sock.close()

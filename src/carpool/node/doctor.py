@@ -19,7 +19,7 @@ import collections
 import secrets
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .. import __version__, events
 from ..ha import probe
@@ -80,7 +80,7 @@ class DoctorAgent:
         return probe.probe_key(self.unit.cfg.secret)
 
     # -- receive side (called from the daemon's socket reader) ------------------------------
-    def note_foreign(self, iface: str, source: IPv4Address, payload: bytes) -> None:
+    def note_foreign(self, iface: str, source: IPv4Address | IPv6Address, payload: bytes) -> None:
         """An advert for our VHID from an address that is neither ours nor the partner's."""
         kind = (
             {2: "CARP", 3: "VRRPv3", 12: "carpool"}.get(
@@ -123,7 +123,7 @@ class DoctorAgent:
             for (i, s), v in sorted(self.foreign.items())
         ]
 
-    def on_probe(self, iface: str, source: IPv4Address, payload: bytes) -> None:
+    def on_probe(self, iface: str, source: IPv4Address | IPv6Address, payload: bytes) -> None:
         if not self.unit.is_partner(source):  # only the partner gets answers: not even decoded
             self.counters["probe_from_stranger"] += 1
             return

@@ -11,6 +11,8 @@ matching the moment it expires, checked at lookup), so:
                              output:     drop from a shared address that is not in @live
     table arp carpool_fence  input:  no ARP answer for a shared address not in @live
                              output: no ARP sent from a shared address not in @live
+    table ip6 carpool_fence  as ip, for IPv6 shared addresses; its output rule also stops the
+                             kernel's Neighbor Advertisements for them (sent from the target)
 
 The active unit keeps the addresses it holds in @live with a timeout of a few adverts,
 refreshed as it advertises; when the daemon dies or stops, the elements expire and the
@@ -22,14 +24,16 @@ kernel, and the flush drops addresses no longer held.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
 from .nft import NftCommands
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
 TABLE = "carpool_fence"
-FAMILIES = ("ip", "arp")
+FAMILIES = ("ip", "ip6", "arp")
+Address = IPv4Address | IPv6Address
 FAST_BOUND = 0.08  # fast profiles: dark within 80 ms of the last refresh (the target is 100 ms)
 
 
@@ -40,20 +44,28 @@ def fence_timeout(advert_interval: float) -> float:
     return max(1.75 * advert_interval, min(FAST_BOUND, 4 * advert_interval))
 
 
-def _elements(addresses, timeout_ms: int | None = None) -> str:
+def _of(family: str, addresses: Iterable[Address]) -> list[Address]:
+    """The addresses a family's table holds: IPv6 ones in ip6, IPv4 ones in ip and arp."""
+    version = 6 if family == "ip6" else 4
+    return sorted({a for a in addresses if a.version == version}, key=int)
+
+
+def _elements(addresses: list[Address], timeout_ms: int | None = None) -> str:
     suffix = f" timeout {timeout_ms}ms" if timeout_ms is not None else ""
-    return ", ".join(f"{a}{suffix}" for a in sorted(set(addresses), key=int))
+    return ", ".join(f"{a}{suffix}" for a in addresses)
 
 
-def install_commands(shared: list[IPv4Address]) -> str:
-    """The fence tables, replaced as a whole: every configured shared address, none live."""
-    shared_set = f" elements = {{ {_elements(shared)} }} ;" if shared else ""
-    ip_rules = (
+def _ip_rules(match: str) -> str:
+    return (
         "chain prerouting { type filter hook prerouting priority -400; policy accept; "
-        "ip daddr @shared ip daddr != @live counter drop ; } ; "
+        f"{match} daddr @shared {match} daddr != @live counter drop ; }} ; "
         "chain output { type filter hook output priority -400; policy accept; "
-        "ip saddr @shared ip saddr != @live counter drop ; } ;"
+        f"{match} saddr @shared {match} saddr != @live counter drop ; }} ;"
     )
+
+
+def install_commands(shared: list[Address]) -> str:
+    """The fence tables, replaced as a whole: every configured shared address, none live."""
     arp_rules = (
         "chain input { type filter hook input priority 0; policy accept; "
         "arp daddr ip @shared arp daddr ip != @live counter drop ; } ; "
@@ -61,25 +73,29 @@ def install_commands(shared: list[IPv4Address]) -> str:
         "arp saddr ip @shared arp saddr ip != @live counter drop ; } ;"
     )
     lines = []
-    for family, rules in (("ip", ip_rules), ("arp", arp_rules)):
+    for family, rules in (("ip", _ip_rules("ip")), ("ip6", _ip_rules("ip6")), ("arp", arp_rules)):
+        kind = "ipv6_addr" if family == "ip6" else "ipv4_addr"
+        mine = _of(family, shared)
+        elements = f" elements = {{ {_elements(mine)} }} ;" if mine else ""
         lines.append(f"table {family} {TABLE} {{ }}")
         lines.append(f"delete table {family} {TABLE}")
         lines.append(
             f"table {family} {TABLE} {{ "
-            f"set shared {{ type ipv4_addr ;{shared_set} }} ; "
-            f"set live {{ type ipv4_addr ; flags timeout ; }} ; {rules} }}"
+            f"set shared {{ type {kind} ;{elements} }} ; "
+            f"set live {{ type {kind} ; flags timeout ; }} ; {rules} }}"
         )
     return "\n".join(lines) + "\n"
 
 
-def refresh_commands(live: list[IPv4Address], timeout: float) -> str:
+def refresh_commands(live: list[Address], timeout: float) -> str:
     """One transaction: @live becomes exactly `live`, each element for `timeout` seconds."""
     ms = max(1, round(timeout * 1000))
     lines = []
     for family in FAMILIES:
         lines.append(f"flush set {family} {TABLE} live")
-        if live:
-            lines.append(f"add element {family} {TABLE} live {{ {_elements(live, ms)} }}")
+        mine = _of(family, live)
+        if mine:
+            lines.append(f"add element {family} {TABLE} live {{ {_elements(mine, ms)} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -90,7 +106,7 @@ class Fence:
 
     def __init__(self, timeout: float):
         self.timeout = timeout
-        self.live: tuple[IPv4Address, ...] = ()
+        self.live: tuple[Address, ...] = ()
         self.installed = False
         self.refreshes = 0
         self._last_refresh = float("-inf")
@@ -99,15 +115,15 @@ class Fence:
     def _run(self, commands: str) -> bool:
         return self._nft.run(commands)
 
-    def install(self, shared: list[IPv4Address]) -> None:
+    def install(self, shared: list[Address]) -> None:
         """At start and when the configured shared addresses change; nothing is live after."""
         self.installed = self._run(install_commands(shared))
         self.live, self._last_refresh = (), float("-inf")
 
-    def hold(self, live: list[IPv4Address], now: float, force: bool = False) -> None:
+    def hold(self, live: list[Address], now: float, force: bool = False) -> None:
         """Keep `live` serving for another timeout. Called with each advert; refreshes once a
         third of the timeout has passed (or at once with force: a takeover, a new set)."""
-        wanted = tuple(sorted(set(live), key=int))
+        wanted = tuple(sorted(set(live), key=lambda a: (a.version, int(a))))
         if not self.installed:
             return
         if not force and wanted == self.live and now - self._last_refresh < self.timeout / 3:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
 from ..config.ha import Config
@@ -40,7 +40,7 @@ class AddressHolder:
         self.shared.loop = loop
 
     @property
-    def ips(self) -> list[IPv4Address]:
+    def ips(self) -> list[IPv4Address | IPv6Address]:
         return [c.ip for i in self.cfg.interfaces for c in i.shared]
 
     @property

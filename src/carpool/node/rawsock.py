@@ -30,11 +30,13 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from typing import overload
 
 from ..ha import ipv6
 from ..ha.drops import DropReason
 from ..ha.ipv4 import PROTO_CARP, TTL
+from ..ha.ipv6 import Ipv6Packet
 
 log = logging.getLogger("carpool.rawsock")
 
@@ -203,3 +205,148 @@ class AdvertSocket:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- IPv6 ---------------------------------------------------------------------------------------
+IPV6_MULTICAST_ALL = 29  # <linux/in6.h>: like IP_MULTICAST_ALL, memberships of this socket only
+_PKTINFO6 = struct.Struct("16sI")  # struct in6_pktinfo: address, ifindex
+_HOPLIMIT = struct.Struct("i")
+_MREQ6 = struct.Struct("16sI")  # struct ipv6_mreq: group, ifindex
+_CMSG_SPACE6 = socket.CMSG_SPACE(_PKTINFO6.size) + socket.CMSG_SPACE(_HOPLIMIT.size)
+
+
+def link_local(ifname: str) -> ipaddress.IPv6Address | None:
+    """The interface's usable link-local address (not tentative, not failed DAD), if it has
+    one yet: VRRPv3 over IPv6 is sent from it (RFC 9568 §5.1.2.1). From /proc/net/if_inet6,
+    one read of a small file."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # address, ifindex, prefix length, scope (0x20 link), flags (0x40 tentative,
+        # 0x08 dadfailed), name
+        if len(fields) == 6 and fields[5] == ifname and int(fields[3], 16) == 0x20:
+            if int(fields[4], 16) & 0x48:
+                continue
+            return ipaddress.IPv6Address(int(fields[0], 16))
+    return None
+
+
+class AdvertSocket6:
+    """The IPv6 twin of AdvertSocket: raw IPPROTO 112 over IPv6 on one interface.
+
+    A raw IPv6 socket hands over the payload only: the source comes from the sender's address,
+    the destination and the ingress interface from IPV6_PKTINFO, the hop limit (which must be
+    255) from IPV6_HOPLIMIT; recv_all() returns ha.ipv6.Ipv6Packet. The source of what we send
+    is set per datagram (IPV6_PKTINFO): the unit's global address on the link, or its
+    link-local one for VRRPv3 (`source=None`: looked up when sending, so a link that had none
+    at start, or lost it, is used as soon as it has one)."""
+
+    def __init__(
+        self,
+        ifname: str,
+        source: ipaddress.IPv6Address | None,
+        transport: str = "multicast",
+        drops: collections.Counter | None = None,
+    ):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r} (expected one of {TRANSPORTS})")
+        self.ifname = ifname
+        self.source = source
+        self.transport = transport
+        self.ifindex = socket.if_nametoindex(ifname)
+        self.drops: collections.Counter = collections.Counter() if drops is None else drops
+        self.last_error: OSError | None = None
+        self._link_local: ipaddress.IPv6Address | None = None
+        self._looked_up = float("-inf")
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, PROTO_CARP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ipv6.HOP_LIMIT)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ipv6.HOP_LIMIT)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+            if transport == "multicast":
+                mreq = _MREQ6.pack(ipv6.GROUP.packed, self.ifindex)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.recv_all()
+
+    def __repr__(self) -> str:
+        return f"AdvertSocket6({self.ifname!r}, {self.source!r}, {self.transport!r})"
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def sender(self) -> ipaddress.IPv6Address | None:
+        """The address adverts leave from: the configured one, else the link-local one (looked
+        up at most once a second: a flood must not read /proc per datagram)."""
+        if self.source is not None:
+            return self.source
+        now = time.monotonic()
+        if now - self._looked_up >= 1.0:
+            self._link_local, self._looked_up = link_local(self.ifname), now
+        return self._link_local
+
+    def send(self, payload: bytes, dst: str, source: ipaddress.IPv6Address) -> bool:
+        """Send one advert from `source` to dst; False on any OSError (no address yet…)."""
+        cmsg = [
+            (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(source.packed, self.ifindex))
+        ]
+        try:
+            self._sock.sendmsg([payload], cmsg, 0, (str(dst), 0, 0, self.ifindex))
+            return True
+        except OSError as e:
+            self.last_error = e
+            log.debug("%s: send to %s failed: %s", self.ifname, dst, e)
+            return False
+
+    def _recv_one(self) -> Ipv6Packet | None:
+        while True:
+            try:
+                data, ancdata, _flags, addr = self._sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE6)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    log.debug("%s: recv error: %s", self.ifname, e)
+                return None
+            ifindex, dst, hops = None, None, -1
+            for level, kind, value in ancdata:
+                if level != socket.IPPROTO_IPV6:
+                    continue
+                if kind == socket.IPV6_PKTINFO and len(value) >= _PKTINFO6.size:
+                    packed, ifindex = _PKTINFO6.unpack_from(value)
+                    dst = ipaddress.IPv6Address(packed)
+                elif kind == socket.IPV6_HOPLIMIT and len(value) >= _HOPLIMIT.size:
+                    hops = _HOPLIMIT.unpack_from(value)[0]
+            if ifindex is not None and ifindex != self.ifindex:
+                self.drops[DropReason.UNKNOWN_INTERFACE] += 1
+                continue
+            src = ipaddress.IPv6Address(addr[0].split("%", 1)[0])
+            if src == self.sender():
+                self.drops[DropReason.OWN_PACKET] += 1
+                continue
+            return Ipv6Packet(src, dst or ipv6.GROUP, hops, PROTO_CARP, data)
+
+    def recv_all(self) -> list[Ipv6Packet]:
+        out = []
+        for _ in range(_BATCH):
+            pkt = self._recv_one()
+            if pkt is None:
+                break
+            out.append(pkt)
+        return out
+
+    def close(self) -> None:
+        self._sock.close()

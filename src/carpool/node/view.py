@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from ..config.document import Document
@@ -30,7 +30,7 @@ class UnitView:
     advert_paths: Callable[[], list[str]]  # interfaces with an advert socket
     now: Callable[[], float]  # the loop's (monotonic) time
     held: Callable[[], list[str]]
-    is_partner: Callable[[IPv4Address], bool]
+    is_partner: Callable[[IPv4Address | IPv6Address], bool]
     send_probe: Callable[[bytes], dict[str, int]]  # on every advert path: sent per path
     partner_ha: Callable[[], dict | None]  # what the partner said on 6973
     sync_port: Callable[[], int]
