@@ -65,7 +65,7 @@ def test_one_way_drops_the_partners_adverts_at_one_unit_only(healed_lab):
 
     def dropped():
         out = lab.exec(
-            standby, ["nft", "-j", "list", "table", "ip", "carpool_lab"], check=True
+            standby, ["nft", "-j", "list", "table", "inet", "carpool_lab"], check=True
         ).stdout
         return sum(
             i["rule"]["expr"][-2]["counter"]["packets"]
@@ -76,7 +76,7 @@ def test_one_way_drops_the_partners_adverts_at_one_unit_only(healed_lab):
     lab.wait_for(lambda: dropped() > 3, 3, what="the partner's adverts dropped")
     assert lab.reaches(standby, addr(master, "eth1"))  # ICMP passes
     lab.heal()
-    assert lab.exec(standby, ["nft", "list", "table", "ip", "carpool_lab"]).returncode != 0
+    assert lab.exec(standby, ["nft", "list", "table", "inet", "carpool_lab"]).returncode != 0
 
 
 def test_partition_cuts_every_path_but_the_client_reaches_both(healed_lab):

@@ -24,9 +24,9 @@ import pytest
 from carpool.lab import LabTimeout
 from carpool.lab.ns import wait_for
 from carpool.lab.sampler import held_intervals
-from carpool.lab.topology import SHARED_LAN, SHARED_SRV
+from carpool.lab.topology import SHARED_LAN, SHARED_LAN6, SHARED_SRV, SHARED_SRV6
 
-SHARED = [SHARED_LAN.split("/")[0], SHARED_SRV.split("/")[0]]
+SHARED = [c.split("/")[0] for c in (SHARED_LAN, SHARED_SRV, SHARED_LAN6, SHARED_SRV6)]
 SLACK = 0.05  # the sampler's period and jitter
 PROFILES = [pytest.param(dict(fast=False), id="default"), pytest.param(dict(fast=True), id="fast")]
 
@@ -43,7 +43,7 @@ def stale_bound(lab) -> float:
 
 def configured(lab, unit: str) -> set[str]:
     """The shared addresses configured in the unit's namespace (whatever the fence says)."""
-    out = lab.exec(unit, ["ip", "-j", "-4", "addr"], check=True).stdout
+    out = lab.exec(unit, ["ip", "-j", "addr"], check=True).stdout
     return {a["local"] for link in json.loads(out) for a in link.get("addr_info", [])} & set(SHARED)
 
 

@@ -54,18 +54,45 @@ def test_a_list_round_trips_as_a_list():
     [
         ({"first": ["198.18.0.11", "198.18.0.13"]}, "interface[0].first", "one address per family"),
         ({"first": ["198.18.0.11", "fe80::1"]}, "interface[0].first", "link-local"),
-        ({"first": ["198.18.0.11", "2001:2::11", "2001:2::13"]}, "interface[0].first", "3 addresses"),
+        (
+            {"first": ["198.18.0.11", "2001:2::11", "2001:2::13"]},
+            "interface[0].first",
+            "3 addresses",
+        ),
         ({"first": 5}, "interface[0].first", "list of one IPv4 and one IPv6"),
         ({"first": ["198.18.0.11", "ff02::1"]}, "interface[0].first", "multicast"),
-        ({"first": "2001:2::11", "second": "2001:2::12", "shared": ["2001:2::10/64"]},
-         "interface[0].first", "IPv6-only link is not supported yet"),
+        (
+            {"first": "2001:2::11", "second": "2001:2::12", "shared": ["2001:2::10/64"]},
+            "interface[0].first",
+            "IPv6-only link is not supported yet",
+        ),
         ({"second": "198.18.0.12"}, "interface[0].shared[1]", "both units need an IPv6 address"),
-        ({"shared": ["198.18.0.10/24", "2001:3::10/64"]}, "interface[0].shared[1]", "outside the subnet"),
-        ({"shared": ["198.18.0.10/24", "2001:2::/64"]}, "interface[0].shared[1]", "Subnet-Router anycast"),
-        ({"shared": ["198.18.0.10/24", "2001:2::10"]}, "interface[0].shared[1]", "needs a prefix length"),
-        ({"shared": ["198.18.0.10/24", "2001:2::10/32"]}, "interface[0].shared[1]", "shorter than /48"),
+        (
+            {"shared": ["198.18.0.10/24", "2001:3::10/64"]},
+            "interface[0].shared[1]",
+            "outside the subnet",
+        ),
+        (
+            {"shared": ["198.18.0.10/24", "2001:2::/64"]},
+            "interface[0].shared[1]",
+            "Subnet-Router anycast",
+        ),
+        (
+            {"shared": ["198.18.0.10/24", "2001:2::10"]},
+            "interface[0].shared[1]",
+            "needs a prefix length",
+        ),
+        (
+            {"shared": ["198.18.0.10/24", "2001:2::10/32"]},
+            "interface[0].shared[1]",
+            "shorter than /48",
+        ),
         ({"shared": ["198.18.0.10/24", "fe80::10/64"]}, "interface[0].shared[1]", "link-local"),
-        ({"shared": ["198.18.0.10/24", "2001:2::12/64"]}, "interface[0].shared[1]", "a unit's own address"),
+        (
+            {"shared": ["198.18.0.10/24", "2001:2::12/64"]},
+            "interface[0].shared[1]",
+            "a unit's own address",
+        ),
         ({"second": ["198.18.0.12", "2001:2::11"]}, "interface[0]", "different addresses"),
     ],
 )
@@ -77,9 +104,17 @@ def test_bad_dual_stack_values_name_the_key(over, key, why):
 
 
 def test_an_ipv6_address_shared_twice_is_refused():
-    doc = {"interface": [iface(), iface(name="eth2", first=["198.18.2.11", "2001:2::21"],
-                                        second=["198.18.2.12", "2001:2::22"],
-                                        shared=["198.18.2.10/24", "2001:2::10/64"])]}
+    doc = {
+        "interface": [
+            iface(),
+            iface(
+                name="eth2",
+                first=["198.18.2.11", "2001:2::21"],
+                second=["198.18.2.12", "2001:2::22"],
+                shared=["198.18.2.10/24", "2001:2::10/64"],
+            ),
+        ]
+    }
     with pytest.raises(document.DocumentError) as e:
         document.parse_document(doc)
     assert "shared address 2001:2::10 is listed twice" in str(e.value)

@@ -27,10 +27,11 @@ from . import invariants as inv
 from .faults import ALL_CUT, FAULTS, Target, partner
 from .ns import LabError, wait_for
 from .sampler import held_intervals
-from .topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, unit_ns
+from .topology import CLIENT, SHARED_LAN, SHARED_LAN6, SHARED_SRV, SHARED_SRV6, UNITS, unit_ns
 
-SHARED = [SHARED_LAN.split("/")[0], SHARED_SRV.split("/")[0]]
-LINKS = {SHARED[0]: "eth0", SHARED[1]: "eth2"}  # where each shared address lives
+# IPv4 first: the probe and the canary use SHARED[0]; the IPv6 ones are judged alike
+SHARED = [c.split("/")[0] for c in (SHARED_LAN, SHARED_SRV, SHARED_LAN6, SHARED_SRV6)]
+LINKS = dict(zip(SHARED, ("eth0", "eth2", "eth0", "eth2"), strict=True))  # where each lives
 CHANNELS = tuple(ALL_CUT)
 CHAOS = {name: f.chaos for name, f in FAULTS.items() if f.chaos}  # the kinds drawn, in order
 WEIGHTS = {kind: c.weight for kind, c in CHAOS.items()}

@@ -5,7 +5,7 @@ to the supervisor: a clean stop), crash (power loss: supervisor and worker froze
 of the unit down, then both SIGKILLed, so nothing reacts and nothing is cleaned up).
 Link faults: link_down / link_up of one unit interface; pull_cable (the switch port facing it
 down: the unit's link loses carrier); cut_heartbeat (both ends of eth1 down).
-Unit faults: block_adverts (an input filter in both units, table ip carpool_lab); one_way (the
+Unit faults: block_adverts (an input filter in both units, table inet carpool_lab); one_way (the
 same table in one unit only, dropping the partner's adverts on chosen paths).
 Chaos faults (issue 11): freeze (SIGSTOP of the worker or of every process of the unit; the pids
 are recorded in <lab dir>/frozen.json so a `heal` from another process thaws them), killall
@@ -39,10 +39,12 @@ from .topology import (
     HEARTBEAT,
     SWITCH,
     UNIT_ADDR,
+    UNIT_ADDR6,
     UNIT_BRIDGE,
     UNITS,
     base_addresses,
     lab_namespaces,
+    link_local_for,
     links,
     unit_ns,
 )
@@ -51,8 +53,9 @@ TABLE = "carpool_lab"
 CHAIN = "forward"  # a chain name; the hook keyword is spelled the same but is not a name here
 SYNC_PORT = 6973
 RULES = {
-    "block-multicast": ["ip daddr 224.0.0.18"],
-    "block-icmp": ["ip protocol icmp"],
+    "block-multicast": ["ip daddr 224.0.0.18", "ip6 daddr ff02::12"],
+    # echo only in IPv6: neighbour discovery is ICMPv6 too, and no switch drops it
+    "block-icmp": ["ip protocol icmp", "icmpv6 type { echo-request, echo-reply }"],
     "block-sync": [f"tcp dport {SYNC_PORT}", f"tcp sport {SYNC_PORT}"],
 }
 PATHS = ("eth0", HEARTBEAT, "eth2")  # the advert paths between the units
@@ -291,11 +294,12 @@ class FaultsMixin(LabBase):
         sh(["nft", "-f", "-"], ns=SWITCH, input="\n".join(script) + "\n")
 
     def block_multicast(self) -> None:
-        """Drop IPv4 to 224.0.0.18 (CARP/VRRP adverts) on both bridges."""
+        """Drop 224.0.0.18 and ff02::12 (CARP/VRRP adverts) on both bridges."""
         self._block("block-multicast", RULES["block-multicast"])
 
     def block_icmp(self) -> None:
-        """Drop all ICMP on both bridges (ARP and TCP still pass)."""
+        """Drop all ICMP and ICMPv6 echo on both bridges (ARP, neighbour discovery and TCP
+        still pass)."""
         self._block("block-icmp", RULES["block-icmp"])
 
     def block_sync(self) -> None:
@@ -319,8 +323,9 @@ class FaultsMixin(LabBase):
                 ["nft", "-f", "-"],
                 ns=unit_ns(unit),
                 input=(
-                    f"table ip {TABLE} {{ chain input {{ type filter hook input priority -300; "
-                    f'policy accept; ip protocol 112 counter drop comment "block-adverts"; }} ; }}\n'
+                    f"table inet {TABLE} {{ chain input {{ type filter hook input priority -300; "
+                    f"policy accept; meta l4proto 112 counter drop "
+                    f'comment "block-adverts"; }} ; }}\n'
                 ),
             )
 
@@ -335,16 +340,22 @@ class FaultsMixin(LabBase):
         unknown = [i for i in chosen if i not in PATHS]
         if unknown:
             raise LabError(f"one-way: unknown path {unknown}: {', '.join(PATHS)}")
+        # in IPv6 from its address or its link-local one (VRRPv3's source)
         rules = " ".join(
-            f"ip saddr {UNIT_ADDR[other][i].split('/')[0]} ip protocol 112 counter drop "
+            f"{family} saddr {source} meta l4proto 112 counter drop "
             f'comment "one-way {other}>{unit} {i}";'
             for i in chosen
+            for family, source in (
+                ("ip", UNIT_ADDR[other][i].split("/")[0]),
+                ("ip6", UNIT_ADDR6[other][i].split("/")[0]),
+                ("ip6", link_local_for(UNIT_ADDR[other][i])),
+            )
         )
         sh(
             ["nft", "-f", "-"],
             ns=unit_ns(unit),
             input=(
-                f"table ip {TABLE} {{ chain oneway {{ type filter hook input priority -300; "
+                f"table inet {TABLE} {{ chain oneway {{ type filter hook input priority -300; "
                 f"policy accept; {rules} }} ; }}\n"
             ),
         )
@@ -368,7 +379,7 @@ class FaultsMixin(LabBase):
             sh(["nft", "delete", "table", "bridge", TABLE], ns=SWITCH, check=False)
         for unit in UNITS:  # block_adverts, one_way
             if unit_ns(unit) in present:
-                sh(["nft", "delete", "table", "ip", TABLE], ns=unit_ns(unit), check=False)
+                sh(["nft", "delete", "table", "inet", TABLE], ns=unit_ns(unit), check=False)
 
     def links_down(self) -> dict[str, list[str]]:
         """Lab-made links that are administratively down, by namespace."""

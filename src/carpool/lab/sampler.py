@@ -4,10 +4,11 @@ One process (the chaos campaign runs it in the client namespace, so a fault that
 process of a unit does not kill it) enters each unit's namespace in turn (setns) and reads
 (from a second thread: setns moves only the calling thread, and /proc/PID/ns/net shows the main
 thread's, which stays home, so the lab never counts the sampler among a unit's processes):
-  - the IPv4 addresses and links over rtnetlink (a raw socket per namespace: a dump costs tens
+  - the addresses (IPv4 and IPv6) and links over rtnetlink (a raw socket per namespace: a dump costs tens
     of microseconds, pyroute2's parsing would cost a millisecond);
-  - only when a shared address is configured there: the fence set (`ip carpool_fence`, set
-    `live`) through libnftables, created inside the namespace.
+  - only when a shared address is configured there: the fence sets (`ip carpool_fence` and,
+    for IPv6 addresses, `ip6 carpool_fence`, set `live`) through libnftables, created inside
+    the namespace.
 A unit holds an address when it is configured on a link with carrier (an address on a link that
 is down reaches nobody) and, if the namespace has the fence table, the address is a live
 (unexpired) element of its set `live`; without the table a configured address counts as held.
@@ -75,24 +76,24 @@ class Rtnl:
                     yield mtype, data[off + 16 : off + length]
                 off += (length + 3) & ~3
 
-    def addresses(self) -> dict[str, int]:
-        """IPv4 address -> ifindex."""
+    def addresses(self, family: int = socket.AF_INET) -> dict[str, int]:
+        """address -> ifindex, of one family (AF_UNSPEC: both), as inet_ntop writes it (for
+        IPv6 the same as str(ipaddress.IPv6Address))."""
         found: dict[str, int] = {}
-        for mtype, msg in self._dump(
-            RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
-        ):
+        for mtype, msg in self._dump(RTM_GETADDR, struct.pack("=BBBBI", family, 0, 0, 0, 0)):
             if mtype != RTM_NEWADDR:
                 continue
             index = struct.unpack_from("=I", msg, 4)[0]
+            af, size = (socket.AF_INET6, 16) if msg[0] == socket.AF_INET6 else (socket.AF_INET, 4)
             off, local, address = 8, None, None
             while off + 4 <= len(msg):
                 alen, atype = struct.unpack_from("=HH", msg, off)
                 if alen < 4:
                     break
                 if atype == IFA_LOCAL:
-                    local = socket.inet_ntoa(msg[off + 4 : off + 8])
+                    local = socket.inet_ntop(af, msg[off + 4 : off + 4 + size])
                 elif atype == IFA_ADDRESS:
-                    address = socket.inet_ntoa(msg[off + 4 : off + 8])
+                    address = socket.inet_ntop(af, msg[off + 4 : off + 4 + size])
                 off += (alen + 3) & ~3
             key = local or address
             if key:
@@ -124,11 +125,23 @@ class Fence:
         except Exception:  # no library: the sampler says so in its start line
             self.nft = None
 
-    def live(self) -> set[str] | None:
-        """The live elements of the set; None if there is no fence table (or no library)."""
+    def live(self, families: tuple[str, ...] = ("ip",)) -> set[str] | None:
+        """The live elements of the families' sets; None if there is no fence table (or no
+        library)."""
         if self.nft is None:
             return None
-        rc, out, _err = self.nft.cmd(f"list set ip {FENCE_TABLE} live")
+        found: set[str] = set()
+        tables = 0
+        for family in families:
+            elements = self._live(family)
+            if elements is not None:
+                found |= elements
+                tables += 1
+        return found if tables else None
+
+    def _live(self, family: str) -> set[str] | None:
+        assert self.nft is not None
+        rc, out, _err = self.nft.cmd(f"list set {family} {FENCE_TABLE} live")
         if rc != 0:
             return None
         found = set()
@@ -154,12 +167,13 @@ class Unit:
     def sample(self, shared: list[str]) -> dict[str, tuple[bool, bool, bool | None]]:
         """address -> (held, configured on a link with carrier, in the fence or None)."""
         setns(self.fd)  # libnftables may open its socket per command
-        addrs = self.rtnl.addresses()
+        ipv6 = any(":" in a for a in shared)
+        addrs = self.rtnl.addresses(socket.AF_UNSPEC if ipv6 else socket.AF_INET)
         present = [a for a in shared if a in addrs]
         if not present:
             return {a: (False, False, None) for a in shared}
         up = self.rtnl.carriers()
-        live = self.fence.live()
+        live = self.fence.live(("ip", "ip6") if ipv6 else ("ip",))
         out = {}
         for a in shared:
             configured = a in addrs and addrs[a] in up
@@ -291,7 +305,7 @@ def held_intervals(
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--unit", action="append", required=True, metavar="NAME=NETNS")
-    p.add_argument("--addr", action="append", required=True, help="a shared IPv4 address")
+    p.add_argument("--addr", action="append", required=True, help="a shared address")
     p.add_argument("--period", type=float, default=0.01)
     p.add_argument("--duration", type=float, default=600.0)
     p.add_argument("--stop-file")

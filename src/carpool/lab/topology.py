@@ -8,7 +8,13 @@
 Only 198.18.0.0/15 is used: lan 198.18.0.0/24 (shared .10, A .11, B .12, client .100, host .254),
 heartbeat 198.18.1.0/30 (A .1, B .2), srv 198.18.2.0/24 (shared gateway .1, A .11, B .12, real
 servers .101+). Interfaces get MACs 02:00:<their IPv4 address in hex> so captures read easily.
-IPv6 is disabled in every lab namespace (no link-local chatter, no address outside the range).
+
+Dual-stack: IPv6 from the benchmarking prefix 2001:2::/48 (RFC 5180) beside it, the same host
+numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100), heartbeat 2001:2:1::/64
+(A ::1, B ::2), srv 2001:2:2::/64 (shared gateway ::1, A ::11, B ::12, real servers ::101+), and
+each interface's link-local address (from its MAC). No DAD, router advertisements or SLAAC in
+the lab (addresses usable at once, none outside the range); the host's end stays IPv4-only.
+The bridges do not snoop multicast: a plain switch (block-multicast is the fault that drops it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ UNIT_ADDR = {
     "a": {"eth0": "198.18.0.11/24", "eth1": "198.18.1.1/30", "eth2": "198.18.2.11/24"},
     "b": {"eth0": "198.18.0.12/24", "eth1": "198.18.1.2/30", "eth2": "198.18.2.12/24"},
 }
+UNIT_ADDR6 = {
+    "a": {"eth0": "2001:2::11/64", "eth1": "2001:2:1::1/64", "eth2": "2001:2:2::11/64"},
+    "b": {"eth0": "2001:2::12/64", "eth1": "2001:2:1::2/64", "eth2": "2001:2:2::12/64"},
+}
+CLIENT_ADDR6 = "2001:2::100/64"
+SHARED_LAN6 = "2001:2::10/64"
+SHARED_SRV6 = "2001:2:2::1/64"
 UNIT_BRIDGE = {"eth0": "lan", "eth2": "srv"}
 MAX_SERVERS = 99
 # Every namespace the lab may have made (and nothing else: tests' own cp-t-* are not ours).
@@ -55,6 +68,18 @@ def server_addr(i: int) -> str:
     return f"198.18.2.{100 + i}"
 
 
+def server_addr6(i: int) -> str:
+    return f"2001:2:2::{100 + i}"
+
+
+def link_local_for(cidr: str) -> str:
+    """The link-local address the kernel derives (EUI-64) from mac_for(cidr)."""
+    mac = bytearray(b"\x02\x00" + ipaddress.IPv4Interface(cidr).ip.packed)
+    mac[0] ^= 0x02  # the universal/local bit flipped (RFC 4291 appendix A)
+    eui = bytes(mac[:3]) + b"\xff\xfe" + bytes(mac[3:])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\0" * 6 + eui))
+
+
 def mac_for(cidr: str) -> str:
     """02:00:c6:12:00:0b for 198.18.0.11: locally administered, readable in a capture."""
     packed = ipaddress.IPv4Interface(cidr).ip.packed
@@ -66,7 +91,7 @@ def lab_namespaces() -> list[str]:
 
 
 def base_addresses(ns: str) -> dict[str, str]:
-    """ifname -> the address the lab gives it, in a lab namespace (not the shared ones)."""
+    """ifname -> the IPv4 address the lab gives it, in a lab namespace (not the shared ones)."""
     for unit in UNITS:
         if ns == unit_ns(unit):
             return dict(UNIT_ADDR[unit])
@@ -90,15 +115,31 @@ def _add_ns(ns: str, extra: Mapping[str, str | int] | None = None) -> None:
     _sysctls(
         ns,
         {
-            "net.ipv6.conf.all.disable_ipv6": 1,
-            "net.ipv6.conf.default.disable_ipv6": 1,
+            **{
+                f"net.ipv6.conf.{which}.{key}": value
+                for which in ("all", "default")
+                for key, value in (
+                    ("disable_ipv6", 0),
+                    ("accept_dad", 0),
+                    ("dad_transmits", 0),
+                    ("accept_ra", 0),
+                    ("autoconf", 0),
+                )
+            },
             **(extra or {}),
         },
     )
 
 
-def _veth(ns: str, name: str, address: str | None, peer_ns: str | None, peer: str) -> None:
-    """A veth pair: `name` (with address and readable MAC) in ns, `peer` in peer_ns."""
+def _veth(
+    ns: str,
+    name: str,
+    address: str | None,
+    peer_ns: str | None,
+    peer: str,
+    address6: str | None = None,
+) -> None:
+    """A veth pair: `name` (with addresses and readable MAC) in ns, `peer` in peer_ns."""
     mac = ("address", mac_for(address)) if address else ()
     ip(
         "link",
@@ -116,6 +157,8 @@ def _veth(ns: str, name: str, address: str | None, peer_ns: str | None, peer: st
     )
     if address:
         ip("addr", "add", address, "dev", name, ns=ns)
+    if address6:
+        ip("addr", "add", address6, "dev", name, "nodad", ns=ns)
 
 
 def _port(port: str, bridge: str) -> None:
@@ -140,7 +183,18 @@ def build(servers: int) -> None:
         },
     )
     for bridge in BRIDGES:
-        ip("link", "add", bridge, "type", "bridge", "stp_state", "0", ns=SWITCH)
+        ip(
+            "link",
+            "add",
+            bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+            ns=SWITCH,
+        )
         ip("link", "set", bridge, "up", ns=SWITCH)
 
     for unit in UNITS:
@@ -148,28 +202,45 @@ def build(servers: int) -> None:
         _add_ns(unit_ns(unit), {"net.ipv4.ip_forward": 1})
     for unit in UNITS:
         for ifname, bridge in UNIT_BRIDGE.items():
-            _veth(unit_ns(unit), ifname, UNIT_ADDR[unit][ifname], SWITCH, f"{unit}-{ifname}")
+            _veth(
+                unit_ns(unit),
+                ifname,
+                UNIT_ADDR[unit][ifname],
+                SWITCH,
+                f"{unit}-{ifname}",
+                UNIT_ADDR6[unit][ifname],
+            )
             _port(f"{unit}-{ifname}", bridge)
-    _veth(unit_ns("a"), HEARTBEAT, UNIT_ADDR["a"][HEARTBEAT], unit_ns("b"), HEARTBEAT)
+    _veth(
+        unit_ns("a"),
+        HEARTBEAT,
+        UNIT_ADDR["a"][HEARTBEAT],
+        unit_ns("b"),
+        HEARTBEAT,
+        UNIT_ADDR6["a"][HEARTBEAT],
+    )
     ip("link", "set", HEARTBEAT, "address", mac_for(UNIT_ADDR["b"][HEARTBEAT]), ns=unit_ns("b"))
     ip("addr", "add", UNIT_ADDR["b"][HEARTBEAT], "dev", HEARTBEAT, ns=unit_ns("b"))
+    ip("addr", "add", UNIT_ADDR6["b"][HEARTBEAT], "dev", HEARTBEAT, "nodad", ns=unit_ns("b"))
     for unit in UNITS:
         for ifname in UNIT_ADDR[unit]:
             ip("link", "set", ifname, "up", ns=unit_ns(unit))
 
     _add_ns(CLIENT, arp_accept)
-    _veth(CLIENT, "eth0", CLIENT_ADDR, SWITCH, "c1")
+    _veth(CLIENT, "eth0", CLIENT_ADDR, SWITCH, "c1", CLIENT_ADDR6)
     _port("c1", "lan")
     ip("link", "set", "eth0", "up", ns=CLIENT)
     ip("route", "add", "default", "via", _ip(SHARED_LAN), ns=CLIENT)
+    ip("-6", "route", "add", "default", "via", _ip(SHARED_LAN6), ns=CLIENT)
 
     for i in range(1, servers + 1):
         ns = server_ns(i)
         _add_ns(ns, arp_accept)
-        _veth(ns, "eth0", f"{server_addr(i)}/24", SWITCH, f"r{i}")
+        _veth(ns, "eth0", f"{server_addr(i)}/24", SWITCH, f"r{i}", f"{server_addr6(i)}/64")
         _port(f"r{i}", "srv")
         ip("link", "set", "eth0", "up", ns=ns)
         ip("route", "add", "default", "via", _ip(SHARED_SRV), ns=ns)
+        ip("-6", "route", "add", "default", "via", _ip(SHARED_SRV6), ns=ns)
 
     # The host (root namespace) on lan. No IPv6 link-local address on it either.
     ip(

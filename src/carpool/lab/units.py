@@ -37,8 +37,11 @@ from .topology import (
     HEARTBEAT,
     ROLES,
     SHARED_LAN,
+    SHARED_LAN6,
     SHARED_SRV,
+    SHARED_SRV6,
     UNIT_ADDR,
+    UNIT_ADDR6,
     UNITS,
     server_addr,
     unit_ns,
@@ -75,7 +78,7 @@ def base_config(
     """The lab's configuration document of one unit, as a dict (before overrides)."""
 
     def own(unit_, ifname):
-        return UNIT_ADDR[unit_][ifname].split("/")[0]
+        return [UNIT_ADDR[unit_][ifname].split("/")[0], UNIT_ADDR6[unit_][ifname].split("/")[0]]
 
     return {
         # The lab restarts units on purpose, far more often than reboot-loop protection allows.
@@ -86,12 +89,12 @@ def base_config(
             "restart_limit": 0,
         },
         # the unit's WUI on its own LAN address (the host reaches the lab's LAN directly)
-        "web": {"bind": own(unit, "eth0"), "port": WUI_PORT},
+        "web": {"bind": own(unit, "eth0")[0], "port": WUI_PORT},
         "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
         "interface": [
             {
                 "name": "eth0",
-                "shared": [SHARED_LAN],
+                "shared": [SHARED_LAN, SHARED_LAN6],
                 "first": own("a", "eth0"),
                 "second": own("b", "eth0"),
             },
@@ -103,7 +106,7 @@ def base_config(
             },
             {
                 "name": "eth2",
-                "shared": [SHARED_SRV],
+                "shared": [SHARED_SRV, SHARED_SRV6],
                 "first": own("a", "eth2"),
                 "second": own("b", "eth2"),
             },

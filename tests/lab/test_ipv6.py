@@ -1,0 +1,155 @@
+"""A dual-stack pair in the lab (the lab's default): IPv6 shared addresses held with the IPv4
+ones (nodad, deprecated), adverts in both families feeding one election, a takeover that the
+client follows through an unsolicited Neighbor Advertisement, and the fence over IPv6."""
+
+from __future__ import annotations
+
+import json
+
+from carpool.lab.topology import (
+    CLIENT,
+    SHARED_LAN,
+    SHARED_LAN6,
+    SHARED_SRV,
+    SHARED_SRV6,
+    UNIT_ADDR,
+    mac_for,
+)
+
+SHARED6 = {SHARED_LAN6, SHARED_SRV6}
+SHARED = {SHARED_LAN, SHARED_SRV} | SHARED6
+VIP6 = SHARED_LAN6.split("/")[0]
+TAKEOVER = 10.0  # s: master down (3 s) + detection, with room for a loaded machine
+ROUNDS = 5  # advert rounds (one a second on each of 3 paths) past master down (3 s)
+
+
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def addresses(lab, unit: str) -> dict[str, dict]:
+    """cidr -> ip's addr_info of every address in the unit's namespace."""
+    out = lab.exec(unit, ["ip", "-j", "addr", "show"], check=True).stdout
+    return {
+        f"{a['local']}/{a['prefixlen']}": a
+        for link in json.loads(out)
+        for a in link.get("addr_info", [])
+    }
+
+
+def held(lab, unit: str) -> set[str]:
+    return set(addresses(lab, unit)) & SHARED
+
+
+def client_neighbour(lab) -> str | None:
+    """The link-layer address the client has for the shared IPv6 address."""
+    out = lab.exec(CLIENT, ["ip", "-j", "-6", "neigh", "show", VIP6], check=True).stdout
+    found = [n.get("lladdr") for n in json.loads(out) if n.get("dst") == VIP6]
+    return found[0] if found else None
+
+
+def fence_live6(lab, unit: str) -> set[str]:
+    out = lab.exec(unit, ["nft", "-j", "list", "set", "ip6", "carpool_fence", "live"]).stdout
+    return {
+        str(e["elem"]["val"] if isinstance(e, dict) else e)
+        for item in json.loads(out)["nftables"]
+        for e in item.get("set", {}).get("elem", [])
+    }
+
+
+def test_the_master_holds_the_ipv6_shared_addresses_nodad_and_deprecated(healed_lab):
+    lab = healed_lab
+    master = lab.wait_for_master()
+    lab.wait_for(
+        lambda: held(lab, master) == SHARED and not held(lab, other(master)),
+        TAKEOVER,
+        what=f"{master} holds every shared address, both families",
+    )
+    mine = addresses(lab, master)
+    for cidr in SHARED6:
+        # nodad: the partner held it a moment ago; deprecated: never the unit's own source
+        assert mine[cidr].get("nodad") and mine[cidr].get("deprecated"), mine[cidr]
+        assert mine[cidr]["valid_life_time"] <= 3  # the kernel's backstop lifetime
+    assert fence_live6(lab, master) == {c.split("/")[0] for c in SHARED6}
+    assert lab.reaches(CLIENT, VIP6)
+    assert client_neighbour(lab) == mac_for(UNIT_ADDR[master]["eth0"])
+
+
+def _advert_drops(lab, unit: str) -> int:
+    out = lab.exec(unit, ["nft", "-j", "list", "table", "inet", "carpool_lab"], check=True).stdout
+    return sum(
+        expr["counter"]["packets"]
+        for item in json.loads(out)["nftables"]
+        if "rule" in item
+        for expr in item["rule"]["expr"]
+        if "counter" in expr
+    )
+
+
+def test_adverts_in_either_family_alone_keep_the_pair_as_it_is(healed_lab):
+    """One election across families: with one family's adverts dropped at the standby (in
+    the table `lab heal` removes), the other family's keep every path alive past master
+    down, and nothing moves."""
+    lab = healed_lab
+    master = lab.wait_for_master()
+    standby = other(master)
+    transitions = lab.unit_status(standby)["counters"]["transitions"]
+    for family in ("ipv4", "ipv6"):
+        lab.exec(
+            standby,
+            ["nft", "-f", "-"],
+            input=(
+                "table inet carpool_lab { chain input { type filter hook input priority -300; "
+                f"meta nfproto {family} meta l4proto 112 counter drop ; }} ; }}\n"
+            ),
+            check=True,
+        )
+        try:
+            lab.wait_for(
+                lambda: _advert_drops(lab, standby) >= 3 * ROUNDS,
+                3 * ROUNDS,
+                what=f"{ROUNDS} rounds of {family} adverts dropped at {standby}",
+            )
+            status = lab.unit_status(standby)
+            assert status["state"] == "backup", (family, status["reason"])
+            assert status["counters"]["transitions"] == transitions
+            assert all(p["advert_alive"] for p in status["partner"].values()), family
+        finally:
+            lab.exec(standby, ["nft", "delete", "table", "inet", "carpool_lab"])
+    assert lab.master() == master
+
+
+def test_a_killed_master_hands_its_ipv6_addresses_over_and_the_client_follows(healed_lab):
+    """killall (nobody cleans up): the partner takes over, its unsolicited NA moves the
+    client's neighbour entry to its MAC, the client reaches the address again, and the dead
+    unit's fence has darkened its IPv6 addresses (the kernel removes them later)."""
+    lab = healed_lab
+    master = lab.wait_for_master()
+    new = other(master)
+    assert lab.reaches(CLIENT, VIP6)
+    assert client_neighbour(lab) == mac_for(UNIT_ADDR[master]["eth0"])
+    lab.killall(master)
+    lab.wait_for(
+        lambda: client_neighbour(lab) == mac_for(UNIT_ADDR[new]["eth0"]),
+        TAKEOVER,
+        what=f"the client's neighbour entry for {VIP6} names {new}'s MAC",
+    )
+    assert held(lab, new) >= SHARED6
+    assert lab.reaches(CLIENT, VIP6)
+    lab.wait_for(lambda: not fence_live6(lab, master), 3, what=f"{master}'s IPv6 fence dark")
+    lab.wait_for(
+        lambda: not held(lab, master) & SHARED6, 6, what="the kernel removes the addresses"
+    )
+
+
+def test_a_clean_stop_removes_the_ipv6_addresses_and_the_partner_takes_them(healed_lab):
+    lab = healed_lab
+    master = lab.wait_for_master()
+    new = other(master)
+    lab.term(master)
+    lab.wait_for(
+        lambda: held(lab, new) == SHARED and not held(lab, master),
+        TAKEOVER,
+        what=f"{new} holds every shared address and {master} none",
+    )
+    assert lab.reaches(CLIENT, VIP6)
