@@ -263,6 +263,27 @@ def _unicast(value: str) -> str:
     return value
 
 
+def _ip(value: str) -> str:
+    """An IPv4 or an IPv6 address, canonical (IPv6 compressed, lower case)."""
+    if ":" not in value:
+        return _ipv4(value)
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {_shown(value)}") from None
+
+
+def _unicast_any(value: str) -> str:
+    """_unicast for either family (an IPv6 link-local one needs a scope no key carries)."""
+    if ":" not in value:
+        return _unicast(value)
+    address = ipaddress.IPv6Address(value)
+    why = "" if address.is_loopback else _not_unicast6(address)
+    if why:
+        raise ValueError(f"{value} is not a unicast address ({why})")
+    return value
+
+
 def _unit_address(value: str) -> str:
     """A unit's own address: unicast, not loopback (link-local is fine: a heartbeat cable)."""
     why = _not_unicast(value) or ("loopback" if value.startswith("127.") else "")
@@ -377,11 +398,9 @@ def _shared(value: str) -> str:
     return value
 
 
-IPv4 = Annotated[Text, AfterValidator(_ipv4)]
-OptionalIPv4 = Annotated[Text, AfterValidator(lambda v: _ipv4(v) if v else v)]  # "" = none
-Unicast = Annotated[IPv4, AfterValidator(_unicast)]
-OptionalUnicast = Annotated[OptionalIPv4, AfterValidator(_unicast)]  # "" = none
-UnitAddress = Annotated[IPv4, AfterValidator(_unit_address)]
+IP = Annotated[Text, AfterValidator(_ip)]  # either family
+UnicastIP = Annotated[IP, AfterValidator(_unicast_any)]
+OptionalUnicastIP = Annotated[Text, AfterValidator(lambda v: _unicast_any(_ip(v)) if v else v)]
 SharedCidr = Annotated[Text, AfterValidator(_shared)]  # IPv4 or IPv6, with its prefix
 UnitAddresses = Annotated[
     str | tuple[str, ...],
@@ -451,7 +470,7 @@ class Interface(_Model):
     check: bool = True
     heartbeat: bool = False
     shared: tuple[SharedCidr, ...] = ()
-    ping_target: OptionalUnicast = ""
+    ping_target: OptionalUnicastIP = ""  # ICMP or ICMPv6 echo
     ping_interval: float = Field(1.0, ge=0.2, le=60)
 
     def addresses(self, role: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
@@ -511,7 +530,7 @@ class Sync(_Model):
 
 
 class RealServer(_Model):
-    address: Unicast
+    address: UnicastIP
     port: Port
     weight: int = Field(1, ge=0, le=256)
     enabled: bool = True
@@ -532,7 +551,7 @@ class HealthCheck(_Model):
 
 class VirtualService(_Model):
     name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    address: IPv4
+    address: IP  # a shared address, either family
     port: Port
     protocol: Literal["tcp", "udp"] = "tcp"
     type: Literal["l4", "http"] = "l4"
@@ -541,7 +560,7 @@ class VirtualService(_Model):
     cookie: bool = False  # http: cookie persistence
     x_forwarded_for: bool = True  # http
     when_down: Literal["reject", "sorry"] = "reject"
-    sorry_server: OptionalUnicast = ""
+    sorry_server: OptionalUnicastIP = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
@@ -554,6 +573,28 @@ class VirtualService(_Model):
             raise ValueError("scheduler lc (least connections) needs type http")
         if self.when_down == "sorry" and not self.sorry_server:
             raise ValueError("when_down = sorry needs a sorry_server")
+        if self.type == "l4":  # NAT stays within a family (HAProxy joins the two)
+            ipv6 = ":" in self.address
+            family = "IPv6" if ipv6 else "IPv4"
+            problems = [
+                Problem(
+                    ("real_server", n, "address"),
+                    f"{rs.address}: an l4 service forwards within its family ({family} here; "
+                    "type http serves either)",
+                )
+                for n, rs in enumerate(self.real_server)
+                if (":" in rs.address) != ipv6
+            ]
+            if self.sorry_server and (":" in self.sorry_server) != ipv6:
+                problems.append(
+                    Problem(
+                        ("sorry_server",),
+                        f"{self.sorry_server}: an l4 service forwards within its family "
+                        f"({family} here)",
+                    )
+                )
+            if problems:
+                raise _Problems(problems)
         return self
 
 

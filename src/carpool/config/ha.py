@@ -54,7 +54,7 @@ class Interface:
     check: bool = True
     heartbeat: bool = False
     shared: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
-    ping_target: ipaddress.IPv4Address | None = None
+    ping_target: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     ping_interval: float = 1.0
     first6: ipaddress.IPv6Address | None = None  # a dual-stack link's IPv6 unit addresses
     second6: ipaddress.IPv6Address | None = None
@@ -351,7 +351,7 @@ def _iface(i: document.Interface) -> Interface:
         check=i.check or i.heartbeat,
         heartbeat=i.heartbeat,
         shared=tuple(ipaddress.ip_interface(c) for c in i.shared),
-        ping_target=ipaddress.IPv4Address(i.ping_target) if i.ping_target else None,
+        ping_target=ipaddress.ip_address(i.ping_target) if i.ping_target else None,
         ping_interval=float(i.ping_interval),
     )
 

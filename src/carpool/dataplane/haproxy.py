@@ -5,7 +5,7 @@ it hitlessly (SIGUSR2 to the master: new workers take the listeners, old ones fi
 connections) when the configuration changes, sets real-server state through the runtime API
 (`set server BACKEND/SERVER state ready|maint`) when a health check flips, and restarts HAProxy
 when it dies. Both units run it: the listeners bind the shared address with
-`ip_nonlocal_bind`, so a takeover only moves the address.
+`ip_nonlocal_bind` (IPv4 and IPv6), so a takeover only moves the address.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .process import stop_process
 log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
 BALANCE = {"rr": "roundrobin", "wrr": "roundrobin", "lc": "leastconn", "sh": "source"}
-NONLOCAL = "/proc/sys/net/ipv4/ip_nonlocal_bind"
+NONLOCAL = ("/proc/sys/net/ipv4/ip_nonlocal_bind", "/proc/sys/net/ipv6/ip_nonlocal_bind")
 PEERS_PORT = 6974  # HAProxy's peers protocol: persistence tables to the partner's HAProxy
 STICK_SIZE = "256k"
 
@@ -53,11 +53,19 @@ def server_name(n: int) -> str:
     return f"rs{n + 1}"
 
 
+def hostport(address: str, port: int) -> str:
+    """address:port as HAProxy reads it, an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def _backend(vs: VirtualService, healthy) -> list[str]:
     lines = [f"backend be_{vs.name}", f"    balance {BALANCE[vs.scheduler]}"]
     if sticky(vs):  # a client seen within `persistence` s goes back to its server
         lines += [
-            f"    stick-table type ip size {STICK_SIZE} expire {vs.persistence}s peers carpool",
+            # type ipv6 holds IPv6 clients (and IPv4 ones, mapped); an IPv4 service keeps
+            # type ip, which its partner on an older release has too
+            f"    stick-table type {'ipv6' if ':' in vs.address else 'ip'} size {STICK_SIZE} "
+            f"expire {vs.persistence}s peers carpool",
             "    stick on src",
         ]
     if vs.x_forwarded_for:
@@ -65,14 +73,14 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
     if vs.cookie:
         lines.append("    cookie CARPOOL insert indirect nocache")
     for n, rs in enumerate(vs.real_server):
-        line = f"    server {server_name(n)} {rs.address}:{rs.port} weight {rs.weight}"
+        line = f"    server {server_name(n)} {hostport(rs.address, rs.port)} weight {rs.weight}"
         if vs.cookie:
             line += f" cookie {server_name(n)}"
         if not rs.enabled or not healthy(vs.name, rs.address, rs.port):
             line += " disabled"
         lines.append(line)
     if vs.when_down == "sorry" and vs.sorry_server:
-        lines.append(f"    server sorry {vs.sorry_server}:{vs.port} backup")
+        lines.append(f"    server sorry {hostport(vs.sorry_server, vs.port)} backup")
     return lines
 
 
@@ -112,7 +120,7 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
             continue
         lines += [
             f"frontend fe_{vs.name}",
-            f"    bind {vs.address}:{vs.port}",
+            f"    bind {hostport(vs.address, vs.port)}",
             f"    default_backend be_{vs.name}",
             "",
         ]
@@ -311,11 +319,12 @@ class HaproxyDataplane:
 
 
 def _nonlocal_bind() -> None:
-    try:
-        with open(NONLOCAL, "w") as f:
-            f.write("1")
-    except OSError as e:
-        log.error("cannot enable ip_nonlocal_bind: %s", e)
+    for path in NONLOCAL:
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+        except OSError as e:
+            log.error("cannot enable %s: %s", path.removeprefix("/proc/sys/"), e)
 
 
 def parse_show_stat(csv_text: str) -> list[dict]:

@@ -63,8 +63,9 @@ async def check_http(address: str, port: int, check: HealthCheck) -> str | None:
     except (TimeoutError, OSError, ssl.SSLError) as e:
         return f"{check.type} connect: {e.__class__.__name__} {e}".strip()
     try:
+        header = f"[{host}]" if ":" in host else host  # an IPv6 literal (RFC 3986 §3.2.2)
         writer.write(
-            f"GET {check.path} HTTP/1.0\r\nHost: {host}\r\n"
+            f"GET {check.path} HTTP/1.0\r\nHost: {header}\r\n"
             f"User-Agent: carpool-health\r\n\r\n".encode()
         )
         line = await asyncio.wait_for(reader.readline(), check.timeout)

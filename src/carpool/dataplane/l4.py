@@ -16,7 +16,7 @@ from ..config.document import Document
 from . import nft
 
 log = events.logger("carpool.l4", events.Kind.DATAPLANE)
-FORWARD = "/proc/sys/net/ipv4/ip_forward"
+FORWARD = {"ip": "/proc/sys/net/ipv4/ip_forward", "ip6": "/proc/sys/net/ipv6/conf/all/forwarding"}
 
 
 _COUNTER = re.compile(r"^\s*(.*?)\s*counter packets (\d+) bytes (\d+)")
@@ -46,8 +46,8 @@ class L4Dataplane:
         async with self._lock:
             if ruleset == self.applied:
                 return True
-            if any(vs.type == "l4" for vs in doc.virtual_service):
-                _enable_forwarding()
+            for family in {nft.family_of(v.address) for v in doc.virtual_service if v.type == "l4"}:
+                _enable_forwarding(family)
             batch = nft.carry_over(ruleset, await self._persisted(ruleset))
             proc = await asyncio.create_subprocess_exec(
                 "nft",
@@ -72,33 +72,36 @@ class L4Dataplane:
     async def counters(self) -> list[tuple[str, int, int]]:
         """(rule, packets, bytes) of the rules with a counter in our table ([] if it is not
         there or nft does not answer in time)."""
-        return parse_counters(await _list_table())
+        return [c for f in nft.FAMILIES for c in parse_counters(await _list_table(family=f))]
 
     async def _persisted(self, ruleset: dict) -> dict:
         """The running table's persistent clients, when the new ruleset has persistence sets
         (a client that arrives between this read and the load is scheduled anew: harmless)."""
         if not any("set" in c.get("add", {}) for c in ruleset["nftables"]):
             return {}
-        listing = await _list_table("-j", timeout=10.0)  # the apply waits for it anyway
-        if not listing:
-            return {}  # no table yet
-        try:
-            return nft.persisted(json.loads(listing))
-        except ValueError as e:
-            log.warning("cannot read the persistent clients, they are scheduled anew: %s", e)
-            return {}
+        found: dict = {}
+        for family in nft.FAMILIES:
+            listing = await _list_table("-j", timeout=10.0, family=family)  # the apply waits
+            if not listing:
+                continue  # no table yet
+            try:
+                found |= nft.persisted(json.loads(listing))
+            except ValueError as e:
+                log.warning("cannot read the persistent clients, they are scheduled anew: %s", e)
+        return found
 
     async def clear(self) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            "nft",
-            "delete",
-            "table",
-            nft.FAMILY,
-            nft.TABLE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await proc.wait()
+        for family in nft.FAMILIES:
+            proc = await asyncio.create_subprocess_exec(
+                "nft",
+                "delete",
+                "table",
+                family,
+                nft.TABLE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            await proc.wait()
         self.applied = None
 
     def status(self) -> dict:
@@ -110,19 +113,20 @@ class L4Dataplane:
         }
 
 
-def _enable_forwarding() -> None:
+def _enable_forwarding(family: str) -> None:
+    name = "IPv6" if family == "ip6" else "IPv4"
     try:
-        with open(FORWARD) as f:
+        with open(FORWARD[family]) as f:
             if f.read().strip() == "1":
                 return
-        with open(FORWARD, "w") as f:
+        with open(FORWARD[family], "w") as f:
             f.write("1")
-        log.info("enabled IPv4 forwarding (virtual services are NATed to the real servers)")
+        log.info("enabled %s forwarding (virtual services are NATed to the real servers)", name)
     except OSError as e:
-        log.error("cannot enable IPv4 forwarding: %s", e)
+        log.error("cannot enable %s forwarding: %s", name, e)
 
 
-async def _list_table(*options: str, timeout: float = 2.0) -> str:
+async def _list_table(*options: str, timeout: float = 2.0, family: str = nft.FAMILY) -> str:
     """`nft [options] list table` of our table; "" when it is not there or nft fails or does
     not answer within timeout."""
     try:
@@ -131,7 +135,7 @@ async def _list_table(*options: str, timeout: float = 2.0) -> str:
             *options,
             "list",
             "table",
-            nft.FAMILY,
+            family,
             nft.TABLE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -1,7 +1,9 @@
 """The L4 data plane as an nftables ruleset (pure: document + server health in, nft JSON out).
 
-One table `ip carpool`, replaced as a whole in one `nft -j -f` transaction (atomic: the kernel
-has the old ruleset or the new one). Per L4 virtual service, in chain `prerouting` (nat):
+Two tables, `ip carpool` for the IPv4 services and `ip6 carpool` for the IPv6 ones (an L4
+service forwards within its family), replaced as a whole in one `nft -j -f` transaction (atomic:
+the kernel has the old rulesets or the new ones). Per L4 virtual service, in chain `prerouting`
+(nat), here in IPv4's words (IPv6's: ip6, icmpv6):
 
     ip daddr VIP tcp dport PORT counter dnat ip to <pick> map { i : server . port, ... }
 
@@ -26,8 +28,14 @@ import zlib
 from ..config.document import Document, VirtualService
 
 TABLE = "carpool"
-FAMILY = "ip"
+FAMILY = "ip"  # the IPv4 table's; FAMILIES: both
+FAMILIES = ("ip", "ip6")
 PERSIST_SIZE = 262144  # clients remembered per server; a full set schedules newcomers anew
+
+
+def family_of(address: str) -> str:
+    """The nftables family of an address: ip or ip6."""
+    return "ip6" if ":" in address else "ip"
 
 
 def _match(protocol: str, field: str, value) -> dict:
@@ -66,7 +74,7 @@ def _key(vs: VirtualService, slots: list) -> dict:
     if vs.scheduler == "sh":
         return {
             "jhash": {
-                "expr": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "expr": {"payload": {"protocol": family_of(vs.address), "field": "saddr"}},
                 "mod": len(slots),
                 "seed": hash_seed(vs),
             }
@@ -89,25 +97,30 @@ def _pick(vs: VirtualService, servers: list[tuple[str, int, int]]) -> dict:
 
 
 def _down_verdict(vs: VirtualService) -> dict:
+    family = family_of(vs.address)
     if vs.when_down == "sorry" and vs.sorry_server:
-        return {"dnat": {"family": "ip", "addr": vs.sorry_server, "port": vs.port}}
+        return {"dnat": {"family": family, "addr": vs.sorry_server, "port": vs.port}}
     if vs.protocol == "tcp":
         return {"reject": {"type": "tcp reset"}}
-    return {"reject": {"type": "icmp", "expr": "port-unreachable"}}
+    kind = "icmpv6" if family == "ip6" else "icmp"
+    return {"reject": {"type": kind, "expr": "port-unreachable"}}
 
 
 def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
     """The service's rules in chain prerouting (nat: only a connection's first packet)."""
-    head = [_match("ip", "daddr", vs.address), _match(vs.protocol, "dport", vs.port)]
+    family = family_of(vs.address)
+    head = [_match(family, "daddr", vs.address), _match(vs.protocol, "dport", vs.port)]
     servers = pool(vs, healthy)
     if not servers:
         return [head + [{"counter": None}, _down_verdict(vs)]]
     if not vs.persistence:
-        return [head + [{"counter": None}, {"dnat": {"family": "ip", "addr": _pick(vs, servers)}}]]
+        return [
+            head + [{"counter": None}, {"dnat": {"family": family, "addr": _pick(vs, servers)}}]
+        ]
     # Persistence with a timeout (like LVS): a client seen within `persistence` seconds goes
     # back to its server; a new one is scheduled as usual, its pick carried from the pick rule
     # to its server's rule in the packet mark (nft 1.0 cannot store a map lookup's result).
-    saddr = {"payload": {"protocol": "ip", "field": "saddr"}}
+    saddr = {"payload": {"protocol": family, "field": "saddr"}}
     number = {(a, p): n + 1 for n, (a, p, _w) in enumerate(servers)}  # 0: no mark set
 
     def to_server(match: dict, op: str, a: str, p: int) -> list[dict]:
@@ -116,7 +129,7 @@ def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
             match,
             {"set": {"op": op, "elem": saddr, "set": name}},
             {"counter": None},
-            {"dnat": {"family": "ip", "addr": a, "port": p}},
+            {"dnat": {"family": family, "addr": a, "port": p}},
         ]
 
     known = [
@@ -159,11 +172,12 @@ def persist_sets(vs: VirtualService, healthy) -> list[str]:
 
 def snat_source(doc: Document, address: str) -> str | None:
     """The shared address in the real server's subnet (what it can answer to directly)."""
-    target = ipaddress.IPv4Address(address)
+    target = ipaddress.ip_address(address)
     for iface in doc.interface:
         for cidr in iface.shared:
-            if target in ipaddress.IPv4Interface(cidr).network:
-                return cidr.split("/")[0]
+            shared = ipaddress.ip_interface(cidr)
+            if shared.version == target.version and target in shared.network:
+                return str(shared.ip)
     return None
 
 
@@ -172,57 +186,64 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
     for rs in vs.real_server:
         source = snat_source(doc, rs.address)
         if source:
+            family = family_of(rs.address)
             rules.append(
                 [
-                    _match("ip", "daddr", rs.address),
+                    _match(family, "daddr", rs.address),
                     _match(vs.protocol, "dport", rs.port),
                     {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
-                    {"snat": {"family": "ip", "addr": source}},
+                    {"snat": {"family": family, "addr": source}},
                 ]
             )
     return rules
 
 
 def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
-    """The whole nft JSON document that replaces table ip carpool."""
-    table = {"family": FAMILY, "name": TABLE}
-    # add + delete + add in one transaction: the table is replaced whole, atomically
-    cmds: list[dict] = [
-        {"add": {"table": dict(table)}},
-        {"delete": {"table": dict(table)}},
-        {"add": {"table": dict(table)}},
-    ]
-    for name, hook, prio in (
-        ("prerouting", "prerouting", -100),
-        ("postrouting", "postrouting", 100),
-    ):
-        cmds.append(
-            {
-                "add": {
-                    "chain": {
-                        "family": FAMILY,
-                        "table": TABLE,
-                        "name": name,
-                        "type": "nat",
-                        "hook": hook,
-                        "prio": prio,
-                        "policy": "accept",
-                    }
-                }
-            }
-        )
+    """The whole nft JSON document that replaces tables ip carpool and ip6 carpool."""
+    cmds: list[dict] = []
+    for family in FAMILIES:
+        table = {"family": family, "name": TABLE}
+        # add + delete + add in one transaction: the table is replaced whole, atomically
+        cmds += [
+            {"add": {"table": dict(table)}},
+            {"delete": {"table": dict(table)}},
+            {"add": {"table": dict(table)}},
+        ]
+        for name, hook, prio in (
+            ("prerouting", "prerouting", -100),
+            ("postrouting", "postrouting", 100),
+        ):
+            chain = {"name": name, "type": "nat", "hook": hook, "prio": prio, "policy": "accept"}
+            cmds.append({"add": {"chain": {"family": family, "table": TABLE, **chain}}})
     for vs in doc.virtual_service:
         if vs.type != "l4":
             continue
+        family = family_of(vs.address)
+
+        def rule(
+            chain: str, expr: list[dict], vs: VirtualService = vs, family: str = family
+        ) -> dict:
+            return {
+                "add": {
+                    "rule": {
+                        "family": family,
+                        "table": TABLE,
+                        "chain": chain,
+                        "comment": vs.name,
+                        "expr": expr,
+                    }
+                }
+            }
+
         for name in persist_sets(vs, healthy):
             cmds.append(
                 {
                     "add": {
                         "set": {
-                            "family": FAMILY,
+                            "family": family,
                             "table": TABLE,
                             "name": name,
-                            "type": "ipv4_addr",
+                            "type": "ipv6_addr" if family == "ip6" else "ipv4_addr",
                             "flags": ["timeout"],
                             "timeout": vs.persistence,
                             "size": PERSIST_SIZE,
@@ -230,35 +251,9 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
                     }
                 }
             )
-        for expr in service_rules(vs, healthy):
-            cmds.append(
-                {
-                    "add": {
-                        "rule": {
-                            "family": FAMILY,
-                            "table": TABLE,
-                            "chain": "prerouting",
-                            "comment": vs.name,
-                            "expr": expr,
-                        }
-                    }
-                }
-            )
+        cmds += [rule("prerouting", expr) for expr in service_rules(vs, healthy)]
         if vs.snat:
-            for expr in snat_rules(doc, vs):
-                cmds.append(
-                    {
-                        "add": {
-                            "rule": {
-                                "family": FAMILY,
-                                "table": TABLE,
-                                "chain": "postrouting",
-                                "comment": vs.name,
-                                "expr": expr,
-                            }
-                        }
-                    }
-                )
+            cmds += [rule("postrouting", expr) for expr in snat_rules(doc, vs)]
     return {"nftables": cmds}
 
 
@@ -300,7 +295,12 @@ def carry_over(ruleset_doc: dict, members: dict[str, list[tuple[str, int]]]) -> 
         cmds.append(
             {
                 "add": {
-                    "element": {"family": FAMILY, "table": TABLE, "name": st["name"], "elem": elems}
+                    "element": {
+                        "family": st["family"],
+                        "table": TABLE,
+                        "name": st["name"],
+                        "elem": elems,
+                    }
                 }
             }
         )

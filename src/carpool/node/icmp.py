@@ -1,9 +1,11 @@
 """Async ICMP echo over a raw socket (root), no `ping` binary.
 
-One `Pinger` owns one raw ICMP socket and may have any number of pings in flight: each echo
-request carries the process's ident (pid & 0xffff), a process-wide sequence number and a random
-per-Pinger cookie in the payload; a reply counts only if all three match and it comes from the
-pinged address. An ICMP_FILTER keeps everything but echo replies out of the socket.
+One `Pinger` owns one raw ICMP socket (and, from its first IPv6 address on, a raw ICMPv6 one)
+and may have any number of pings in flight: each echo request carries the process's ident
+(pid & 0xffff), a process-wide sequence number and a random per-Pinger cookie in the payload; a
+reply counts only if all three match and it comes from the pinged address. ICMP_FILTER
+(ICMP6_FILTER) keeps everything but echo replies out of the sockets; the kernel computes and
+checks ICMPv6 checksums itself (RFC 3542 §3.1).
 
     pinger = Pinger()                       # in or outside a loop; raises OSError without root
     rtt = await pinger.ping("198.18.0.12", 0.9)          # seconds, or None after 0.9 s
@@ -32,9 +34,12 @@ from ..ha.ipv4 import internet_checksum
 log = logging.getLogger("carpool.icmp")
 
 ICMP_ECHO_REPLY, ICMP_ECHO = 0, 8
+ICMP6_ECHO, ICMP6_ECHO_REPLY = 128, 129
 SOL_RAW, ICMP_FILTER = 255, 1
+ICMP6_FILTER = 1  # level IPPROTO_ICMPV6; a set bit blocks that type
 IP_PKTINFO = 8
 _PKTINFO = struct.Struct("i4s4s")
+_PKTINFO6 = struct.Struct("16sI")
 _ICMP = struct.Struct("!BBHHH")
 _PAYLOAD_LEN = 56  # like ping(8)
 _seq = itertools.count(int.from_bytes(os.urandom(2), "big"))
@@ -44,6 +49,19 @@ def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = _ICMP.pack(ICMP_ECHO, 0, 0, ident, seq)
     csum = internet_checksum(header + payload)
     return _ICMP.pack(ICMP_ECHO, 0, csum, ident, seq) + payload
+
+
+def _icmp6_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        blocked = bytearray(b"\xff" * 32)
+        blocked[ICMP6_ECHO_REPLY >> 3] &= ~(1 << (ICMP6_ECHO_REPLY & 7)) & 0xFF
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, bytes(blocked))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Pinger:
@@ -66,76 +84,92 @@ class Pinger:
             sock.close()
             raise
         self._sock = sock
+        self._sock6: socket.socket | None = None  # opened by the first IPv6 ping
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def _attach(self) -> asyncio.AbstractEventLoop:
+    def _sockets(self) -> list[tuple[socket.socket, bool]]:
+        return [(self._sock, False)] + ([(self._sock6, True)] if self._sock6 is not None else [])
+
+    def _attach(self, ipv6: bool = False) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
+        if ipv6 and self._sock6 is None:
+            self._sock6 = _icmp6_socket()  # OSError: the caller's ping says None
+            if self._loop is loop:
+                loop.add_reader(self._sock6.fileno(), self._on_readable, self._sock6, True)
         if self._loop is not loop:
-            if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.remove_reader(self._sock.fileno())
-                except (ValueError, RuntimeError):
-                    pass
-            loop.add_reader(self._sock.fileno(), self._on_readable)
+            self._detach()
+            for sock, six in self._sockets():
+                loop.add_reader(sock.fileno(), self._on_readable, sock, six)
             self._loop = loop
         return loop
 
-    def _on_readable(self) -> None:
+    def _detach(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            for sock, _six in self._sockets():
+                try:
+                    self._loop.remove_reader(sock.fileno())
+                except (ValueError, RuntimeError):
+                    pass
+
+    def _on_readable(self, sock: socket.socket | None = None, ipv6: bool = False) -> None:
+        sock = self._sock if sock is None else sock
         while True:
             try:
-                data, (src, _port) = self._sock.recvfrom(65535)
+                data, address = sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.debug("icmp recv error: %s", e)
                 return
             now = time.monotonic()
-            if len(data) < 20:
-                continue
-            ihl = (data[0] & 0x0F) * 4
-            icmp = data[ihl:]
+            src = address[0].split("%", 1)[0]
+            if ipv6:  # no header; the kernel checked the checksum
+                icmp, reply = data, ICMP6_ECHO_REPLY
+            else:
+                if len(data) < 20:
+                    continue
+                icmp, reply = data[(data[0] & 0x0F) * 4 :], ICMP_ECHO_REPLY
             if len(icmp) < _ICMP.size + 8:
                 continue
             kind, code, _csum, ident, seq = _ICMP.unpack_from(icmp)
-            if kind != ICMP_ECHO_REPLY or code != 0 or ident != self.ident:
+            if kind != reply or code != 0 or ident != self.ident:
                 continue
             entry = self._pending.get(seq)
             if entry is None:
                 continue
-            address, sent, fut = entry
-            if src != address or icmp[_ICMP.size : _ICMP.size + 8] != self._cookie:
+            pinged, sent, fut = entry
+            if src != pinged or icmp[_ICMP.size : _ICMP.size + 8] != self._cookie:
                 continue
-            if internet_checksum(icmp) != 0:
+            if not ipv6 and internet_checksum(icmp) != 0:
                 continue
             if not fut.done():
                 fut.set_result(now - sent)
 
     async def ping(self, address: str, timeout: float, ifname: str | None = None) -> float | None:
-        """One echo; the round-trip time in seconds, or None if no reply within timeout."""
-        address = str(ipaddress.IPv4Address(address))
-        loop = self._attach()
+        """One echo (ICMP or ICMPv6, as the address is); the round-trip time in seconds, or
+        None if no reply within timeout."""
+        ip = ipaddress.ip_address(address)
+        address, ipv6 = str(ip), ip.version == 6
+        try:
+            loop = self._attach(ipv6)
+        except OSError as e:
+            self.last_error = e
+            return None
         seq = next(_seq) & 0xFFFF
         while seq in self._pending:
             seq = next(_seq) & 0xFFFF
         payload = self._cookie + os.urandom(_PAYLOAD_LEN - 8)
-        packet = _echo_request(self.ident, seq, payload)
+        if ipv6:  # the kernel fills the checksum in
+            packet = _ICMP.pack(ICMP6_ECHO, 0, 0, self.ident, seq) + payload
+        else:
+            packet = _echo_request(self.ident, seq, payload)
         fut = loop.create_future()
         self._pending[seq] = (address, time.monotonic(), fut)
         try:
             try:
-                if ifname is None:
-                    self._sock.sendto(packet, (address, 0))
-                else:
-                    cmsg = [
-                        (
-                            socket.IPPROTO_IP,
-                            IP_PKTINFO,
-                            _PKTINFO.pack(socket.if_nametoindex(ifname), b"\0" * 4, b"\0" * 4),
-                        )
-                    ]
-                    self._sock.sendmsg([packet], cmsg, 0, (address, 0))
+                self._send(packet, address, ifname, ipv6)
             except OSError as e:
                 self.last_error = e
                 log.debug("ping %s: send failed: %s", address, e)
@@ -146,6 +180,19 @@ class Pinger:
                 return None
         finally:
             self._pending.pop(seq, None)
+
+    def _send(self, packet: bytes, address: str, ifname: str | None, ipv6: bool) -> None:
+        sock = self._sock6 if ipv6 else self._sock
+        assert sock is not None  # _attach opened it
+        if ifname is None:
+            sock.sendto(packet, (address, 0))
+            return
+        index = socket.if_nametoindex(ifname)
+        if ipv6:
+            info = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(b"\0" * 16, index))
+        else:
+            info = (socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(index, b"\0" * 4, b"\0" * 4))
+        sock.sendmsg([packet], [info], 0, (address, 0))
 
     async def ping_many(
         self, addresses, timeout: float, ifname: str | None = None
@@ -160,13 +207,10 @@ class Pinger:
             if not fut.done():
                 fut.set_result(None)
         self._pending.clear()
-        if self._loop is not None and not self._loop.is_closed():
-            try:
-                self._loop.remove_reader(self._sock.fileno())
-            except (ValueError, RuntimeError):
-                pass
+        self._detach()
         self._loop = None
-        self._sock.close()
+        for sock, _six in self._sockets():
+            sock.close()
 
     async def __aenter__(self) -> Pinger:
         return self
