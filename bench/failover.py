@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """Failover benchmark: carpool against a keepalived pair, in the same lab, in the same run.
 
-    .venv/bin/python bench/failover.py [--runs 7] [--quick] [--json FILE|-]
+    .venv/bin/python bench/failover.py [--runs 7] [--quick] [--family 4|6] [--json FILE|-]
 
 For each timer profile and each fault, N runs per implementation; the outage is measured from
-the client: `carpool.lab.probe` in cp-c1 pings the shared address 198.18.0.10 every 2 ms, and
-the outage of a run is the longest reply gap that ends after the fault was injected.
+the client: `carpool.lab.probe` in cp-c1 pings the shared address 198.18.0.10 every 2 ms (with
+--family 6: 2001:2::10, ICMPv6), and the outage of a run is the longest reply gap that ends
+after the fault was injected.
+
+--family 6 measures the IPv6 shared addresses of the (dual-stack) lab: carpool unchanged (its
+adverts go out in both families; a takeover moves both), keepalived with the same instances on
+2001:2::10/64 and 2001:2:2::1/64 (VRRPv3 in both profiles: VRRPv2 has no IPv6). A takeover is
+when the survivor holds the measured family's shared addresses.
 
 Profiles
   default  carpool CARP advbase 1 (master down 3 s)  vs  keepalived VRRPv2 advert_int 1
@@ -61,10 +67,31 @@ from pathlib import Path
 from carpool.lab import Lab, LabError, LabTimeout, machine_lock
 from carpool.lab.faults import FAULTS as LAB_FAULTS
 from carpool.lab.ns import alive, cmdline, ip, read_pid, sh, signal_pid, wait_for
-from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV, UNITS, links, unit_ns
+from carpool.lab.topology import (
+    CLIENT,
+    SHARED_LAN,
+    SHARED_LAN6,
+    SHARED_SRV,
+    SHARED_SRV6,
+    UNITS,
+    links,
+    unit_ns,
+)
 
-VIP = SHARED_LAN.split("/")[0]
-SHARED = {SHARED_LAN, SHARED_SRV}
+# The measured family's shared addresses (--family sets them once, before anything runs).
+LAN, SRV = SHARED_LAN, SHARED_SRV
+VIP = LAN.split("/")[0]
+SHARED = {LAN, SRV}
+FAMILY = 4
+
+
+def use_family(family: int) -> None:
+    global LAN, SRV, VIP, SHARED, FAMILY
+    FAMILY = family
+    LAN, SRV = (SHARED_LAN6, SHARED_SRV6) if family == 6 else (SHARED_LAN, SHARED_SRV)
+    VIP, SHARED = LAN.split("/")[0], {LAN, SRV}
+
+
 FAULTS = {f.bench: f for f in LAB_FAULTS.values() if f.bench}  # kill, term, crash, link, ...
 IMPLS = ("carpool", "keepalived")
 PROBE_INTERVAL = 0.002
@@ -94,12 +121,13 @@ def other(unit: str) -> str:
 
 def held(unit: str) -> set[str]:
     """The shared addresses configured in the unit's namespace (the kernel's view)."""
-    out = sh(["ip", "-n", unit_ns(unit), "-4", "-o", "addr", "show"], check=False).stdout
+    out = sh(["ip", "-n", unit_ns(unit), f"-{FAMILY}", "-o", "addr", "show"], check=False).stdout
+    word = "inet6" if FAMILY == 6 else "inet"
     found = set()
     for line in out.splitlines():
         words = line.split()
-        if "inet" in words:
-            found.add(words[words.index("inet") + 1])
+        if word in words:
+            found.add(words[words.index(word) + 1])
     return found & SHARED
 
 
@@ -258,10 +286,10 @@ class KeepalivedPair:
                 KEEPALIVED_CONF.format(
                     unit=unit,
                     ns=unit_ns(unit),
-                    version=3 if profile.fast else 2,
+                    version=3 if profile.fast or FAMILY == 6 else 2,
                     interval=interval,
-                    lan=SHARED_LAN,
-                    srv=SHARED_SRV,
+                    lan=LAN,
+                    srv=SRV,
                     notify=notify,
                 )
             )
@@ -301,7 +329,7 @@ class KeepalivedPair:
         if self.running(unit):
             return
         self._stop_unit(unit)
-        for cidr, dev in ((SHARED_LAN, "eth0"), (SHARED_SRV, "eth2")):  # what a reboot clears
+        for cidr, dev in ((LAN, "eth0"), (SRV, "eth2")):  # what a reboot clears
             ip("addr", "del", cidr, "dev", dev, ns=unit_ns(unit), check=False)
         for inst in self.INSTANCES:
             (self.dir / f"state-{unit}-{inst}").unlink(missing_ok=True)
@@ -381,7 +409,7 @@ class KeepalivedPair:
         for unit in UNITS:
             self._stop_unit(unit)
         for unit in UNITS:  # keepalived removes its addresses on SIGTERM; make sure
-            for cidr, dev in ((SHARED_LAN, "eth0"), (SHARED_SRV, "eth2")):
+            for cidr, dev in ((LAN, "eth0"), (SRV, "eth2")):
                 ip("addr", "del", cidr, "dev", dev, ns=unit_ns(unit), check=False)
 
     def settled(self) -> str:
@@ -733,6 +761,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=7, help="runs per (profile, fault, implementation)")
     p.add_argument("--quick", action="store_true", help="3 runs, 5 s idle CPU window")
     p.add_argument("--profiles", default="default,fast")
+    p.add_argument(
+        "--family", type=int, choices=(4, 6), default=4, help="the shared addresses measured"
+    )
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument(
@@ -771,6 +802,7 @@ def main(argv=None) -> int:
         p.error("--runs must be 1..100")
     if args.fast_interval_ms % 10 or not 10 <= args.fast_interval_ms <= 990:
         p.error("--fast-interval-ms: a multiple of 10 in 10..990 (VRRPv3 centiseconds)")
+    use_family(args.family)
     profs = profiles(args.fast_interval_ms)
     wanted_profiles = [x for x in args.profiles.split(",") if x]
     wanted_faults = [x for x in args.faults.split(",") if x]
@@ -840,6 +872,8 @@ def main(argv=None) -> int:
         },
         "options": {
             "runs": args.runs,
+            "family": args.family,
+            "vip": VIP,
             "fast_interval_ms": args.fast_interval_ms,
             "probe_interval": PROBE_INTERVAL,
             "cpu_seconds": args.cpu_seconds,
@@ -856,7 +890,8 @@ def main(argv=None) -> int:
     else:
         print(table(rows, cpu))
         print(
-            f"\n{report['date']}, runtime {runtime:.0f} s, {os.cpu_count()} CPUs, "
+            f"\n{report['date']}, IPv{args.family} ({VIP}), runtime {runtime:.0f} s, "
+            f"{os.cpu_count()} CPUs, "
             f"kernel {platform.release()}, {report['machine']['keepalived']}"
         )
     return 0

@@ -3,7 +3,9 @@ ucarp 1.5 (CARP, HMAC-SHA1) or keepalived 2.2 (VRRPv3) running in cp-b instead o
 
 Both sides share exactly one address, 198.18.0.10/24 on eth0 (ucarp signs exactly one), so
 unit a is configured with eth0 only (the lab's `interface.<name>: None` override removes eth1
-and eth2). Every scenario runs against both peers (protocol carp vs ucarp, vrrp3 vs keepalived):
+and eth2). Every scenario runs against each peer (protocol carp vs ucarp, vrrp3 vs keepalived),
+and against keepalived over IPv6 (2001:2::10/64: VRRPv3 from the link-local addresses to
+ff02::12, RFC 9568):
 
 - started together with equal rank, they elect exactly one master, which stays;
 - carpool master, peer backup: carpool stopped (SIGTERM of `carpool run`, or SIGKILL of its
@@ -30,12 +32,11 @@ import pytest
 
 from carpool.lab import LabError, LabTimeout
 from carpool.lab.peers import Peer, keepalived, ucarp
-from carpool.lab.topology import SHARED_LAN
+from carpool.lab.topology import SHARED_LAN, SHARED_LAN6
 from carpool.lab.units import SECRET, VHID
 
-VIP = SHARED_LAN  # 198.18.0.10/24, the one shared address
 IFACE = "eth0"
-ONLY_ETH0 = {"interface.eth1": None, "interface.eth2": None}
+ONLY_ETH0 = {"interface.eth1": None, "interface.eth2": None, "interface.eth0.shared": [SHARED_LAN]}
 LAB_OPTIONS = {"start_units": False, "servers": 0, "overrides": ONLY_ETH0}
 TAKEOVER = 10.0  # s: the longest master-down here (3.8 s) + start-up and scripts, loaded machine
 SETTLE = 1.6  # s a sole holder must last before it counts (> one advert interval, 1.4 s)
@@ -51,6 +52,11 @@ class PeerKind:
 
     name: str
     protocol: str
+    vip: str = SHARED_LAN  # the one shared address
+
+    @property
+    def family(self) -> str:
+        return "-6" if ":" in self.vip else "-4"
 
     def make(self, lab, strength: str) -> Peer:
         if self.name == "ucarp":
@@ -60,7 +66,7 @@ class PeerKind:
                 "b",
                 vhid=VHID,
                 secret=SECRET,
-                address=VIP,
+                address=self.vip,
                 iface=IFACE,
                 advbase=1,
                 advskew=100 if strength == "weaker" else 0,
@@ -68,14 +74,20 @@ class PeerKind:
             )
         priority = {"equal": 100, "weaker": 50, "stronger": 150}[strength]
         return keepalived(
-            lab, "b", vrid=VHID, address=VIP, iface=IFACE, priority=priority, advert_int=1
+            lab, "b", vrid=VHID, address=self.vip, iface=IFACE, priority=priority, advert_int=1
         )
 
     def carpool_overrides(self, strength: str) -> dict:
         extra = {"ha.advskew": 100} if self.protocol == "carp" and strength == "stronger" else {}
         if self.protocol == "carp":  # ucarp speaks CARP's own HMAC, not the carpool advert
             extra["ha.auth"] = "carp"
-        return {**ONLY_ETH0, "ha.protocol": self.protocol, "ha.ha_timeout": 3, **extra}
+        return {
+            **ONLY_ETH0,
+            "interface.eth0.shared": [self.vip],
+            "ha.protocol": self.protocol,
+            "ha.ha_timeout": 3,
+            **extra,
+        }
 
     def bow_out_seen(self, output: str) -> bool:
         """The peer's own words for "the master bowed out / resigned, take over now"."""
@@ -91,6 +103,7 @@ class PeerKind:
 
 UCARP = PeerKind("ucarp", "carp")
 KEEPALIVED = PeerKind("keepalived", "vrrp3")
+KEEPALIVED6 = PeerKind("keepalived", "vrrp3", SHARED_LAN6)
 
 
 # -- the pair ---------------------------------------------------------------------------------
@@ -108,7 +121,7 @@ class Pair:
         self.lab.write_configs(preferred=preferred, overrides=self.kind.carpool_overrides(strength))
         doc = self.lab.unit_config("a")
         assert [i["name"] for i in doc["interface"]] == [IFACE], doc["interface"]
-        assert doc["interface"][0]["shared"] == [VIP]
+        assert doc["interface"][0]["shared"] == [self.kind.vip]
 
     def start_peer(self, strength: str) -> Peer:
         assert self.peer is None or not self.peer.running()
@@ -125,9 +138,9 @@ class Pair:
         found = set()
         for unit in ("a", "b"):
             out = self.lab.exec(
-                unit, ["ip", "-o", "-4", "addr", "show", "dev", IFACE], check=True
+                unit, ["ip", "-o", self.kind.family, "addr", "show", "dev", IFACE], check=True
             ).stdout
-            if f" inet {VIP} " in out:
+            if f" {self.kind.vip} " in out:
                 found.add(unit)
         return found
 
@@ -161,7 +174,7 @@ class Pair:
             holders = f"? ({e})"
         peer = self.peer.describe(40) if self.peer else f"--- {self.kind.name}: not started"
         return (
-            f"holders of {VIP}: {holders}\ncarpool a status: {json.dumps(brief)}\n"
+            f"holders of {self.kind.vip}: {holders}\ncarpool a status: {json.dumps(brief)}\n"
             f"--- carpool a log (tail):\n{self.lab.log_tail('a', 30)}\n{peer}"
         )
 
@@ -190,7 +203,7 @@ class Pair:
             if holder
             else "one unit"
         )
-        return self.wait(sole, timeout + SETTLE, f"{name} alone holds {VIP}")
+        return self.wait(sole, timeout + SETTLE, f"{name} alone holds {self.kind.vip}")
 
     def steady(self, holder: str, seconds: float = STEADY) -> None:
         """`holder` keeps the address alone, agreed by both daemons, for `seconds`; fails at
@@ -201,13 +214,13 @@ class Pair:
             why = self.consistent(holder)
             if why is not None:
                 pytest.fail(
-                    f"unit {holder} should keep {VIP} alone for {seconds:g}s: {why}\n"
+                    f"unit {holder} should keep {self.kind.vip} alone for {seconds:g}s: {why}\n"
                     f"{self.context()}",
                     pytrace=False,
                 )
             return time.monotonic() >= end
 
-        self.wait(held_throughout, seconds + 10.0, f"unit {holder} keeps {VIP}")
+        self.wait(held_throughout, seconds + 10.0, f"unit {holder} keeps {self.kind.vip}")
 
     def no_drops(self) -> None:
         status = self.carpool()
@@ -228,12 +241,15 @@ class Pair:
         except Exception as e:
             errors.append(f"stopping carpool a: {e}")
         for unit in ("a", "b"):
-            self.lab.exec(unit, ["ip", "addr", "del", VIP, "dev", IFACE])  # absent: fine
+            self.lab.exec(unit, ["ip", "addr", "del", self.kind.vip, "dev", IFACE])  # absent: fine
         if errors:
             raise LabError("; ".join(errors))
 
 
-@pytest.fixture(params=[UCARP, KEEPALIVED], ids=lambda k: k.name)
+@pytest.fixture(
+    params=[UCARP, KEEPALIVED, KEEPALIVED6],
+    ids=lambda k: k.name + ("6" if k.family == "-6" else ""),
+)
 def pair(request, lab):
     the_pair = Pair(lab, request.param)
     try:

@@ -1,6 +1,8 @@
 """A dual-stack pair in the lab (the lab's default): IPv6 shared addresses held with the IPv4
 ones (nodad, deprecated), adverts in both families feeding one election, a takeover that the
-client follows through an unsolicited Neighbor Advertisement, and the fence over IPv6."""
+client follows through an unsolicited Neighbor Advertisement, the fence over IPv6, and IPv6
+virtual services (L4 in table ip6 carpool, http on HAProxy with servers of both families)
+that spread over the real servers and keep serving after a failover."""
 
 from __future__ import annotations
 
@@ -14,7 +16,31 @@ from carpool.lab.topology import (
     SHARED_SRV6,
     UNIT_ADDR,
     mac_for,
+    server_addr,
+    server_addr6,
 )
+
+SERVERS = 3
+CHECK = {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2}
+SERVICES = [
+    {
+        "name": "web6-l4",
+        "address": SHARED_LAN6.split("/")[0],
+        "port": 80,
+        "check": CHECK,
+        "real_server": [{"address": server_addr6(i), "port": 80} for i in range(1, SERVERS + 1)],
+    },
+    {  # HAProxy joins the families: IPv6 clients, one IPv6 and two IPv4 servers
+        "name": "web6-http",
+        "address": SHARED_LAN6.split("/")[0],
+        "port": 8080,
+        "type": "http",
+        "check": CHECK,
+        "real_server": [{"address": server_addr6(1), "port": 80}]
+        + [{"address": server_addr(i), "port": 80} for i in range(2, SERVERS + 1)],
+    },
+]
+LAB_OPTIONS = {"servers": SERVERS, "overrides": {"virtual_service": SERVICES}}
 
 SHARED6 = {SHARED_LAN6, SHARED_SRV6}
 SHARED = {SHARED_LAN, SHARED_SRV} | SHARED6
@@ -153,3 +179,71 @@ def test_a_clean_stop_removes_the_ipv6_addresses_and_the_partner_takes_them(heal
         what=f"{new} holds every shared address and {master} none",
     )
     assert lab.reaches(CLIENT, VIP6)
+
+
+def _served_by(lab, url: str, tries: int = 12) -> set[str]:
+    """The real servers that answered `tries` GETs of url from the client (None: failed)."""
+    return {(lab.http_get(CLIENT, url) or "").strip() or "(failed)" for _ in range(tries)}
+
+
+def test_ipv6_virtual_services_spread_and_keep_serving_after_a_failover(healed_lab):
+    lab = healed_lab
+    master = lab.wait_for_master()
+    l4, http = f"http://[{VIP6}]/", f"http://[{VIP6}]:8080/"
+    servers = {f"cp-r{i}" for i in range(1, SERVERS + 1)}
+    for url in (l4, http):
+        lab.wait_for(
+            lambda url=url: _served_by(lab, url) == servers,
+            15,
+            what=f"{url} spread over {sorted(servers)}",
+        )
+    listing = lab.exec(master, ["nft", "list", "table", "ip6", "carpool"], check=True).stdout
+    assert "web6-l4" in listing and "dnat ip6 to" in listing
+    lab.term(master)
+    lab.wait_for(
+        lambda: lab.master() == other(master), TAKEOVER, what=f"{other(master)} takes over"
+    )
+    for url in (l4, http):
+        lab.wait_for(
+            lambda url=url: _served_by(lab, url, 6) <= servers,
+            TAKEOVER,
+            what=f"{url} served after the failover",
+        )
+
+
+def test_a_shared_address_that_failed_dad_is_added_again(healed_lab):
+    """The active unit's 2001:2::10 replaced by a copy that runs (and fails) duplicate address
+    detection against a client claiming it too: carpool's next renewal deletes it and adds it
+    again, nodad, and says why."""
+    lab = healed_lab
+    master = lab.wait_for_master()
+    dad = {"accept_dad": 1, "dad_transmits": 1}
+    log_start = lab.log_path(master).stat().st_size
+    lab.exec(CLIENT, ["ip", "addr", "add", f"{VIP6}/128", "dev", "eth0", "nodad"], check=True)
+    try:
+        lab.exec(
+            master,
+            ["sysctl", "-q", "-w", *(f"net.ipv6.conf.eth0.{k}={v}" for k, v in dad.items())],
+            check=True,
+        )
+        lab.exec(
+            master,
+            ["ip", "-batch", "-"],
+            input=f"addr del {SHARED_LAN6} dev eth0\naddr add {SHARED_LAN6} dev eth0\n",
+            check=True,
+        )
+
+        def healed() -> bool:
+            with open(lab.log_path(master), "rb") as f:
+                f.seek(log_start)
+                said = b"duplicate address detection failed; added again" in f.read()
+            info = addresses(lab, master).get(SHARED_LAN6, {})
+            return said and bool(info.get("nodad")) and not info.get("dadfailed")
+
+        lab.wait_for(healed, 5, what=f"{SHARED_LAN6} failed DAD and was added again")
+    finally:
+        lab.exec(CLIENT, ["ip", "addr", "del", f"{VIP6}/128", "dev", "eth0"])
+        lab.exec(
+            master,
+            ["sysctl", "-q", "-w", *(f"net.ipv6.conf.eth0.{k}=0" for k in dad)],
+        )

@@ -167,3 +167,40 @@ def test_report_shape_guards_the_findings():
         ("ping", None),
     ):
         assert not _report_shape(good | {key: value}), key
+
+
+def dual_stack() -> dict:
+    """HEALTHY with eth0's IPv6 path (`eth0/ipv6`) probed too."""
+    o = copy.deepcopy(HEALTHY)
+    o["sent"]["eth0/ipv6"] = 3
+    o["reports"]["eth0/ipv6"] = {}
+    o["reports"]["eth0"]["heard"]["eth0/ipv6"] = 3
+    o["pings"]["eth0/ipv6"] = 1.0
+    o["interfaces"]["eth0/ipv6"] = {**o["interfaces"]["eth0"], "family": 6}
+    o["shared6"] = {"2001:2::10/64": "ok"}
+    return o
+
+
+def test_a_dual_stack_path_is_judged_per_family_with_ipv6_words():
+    assert bad(dual_stack()) == []
+    o = dual_stack()
+    o["reports"]["eth0"]["heard"]["eth0/ipv6"] = 0  # ff02::12 dropped, 224.0.0.18 not
+    del o["reports"]["eth0/ipv6"]
+    o["pings"]["eth0/ipv6"] = None
+    found = {f.name: f for f in findings.evaluate(o) if not f.ok}
+    assert sorted(found) == [
+        "icmpv6 eth0/ipv6",
+        "multicast eth0/ipv6: partner -> us",
+        "multicast eth0/ipv6: us -> partner",
+    ]
+    hint = found["multicast eth0/ipv6: us -> partner"].hint
+    assert "MLD snooping" in hint and "ff02::12" in hint and "IGMP" in hint
+    assert "ICMPv6" in found["icmpv6 eth0/ipv6"].hint
+
+
+def test_an_ipv6_shared_address_that_failed_dad_is_named():
+    o = dual_stack()
+    o["shared6"] = {"2001:2::10/64": "dadfailed", "2001:2:2::1/64": "ok"}
+    [finding] = [f for f in findings.evaluate(o) if not f.ok]
+    assert finding.name == "ipv6 shared addresses"
+    assert "2001:2::10/64 is dadfailed" in finding.hint and "2001:2:2::1/64" not in finding.hint

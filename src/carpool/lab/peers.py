@@ -304,8 +304,9 @@ def keepalived(
     state: str = "BACKUP",
 ) -> Keepalived:
     """A keepalived (VRRPv3, multicast) peer in unit X's namespace: one vrrp_instance on iface
-    holding `address` (with prefix). Runs with -n (foreground), VRRP only, logging to stdout."""
-    cidr = ipaddress.IPv4Interface(address)
+    holding `address` (with prefix; an IPv6 one makes it an IPv6 instance: from the link-local
+    address to ff02::12). Runs with -n (foreground), VRRP only, logging to stdout."""
+    cidr = ipaddress.ip_interface(address)
     directory = _fresh_dir(lab, f"keepalived-{lab.unit(unit)}")
     conf = directory / "keepalived.conf"
     write_file(

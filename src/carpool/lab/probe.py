@@ -1,4 +1,5 @@
-"""A client-side outage probe: ICMP echo to a shared address every few milliseconds.
+"""A client-side outage probe: ICMP echo (ICMPv6 for an IPv6 target) to a shared address every
+few milliseconds.
 
 Run inside the client namespace; prints one JSON object when done: the monotonic times of the
 gaps in the replies (CLOCK_MONOTONIC is system wide, so the caller can line a gap up with the
@@ -19,13 +20,19 @@ import time
 from ..ha.ipv4 import internet_checksum
 
 
-def _echo(ident: int, seq: int) -> bytes:
+def _echo(ident: int, seq: int, ipv6: bool = False) -> bytes:
+    if ipv6:  # the kernel fills in an ICMPv6 checksum
+        return struct.pack("!BBHHH", 128, 0, 0, ident, seq)
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
     return struct.pack("!BBHHH", 8, 0, internet_checksum(header), ident, seq)
 
 
 def probe(target: str, interval: float, duration: float, stop_file: str | None) -> dict:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ipv6 = ":" in target
+    if ipv6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
     ident = os.getpid() & 0xFFFF
     start = time.monotonic()
@@ -40,7 +47,7 @@ def probe(target: str, interval: float, duration: float, stop_file: str | None) 
         if now >= next_send:
             seq = (seq + 1) & 0xFFFF
             try:
-                sock.sendto(_echo(ident, seq), (target, 0))
+                sock.sendto(_echo(ident, seq, ipv6), (target, 0))
             except OSError:
                 pass  # no route / neighbour failure during a takeover is part of the outage
             sent += 1
@@ -55,9 +62,11 @@ def probe(target: str, interval: float, duration: float, stop_file: str | None) 
                 data = sock.recv(2048)
             except BlockingIOError:
                 break
-            ihl = (data[0] & 0x0F) * 4
-            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl : ihl + 8])
-            if kind != 0 or rid != ident:
+            start_at = 0 if ipv6 else (data[0] & 0x0F) * 4  # raw IPv6: no header
+            if len(data) < start_at + 8:
+                continue
+            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[start_at : start_at + 8])
+            if kind != (129 if ipv6 else 0) or rid != ident:
                 continue
             t = time.monotonic()
             received += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -64,20 +65,42 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
+class Server6(Server):
+    """Both families on one socket ("::" with IPV6_V6ONLY off: IPv4 clients as mapped)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def listen(bind: str, port: int) -> Server:
+    """A server on bind:port; "::" falls back to IPv4 only where IPv6 is off."""
+    if ":" not in bind:
+        return Server((bind, port), Handler)
+    try:
+        return Server6((bind, port), Handler)
+    except OSError:
+        if bind != "::":
+            raise
+        return Server(("0.0.0.0", port), Handler)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True)
     p.add_argument("--port", type=int, default=80)
-    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--bind", default="::", help="default: both families")
     p.add_argument("--pid-file", help="written once listening")
     p.add_argument("--tls-port", type=int, help="also serve HTTPS on this port")
     p.add_argument("--cert", help="PEM certificate for --tls-port")
     p.add_argument("--key", help="PEM key for --tls-port")
     args = p.parse_args(argv)
     Handler.name = args.name
-    server = Server((args.bind, args.port), Handler)
+    server = listen(args.bind, args.port)
     if args.tls_port:
-        tls = Server((args.bind, args.tls_port), Handler)
+        tls = listen(args.bind, args.tls_port)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.cert, args.key)
         tls.socket = context.wrap_socket(tls.socket, server_side=True)

@@ -51,6 +51,7 @@ log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 VMAC_IFNAME_PREFIX = "cv"
 IFNAMSIZ = 15
 IFA_F_NODAD = 0x02
+IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
 IFA_F_NOPREFIXROUTE = 0x200
 FOREVER = 0xFFFFFFFF  # an address lifetime that never ends
 ETH_P_ARP = 0x0806
@@ -234,6 +235,25 @@ def _add_address(
             raise
 
 
+def _heal_dad(ipr, index: int, iface: Shared, flags: int, lifetime: int | None) -> None:
+    """An IPv6 shared address left tentative or failed by duplicate address detection (added
+    before without nodad, by hand or by an older release) serves nobody, and a replace keeps
+    those flags: delete it and add it afresh, nodad."""
+    for a in ipr.get_addr(family=socket.AF_INET6, index=index):
+        have = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
+        state = (a.get("IFA_FLAGS") or 0) | a.get("flags", 0)
+        if have and _same(have, str(iface.ip)) and state & (IFA_F_DADFAILED | IFA_F_TENTATIVE):
+            what = "failed" if state & IFA_F_DADFAILED else "not finished"
+            log.warning(
+                "IPv6 shared address %s: duplicate address detection %s; added again (nodad)",
+                iface,
+                what,
+            )
+            _del_address(ipr, index, have, a["prefixlen"])
+            _add_address(ipr, index, iface, flags, lifetime)
+            return
+
+
 def _del_address(ipr, index: int, address: str, prefixlen: int) -> bool:
     try:
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
@@ -342,12 +362,13 @@ def add_shared(
 
     def work(ipr) -> None:
         parent = _parent(ipr, ifname)
-        if vmac is None:
-            _add_address(ipr, parent, iface, lifetime=lifetime)
-            return
-        index = _ensure_macvlan(ipr, ifname, parent, vmac)
-        flags = IFA_F_NOPREFIXROUTE if _parent_covers(ipr, parent, iface) else 0
+        index, flags = parent, 0
+        if vmac is not None:
+            index = _ensure_macvlan(ipr, ifname, parent, vmac)
+            flags = IFA_F_NOPREFIXROUTE if _parent_covers(ipr, parent, iface) else 0
         _add_address(ipr, index, iface, flags, lifetime)
+        if iface.version == 6:
+            _heal_dad(ipr, index, iface, flags, lifetime)
 
     _netlink(work)
 

@@ -48,6 +48,17 @@ STRANGERS_TOTAL_RATE, STRANGERS_TOTAL_BURST = 500.0, 1000.0
 Profile = CarpProfile | VrrpProfile | SealedProfile
 
 
+def carries(profile: Profile, addresses: list, version: int) -> bool:
+    """Whether an advert of `profile` in IP `version` has something to say: a VRRP advert
+    carries its own family's addresses and needs one (CARP's and carpool's cover all)."""
+    return not isinstance(profile, VrrpProfile) or any(a.version == version for a in addresses)
+
+
+def path6(name: str) -> str:
+    """The name of an interface's IPv6 advert path (the counter rule's key, the doctor's)."""
+    return f"{name}/ipv6"
+
+
 def make_profile(cfg: Config) -> Profile:
     """protocol vrrp3: VRRPv3 as keepalived speaks it (no authentication). protocol carp with
     ha.auth = "carp": BSD CARP / ucarp (their HMAC). The default, ha.auth = "carpool": the
@@ -216,6 +227,8 @@ class AdvertPaths:
             source = iface.own(self.cfg.role)
             for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
                 for profile in forms:
+                    if not carries(profile, self._carried[name], 4):
+                        continue
                     payload = profile.encode(
                         bow_out, demote, counter, self._carried[name], source, dst
                     )
@@ -233,8 +246,8 @@ class AdvertPaths:
         partner6 = self.ifaces[name].partner6(self.cfg.role)
         source = sock.sender()
         carried = self._carried[name]
-        if partner6 is None or (self._vrrp6 and not any(a.version == 6 for a in carried)):
-            return  # VRRP needs an address of the advert's family to carry
+        if partner6 is None or not carries(self.profile, carried, 6):
+            return
         if source is None:  # no link-local address yet (a link just up): next round
             self.counters.send_errors += 1
             return
@@ -245,9 +258,14 @@ class AdvertPaths:
             else:
                 self.counters.send_errors += 1
 
+    def path_names(self) -> list[str]:
+        """The doctor's paths: each advert socket's interface, and `<name>/ipv6` for each
+        IPv6 one (a switch may drop one family's adverts and not the other's)."""
+        return list(self.sockets) + [path6(name) for name in self.sockets6]
+
     def send_probe(self, payload: bytes) -> dict[str, int]:
         """A doctor probe on every advert socket to every advert destination: sent per path."""
-        return {
+        sent = {
             name: sum(
                 sock.send(payload, str(dst))
                 for dst in destinations(
@@ -256,6 +274,17 @@ class AdvertPaths:
             )
             for name, sock in self.sockets.items()
         }
+        for name, sock6 in self.sockets6.items():
+            partner6, source = self.ifaces[name].partner6(self.cfg.role), sock6.sender()
+            sent[path6(name)] = (
+                0
+                if partner6 is None or source is None
+                else sum(
+                    sock6.send(payload, str(dst), source)
+                    for dst in destinations(self.cfg.transport, partner6)
+                )
+            )
+        return sent
 
     # -- receive ---------------------------------------------------------------------------
     def on_readable(self, name: str) -> None:
@@ -294,7 +323,7 @@ class AdvertPaths:
             if not known and not self._strangers.allow(source):
                 drops[DropReason.RATE_LIMITED] += 1
                 continue
-            self._judge(name, f"{name}/ipv6", len(pkt.payload), partial(self._classify6, pkt, name))
+            self._judge(name, path6(name), len(pkt.payload), partial(self._classify6, pkt, name))
 
     def _classify4(self, datagram: bytes, name: str) -> Verdict:
         return classify(
@@ -329,7 +358,7 @@ class AdvertPaths:
             if verdict.kind is Kind.PROBE:
                 assert verdict.source is not None  # likewise
                 stage = "on_probe"
-                self.on_probe(name, verdict.source, verdict.payload)
+                self.on_probe(path, verdict.source, verdict.payload)  # the doctor's path
             elif verdict.kind is Kind.DROP:
                 drops[verdict.reason] += 1
                 log.debug("drop on %s: %s", path, verdict.drop)
@@ -468,7 +497,8 @@ def bow_out_once(cfg: Config) -> None:
         carried = advertised_addresses(cfg, iface)
         try:
             for dst in destinations(cfg.transport, iface.partner(cfg.role)):
-                sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
+                if carries(profile, carried, 4):
+                    sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
         finally:
             sock.close()
         _bow_out6(cfg, profile, iface, counter, carried)
@@ -479,7 +509,7 @@ def _bow_out6(cfg: Config, profile: Profile, iface: Interface, counter: int, car
     if own6 is None or partner6 is None:
         return
     vrrp = isinstance(profile, VrrpProfile)
-    if vrrp and not any(a.version == 6 for a in carried):
+    if not carries(profile, carried, 6):
         return
     try:
         sock = AdvertSocket6(iface.name, None if vrrp else own6, cfg.transport)

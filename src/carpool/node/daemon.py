@@ -125,7 +125,7 @@ class Daemon:
             servers=lambda: self.dataplanes.servers(),
             dataplane_counters=lambda: self.dataplanes.counters(),
             paths=lambda: self.paths,
-            advert_paths=lambda: list(self.adverts.sockets),
+            advert_paths=lambda: self.adverts.path_names(),
             now=self.driver.now,
             held=lambda: self.holder.held,
             is_partner=lambda source: self.adverts.is_partner(source),

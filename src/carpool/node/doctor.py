@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .. import __version__, events
 from ..ha import probe
 from ..ha.ipv4 import PROTO_CARP, TTL, Ipv4Packet
 from . import addresses
+from .advert import path6
 from .view import UnitView
 
 log = events.logger("carpool.doctor", events.Kind.DOCTOR)
@@ -268,14 +270,11 @@ class DoctorAgent:
         paths = unit.advert_paths()
         pid = secrets.token_hex(8)
         session = self.sessions[pid] = Session(pid)
+        names = [p for p in self._path_targets() if p in paths]
         try:
-            pings = asyncio.gather(
-                *[
-                    pinger.ping(str(i.partner(cfg.role)), 1.0)
-                    for i in cfg.interfaces
-                    if i.name in paths
-                ]
-            )
+            # ICMP on each interface, ICMPv6 on each IPv6 path: a filter may drop one of them
+            targets = self._path_targets()
+            pings = asyncio.gather(*[pinger.ping(targets[n], 1.0) for n in names])
             sync = asyncio.ensure_future(unit.probe_sync())
             await pings  # first: the partner's MAC is then in the neighbour table
             want_vmac = bool(cfg.vmac) and not self.holds_vmac()
@@ -303,7 +302,6 @@ class DoctorAgent:
                 except TimeoutError:
                     break
             rtts = pings.result()
-            names = [i.name for i in cfg.interfaces if i.name in paths]
             return {
                 "role": cfg.role,
                 "state": unit.ha_state(),
@@ -329,6 +327,7 @@ class DoctorAgent:
                     for n, r in zip(names, rtts, strict=False)
                 },
                 "interfaces": self._interfaces(),
+                "shared6": shared6_state(cfg) if unit.ha_state() == "master" else {},
                 "partner_state": unit.partner_ha(),
                 "sync": await sync,
                 "foreign": self.recent_foreign(),
@@ -336,7 +335,18 @@ class DoctorAgent:
         finally:
             self.sessions.pop(pid, None)
 
+    def _path_targets(self) -> dict[str, str]:
+        """Each path's partner address: the interface's, and its IPv6 one on `<name>/ipv6`."""
+        cfg, out = self.unit.cfg, {}
+        for iface in cfg.interfaces:
+            out[iface.name] = str(iface.partner(cfg.role))
+            partner6 = iface.partner6(cfg.role)
+            if partner6 is not None:
+                out[path6(iface.name)] = str(partner6)
+        return out
+
     def _interfaces(self) -> dict:
+        """Per path (an interface, and its IPv6 twin `<name>/ipv6`): what the findings read."""
         unit, now = self.unit, self.unit.now()
         states, paths, out = unit.paths(), unit.advert_paths(), {}
         for iface in unit.cfg.interfaces:
@@ -351,6 +361,8 @@ class DoctorAgent:
                 if st.last_advert is None
                 else round(now - st.last_advert, 3),
             }
+            if path6(iface.name) in paths:
+                out[path6(iface.name)] = {**out[iface.name], "family": 6}
         return out
 
 
@@ -374,6 +386,40 @@ def _report_shape(body: dict) -> bool:
         and isinstance(config[0], int)
         and isinstance(config[1], str)
     )
+
+
+# /proc/net/if_inet6 flags (IFA_F_*): an address still in (or failed) duplicate detection
+_TENTATIVE, _DADFAILED = 0x40, 0x08
+
+
+def shared6_state(cfg) -> dict[str, str]:
+    """Each IPv6 shared address as the kernel holds it here: ok, tentative, dadfailed or
+    absent (on the active unit; added nodad, so anything but ok is news)."""
+    held: dict[tuple[str, str], int] = {}
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f.read().splitlines():
+                fields = line.split()
+                if len(fields) == 6:
+                    address = str(ipaddress.IPv6Address(int(fields[0], 16)))
+                    held[(address, fields[5])] = int(fields[4], 16)
+    except OSError:
+        pass
+    vmac = addresses.vmac_ifname if cfg.vmac else None
+    out = {}
+    for iface in cfg.interfaces:
+        names = {iface.name} | ({vmac(iface.name, cfg.vmac_address)} if vmac else set())
+        for cidr in iface.shared6:
+            flags = [held[k] for k in ((str(cidr.ip), n) for n in names) if k in held]
+            if not flags:
+                out[str(cidr)] = "absent"
+            elif flags[0] & _DADFAILED:
+                out[str(cidr)] = "dadfailed"
+            elif flags[0] & _TENTATIVE:
+                out[str(cidr)] = "tentative"
+            else:
+                out[str(cidr)] = "ok"
+    return out
 
 
 def neighbour_mac(address: str, ifname: str) -> str | None:

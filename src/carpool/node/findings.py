@@ -22,6 +22,24 @@ HINT_MULTICAST = (
     "to 224.0.0.18 on this segment (or an IGMP querier), or set ha.transport = "
     '"unicast".'
 )
+HINT_MULTICAST6 = (
+    "IPv6 adverts ({transport}, next header 112{group}) do not get through on {iface}. "
+    "Likely: MLD snooping without a querier (the IPv6 twin of IGMP snooping), a cloud or "
+    "hypervisor network that drops IPv6 multicast, or a firewall between the units. Fix: "
+    "allow next header 112 to ff02::12 on this segment (or an MLD querier), or set "
+    'ha.transport = "unicast". The other family\'s adverts keep the pair together meanwhile.'
+)
+HINT_ICMP6 = (
+    "ICMPv6 echo between the units is filtered on {iface}: the doctor cannot see whether "
+    "IPv6 reaches the partner. Fix: allow ICMPv6 echo request/reply (and neighbour "
+    "discovery) between the units' IPv6 addresses."
+)
+HINT_SHARED6 = (
+    "IPv6 shared address {cidr} is {state} on the active unit: clients cannot reach it. "
+    "Likely: another host claims it (duplicate address detection), or it was removed by "
+    "hand. Fix: find the other holder (ip -6 neigh on a client), then `carpool failover` "
+    "twice or restart the unit to add it afresh."
+)
 HINT_ICMP = (
     "ICMP echo between the units is filtered on {iface}: the partner's status in the "
     "WUI and the ping checks go blind. Fix: allow ICMP echo request/reply between the "
@@ -102,6 +120,7 @@ def evaluate(o: dict) -> list[Finding]:
         out.append(
             Finding("heartbeat link", False, "no interface has heartbeat = true", HINT_NO_HEARTBEAT)
         )
+    out += _shared6(o)
     out += _vhid(o, ifaces)
     out += _auth(o)
     out += _ha_checks(o)
@@ -111,9 +130,21 @@ def evaluate(o: dict) -> list[Finding]:
     return out
 
 
-def _transport_words(o: dict) -> tuple[str, str]:
+def _transport_words(o: dict, name: str = "") -> tuple[str, str]:
     transport = o.get("transport", "multicast")
-    return transport, " to 224.0.0.18" if transport == "multicast" else ""
+    group = "ff02::12" if name.endswith("/ipv6") else "224.0.0.18"
+    return transport, f" to {group}" if transport == "multicast" else ""
+
+
+def _shared6(o: dict) -> list[Finding]:
+    """The active unit's IPv6 shared addresses as its kernel holds them."""
+    state = o.get("shared6") or {}
+    if not state:
+        return []
+    bad = {cidr: s for cidr, s in state.items() if s != "ok"}
+    detail = ", ".join(f"{cidr} {s}" for cidr, s in state.items())
+    hint = " ".join(HINT_SHARED6.format(cidr=c, state=s) for c, s in bad.items())
+    return [Finding("ipv6 shared addresses", not bad, detail, hint)]
 
 
 def _delivery(
@@ -146,9 +177,12 @@ def _delivery(
 
 
 def _paths(o, name, iface, reports, partner_report) -> list[Finding]:
-    transport, group = _transport_words(o)
+    transport, group = _transport_words(o, name)
+    ipv6 = iface.get("family") == 6
     (out_detail, out_ok), (back_detail, back_ok) = _delivery(o, name, reports, partner_report)
-    hint = HINT_MULTICAST.format(transport=transport, group=group, iface=name)
+    hint = (HINT_MULTICAST6 if ipv6 else HINT_MULTICAST).format(
+        transport=transport, group=group, iface=name
+    )
     found = [
         Finding(f"{transport} {name}: us -> partner", out_ok, out_detail, "" if out_ok else hint),
         Finding(
@@ -163,8 +197,11 @@ def _paths(o, name, iface, reports, partner_report) -> list[Finding]:
         f"partner's echo to us: "
         f"{ {True: 'ok', False: 'no reply', None: 'unknown'}[theirs] }"
     )
-    found.append(Finding(f"icmp {name}", ok, detail, "" if ok else HINT_ICMP.format(iface=name)))
-    if o.get("vmac") and iface["shared"] and o.get("vmac_sender"):
+    icmp_hint = (HINT_ICMP6 if ipv6 else HINT_ICMP).format(iface=name)
+    found.append(
+        Finding(f"{'icmpv6' if ipv6 else 'icmp'} {name}", ok, detail, "" if ok else icmp_hint)
+    )
+    if not ipv6 and o.get("vmac") and iface["shared"] and o.get("vmac_sender"):
         found.append(_mac(o, name, partner_report))
     return found
 

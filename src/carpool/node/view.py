@@ -27,7 +27,7 @@ class UnitView:
     dataplane_counters: Callable[[], Awaitable[tuple[list, list]]]
     # for the doctor: the paths to the partner and the unit's other channels
     paths: Callable[[], dict[str, IfaceState]]
-    advert_paths: Callable[[], list[str]]  # interfaces with an advert socket
+    advert_paths: Callable[[], list[str]]  # advert sockets: interfaces, `<name>/ipv6`
     now: Callable[[], float]  # the loop's (monotonic) time
     held: Callable[[], list[str]]
     is_partner: Callable[[IPv4Address | IPv6Address], bool]
