@@ -185,7 +185,7 @@ def test_doctor_names_the_direction_that_drops_on_every_path(healed_lab):
     for unit in (active, standby):
         _, checks = doctor(lab, unit)
         directions[unit] = {c["name"]: c for c in checks if "->" in c["name"]}
-        assert len(directions[unit]) == 4, checks  # eth0 and eth2, both ways
+        assert len(directions[unit]) == 8, checks  # eth0 and eth2, each family, both ways
     for name, check in directions[standby].items():
         assert check["ok"] == name.endswith("us -> partner"), (standby, check)
         if not check["ok"]:

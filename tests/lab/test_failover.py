@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV
+from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_LAN6, SHARED_SRV, SHARED_SRV6
 
 NOTIFY_DIR = Path("/run/carpool-test-notify")
 LAB_OPTIONS = {
     "overrides": {u: {"unit.notify": str(NOTIFY_DIR / f"notify-{u}.sh")} for u in ("a", "b")}
 }
-SHARED = {SHARED_LAN, SHARED_SRV}
+SHARED = {SHARED_LAN, SHARED_SRV, SHARED_LAN6, SHARED_SRV6}  # the lab is dual-stack
 VIP = SHARED_LAN.split("/")[0]
 TAKEOVER = 10.0  # s: master down (3 s) + detection + settling, with room for a loaded machine
 
@@ -38,7 +38,7 @@ def notify_scripts():
 
 def held(lab, unit: str) -> set[str]:
     """The shared addresses configured in the unit's namespace (the kernel's view)."""
-    out = lab.exec(unit, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
+    out = lab.exec(unit, ["ip", "-j", "addr", "show"], check=True).stdout
     found = {
         f"{a['local']}/{a['prefixlen']}"
         for link in json.loads(out)

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 
-from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_SRV
+from carpool.lab.topology import CLIENT, SHARED_LAN, SHARED_LAN6, SHARED_SRV, SHARED_SRV6
 
 LAB_OPTIONS = {"preferred": "first", "vmac": True}
-SHARED = {SHARED_LAN, SHARED_SRV}
+SHARED = {SHARED_LAN, SHARED_SRV, SHARED_LAN6, SHARED_SRV6}  # IPv6 on the macvlans too
 VIP = SHARED_LAN.split("/")[0]
+VIP6 = SHARED_LAN6.split("/")[0]
 VMAC = "00:00:5e:00:01:01"  # the lab's vhid 1
 TAKEOVER = 10.0
 
 
 def held(lab, unit: str) -> set[str]:
-    out = lab.exec(unit, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
+    out = lab.exec(unit, ["ip", "-j", "addr", "show"], check=True).stdout
     return {
         f"{a['local']}/{a['prefixlen']}"
         for link in json.loads(out)
@@ -28,9 +29,9 @@ def vmac_links(lab, unit: str) -> list[str]:
     return [link["ifname"] for link in json.loads(out) if link.get("address") == VMAC]
 
 
-def vip_neighbour(lab) -> str | None:
+def vip_neighbour(lab, vip: str = VIP) -> str | None:
     """The MAC in the client's neighbour entry for the VIP, or None."""
-    out = lab.exec(CLIENT, ["ip", "-j", "neigh", "show", VIP], check=True).stdout
+    out = lab.exec(CLIENT, ["ip", "-j", "neigh", "show", vip], check=True).stdout
     entries = json.loads(out) if out.strip() else []
     return entries[0].get("lladdr") if entries else None
 
@@ -55,6 +56,8 @@ def test_preferred_unit_wins_and_carries_the_virtual_mac(healed_lab):
     assert lab.unit_status("a")["vmac"] == VMAC
     assert lab.reaches(CLIENT, VIP)  # pinged until it answers: the client resolved it
     assert vip_neighbour(lab) == VMAC
+    assert lab.reaches(CLIENT, VIP6)  # neighbour discovery answered by the macvlan
+    assert vip_neighbour(lab, VIP6) == VMAC
 
 
 def test_failover_keeps_the_mac_and_preferred_unit_fails_back(healed_lab):

@@ -1,5 +1,6 @@
-"""Unicast and broadcast adverts: with 224.0.0.18 dropped on the switch, the partner is still
-heard on every interface (networks where multicast is blocked)."""
+"""Unicast and broadcast adverts: with 224.0.0.18 and ff02::12 dropped on the switch, the
+partner is still heard on every interface, in both families (networks where multicast is
+blocked)."""
 
 from __future__ import annotations
 
@@ -41,5 +42,9 @@ def test_partner_heard_on_every_interface_with_multicast_blocked(lab):
         checks = json.loads(proc.stdout)["checks"]
         assert proc.returncode == 0, [c for c in checks if not c["ok"]]
         assert any(c["name"].startswith(f"{transport} eth0") for c in checks), checks
+        # and in IPv6 (the partner's IPv6 address, or all-nodes ff02::1): every dual-stack
+        # path is probed and passes
+        for path in ("eth0/ipv6", "eth1/ipv6", "eth2/ipv6"):
+            assert any(c["name"].startswith(f"{transport} {path}") for c in checks), checks
     finally:
         lab.unblock()

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from carpool.lab.units import ipv4_only
+
+# the old release knows no IPv6: the pair's document is IPv4-only (as it was before the upgrade)
+LAB_OPTIONS = {"overrides": ipv4_only()}
 # the last commit with CARP adverts between carpool units and sync protocol 1
 OLD_RELEASE = "99152230982b8d7f9e77d27a0349617a72284201"
 REPO = Path(__file__).resolve().parents[2]

@@ -139,6 +139,18 @@ def base_config(
     }
 
 
+def ipv4_only() -> dict:
+    """Overrides that make the lab's document IPv4-only (the addresses stay on the links): what
+    a release before IPv6 understands, for the rolling-upgrade test."""
+    out: dict[str, Any] = {}
+    for ifname, shared in (("eth0", [SHARED_LAN]), (HEARTBEAT, None), ("eth2", [SHARED_SRV])):
+        for unit in UNITS:
+            out[f"interface.{ifname}.{ROLES[unit]}"] = UNIT_ADDR[unit][ifname].split("/")[0]
+        if shared:
+            out[f"interface.{ifname}.shared"] = shared
+    return out
+
+
 def _flatten(prefix: tuple, value: Any):
     if isinstance(value, dict):
         for key, sub in value.items():

@@ -272,8 +272,10 @@ class AdvertSocket6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ipv6.HOP_LIMIT)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
-            if transport == "multicast":
-                mreq = _MREQ6.pack(ipv6.GROUP.packed, self.ifindex)
+            if transport != "unicast":  # IPv6's broadcast is all-nodes: joined here too, as
+                # IPV6_MULTICAST_ALL off delivers only this socket's own groups
+                group = ipv6.GROUP if transport == "multicast" else ipv6.ALL_NODES
+                mreq = _MREQ6.pack(group.packed, self.ifindex)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
             sock.setblocking(False)
         except BaseException:
