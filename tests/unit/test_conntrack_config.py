@@ -26,6 +26,10 @@ def test_links_heartbeat_first_and_own_addresses_ignored():
     assert {link[0] for link in links} == {"eth0", "eth1", "eth2"}
     assert "198.18.0.11" in ignore and "198.18.0.12" in ignore
     assert "198.18.0.10" not in ignore and "198.18.2.1" not in ignore  # DNAT flows are synced
+    # the lab is dual-stack: the units' IPv6 addresses stay local too, IPv6 DNAT flows sync
+    assert "2001:2::11" in ignore and "2001:2::12" in ignore and "2001:2::10" not in ignore
+    text = config_text(links, ignore, Path("/run/x"))
+    assert "IPv6_address 2001:2::11" in text and "IPv6_address ::1" in text
     assert wanted(lab_cfg("a", state_sync=False)) is None
 
 

@@ -69,7 +69,10 @@ def config_text(
         "        }",
         "        Address Ignore {",
         # connections to the units themselves (sync, WUI, heartbeat) stay local
-        *[f"            IPv4_address {a}" for a in ["127.0.0.1", *ignore]],
+        *[
+            f"            IPv{6 if ':' in a else 4}_address {a}"
+            for a in ["127.0.0.1", "::1", *ignore]
+        ],
         "        }",
         "    }",
         "}",
@@ -89,8 +92,10 @@ def wanted(cfg) -> tuple[list[tuple[str, str, str]], list[str]] | None:
     others = [i for i in cfg.checked if not i.heartbeat]
     links = [(i.name, str(i.own(cfg.role)), str(i.partner(cfg.role))) for i in heartbeat + others]
     ignore = sorted(
-        {str(i.own(cfg.role)) for i in cfg.interfaces}
-        | {str(i.partner(cfg.role)) for i in cfg.interfaces}
+        str(a)
+        for i in cfg.interfaces
+        for a in (i.own(cfg.role), i.partner(cfg.role), i.own6(cfg.role), i.partner6(cfg.role))
+        if a is not None
     )
     return links, ignore
 
