@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Throughput benchmark: carpool's data planes against a bare HAProxy, in one lab, in one run.
 
-    .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64] [--json F]
+    .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64]
+                                         [--family 4|6] [--json F]
 
 wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   direct      one real server (198.18.2.101:80), routed through the active unit without NAT
@@ -11,6 +12,9 @@ wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   carpool-l4  carpool's L4 service web-l4 (nftables DNAT, 198.18.0.10:80)
   carpool-l7  carpool's http service web-http (its managed HAProxy, 198.18.0.10:8080)
 Targets (issue 4): carpool-l4 >= 1.25 x haproxy-tcp, carpool-l7 >= 0.95 x haproxy-http.
+With --family 6 every address is the IPv6 one (client 2001:2::100, shared 2001:2::10, servers
+2001:2:2::101+): carpool's services web-l4 and web-http on 2001:2::10 (L4 in table ip6 carpool),
+the bare HAProxy binding [2001:2::10], the same ratios.
 
 The lab's Python real servers are far slower than any load balancer, so each cp-rN runs a
 one-thread HAProxy answering `GET /` itself (`http-request return`) instead. On 2 shared cores
@@ -41,17 +45,67 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from carpool.lab import Lab, machine_lock
 from carpool.lab.ns import write_file
-from carpool.lab.topology import CLIENT, SHARED_LAN, server_addr, server_ns
+from carpool.lab.topology import (
+    CLIENT,
+    SHARED_LAN,
+    SHARED_LAN6,
+    server_addr,
+    server_addr6,
+    server_ns,
+)
 
-VIP = SHARED_LAN.split("/")[0]
 SERVERS = 3
-TARGETS = {
-    "direct": f"http://{server_addr(1)}:80/",
-    "haproxy-tcp": f"http://{VIP}:9081/",
-    "haproxy-http": f"http://{VIP}:9080/",
-    "carpool-l4": f"http://{VIP}:80/",
-    "carpool-l7": f"http://{VIP}:8080/",
-}
+FAMILY = 4
+VIP = SHARED_LAN.split("/")[0]
+
+
+def server(i: int) -> str:
+    """Real server i's address in the measured family."""
+    return server_addr6(i) if FAMILY == 6 else server_addr(i)
+
+
+def host(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def targets() -> dict[str, str]:
+    return {
+        "direct": f"http://{host(server(1), 80)}/",
+        "haproxy-tcp": f"http://{host(VIP, 9081)}/",
+        "haproxy-http": f"http://{host(VIP, 9080)}/",
+        "carpool-l4": f"http://{host(VIP, 80)}/",
+        "carpool-l7": f"http://{host(VIP, 8080)}/",
+    }
+
+
+TARGETS = targets()
+
+
+def use_family(family: int) -> None:
+    """Measure IPv6 (6) or IPv4 (4): set once, before the lab comes up."""
+    global FAMILY, VIP, TARGETS
+    FAMILY = family
+    VIP = (SHARED_LAN6 if family == 6 else SHARED_LAN).split("/")[0]
+    TARGETS = targets()
+
+
+def services() -> list[dict]:
+    """The lab's two services (web-l4, web-http) on the measured family's addresses."""
+    check = {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2}
+    pool = [{"address": server(i), "port": 80} for i in range(1, SERVERS + 1)]
+    return [
+        {"name": "web-l4", "address": VIP, "port": 80, "check": check, "real_server": pool},
+        {
+            "name": "web-http",
+            "address": VIP,
+            "port": 8080,
+            "type": "http",
+            "check": check,
+            "real_server": pool,
+        },
+    ]
+
+
 RATIOS = (("carpool-l4", "haproxy-tcp", 1.25), ("carpool-l7", "haproxy-http", 0.95))
 LB_CPU, WRK_CPU = "0", "1"
 
@@ -72,7 +126,7 @@ def server_config(name: str) -> str:
             "    timeout server 30s",
             "    timeout connect 2s",
             "frontend web",
-            "    bind :80",
+            "    bind :::80 v4v6",
             f'    http-request return status 200 content-type text/plain string "{name}\\n" '
             f"hdr X-Server {name}",
             "",
@@ -82,7 +136,7 @@ def server_config(name: str) -> str:
 
 def bare_config() -> str:
     """What an admin would write by hand for the same pool (defaults otherwise)."""
-    servers = [f"    server r{i} {server_addr(i)}:80" for i in range(1, SERVERS + 1)]
+    servers = [f"    server r{i} {host(server(i), 80)}" for i in range(1, SERVERS + 1)]
     return "\n".join(
         [
             "global",
@@ -93,12 +147,12 @@ def bare_config() -> str:
             "    timeout server 30s",
             "    timeout connect 2s",
             "listen bare-http",
-            f"    bind {VIP}:9080",
+            f"    bind {host(VIP, 9080)}",
             "    mode http",
             "    balance roundrobin",
             *servers,
             "listen bare-tcp",
-            f"    bind {VIP}:9081",
+            f"    bind {host(VIP, 9081)}",
             "    mode tcp",
             "    balance roundrobin",
             *servers,
@@ -162,7 +216,7 @@ def fast_servers(lab: Lab) -> list[int]:
         lab.wait_for(
             lambda i=i: (
                 server_ns(i)
-                in (lab.http_get(CLIENT, f"http://{server_addr(i)}/", timeout=1.0) or "")
+                in (lab.http_get(CLIENT, f"http://{host(server(i), 80)}/", timeout=1.0) or "")
             ),
             10,
             what=f"fast server {server_ns(i)} answers",
@@ -292,7 +346,8 @@ def summarize(results: dict) -> dict:
 
 def print_report(table: dict, failovers: list[dict], args) -> None:
     print(
-        f"\nthroughput: wrk -t1 -c{args.connections} -d{args.duration:g}s keep-alive, "
+        f"\nthroughput (IPv{args.family}, {VIP}): wrk -t1 -c{args.connections} "
+        f"-d{args.duration:g}s keep-alive, "
         f"median of {args.runs} interleaved runs ({platform.node()}, {os.cpu_count()} cpus)"
     )
     print(f"{'target':<14}{'req/s median':>14}{'(min-max)':>20}{'p99 ms':>10}{'errors':>8}")
@@ -325,15 +380,17 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--no-failover", action="store_true")
+    ap.add_argument("--family", type=int, choices=(4, 6), default=4, help="the client's family")
     ap.add_argument("--json", help="write the results here (- for stdout)")
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
         ap.error("--runs 1..20, --duration 1..120")
+    use_family(args.family)
     with machine_lock(timeout=1800):
         lab = Lab()
         try:
             log("lab up")
-            lab.up(servers=SERVERS)
+            lab.up(servers=SERVERS, overrides={"virtual_service": services()})
             active = lab.wait_for_master()
             lab.exec(CLIENT, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"], check=True)
             fast_servers(lab)
