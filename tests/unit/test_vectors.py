@@ -52,3 +52,15 @@ def test_garp_frame_matches_captured_peers():
         assert frame[:42] == ours  # keepalived: identical, byte for byte
     for frame in ucarp:  # ucarp: the target MAC differs only
         assert frame[:32] == ours[:32] and frame[38:42] == ours[38:]
+
+
+def test_unsolicited_na_matches_keepalived_byte_for_byte():
+    """keepalived's unsolicited NA on takeover (na-ka.pcap) and carpool's, for the same MAC and
+    address on an interface that does not forward: the same 86 bytes."""
+    from carpool.node.addresses import build_unsolicited_na
+
+    frames_ = frames("na-ka.pcap")
+    assert frames_
+    for frame in frames_:
+        mac = ":".join(f"{b:02x}" for b in frame[6:12])
+        assert frame[:86] == build_unsolicited_na(mac, "2001:2::10")

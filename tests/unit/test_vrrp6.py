@@ -45,3 +45,26 @@ def test_one_family_per_advert_and_no_vrrpv2_over_ipv6():
         VrrpAdvert(3, 1, 100, 100, (SHARED[0], IPv4Address("198.18.0.10")))
     with pytest.raises(ValueError):
         VrrpAdvert(2, 1, 100, 1, SHARED)
+
+
+def test_keepalived_vrrpv3_ipv6_adverts_decode_and_ours_are_the_same_bytes():
+    """tests/vectors/vrrp3-ipv6.pcap (keepalived 2.2, captured by capture.py): from its
+    link-local address to ff02::12, hop limit 255, the checksum over the IPv6 pseudo-header
+    verified; carpool's VRRP profile encodes the same advert byte for byte."""
+    from pcap import VECTORS, read_pcap
+
+    from carpool.ha import ipv6
+    from carpool.ha.profile import VrrpProfile
+
+    frames = [frame for _ts, frame in read_pcap(VECTORS / "vrrp3-ipv6.pcap")]
+    assert len(frames) == 4
+    for frame in frames:
+        src, dst = IPv6Address(frame[22:38]), IPv6Address(frame[38:54])
+        assert src.is_link_local and dst == ipv6.GROUP and frame[21] == ipv6.HOP_LIMIT
+        advert = VrrpAdvert.unpack(frame[54:], src, dst)
+        assert (advert.vrid, advert.priority, advert.interval) == (51, 150, 10)
+        assert advert.addresses == (IPv6Address("2001:2::10"),)
+        ours = VrrpProfile(51, 150, 10).encode(
+            False, 0, 0, [IPv4Address("198.18.0.10"), IPv6Address("2001:2::10")], src, dst
+        )
+        assert ours == frame[54:]  # the IPv4 address is not carried in an IPv6 advert

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-capture the golden vectors of tests/vectors from the real peers (ucarp, keepalived).
 
-    sudo python3 tests/vectors/capture.py                      # all five, into a fresh temp dir
+    sudo python3 tests/vectors/capture.py                      # all seven, into a fresh temp dir
     sudo python3 tests/vectors/capture.py --only carp --only vrrp3
     sudo python3 tests/vectors/capture.py --out tests/vectors  # replace the committed vectors
 
@@ -12,6 +12,8 @@ sends, as README.md describes:
     eth0 198.18.0.11/24  <---- veth ---->  port0 -- bridge cpvec-<pid> 198.18.0.12/24
     (the peer: ucarp or keepalived)        (tcpdump on the bridge, Ethernet link type)
 
+The IPv6 captures (vrrp3-ipv6, na-ka) enable IPv6 in both namespaces (no DAD, no router
+advertisements or SLAAC): the peer speaks from its link-local address, derived from its MAC.
 The peer's interface gets the MAC of the committed captures (--mac), so keepalived's frames come
 out as before (IP ids, timestamps and ucarp's counter/HMAC aside). tcpdump listens before the
 peer starts and stops after a fixed number of packets; every wait has a deadline (--timeout
@@ -45,6 +47,9 @@ from pathlib import Path
 PEER_ADDR = "198.18.0.11/24"  # the peer (every vector's source)
 OBS_ADDR = "198.18.0.12/24"  # the observer: the bridge itself
 SHARED = "198.18.0.10"  # the shared address
+SHARED6 = "2001:2::10"  # the IPv6 captures' shared address (a /64)
+GROUP6 = "ff02::12"
+ALL_NODES = "ff02::1"
 PEER_MAC = "fe:35:d8:23:49:53"  # the peer's MAC in the committed captures
 OBS_MAC = "02:00:c6:12:00:0c"  # locally administered, 198.18.0.12 in hex
 GROUP = "224.0.0.18"
@@ -65,11 +70,12 @@ class Capture:
 
     name: str  # file name in tests/vectors
     peer: str  # "ucarp" or "keepalived"
-    kind: str  # "advert" (IPv4 proto 112) or "garp" (gratuitous ARP request)
+    kind: str  # "advert" (IP proto 112), "garp" (gratuitous ARP request), "na" (unsolicited NA)
     count: int  # packets recorded (what the unit tests expect)
     vrrp_version: int = 0
     advert_int: float = 1.0
     what: str = ""
+    family: int = 4  # 6: an IPv6 instance, IPv6 on in the namespaces
 
 
 # The README table, one line each; `count` is what tests/unit expects of each file.
@@ -131,6 +137,28 @@ CAPTURES = {
             advert_int=0.1,
             what="keepalived (as vrrp3.pcap) taking over: its gratuitous ARPs",
         ),
+        Capture(
+            "vrrp3-ipv6.pcap",
+            "keepalived",
+            "advert",
+            4,
+            vrrp_version=3,
+            advert_int=0.1,
+            what="keepalived VRRPv3 over IPv6, VRID 51, priority 150, advert 10 cs, "
+            "2001:2::10/64: adverts from the link-local address to ff02::12",
+            family=6,
+        ),
+        Capture(
+            "na-ka.pcap",
+            "keepalived",
+            "na",
+            2,
+            vrrp_version=3,
+            advert_int=0.1,
+            what="keepalived (as vrrp3-ipv6.pcap) taking over: its unsolicited neighbour "
+            "advertisements",
+            family=6,
+        ),
     )
 }
 
@@ -140,7 +168,14 @@ _SHARED_HEX = "0x" + ipaddress.IPv4Address(SHARED).packed.hex()
 FILTERS = {
     "advert": f"ip proto {PROTO_VRRP} and src host {PEER_ADDR.split('/')[0]} and dst host {GROUP}",
     "garp": f"arp and arp[6:2] = 1 and arp[14:4] = {_SHARED_HEX} and arp[24:4] = {_SHARED_HEX}",
+    # IPv6: the fixed header is 40 bytes, the upper layer follows (no extension headers here)
+    "advert6": f"ip6 and ip6[6] = {PROTO_VRRP} and dst host {GROUP6}",
+    "na": f"ip6 and ip6[6] = 58 and ip6[40] = 136 and dst host {ALL_NODES}",
 }
+
+
+def _filter(capture: Capture) -> str:
+    return FILTERS["advert6" if capture.kind == "advert" and capture.family == 6 else capture.kind]
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -215,6 +250,23 @@ def read_pcap(path: Path) -> list[bytes]:
     return frames
 
 
+def _ipv6_frame(capture: Capture, f: bytes) -> bool:
+    """An IPv6 vector's frame: hop limit 255, an advert to ff02::12 from the peer's
+    link-local address, or an unsolicited NA for the shared address from it to ff02::1."""
+    if len(f) < 78 or struct.unpack_from("!H", f, 12)[0] != 0x86DD or f[21] != 255:
+        return False
+    src, dst = ipaddress.IPv6Address(f[22:38]), ipaddress.IPv6Address(f[38:54])
+    if capture.kind == "advert":
+        return f[20] == PROTO_VRRP and src.is_link_local and dst == ipaddress.IPv6Address(GROUP6)
+    shared = ipaddress.IPv6Address(SHARED6)
+    return (
+        f[20] == 58
+        and f[54] == 136
+        and dst == ipaddress.IPv6Address(ALL_NODES)
+        and ipaddress.IPv6Address(f[62:78]) == shared
+    )
+
+
 def check_frames(capture: Capture, frames: list[bytes]) -> None:
     """What every frame of a vector must be (the unit tests check the protocol fields)."""
     if len(frames) != capture.count:
@@ -223,7 +275,9 @@ def check_frames(capture: Capture, frames: list[bytes]) -> None:
     shared = ipaddress.IPv4Address(SHARED).packed
     for n, f in enumerate(frames):
         ethertype = struct.unpack_from("!H", f, 12)[0] if len(f) >= 14 else None
-        if capture.kind == "advert":
+        if capture.family == 6:
+            ok = _ipv6_frame(capture, f)
+        elif capture.kind == "advert":
             ok = (
                 ethertype == 0x0800
                 and len(f) >= 34
@@ -250,9 +304,10 @@ def check_frames(capture: Capture, frames: list[bytes]) -> None:
 class Network:
     """Two namespaces and a bridge named after this process; removed by close()."""
 
-    def __init__(self, tag: str, mac: str):
+    def __init__(self, tag: str, mac: str, ipv6: bool = False):
         self.peer_ns, self.obs_ns, self.bridge = f"{tag}-peer", f"{tag}-obs", tag
         self.mac = mac
+        self.ipv6 = ipv6
         self.created: list[str] = []  # namespaces this object made, in order
         self.bridge_made = False
 
@@ -264,21 +319,17 @@ class Network:
         for ns in (self.obs_ns, self.peer_ns):
             run(["ip", "netns", "add", ns])
             self.created.append(ns)
-            # IPv4 only: no link-local chatter on the wire
-            run(
+            # IPv4 only: no link-local chatter on the wire; IPv6 without DAD, RAs or SLAAC
+            ipv6 = (
                 [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-                check=False,
+                    f"net.ipv6.conf.{w}.{k}={v}"
+                    for w in ("all", "default")
+                    for k, v in (("disable_ipv6", 0), ("accept_dad", 0), ("accept_ra", 0))
+                ]
+                if self.ipv6
+                else ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
             )
+            run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *ipv6], check=False)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
         run(
             [
@@ -441,6 +492,7 @@ def peer_argv(capture: Capture, work: Path) -> tuple[list[str], Path | None]:
     """The peer's command line (its files written into work) and, for keepalived, the file
     with the pid of its VRRP child."""
     prefix = PEER_ADDR.split("/")[1]
+    shared = f"{SHARED}/{prefix}" if capture.family == 4 else f"{SHARED6}/64"
     if capture.peer == "ucarp":
         up, down = work / "up.sh", work / "down.sh"
         up.write_text(f'#!/bin/sh\nexec ip addr add "$2/{prefix}" dev "$1"\n')
@@ -464,7 +516,7 @@ def peer_argv(capture: Capture, work: Path) -> tuple[list[str], Path | None]:
                 f"    advert_int {capture.advert_int:g}",
                 f"    version {capture.vrrp_version}",
                 "    virtual_ipaddress {",
-                f"        {SHARED}/{prefix} dev eth0",
+                f"        {shared} dev eth0",
                 "    }",
                 "}",
                 "",
@@ -492,7 +544,7 @@ def peer_argv(capture: Capture, work: Path) -> tuple[list[str], Path | None]:
 def capture_one(capture: Capture, out_dir: Path, tag: str, mac: str, timeout: float) -> Path:
     """Build the network, record `capture`, tear everything down; the pcap's path in out_dir."""
     work = Path(tempfile.mkdtemp(prefix=f"{tag}-", suffix="-" + capture.name.split(".")[0]))
-    net = Network(tag, mac)
+    net = Network(tag, mac, ipv6=capture.family == 6)
     tcpdump = peer = None
     vrrp_pid_file = None
     raw = work / capture.name
@@ -518,7 +570,7 @@ def capture_one(capture: Capture, out_dir: Path, tag: str, mac: str, timeout: fl
                 str(capture.count),
                 "-w",
                 str(raw),
-                FILTERS[capture.kind],
+                _filter(capture),
             ],
             work / "tcpdump.log",
         )
