@@ -274,7 +274,9 @@ class AdvertPaths:
                 sock.send(payload, str(dst)) for dst in destinations(self.cfg.transport, partner)
             )
         for name, sock6 in self.sockets6.items():
-            partner6, source = self.ifaces[name].partner6(self.cfg.role), sock6.sender()
+            # from the configured address, also in VRRP mode: the doctor answers the partner only
+            iface = self.ifaces[name]
+            partner6, source = iface.partner6(self.cfg.role), iface.own6(self.cfg.role)
             sent[path6(name)] = (
                 0
                 if partner6 is None or source is None
