@@ -21,19 +21,17 @@ from ..config.ha import Config, Interface
 from ..dataplane import conntrack, haproxy
 from ..dataplane.conntrack import PORT as CONNTRACK_PORT
 from ..dataplane.haproxy import PEERS_PORT
+from ..family import FAMILIES, IPV4, Family
 from .nft import NftCommands
 
 log = events.logger("carpool.guard", events.Kind.DAEMON)
 TABLE = "carpool_guard"
 
 
-FAMILIES = {"ip": ("ipv4_addr", 4), "ip6": ("ipv6_addr", 6)}
-
-
-def _elements(cfg: Config, ifaces: list[Interface], version: int) -> str:
+def _elements(cfg: Config, ifaces: list[Interface], f: Family) -> str:
     found = set()
     for i in ifaces:
-        partner = i.partner4(cfg.role) if version == 4 else i.partner6(cfg.role)
+        partner = i.partner4(cfg.role) if f is IPV4 else i.partner6(cfg.role)
         if partner is not None:
             found.add((i.name, str(partner)))
     return ", ".join(f'"{name}" . {address}' for name, address in sorted(found))
@@ -59,14 +57,14 @@ def install_commands(cfg: Config, sync_port: int) -> str:
         "conntrack": f"udp dport {CONNTRACK_PORT}",
     }
     out = []
-    for family, (kind_type, version) in FAMILIES.items():
+    for f in FAMILIES:
         sets, rules = [], []
         for kind, ifaces in links(cfg).items():
-            elements = _elements(cfg, ifaces, version)
+            elements = _elements(cfg, ifaces, f)
             body = f" elements = {{ {elements} }} ;" if elements else ""
-            sets.append(f"set {kind} {{ type ifname . {kind_type} ;{body} }} ;")
+            sets.append(f"set {kind} {{ type ifname . {f.nft_type} ;{body} }} ;")
             rules.append(
-                f"{ports[kind]} iifname . {family} saddr != @{kind} counter drop comment "
+                f"{ports[kind]} iifname . {f.nft} saddr != @{kind} counter drop comment "
                 f'"{kind}: not the partner on its link" ;'
             )
         chain = (
@@ -74,8 +72,8 @@ def install_commands(cfg: Config, sync_port: int) -> str:
             'iifname "lo" accept ; ' + " ".join(rules) + " }"
         )
         out.append(
-            f"table {family} {TABLE} {{ }}\ndelete table {family} {TABLE}\n"
-            f"table {family} {TABLE} {{ {' '.join(sets)} {chain} ; }}\n"
+            f"table {f.nft} {TABLE} {{ }}\ndelete table {f.nft} {TABLE}\n"
+            f"table {f.nft} {TABLE} {{ {' '.join(sets)} {chain} ; }}\n"
         )
     return "".join(out)
 
@@ -99,7 +97,9 @@ class Guard:
     def remove(self) -> None:
         if self.installed:
             self._nft.run(
-                "".join(f"table {f} {TABLE} {{ }}\ndelete table {f} {TABLE}\n" for f in FAMILIES)
+                "".join(
+                    f"table {f.nft} {TABLE} {{ }}\ndelete table {f.nft} {TABLE}\n" for f in FAMILIES
+                )
             )
             self.installed = False
 
