@@ -62,9 +62,9 @@ def test_a_list_round_trips_as_a_list():
         ({"first": 5}, "interface[0].first", "list of one IPv4 and one IPv6"),
         ({"first": ["198.18.0.11", "ff02::1"]}, "interface[0].first", "multicast"),
         (
-            {"first": "2001:2::11", "second": "2001:2::12", "shared": ["2001:2::10/64"]},
-            "interface[0].first",
-            "IPv6-only link is not supported yet",
+            {"first": "2001:2::11", "second": ["198.18.0.12", "2001:2::12"], "shared": []},
+            "interface[0].second",
+            "the units need addresses of the same families on eth0",
         ),
         ({"second": "198.18.0.12"}, "interface[0].shared[1]", "both units need an IPv6 address"),
         (
@@ -118,3 +118,18 @@ def test_an_ipv6_address_shared_twice_is_refused():
     with pytest.raises(document.DocumentError) as e:
         document.parse_document(doc)
     assert "shared address 2001:2::10 is listed twice" in str(e.value)
+
+
+def test_an_ipv6_only_link_names_the_units_by_their_ipv6_addresses():
+    cfg = parse_config(
+        {
+            "unit": UNIT,
+            "interface": [iface(first="2001:2::11", second="2001:2::12", shared=["2001:2::10/64"])],
+        }
+    )
+    (eth0,) = cfg.interfaces
+    assert eth0.own("first") == eth0.own6("first") == IPv6Address("2001:2::11")
+    assert eth0.own4("first") is None and eth0.partner4("first") is None
+    assert cfg.partner_address == IPv6Address("2001:2::12")
+    assert cfg.partner_url == "https://[2001:2::12]/"
+    assert eth0.owns("first") == [IPv6Address("2001:2::11")]

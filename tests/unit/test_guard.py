@@ -50,6 +50,37 @@ def test_each_port_only_from_the_partner_on_its_links():
     assert 'iifname "lo" accept' in text
 
 
+def test_the_ipv6_table_guards_the_partners_ipv6_addresses():
+    cfg = parse_config(
+        {
+            "unit": {"role": "first", "secret": "unit-test-secret"},
+            "interface": [
+                {
+                    "name": "eth0",
+                    "first": ["198.18.0.11", "2001:2::11"],
+                    "second": ["198.18.0.12", "2001:2::12"],
+                },
+                {
+                    "name": "eth1",
+                    "first": "2001:2:1::1",
+                    "second": "2001:2:1::2",
+                    "heartbeat": True,
+                },
+            ],
+        }
+    )
+    text = install_commands(cfg, 6973)
+    ip, ip6 = text.split("table ip6 ", 1)
+    assert '"eth0" . 198.18.0.12' in ip and "2001:2" not in ip
+    assert '"eth0" . 2001:2::12' in ip6 and '"eth1" . 2001:2:1::2' in ip6
+    assert "iifname . ip6 saddr != @sync counter drop" in ip6
+    if os.geteuid() == 0 and shutil.which("nft"):
+        proc = subprocess.run(
+            ["nft", "-c", "-f", "-"], input=text, text=True, capture_output=True, timeout=10
+        )
+        assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="needs nft as root (check mode)"
 )

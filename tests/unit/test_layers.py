@@ -9,12 +9,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "src" / "carpool"
 # package -> the carpool packages (and top-level modules) it may import
 MAY_IMPORT = {
-    "ha": {"events", "untrusted"},
-    "config": {"events", "files", "untrusted"},
-    "dataplane": {"config", "events", "files"},
+    "ha": {"events", "family", "untrusted"},
+    "config": {"events", "family", "files", "untrusted"},
+    "dataplane": {"config", "events", "family", "files"},
     "web": {"config", "events", "terms", "tlscert", "untrusted"},
-    "node": {"ha", "config", "dataplane", "web", "events", "terms", "files", "untrusted"},
-    "lab": {"ha", "config", "node", "web", "events", "terms", "tlscert", "files"},
+    "node": {
+        "ha",
+        "config",
+        "dataplane",
+        "web",
+        "events",
+        "family",
+        "terms",
+        "files",
+        "untrusted",
+    },
+    "lab": {"ha", "config", "node", "web", "events", "family", "terms", "tlscert", "files"},
 }
 
 

@@ -483,11 +483,17 @@ class Interface(_Model):
             raise ValueError("the two units need different addresses (first == second)")
         if self.heartbeat and self.shared:
             raise ValueError("the heartbeat interface carries no shared addresses")
-        problems = [
-            Problem((role,), "needs an IPv4 address: an IPv6-only link is not supported yet")
-            for role, own in (("first", first), ("second", second))
-            if not any(a.version == 4 for a in own)
-        ]
+        families = [sorted({a.version for a in own}) for own in (first, second)]
+        problems = []
+        if families[0] != families[1]:
+            problems.append(
+                Problem(
+                    ("second",),
+                    f"the units need addresses of the same families on {self.name} "
+                    f"(first: {', '.join(f'IPv{v}' for v in families[0])}; "
+                    f"second: {', '.join(f'IPv{v}' for v in families[1])})",
+                )
+            )
         for n, cidr in enumerate(self.shared):
             shared = ipaddress.ip_interface(cidr)
             units = [a for a in first + second if a.version == shared.version]

@@ -46,11 +46,17 @@ class WebSettings:
     partner_url: str = ""  # "" = https://<Config.partner_address>:<port>/
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 @dataclass(frozen=True)
 class Interface:
+    """One link. `first`/`second`: the address that names each unit on it, its IPv4 one when
+    it has one, else (an IPv6-only link) its IPv6 one; `first6`/`second6`: the IPv6 ones."""
+
     name: str
-    first: ipaddress.IPv4Address
-    second: ipaddress.IPv4Address
+    first: Address
+    second: Address
     check: bool = True
     heartbeat: bool = False
     shared: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...] = ()
@@ -59,11 +65,24 @@ class Interface:
     first6: ipaddress.IPv6Address | None = None  # a dual-stack link's IPv6 unit addresses
     second6: ipaddress.IPv6Address | None = None
 
-    def own(self, role: str) -> ipaddress.IPv4Address:
+    def own(self, role: str) -> Address:
         return self.first if role == "first" else self.second
 
-    def partner(self, role: str) -> ipaddress.IPv4Address:
+    def partner(self, role: str) -> Address:
         return self.second if role == "first" else self.first
+
+    def own4(self, role: str) -> ipaddress.IPv4Address | None:
+        own = self.own(role)
+        return own if isinstance(own, ipaddress.IPv4Address) else None
+
+    def partner4(self, role: str) -> ipaddress.IPv4Address | None:
+        partner = self.partner(role)
+        return partner if isinstance(partner, ipaddress.IPv4Address) else None
+
+    def owns(self, role: str) -> list[Address]:
+        """The unit's addresses on this link, both families."""
+        own6 = self.own6(role)
+        return [self.own(role)] + ([own6] if own6 is not None and own6 != self.own(role) else [])
 
     def own6(self, role: str) -> ipaddress.IPv6Address | None:
         return self.first6 if role == "first" else self.second6
@@ -156,11 +175,11 @@ class Config:
         return next((i for i in checked if i.shared), checked[0] if checked else self.interfaces[0])
 
     @property
-    def own_address(self) -> ipaddress.IPv4Address:
+    def own_address(self) -> Address:
         return self.primary.own(self.role)
 
     @property
-    def partner_address(self) -> ipaddress.IPv4Address:
+    def partner_address(self) -> Address:
         return self.primary.partner(self.role)
 
     @property
@@ -197,7 +216,8 @@ class Config:
     def partner_url(self) -> str:
         if self.web.partner_url:
             return self.web.partner_url.rstrip("/") + "/"
-        host = self.partner_address
+        address = self.partner_address
+        host = f"[{address}]" if address.version == 6 else str(address)
         return f"https://{host}/" if self.web.port == 443 else f"https://{host}:{self.web.port}/"
 
 
@@ -290,11 +310,11 @@ class _Checker:
             return default
         return value
 
-    def address(self, value: str, key: str) -> ipaddress.IPv4Address | None:
+    def address(self, value: str, key: str) -> Address | None:
         try:
-            return ipaddress.IPv4Address(value)
-        except (ipaddress.AddressValueError, ValueError):
-            self.fail(key, f"not an IPv4 address: {value!r}")
+            return ipaddress.ip_address(value)
+        except ValueError:
+            self.fail(key, f"not an IPv4 or IPv6 address: {value!r}")
             return None
 
 
@@ -344,8 +364,8 @@ def _iface(i: document.Interface) -> Interface:
     first, second = i.addresses("first"), i.addresses("second")
     return Interface(
         name=i.name,
-        first=_of_family(first, 4),  # the document requires one (no IPv6-only link yet)
-        second=_of_family(second, 4),
+        first=_of_family(first, 4) or first[0],  # IPv4 when it has one
+        second=_of_family(second, 4) or second[0],
         first6=_of_family(first, 6),
         second6=_of_family(second, 6),
         check=i.check or i.heartbeat,

@@ -40,10 +40,11 @@ def config_text(
         "    }",
     ]
     for n, (iface, own, partner) in enumerate(links):
+        family = "IPv6" if ":" in own else "IPv4"  # an IPv6-only link syncs over IPv6
         lines += [
             "    UDP Default {" if n == 0 else "    UDP {",
-            f"        IPv4_address {own}",
-            f"        IPv4_Destination_Address {partner}",
+            f"        {family}_address {own}",
+            f"        {family}_Destination_Address {partner}",
             f"        Port {port}",
             f"        Interface {iface}",
             "        Checksum on",

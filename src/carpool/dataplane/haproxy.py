@@ -44,6 +44,10 @@ def peers(cfg) -> tuple[tuple[str, str], tuple[str, str] | None]:
     return ((cfg.role, str(link.own(cfg.role))), (cfg.partner_role, str(link.partner(cfg.role))))
 
 
+def _peer(address: str) -> str:
+    return hostport(address, PEERS_PORT)
+
+
 def sticky(vs: VirtualService) -> bool:
     """Source-address persistence with a timeout (cookie persistence needs no table)."""
     return vs.type == "http" and bool(vs.persistence) and not vs.cookie
@@ -111,8 +115,8 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
     if tables:  # the old worker hands its tables to the new one at a reload, and the partner
         lines += [
             "peers carpool",
-            f"    peer {own} {own_address}:{PEERS_PORT}",
-            *([f"    peer {partner[0]} {partner[1]}:{PEERS_PORT}"] if partner else []),
+            f"    peer {own} {_peer(own_address)}",
+            *([f"    peer {partner[0]} {_peer(partner[1])}"] if partner else []),
             "",
         ]
     for vs in doc.virtual_service:

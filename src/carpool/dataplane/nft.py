@@ -25,17 +25,18 @@ from __future__ import annotations
 import ipaddress
 import zlib
 
+from .. import family
 from ..config.document import Document, VirtualService
 
 TABLE = "carpool"
-FAMILY = "ip"  # the IPv4 table's; FAMILIES: both
-FAMILIES = ("ip", "ip6")
+FAMILY = family.IPV4.nft  # the IPv4 table's; FAMILIES: both
+FAMILIES = tuple(f.nft for f in family.FAMILIES)
 PERSIST_SIZE = 262144  # clients remembered per server; a full set schedules newcomers anew
 
 
 def family_of(address: str) -> str:
     """The nftables family of an address: ip or ip6."""
-    return "ip6" if ":" in address else "ip"
+    return family.of(address).nft
 
 
 def _match(protocol: str, field: str, value) -> dict:
@@ -97,30 +98,29 @@ def _pick(vs: VirtualService, servers: list[tuple[str, int, int]]) -> dict:
 
 
 def _down_verdict(vs: VirtualService) -> dict:
-    family = family_of(vs.address)
+    f = family.of(vs.address)
     if vs.when_down == "sorry" and vs.sorry_server:
-        return {"dnat": {"family": family, "addr": vs.sorry_server, "port": vs.port}}
+        return {"dnat": {"family": f.nft, "addr": vs.sorry_server, "port": vs.port}}
     if vs.protocol == "tcp":
         return {"reject": {"type": "tcp reset"}}
-    kind = "icmpv6" if family == "ip6" else "icmp"
-    return {"reject": {"type": kind, "expr": "port-unreachable"}}
+    return {"reject": {"type": f.icmp, "expr": "port-unreachable"}}
 
 
 def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
     """The service's rules in chain prerouting (nat: only a connection's first packet)."""
-    family = family_of(vs.address)
-    head = [_match(family, "daddr", vs.address), _match(vs.protocol, "dport", vs.port)]
+    nft_family = family_of(vs.address)
+    head = [_match(nft_family, "daddr", vs.address), _match(vs.protocol, "dport", vs.port)]
     servers = pool(vs, healthy)
     if not servers:
         return [head + [{"counter": None}, _down_verdict(vs)]]
     if not vs.persistence:
         return [
-            head + [{"counter": None}, {"dnat": {"family": family, "addr": _pick(vs, servers)}}]
+            head + [{"counter": None}, {"dnat": {"family": nft_family, "addr": _pick(vs, servers)}}]
         ]
     # Persistence with a timeout (like LVS): a client seen within `persistence` seconds goes
     # back to its server; a new one is scheduled as usual, its pick carried from the pick rule
     # to its server's rule in the packet mark (nft 1.0 cannot store a map lookup's result).
-    saddr = {"payload": {"protocol": family, "field": "saddr"}}
+    saddr = {"payload": {"protocol": nft_family, "field": "saddr"}}
     number = {(a, p): n + 1 for n, (a, p, _w) in enumerate(servers)}  # 0: no mark set
 
     def to_server(match: dict, op: str, a: str, p: int) -> list[dict]:
@@ -129,7 +129,7 @@ def service_rules(vs: VirtualService, healthy) -> list[list[dict]]:
             match,
             {"set": {"op": op, "elem": saddr, "set": name}},
             {"counter": None},
-            {"dnat": {"family": family, "addr": a, "port": p}},
+            {"dnat": {"family": nft_family, "addr": a, "port": p}},
         ]
 
     known = [
@@ -186,13 +186,13 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
     for rs in vs.real_server:
         source = snat_source(doc, rs.address)
         if source:
-            family = family_of(rs.address)
+            nft_family = family_of(rs.address)
             rules.append(
                 [
-                    _match(family, "daddr", rs.address),
+                    _match(nft_family, "daddr", rs.address),
                     _match(vs.protocol, "dport", rs.port),
                     {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
-                    {"snat": {"family": family, "addr": source}},
+                    {"snat": {"family": nft_family, "addr": source}},
                 ]
             )
     return rules
@@ -201,8 +201,8 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
 def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
     """The whole nft JSON document that replaces tables ip carpool and ip6 carpool."""
     cmds: list[dict] = []
-    for family in FAMILIES:
-        table = {"family": family, "name": TABLE}
+    for nft_family in FAMILIES:
+        table = {"family": nft_family, "name": TABLE}
         # add + delete + add in one transaction: the table is replaced whole, atomically
         cmds += [
             {"add": {"table": dict(table)}},
@@ -214,19 +214,19 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
             ("postrouting", "postrouting", 100),
         ):
             chain = {"name": name, "type": "nat", "hook": hook, "prio": prio, "policy": "accept"}
-            cmds.append({"add": {"chain": {"family": family, "table": TABLE, **chain}}})
+            cmds.append({"add": {"chain": {"family": nft_family, "table": TABLE, **chain}}})
     for vs in doc.virtual_service:
         if vs.type != "l4":
             continue
-        family = family_of(vs.address)
+        nft_family = family_of(vs.address)
 
         def rule(
-            chain: str, expr: list[dict], vs: VirtualService = vs, family: str = family
+            chain: str, expr: list[dict], vs: VirtualService = vs, f: str = nft_family
         ) -> dict:
             return {
                 "add": {
                     "rule": {
-                        "family": family,
+                        "family": f,
                         "table": TABLE,
                         "chain": chain,
                         "comment": vs.name,
@@ -240,10 +240,10 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
                 {
                     "add": {
                         "set": {
-                            "family": family,
+                            "family": nft_family,
                             "table": TABLE,
                             "name": name,
-                            "type": "ipv6_addr" if family == "ip6" else "ipv4_addr",
+                            "type": family.of(vs.address).nft_type,
                             "flags": ["timeout"],
                             "timeout": vs.persistence,
                             "size": PERSIST_SIZE,

@@ -54,7 +54,7 @@ class Verdict:
 def classify(
     datagram: bytes,
     *,
-    partner: IPv4Address,
+    partner: IPv4Address | None,
     vhid: int,
     decoder: Decoder,
     addresses: Iterable[Address],

@@ -10,8 +10,10 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-GROUP = IPv6Address("ff02::12")  # CARP and VRRP over IPv6
-ALL_NODES = IPv6Address("ff02::1")  # unsolicited neighbour advertisements
+from ..family import IPV6
+
+GROUP = IPv6Address(IPV6.group)  # CARP and VRRP over IPv6: ff02::12
+ALL_NODES = IPv6Address(IPV6.broadcast)  # ff02::1: unsolicited neighbour advertisements
 HOP_LIMIT = 255
 
 

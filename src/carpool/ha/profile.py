@@ -56,7 +56,7 @@ class CarpProfile:
     def interval_ms(self) -> int:
         return round((self.advbase + self.advskew / 256) * 1000)
 
-    def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
+    def params(self, address: Address, preempt: bool, initial_wait: float) -> Params:
         skew = self.advskew / 256
         return Params(
             rank_preference=self.preference,
@@ -119,7 +119,7 @@ class VrrpProfile:
     def interval_ms(self) -> int:
         return self.interval_cs * 10
 
-    def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
+    def params(self, address: Address, preempt: bool, initial_wait: float) -> Params:
         interval = self.interval_cs / 100
         skew = (256 - self.priority) * interval / 256
         return Params(
@@ -174,7 +174,7 @@ class SealedProfile:
     vhid: int
     form: ClassVar[str] = "carpool"
 
-    def params(self, address: IPv4Address, preempt: bool, initial_wait: float) -> Params:
+    def params(self, address: Address, preempt: bool, initial_wait: float) -> Params:
         return self.base.params(address, preempt, initial_wait)
 
     def encode(

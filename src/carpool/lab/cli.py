@@ -1,6 +1,7 @@
 """`carpool lab ...`: the command line of the namespace lab (carpool.cli calls add_lab_parser).
 
-carpool lab up [--fast] [--vmac] [--servers N] [--preferred R] [--no-units] [--set K=V]...
+carpool lab up [--fast] [--vmac] [--servers N] [--preferred R] [--no-units] [--ipv6-only]
+               [--set K=V]...
 carpool lab down [--purge]
 carpool lab status [--json] [--watch SECONDS]
 carpool lab exec UNIT -- CMD...         (UNIT: a, b, c1, r1.., sw; cp- prefix accepted)
@@ -62,6 +63,7 @@ def cmd_up(args) -> int:
         start_units=not args.no_units,
         overrides=overrides or None,
         timeout=args.timeout,
+        ipv6_only=args.ipv6_only,
     )
     print(format_summary(lab.summary()))
     return 0
@@ -186,7 +188,10 @@ def format_summary(s: dict) -> str:
 
         lines.append(
             "  WUI: "
-            + "  ".join(f"{u} {wui_url(u)}" for u in s["units"])
+            + "  ".join(
+                f"{u} {wui_url(u, bool((s.get('options') or {}).get('ipv6_only')))}"
+                for u in s["units"]
+            )
             + f"   (user {WUI_USER}, password {WUI_PASSWORD}; self-signed certificate)"
         )
     f = s["faults"]
@@ -224,6 +229,11 @@ def add_lab_parser(subparsers) -> argparse.ArgumentParser:
     up.add_argument("--servers", type=int, default=3, metavar="N", help="real servers (3)")
     up.add_argument("--preferred", choices=("none", "first", "second"), default="none")
     up.add_argument("--no-units", action="store_true", help="topology and servers only")
+    up.add_argument(
+        "--ipv6-only",
+        action="store_true",
+        help="no IPv4 on the lab's links: the units, client and servers speak IPv6 only",
+    )
     up.add_argument(
         "--set",
         type=_parse_set,

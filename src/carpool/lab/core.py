@@ -144,6 +144,7 @@ class Lab(UnitsMixin, FaultsMixin):
         overrides: dict | None = None,
         preferred: str = "none",
         timeout: float | None = None,
+        ipv6_only: bool = False,
     ) -> Lab:
         """Build the lab (tearing down any existing one first), start the real servers and,
         with start_units, both units, waiting until exactly one is master. On any failure the
@@ -156,13 +157,14 @@ class Lab(UnitsMixin, FaultsMixin):
             "vmac": vmac,
             "preferred": preferred,
             "overrides": overrides or None,
+            "ipv6_only": ipv6_only,
         }
         self.servers = servers
         self.wanted = set()
         try:
             self._save()
             self.write_configs()
-            build(servers)
+            build(servers, ipv6_only)
             for i in range(1, servers + 1):
                 self.serve_real_server(server_ns(i))
             if start_units:

@@ -17,14 +17,15 @@ import struct
 import sys
 import time
 
+from ..family import IPV4, IPV6
 from ..ha.ipv4 import internet_checksum
 
 
 def _echo(ident: int, seq: int, ipv6: bool = False) -> bytes:
     if ipv6:  # the kernel fills in an ICMPv6 checksum
-        return struct.pack("!BBHHH", 128, 0, 0, ident, seq)
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", 8, 0, internet_checksum(header), ident, seq)
+        return struct.pack("!BBHHH", IPV6.echo_request, 0, 0, ident, seq)
+    header = struct.pack("!BBHHH", IPV4.echo_request, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", IPV4.echo_request, 0, internet_checksum(header), ident, seq)
 
 
 def probe(target: str, interval: float, duration: float, stop_file: str | None) -> dict:
@@ -66,7 +67,7 @@ def probe(target: str, interval: float, duration: float, stop_file: str | None) 
             if len(data) < start_at + 8:
                 continue
             kind, _, _, rid, _ = struct.unpack("!BBHHH", data[start_at : start_at + 8])
-            if kind != (129 if ipv6 else 0) or rid != ident:
+            if kind != (IPV6 if ipv6 else IPV4).echo_reply or rid != ident:
                 continue
             t = time.monotonic()
             received += 1

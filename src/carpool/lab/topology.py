@@ -14,6 +14,8 @@ numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100), heartbeat 
 (A ::1, B ::2), srv 2001:2:2::/64 (shared gateway ::1, A ::11, B ::12, real servers ::101+), and
 each interface's link-local address (from its MAC). No DAD, router advertisements or SLAAC in
 the lab (addresses usable at once, none outside the range); the host's end stays IPv4-only.
+IPv6-only (`carpool lab up --ipv6-only`): the same picture without an IPv4 address on any lab
+interface (MACs still named after the IPv4 plan).
 The bridges do not snoop multicast: a plain switch (block-multicast is the fault that drops it).
 """
 
@@ -138,8 +140,10 @@ def _veth(
     peer_ns: str | None,
     peer: str,
     address6: str | None = None,
+    ipv4: bool = True,
 ) -> None:
-    """A veth pair: `name` (with addresses and readable MAC) in ns, `peer` in peer_ns."""
+    """A veth pair: `name` (with addresses and readable MAC) in ns, `peer` in peer_ns; without
+    ipv4, `address` names the MAC only."""
     mac = ("address", mac_for(address)) if address else ()
     ip(
         "link",
@@ -155,7 +159,7 @@ def _veth(
         peer,
         *(("netns", peer_ns) if peer_ns else ()),
     )
-    if address:
+    if address and ipv4:
         ip("addr", "add", address, "dev", name, ns=ns)
     if address6:
         ip("addr", "add", address6, "dev", name, "nodad", ns=ns)
@@ -165,8 +169,10 @@ def _port(port: str, bridge: str) -> None:
     ip("link", "set", port, "master", bridge, "up", ns=SWITCH)
 
 
-def build(servers: int) -> None:
-    """Make the whole topology. Raises LabError; the caller tears a half-built lab down."""
+def build(servers: int, ipv6_only: bool = False) -> None:
+    """Make the whole topology (without IPv4 on the lab's links with ipv6_only). Raises
+    LabError; the caller tears a half-built lab down."""
+    v4 = not ipv6_only
     if not 0 <= servers <= MAX_SERVERS:
         raise LabError(f"servers: 0..{MAX_SERVERS}, not {servers}")
     clash = [n for n in (SWITCH, CLIENT, *map(unit_ns, UNITS)) if n in namespaces()]
@@ -209,6 +215,7 @@ def build(servers: int) -> None:
                 SWITCH,
                 f"{unit}-{ifname}",
                 UNIT_ADDR6[unit][ifname],
+                ipv4=v4,
             )
             _port(f"{unit}-{ifname}", bridge)
     _veth(
@@ -218,28 +225,32 @@ def build(servers: int) -> None:
         unit_ns("b"),
         HEARTBEAT,
         UNIT_ADDR6["a"][HEARTBEAT],
+        ipv4=v4,
     )
     ip("link", "set", HEARTBEAT, "address", mac_for(UNIT_ADDR["b"][HEARTBEAT]), ns=unit_ns("b"))
-    ip("addr", "add", UNIT_ADDR["b"][HEARTBEAT], "dev", HEARTBEAT, ns=unit_ns("b"))
+    if v4:
+        ip("addr", "add", UNIT_ADDR["b"][HEARTBEAT], "dev", HEARTBEAT, ns=unit_ns("b"))
     ip("addr", "add", UNIT_ADDR6["b"][HEARTBEAT], "dev", HEARTBEAT, "nodad", ns=unit_ns("b"))
     for unit in UNITS:
         for ifname in UNIT_ADDR[unit]:
             ip("link", "set", ifname, "up", ns=unit_ns(unit))
 
     _add_ns(CLIENT, arp_accept)
-    _veth(CLIENT, "eth0", CLIENT_ADDR, SWITCH, "c1", CLIENT_ADDR6)
+    _veth(CLIENT, "eth0", CLIENT_ADDR, SWITCH, "c1", CLIENT_ADDR6, ipv4=v4)
     _port("c1", "lan")
     ip("link", "set", "eth0", "up", ns=CLIENT)
-    ip("route", "add", "default", "via", _ip(SHARED_LAN), ns=CLIENT)
+    if v4:
+        ip("route", "add", "default", "via", _ip(SHARED_LAN), ns=CLIENT)
     ip("-6", "route", "add", "default", "via", _ip(SHARED_LAN6), ns=CLIENT)
 
     for i in range(1, servers + 1):
         ns = server_ns(i)
         _add_ns(ns, arp_accept)
-        _veth(ns, "eth0", f"{server_addr(i)}/24", SWITCH, f"r{i}", f"{server_addr6(i)}/64")
+        _veth(ns, "eth0", f"{server_addr(i)}/24", SWITCH, f"r{i}", f"{server_addr6(i)}/64", ipv4=v4)
         _port(f"r{i}", "srv")
         ip("link", "set", "eth0", "up", ns=ns)
-        ip("route", "add", "default", "via", _ip(SHARED_SRV), ns=ns)
+        if v4:
+            ip("route", "add", "default", "via", _ip(SHARED_SRV), ns=ns)
         ip("-6", "route", "add", "default", "via", _ip(SHARED_SRV6), ns=ns)
 
     # The host (root namespace) on lan. No IPv6 link-local address on it either.

@@ -44,6 +44,7 @@ from .topology import (
     UNIT_ADDR6,
     UNITS,
     server_addr,
+    server_addr6,
     unit_ns,
 )
 
@@ -53,7 +54,9 @@ WUI_USER, WUI_PASSWORD = "admin", "carpool-lab"  # published: the lab is no prod
 WUI_PORT = 443
 
 
-def wui_url(unit: str) -> str:
+def wui_url(unit: str, ipv6_only: bool = False) -> str:
+    if ipv6_only:  # reachable from the lab's namespaces (the host's end has no IPv6)
+        return f"https://[{UNIT_ADDR6[unit]['eth0'].split('/')[0]}]/"
     return f"https://{UNIT_ADDR[unit]['eth0'].split('/')[0]}/"
 
 
@@ -74,11 +77,20 @@ def base_config(
     vmac: bool = False,
     preferred: str = "none",
     servers: int = 0,
+    ipv6_only: bool = False,
 ) -> dict:
-    """The lab's configuration document of one unit, as a dict (before overrides)."""
+    """The lab's configuration document of one unit, as a dict (before overrides): dual-stack,
+    or with ipv6_only IPv6 addresses only."""
 
     def own(unit_, ifname):
-        return [UNIT_ADDR[unit_][ifname].split("/")[0], UNIT_ADDR6[unit_][ifname].split("/")[0]]
+        six = UNIT_ADDR6[unit_][ifname].split("/")[0]
+        return six if ipv6_only else [UNIT_ADDR[unit_][ifname].split("/")[0], six]
+
+    def shared(*cidrs: str) -> list[str]:
+        return [c for c in cidrs if ":" in c or not ipv6_only]
+
+    vip = (SHARED_LAN6 if ipv6_only else SHARED_LAN).split("/")[0]
+    backend = server_addr6 if ipv6_only else server_addr
 
     return {
         # The lab restarts units on purpose, far more often than reboot-loop protection allows.
@@ -89,12 +101,15 @@ def base_config(
             "restart_limit": 0,
         },
         # the unit's WUI on its own LAN address (the host reaches the lab's LAN directly)
-        "web": {"bind": own(unit, "eth0")[0], "port": WUI_PORT},
+        "web": {
+            "bind": UNIT_ADDR6[unit]["eth0"].split("/")[0] if ipv6_only else own(unit, "eth0")[0],
+            "port": WUI_PORT,
+        },
         "ha": {"vhid": VHID, "fast": fast, "vmac": vmac, "preferred": preferred},
         "interface": [
             {
                 "name": "eth0",
-                "shared": [SHARED_LAN, SHARED_LAN6],
+                "shared": shared(SHARED_LAN, SHARED_LAN6),
                 "first": own("a", "eth0"),
                 "second": own("b", "eth0"),
             },
@@ -106,7 +121,7 @@ def base_config(
             },
             {
                 "name": "eth2",
-                "shared": [SHARED_SRV, SHARED_SRV6],
+                "shared": shared(SHARED_SRV, SHARED_SRV6),
                 "first": own("a", "eth2"),
                 "second": own("b", "eth2"),
             },
@@ -115,22 +130,18 @@ def base_config(
         "virtual_service": [
             {
                 "name": "web-l4",
-                "address": SHARED_LAN.split("/")[0],
+                "address": vip,
                 "port": 80,
                 "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
-                "real_server": [
-                    {"address": server_addr(i), "port": 80} for i in range(1, servers + 1)
-                ],
+                "real_server": [{"address": backend(i), "port": 80} for i in range(1, servers + 1)],
             },
             {
                 "name": "web-http",
-                "address": SHARED_LAN.split("/")[0],
+                "address": vip,
                 "port": 8080,
                 "type": "http",
                 "check": {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2},
-                "real_server": [
-                    {"address": server_addr(i), "port": 80} for i in range(1, servers + 1)
-                ],
+                "real_server": [{"address": backend(i), "port": 80} for i in range(1, servers + 1)],
             },
         ]
         if servers
@@ -267,13 +278,14 @@ class UnitsMixin(LabBase):
             o.get("vmac", False),
             o.get("preferred", "none"),
             self.servers,
+            o.get("ipv6_only", False),
         )
         return apply_overrides(doc, o.get("overrides"), unit)
 
     def write_configs(self, **options) -> None:
         """Rewrite both units' configuration files; options as for up() (fast, vmac,
         preferred, overrides) replace the current ones. Running daemons are not restarted."""
-        unknown = set(options) - {"fast", "vmac", "preferred", "overrides"}
+        unknown = set(options) - {"fast", "vmac", "preferred", "overrides", "ipv6_only"}
         if unknown:
             raise LabError(f"write_configs: unknown options {sorted(unknown)}")
         merged = {**self.options, **options}

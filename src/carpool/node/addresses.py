@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from .. import events
+from .. import events, family
 from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the tests name it here)
 from ..ha import ipv6
 from ..ha.ipv4 import internet_checksum
@@ -511,7 +511,7 @@ def send_garp(ifname: str, address: str, mac: str | None = None, count: int = 1)
         src = mac_address(ifname)
         if src is None:
             raise OSError(errno.ENODEV, f"no interface {ifname}")
-    if ":" in address:
+    if family.of(address) is family.IPV6:
         frame, ethertype = build_unsolicited_na(src, address, forwarding(ifname)), ETH_P_IPV6
     else:
         frame, ethertype = build_garp(src, address), ETH_P_ARP

@@ -147,7 +147,7 @@ class AdvertPaths:
         self.partner = cfg.partner_address
         # Ranks compare unit identities, not per-link sources: any partner address counts as
         # the partner's primary one, or the tie-break would differ per interface and flap.
-        self.partner_identity: dict[IPv4Address | IPv6Address, IPv4Address] = {
+        self.partner_identity: dict[IPv4Address | IPv6Address, IPv4Address | IPv6Address] = {
             i.partner(cfg.role): self.partner for i in cfg.interfaces
         }
         self.partner_identity.update(
@@ -155,7 +155,7 @@ class AdvertPaths:
         )
         self._partner_sources = {a.packed for a in self.partner_identity}  # as in a header
         self.ifaces = {i.name: i for i in cfg.interfaces}
-        self._partner_on = {i.name: i.partner(cfg.role) for i in cfg.interfaces}
+        self._partner_on = {i.name: i.partner4(cfg.role) for i in cfg.interfaces}
         # VRRPv3 over IPv6 speaks from link-local addresses (RFC 9568), which no
         # configuration names: there, any link-local source on the link is the partner's
         self._vrrp6 = isinstance(self.profile, VrrpProfile)
@@ -222,10 +222,11 @@ class AdvertPaths:
     def send(self, bow_out: bool, demote: int) -> None:
         counter = self._next_counter()
         forms = self.forms()
-        for name, sock in self.sockets.items():
+        for name, sock in self.sockets.items():  # IPv4: links where both units have it
             iface = self.ifaces[name]
-            source = iface.own(self.cfg.role)
-            for dst in destinations(self.cfg.transport, iface.partner(self.cfg.role)):
+            source, partner = iface.own4(self.cfg.role), iface.partner4(self.cfg.role)
+            assert source is not None and partner is not None  # _open_sockets saw to it
+            for dst in destinations(self.cfg.transport, partner):
                 for profile in forms:
                     if not carries(profile, self._carried[name], 4):
                         continue
@@ -265,17 +266,17 @@ class AdvertPaths:
 
     def send_probe(self, payload: bytes) -> dict[str, int]:
         """A doctor probe on every advert socket to every advert destination: sent per path."""
-        sent = {
-            name: sum(
-                sock.send(payload, str(dst))
-                for dst in destinations(
-                    self.cfg.transport, self.ifaces[name].partner(self.cfg.role)
-                )
+        sent = {}
+        for name, sock in self.sockets.items():
+            partner = self._partner_on[name]
+            assert partner is not None  # an IPv4 socket only where the partner has IPv4
+            sent[name] = sum(
+                sock.send(payload, str(dst)) for dst in destinations(self.cfg.transport, partner)
             )
-            for name, sock in self.sockets.items()
-        }
         for name, sock6 in self.sockets6.items():
-            partner6, source = self.ifaces[name].partner6(self.cfg.role), sock6.sender()
+            # from the configured address, also in VRRP mode: the doctor answers the partner only
+            iface = self.ifaces[name]
+            partner6, source = iface.partner6(self.cfg.role), iface.own6(self.cfg.role)
             sent[path6(name)] = (
                 0
                 if partner6 is None or source is None
@@ -414,21 +415,29 @@ class AdvertPaths:
 
     # -- sockets ---------------------------------------------------------------------------
     def _open_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One advert socket per checked interface, and an IPv6 one where both units have an
-        IPv6 address on it (opened or closed to match the config)."""
+        """Per checked interface an IPv4 advert socket and an IPv6 one, each where both units
+        have an address of that family on it (opened or closed to match the config)."""
         wanted = {i.name: i for i in self.cfg.checked}
-        for name in [n for n in self.sockets if n not in wanted]:
+        role = self.cfg.role
+        wanted4 = {
+            name: iface
+            for name, iface in wanted.items()
+            if iface.own4(role) is not None and iface.partner4(role) is not None
+        }
+        for name in [n for n in self.sockets if n not in wanted4]:
             loop.remove_reader(self.sockets[name].fileno())
             self.sockets.pop(name).close()
+        for name in wanted:
+            if name not in self.sockets and name not in self.sockets6:
+                self.paths[name].link_up = self._link_up(name)
         self._open_sockets6(loop, wanted)
-        for name, iface in wanted.items():
+        for name, iface in wanted4.items():
             if name in self.sockets:
                 continue
-            self.paths[name].link_up = self._link_up(name)
             try:
                 sock = AdvertSocket(
                     name,
-                    str(iface.own(self.cfg.role)),
+                    str(iface.own4(role)),
                     self.cfg.transport,
                     drops=self.counters.drops,
                 )
@@ -488,20 +497,25 @@ def bow_out_once(cfg: Config) -> None:
     sealed = isinstance(profile, SealedProfile)
     counter = AdvertCounter(cfg.state_dir).next() if sealed else secrets.randbits(63)
     for iface in cfg.checked:
-        source = iface.own(cfg.role)
-        try:
-            sock = AdvertSocket(iface.name, str(source), cfg.transport)
-        except OSError as e:
-            log.warning("%s: cannot bow out: %s", iface.name, e)
-            continue
         carried = advertised_addresses(cfg, iface)
-        try:
-            for dst in destinations(cfg.transport, iface.partner(cfg.role)):
-                if carries(profile, carried, 4):
-                    sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
-        finally:
-            sock.close()
+        _bow_out4(cfg, profile, iface, counter, carried)
         _bow_out6(cfg, profile, iface, counter, carried)
+
+
+def _bow_out4(cfg: Config, profile: Profile, iface: Interface, counter: int, carried: list) -> None:
+    source, partner = iface.own4(cfg.role), iface.partner4(cfg.role)
+    if source is None or partner is None or not carries(profile, carried, 4):
+        return
+    try:
+        sock = AdvertSocket(iface.name, str(source), cfg.transport)
+    except OSError as e:
+        log.warning("%s: cannot bow out: %s", iface.name, e)
+        return
+    try:
+        for dst in destinations(cfg.transport, partner):
+            sock.send(profile.encode(True, 0, counter, carried, source, dst), str(dst))
+    finally:
+        sock.close()
 
 
 def _bow_out6(cfg: Config, profile: Profile, iface: Interface, counter: int, carried: list) -> None:

@@ -77,10 +77,10 @@ class ConfigControl:
         return str(self._running().partner_address)
 
     def own_addresses(self) -> list[str]:
-        """Where 6973 listens: the unit's own address on each interface (never a shared one,
-        never 0.0.0.0: the shared addresses face the clients)."""
+        """Where 6973 listens: the unit's own addresses on each interface, both families (never
+        a shared one, never 0.0.0.0: the shared addresses face the clients)."""
         cfg = self._running()
-        return sorted({str(i.own(cfg.role)) for i in cfg.interfaces})
+        return sorted({str(a) for i in cfg.interfaces for a in i.owns(cfg.role)})
 
     def handlers(self) -> dict:
         return {

@@ -248,12 +248,14 @@ class DoctorAgent:
         for iface in cfg.interfaces:
             if not iface.shared or iface.name not in paths:
                 continue
-            partner = iface.partner(cfg.role)
+            own, partner = iface.own4(cfg.role), iface.partner4(cfg.role)
+            if own is None or partner is None:  # the probe is an IPv4 frame
+                continue
             mac = neighbour_mac(str(partner), iface.name)
             if mac is None:
                 sent[iface.name] = 0
                 continue
-            packet = Ipv4Packet(iface.own(cfg.role), partner, TTL, PROTO_CARP, payload).pack()
+            packet = Ipv4Packet(own, partner, TTL, PROTO_CARP, payload).pack()
             try:
                 for _ in range(PROBES_PER_PATH):
                     addresses.send_frame(iface.name, mac, cfg.vmac_address, 0x0800, packet)
@@ -339,7 +341,9 @@ class DoctorAgent:
         """Each path's partner address: the interface's, and its IPv6 one on `<name>/ipv6`."""
         cfg, out = self.unit.cfg, {}
         for iface in cfg.interfaces:
-            out[iface.name] = str(iface.partner(cfg.role))
+            partner4 = iface.partner4(cfg.role)
+            if partner4 is not None:
+                out[iface.name] = str(partner4)
             partner6 = iface.partner6(cfg.role)
             if partner6 is not None:
                 out[path6(iface.name)] = str(partner6)
@@ -362,7 +366,7 @@ class DoctorAgent:
                 else round(now - st.last_advert, 3),
             }
             if path6(iface.name) in paths:
-                out[path6(iface.name)] = {**out[iface.name], "family": 6}
+                out[path6(iface.name)] = {**out[iface.name], "socket": True, "family": 6}
         return out
 
 

@@ -28,11 +28,13 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
+from ..family import IPV4, IPV6
 from .nft import NftCommands
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
 TABLE = "carpool_fence"
-FAMILIES = ("ip", "ip6", "arp")
+FAMILY_TABLES = (IPV4, IPV6)
+FAMILIES = (IPV4.nft, IPV6.nft, "arp")
 Address = IPv4Address | IPv6Address
 FAST_BOUND = 0.08  # fast profiles: dark within 80 ms of the last refresh (the target is 100 ms)
 
@@ -44,9 +46,9 @@ def fence_timeout(advert_interval: float) -> float:
     return max(1.75 * advert_interval, min(FAST_BOUND, 4 * advert_interval))
 
 
-def _of(family: str, addresses: Iterable[Address]) -> list[Address]:
-    """The addresses a family's table holds: IPv6 ones in ip6, IPv4 ones in ip and arp."""
-    version = 6 if family == "ip6" else 4
+def _of(table: str, addresses: Iterable[Address]) -> list[Address]:
+    """The addresses a table holds: IPv6 ones in ip6, IPv4 ones in ip and arp."""
+    version = IPV6.version if table == IPV6.nft else IPV4.version
     return sorted({a for a in addresses if a.version == version}, key=int)
 
 
@@ -73,8 +75,8 @@ def install_commands(shared: list[Address]) -> str:
         "arp saddr ip @shared arp saddr ip != @live counter drop ; } ;"
     )
     lines = []
-    for family, rules in (("ip", _ip_rules("ip")), ("ip6", _ip_rules("ip6")), ("arp", arp_rules)):
-        kind = "ipv6_addr" if family == "ip6" else "ipv4_addr"
+    tables = [(f.nft, _ip_rules(f.nft), f.nft_type) for f in FAMILY_TABLES]
+    for family, rules, kind in [*tables, ("arp", arp_rules, IPV4.nft_type)]:
         mine = _of(family, shared)
         elements = f" elements = {{ {_elements(mine)} }} ;" if mine else ""
         lines.append(f"table {family} {TABLE} {{ }}")

@@ -1,7 +1,7 @@
 """The partner ports: config sync (TCP 6973), HAProxy's peers (TCP 6974) and conntrackd
 (UDP 3780) answer the partner only, and only on the links meant for them.
 
-    table ip carpool_guard
+    table ip carpool_guard (and table ip6 carpool_guard, the same with the IPv6 addresses)
         set sync      { ifname . ipv4_addr }  every interface . the partner's address on it
         set peers     { ifname . ipv4_addr }  the heartbeat link(s)
         set conntrack { ifname . ipv4_addr }  the heartbeat link(s) and the other checked links
@@ -21,15 +21,20 @@ from ..config.ha import Config, Interface
 from ..dataplane import conntrack, haproxy
 from ..dataplane.conntrack import PORT as CONNTRACK_PORT
 from ..dataplane.haproxy import PEERS_PORT
+from ..family import FAMILIES, IPV4, Family
 from .nft import NftCommands
 
 log = events.logger("carpool.guard", events.Kind.DAEMON)
 TABLE = "carpool_guard"
 
 
-def _elements(cfg: Config, ifaces: list[Interface]) -> str:
-    pairs = sorted({(i.name, str(i.partner(cfg.role))) for i in ifaces})
-    return ", ".join(f'"{name}" . {address}' for name, address in pairs)
+def _elements(cfg: Config, ifaces: list[Interface], f: Family) -> str:
+    found = set()
+    for i in ifaces:
+        partner = i.partner4(cfg.role) if f is IPV4 else i.partner6(cfg.role)
+        if partner is not None:
+            found.add((i.name, str(partner)))
+    return ", ".join(f'"{name}" . {address}' for name, address in sorted(found))
 
 
 def links(cfg: Config) -> dict[str, list[Interface]]:
@@ -45,29 +50,32 @@ def links(cfg: Config) -> dict[str, list[Interface]]:
 
 
 def install_commands(cfg: Config, sync_port: int) -> str:
-    """The guard table, replaced as a whole."""
-    sets, rules = [], []
+    """The guard tables (IPv4 and IPv6), replaced as a whole."""
     ports = {
         "sync": f"tcp dport {sync_port}",
         "peers": f"tcp dport {PEERS_PORT}",
         "conntrack": f"udp dport {CONNTRACK_PORT}",
     }
-    for kind, ifaces in links(cfg).items():
-        elements = _elements(cfg, ifaces)
-        body = f" elements = {{ {elements} }} ;" if elements else ""
-        sets.append(f"set {kind} {{ type ifname . ipv4_addr ;{body} }} ;")
-        rules.append(
-            f"{ports[kind]} iifname . ip saddr != @{kind} counter drop comment "
-            f'"{kind}: not the partner on its link" ;'
+    out = []
+    for f in FAMILIES:
+        sets, rules = [], []
+        for kind, ifaces in links(cfg).items():
+            elements = _elements(cfg, ifaces, f)
+            body = f" elements = {{ {elements} }} ;" if elements else ""
+            sets.append(f"set {kind} {{ type ifname . {f.nft_type} ;{body} }} ;")
+            rules.append(
+                f"{ports[kind]} iifname . {f.nft} saddr != @{kind} counter drop comment "
+                f'"{kind}: not the partner on its link" ;'
+            )
+        chain = (
+            "chain input { type filter hook input priority -10; policy accept; "
+            'iifname "lo" accept ; ' + " ".join(rules) + " }"
         )
-    chain = (
-        "chain input { type filter hook input priority -10; policy accept; "
-        'iifname "lo" accept ; ' + " ".join(rules) + " }"
-    )
-    return (
-        f"table ip {TABLE} {{ }}\ndelete table ip {TABLE}\n"
-        f"table ip {TABLE} {{ {' '.join(sets)} {chain} ; }}\n"
-    )
+        out.append(
+            f"table {f.nft} {TABLE} {{ }}\ndelete table {f.nft} {TABLE}\n"
+            f"table {f.nft} {TABLE} {{ {' '.join(sets)} {chain} ; }}\n"
+        )
+    return "".join(out)
 
 
 class Guard:
@@ -88,7 +96,11 @@ class Guard:
 
     def remove(self) -> None:
         if self.installed:
-            self._nft.run(f"table ip {TABLE} {{ }}\ndelete table ip {TABLE}\n")
+            self._nft.run(
+                "".join(
+                    f"table {f.nft} {TABLE} {{ }}\ndelete table {f.nft} {TABLE}\n" for f in FAMILIES
+                )
+            )
             self.installed = False
 
     def status(self) -> dict:

@@ -29,12 +29,13 @@ import socket
 import struct
 import time
 
+from ..family import IPV4, IPV6
 from ..ha.ipv4 import internet_checksum
 
 log = logging.getLogger("carpool.icmp")
 
-ICMP_ECHO_REPLY, ICMP_ECHO = 0, 8
-ICMP6_ECHO, ICMP6_ECHO_REPLY = 128, 129
+ICMP_ECHO_REPLY, ICMP_ECHO = IPV4.echo_reply, IPV4.echo_request
+ICMP6_ECHO, ICMP6_ECHO_REPLY = IPV6.echo_request, IPV6.echo_reply
 SOL_RAW, ICMP_FILTER = 255, 1
 ICMP6_FILTER = 1  # level IPPROTO_ICMPV6; a set bit blocks that type
 IP_PKTINFO = 8

@@ -33,6 +33,7 @@ import struct
 import time
 from typing import overload
 
+from .. import family
 from ..ha import ipv6
 from ..ha.drops import DropReason
 from ..ha.ipv4 import PROTO_CARP, TTL
@@ -40,9 +41,10 @@ from ..ha.ipv6 import Ipv6Packet
 
 log = logging.getLogger("carpool.rawsock")
 
-MULTICAST_GROUP = "224.0.0.18"
+GROUP = ipaddress.IPv4Address(family.IPV4.group)
+LIMITED_BROADCAST = ipaddress.IPv4Address(family.IPV4.broadcast)
+MULTICAST_GROUP = str(GROUP)
 TRANSPORTS = ("multicast", "unicast", "broadcast")
-LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 @overload
@@ -64,9 +66,7 @@ def destinations(
         return [ipv6.GROUP if transport == "multicast" else ipv6.ALL_NODES]
     if transport == "unicast":
         return [partner]
-    if transport == "multicast":
-        return [ipaddress.IPv4Address(MULTICAST_GROUP)]
-    return [LIMITED_BROADCAST]
+    return [GROUP if transport == "multicast" else LIMITED_BROADCAST]
 
 
 # Linux <linux/in.h> values the socket module does not export everywhere.

@@ -42,10 +42,9 @@ class WebContext:
     def __init__(self, unit, events: EventLog | None = None):
         self.unit = unit  # node.view.UnitView
         cfg = unit.cfg
+        host = f"[{cfg.web_bind}]" if ":" in cfg.web_bind else cfg.web_bind
         self.own_url = (
-            f"https://{cfg.web_bind}/"
-            if cfg.web.port == 443
-            else f"https://{cfg.web_bind}:{cfg.web.port}/"
+            f"https://{host}/" if cfg.web.port == 443 else f"https://{host}:{cfg.web.port}/"
         )
         self.sessions = Sessions()
         self.limiter = LoginLimiter()

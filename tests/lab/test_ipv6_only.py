@@ -1,0 +1,117 @@
+"""An IPv6-only pair (`carpool lab up --ipv6-only`): no IPv4 address on any lab link, and the
+pair still elects one active unit, syncs its configuration on 6973, serves L4 and http
+virtual services, runs conntrackd and HAProxy's peers, answers the WUI and /metrics, passes
+the doctor and fails over — all of it over IPv6."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from carpool.lab.topology import CLIENT, SHARED_LAN6, SHARED_SRV6, UNIT_ADDR6
+from carpool.lab.units import WUI_PASSWORD, WUI_USER
+
+LAB_OPTIONS = {"ipv6_only": True, "servers": 3}
+SHARED6 = {SHARED_LAN6, SHARED_SRV6}
+VIP6 = SHARED_LAN6.split("/")[0]
+SERVERS = {f"cp-r{i}" for i in range(1, 4)}
+TAKEOVER = 10.0
+
+_GET = (
+    "import base64, ssl, sys, urllib.request\n"
+    "ctx = ssl.create_default_context(); ctx.check_hostname = False\n"
+    "ctx.verify_mode = ssl.CERT_NONE\n"
+    "req = urllib.request.Request(sys.argv[1])\n"
+    "req.add_header('Authorization', 'Basic ' + base64.b64encode(sys.argv[2].encode()).decode())\n"
+    "sys.stdout.write(urllib.request.urlopen(req, timeout=5, context=ctx).read().decode())\n"
+)
+
+
+def other(unit: str) -> str:
+    return "b" if unit == "a" else "a"
+
+
+def held(lab, unit: str) -> set[str]:
+    out = lab.exec(unit, ["ip", "-j", "addr", "show"], check=True).stdout
+    return {
+        f"{a['local']}/{a['prefixlen']}" for link in json.loads(out) for a in link["addr_info"]
+    } & SHARED6
+
+
+def test_no_ipv4_on_the_links_and_one_active_unit_holds_the_ipv6_addresses(healed_lab):
+    lab = healed_lab
+    for node in ("a", "b", CLIENT):
+        out = lab.exec(node, ["ip", "-j", "-4", "addr", "show"], check=True).stdout
+        assert [link["ifname"] for link in json.loads(out) if link["addr_info"]] == ["lo"]
+    master = lab.wait_for_master()
+    lab.wait_for(
+        lambda: held(lab, master) == SHARED6 and not held(lab, other(master)),
+        TAKEOVER,
+        what=f"{master} holds {sorted(SHARED6)}",
+    )
+    status = lab.unit_status(other(master))
+    assert all(p["advert_alive"] for p in status["partner"].values()), status["partner"]
+    assert status["drops"] == {}, status["drops"]
+    assert lab.reaches(CLIENT, VIP6)
+
+
+def test_sync_state_sync_and_the_wui_run_over_ipv6(healed_lab):
+    lab = healed_lab
+    master = lab.wait_for_master()
+    standby = other(master)
+    lab.exec(master, ["carpool", "config", "set", "appliance.description", "v6 only"], check=True)
+    lab.wait_for(
+        lambda: (
+            lab.unit_status(standby)["config"] == lab.unit_status(master)["config"]
+            and lab.unit_status(master)["sync"]["state"] == "in sync"
+        ),
+        15,
+        what="the standby has the new version over 6973 (IPv6)",
+    )
+    for unit in ("a", "b"):
+        dataplane = lab.unit_status(unit)["dataplane"]
+        assert dataplane["state_sync"]["running"], dataplane["state_sync"]  # conntrackd
+        assert dataplane["l7"]["pid"], dataplane["l7"]  # HAProxy, peers over the heartbeat
+    address = UNIT_ADDR6[master]["eth0"].split("/")[0]
+    metrics = lab.exec(
+        CLIENT,
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            _GET,
+            f"https://[{address}]/metrics",
+            f"{WUI_USER}:{WUI_PASSWORD}",
+        ],
+        timeout=20,
+    )
+    assert metrics.returncode == 0, metrics.stderr
+    assert "carpool_" in metrics.stdout
+
+
+def test_virtual_services_spread_over_ipv6_servers_and_survive_a_failover(healed_lab):
+    lab = healed_lab
+    master = lab.wait_for_master()
+    urls = (f"http://[{VIP6}]/", f"http://[{VIP6}]:8080/")
+
+    def served(url: str, tries: int = 12) -> set[str]:
+        return {(lab.http_get(CLIENT, url) or "").strip() or "(failed)" for _ in range(tries)}
+
+    for url in urls:
+        lab.wait_for(lambda url=url: served(url) == SERVERS, 15, what=f"{url} spread")
+    lab.term(master)
+    lab.wait_for(lambda: lab.master() == other(master), TAKEOVER, what="the partner takes over")
+    for url in urls:
+        lab.wait_for(lambda url=url: served(url, 6) <= SERVERS, TAKEOVER, what=f"{url} served")
+
+
+def test_the_doctor_passes_over_ipv6(healed_lab):
+    lab = healed_lab
+    lab.wait_for_master()
+    for unit in ("a", "b"):
+        proc = lab.exec(unit, ["carpool", "doctor", "--json"], timeout=60)
+        checks = json.loads(proc.stdout)["checks"]
+        assert proc.returncode == 0, [c for c in checks if not c["ok"]]
+        names = {c["name"] for c in checks}
+        assert {"multicast eth0/ipv6: us -> partner", "icmpv6 eth0/ipv6"} <= names, names
+        assert not any(n.startswith("multicast eth0:") for n in names), names  # no IPv4 path
