@@ -4,8 +4,8 @@ ucarp 1.5 (CARP, HMAC-SHA1) or keepalived 2.2 (VRRPv3) running in cp-b instead o
 Both sides share exactly one address, 198.18.0.10/24 on eth0 (ucarp signs exactly one), so
 unit a is configured with eth0 only (the lab's `interface.<name>: None` override removes eth1
 and eth2). Every scenario runs against each peer (protocol carp vs ucarp, vrrp3 vs keepalived),
-and against keepalived over IPv6 (2001:2::10/64: VRRPv3 from the link-local addresses to
-ff02::12, RFC 9568):
+and the first two against keepalived over IPv6 too (2001:2::10/64: VRRPv3 from the link-local
+addresses to ff02::12, RFC 9568):
 
 - started together with equal rank, they elect exactly one master, which stays;
 - carpool master, peer backup: carpool stopped (SIGTERM of `carpool run`, or SIGKILL of its
@@ -246,10 +246,19 @@ class Pair:
             raise LabError("; ".join(errors))
 
 
-@pytest.fixture(
-    params=[UCARP, KEEPALIVED, KEEPALIVED6],
-    ids=lambda k: k.name + ("6" if k.family == "-6" else ""),
+def _id(kind: PeerKind) -> str:
+    return kind.name + ("6" if kind.family == "-6" else "")
+
+
+# keepalived over IPv6 runs the scenarios where the advert's family matters (each side takes
+# the other's adverts and bow-out); preemption is the same election code in either family
+EVERY_PEER = pytest.mark.parametrize(
+    "pair", [UCARP, KEEPALIVED, KEEPALIVED6], indirect=True, ids=_id
 )
+IPV4_PEERS = pytest.mark.parametrize("pair", [UCARP, KEEPALIVED], indirect=True, ids=_id)
+
+
+@pytest.fixture
 def pair(request, lab):
     the_pair = Pair(lab, request.param)
     try:
@@ -265,6 +274,7 @@ def _carpool_alone_is_master(pair: Pair, strength: str, preferred: str = "none")
 
 
 # -- the tests --------------------------------------------------------------------------------
+@EVERY_PEER
 def test_started_together_one_master(pair):
     """Equal rank, started at the same moment: exactly one master, and it stays."""
     lab = pair.lab
@@ -278,7 +288,18 @@ def test_started_together_one_master(pair):
         assert pair.carpool()["counters"]["adverts_received"] >= 3, pair.context()
 
 
-@pytest.mark.parametrize("how", ["sigterm", "sigkill-daemon"])
+@pytest.mark.parametrize(
+    ("pair", "how"),
+    [
+        (UCARP, "sigterm"),
+        (UCARP, "sigkill-daemon"),
+        (KEEPALIVED, "sigterm"),
+        (KEEPALIVED, "sigkill-daemon"),
+        (KEEPALIVED6, "sigterm"),
+    ],
+    indirect=["pair"],
+    ids=lambda v: _id(v) if isinstance(v, PeerKind) else v,
+)
 def test_failover_both_ways(pair, how):
     lab = pair.lab
     _carpool_alone_is_master(pair, "weaker")
@@ -330,6 +351,7 @@ def test_failover_both_ways(pair, how):
     pair.no_drops()
 
 
+@IPV4_PEERS
 def test_stronger_peer_preempts_carpool(pair):
     """carpool yields to a better-ranked master's adverts."""
     lab = pair.lab
@@ -344,6 +366,7 @@ def test_stronger_peer_preempts_carpool(pair):
     assert lab.unit_status("a")["counters"]["transitions"] == 3, pair.context()
 
 
+@IPV4_PEERS
 def test_preferred_carpool_preempts_peer(pair):
     """carpool with preferred = first takes over from a weaker master peer, which yields."""
     lab = pair.lab
