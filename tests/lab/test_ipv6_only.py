@@ -100,7 +100,11 @@ def test_virtual_services_spread_over_ipv6_servers_and_survive_a_failover(healed
     for url in urls:
         lab.wait_for(lambda url=url: served(url) == SERVERS, 15, what=f"{url} spread")
     lab.term(master)
-    lab.wait_for(lambda: lab.master() == other(master), TAKEOVER, what="the partner takes over")
+    lab.wait_for(
+        lambda: lab.unit_status(other(master))["state"] == "master",
+        TAKEOVER,
+        what="the partner takes over",
+    )
     for url in urls:
         lab.wait_for(lambda url=url: served(url, 6) <= SERVERS, TAKEOVER, what=f"{url} served")
 

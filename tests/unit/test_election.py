@@ -750,3 +750,18 @@ def test_fast_profile_lag_of_a_busy_machine_is_no_stall():
     assert e.stall_limit() == pytest.approx(0.322)
     e.handle(Tick(), last_advert + 0.12)  # 120 ms late: seen under load in the chaos runs
     assert e.state is MASTER
+
+
+def test_an_ipv6_only_pair_ranks_and_names_ipv6_addresses():
+    """On an IPv6-only pair the units' identities are IPv6 addresses (128-bit): ranks compare
+    them and reasons name them (a bow-out once crashed formatting one as IPv4)."""
+    from ipaddress import IPv6Address
+
+    ours, theirs = IPv6Address("2001:2::11"), IPv6Address("2001:2::12")
+    e = backup(carp_params(int(ours)))
+    effects = e.handle(peer(address=int(theirs), bow_out=True), 0.5)
+    assert e.state is MASTER and TakeAddresses() in effects
+    assert "2001:2::12 bowed out" in e.reason
+    assert Rank(0, 256, int(theirs)).versus(Rank(0, 256, int(ours))) == (
+        "address 2001:2::12 > 2001:2::11"
+    )

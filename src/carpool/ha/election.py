@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 
 from .. import events
 
@@ -57,7 +57,9 @@ class TransitionError(RuntimeError):
 
 
 def _ip(address: int) -> str:
-    return str(IPv4Address(address))
+    """A unit's identity as text: an IPv4 address, or on an IPv6-only pair an IPv6 one (the
+    units' global addresses are never below 2**32, where IPv4 is read)."""
+    return str(ip_address(address))
 
 
 def _secs(value: float) -> str:

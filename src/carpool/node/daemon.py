@@ -264,11 +264,11 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopped.set)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop the HA
         log.info(
-            "unit %s starting: %s vhid %d, interfaces %s",
+            "unit %s starting: %s vhid %d, advert paths %s",
             self.cfg.role,
             self.cfg.protocol,
             self.cfg.vhid,
-            ", ".join(self.adverts.sockets),
+            ", ".join(self.adverts.path_names()),
         )
         # watched from here: the start (pyroute2's import, the data planes: seconds on a busy
         pulse.start(loop)  # machine) holds no address and is no hang

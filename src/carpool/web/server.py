@@ -146,7 +146,8 @@ class WebServer:
                 error or "uvicorn stopped (see above)",
             )
             return False
-        log.info("WUI listening on https://%s:%d/", self.host, self.port)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        log.info("WUI listening on https://%s:%d/", host, self.port)
         return True
 
     async def _serve(self) -> None:
