@@ -133,3 +133,28 @@ def test_vrrp3_over_ipv6_comes_from_a_link_local_and_carries_ipv6_addresses_only
     assert r.drops == {"wrong_addresses": 1}
     r.feed6(r.advert6(src=IPv6Address("2001:2::99")))  # a global stranger is still none of ours
     assert r.drops == {"wrong_addresses": 1, "not_partner": 1}
+
+
+def test_an_older_round_heard_late_on_another_path_keeps_the_path_but_moves_nothing():
+    """A stalled loop reads each socket's backlog in turn: the partner's adverts and then its
+    bow-out on one path, then the same older adverts on the next. Those are an older round
+    (a lower counter than one already heard): they prove their path alive, but the election
+    does not hear them again — else it flips back and forth once per path."""
+    r = Receiver(config())
+    calls: list = []
+    r.paths.on_advert = lambda rank, bow_out, name: calls.append((bow_out, name))
+    older, newer = next(COUNTER), next(COUNTER)
+    bow_out = r.profile.encode(True, 0, newer, SHARED, PARTNER6, ipv6.GROUP)
+    r.feed6(r.advert6(counter=older), Ipv6Packet(PARTNER6, ipv6.GROUP, 255, 112, bow_out))
+    v4 = Ipv4Packet(
+        PARTNER,
+        IPv4Address("224.0.0.18"),
+        255,
+        112,
+        r.profile.encode(False, 0, older, SHARED, PARTNER, IPv4Address("224.0.0.18")),
+    ).pack()
+    before = r.paths.paths["eth0"].adverts_heard
+    r.feed4(v4)  # the same older round, read late from the IPv4 socket
+    assert calls == [(False, "eth0"), (True, "eth0")]  # not heard again by the election
+    assert r.paths.paths["eth0"].adverts_heard == before + 1  # but the path is alive
+    assert r.paths.counters.stale == 1

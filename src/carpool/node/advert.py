@@ -100,6 +100,7 @@ class AdvertCounters:
     sent: int = 0
     received: int = 0
     send_errors: int = 0
+    stale: int = 0  # carpool adverts of a round older than one heard on another path
 
 
 class AdvertPaths:
@@ -133,6 +134,7 @@ class AdvertPaths:
         self.counter = secrets.randbits(63)  # CARP's and VRRP's: starts random, like BSD
         self._counter: AdvertCounter | None = None  # carpool adverts': rises across restarts
         self.replay = ReplayGuard()
+        self.newest = -1  # the highest carpool advert counter accepted on any path
         self.partner_form: str | None = None  # the form the partner was last heard in
         self.partner_sealed = False  # it spoke the carpool form since we started
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -387,6 +389,14 @@ class AdvertPaths:
         st = self.paths[name]
         st.last_advert = self.clock()
         st.adverts_heard += 1
+        if heard.counter is not None and heard.form == SealedProfile.form:
+            # One round carries one counter on every path: a lower one is an older round
+            # read late (a loop that stalled reads each socket's backlog in turn). It proves
+            # its path alive; the election heard newer news already and must not go back.
+            if heard.counter < self.newest:
+                self.counters.stale += 1
+                return
+            self.newest = heard.counter
         self.on_advert(rank, heard.bow_out, name)
 
     def _form_accepted(self, path: str, heard: Heard) -> bool:

@@ -80,6 +80,7 @@ def unit_status(p: StatusParts) -> dict:
         "counters": {
             "adverts_sent": ac.sent,
             "adverts_received": ac.received,
+            "adverts_stale": ac.stale,  # an older round read late on another path
             "send_errors": ac.send_errors,
             "effect_errors": dc.effect_errors,
             "transitions": dc.transitions,

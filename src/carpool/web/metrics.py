@@ -35,6 +35,11 @@ class StatusCollector:
         yield _counter("carpool_adverts_sent", "adverts sent", c["adverts_sent"])
         yield _counter("carpool_adverts_received", "valid adverts received", c["adverts_received"])
         yield _counter(
+            "carpool_adverts_stale",
+            "valid adverts of an older round than one heard on another path (not re-applied)",
+            c.get("adverts_stale", 0),
+        )
+        yield _counter(
             "carpool_advert_send_errors", "adverts that could not be sent", c["send_errors"]
         )
         drops = CounterMetricFamily(
