@@ -10,7 +10,7 @@ after the fault was injected.
 
 --family 6 measures the IPv6 shared addresses of the (dual-stack) lab: carpool unchanged (its
 adverts go out in both families; a takeover moves both), keepalived with the same instances on
-2001:2::10/64 and 2001:2:2::1/64 (VRRPv3 in both profiles: VRRPv2 has no IPv6). A takeover is
+2001:2::10/64 and 2001:2:0:2::1/64 (VRRPv3 in both profiles: VRRPv2 has no IPv6). A takeover is
 when the survivor holds the measured family's shared addresses.
 
 Profiles

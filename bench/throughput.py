@@ -13,7 +13,7 @@ wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   carpool-l7  carpool's http service web-http (its managed HAProxy, 198.18.0.10:8080)
 Targets (issue 4): carpool-l4 >= 1.25 x haproxy-tcp, carpool-l7 >= 0.95 x haproxy-http.
 With --family 6 every address is the IPv6 one (client 2001:2::100, shared 2001:2::10, servers
-2001:2:2::101+): carpool's services web-l4 and web-http on 2001:2::10 (L4 in table ip6 carpool),
+2001:2:0:2::101+): carpool's services web-l4 and web-http on 2001:2::10 (L4 in table ip6 carpool),
 the bare HAProxy binding [2001:2::10], the same ratios.
 
 The lab's Python real servers are far slower than any load balancer, so each cp-rN runs a

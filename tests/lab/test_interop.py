@@ -40,7 +40,7 @@ ONLY_ETH0 = {"interface.eth1": None, "interface.eth2": None, "interface.eth0.sha
 LAB_OPTIONS = {"start_units": False, "servers": 0, "overrides": ONLY_ETH0}
 TAKEOVER = 10.0  # s: the longest master-down here (3.8 s) + start-up and scripts, loaded machine
 SETTLE = 1.6  # s a sole holder must last before it counts (> one advert interval, 1.4 s)
-STEADY = 5.0  # s: longer than every master-down here (carp 3-3.4 s, vrrp3 3.6-3.8 s)
+STEADY = 4.2  # s: longer than every master-down here (carp 3-3.4 s, vrrp3 3.6-3.8 s)
 
 
 # -- the peers --------------------------------------------------------------------------------
@@ -293,8 +293,7 @@ def test_started_together_one_master(pair):
     [
         (UCARP, "sigterm"),
         (UCARP, "sigkill-daemon"),
-        (KEEPALIVED, "sigterm"),
-        (KEEPALIVED, "sigkill-daemon"),
+        (KEEPALIVED, "sigterm"),  # its SIGKILL twin is ucarp's: the supervisor's bow-out path
         (KEEPALIVED6, "sigterm"),
     ],
     indirect=["pair"],

@@ -18,7 +18,7 @@ import pytest
 from carpool.lab import Lab, LabError, LabTimeout
 from carpool.lab import core as lab_core
 from carpool.lab.ns import alive, ip, namespaces, pids_in
-from carpool.lab.topology import HOST_IF, lab_namespaces, mac_for
+from carpool.lab.topology import HOST_IF, lab_namespaces, link_local_for, mac_for
 from carpool.lab.units import SECRET, apply_overrides, base_config, to_toml
 
 pytestmark = pytest.mark.lab
@@ -138,25 +138,30 @@ def sysctl(lab: Lab, node: str, key: str) -> str:
 # -- the topology -----------------------------------------------------------------------------
 def test_namespaces_and_addresses(lab):
     assert set(lab_namespaces()) == {"cp-a", "cp-b", "cp-sw", "cp-c1", "cp-r1", "cp-r2"}
+    lo = ["127.0.0.1/8", "::1/128"]
+
+    def both(cidr: str, cidr6: str) -> list[str]:  # IPv4, IPv6, the link-local from the MAC
+        return [cidr, cidr6, f"{link_local_for(cidr)}/64"]
+
     expected = {
         "a": {
-            "lo": ["127.0.0.1/8"],
-            "eth0": [f"{A_LAN}/24"],
-            "eth1": [f"{A_HB}/30"],
-            "eth2": [f"{A_SRV}/24"],
+            "lo": lo,
+            "eth0": both(f"{A_LAN}/24", "2001:2::11/64"),
+            "eth1": both(f"{A_HB}/30", "2001:2:0:1::1/64"),
+            "eth2": both(f"{A_SRV}/24", "2001:2:0:2::11/64"),
         },
         "b": {
-            "lo": ["127.0.0.1/8"],
-            "eth0": [f"{B_LAN}/24"],
-            "eth1": [f"{B_HB}/30"],
-            "eth2": [f"{B_SRV}/24"],
+            "lo": lo,
+            "eth0": both(f"{B_LAN}/24", "2001:2::12/64"),
+            "eth1": both(f"{B_HB}/30", "2001:2:0:1::2/64"),
+            "eth2": both(f"{B_SRV}/24", "2001:2:0:2::12/64"),
         },
-        "c1": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.0.100/24"]},
-        "r1": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.2.101/24"]},
-        "r2": {"lo": ["127.0.0.1/8"], "eth0": ["198.18.2.102/24"]},
+        "c1": {"lo": lo, "eth0": both("198.18.0.100/24", "2001:2::100/64")},
+        "r1": {"lo": lo, "eth0": both("198.18.2.101/24", "2001:2:0:2::101/64")},
+        "r2": {"lo": lo, "eth0": both("198.18.2.102/24", "2001:2:0:2::102/64")},
     }
-    for node, want in expected.items():
-        assert addresses(lab, node) == want, node  # IPv4 only: no IPv6 link-local either
+    for node, want in expected.items():  # dual-stack: nothing else (no SLAAC, no DAD left)
+        assert addresses(lab, node) == want, node
     sw = addresses(lab, "sw")
     assert set(sw) == {
         "lo",
@@ -193,11 +198,17 @@ def test_namespaces_and_addresses(lab):
     # the host end, and its only address in the lab range
     host = json.loads(ip("-j", "addr", "show", "dev", HOST_IF).stdout)[0]
     assert [f"{a['local']}/{a['prefixlen']}" for a in host["addr_info"]] == ["198.18.0.254/24"]
-    lab_range = ipaddress.ip_network("198.18.0.0/15")
+    # the lab's ranges only (RFC 2544 / RFC 5180), beside each link's own link-local
+    ranges = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:2::/48")]
     for node in ("a", "b", "c1", "r1", "r2"):
         for link, cidrs in addresses(lab, node).items():
             for cidr in cidrs:
-                assert link == "lo" or ipaddress.ip_interface(cidr).ip in lab_range
+                address = ipaddress.ip_interface(cidr).ip
+                assert (
+                    link == "lo"
+                    or address.is_link_local
+                    or any(address in r for r in ranges if r.version == address.version)
+                ), (node, link, cidr)
     # readable MACs
     assert (
         json.loads(lab.exec("a", ["ip", "-j", "link", "show", "eth0"]).stdout)[0]["address"]
@@ -288,7 +299,7 @@ def test_unit_configs_load_with_the_project_loader(lab):
             str(eth0.first),
             str(eth0.second),
             str(eth0.ping_target),
-        ) == ("eth0", ["198.18.0.10/24"], A_LAN, B_LAN, "198.18.0.100")
+        ) == ("eth0", ["198.18.0.10/24", "2001:2::10/64"], A_LAN, B_LAN, "198.18.0.100")
         assert (eth1.name, eth1.heartbeat, str(eth1.first), str(eth1.second)) == (
             "eth1",
             True,
@@ -297,7 +308,7 @@ def test_unit_configs_load_with_the_project_loader(lab):
         )
         assert (eth2.name, [str(s) for s in eth2.shared], str(eth2.first), str(eth2.second)) == (
             "eth2",
-            ["198.18.2.1/24"],
+            ["198.18.2.1/24", "2001:2:0:2::1/64"],
             A_SRV,
             B_SRV,
         )
@@ -468,7 +479,8 @@ def test_unit_process_faults(healed_lab):
         assert "198.18.0.77/24" in addresses(lab, "a")["eth0"]
         lab.heal()
         assert lab.unit_running("a") and lab.links_down() == {}
-        assert addresses(lab, "a")["eth0"] == [f"{A_LAN}/24"] and "left0" not in addresses(lab, "a")
+        ipv4 = [a for a in addresses(lab, "a")["eth0"] if ":" not in a]
+        assert ipv4 == [f"{A_LAN}/24"] and "left0" not in addresses(lab, "a")
 
         # term: a clean stop of supervisor and worker
         sup, worker = lab.supervisor_pid("a"), lab.daemon_pid("a")

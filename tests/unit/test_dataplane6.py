@@ -26,12 +26,12 @@ IFACES = [
     },
     {
         "name": "eth2",
-        "first": ["198.18.2.11", "2001:2:2::11"],
-        "second": ["198.18.2.12", "2001:2:2::12"],
-        "shared": ["198.18.2.1/24", "2001:2:2::1/64"],
+        "first": ["198.18.2.11", "2001:2:0:2::11"],
+        "second": ["198.18.2.12", "2001:2:0:2::12"],
+        "shared": ["198.18.2.1/24", "2001:2:0:2::1/64"],
     },
 ]
-RS6 = [{"address": "2001:2:2::101", "port": 80}, {"address": "2001:2:2::102", "port": 80}]
+RS6 = [{"address": "2001:2:0:2::101", "port": 80}, {"address": "2001:2:0:2::102", "port": 80}]
 RS4 = [{"address": "198.18.2.101", "port": 80}]
 
 
@@ -82,7 +82,7 @@ def test_snat_takes_the_ipv6_shared_address_of_the_servers_subnet():
         for c in nft.ruleset(doc(l4(snat=True)))["nftables"]
         if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "postrouting"
     ][:1]
-    assert snat == {"snat": {"family": "ip6", "addr": "2001:2:2::1"}}
+    assert snat == {"snat": {"family": "ip6", "addr": "2001:2:0:2::1"}}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +107,7 @@ def test_an_http_service_may_mix_families():
     d = doc(l4(type="http", real_server=RS6 + RS4, persistence=30))
     text = config_text(d, Path("/run/carpool"), lambda *k: True, LOCAL_ONLY)
     assert "    bind [2001:2::10]:80" in text
-    assert "server rs1 [2001:2:2::101]:80 weight 1" in text
+    assert "server rs1 [2001:2:0:2::101]:80 weight 1" in text
     assert "server rs3 198.18.2.101:80 weight 1" in text
     assert "stick-table type ipv6 " in text
 
@@ -120,7 +120,7 @@ def test_haproxy_accepts_the_ipv6_configuration(tmp_path):
             real_server=RS6 + RS4,
             persistence=30,
             when_down="sorry",
-            sorry_server="2001:2:2::200",
+            sorry_server="2001:2:0:2::200",
         )
     )
     cfg = tmp_path / "h.cfg"
@@ -142,7 +142,7 @@ def test_nft_accepts_the_ipv6_rulesets():
             l4(),
             l4(scheduler="sh", persistence=60),
             l4(protocol="udp", snat=True),
-            l4(when_down="sorry", sorry_server="2001:2:2::200"),
+            l4(when_down="sorry", sorry_server="2001:2:0:2::200"),
         ):
             d = doc(service, l4(name="web4", address="198.18.0.10", real_server=RS4))
             for healthy in (lambda *k: True, lambda *k: False):

@@ -62,8 +62,8 @@ def test_the_ipv6_table_guards_the_partners_ipv6_addresses():
                 },
                 {
                     "name": "eth1",
-                    "first": "2001:2:1::1",
-                    "second": "2001:2:1::2",
+                    "first": "2001:2:0:1::1",
+                    "second": "2001:2:0:1::2",
                     "heartbeat": True,
                 },
             ],
@@ -72,7 +72,7 @@ def test_the_ipv6_table_guards_the_partners_ipv6_addresses():
     text = install_commands(cfg, 6973)
     ip, ip6 = text.split("table ip6 ", 1)
     assert '"eth0" . 198.18.0.12' in ip and "2001:2" not in ip
-    assert '"eth0" . 2001:2::12' in ip6 and '"eth1" . 2001:2:1::2' in ip6
+    assert '"eth0" . 2001:2::12' in ip6 and '"eth1" . 2001:2:0:1::2' in ip6
     assert "iifname . ip6 saddr != @sync counter drop" in ip6
     if os.geteuid() == 0 and shutil.which("nft"):
         proc = subprocess.run(

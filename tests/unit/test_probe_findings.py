@@ -200,7 +200,7 @@ def test_a_dual_stack_path_is_judged_per_family_with_ipv6_words():
 
 def test_an_ipv6_shared_address_that_failed_dad_is_named():
     o = dual_stack()
-    o["shared6"] = {"2001:2::10/64": "dadfailed", "2001:2:2::1/64": "ok"}
+    o["shared6"] = {"2001:2::10/64": "dadfailed", "2001:2:0:2::1/64": "ok"}
     [finding] = [f for f in findings.evaluate(o) if not f.ok]
     assert finding.name == "ipv6 shared addresses"
-    assert "2001:2::10/64 is dadfailed" in finding.hint and "2001:2:2::1/64" not in finding.hint
+    assert "2001:2::10/64 is dadfailed" in finding.hint and "2001:2:0:2::1/64" not in finding.hint

@@ -10,8 +10,8 @@ heartbeat 198.18.1.0/30 (A .1, B .2), srv 198.18.2.0/24 (shared gateway .1, A .1
 servers .101+). Interfaces get MACs 02:00:<their IPv4 address in hex> so captures read easily.
 
 Dual-stack: IPv6 from the benchmarking prefix 2001:2::/48 (RFC 5180) beside it, the same host
-numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100), heartbeat 2001:2:1::/64
-(A ::1, B ::2), srv 2001:2:2::/64 (shared gateway ::1, A ::11, B ::12, real servers ::101+), and
+numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100), heartbeat 2001:2:0:1::/64
+(A ::1, B ::2), srv 2001:2:0:2::/64 (shared gateway ::1, A ::11, B ::12, real servers ::101+), and
 each interface's link-local address (from its MAC). No DAD, router advertisements or SLAAC in
 the lab (addresses usable at once, none outside the range); the host's end stays IPv4-only.
 IPv6-only (`carpool lab up --ipv6-only`): the same picture without an IPv4 address on any lab
@@ -44,12 +44,12 @@ UNIT_ADDR = {
     "b": {"eth0": "198.18.0.12/24", "eth1": "198.18.1.2/30", "eth2": "198.18.2.12/24"},
 }
 UNIT_ADDR6 = {
-    "a": {"eth0": "2001:2::11/64", "eth1": "2001:2:1::1/64", "eth2": "2001:2:2::11/64"},
-    "b": {"eth0": "2001:2::12/64", "eth1": "2001:2:1::2/64", "eth2": "2001:2:2::12/64"},
+    "a": {"eth0": "2001:2::11/64", "eth1": "2001:2:0:1::1/64", "eth2": "2001:2:0:2::11/64"},
+    "b": {"eth0": "2001:2::12/64", "eth1": "2001:2:0:1::2/64", "eth2": "2001:2:0:2::12/64"},
 }
 CLIENT_ADDR6 = "2001:2::100/64"
 SHARED_LAN6 = "2001:2::10/64"
-SHARED_SRV6 = "2001:2:2::1/64"
+SHARED_SRV6 = "2001:2:0:2::1/64"
 UNIT_BRIDGE = {"eth0": "lan", "eth2": "srv"}
 MAX_SERVERS = 99
 # Every namespace the lab may have made (and nothing else: tests' own cp-t-* are not ours).
@@ -71,7 +71,7 @@ def server_addr(i: int) -> str:
 
 
 def server_addr6(i: int) -> str:
-    return f"2001:2:2::{100 + i}"
+    return f"2001:2:0:2::{100 + i}"
 
 
 def link_local_for(cidr: str) -> str:
@@ -182,7 +182,9 @@ def build(servers: int, ipv6_only: bool = False) -> None:
 
     _add_ns(
         SWITCH,
-        {
+        {  # a plain switch: no address of its own in either family
+            "net.ipv6.conf.all.disable_ipv6": 1,
+            "net.ipv6.conf.default.disable_ipv6": 1,
             "net.bridge.bridge-nf-call-iptables": 0,
             "net.bridge.bridge-nf-call-ip6tables": 0,
             "net.bridge.bridge-nf-call-arptables": 0,

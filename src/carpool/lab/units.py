@@ -455,10 +455,18 @@ class UnitsMixin(LabBase):
                         f"unit {unit} is not running; log {self.log_path(unit)}:\n"
                         f"{self.log_tail(unit)}"
                     )
-            master, now = self.master(), time.monotonic()
+            status = {unit: self.unit_status(unit) for unit in UNITS}
+            masters = [u for u, st in status.items() if st.get("state") == "master"]
+            answered = all(st.get("state") for st in status.values())
+            master = masters[0] if answered and len(masters) == 1 else None
+            now = time.monotonic()
             if master != seen[0]:
                 seen[:] = [master, now]
-            return master if master and now - seen[1] >= settle else None
+            # settled: watched for `settle` s, or both units in their state that long already
+            steady = master is not None and all(
+                (st.get("since_ago") or 0) >= settle for st in status.values()
+            )
+            return master if master and (steady or now - seen[1] >= settle) else None
 
         try:
             return wait_for(
