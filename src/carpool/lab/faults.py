@@ -436,9 +436,11 @@ class FaultsMixin(LabBase):
             return None
         if set(UNITS) <= self.wanted:
             # Nothing was undone and one unit is master: the pair stands as it was, no need to
-            # watch it settle (a test that moved it waits for its master itself).
-            master = None if changed or restart or down or killed else self.master()
-            return master or self.wait_for_master(timeout)
+            # watch it settle (a test that moved it waits for its master itself). Something
+            # undone: watched for a while, so the checks it upset (pings, paths) recover too.
+            if not (changed or restart or down or killed) and (master := self.master()):
+                return master
+            return self.wait_for_master(timeout, watch=True)
         for unit in restart:
             self._wait_answers(unit, 15.0 if timeout is None else timeout)
         return None

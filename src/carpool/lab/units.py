@@ -440,10 +440,13 @@ class UnitsMixin(LabBase):
             return int(ha.get("fast_interval_ms", 20)) / 1000
         return int(ha.get("ha_timeout", 3)) // 3 + int(ha.get("advskew", 0)) / 256
 
-    def wait_for_master(self, timeout: float | None = None, settle: float | None = None) -> str:
+    def wait_for_master(
+        self, timeout: float | None = None, settle: float | None = None, watch: bool = False
+    ) -> str:
         """Wait until both units answer and exactly one is master, the same one for `settle`
         seconds (default: one advert interval + 0.1 s, so that a unit whose master-down timer
-        fires just after the other's has had its say). Returns that unit (a or b)."""
+        fires just after the other's has had its say): watched here, or (unless `watch`) both
+        units in their state that long already by their own account. Returns that unit."""
         timeout = self.default_timeout() if timeout is None else timeout
         settle = self.advert_interval() + 0.1 if settle is None else settle
         seen: list = [None, 0.0]  # master, since
@@ -463,8 +466,10 @@ class UnitsMixin(LabBase):
             if master != seen[0]:
                 seen[:] = [master, now]
             # settled: watched for `settle` s, or both units in their state that long already
-            steady = master is not None and all(
-                (st.get("since_ago") or 0) >= settle for st in status.values()
+            steady = (
+                not watch
+                and master is not None
+                and all((st.get("since_ago") or 0) >= settle for st in status.values())
             )
             return master if master and (steady or now - seen[1] >= settle) else None
 
