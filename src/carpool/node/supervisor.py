@@ -79,8 +79,11 @@ def supervise(cfg: Config) -> int:
         return 0
     why = f"signal {-code}" if code < 0 else f"exit status {code}"
     log.error("daemon died (%s): withdrawing shared addresses and bowing out", why)
+    # Dark first (no address of ours answers from here on), then the bow-out: the partner takes
+    # over at once, while the netlink removal (a fresh pyroute2, dumps per interface and
+    # family: tenths of a second on a dual-stack unit) follows behind it.
     fence.darken()
-    remove_shared_addresses(cfg)
     bow_out_once(cfg)
+    remove_shared_addresses(cfg)
     files.write_private(state_dir / "state", "init\n")
     return 1
