@@ -69,7 +69,10 @@ def test_failover_keeps_the_mac_and_preferred_unit_fails_back(healed_lab):
         TAKEOVER,
         what="unit b takes over, unit a's supervisor withdrew",
     )
-    assert len(vmac_links(lab, "b")) == 2 and vmac_links(lab, "a") == []
+    assert len(vmac_links(lab, "b")) == 2
+    # unit a's supervisor bows out first, then removes its macvlans (each deletion waits for
+    # the kernel's RCU grace period): gone shortly after the takeover
+    lab.wait_for(lambda: vmac_links(lab, "a") == [], 5, what="unit a's macvlans removed")
     # The client's neighbour entry stays valid: same MAC, now answered by unit b.
     assert lab.wait_for(lambda: client_sees_vip_at(lab) == VMAC, 5, what="VIP answers at vmac")
     lab.heal()  # restarts unit a: preferred, so it preempts

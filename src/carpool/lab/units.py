@@ -460,7 +460,8 @@ class UnitsMixin(LabBase):
                     )
             status = {unit: self.unit_status(unit) for unit in UNITS}
             masters = [u for u, st in status.items() if st.get("state") == "master"]
-            answered = all(st.get("state") for st in status.values())
+            # both decided: a unit still in init (starting) may yet preempt
+            answered = all(st.get("state") in ("master", "backup") for st in status.values())
             master = masters[0] if answered and len(masters) == 1 else None
             now = time.monotonic()
             if master != seen[0]:
