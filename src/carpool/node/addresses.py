@@ -235,23 +235,36 @@ def _add_address(
             raise
 
 
+def ipv6_flags(address: ipaddress.IPv6Address, index: int) -> int | None:
+    """The kernel's IFA_F_* flags of an IPv6 address on interface `index` (None: not there),
+    from /proc/net/if_inet6: one small file read where a netlink dump would cost pyroute2's
+    parsing on every renewal."""
+    want = address.packed.hex()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) == 6 and fields[0] == want and int(fields[1], 16) == index:
+                    return int(fields[4], 16)
+    except OSError:
+        pass
+    return None
+
+
 def _heal_dad(ipr, index: int, iface: Shared, flags: int, lifetime: int | None) -> None:
     """An IPv6 shared address left tentative or failed by duplicate address detection (added
     before without nodad, by hand or by an older release) serves nobody, and a replace keeps
     those flags: delete it and add it afresh, nodad."""
-    for a in ipr.get_addr(family=socket.AF_INET6, index=index):
-        have = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
-        state = (a.get("IFA_FLAGS") or 0) | a.get("flags", 0)
-        if have and _same(have, str(iface.ip)) and state & (IFA_F_DADFAILED | IFA_F_TENTATIVE):
-            what = "failed" if state & IFA_F_DADFAILED else "not finished"
-            log.warning(
-                "IPv6 shared address %s: duplicate address detection %s; added again (nodad)",
-                iface,
-                what,
-            )
-            _del_address(ipr, index, have, a["prefixlen"])
-            _add_address(ipr, index, iface, flags, lifetime)
-            return
+    state = ipv6_flags(ipaddress.IPv6Address(iface.ip), index)
+    if state is None or not state & (IFA_F_DADFAILED | IFA_F_TENTATIVE):
+        return
+    log.warning(
+        "IPv6 shared address %s: duplicate address detection %s; added again (nodad)",
+        iface,
+        "failed" if state & IFA_F_DADFAILED else "not finished",
+    )
+    _del_address(ipr, index, str(iface.ip), iface.network.prefixlen)
+    _add_address(ipr, index, iface, flags, lifetime)
 
 
 def _del_address(ipr, index: int, address: str, prefixlen: int) -> bool:

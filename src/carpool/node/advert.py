@@ -147,15 +147,15 @@ class AdvertPaths:
         self.profile = make_profile(cfg)
         self.sealed = isinstance(self.profile, SealedProfile)
         self.partner = cfg.partner_address
-        # Ranks compare unit identities, not per-link sources: any partner address counts as
-        # the partner's primary one, or the tie-break would differ per interface and flap.
-        self.partner_identity: dict[IPv4Address | IPv6Address, IPv4Address | IPv6Address] = {
-            i.partner(cfg.role): self.partner for i in cfg.interfaces
+        # the partner's addresses on every link, both families (its rank's identity is always
+        # self.partner: see _heard)
+        self.partner_addresses = {
+            a
+            for i in cfg.interfaces
+            for a in (i.partner(cfg.role), i.partner6(cfg.role))
+            if a is not None
         }
-        self.partner_identity.update(
-            {a: self.partner for i in cfg.interfaces if (a := i.partner6(cfg.role)) is not None}
-        )
-        self._partner_sources = {a.packed for a in self.partner_identity}  # as in a header
+        self._partner_sources = {a.packed for a in self.partner_addresses}  # as in a header
         self.ifaces = {i.name: i for i in cfg.interfaces}
         self._partner_on = {i.name: i.partner4(cfg.role) for i in cfg.interfaces}
         # VRRPv3 over IPv6 speaks from link-local addresses (RFC 9568), which no
@@ -175,7 +175,7 @@ class AdvertPaths:
         self._open_sockets(loop)
 
     def is_partner(self, source: IPv4Address | IPv6Address) -> bool:
-        return source in self.partner_identity
+        return source in self.partner_addresses
 
     @property
     def speaks_legacy(self) -> bool:
@@ -294,15 +294,7 @@ class AdvertPaths:
         """Judge every queued datagram, each on its own: whatever one of them does (a decoder's
         or a callback's exception included) costs the others nothing. Never raises."""
         drops = self.counters.drops
-        try:
-            batch = self.sockets[name].recv_all()
-        except Exception as e:
-            drops[DropReason.INTERNAL_ERROR] += 1
-            self._errors.exception(
-                ("recv", type(e).__name__), "advert path on %s: reading failed", name
-            )
-            return
-        for datagram in batch:
+        for datagram in self._batch(self.sockets[name], name):
             source = datagram[12:16]  # the IPv4 source, unparsed: the cheapest look at it
             if source not in self._partner_sources and not self._strangers.allow(source):
                 drops[DropReason.RATE_LIMITED] += 1  # and no further work
@@ -312,21 +304,24 @@ class AdvertPaths:
     def on_readable6(self, name: str) -> None:
         """on_readable for the link's IPv6 socket: the same judgement, per packet."""
         drops = self.counters.drops
-        try:
-            batch = self.sockets6[name].recv_all()
-        except Exception as e:
-            drops[DropReason.INTERNAL_ERROR] += 1
-            self._errors.exception(
-                ("recv6", type(e).__name__), "advert path on %s (IPv6): reading failed", name
-            )
-            return
-        for pkt in batch:
+        for pkt in self._batch(self.sockets6[name], path6(name)):
             source = pkt.src.packed
             known = source in self._partner_sources or (self._vrrp6 and pkt.src.is_link_local)
             if not known and not self._strangers.allow(source):
                 drops[DropReason.RATE_LIMITED] += 1
                 continue
             self._judge(name, path6(name), len(pkt.payload), partial(self._classify6, pkt, name))
+
+    def _batch(self, sock: AdvertSocket | AdvertSocket6, path: str) -> list:
+        """What the socket has queued; a failure to read is counted and logged, never raised."""
+        try:
+            return sock.recv_all()
+        except Exception as e:
+            self.counters.drops[DropReason.INTERNAL_ERROR] += 1
+            self._errors.exception(
+                ("recv", path, type(e).__name__), "advert path on %s: reading failed", path
+            )
+            return []
 
     def _classify4(self, datagram: bytes, name: str) -> Verdict:
         return classify(
