@@ -17,14 +17,14 @@ class Recorded(SharedAddresses):
         self.steps: list[str] = []
         self.gate = gate
 
-    def _add(self, live, items, vmac, lifetime):  # type: ignore[override]
+    def _add(self, live, items, vmac, lifetime, announce):  # type: ignore[override]
         gate = self.gate
         if gate is not None:
             assert gate.wait(5)
         if not live():  # as the real one: checked before each netlink request
             self.steps.append("abandoned add")
             return []
-        self.steps.append(f"add {[c for _, c in items]} {lifetime}")
+        self.steps.append(f"add {[c for _, c in items]} {lifetime}" + (f" announce {announce}" if announce else ""))
         return [c for _, c in items]
 
     def _remove(self, live, items, vmac):  # type: ignore[override]
@@ -188,3 +188,39 @@ def test_nothing_is_taken_after_close():
 
     q = asyncio.run(main())
     assert q.steps == [] and q.status()["queued"] == 0
+
+
+def test_a_take_announces_each_address_right_after_its_add(monkeypatch):
+    """The first address's gratuitous ARP/NA does not wait for the other addresses' netlink
+    adds (a dual-stack pair adds four); a renewal announces nothing."""
+    steps: list[str] = []
+    monkeypatch.setattr(
+        shared_mod.addresses, "add_shared", lambda ifname, cidr, vmac, lifetime: steps.append(f"add {cidr}")
+    )
+    monkeypatch.setattr(
+        shared_mod.addresses,
+        "send_garp",
+        lambda ifname, address, vmac, count: steps.append(f"announce {address} x{count}"),
+    )
+
+    async def main():
+        q = SharedAddresses()
+        q.loop = asyncio.get_running_loop()
+        q.take(ITEMS + [("eth0", "2001:2::10/64")], None, 3, announce=2)
+        await settled(q)
+        q.renew(ITEMS, None, 3)
+        await settled(q)
+        q.close()
+        return q.held
+
+    assert asyncio.run(main()) == CIDRS + ["2001:2::10/64"]
+    assert steps == [
+        "add 198.18.0.10/24",
+        "announce 198.18.0.10 x2",
+        "add 198.18.2.1/24",
+        "announce 198.18.2.1 x2",
+        "add 2001:2::10/64",
+        "announce 2001:2::10 x2",
+        "add 198.18.0.10/24",
+        "add 198.18.2.1/24",
+    ]

@@ -162,7 +162,8 @@ class SendAdvert:
 
 @dataclass(frozen=True)
 class TakeAddresses:
-    pass
+    # Each address announced as soon as it is up: the first waits for no other's netlink add.
+    announce: bool = True
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ class Election:
             return []
         notify = self._transition(State.MASTER, reason, now)
         self._adverts = 0
-        return [TakeAddresses(), SendGarp(), *self._advertise(now), *notify]
+        return [TakeAddresses(announce=True), *self._advertise(now), *notify]
 
     def _become_backup(self, reason: str, now: float) -> list[Effect]:
         notify = self._transition(State.BACKUP, reason, now)

@@ -143,8 +143,8 @@ class Daemon:
         self.adverts.send(bow_out, demote)
         self.relay.send(demote, self.driver.election.params.rank_preference, bow_out)
 
-    def take(self) -> None:
-        self.holder.take()
+    def take(self, announce: bool) -> None:
+        self.holder.take(announce)
 
     def release(self) -> None:
         self.holder.release()

@@ -22,7 +22,7 @@ class Effects(Protocol):
     """What the election's effects are carried out by."""
 
     def send_adverts(self, bow_out: bool, demote: int) -> None: ...
-    def take(self) -> None: ...
+    def take(self, announce: bool) -> None: ...
     def release(self) -> None: ...
     def announce(self) -> None: ...
     def notify(self, new: str, old: str, reason: str) -> None: ...
@@ -102,8 +102,8 @@ class ElectionDriver:
         match effect:
             case el.SendAdvert(bow_out=bow_out, demote=demote):
                 fx.send_adverts(bow_out, demote)
-            case el.TakeAddresses():
-                fx.take()
+            case el.TakeAddresses(announce=announce):
+                fx.take(announce)
             case el.ReleaseAddresses():
                 fx.release()
             case el.SendGarp():

@@ -55,11 +55,14 @@ class AddressHolder:
         return [(i.name, str(c)) for i in self.cfg.interfaces for c in i.shared]
 
     # -- the election's effects ------------------------------------------------------------
-    def take(self) -> None:
+    def take(self, announce: bool = True) -> None:
+        """Hold every shared address; with announce, each one's gratuitous ARP/NA burst goes
+        out right after its add (not after the last address's)."""
         # Live in the fence first: the first packets to an address just added must pass.
         self.fence.hold(self.ips, self.now(), force=True)
         self._renewed = self.now()
-        self.shared.take(self._items(), self.vmac, ADDRESS_LIFETIME)
+        count = self.cfg.garp_count if announce else 0
+        self.shared.take(self._items(), self.vmac, ADDRESS_LIFETIME, count)
 
     def release(self) -> None:
         self.fence.release()  # dark at once; the netlink removals follow on their thread
@@ -98,8 +101,7 @@ class AddressHolder:
                 [c for _, c in gone], sorted(gone), old.vmac_address if old.vmac else None
             )
         if active:
-            self.take()
-            self.announce()
+            self.take(announce=True)
 
     async def start(self) -> None:
         remove_shared_addresses(self.cfg)  # a starting unit first clears stale shared addresses

@@ -77,9 +77,10 @@ class SharedAddresses:
         a busy machine), so the first takeover does not wait for them."""
         self._submit("warm-up", self._warm_up)
 
-    def take(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
-        """Add each address (or renew it); garp() announces them, queued right behind."""
-        self._submit("take", self._add, items, vmac, lifetime)
+    def take(self, items: list[Item], vmac: str | None, lifetime: int, announce: int = 0) -> None:
+        """Add each address (or renew it), and send `announce` gratuitous ARPs/NAs for it
+        right after its add: a client's first address waits for no other address's netlink."""
+        self._submit("take", self._add, items, vmac, lifetime, announce)
 
     def renew(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
         """Renew the kernel lifetime (or put back an address that went); coalesced."""
@@ -88,7 +89,7 @@ class SharedAddresses:
             self.counters["renewals_coalesced"] += 1
             return
         self._renewing = True
-        self._submit("renew", self._add, items, vmac, lifetime)
+        self._submit("renew", self._add, items, vmac, lifetime, 0)
 
     def garp(self, items: list[Item], vmac: str | None, count: int) -> None:
         self._submit("garp", self._garp, items, vmac, count)
@@ -234,7 +235,11 @@ class SharedAddresses:
 
     @staticmethod
     def _add(
-        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int
+        live: Callable[[], bool],
+        items: list[Item],
+        vmac: str | None,
+        lifetime: int,
+        announce: int,
     ) -> list[str]:
         added = []
         for ifname, cidr in items:
@@ -246,6 +251,8 @@ class SharedAddresses:
                 log.error("cannot add shared address %s on %s: %s", cidr, ifname, e)
                 continue
             added.append(cidr)
+            if announce:
+                SharedAddresses._garp(live, [(ifname, cidr)], vmac, announce)
         return added
 
     @staticmethod
