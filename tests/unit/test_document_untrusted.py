@@ -462,3 +462,13 @@ def test_every_string_field_of_the_document_is_text():
 
     walk(document.Document, "document")
     assert untexted == []
+
+
+def test_a_bad_interface_is_named_once_without_pydantics_empty_list_line():
+    """Every interface the document lists fails: the problem is named at the interface's key,
+    not also as `interface: Tuple should have at least 1 item after validation, not 0`."""
+    doc = copy.deepcopy(DOC)
+    doc["interface"] = [doc["interface"][0] | {"shared": ["198.18.1.10/24"]}]
+    found = problems(doc)
+    assert found and all(p.startswith("interface[0].shared[0]") for p in found), found
+    assert problems(changed("interface", [])) == ["interface: must list at least 1, not 0"]

@@ -756,6 +756,8 @@ def _message(e: ErrorDetails) -> str:
         return f"must be {'>=' if kind.endswith('equal') else '>'} {ctx.get('ge', ctx.get('gt'))}, not {shown}"
     if kind in ("less_than_equal", "less_than"):
         return f"must be {'<=' if kind.endswith('equal') else '<'} {ctx.get('le', ctx.get('lt'))}, not {shown}"
+    if kind == "too_short":
+        return f"must list at least {ctx.get('min_length')}, not {ctx.get('actual_length')}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, not {shown}"
     if kind in _TYPES:
@@ -769,6 +771,8 @@ def problems_of(error: ValidationError) -> list[Problem]:
     out = []
     for e in error.errors():
         where = _where(e["loc"])
+        if e["type"] == "too_short" and len(e.get("input") or ()) >= e["ctx"]["min_length"]:
+            continue  # long enough as written: its items' own errors say what is wrong
         inner = e.get("ctx", {}).get("error")
         if isinstance(inner, _Problems):
             out += [Problem(where + p.loc, p.why) for p in inner.problems]
