@@ -228,3 +228,33 @@ def test_reboot_loop_pacifies_the_unit_until_an_admin_clears_it(healed_lab):
         )
     finally:
         lab.write_configs(overrides=None)
+
+
+def test_the_standby_resolves_the_shared_addresses_to_the_virtual_mac_and_names_a_wrong_one(
+    healed_lab,
+):
+    """The standby, a node on the clients' link, checks what the shared addresses of both
+    families resolve to; an entry the announcements cannot replace (a static one, as a client
+    that ignored them would keep) is named with its MAC."""
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = "b" if active == "a" else "a"
+    vmac = lab.unit_status(active)["vmac"]
+    assert vmac
+    check = "mac the shared addresses resolve to"
+    code, checks = doctor(lab, standby)
+    [seen] = [c for c in checks if c["name"] == check]
+    assert code == 0 and seen["ok"], checks
+    for address in ("198.18.0.10", "2001:2::10", "198.18.2.1", "2001:2:0:2::1"):
+        assert f"{address} -> {vmac}" in seen["detail"], seen
+    wrong = "02:00:5e:00:99:99"
+    entry = ["2001:2::10", "lladdr", wrong, "dev", "eth0", "nud", "permanent"]
+    lab.exec(standby, ["ip", "-6", "neigh", "replace", *entry], check=True)
+    try:
+        code, checks = doctor(lab, standby)
+        assert code == 1 and failed(checks) == [check], checks
+        [seen] = [c for c in checks if c["name"] == check]
+        assert f"2001:2::10 -> {wrong}, not {vmac}" in seen["detail"], seen
+        assert f"find {wrong}" in seen["hint"], seen
+    finally:
+        lab.exec(standby, ["ip", "-6", "neigh", "del", "2001:2::10", "dev", "eth0"])

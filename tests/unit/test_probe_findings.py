@@ -204,3 +204,24 @@ def test_an_ipv6_shared_address_that_failed_dad_is_named():
     [finding] = [f for f in findings.evaluate(o) if not f.ok]
     assert finding.name == "ipv6 shared addresses"
     assert "2001:2::10/64 is dadfailed" in finding.hint and "2001:2:0:2::1/64" not in finding.hint
+
+
+def test_the_mac_the_standby_resolves_a_shared_address_to_is_judged():
+    mac, other = "02:00:00:00:00:0b", "02:00:00:00:00:99"
+    o = dual_stack()
+    o["neighbours"] = {
+        "198.18.0.10/24": {"mac": mac, "expected": [mac]},
+        "2001:2::10/64": {"mac": mac, "expected": [mac]},
+    }
+    [ok] = [f for f in findings.evaluate(o) if f.name == "mac the shared addresses resolve to"]
+    assert ok.ok and ok.detail == f"198.18.0.10 -> {mac}, 2001:2::10 -> {mac}"
+    o["neighbours"]["2001:2::10/64"]["mac"] = other  # a client kept (or got) a wrong entry
+    o["neighbours"]["198.18.0.10/24"]["mac"] = None
+    [finding] = [f for f in findings.evaluate(o) if not f.ok]
+    assert finding.name == "mac the shared addresses resolve to"
+    assert f"2001:2::10 -> {other}, not {mac}" in finding.detail
+    assert "198.18.0.10 unresolved" in finding.detail
+    assert f"find {other}" in finding.hint and "198.18.0.10 did not resolve" in finding.hint
+    o["neighbours"] = {"2001:2::10/64": {"mac": other, "expected": []}}
+    [finding] = [f for f in findings.evaluate(o) if not f.ok]
+    assert "unknown" in finding.detail and "ICMP checks first" in finding.hint

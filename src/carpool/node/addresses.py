@@ -450,6 +450,28 @@ def remove_stale(ifname: str, cidrs, vmac: str | None = None) -> list[str]:
     return _netlink(work)
 
 
+# neighbour states (NUD_*) that hold no usable link-layer address
+_NUD_UNRESOLVED = 0x01 | 0x20  # INCOMPLETE, FAILED
+
+
+def neighbours(ifname: str) -> dict[str, str]:
+    """The kernel's neighbour entries on ifname, both families: address -> MAC (entries still
+    resolving or failed left out). Blocking: call it off the event loop."""
+
+    def work(ipr) -> dict[str, str]:
+        index = _lookup(ipr, ifname)
+        if index is None:
+            raise OSError(errno.ENODEV, f"no interface {ifname}")
+        out = {}
+        for msg in ipr.get_neighbours(ifindex=index):
+            dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+            if dst and mac and not msg["state"] & _NUD_UNRESOLVED:
+                out[str(ipaddress.ip_address(dst))] = _norm_mac(mac)
+        return out
+
+    return _netlink(work)
+
+
 def build_garp(mac: str, address: str) -> bytes:
     """A gratuitous ARP request (42 bytes, like keepalived's): broadcast, sender = target = address.
 

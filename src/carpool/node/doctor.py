@@ -279,6 +279,12 @@ class DoctorAgent:
             pings = asyncio.gather(*[pinger.ping(targets[n], 1.0) for n in names])
             sync = asyncio.ensure_future(unit.probe_sync())
             await pings  # first: the partner's MAC is then in the neighbour table
+            # the standby resolves the shared addresses as a client on the link would
+            resolved = asyncio.ensure_future(
+                shared_neighbours(cfg, pinger)
+                if unit.ha_state() == "backup"
+                else asyncio.sleep(0, {})
+            )
             want_vmac = bool(cfg.vmac) and not self.holds_vmac()
             sent: collections.Counter = collections.Counter()
             started = time.monotonic()
@@ -330,6 +336,7 @@ class DoctorAgent:
                 },
                 "interfaces": self._interfaces(),
                 "shared6": shared6_state(cfg) if unit.ha_state() == "master" else {},
+                "neighbours": await resolved,
                 "partner_state": unit.partner_ha(),
                 "sync": await sync,
                 "foreign": self.recent_foreign(),
@@ -423,6 +430,33 @@ def shared6_state(cfg) -> dict[str, str]:
                 out[str(cidr)] = "tentative"
             else:
                 out[str(cidr)] = "ok"
+    return out
+
+
+async def shared_neighbours(cfg, pinger) -> dict[str, dict]:
+    """On the standby, a node on the clients' links: the MAC each shared address resolves to
+    (ARP / neighbour discovery, set off by a ping) and the active unit's MACs it should be
+    (the virtual MAC, or the partner's interface MAC the doctor's pings just resolved).
+    Solicited only: whether a client took an unsolicited NA cannot be seen from here, but a
+    client whose entry stayed wrong sends to the MAC this shows."""
+    shared = [(iface, cidr) for iface in cfg.interfaces for cidr in iface.shared]
+    if not shared:
+        return {}
+    await asyncio.gather(*[pinger.ping(str(cidr.ip), 1.0) for _, cidr in shared])
+    out: dict[str, dict] = {}
+    for iface in {i.name: i for i, _ in shared}.values():
+        try:
+            table = await asyncio.to_thread(addresses.neighbours, iface.name)
+        except OSError as e:
+            log.warning("doctor: cannot read the neighbour table of %s: %s", iface.name, e)
+            table = {}
+        if cfg.vmac:
+            expected = {cfg.vmac_address.lower()}
+        else:
+            own = (iface.partner4(cfg.role), iface.partner6(cfg.role))
+            expected = {table[str(a)] for a in own if a is not None and str(a) in table}
+        for cidr in iface.shared:
+            out[str(cidr)] = {"mac": table.get(str(cidr.ip)), "expected": sorted(expected)}
     return out
 
 

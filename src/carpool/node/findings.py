@@ -40,6 +40,24 @@ HINT_SHARED6 = (
     "hand. Fix: find the other holder (ip -6 neigh on a client), then `carpool failover` "
     "twice or restart the unit to add it afresh."
 )
+HINT_WRONG_MAC = (
+    "From the standby, a node on the clients' link, {address} resolves to {mac}, not to the "
+    "active unit's {want}: clients with that entry send to the wrong host. Likely: another "
+    "host answers ARP / neighbour discovery for the address (an address conflict), or an "
+    "entry that neither the gratuitous ARP nor the unsolicited NA replaced (a static entry, "
+    "or a switch dropping them). Fix: find {mac} (the switch's MAC table, `ip neigh` on a "
+    "client) and remove the address or the entry there."
+)
+HINT_UNRESOLVED = (
+    "From the standby, {address} did not resolve (no ARP / neighbour discovery answer): "
+    "clients on that link cannot reach it either. Likely: the active unit does not hold it, "
+    "or a filter drops ARP / ICMPv6 neighbour discovery. Fix: `carpool status` on the active "
+    "unit, and allow ARP and ICMPv6 types 135/136 on the link."
+)
+HINT_ACTIVE_MAC = (
+    "The active unit's MAC on the link of {address} is unknown here (its own addresses did not "
+    "resolve), so the MAC clients use cannot be checked. Fix the ICMP checks first."
+)
 HINT_ICMP = (
     "ICMP echo between the units is filtered on {iface}: the partner's status in the "
     "WUI and the ping checks go blind. Fix: allow ICMP echo request/reply between the "
@@ -121,6 +139,7 @@ def evaluate(o: dict) -> list[Finding]:
             Finding("heartbeat link", False, "no interface has heartbeat = true", HINT_NO_HEARTBEAT)
         )
     out += _shared6(o)
+    out += _neighbours(o)
     out += _vhid(o, ifaces)
     out += _auth(o)
     out += _ha_checks(o)
@@ -145,6 +164,32 @@ def _shared6(o: dict) -> list[Finding]:
     detail = ", ".join(f"{cidr} {s}" for cidr, s in state.items())
     hint = " ".join(HINT_SHARED6.format(cidr=c, state=s) for c, s in bad.items())
     return [Finding("ipv6 shared addresses", not bad, detail, hint)]
+
+
+def _neighbours(o: dict) -> list[Finding]:
+    """What the standby (as a client on the link) resolves each shared address to."""
+    seen = o.get("neighbours") or {}
+    if not seen:
+        return []
+    words, hints = [], []
+    for cidr, n in seen.items():
+        mac, expected = n.get("mac"), n.get("expected") or []
+        address = cidr.split("/")[0]
+        if mac is not None and mac in expected:
+            words.append(f"{address} -> {mac}")
+            continue
+        if mac is None:
+            words.append(f"{address} unresolved")
+            hints.append(HINT_UNRESOLVED.format(address=address))
+        elif not expected:
+            words.append(f"{address} -> {mac} (the active unit's MAC unknown)")
+            hints.append(HINT_ACTIVE_MAC.format(address=address))
+        else:
+            words.append(f"{address} -> {mac}, not {'/'.join(expected)}")
+            hints.append(HINT_WRONG_MAC.format(address=address, mac=mac, want="/".join(expected)))
+    return [
+        Finding("mac the shared addresses resolve to", not hints, ", ".join(words), " ".join(hints))
+    ]
 
 
 def _delivery(
