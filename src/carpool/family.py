@@ -64,3 +64,9 @@ def of(address: Address | str) -> Family:
     if isinstance(address, str):
         address = ip_address(address.split("/", 1)[0].split("%", 1)[0])
     return IPV6 if address.version == 6 else IPV4
+
+
+def hostport(address: object, port: int) -> str:
+    """address:port as URLs, HAProxy and the WUI write it: an IPv6 address in brackets."""
+    text = str(address)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"

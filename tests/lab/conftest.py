@@ -87,3 +87,41 @@ def pytest_runtest_makereport(item, call):
             report.sections.append(("carpool lab", "\n".join(text)))
         except Exception as e:  # reporting must never hide the failure itself
             report.sections.append(("carpool lab", f"(no lab summary: {e})"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (Playwright), one per module."""
+    from browser import executable
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable())
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def pages(browser, lab):
+    """new_page(unit) -> a page in its own context (own cookies), logged in to unit X's WUI at
+    the URL this lab answers on; closed after the test."""
+    from webclient import login
+
+    contexts = []
+
+    def new_page(unit: str | None = None, log_in: bool = True):
+        context = browser.new_context(
+            ignore_https_errors=True, viewport={"width": 1400, "height": 900}
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        if unit and log_in:
+            login(page, lab.wui_url(unit))
+        return page
+
+    yield new_page
+    for context in contexts:
+        context.close()

@@ -1,12 +1,16 @@
 """An IPv6-only pair (`carpool lab up --ipv6-only`): no IPv4 address on any lab link, and the
 pair still elects one active unit, syncs its configuration on 6973, serves L4 and http
 virtual services, runs conntrackd and HAProxy's peers, answers the WUI and /metrics, passes
-the doctor and fails over — all of it over IPv6."""
+the doctor and fails over — all of it over IPv6. The WUI in Chromium at the units' IPv6
+addresses (the host reaches the lab from 2001:2::fe) takes an IPv6 service."""
 
 from __future__ import annotations
 
 import json
 import sys
+
+from browser import needs_chromium
+from webclient import client, wui_ready
 
 from carpool.lab.topology import CLIENT, SHARED_LAN6, SHARED_SRV6, UNIT_ADDR6
 from carpool.lab.units import WUI_PASSWORD, WUI_USER
@@ -15,6 +19,7 @@ LAB_OPTIONS = {"ipv6_only": True, "servers": 3}
 SHARED6 = {SHARED_LAN6, SHARED_SRV6}
 VIP6 = SHARED_LAN6.split("/")[0]
 SERVERS = {f"cp-r{i}" for i in range(1, 4)}
+ROLE = {"a": "first", "b": "second"}
 TAKEOVER = 10.0
 
 _GET = (
@@ -119,3 +124,40 @@ def test_the_doctor_passes_over_ipv6(healed_lab):
         names = {c["name"] for c in checks}
         assert {"multicast eth0/ipv6: us -> partner", "icmpv6 eth0/ipv6"} <= names, names
         assert not any(n.startswith("multicast eth0:") for n in names), names  # no IPv4 path
+
+
+@needs_chromium
+def test_the_wui_over_ipv6_shows_the_pair_and_takes_an_ipv6_service(lab, pages):
+    from playwright.sync_api import expect
+
+    active = lab.wait_for_master()
+    standby = other(active)
+    wui_ready(lab)
+    page = pages(active)
+    first = "#unit-first"
+    expect(page.locator(f"{first} table.ifaces")).to_contain_text(UNIT_ADDR6["a"]["eth0"][:-3])
+    expect(page.locator(f"#unit-{ROLE[active]}")).to_have_attribute("data-icon", "active")
+    page.goto(lab.wui_url(active) + "services")
+    page.click("#add-vs")
+    page.fill("input[name=name]", "web6-ui")
+    page.fill("input[name=address]", VIP6)
+    page.fill("input[name=port]", "9100")
+    page.fill("textarea[name=real_servers]", "[2001:2:0:2::101]:80\n[2001:2:0:2::102]:80 2")
+    page.click("#save-vs")
+    expect(page.locator("#done")).to_contain_text("vs add web6-ui")
+    row = page.locator("tr[data-vs=web6-ui]")
+    expect(row).to_contain_text(f"[{VIP6}]:9100/tcp")
+    expect(row).to_contain_text("[2001:2:0:2::102]:80 weight 2")
+    try:
+        view = pages(standby)
+        view.goto(lab.wui_url(standby) + "services")
+        expect(view.locator("#active-link")).to_have_attribute("href", lab.wui_url(active))
+
+        def shown_on_standby():
+            view.reload()
+            return view.locator("tr[data-vs=web6-ui]").count() == 1
+
+        lab.wait_for(shown_on_standby, 10, interval=0.3, what="web6-ui on the standby's WUI")
+    finally:
+        with client(active, lab=lab) as c:  # leave the lab as found
+            assert c.delete("/api/v1/virtual-services/web6-ui").status_code == 200

@@ -5,37 +5,18 @@ shown by the standby, the standby read-only, force failover flipping the icons, 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from webclient import client, other, wui_ready
+from browser import needs_chromium
+from webclient import client, login, other, wui_ready
 
-from carpool.lab.units import WUI_PASSWORD, WUI_USER, wui_url
+from carpool.lab.units import wui_url
 
-CHROMIUM = "/usr/bin/chromium"
 ROLE = {"a": "first", "b": "second"}
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WAIT_MS = 10_000
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not shutil.which("chromium"),
-    reason=f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)",
-)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -45,41 +26,11 @@ def pair(lab):
     return active
 
 
-@pytest.fixture
-def pages(browser):
-    """new_page(unit) -> a page in its own context (own cookies), closed after the test."""
-    contexts = []
-
-    def new_page(unit: str | None = None, log_in: bool = True):
-        context = browser.new_context(
-            ignore_https_errors=True, viewport={"width": 1400, "height": 900}
-        )
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        if unit and log_in:
-            login(page, unit)
-        return page
-
-    yield new_page
-    for context in contexts:
-        context.close()
-
-
-def login(page, unit: str, password: str = WUI_PASSWORD) -> None:
-    page.goto(wui_url(unit) + "login")
-    page.fill("input[name=username]", WUI_USER)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    if password == WUI_PASSWORD:
-        page.wait_for_url(wui_url(unit))
-
-
 def test_a_failed_login_shows_an_error(pair, pages):
     from playwright.sync_api import expect
 
     page = pages()
-    login(page, pair, password="not-the-password")
+    login(page, wui_url(pair), password="not-the-password")
     expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
     page.goto(wui_url(pair))  # no session: back to the login page
     assert page.url.endswith("/login")

@@ -20,11 +20,12 @@ def _as_a_script(request: httpx.Request) -> None:
         request.headers.setdefault("X-Requested-With", "carpool-lab")
 
 
-def client(unit: str, auth=AUTH, timeout: float = 5.0) -> httpx.Client:
+def client(unit: str, auth=AUTH, timeout: float = 5.0, lab=None) -> httpx.Client:
     """An API client of unit a or b (self-signed certificate: not verified), as a script is
-    one: X-Requested-With on a POST (an answer 401 still has its Basic challenge)."""
+    one: X-Requested-With on a POST (an answer 401 still has its Basic challenge). With lab:
+    at the URL that lab's units answer on (IPv6 in an IPv6-only lab)."""
     return httpx.Client(
-        base_url=wui_url(unit),
+        base_url=wui_url(unit) if lab is None else lab.wui_url(unit),
         auth=auth,
         verify=False,
         timeout=timeout,
@@ -38,7 +39,7 @@ def wui_ready(lab, units=("a", "b"), timeout: float = 20.0) -> None:
     def answers():
         for unit in units:
             try:
-                with client(unit, timeout=1.0) as c:
+                with client(unit, timeout=1.0, lab=lab) as c:
                     if c.get("/api/openapi.json").status_code != 200:
                         return False
             except httpx.HTTPError:
@@ -46,6 +47,16 @@ def wui_ready(lab, units=("a", "b"), timeout: float = 20.0) -> None:
         return True
 
     lab.wait_for(answers, timeout, interval=0.2, what=f"the WUIs of {units} answer")
+
+
+def login(page, base: str, password: str = WUI_PASSWORD) -> None:
+    """Log a browser page in to the WUI at base (e.g. lab.wui_url("a"))."""
+    page.goto(base + "login")
+    page.fill("input[name=username]", WUI_USER)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    if password == WUI_PASSWORD:
+        page.wait_for_url(base)
 
 
 def pair_icons(unit: str) -> dict[str, str]:

@@ -251,3 +251,24 @@ def test_a_file_in_the_csrf_field_is_refused_not_a_server_error(browser, unit):
     r = browser.post("/services/web/delete", files={"csrf": ("csrf.txt", browser.csrf.encode())})
     assert r.status_code == 403 and "CSRF" in r.text
     assert unit.version == 1
+
+
+def test_the_service_form_takes_and_shows_ipv6_real_servers_in_brackets():
+    from carpool.web.forms import parse_servers, servers_text
+
+    errors: dict = {}
+    text = "198.18.2.101:80\n[2001:2:0:2::101]:8080 2\n[2001:2:0:2::102]:80 weight 3"
+    servers = parse_servers(text, errors)
+    assert errors == {}
+    assert servers == [
+        {"address": "198.18.2.101", "port": 80},
+        {"address": "2001:2:0:2::101", "port": 8080, "weight": 2},
+        {"address": "2001:2:0:2::102", "port": 80, "weight": 3},
+    ]
+    assert servers_text({"real_server": servers}) == text.replace("weight 3", "3")
+    # an IPv6 address without brackets is ambiguous (its last group or the port?): named
+    parse_servers("2001:2:0:2::101:80", errors)
+    assert errors["real_servers"] == [
+        "line 1: write ADDRESS:PORT [WEIGHT] (an IPv6 address in brackets: [ADDRESS]:PORT), "
+        "not '2001:2:0:2::101:80'"
+    ]

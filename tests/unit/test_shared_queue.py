@@ -24,7 +24,10 @@ class Recorded(SharedAddresses):
         if not live():  # as the real one: checked before each netlink request
             self.steps.append("abandoned add")
             return []
-        self.steps.append(f"add {[c for _, c in items]} {lifetime}" + (f" announce {announce}" if announce else ""))
+        self.steps.append(
+            f"add {[c for _, c in items]} {lifetime}"
+            + (f" announce {announce}" if announce else "")
+        )
         return [c for _, c in items]
 
     def _remove(self, live, items, vmac):  # type: ignore[override]
@@ -195,7 +198,9 @@ def test_a_take_announces_each_address_right_after_its_add(monkeypatch):
     adds (a dual-stack pair adds four); a renewal announces nothing."""
     steps: list[str] = []
     monkeypatch.setattr(
-        shared_mod.addresses, "add_shared", lambda ifname, cidr, vmac, lifetime: steps.append(f"add {cidr}")
+        shared_mod.addresses,
+        "add_shared",
+        lambda ifname, cidr, vmac, lifetime: steps.append(f"add {cidr}"),
     )
     monkeypatch.setattr(
         shared_mod.addresses,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import events, files
 from ..config.document import Document, VirtualService
+from ..family import hostport
 from . import sticky as sticky_tables
 from .process import stop_process
 
@@ -55,11 +56,6 @@ def sticky(vs: VirtualService) -> bool:
 
 def server_name(n: int) -> str:
     return f"rs{n + 1}"
-
-
-def hostport(address: str, port: int) -> str:
-    """address:port as HAProxy reads it, an IPv6 address in brackets."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _backend(vs: VirtualService, healthy) -> list[str]:

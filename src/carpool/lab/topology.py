@@ -10,10 +10,10 @@ heartbeat 198.18.1.0/30 (A .1, B .2), srv 198.18.2.0/24 (shared gateway .1, A .1
 servers .101+). Interfaces get MACs 02:00:<their IPv4 address in hex> so captures read easily.
 
 Dual-stack: IPv6 from the benchmarking prefix 2001:2::/48 (RFC 5180) beside it, the same host
-numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100), heartbeat 2001:2:0:1::/64
+numbers: lan 2001:2::/64 (shared ::10, A ::11, B ::12, client ::100, host ::fe), heartbeat 2001:2:0:1::/64
 (A ::1, B ::2), srv 2001:2:0:2::/64 (shared gateway ::1, A ::11, B ::12, real servers ::101+), and
 each interface's link-local address (from its MAC). No DAD, router advertisements or SLAAC in
-the lab (addresses usable at once, none outside the range); the host's end stays IPv4-only.
+the lab (addresses usable at once, none outside the range); the host's end has no link-local.
 IPv6-only (`carpool lab up --ipv6-only`): the same picture without an IPv4 address on any lab
 interface (MACs still named after the IPv4 plan).
 The bridges do not snoop multicast: a plain switch (block-multicast is the fault that drops it).
@@ -35,6 +35,7 @@ CLIENT = "cp-c1"
 BRIDGES = ("lan", "srv")
 HOST_IF = "cp-host"  # in the root namespace; its peer is `host` on lan
 HOST_ADDR = "198.18.0.254/24"
+HOST_ADDR6 = "2001:2::fe/64"  # the host reaches an IPv6-only pair's WUI (the browser tests)
 CLIENT_ADDR = "198.18.0.100/24"
 SHARED_LAN = "198.18.0.10/24"
 SHARED_SRV = "198.18.2.1/24"  # the real servers' default gateway
@@ -255,7 +256,8 @@ def build(servers: int, ipv6_only: bool = False) -> None:
             ip("route", "add", "default", "via", _ip(SHARED_SRV), ns=ns)
         ip("-6", "route", "add", "default", "via", _ip(SHARED_SRV6), ns=ns)
 
-    # The host (root namespace) on lan. No IPv6 link-local address on it either.
+    # The host (root namespace) on lan: no link-local address (nothing of the lab's on the
+    # host but its own prefixes), the IPv6 one without DAD like every lab address.
     ip(
         "link",
         "add",
@@ -272,6 +274,7 @@ def build(servers: int, ipv6_only: bool = False) -> None:
     )
     ip("link", "set", HOST_IF, "addrgenmode", "none")
     ip("addr", "add", HOST_ADDR, "dev", HOST_IF)
+    ip("addr", "add", HOST_ADDR6, "dev", HOST_IF, "nodad")
     ip("link", "set", HOST_IF, "up")
     _port("host", "lan")
 

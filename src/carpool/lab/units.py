@@ -55,7 +55,7 @@ WUI_PORT = 443
 
 
 def wui_url(unit: str, ipv6_only: bool = False) -> str:
-    if ipv6_only:  # reachable from the lab's namespaces (the host's end has no IPv6)
+    if ipv6_only:  # the host's end reaches it from 2001:2::fe
         return f"https://[{UNIT_ADDR6[unit]['eth0'].split('/')[0]}]/"
     return f"https://{UNIT_ADDR[unit]['eth0'].split('/')[0]}/"
 
@@ -220,6 +220,10 @@ class UnitsMixin(LabBase):
     self.unit(), self._save() (declared in base.LabBase)."""
 
     # where things are
+    def wui_url(self, unit: str) -> str:
+        """Unit X's WUI as the host reaches it (over IPv6 in an IPv6-only lab)."""
+        return wui_url(self.unit(unit), bool(self.options.get("ipv6_only")))
+
     def state_dir(self, unit: str) -> Path:
         return self.dir / unit
 

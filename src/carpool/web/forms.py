@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 
 from ..config.document import Loc, Problem
+from ..family import hostport
 
 VS_FIELDS = (
     "name",
@@ -22,7 +23,11 @@ VS_FIELDS = (
     "check_path",
     "real_servers",
 )
-_SERVER = re.compile(r"^\s*([0-9.]+):(\d{1,5})(?:\s+(?:weight\s*=?\s*)?(\d+))?\s*$")
+# ADDRESS:PORT [WEIGHT]; an IPv6 address in brackets, as in a URL (its last group would read as
+# the port otherwise). The address itself is the document's to judge.
+_SERVER = re.compile(
+    r"^\s*(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+)):(\d{1,5})(?:\s+(?:weight\s*=?\s*)?(\d+))?\s*$"
+)
 
 
 class FormErrors(Exception):
@@ -49,19 +54,20 @@ def parse_servers(text: str, errors: dict) -> list[dict]:
         m = _SERVER.match(line)
         if not m:
             errors.setdefault("real_servers", []).append(
-                f"line {n}: write ADDRESS:PORT [WEIGHT], not {line.strip()!r}"
+                f"line {n}: write ADDRESS:PORT [WEIGHT] (an IPv6 address in brackets: "
+                f"[ADDRESS]:PORT), not {line.strip()!r}"
             )
             continue
-        server = {"address": m[1], "port": int(m[2])}
-        if m[3] is not None:
-            server["weight"] = int(m[3])
+        server = {"address": m[1] or m[2], "port": int(m[3])}
+        if m[4] is not None:
+            server["weight"] = int(m[4])
         servers.append(server)
     return servers
 
 
 def servers_text(vs: dict) -> str:
     return "\n".join(
-        f"{r['address']}:{r['port']}" + (f" {r['weight']}" if r.get("weight", 1) != 1 else "")
+        hostport(r["address"], r["port"]) + (f" {r['weight']}" if r.get("weight", 1) != 1 else "")
         for r in vs.get("real_server", [])
     )
 

@@ -25,6 +25,7 @@ from ..config.edit import (
     SetKey,
     error_of,
 )
+from ..family import hostport
 from .auth import Blocked, Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_role, page_session, source_of
 from .events import KINDS, when
@@ -34,6 +35,7 @@ from .view import ICONS, active_url
 log = events.logger("carpool.web", events.Kind.WEB)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 templates.env.filters["when"] = when
+templates.env.globals["hostport"] = hostport
 HA_FIELDS = ("ha_timeout", "preferred", "initial_wait", "vhid", "vmac")
 
 
