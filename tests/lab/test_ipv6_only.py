@@ -134,8 +134,10 @@ def test_the_wui_over_ipv6_shows_the_pair_and_takes_an_ipv6_service(lab, pages):
     standby = other(active)
     wui_ready(lab)
     page = pages(active)
-    first = "#unit-first"
-    expect(page.locator(f"{first} table.ifaces")).to_contain_text(UNIT_ADDR6["a"]["eth0"][:-3])
+    # the first unit's links, each with its partner's (the second unit's) IPv6 address
+    for ifname in ("eth0", "eth2"):
+        partner = UNIT_ADDR6["b"][ifname].split("/")[0]
+        expect(page.locator("#unit-first table.ifaces")).to_contain_text(partner)
     expect(page.locator(f"#unit-{ROLE[active]}")).to_have_attribute("data-icon", "active")
     page.goto(lab.wui_url(active) + "services")
     page.click("#add-vs")
