@@ -195,9 +195,12 @@ def test_namespaces_and_addresses(lab):
         "lan": {"a-eth0", "b-eth0", "c1", "host"},
         "srv": {"a-eth2", "b-eth2", "r1", "r2"},
     }
-    # the host end, and its only address in the lab range
+    # the host end, and its only addresses (no link-local) in the lab ranges
     host = json.loads(ip("-j", "addr", "show", "dev", HOST_IF).stdout)[0]
-    assert [f"{a['local']}/{a['prefixlen']}" for a in host["addr_info"]] == ["198.18.0.254/24"]
+    assert [f"{a['local']}/{a['prefixlen']}" for a in host["addr_info"]] == [
+        "198.18.0.254/24",
+        "2001:2::fe/64",
+    ]
     # the lab's ranges only (RFC 2544 / RFC 5180), beside each link's own link-local
     ranges = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:2::/48")]
     for node in ("a", "b", "c1", "r1", "r2"):

@@ -226,6 +226,12 @@ def test_config_show_set_apply_history_diff_rollback(lab, pair):
 
 
 def test_the_standby_refuses_changes_and_names_the_active_unit(lab, pair):
+    # the earlier tests' last change may still be on its way to the standby
+    lab.wait_for(
+        lambda: lab.unit_status(other(pair))["config"] == lab.unit_status(pair)["config"],
+        10,
+        what="the standby has the active unit's version",
+    )
     with client(other(pair)) as s:
         before = s.get("/api/v1/config").json()["version"]
         for method, path, body in (
