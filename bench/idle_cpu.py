@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Idle CPU of a settled pair, by what its document holds: carpool dual-stack or IPv4-only, with
+the lab's virtual services (6 health checks every 0.5 s) or without (the HA core only, the
+work keepalived does), beside keepalived in the same run.
+
+    .venv/bin/python bench/idle_cpu.py [--seconds 30] [--profiles default,fast] [--json FILE]
+
+Each variant: the pair started, settled, then utime+stime of each unit's processes (carpool
+supervisor + worker, keepalived parent + VRRP child) over the window, in % of one core
+(bench/failover.py's measurement). The lab lock is held throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import failover as fb  # the pairs and the measurement are the failover bench's
+from carpool.lab import Lab, machine_lock
+from carpool.lab.units import ipv4_only
+
+VARIANTS = {
+    "dual-stack, services": None,
+    "dual-stack, no services": {"virtual_service": []},
+    "IPv4-only, services": ipv4_only(),
+    "IPv4-only, no services": {**ipv4_only(), "virtual_service": []},
+}
+
+
+class Variant(fb.CarpoolPair):
+    def __init__(self, lab, profile, overrides):
+        super().__init__(lab, profile)
+        self.overrides = overrides
+
+    def start(self) -> str:
+        fast = {"ha.fast_interval_ms": round(self.profile.interval * 1000)}
+        merged = {**(self.overrides or {}), **(fast if self.profile.fast else {})}
+        self.lab.write_configs(fast=self.profile.fast, overrides=merged or None)
+        self.lab.start_units(timeout=fb.SETTLE_TIMEOUT)
+        return self.settled()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=30.0, help="idle window per variant")
+    p.add_argument("--profiles", default="default,fast")
+    p.add_argument("--fast-interval-ms", type=int, default=20)
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args(argv)
+    if not 1 <= args.seconds <= 600:
+        p.error("--seconds: 1..600")
+    profiles = fb.profiles(args.fast_interval_ms)
+    wanted = [x for x in args.profiles.split(",") if x]
+    if set(wanted) - set(profiles):
+        p.error(f"--profiles: from {', '.join(profiles)}")
+    rows = []
+    workdir = Path(tempfile.mkdtemp(prefix="carpool-idle-", dir="/run"))
+    with machine_lock(timeout=3600):
+        lab = Lab()
+        lab.up(start_units=False)
+        try:
+            for pname in wanted:
+                profile = profiles[pname]
+                pairs = [(name, Variant(lab, profile, o)) for name, o in VARIANTS.items()]
+                pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
+                for name, pair in pairs:
+                    pair.start()
+                    try:
+                        cpu = fb.idle_cpu(pair, args.seconds)
+                    finally:
+                        pair.stop()
+                    row = {
+                        "profile": pname,
+                        "variant": name,
+                        "master": cpu["master"]["cpu_percent"],
+                        "backup": cpu["backup"]["cpu_percent"],
+                        "seconds": cpu["seconds"],
+                    }
+                    fb.log(f"  {row}")
+                    rows.append(row)
+        finally:
+            lab.down()
+    print("| profile | pair | master % | backup % | window s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['profile']} | {r['variant']} | {r['master']:.2f} | {r['backup']:.2f} | "
+            f"{r['seconds']} |"
+        )
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, {fb.os.cpu_count()} CPUs")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
