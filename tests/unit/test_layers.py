@@ -12,7 +12,7 @@ MAY_IMPORT = {
     "ha": {"events", "family", "untrusted"},
     "config": {"events", "family", "files", "untrusted"},
     "dataplane": {"config", "events", "family", "files"},
-    "web": {"config", "events", "terms", "tlscert", "untrusted"},
+    "web": {"config", "events", "family", "terms", "tlscert", "untrusted"},
     "node": {
         "ha",
         "config",

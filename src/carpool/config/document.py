@@ -34,6 +34,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from . import certs
+
 ROLES = ("first", "second")
 # Tables and lists within each other, the document being level 1: a real document needs 5
 # (virtual_service, a service, real_server, a server); a deeper one is refused before anything
@@ -118,6 +120,17 @@ def _text(value: str) -> str:
 # Every string of the document is Text (directly or through a type below): a document comes
 # from the partner, an editor or a file, and its strings reach protocols, files and terminals.
 Text = Annotated[str, AfterValidator(_text)]
+
+
+def _pem_text(value: str) -> str:
+    """Text with line breaks: PEM (each line is checked again by config/certs.py)."""
+    why = unprintable(value.replace("\r\n", "").replace("\n", ""))
+    if why:
+        raise ValueError(why)
+    return value
+
+
+PemText = Annotated[str, AfterValidator(_pem_text)]
 
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -424,6 +437,17 @@ class _Model(BaseModel):
 # release — a version stored before an upgrade stays intact after it, and the units of a pair
 # mid-upgrade agree on what a document is. A new key with a default goes here.
 ADDED_LATER: dict[tuple[str, str], object] = {("ha", "auth"): "carpool"}
+# The same for lists of tables added later ([] left out) and keys added to each virtual service.
+ADDED_LATER_LISTS = ("certificate",)
+ADDED_LATER_VS: dict[str, object] = {
+    "certificate": [],
+    "tls_profile": "intermediate",
+    "hsts": 0,
+    "redirect_http": False,
+    "backend_tls": False,
+    "backend_ca": "",
+}
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
 
 class Appliance(_Model):
@@ -555,12 +579,37 @@ class HealthCheck(_Model):
     fall: int = Field(2, ge=1, le=100)  # failures before a server leaves the pool
 
 
+class Certificate(_Model):
+    """A TLS certificate for https services: its PEM chain (leaf first) and private key; or,
+    without a key, CA certificates that real servers are verified against (`backend_ca`)."""
+
+    name: Text = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    chain: PemText = Field(min_length=1, max_length=certs.MAX_CHAIN)
+    key: PemText = Field("", max_length=certs.MAX_KEY)  # never shown once stored (config views)
+
+    @model_validator(mode="after")
+    def _pem(self) -> Self:
+        try:
+            certs.inspect(self.chain, self.key)
+        except certs.CertProblem as e:
+            raise _Problems([Problem((e.field,), e.why)]) from None
+        return self
+
+    def info(self) -> certs.CertInfo:
+        return certs.inspect(self.chain, self.key)
+
+
+# https: Mozilla's server-side TLS profiles (https://wiki.mozilla.org/Security/Server_Side_TLS)
+TlsProfile = Literal["intermediate", "modern"]
+HSTS_MAX = 2 * 365 * 86400
+
+
 class VirtualService(_Model):
-    name: Text = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Text = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     address: IP  # a shared address, either family
     port: Port
     protocol: Literal["tcp", "udp"] = "tcp"
-    type: Literal["l4", "http"] = "l4"
+    type: Literal["l4", "http", "https"] = "l4"
     scheduler: Literal["rr", "wrr", "lc", "sh"] = "rr"
     persistence: int = Field(0, ge=0, le=86400)  # s of source-IP persistence; 0 = none
     cookie: bool = False  # http: cookie persistence
@@ -568,15 +617,46 @@ class VirtualService(_Model):
     when_down: Literal["reject", "sorry"] = "reject"
     sorry_server: OptionalUnicastIP = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
+    # https: certificate names ([[certificate]]), the first the default for clients without
+    # SNI or naming no other; TLS versions and ciphers; Strict-Transport-Security max-age (s)
+    certificate: tuple[Text, ...] = Field((), max_length=64)
+    tls_profile: TlsProfile = "intermediate"
+    hsts: int = Field(0, ge=0, le=HSTS_MAX)
+    redirect_http: bool = False  # https: port 80 of the same address answers 301 to https
+    backend_tls: bool = False  # http/https: TLS to the real servers too
+    backend_ca: Text = ""  # verify the real servers against this [[certificate]] ("": no)
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
 
+    @property
+    def proxied(self) -> bool:
+        """Served by HAProxy (http, https) rather than forwarded by nftables (l4)."""
+        return self.type != "l4"
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.type == "http" and self.protocol != "tcp":
-            raise ValueError("an http service runs over tcp")
-        if self.scheduler == "lc" and self.type != "http":
-            raise ValueError("scheduler lc (least connections) needs type http")
+        if self.proxied and self.protocol != "tcp":
+            raise ValueError(f"an {self.type} service runs over tcp")
+        if self.scheduler == "lc" and not self.proxied:
+            raise ValueError("scheduler lc (least connections) needs type http or https")
+        tls_only = [
+            Problem((key,), f"is for type https (this service is {self.type})")
+            for key, unset in (
+                ("certificate", not self.certificate),
+                ("hsts", not self.hsts),
+                ("redirect_http", not self.redirect_http),
+                ("tls_profile", self.tls_profile == "intermediate"),
+            )
+            if self.type != "https" and not unset
+        ]
+        if self.type == "https" and not self.certificate:
+            tls_only.append(Problem(("certificate",), "an https service needs a certificate"))
+        if not self.proxied and (self.backend_tls or self.backend_ca):
+            tls_only.append(Problem(("backend_tls",), "is for type http or https (not l4)"))
+        if self.backend_ca and not self.backend_tls:
+            tls_only.append(Problem(("backend_ca",), "verifies TLS to the real servers: set backend_tls = true"))
+        if tls_only:
+            raise _Problems(tls_only)
         if self.when_down == "sorry" and not self.sorry_server:
             raise ValueError("when_down = sorry needs a sorry_server")
         if self.type == "l4":  # NAT stays within a family (HAProxy joins the two)
@@ -659,6 +739,7 @@ class Document(_Model):
     sync: Sync = Sync()
     virtual_service: tuple[VirtualService, ...] = ()
     user: tuple[User, ...] = ()
+    certificate: tuple[Certificate, ...] = ()
 
     @model_validator(mode="after")
     def _across(self) -> Self:
@@ -710,10 +791,64 @@ class Document(_Model):
                     )
                 )
             seen.setdefault(where, vs.name)
+        problems += self._certificates()
         problems += [Problem(("user",), f"{u} is listed twice") for u in _twice(self.user)]
         if problems:
             raise _Problems(problems)
         return self
+
+    def _certificates(self) -> list[Problem]:
+        """Certificate names unique; each https service names certificates with a key, its
+        backend_ca one that exists; a redirect's port 80 free."""
+        problems = [
+            Problem(("certificate",), f"{c} is listed twice") for c in _twice(self.certificate)
+        ]
+        by_name = {c.name: c for c in self.certificate}
+        listed = _some(sorted(by_name))
+        taken = {(vs.address, vs.port) for vs in self.virtual_service if vs.protocol == "tcp"}
+        for n, vs in enumerate(self.virtual_service):
+            for k, name in enumerate(vs.certificate):
+                found = by_name.get(name)
+                if found is None:
+                    why = f"no certificate {name!r} (there are: {listed})"
+                elif not found.key:
+                    why = f"{name!r} has no key: it can only verify real servers (backend_ca)"
+                else:
+                    continue
+                problems.append(Problem(("virtual_service", n, "certificate", k), why))
+            if vs.backend_ca and vs.backend_ca not in by_name:
+                problems.append(
+                    Problem(
+                        ("virtual_service", n, "backend_ca"),
+                        f"no certificate {vs.backend_ca!r} (there are: {listed})",
+                    )
+                )
+            if vs.redirect_http and (vs.address, 80) in taken:
+                problems.append(
+                    Problem(
+                        ("virtual_service", n, "redirect_http"),
+                        f"port 80 of {vs.address} is another service's",
+                    )
+                )
+        return problems
+
+    def shown(self) -> dict[str, Any]:
+        """The document as views show it (config show, diff, the WUI, the REST API): each
+        certificate's private key replaced by a digest. Sent back (config apply), the digest
+        keeps the stored key (`with_stored_keys`)."""
+        data = self.model_dump(mode="json")
+        for cert in data.get("certificate", ()):
+            if cert.get("key"):
+                cert["key"] = certs.stored_key(cert["key"])
+        return data
+
+    def certificates_used(self) -> dict[str, list[str]]:
+        """certificate name -> the services that use it (to serve or to verify)."""
+        used: dict[str, list[str]] = {c.name: [] for c in self.certificate}
+        for vs in self.virtual_service:
+            for name in {*vs.certificate, *([vs.backend_ca] if vs.backend_ca else [])}:
+                used.setdefault(name, []).append(vs.name)
+        return used
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> bytes:
@@ -721,6 +856,13 @@ class Document(_Model):
         for (table, key), default in ADDED_LATER.items():
             if data.get(table, {}).get(key, default) == default:
                 data[table].pop(key, None)
+        for key in ADDED_LATER_LISTS:
+            if not data.get(key):
+                data.pop(key, None)
+        for vs in data.get("virtual_service", ()):
+            for key, default in ADDED_LATER_VS.items():
+                if vs.get(key, default) == default:
+                    vs.pop(key, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property
@@ -778,6 +920,34 @@ def problems_of(error: ValidationError) -> list[Problem]:
             out += [Problem(where + p.loc, p.why) for p in inner.problems]
         else:
             out.append(Problem(where, _message(e)))
+    return out
+
+
+def with_stored_keys(data: Any, current: Document | None) -> Any:
+    """data (a document as a view showed it) with each certificate key that reads "(stored)
+    sha256:…" replaced by the stored key of the certificate of that name; a key no stored
+    certificate has is a Problem naming it."""
+    if not isinstance(data, dict) or not isinstance(data.get("certificate"), list):
+        return data
+    stored = {c.name: c.key for c in (current.certificate if current else ()) if c.key}
+    out, problems = dict(data), []
+    out["certificate"] = []
+    for n, cert in enumerate(data["certificate"]):
+        if isinstance(cert, dict) and certs.is_stored(cert.get("key")):
+            key = stored.get(cert.get("name"))  # type: ignore[arg-type]
+            if key is None or certs.stored_key(key) != cert["key"].strip():
+                problems.append(
+                    Problem(
+                        ("certificate", n, "key"),
+                        f"no stored key {cert['key']!r} for {cert.get('name')!r}: "
+                        "send the PEM private key",
+                    )
+                )
+            else:
+                cert = {**cert, "key": key}
+        out["certificate"].append(cert)
+    if problems:
+        raise DocumentError(problems)
     return out
 
 

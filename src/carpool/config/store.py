@@ -168,8 +168,8 @@ def flatten(value: object, prefix: str = "") -> dict[str, object]:
 
 def diff(old: Document | None, new: Document) -> list[str]:
     """Human-readable changes: `key: old -> new`, `+key = v`, `-key`."""
-    a = flatten(old.model_dump(mode="json")) if old else {}
-    b = flatten(new.model_dump(mode="json"))
+    a = flatten(old.shown()) if old else {}  # never a private key
+    b = flatten(new.shown())
     lines = []
     for key in sorted(set(a) | set(b)):
         if key not in a:

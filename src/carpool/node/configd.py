@@ -5,11 +5,20 @@ at once. Refusals are config/edit.py's typed errors, as JSON."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import events, files
-from ..config.document import Document, DocumentError, Loc, parse_document
+from ..config import certs
+from ..config.document import (
+    Document,
+    DocumentError,
+    Loc,
+    Problem,
+    parse_document,
+    with_stored_keys,
+)
 from ..config.edit import Edit, EditError, Invalid, NotFound, Refused, SetKey, Standby, invalid
 from ..config.ha import Config, with_document
 from ..config.store import Store, StoreError, Version, diff
@@ -54,6 +63,7 @@ class ConfigControl:
         ha_state: Callable[[], str] = lambda: "unknown",
     ):
         self.cfg, self.store = cfg, store
+        self.clock = time.time  # certificate dates are judged at an upload
         self.is_active, self.active_address = is_active, active_address
         self.on_apply = on_apply
         doc = current_version(store).document
@@ -102,7 +112,7 @@ class ConfigControl:
             "version": v.record.version,
             "hash": v.record.hash,
             "record": v.record.to_json(),
-            "document": v.document.model_dump(mode="json"),
+            "document": v.document.shown(),  # no private key leaves the unit this way
         }
 
     def history(self, _req: dict) -> dict:
@@ -152,7 +162,9 @@ class ConfigControl:
 
             def job() -> Version:
                 self._guard()  # again: the unit may have become standby while we waited
-                doc = make(current_version(self.store))
+                current = current_version(self.store)
+                doc = make(current)
+                _dated(current.document, doc, self.clock())
                 try:
                     return self.store.commit(doc, who=who, origin=self.cfg.role)
                 except (StoreError, OSError) as e:
@@ -195,7 +207,7 @@ class ConfigControl:
         )
 
     async def apply(self, req: dict) -> dict:
-        def make(_current: Version) -> Document:
+        def make(current: Version) -> Document:
             data = req.get("document")
             if isinstance(data, dict) and "unit" in data:
                 raise Refused(
@@ -203,6 +215,10 @@ class ConfigControl:
                     "the [unit] table belongs to the unit's own file; it is "
                     "not part of the synced document",
                 )
+            try:  # a document from `config show` keeps its certificates' stored keys
+                data = with_stored_keys(data, current.document)
+            except DocumentError as e:
+                raise Invalid(e.problems) from None
             return _valid(data)
 
         return await self._change(make, who=req.get("who") or "cli: config apply")
@@ -226,6 +242,20 @@ class ConfigControl:
             return e.to_json()
         except Exception as e:  # partner down, refused: say so, never crash
             return Refused("", f"force sync failed: {e}").to_json()
+
+
+def _dated(old: Document, new: Document, now: float) -> None:
+    """A certificate added or changed must be valid now (a stored one may run out: it warns)."""
+    before = {c.name: c.chain for c in old.certificate}
+    problems = []
+    for n, cert in enumerate(new.certificate):
+        if before.get(cert.name) == cert.chain:
+            continue
+        why = certs.dated_problem(cert.info(), now)
+        if why:
+            problems.append(Problem(("certificate", n, "chain"), f"{cert.name}: {why}"))
+    if problems:
+        raise Invalid(problems)
 
 
 def _valid(data, subject: Loc = ()) -> Document:

@@ -79,7 +79,7 @@ class WebContext:
     def current(self) -> tuple[int, dict]:
         """(version, document) read together (no await between): an edit made from it may
         expect that version."""
-        return self.unit.version()[0], self.unit.document().model_dump(mode="json")
+        return self.unit.version()[0], self.unit.document().shown()
 
     def version(self) -> int:
         return self.unit.version()[0]
