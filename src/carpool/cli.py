@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import files
 from .config.edit import (
@@ -357,12 +358,46 @@ def cmd_vs(args) -> int:
                     "scheduler": args.scheduler,
                     "persistence": args.persistence,
                     "real_server": [],
+                    **({"certificate": args.certificate} if args.certificate else {}),
                 }
             ),
         )
     if args.action == "rm":
         return _edit(args, RemoveVirtualService(args.name))
     return _edit(args, SetVirtualService(args.name, args.key, _value(args.value)))  # set
+
+
+def cmd_cert(args) -> int:
+    """TLS certificates for https services (the key is read from a file and never shown)."""
+    from .config.edit import AddCertificate, RemoveCertificate, ReplaceCertificate
+
+    if args.action == "list":
+        answer = _ask(args, "config.certificates")
+        if answer is None:
+            return 1
+        if args.json:
+            print(json.dumps(answer["certificates"], indent=2))
+            return 0
+        for row in answer["certificates"]:
+            until = time.strftime("%Y-%m-%d", time.gmtime(row["not_after"]))
+            print(
+                f"{row['name']}: {row['subject']} ({row['key_type']}"
+                + (", key stored" if row["key"] else ", CA certificates")
+                + f") until {until}, {row['days_left']:g} days left [{row['state']}]"
+            )
+            print(f"    names: {', '.join(row['names']) or 'none'}")
+            print(f"    used by: {', '.join(row['used_by']) or 'nothing'}")
+        return 0
+    if args.action == "rm":
+        return _edit(args, RemoveCertificate(args.name))
+    try:
+        chain = Path(args.chain).read_text()
+        key = Path(args.key).read_text() if args.key else ""
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"carpool: cannot read the certificate files: {e}", file=sys.stderr)
+        return 2
+    op = AddCertificate if args.action == "add" else ReplaceCertificate
+    return _edit(args, op(args.name, chain, key))
 
 
 def cmd_rs(args) -> int:
@@ -546,7 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("address")
     c.add_argument("port", type=int)
-    c.add_argument("--type", choices=("l4", "http"), default="l4")
+    c.add_argument("--type", choices=("l4", "http", "https"), default="l4")
+    c.add_argument(
+        "--certificate",
+        action="append",
+        metavar="NAME",
+        help="https: a certificate (carpool cert add); repeat for more (SNI), the first default",
+    )
     c.add_argument("--protocol", choices=("tcp", "udp"), default="tcp")
     c.add_argument("--scheduler", choices=("rr", "wrr", "lc", "sh"), default="rr")
     c.add_argument("--persistence", type=int, default=0, metavar="SECONDS")
@@ -561,6 +602,30 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("add", "set", "rm"):
             _expect_version(p)
     vs.set_defaults(func=cmd_vs)
+    cert = sub.add_parser("cert", help="TLS certificates for https services (synced)")
+    cert.add_argument("--config")
+    certsub = cert.add_subparsers(dest="action", required=True)
+    c = certsub.add_parser("list", help="names, dates, days left, what uses each")
+    c.add_argument("--json", action="store_true")
+    for name, what in (
+        ("add", "upload a certificate (chain and key files, PEM)"),
+        ("replace", "renew a certificate (the stored key stays without --key)"),
+    ):
+        c = certsub.add_parser(name, help=what)
+        c.add_argument("name")
+        c.add_argument("--chain", required=True, help="PEM file: the certificate, then issuers")
+        c.add_argument(
+            "--key",
+            required=False,
+            help="PEM file: its private key (none: CA certificates for backend_ca)",
+        )
+    c = certsub.add_parser("rm", help="remove a certificate no service uses")
+    c.add_argument("name")
+    for name, p in certsub.choices.items():
+        p.add_argument("--config", default=argparse.SUPPRESS)
+        if name != "list":
+            _expect_version(p)
+    cert.set_defaults(func=cmd_cert)
     rs = sub.add_parser("rs", help="real servers of a virtual service")
     rs.add_argument("--config")
     rsub = rs.add_subparsers(dest="action", required=True)

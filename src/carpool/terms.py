@@ -25,3 +25,4 @@ class Warn(StrEnum):
     FOREIGN_VHID = "foreign vhid"
     WEAK_AUTH = "weak advert authentication"
     ADVERT_FORM = "older advert form"
+    CERTIFICATE = "certificate"  # expired, or expiring within 30 days

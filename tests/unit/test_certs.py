@@ -19,7 +19,12 @@ API = CA.issue("api.example.test", kind="rsa")
 
 BASE = {
     "interface": [
-        {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12", "shared": ["198.18.0.10/24"]},
+        {
+            "name": "eth0",
+            "first": "198.18.0.11",
+            "second": "198.18.0.12",
+            "shared": ["198.18.0.10/24"],
+        },
         {"name": "eth1", "first": "198.18.1.1", "second": "198.18.1.2", "heartbeat": True},
     ],
     "virtual_service": [
@@ -77,17 +82,49 @@ def test_a_valid_chain_and_key_are_described_without_the_key():
     "path, value, want",
     [
         ("certificate.0.key", API.key, "certificate[0].key: is not the key of the chain's first"),
-        ("certificate.0.chain", CA.pem + WWW.leaf, "certificate[0].chain: certificate 2 did not sign"),
-        ("certificate.0.chain", WWW.key, "certificate[0].chain: block 1 is a PRIVATE KEY, not a CERTIFICATE: the key goes in `key`"),
+        (
+            "certificate.0.chain",
+            CA.pem + WWW.leaf,
+            "certificate[0].chain: certificate 2 did not sign",
+        ),
+        (
+            "certificate.0.chain",
+            WWW.key,
+            "certificate[0].chain: block 1 is a PRIVATE KEY, not a CERTIFICATE: the key goes in `key`",
+        ),
         ("certificate.0.chain", "hello", "certificate[0].chain: holds text outside its PEM blocks"),
-        ("certificate.0.chain", WWW.chain + "\x1b[31m", "certificate[0].chain: must not contain control characters"),
+        (
+            "certificate.0.chain",
+            WWW.chain + "\x1b[31m",
+            "certificate[0].chain: must not contain control characters",
+        ),
         ("certificate.0.key", WWW.leaf, "certificate[0].key: must be one PEM private key"),
         ("certificate.1.name", "www", "certificate: www is listed twice"),
-        ("virtual_service.0.certificate", ["nope"], "virtual_service[0].certificate[0]: no certificate 'nope' (there are: api, lab-ca, www)"),
-        ("virtual_service.0.certificate", ["lab-ca"], "virtual_service[0].certificate[0]: 'lab-ca' has no key: it can only verify real servers"),
-        ("virtual_service.0.certificate", [], "virtual_service[0].certificate: an https service needs a certificate"),
-        ("virtual_service.0.backend_ca", "lab-ca", "virtual_service[0].backend_ca: verifies TLS to the real servers: set backend_tls = true"),
-        ("virtual_service.0.type", "l4", "virtual_service[0].certificate: is for type https (this service is l4)"),
+        (
+            "virtual_service.0.certificate",
+            ["nope"],
+            "virtual_service[0].certificate[0]: no certificate 'nope' (there are: api, lab-ca, www)",
+        ),
+        (
+            "virtual_service.0.certificate",
+            ["lab-ca"],
+            "virtual_service[0].certificate[0]: 'lab-ca' has no key: it can only verify real servers",
+        ),
+        (
+            "virtual_service.0.certificate",
+            [],
+            "virtual_service[0].certificate: an https service needs a certificate",
+        ),
+        (
+            "virtual_service.0.backend_ca",
+            "lab-ca",
+            "virtual_service[0].backend_ca: verifies TLS to the real servers: set backend_tls = true",
+        ),
+        (
+            "virtual_service.0.type",
+            "l4",
+            "virtual_service[0].certificate: is for type https (this service is l4)",
+        ),
     ],
 )
 def test_each_problem_names_its_key(path, value, want):
@@ -116,7 +153,9 @@ def test_dates_are_judged_at_upload_not_when_a_stored_document_loads():
     info = certs.inspect(old.chain, old.key)
     assert certs.dated_problem(info, time.time()).startswith("expired on ")
     soon = CA.issue("new.example.test", start_days=2)
-    assert certs.dated_problem(certs.inspect(soon.chain), time.time()).startswith("not valid before")
+    assert certs.dated_problem(certs.inspect(soon.chain), time.time()).startswith(
+        "not valid before"
+    )
     assert certs.dated_problem(certs.inspect(WWW.chain, WWW.key), time.time()) is None
 
 
@@ -133,3 +172,17 @@ def test_a_document_without_certificates_hashes_as_before_they_existed():
 def test_stored_keys_are_shown_as_a_digest():
     shown = certs.stored_key(WWW.key)
     assert certs.is_stored(shown) and "BEGIN" not in shown and shown != certs.stored_key(API.key)
+
+
+def test_status_warns_of_an_expired_and_an_expiring_certificate_naming_its_users():
+    now = time.time()
+    dates = [
+        {"name": "old", "not_after": now - 60, "used_by": ["site"]},
+        {"name": "soon", "not_after": now + 10 * 86400 + 60, "used_by": []},
+        {"name": "fine", "not_after": now + 90 * 86400, "used_by": ["site"]},
+    ]
+    assert certs.warnings(dates, now) == [
+        "certificate old (used by site) has expired: clients refuse it; renew it "
+        "(carpool cert replace)",
+        "certificate soon expires in 10 days: renew it (carpool cert replace)",
+    ]

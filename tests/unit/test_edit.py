@@ -254,13 +254,18 @@ def test_no_operation_changes_its_input():
         E.RemoveRealServer("web", "198.18.2.101", 80),
         E.SetPassword("admin", HASH),
         E.SetKey("interface[eth0].check", False),
+        E.AddCertificate("www", "CHAIN", "KEY"),
+        E.ReplaceCertificate("ca", "RENEWED"),
+        E.RemoveCertificate("ca"),
     ]
     assert {type(op) for op in ops} == set(E.OPS.values())
-    frozen = copy.deepcopy(DOC)
+    doc = {**DOC, "certificate": [{"name": "ca", "chain": "CHAIN"}]}
+    frozen = copy.deepcopy(doc)
     for op in ops:
-        out = op.apply(DOC)
-        assert frozen == DOC, op
-        assert out != DOC, op
+        out = op.apply(doc)
+        assert frozen == doc, op
+        assert out != doc, op
+    assert "KEY" not in repr(E.AddCertificate("www", "CHAIN", "KEY"))  # logs never show it
 
 
 # -- on the wire ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from carpool.config.document import parse_document
-from carpool.dataplane.haproxy import LOCAL_ONLY, config_text
+from carpool.dataplane.haproxy import LOCAL_ONLY, _write_tls, config_text, tls_files
 
 IFACES = [
     {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12", "shared": ["198.18.0.10/24"]}
@@ -101,6 +101,70 @@ def test_haproxy_accepts_it(tmp_path):
         cfg.write_text(
             text(tmp_path, peer_list=(("first", "127.0.0.1"), ("second", "198.18.1.12")), **vs)
         )
+        proc = subprocess.run(
+            ["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def https_doc(**vs):
+    from carpool.lab.pki import LabCA
+
+    ca = LabCA()
+    www, api = ca.issue("www.example.test"), ca.issue("api.example.test", kind="rsa")
+    return parse_document(
+        {
+            "interface": IFACES,
+            "certificate": [
+                {"name": "www", "chain": www.chain, "key": www.key},
+                {"name": "api", "chain": api.chain, "key": api.key},
+                {"name": "lab-ca", "chain": ca.pem},
+            ],
+            "virtual_service": [
+                {
+                    "name": "site",
+                    "address": "198.18.0.10",
+                    "port": 443,
+                    "type": "https",
+                    "certificate": ["www", "api"],
+                    "real_server": RS,
+                    **vs,
+                },
+            ],
+        }
+    )
+
+
+def test_an_https_service_terminates_tls_with_its_certificates_by_sni(tmp_path):
+    doc = https_doc(hsts=31536000, redirect_http=True, backend_tls=True, backend_ca="lab-ca")
+    cfg = config_text(doc, tmp_path)
+    tls = tmp_path / "tls"
+    assert (
+        f"    bind 198.18.0.10:443 ssl crt {tls}/www.pem crt {tls}/api.pem alpn h2,http/1.1 "
+        "ssl-min-ver TLSv1.2 ciphers ECDHE-ECDSA-AES128-GCM-SHA256:" in cfg
+    )
+    assert "    http-request set-header X-Forwarded-Proto https" in cfg
+    assert '    http-response set-header Strict-Transport-Security "max-age=31536000"' in cfg
+    assert "    bind 198.18.0.10:80\n    http-request redirect scheme https code 301" in cfg
+    assert f"weight 3 ssl verify required ca-file {tls}/lab-ca.ca.pem alpn http/1.1" in cfg
+    files = tls_files(doc)
+    assert sorted(files) == ["api.pem", "lab-ca.ca.pem", "www.pem"]
+    assert "PRIVATE KEY" in files["www.pem"] and "PRIVATE KEY" not in files["lab-ca.ca.pem"]
+    modern = config_text(https_doc(tls_profile="modern"), tmp_path)
+    assert "alpn h2,http/1.1 ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256:" in modern
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(), reason="haproxy not installed")
+def test_haproxy_accepts_an_https_service_with_its_files(tmp_path):
+    for vs in (
+        {"hsts": 600, "redirect_http": True, "backend_tls": True, "backend_ca": "lab-ca"},
+        {"tls_profile": "modern", "backend_tls": True, "cookie": True},
+    ):
+        doc = https_doc(**vs)
+        _write_tls(tmp_path / "tls", tls_files(doc))
+        assert oct((tmp_path / "tls" / "www.pem").stat().st_mode & 0o777) == "0o600"
+        cfg = tmp_path / "h.cfg"
+        cfg.write_text(config_text(doc, tmp_path))
         proc = subprocess.run(
             ["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True
         )

@@ -217,3 +217,50 @@ def stored_key(key: str) -> str:
 
 def is_stored(value: object) -> bool:
     return isinstance(value, str) and value.startswith(STORED)
+
+
+def rows(doc: Any, now: float) -> list[dict[str, Any]]:
+    """Each certificate of a Document as the API, WUI, CLI and status show it: its facts, days
+    left, what uses it, whether a key is stored (never the key)."""
+    used = doc.certificates_used()
+    out = []
+    for cert in doc.certificate:
+        info = cert.info()
+        days = info.days_left(now)
+        out.append(
+            {
+                "name": cert.name,
+                **info.as_dict(),
+                "days_left": round(days, 1),
+                "state": state(days),
+                "key": stored_key(cert.key) if cert.key else None,
+                "used_by": used.get(cert.name, []),
+            }
+        )
+    return out
+
+
+def state(days_left: float) -> str:
+    if days_left <= 0:
+        return "expired"
+    return "expiring" if days_left <= EXPIRY_WARNING_DAYS else "ok"
+
+
+def warnings(dates: list[dict[str, Any]], now: float) -> list[str]:
+    """Status lines for certificates (status["certificates"]: name, not_after, used_by) that
+    ran out or run out within EXPIRY_WARNING_DAYS."""
+    out = []
+    for cert in dates:
+        days = (cert["not_after"] - now) / 86400
+        users = f" (used by {', '.join(cert['used_by'])})" if cert["used_by"] else ""
+        if days <= 0:
+            out.append(
+                f"certificate {cert['name']}{users} has expired: clients refuse it; renew it "
+                "(carpool cert replace)"
+            )
+        elif days <= EXPIRY_WARNING_DAYS:
+            out.append(
+                f"certificate {cert['name']}{users} expires in {days:.0f} days: renew it "
+                "(carpool cert replace)"
+            )
+    return out

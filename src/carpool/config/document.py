@@ -653,8 +653,17 @@ class VirtualService(_Model):
             tls_only.append(Problem(("certificate",), "an https service needs a certificate"))
         if not self.proxied and (self.backend_tls or self.backend_ca):
             tls_only.append(Problem(("backend_tls",), "is for type http or https (not l4)"))
+        if self.redirect_http and self.port != 443:
+            tls_only.append(
+                Problem(
+                    ("redirect_http",),
+                    f"sends port 80 to https on port 443; this service is on {self.port}",
+                )
+            )
         if self.backend_ca and not self.backend_tls:
-            tls_only.append(Problem(("backend_ca",), "verifies TLS to the real servers: set backend_tls = true"))
+            tls_only.append(
+                Problem(("backend_ca",), "verifies TLS to the real servers: set backend_tls = true")
+            )
         if tls_only:
             raise _Problems(tls_only)
         if self.when_down == "sorry" and not self.sorry_server:

@@ -498,6 +498,104 @@ class SetPassword(Op):
         return f"passwd {self.user}"
 
 
+def _certificates(doc: dict[str, Any], create: bool = False) -> list[dict[str, Any]]:
+    return _tables(doc, "certificate", (), create)
+
+
+def _certificate(doc: dict[str, Any], name: str) -> int:
+    for n, cert in enumerate(_certificates(doc)):
+        if cert.get("name") == name:
+            return n
+    names = ", ".join(str(c.get("name")) for c in _certificates(doc)) or "none"
+    raise NotFound(f"certificate[{name}]", f"no certificate {name!r} (there are: {names})")
+
+
+@dataclass(frozen=True)
+class AddCertificate(Op):
+    """A certificate: its PEM chain (leaf first) and private key; without a key, CA
+    certificates for verifying real servers (backend_ca)."""
+
+    name: str
+    chain: str
+    key: str = ""
+    OP: ClassVar[str] = "cert.add"
+
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        if any(c.get("name") == self.name for c in _certificates(document)):
+            raise AlreadyExists(
+                f"certificate[{self.name}]",
+                f"certificate {self.name!r} exists already (cert.replace renews it)",
+            )
+        doc = copy.deepcopy(document)
+        entry = {"name": self.name, "chain": self.chain}
+        if self.key:
+            entry["key"] = self.key
+        _certificates(doc, create=True).append(entry)
+        return doc
+
+    def subject(self, before: dict[str, Any]) -> Loc:
+        return ("certificate", len(_certificates(before)))
+
+    def describe(self) -> str:
+        return f"cert add {self.name}"
+
+    def __repr__(self) -> str:  # never the key, wherever an op is logged
+        return f"AddCertificate(name={self.name!r})"
+
+
+@dataclass(frozen=True)
+class ReplaceCertificate(Op):
+    """A renewed chain; with no key the stored one stays (a renewal for the same key)."""
+
+    name: str
+    chain: str
+    key: str = ""
+    OP: ClassVar[str] = "cert.replace"
+
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        n = _certificate(document, self.name)
+        doc = copy.deepcopy(document)
+        entry = doc["certificate"][n]
+        entry["chain"] = self.chain
+        if self.key:
+            entry["key"] = self.key
+        return doc
+
+    def subject(self, before: dict[str, Any]) -> Loc:
+        return ("certificate", _certificate(before, self.name))
+
+    def describe(self) -> str:
+        return f"cert replace {self.name}"
+
+    def __repr__(self) -> str:
+        return f"ReplaceCertificate(name={self.name!r})"
+
+
+@dataclass(frozen=True)
+class RemoveCertificate(Op):
+    name: str
+    OP: ClassVar[str] = "cert.remove"
+
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        n = _certificate(document, self.name)
+        users = [
+            str(vs.get("name"))
+            for vs in _services(document)
+            if self.name in (vs.get("certificate") or ()) or vs.get("backend_ca") == self.name
+        ]
+        if users:
+            raise Refused(
+                f"certificate[{self.name}]",
+                f"certificate {self.name!r} is used by {', '.join(users)}: change those first",
+            )
+        doc = copy.deepcopy(document)
+        del doc["certificate"][n]
+        return doc
+
+    def describe(self) -> str:
+        return f"cert remove {self.name}"
+
+
 @dataclass(frozen=True)
 class SetKey(Op):
     """Any dotted key: `appliance.description`, `ha.vhid`, `interface[eth0].ping_target`,
@@ -530,6 +628,9 @@ OPS: dict[str, type[Op]] = {
         RemoveRealServer,
         SetPassword,
         SetKey,
+        AddCertificate,
+        ReplaceCertificate,
+        RemoveCertificate,
     )
 }
 

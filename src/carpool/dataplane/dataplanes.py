@@ -56,7 +56,7 @@ class Dataplanes:
         vs = next((v for v in doc.virtual_service if v.name == name), None)
         if vs is None:
             return
-        if vs.type == "http":  # the runtime API: no reload for a health flip
+        if vs.proxied:  # the runtime API: no reload for a health flip
             self.spawn(self.l7.set_server(vs, address, port, up))
         else:
             self.spawn(self.l4.apply(doc, self.health.healthy))

@@ -29,6 +29,15 @@ BALANCE = {"rr": "roundrobin", "wrr": "roundrobin", "lc": "leastconn", "sh": "so
 NONLOCAL = ("/proc/sys/net/ipv4/ip_nonlocal_bind", "/proc/sys/net/ipv6/ip_nonlocal_bind")
 PEERS_PORT = 6974  # HAProxy's peers protocol: persistence tables to the partner's HAProxy
 STICK_SIZE = "256k"
+# Mozilla's server-side TLS profiles (v5.7): "modern" TLS 1.3 only; "intermediate" TLS 1.2 too,
+# with forward-secret AEAD ciphers only (the DHE ones left out: they need a dhparam file).
+_TLS13 = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+PROFILES = {
+    "modern": f"ssl-min-ver TLSv1.3 ciphersuites {_TLS13}",
+    "intermediate": "ssl-min-ver TLSv1.2 ciphers ECDHE-ECDSA-AES128-GCM-SHA256:"
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    f"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305 ciphersuites {_TLS13}",
+}
 
 
 LOCAL_ONLY = (("first", "127.0.0.1"), None)
@@ -51,14 +60,14 @@ def _peer(address: str) -> str:
 
 def sticky(vs: VirtualService) -> bool:
     """Source-address persistence with a timeout (cookie persistence needs no table)."""
-    return vs.type == "http" and bool(vs.persistence) and not vs.cookie
+    return vs.proxied and bool(vs.persistence) and not vs.cookie
 
 
 def server_name(n: int) -> str:
     return f"rs{n + 1}"
 
 
-def _backend(vs: VirtualService, healthy) -> list[str]:
+def _backend(vs: VirtualService, healthy, tls_dir: Path) -> list[str]:
     lines = [f"backend be_{vs.name}", f"    balance {BALANCE[vs.scheduler]}"]
     if sticky(vs):  # a client seen within `persistence` s goes back to its server
         lines += [
@@ -74,6 +83,7 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
         lines.append("    cookie CARPOOL insert indirect nocache")
     for n, rs in enumerate(vs.real_server):
         line = f"    server {server_name(n)} {hostport(rs.address, rs.port)} weight {rs.weight}"
+        line += _server_tls(vs, tls_dir)
         if vs.cookie:
             line += f" cookie {server_name(n)}"
         if not rs.enabled or not healthy(vs.name, rs.address, rs.port):
@@ -84,7 +94,39 @@ def _backend(vs: VirtualService, healthy) -> list[str]:
     return lines
 
 
+def _server_tls(vs: VirtualService, tls_dir: Path) -> str:
+    """TLS to a real server: verified against backend_ca (the chain, not the name: real
+    servers are addressed by IP), or encrypted only."""
+    if not vs.backend_tls:
+        return ""
+    if vs.backend_ca:
+        return f" ssl verify required ca-file {tls_dir / ca_file(vs.backend_ca)} alpn http/1.1"
+    return " ssl verify none alpn http/1.1"
+
+
+def cert_file(name: str) -> str:
+    return f"{name}.pem"  # the chain, then the key: what HAProxy's `crt` reads
+
+
+def ca_file(name: str) -> str:
+    return f"{name}.ca.pem"
+
+
+def tls_files(doc: Document) -> dict[str, str]:
+    """file name -> content of every certificate the services use (keys only where served)."""
+    out = {}
+    for vs in doc.virtual_service:
+        for name in vs.certificate:
+            cert = next(c for c in doc.certificate if c.name == name)
+            out[cert_file(name)] = cert.chain.rstrip("\n") + "\n" + cert.key.rstrip("\n") + "\n"
+        if vs.backend_ca:
+            cert = next(c for c in doc.certificate if c.name == vs.backend_ca)
+            out[ca_file(vs.backend_ca)] = cert.chain.rstrip("\n") + "\n"
+    return out
+
+
 def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list=LOCAL_ONLY) -> str:
+    tls_dir = run_dir / "tls"
     (own, own_address), partner = peer_list
     tables = any(sticky(vs) for vs in doc.virtual_service)
     lines = [
@@ -116,16 +158,35 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
             "",
         ]
     for vs in doc.virtual_service:
-        if vs.type != "http":
-            continue
+        if vs.proxied:
+            lines += _frontend(vs, tls_dir) + _backend(vs, healthy, tls_dir) + [""]
+    return "\n".join(lines)
+
+
+def _frontend(vs: VirtualService, tls_dir: Path) -> list[str]:
+    bind = f"    bind {hostport(vs.address, vs.port)}"
+    lines = [f"frontend fe_{vs.name}"]
+    if vs.type == "https":
+        # the first certificate answers clients without SNI (or naming none of them)
+        crts = " ".join(f"crt {tls_dir / cert_file(name)}" for name in vs.certificate)
+        lines.append(f"{bind} ssl {crts} alpn h2,http/1.1 {PROFILES[vs.tls_profile]}")
+        lines.append("    http-request set-header X-Forwarded-Proto https")
+        if vs.hsts:
+            lines.append(
+                f'    http-response set-header Strict-Transport-Security "max-age={vs.hsts}"'
+            )
+    else:
+        lines.append(bind)
+        lines.append("    http-request set-header X-Forwarded-Proto http")
+    lines += [f"    default_backend be_{vs.name}", ""]
+    if vs.redirect_http:  # plain http on port 80 of the same address: to https, permanently
         lines += [
-            f"frontend fe_{vs.name}",
-            f"    bind {hostport(vs.address, vs.port)}",
-            f"    default_backend be_{vs.name}",
+            f"frontend fe_{vs.name}_redirect",
+            f"    bind {hostport(vs.address, 80)}",
+            "    http-request redirect scheme https code 301",
             "",
         ]
-        lines += _backend(vs, healthy) + [""]
-    return "\n".join(lines)
+    return lines
 
 
 class HaproxyDataplane:
@@ -142,7 +203,7 @@ class HaproxyDataplane:
         self._lock = asyncio.Lock()
 
     def wanted(self, doc: Document) -> bool:
-        return any(vs.type == "http" for vs in doc.virtual_service)
+        return any(vs.proxied for vs in doc.virtual_service)
 
     async def apply(self, cfg, healthy) -> bool:
         """Write the configuration for the unit's document; start HAProxy or reload it. A
@@ -158,6 +219,7 @@ class HaproxyDataplane:
         if text == self.text and self.running:
             return True
         files.private_dir(self.dir)
+        _write_tls(self.dir / "tls", tls_files(doc))
         candidate = self.dir / "haproxy.cfg.new"
         files.write_new(candidate, text)
         check = await asyncio.create_subprocess_exec(
@@ -316,6 +378,19 @@ class HaproxyDataplane:
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
+
+
+def _write_tls(directory: Path, wanted: dict[str, str]) -> None:
+    """The certificates and keys HAProxy reads, 0600 in a 0700 directory; the ones no
+    service uses any more removed (a key stays on the unit only while it serves)."""
+    files.private_dir(directory)
+    for path in directory.iterdir():
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
+    for name, text in wanted.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            files.write_private(path, text)
 
 
 def _nonlocal_bind() -> None:

@@ -103,6 +103,7 @@ class ConfigControl:
             "config.rollback": self.rollback,
             "config.sync": self.force_sync,
             "config.applied": lambda _req: {"applied": list(self.sync.applied)},
+            "config.certificates": self.certificates,
         }
 
     # -- reading ---------------------------------------------------------------------------
@@ -114,6 +115,11 @@ class ConfigControl:
             "record": v.record.to_json(),
             "document": v.document.shown(),  # no private key leaves the unit this way
         }
+
+    def certificates(self, _req: dict) -> dict:
+        """The certificates' facts, days left and users (never a key)."""
+        doc = current_version(self.store).document
+        return {"certificates": certs.rows(doc, self.clock())}
 
     def history(self, _req: dict) -> dict:
         return {"history": [r.to_json() for r in self.store.history()]}
@@ -162,9 +168,7 @@ class ConfigControl:
 
             def job() -> Version:
                 self._guard()  # again: the unit may have become standby while we waited
-                current = current_version(self.store)
-                doc = make(current)
-                _dated(current.document, doc, self.clock())
+                doc = make(current_version(self.store))
                 try:
                     return self.store.commit(doc, who=who, origin=self.cfg.role)
                 except (StoreError, OSError) as e:
@@ -188,7 +192,8 @@ class ConfigControl:
 
         def make(current: Version) -> Document:
             before = current.document.model_dump(mode="json")
-            return _valid(change.apply(before, current.record.version), change.subject(before))
+            data = change.apply(before, current.record.version)
+            return _valid(data, change.subject(before), (current.document, self.clock()))
 
         return await self._change(make, who=f"{req.get('who') or 'cli'}: {change.describe()}")
 
@@ -219,7 +224,7 @@ class ConfigControl:
                 data = with_stored_keys(data, current.document)
             except DocumentError as e:
                 raise Invalid(e.problems) from None
-            return _valid(data)
+            return _valid(data, (), (current.document, self.clock()))
 
         return await self._change(make, who=req.get("who") or "cli: config apply")
 
@@ -244,7 +249,7 @@ class ConfigControl:
             return Refused("", f"force sync failed: {e}").to_json()
 
 
-def _dated(old: Document, new: Document, now: float) -> None:
+def _dated(old: Document, new: Document, now: float) -> list[Problem]:
     """A certificate added or changed must be valid now (a stored one may run out: it warns)."""
     before = {c.name: c.chain for c in old.certificate}
     problems = []
@@ -254,12 +259,17 @@ def _dated(old: Document, new: Document, now: float) -> None:
         why = certs.dated_problem(cert.info(), now)
         if why:
             problems.append(Problem(("certificate", n, "chain"), f"{cert.name}: {why}"))
-    if problems:
-        raise Invalid(problems)
+    return problems
 
 
-def _valid(data, subject: Loc = ()) -> Document:
+def _valid(data, subject: Loc = (), upload: tuple[Document, float] | None = None) -> Document:
+    """The new document, or Invalid with its problems placed; with upload = (the current
+    document, now) the certificates it adds or changes are judged on their dates too."""
     try:
-        return parse_document(data)
+        doc = parse_document(data)
     except DocumentError as e:
         raise Invalid(e.problems, subject) from None
+    problems = _dated(upload[0], doc, upload[1]) if upload else []
+    if problems:
+        raise Invalid(problems, subject)
+    return doc

@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import certs
 from ..config.ha import Config
+from ..terms import Warn
 from . import findings
 from .advert import AdvertPaths
 from .control import Access
@@ -101,6 +103,7 @@ def unit_status(p: StatusParts) -> dict:
             "hash": p.config.store.current.record.hash,
         },
         "sync": p.config.sync.status(),
+        "certificates": certificate_dates(p.config.store.current),
         "dataplane": p.dataplanes.status(),
         "doctor": dict(p.doctor.counters),
         **p.holder.status(),
@@ -111,6 +114,29 @@ def unit_status(p: StatusParts) -> dict:
     warnings = findings.warnings(
         status, p.config.sync.partner_ha, p.doctor.recent_foreign(), time.time()
     )
+    warnings += [
+        findings.StatusWarning(Warn.CERTIFICATE, text)
+        for text in certs.warnings(status["certificates"], time.time())
+    ]
     status["warnings"] = [str(w) for w in warnings]
     status["warning_kinds"] = [w.kind.value for w in warnings]  # the kind of each, in order
     return status
+
+
+_dates: dict[str, list[dict]] = {}  # version hash -> its certificates' dates (parsed once)
+
+
+def certificate_dates(version: Any) -> list[dict]:
+    """Each certificate's name, end and users, read once per configuration version (status
+    is asked several times a second; days left are the reader's, from not_after)."""
+    found = _dates.get(version.record.hash)
+    if found is None:
+        doc = version.document
+        used = doc.certificates_used()
+        found = [
+            {"name": c.name, "not_after": c.info().not_after, "used_by": used.get(c.name, [])}
+            for c in doc.certificate
+        ]
+        _dates.clear()  # only the current version's
+        _dates[version.record.hash] = found
+    return found

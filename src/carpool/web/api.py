@@ -16,13 +16,16 @@ changed since expect_version; 422 invalid input with the field named; 400 anythi
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from ..config import certs
 from ..config.document import Loc, RealServer, VirtualService, _lists_to_tuples
 from ..config.edit import (
+    AddCertificate,
     AddRealServer,
     AddVirtualService,
     AlreadyExists,
@@ -31,8 +34,10 @@ from ..config.edit import (
     Invalid,
     NotFound,
     Refused,
+    RemoveCertificate,
     RemoveRealServer,
     RemoveVirtualService,
+    ReplaceCertificate,
     ReplaceRealServer,
     ReplaceVirtualService,
     SetKey,
@@ -76,6 +81,17 @@ class ConfigApply(_Body):
 class Rollback(_Body):
     model_config = ConfigDict(extra="forbid", strict=True)
     version: int
+
+
+class CertificateBody(_Body):
+    name: str
+    chain: str  # PEM, leaf first
+    key: str = ""  # PEM private key; "" for CA certificates (backend_ca)
+
+
+class CertificateRenewal(_Body):
+    chain: str
+    key: str = ""  # "": the stored key stays
 
 
 class Failover(_Body):
@@ -234,6 +250,58 @@ def router() -> APIRouter:
         return answer_or_raise(
             ctx, await ctx.call("config.rollback", version=body.version, who=f"api ({user})")
         )
+
+    # -- certificates ----------------------------------------------------------------------
+    def cert_rows(request: Request) -> list[dict]:
+        return certs.rows(ctx_of(request).unit.document(), time.time())
+
+    @api.get(
+        "/certificates",
+        dependencies=read,
+        summary="Certificates: names, dates, days left, what uses them (never a key)",
+    )
+    async def cert_list(request: Request) -> list[dict]:
+        return cert_rows(request)
+
+    @api.get("/certificates/{name}", dependencies=read)
+    async def cert_get(request: Request, name: str) -> dict:
+        for row in cert_rows(request):
+            if row["name"] == name:
+                return row
+        raise HTTPException(404, f"no certificate {name!r}")
+
+    @api.post(
+        "/certificates",
+        status_code=201,
+        summary="Upload a certificate: PEM chain (leaf first) and key (kept on the units only)",
+    )
+    async def cert_add(
+        request: Request,
+        body: CertificateBody,
+        expect_version: Expect = None,
+        user: str = Depends(admin),
+    ) -> dict:
+        op = AddCertificate(body.name, body.chain, body.key)
+        return await edit(request, user, op, expect=expect_version)
+
+    @api.put(
+        "/certificates/{name}", summary="Renew a certificate (the stored key stays if none is sent)"
+    )
+    async def cert_replace(
+        request: Request,
+        name: str,
+        body: CertificateRenewal,
+        expect_version: Expect = None,
+        user: str = Depends(admin),
+    ) -> dict:
+        op = ReplaceCertificate(name, body.chain, body.key)
+        return await edit(request, user, op, expect=expect_version)
+
+    @api.delete("/certificates/{name}", summary="Remove a certificate no service uses")
+    async def cert_remove(
+        request: Request, name: str, expect_version: Expect = None, user: str = Depends(admin)
+    ) -> dict:
+        return await edit(request, user, RemoveCertificate(name), expect=expect_version)
 
     # -- virtual services ------------------------------------------------------------------
     @api.get("/virtual-services", dependencies=read, summary="Services with real-server health")

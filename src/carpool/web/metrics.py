@@ -153,6 +153,14 @@ class StatusCollector:
         yield sessions
         yield current
         yield bytes_out
+        expiry = GaugeMetricFamily(
+            "carpool_certificate_expiry_timestamp_seconds",
+            "when a certificate (the earliest in its chain) stops being valid",
+            labels=["name"],
+        )
+        for cert in s.get("certificates", ()):
+            expiry.add_metric([cert["name"]], cert["not_after"])
+        yield expiry
 
 
 def _num(text) -> float:
