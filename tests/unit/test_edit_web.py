@@ -272,3 +272,53 @@ def test_the_service_form_takes_and_shows_ipv6_real_servers_in_brackets():
         "line 1: write ADDRESS:PORT [WEIGHT] (an IPv6 address in brackets: [ADDRESS]:PORT), "
         "not '2001:2:0:2::101:80'"
     ]
+
+
+def test_certificates_page_uploads_files_and_an_https_service_uses_them(browser, unit):
+    from carpool.lab.pki import LabCA
+
+    ca = LabCA()
+    www = ca.issue("www.example.test")
+    files = {"chain_file": ("www.pem", www.chain), "key_file": ("www.key", www.key)}
+    r = browser.post("/certificates", data={"csrf": browser.csrf, "name": "www"}, files=files)
+    assert r.status_code == 303 and "cert%20add%20www" in r.headers["location"], r.text
+    page = browser.get("/certificates").text
+    assert 'data-cert="www"' in page and "CN=www.example.test" in page
+    assert "PRIVATE KEY" not in page and www.key.splitlines()[1] not in page
+    # a wrong key is placed at its field
+    other = ca.issue("other.example.test")
+    r = browser.post(
+        "/certificates",
+        data={"csrf": browser.csrf, "name": "www", "chain": www.chain, "key": other.key},
+    )
+    assert r.status_code == 422 and "is not the key" in field_errors(r.text)["key"]
+    form = {
+        "csrf": browser.csrf,
+        "name": "site",
+        "address": "198.18.0.10",
+        "port": "443",
+        "type": "https",
+        "certificate": "nope",
+        "hsts": "600",
+        "redirect_http": "on",
+        "real_servers": "198.18.2.101:80",
+    }
+    r = browser.post("/services/new", data=form)
+    assert r.status_code == 422 and "no certificate &#39;nope&#39;" in field_errors(r.text)["certificate"]
+    r = browser.post("/services/new", data={**form, "certificate": "www"})
+    assert r.status_code == 422  # web holds 198.18.0.10:80
+    assert "another service" in field_errors(r.text)["redirect_http"]
+    del form["redirect_http"]
+    r = browser.post("/services/new", data={**form, "certificate": "www"})
+    assert r.status_code == 303, r.text
+    vs = unit.document["virtual_service"][1]
+    assert (vs["type"], vs["certificate"], vs["hsts"], vs["redirect_http"]) == (
+        "https",
+        ["www"],
+        600,
+        False,
+    )
+    edit = browser.get("/services/site/edit").text
+    assert 'name="certificate" value="www"' in edit
+    r = browser.post("/certificates/www/delete", data={"csrf": browser.csrf})
+    assert r.status_code == 409 and "used by site" in r.text

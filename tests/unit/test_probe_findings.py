@@ -225,3 +225,15 @@ def test_the_mac_the_standby_resolves_a_shared_address_to_is_judged():
     o["neighbours"] = {"2001:2::10/64": {"mac": other, "expected": []}}
     [finding] = [f for f in findings.evaluate(o) if not f.ok]
     assert "unknown" in finding.detail and "ICMP checks first" in finding.hint
+
+
+def test_certificates_near_their_end_fail_the_doctor_with_the_renewal_named():
+    o = dual_stack()
+    o["time"] = 1_000_000.0
+    o["certificates"] = [{"name": "www", "not_after": 1_000_000.0 + 90 * 86400, "used_by": []}]
+    [ok] = [f for f in findings.evaluate(o) if f.name == "certificates"]
+    assert ok.ok and ok.detail == "www 90 days left"
+    o["certificates"][0]["not_after"] = 1_000_000.0 + 5 * 86400
+    [late] = [f for f in findings.evaluate(o) if not f.ok]
+    assert late.name == "certificates" and "expires in 5 days" in late.hint
+    assert "carpool cert replace" in late.hint

@@ -310,6 +310,7 @@ class DoctorAgent:
                 except TimeoutError:
                     break
             rtts = pings.result()
+            status = unit.status()
             return {
                 "role": cfg.role,
                 "state": unit.ha_state(),
@@ -319,7 +320,8 @@ class DoctorAgent:
                 "transport": cfg.transport,
                 "vmac": bool(cfg.vmac),
                 "vhid": cfg.vhid,
-                "auth": unit.status().get("auth"),
+                "auth": status.get("auth"),
+                "certificates": status.get("certificates", []),
                 "vmac_address": cfg.vmac_address if cfg.vmac else None,
                 "sync_port": unit.sync_port(),
                 "report_received": session.first_report_at,

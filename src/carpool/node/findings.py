@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..config import certs
 from ..terms import Warn
 
 MAX_LATENCY_MS = 100.0  # LoadMaster's requirement for the units' round trip
@@ -140,6 +141,7 @@ def evaluate(o: dict) -> list[Finding]:
         )
     out += _shared6(o)
     out += _neighbours(o)
+    out += _certificates(o)
     out += _vhid(o, ifaces)
     out += _auth(o)
     out += _ha_checks(o)
@@ -164,6 +166,19 @@ def _shared6(o: dict) -> list[Finding]:
     detail = ", ".join(f"{cidr} {s}" for cidr, s in state.items())
     hint = " ".join(HINT_SHARED6.format(cidr=c, state=s) for c, s in bad.items())
     return [Finding("ipv6 shared addresses", not bad, detail, hint)]
+
+
+def _certificates(o: dict) -> list[Finding]:
+    """The TLS certificates of https services: none expired or expiring within 30 days."""
+    dates = o.get("certificates") or []
+    if not dates:
+        return []
+    now = o.get("time") or 0.0
+    late = certs.warnings(dates, now)
+    shown = ", ".join(
+        f"{c['name']} {max(0.0, (c['not_after'] - now) / 86400):.0f} days left" for c in dates
+    )
+    return [Finding("certificates", not late, shown, " ".join(late))]
 
 
 def _neighbours(o: dict) -> list[Finding]:

@@ -22,6 +22,12 @@ VS_FIELDS = (
     "check_type",
     "check_path",
     "real_servers",
+    "certificate",
+    "tls_profile",
+    "hsts",
+    "redirect_http",
+    "backend_tls",
+    "backend_ca",
 )
 # ADDRESS:PORT [WEIGHT]; an IPv6 address in brackets, as in a URL (its last group would read as
 # the port otherwise). The address itself is the document's to judge.
@@ -86,6 +92,18 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
     )
     vs["port"] = _int(form, "port", errors)
     vs["persistence"] = _int(form, "persistence", errors, default=0)
+    # TLS: certificates as "www, api" (the first the default); set only where they apply, so
+    # an l4 or http service keeps none of them
+    names = [n.strip() for n in (form.get("certificate") or "").replace(",", " ").split()]
+    for key in ("certificate", "tls_profile", "hsts", "redirect_http"):
+        vs.pop(key, None)
+    if vs["type"] == "https":
+        vs["certificate"] = names
+        vs["tls_profile"] = form.get("tls_profile") or "intermediate"
+        vs["hsts"] = _int(form, "hsts", errors, default=0)
+        vs["redirect_http"] = form.get("redirect_http") == "on"
+    vs["backend_tls"] = form.get("backend_tls") == "on"
+    vs["backend_ca"] = (form.get("backend_ca") or "").strip() if vs["backend_tls"] else ""
     check = dict(vs.get("check") or {})
     check["type"] = form.get("check_type") or "tcp"
     if form.get("check_path"):
@@ -107,6 +125,8 @@ def field_of(loc: Loc) -> str:
         return "general"
     if loc[0] == "real_server":
         return "real_servers"
+    if loc[0] == "certificate":
+        return "certificate"
     if loc[0] == "check":
         return f"check_{loc[1]}" if len(loc) > 1 and loc[1] in ("type", "path") else "general"
     return str(loc[0]) if loc[0] in VS_FIELDS else "general"

@@ -5,6 +5,7 @@ that is gone is 404."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -12,7 +13,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from .. import events
+from ..config import certs
 from ..config.edit import (
+    AddCertificate,
     AddVirtualService,
     AlreadyExists,
     Conflict,
@@ -20,7 +23,9 @@ from ..config.edit import (
     EditError,
     Invalid,
     NotFound,
+    RemoveCertificate,
     RemoveVirtualService,
+    ReplaceCertificate,
     ReplaceVirtualService,
     SetKey,
     error_of,
@@ -255,6 +260,65 @@ def router() -> APIRouter:
             f"/services?done=vs+rm+{name}+(version+{answer['version']})", status_code=303
         )
 
+    # -- certificates ----------------------------------------------------------------------
+    async def cert_page(request, session, status_code=200, form=None, errors=None, done=None):
+        rows = certs.rows(ctx_of(request).unit.document(), time.time())
+        return await render(
+            request,
+            "certificates.html",
+            session,
+            status_code,
+            certificates=rows,
+            form=form or {},
+            errors=errors or {},
+            message=done,
+        )
+
+    @pages.get("/certificates", response_class=HTMLResponse)
+    async def certificates(request: Request, session: Session = Depends(page_session)):
+        return await cert_page(request, session, done=request.query_params.get("done"))
+
+    @pages.post("/certificates", response_class=HTMLResponse)
+    async def cert_upload(request: Request, session: Session = Depends(editor)):
+        ctx = ctx_of(request)
+        form = await check_csrf(request, session)
+        name = str(form.get("name") or "").strip()
+        texts, errors = {}, {}
+        for field in ("chain", "key"):
+            upload = form.get(f"{field}_file")
+            text = form.get(field) if isinstance(form.get(field), str) else ""
+            if upload is not None and not isinstance(upload, str) and upload.filename:
+                try:
+                    text = (await upload.read()).decode()
+                except UnicodeDecodeError:
+                    errors[field] = ["the file is not PEM text"]
+            texts[field] = text.strip()
+        if not texts["chain"]:
+            errors.setdefault("chain", []).append("a PEM certificate chain is needed")
+        if errors:
+            return await cert_page(request, session, 422, {"name": name}, errors)
+        exists = any(c.name == name for c in ctx.unit.document().certificate)
+        op = (ReplaceCertificate if exists else AddCertificate)(name, texts["chain"], texts["key"])
+        answer = await ctx.edit(f"wui ({session.user})", op)
+        error = error_of(answer)
+        if error is not None:
+            return await cert_page(request, session, 422, {"name": name}, _cert_errors(error))
+        what = f"cert {'replace' if exists else 'add'} {name}"
+        return RedirectResponse(
+            f"/certificates?done={what}+(version+{answer['version']})", status_code=303
+        )
+
+    @pages.post("/certificates/{name}/delete", response_class=HTMLResponse)
+    async def cert_delete(request: Request, name: str, session: Session = Depends(editor)):
+        ctx = ctx_of(request)
+        await check_csrf(request, session)
+        error = error_of(answer := await ctx.edit(f"wui ({session.user})", RemoveCertificate(name)))
+        if error is not None:
+            return await cert_page(request, session, 409, errors={"general": [error.message]})
+        return RedirectResponse(
+            f"/certificates?done=cert+rm+{name}+(version+{answer['version']})", status_code=303
+        )
+
     # -- HA parameters ---------------------------------------------------------------------
     @pages.get("/ha", response_class=HTMLResponse)
     async def ha(request: Request, session: Session = Depends(page_session)):
@@ -372,6 +436,18 @@ class CsrfRejected(Exception):
     pass
 
 
+def _cert_errors(error: EditError) -> dict[str, list[str]]:
+    """A refused upload's problems by form field (chain, key, name), the rest general."""
+    if not isinstance(error, Invalid):
+        return {"general": [error.message]}
+    errors: dict[str, list[str]] = {}
+    for p in error.problems:
+        loc = p.loc[2:] if p.loc[:1] == ("certificate",) else p.loc
+        field = str(loc[0]) if loc and loc[0] in ("chain", "key", "name") else "general"
+        errors.setdefault(field, []).append(p.why if field != "general" else str(p))
+    return errors
+
+
 def _vs_errors(error: EditError) -> dict[str, list[str]]:
     """A refusal of the service form, next to its fields."""
     if isinstance(error, Invalid):
@@ -412,6 +488,12 @@ def _vs_form(vs: dict) -> dict:
         "check_type": vs["check"]["type"],
         "check_path": vs["check"]["path"],
         "real_servers": servers_text(vs),
+        "certificate": ", ".join(vs.get("certificate", [])),
+        "tls_profile": vs.get("tls_profile", "intermediate"),
+        "hsts": str(vs.get("hsts", 0)),
+        "redirect_http": "on" if vs.get("redirect_http") else "",
+        "backend_tls": "on" if vs.get("backend_tls") else "",
+        "backend_ca": vs.get("backend_ca", ""),
     }
 
 

@@ -1,0 +1,205 @@
+"""https virtual services on the live pair (issue 15): certificates uploaded through the REST API
+serve TLS to a client that verifies them against the lab CA, SNI picks between two, h2 is
+negotiated, port 80 redirects; the key reaches the standby (0600) and a failover keeps serving
+the same certificate; re-encryption to the TLS real servers is verified against a CA in the
+document (and fails against the wrong one); a certificate near its end shows in status,
+/metrics and the doctor."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from webclient import client, other, wui_ready
+
+from carpool.lab.pki import LabCA
+from carpool.lab.topology import CLIENT
+
+LAB_OPTIONS = {"servers": 2, "overrides": {"virtual_service": []}}
+VIP = "198.18.0.10"
+SERVERS = {"cp-r1", "cp-r2"}
+CA = LabCA()
+WWW = CA.issue("www.lab.test", VIP)
+API = CA.issue("api.lab.test")
+TAKEOVER = 10.0
+
+_PEER = (
+    "import json, socket, ssl, sys\n"
+    "name, address, port, ca = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]\n"
+    "ctx = ssl.create_default_context(cafile=ca)\n"
+    "ctx.check_hostname = name != '-'\n"
+    "ctx.set_alpn_protocols(['h2', 'http/1.1'])\n"
+    "with socket.create_connection((address, port), timeout=5) as raw:\n"
+    "    with ctx.wrap_socket(raw, server_hostname=None if name == '-' else name) as tls:\n"
+    "        subject = dict(x[0] for x in tls.getpeercert()['subject'])\n"
+    "        print(json.dumps({'cn': subject['commonName'], 'alpn': tls.selected_alpn_protocol(),\n"
+    "                          'version': tls.version()}))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def ca_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pki") / "lab-ca.pem"
+    path.write_text(CA.pem)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def site(lab, ca_file):
+    """The https service `site` on 198.18.0.10:443 (certificates www and api, uploaded
+    through the REST API), with the port 80 redirect and HSTS; its active unit."""
+    active = lab.wait_for_master()
+    wui_ready(lab)
+    with client(active, lab=lab) as c:
+        for name, cert in (("www", WWW), ("api", API)):
+            r = c.post(
+                "/api/v1/certificates", json={"name": name, "chain": cert.chain, "key": cert.key}
+            )
+            assert r.status_code == 201, r.text
+        r = c.post(
+            "/api/v1/virtual-services",
+            json={
+                "name": "site",
+                "address": VIP,
+                "port": 443,
+                "type": "https",
+                "certificate": ["www", "api"],
+                "redirect_http": True,
+                "hsts": 600,
+                "check": {"type": "http", "interval": 0.5, "timeout": 0.5},
+                "real_server": [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2)],
+            },
+        )
+        assert r.status_code == 201, r.text
+    lab.wait_for(lambda: fetch(lab, ca_file)[0] == "200", 15, what="site serves https")
+    return active
+
+
+def peer(lab, ca_file: str, name: str, port: int = 443) -> dict:
+    """What a verifying TLS client in cp-c1 sees: the certificate's CN, ALPN, TLS version."""
+    proc = lab.exec(CLIENT, [lab.python(), "-I", "-c", _PEER, name, VIP, str(port), ca_file])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def fetch(lab, ca_file: str, url: str = "https://www.lab.test/", *extra: str) -> tuple[str, ...]:
+    """(status, http version, body, headers) of curl in cp-c1, verifying against the lab CA,
+    the lab names resolved to the shared address; ("000",) when it failed."""
+    argv = ["curl", "-sS", "--max-time", "5", "--cacert", ca_file, "-D", "-"]
+    for host in ("www.lab.test", "api.lab.test"):
+        argv += ["--resolve", f"{host}:443:{VIP}", "--resolve", f"{host}:8443:{VIP}"]
+    proc = lab.exec(CLIENT, [*argv, *extra, "-w", "\n%{http_code} %{http_version}", url])
+    if proc.returncode != 0:
+        return ("000",)
+    head, _, rest = proc.stdout.partition("\r\n\r\n")
+    body, _, tail = rest.rpartition("\n")
+    code, version = tail.split()
+    return code, version, body.strip(), head.lower()
+
+
+def test_sni_picks_the_certificate_and_h2_is_negotiated(lab, site, ca_file):
+    assert peer(lab, ca_file, "www.lab.test") == {
+        "cn": "www.lab.test",
+        "alpn": "h2",
+        "version": "TLSv1.3",
+    }
+    assert peer(lab, ca_file, "api.lab.test")["cn"] == "api.lab.test"
+    assert peer(lab, ca_file, "-")["cn"] == "www.lab.test"  # no SNI: the first certificate
+    code, version, body, head = fetch(lab, ca_file, "https://www.lab.test/", "--http2")
+    assert (code, version) == ("200", "2") and body in SERVERS
+    assert "strict-transport-security: max-age=600" in head
+    seen = {fetch(lab, ca_file, "https://api.lab.test/")[2] for _ in range(6)}
+    assert seen == SERVERS
+
+
+def test_port_80_redirects_to_https(lab, site, ca_file):
+    code, _, _, head = fetch(lab, ca_file, f"http://{VIP}/some/path?q=1")
+    assert code == "301" and f"location: https://{VIP}/some/path?q=1" in head
+
+
+def test_the_key_reaches_the_standby_private_and_no_view_shows_it(lab, site):
+    standby = other(site)
+    lab.wait_for(
+        lambda: lab.unit_status(standby)["config"] == lab.unit_status(site)["config"],
+        10,
+        what="the standby has the certificates' version",
+    )
+    for unit in (site, standby):
+        path = lab.state_dir(unit) / "haproxy" / "tls" / "www.pem"
+        lab.wait_for(path.exists, 10, what=f"{path} written")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert WWW.key.strip() in path.read_text()
+        listed = lab.exec(unit, ["carpool", "cert", "list"], check=True).stdout
+        assert "www: CN=www.lab.test" in listed and "used by: site" in listed
+        with client(unit, lab=lab) as c:
+            shown = c.get("/api/v1/config").text + c.get("/api/v1/certificates").text
+        assert "PRIVATE KEY" not in shown and "(stored) sha256:" in shown
+
+
+def test_reencryption_to_the_real_servers_is_verified_against_the_documents_ca(lab, site, ca_file):
+    servers_cert = (lab.dir / "tls" / "server.pem").read_text()
+    with client(site, lab=lab) as c:
+        for name, chain in (("lab-servers", servers_cert), ("lab-ca", CA.pem)):
+            assert (
+                c.post("/api/v1/certificates", json={"name": name, "chain": chain}).status_code
+                == 201
+            )
+        service = {
+            "name": "site-tls",
+            "address": VIP,
+            "port": 8443,
+            "type": "https",
+            "certificate": ["www"],
+            "backend_tls": True,
+            "backend_ca": "lab-servers",
+            "check": {"type": "https", "interval": 0.5, "timeout": 0.5},
+            "real_server": [{"address": f"198.18.2.10{i}", "port": 443} for i in (1, 2)],
+        }
+        assert c.post("/api/v1/virtual-services", json=service).status_code == 201
+        url = "https://www.lab.test:8443/"
+        lab.wait_for(lambda: fetch(lab, ca_file, url)[0] == "200", 15, what="site-tls serves")
+        assert {fetch(lab, ca_file, url)[2] for _ in range(6)} == SERVERS
+        # the servers' certificate is not the lab CA's: HAProxy refuses them, the client gets 503
+        r = c.put("/api/v1/virtual-services/site-tls", json={**service, "backend_ca": "lab-ca"})
+        assert r.status_code == 200, r.text
+        lab.wait_for(lambda: fetch(lab, ca_file, url)[0] == "503", 15, what="verification fails")
+        assert c.delete("/api/v1/virtual-services/site-tls").status_code == 200
+
+
+def test_a_certificate_near_its_end_shows_in_status_metrics_and_doctor(lab, site):
+    soon = CA.issue("soon.lab.test", days=5)
+    with client(site, lab=lab) as c:
+        r = c.post(
+            "/api/v1/certificates", json={"name": "soon", "chain": soon.chain, "key": soon.key}
+        )
+        assert r.status_code == 201, r.text
+        try:
+            lab.wait_for(
+                lambda: any(
+                    "certificate soon expires in" in w for w in lab.unit_status(site)["warnings"]
+                ),
+                10,
+                what="the status warning",
+            )
+            metrics = c.get("/metrics").text
+            assert 'carpool_certificate_expiry_timestamp_seconds{name="soon"}' in metrics
+            proc = lab.exec(site, ["carpool", "doctor", "--json"], timeout=60)
+            [check] = [x for x in json.loads(proc.stdout)["checks"] if x["name"] == "certificates"]
+            assert not check["ok"] and "soon" in check["hint"] and proc.returncode == 1
+        finally:
+            assert c.delete("/api/v1/certificates/soon").status_code == 200
+
+
+def test_a_failover_keeps_serving_the_same_certificate(healed_lab, site, ca_file):
+    lab = healed_lab
+    active = lab.wait_for_master()
+    lab.term(active)
+    lab.wait_for(
+        lambda: lab.unit_status(other(active))["state"] == "master",
+        TAKEOVER,
+        what="the partner takes over",
+    )
+    lab.wait_for(lambda: fetch(lab, ca_file)[0] == "200", TAKEOVER, what="https after failover")
+    assert peer(lab, ca_file, "www.lab.test")["cn"] == "www.lab.test"
