@@ -22,6 +22,13 @@ one-thread HAProxy answering `GET /` itself (`http-request return`) instead. On 
 kernel's NAT work runs where the packets are handled. Quote the ratios, not the figures. The
 targets are interleaved run by run, so a drift of the machine hits all of them alike.
 
+With --https the targets are TLS instead: carpool's https services (ECDSA P-256 on :8443,
+RSA-2048 on :8444, profile intermediate, certificates from the lab CA uploaded into the document)
+against a bare HAProxy with the same certificates, ciphers and ALPN (:9443, :9444), each in two
+modes: keep-alive requests/s, and with `Connection: close` (a new TCP connection and a full TLS
+handshake per request: handshakes/s). Target (issue 15): carpool >= 0.95 x the bare HAProxy in
+every cell.
+
 Failover under load: wrk against each carpool service while the active unit gets SIGTERM
 (graceful: it bows out, the partner takes over in milliseconds); reported are the failed
 requests (wrk's socket errors + non-2xx answers) out of all. L4 with round robin (numgen) and
@@ -56,6 +63,8 @@ from carpool.lab.topology import (
 
 SERVERS = 3
 FAMILY = 4
+HTTPS = False
+KEYS = ("ec", "rsa")
 VIP = SHARED_LAN.split("/")[0]
 
 
@@ -69,6 +78,13 @@ def host(address: str, port: int) -> str:
 
 
 def targets() -> dict[str, str]:
+    if HTTPS:
+        out = {}
+        for n, kind in enumerate(KEYS):
+            for mode in ("keepalive", "close"):
+                out[f"haproxy-https-{kind}-{mode}"] = f"https://{host(VIP, 9443 + n)}/"
+                out[f"carpool-https-{kind}-{mode}"] = f"https://{host(VIP, 8443 + n)}/"
+        return out
     return {
         "direct": f"http://{host(server(1), 80)}/",
         "haproxy-tcp": f"http://{host(VIP, 9081)}/",
@@ -81,18 +97,38 @@ def targets() -> dict[str, str]:
 TARGETS = targets()
 
 
-def use_family(family: int) -> None:
-    """Measure IPv6 (6) or IPv4 (4): set once, before the lab comes up."""
-    global FAMILY, VIP, TARGETS
-    FAMILY = family
+def use_family(family: int, https: bool = False) -> None:
+    """Measure IPv6 (6) or IPv4 (4), plain or TLS: set once, before the lab comes up."""
+    global FAMILY, VIP, TARGETS, HTTPS, RATIOS
+    FAMILY, HTTPS = family, https
+    if https:
+        RATIOS = tuple(
+            (f"carpool-https-{k}-{m}", f"haproxy-https-{k}-{m}", 0.95)
+            for k in KEYS
+            for m in ("keepalive", "close")
+        )
     VIP = (SHARED_LAN6 if family == 6 else SHARED_LAN).split("/")[0]
     TARGETS = targets()
 
 
 def services() -> list[dict]:
-    """The lab's two services (web-l4, web-http) on the measured family's addresses."""
+    """The lab's two services (web-l4, web-http) on the measured family's addresses (with
+    --https: the two https services)."""
     check = {"type": "http", "interval": 0.5, "timeout": 0.5, "rise": 2, "fall": 2}
     pool = [{"address": server(i), "port": 80} for i in range(1, SERVERS + 1)]
+    if HTTPS:
+        return [
+            {
+                "name": f"web-https-{kind}",
+                "address": VIP,
+                "port": 8443 + n,
+                "type": "https",
+                "certificate": [kind],
+                "check": check,
+                "real_server": pool,
+            }
+            for n, kind in enumerate(KEYS)
+        ]
     return [
         {"name": "web-l4", "address": VIP, "port": 80, "check": check, "real_server": pool},
         {
@@ -134,9 +170,25 @@ def server_config(name: str) -> str:
     )
 
 
-def bare_config() -> str:
-    """What an admin would write by hand for the same pool (defaults otherwise)."""
+def bare_config(tls_dir: Path | None = None) -> str:
+    """What an admin would write by hand for the same pool (defaults otherwise); with
+    tls_dir the https listeners, with carpool's ciphers and ALPN."""
     servers = [f"    server r{i} {host(server(i), 80)}" for i in range(1, SERVERS + 1)]
+    if tls_dir is not None:
+        from carpool.dataplane.haproxy import PROFILES
+
+        lines = ["global", "    maxconn 4000", "    tune.bufsize 65536", "defaults"]
+        lines += ["    timeout client 30s", "    timeout server 30s", "    timeout connect 2s"]
+        for n, kind in enumerate(KEYS):
+            lines += [
+                f"listen bare-https-{kind}",
+                f"    bind {host(VIP, 9443 + n)} ssl crt {tls_dir / kind}.pem alpn h2,http/1.1 "
+                + PROFILES["intermediate"],
+                "    mode http",
+                "    balance roundrobin",
+                *servers,
+            ]
+        return "\n".join([*lines, ""])
     return "\n".join(
         [
             "global",
@@ -234,7 +286,8 @@ PERCENTILE = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(lab: Lab, url: str, duration: float, connections: int) -> dict:
+def wrk(lab: Lab, url: str, duration: float, connections: int, close: bool = False) -> dict:
+    """wrk's rate, p99 and errors; close: a new connection (and TLS handshake) per request."""
     argv = [
         "taskset",
         "-c",
@@ -246,6 +299,7 @@ def wrk(lab: Lab, url: str, duration: float, connections: int) -> dict:
         "--latency",
         "--timeout",
         "2s",
+        *(["-H", "Connection: close"] if close else []),
         url,
     ]
     out = lab.exec(CLIENT, argv, timeout=duration + 30).stdout
@@ -283,7 +337,7 @@ def throughput(lab: Lab, runs: int, duration: float, connections: int) -> dict:
     results: dict[str, list[dict]] = {name: [] for name in TARGETS}
     for run in range(1, runs + 1):
         for name, url in TARGETS.items():
-            r = wrk(lab, url, duration, connections)
+            r = wrk(lab, url, duration, connections, close=name.endswith("-close"))
             results[name].append(r)
             log(
                 f"run {run}/{runs} {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']} ms, "
@@ -381,22 +435,46 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--no-failover", action="store_true")
     ap.add_argument("--family", type=int, choices=(4, 6), default=4, help="the client's family")
+    ap.add_argument(
+        "--https",
+        action="store_true",
+        help="TLS targets: carpool's https services vs a bare HAProxy (ECDSA and RSA, keep-alive "
+        "and a handshake per request); no failover part",
+    )
     ap.add_argument("--json", help="write the results here (- for stdout)")
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
         ap.error("--runs 1..20, --duration 1..120")
-    use_family(args.family)
+    use_family(args.family, args.https)
+    issued = {}
+    if args.https:
+        from carpool.lab.pki import LabCA
+
+        ca = LabCA()
+        issued = {kind: ca.issue("bench.lab.test", VIP, kind=kind) for kind in KEYS}
+    certificates = [{"name": k, "chain": c.chain, "key": c.key} for k, c in issued.items()]
     with machine_lock(timeout=1800):
         lab = Lab()
         try:
             log("lab up")
-            lab.up(servers=SERVERS, overrides={"virtual_service": services()})
+            overrides = {"virtual_service": services()}
+            if certificates:
+                overrides["certificate"] = certificates
+            lab.up(servers=SERVERS, overrides=overrides)
             active = lab.wait_for_master()
             lab.exec(CLIENT, ["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"], check=True)
             fast_servers(lab)
-            bare = start_haproxy(lab, active, bare_config(), "bare")
+            tls_dir = None
+            if issued:
+                tls_dir = lab.dir / "bench" / "tls"
+                for kind, cert in issued.items():
+                    write_file(tls_dir / f"{kind}.pem", cert.chain + cert.key, mode=0o600)
+            bare = start_haproxy(lab, active, bare_config(tls_dir), "bare")
+            probe = next(iter(TARGETS.values())) if issued else TARGETS["haproxy-http"]
             lab.wait_for(
-                lambda: lab.http_get(CLIENT, TARGETS["haproxy-http"], 1.0),
+                lambda: (
+                    lab.exec(CLIENT, ["curl", "-skf", "--max-time", "1", probe]).returncode == 0
+                ),
                 10,
                 what="bare HAProxy answers",
             )
@@ -410,7 +488,7 @@ def main() -> int:
             )
             results = throughput(lab, args.runs, args.duration, args.connections)
             failovers = []
-            if not args.no_failover:
+            if not args.no_failover and not args.https:
                 for service, url, scheduler in (
                     ("l4 rr", TARGETS["carpool-l4"], "rr"),
                     ("l4 source hash", TARGETS["carpool-l4"], "sh"),

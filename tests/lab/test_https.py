@@ -87,16 +87,15 @@ def peer(lab, ca_file: str, name: str, port: int = 443) -> dict:
 def fetch(lab, ca_file: str, url: str = "https://www.lab.test/", *extra: str) -> tuple[str, ...]:
     """(status, http version, body, headers) of curl in cp-c1, verifying against the lab CA,
     the lab names resolved to the shared address; ("000",) when it failed."""
-    argv = ["curl", "-sS", "--max-time", "5", "--cacert", ca_file, "-D", "-"]
+    argv = ["curl", "-sS", "--max-time", "5", "--cacert", ca_file, "-D", "/dev/stderr"]
     for host in ("www.lab.test", "api.lab.test"):
         argv += ["--resolve", f"{host}:443:{VIP}", "--resolve", f"{host}:8443:{VIP}"]
-    proc = lab.exec(CLIENT, [*argv, *extra, "-w", "\n%{http_code} %{http_version}", url])
-    if proc.returncode != 0:
+    proc = lab.exec(CLIENT, [*argv, *extra, "-w", "\n@@%{http_code} %{http_version}", url])
+    if proc.returncode != 0 or "\n@@" not in proc.stdout:
         return ("000",)
-    head, _, rest = proc.stdout.partition("\r\n\r\n")
-    body, _, tail = rest.rpartition("\n")
+    body, _, tail = proc.stdout.rpartition("\n@@")
     code, version = tail.split()
-    return code, version, body.strip(), head.lower()
+    return code, version, body.strip(), proc.stderr.lower()
 
 
 def test_sni_picks_the_certificate_and_h2_is_negotiated(lab, site, ca_file):
