@@ -113,6 +113,53 @@ def test_the_standby_is_read_only_and_links_to_the_active_unit(lab, pair, pages)
     assert answer[0] == 422 and "standby" in answer[1] and wui_url(pair)[8:-1] in answer[1]
 
 
+def test_upload_a_certificate_and_serve_an_https_service_with_it(lab, pair, pages, tmp_path):
+    """Certificates page: the chain and key as files; the service form: type https naming it;
+    a client verifying against the lab CA gets that certificate's answer."""
+    from playwright.sync_api import expect
+
+    from carpool.lab.pki import LabCA
+    from carpool.lab.topology import CLIENT
+
+    ca = LabCA()
+    cert = ca.issue("www.lab.test", "198.18.0.10")
+    for name, text in (("chain.pem", cert.chain), ("key.pem", cert.key), ("ca.pem", ca.pem)):
+        (tmp_path / name).write_text(text)
+    page = pages(pair)
+    page.goto(wui_url(pair) + "certificates")
+    page.fill("#cert-form input[name=name]", "www-ui")
+    page.set_input_files("input[name=chain_file]", str(tmp_path / "chain.pem"))
+    page.set_input_files("input[name=key_file]", str(tmp_path / "key.pem"))
+    page.click("#save-cert")
+    expect(page.locator("#done")).to_contain_text("cert add www-ui")
+    row = page.locator("tr[data-cert=www-ui]")
+    expect(row).to_contain_text("CN=www.lab.test")
+    expect(row).to_contain_text("key stored")
+    assert "PRIVATE KEY" not in page.content()
+    page.goto(wui_url(pair) + "services/new")
+    page.fill("input[name=name]", "site-ui")
+    page.fill("input[name=address]", "198.18.0.10")
+    page.fill("input[name=port]", "443")
+    page.select_option("select[name=type]", "https")
+    page.fill("input[name=certificate]", "www-ui")
+    page.fill("textarea[name=real_servers]", "198.18.2.101:80\n198.18.2.102:80")
+    page.click("#save-vs")
+    expect(page.locator("#done")).to_contain_text("vs add site-ui")
+    try:
+        url = "https://www.lab.test/"
+        argv = ["curl", "-sS", "--max-time", "3", "--cacert", str(tmp_path / "ca.pem")]
+        argv += ["--resolve", "www.lab.test:443:198.18.0.10", url]
+        lab.wait_for(
+            lambda: lab.exec(CLIENT, argv).stdout.strip() in ("cp-r1", "cp-r2"),
+            15,
+            what="site-ui answers over https, verified against the lab CA",
+        )
+    finally:
+        with client(pair) as c:  # leave the lab as found
+            assert c.delete("/api/v1/virtual-services/site-ui").status_code == 200
+            assert c.delete("/api/v1/certificates/www-ui").status_code == 200
+
+
 def test_force_failover_flips_the_icons(healed_lab, pair, pages):
     from playwright.sync_api import expect
 

@@ -304,7 +304,10 @@ def test_certificates_page_uploads_files_and_an_https_service_uses_them(browser,
         "real_servers": "198.18.2.101:80",
     }
     r = browser.post("/services/new", data=form)
-    assert r.status_code == 422 and "no certificate &#39;nope&#39;" in field_errors(r.text)["certificate"]
+    assert (
+        r.status_code == 422
+        and "no certificate &#39;nope&#39;" in field_errors(r.text)["certificate"]
+    )
     r = browser.post("/services/new", data={**form, "certificate": "www"})
     assert r.status_code == 422  # web holds 198.18.0.10:80
     assert "another service" in field_errors(r.text)["redirect_http"]

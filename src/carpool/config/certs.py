@@ -104,7 +104,7 @@ def _signed_by(cert: Any, issuer: Any) -> bool:
                 cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
             )
         else:
-            return cert.issuer == issuer.subject  # other key types: the names at least
+            return bool(cert.issuer == issuer.subject)  # other key types: the names at least
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True

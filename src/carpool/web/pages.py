@@ -286,7 +286,8 @@ def router() -> APIRouter:
         texts, errors = {}, {}
         for field in ("chain", "key"):
             upload = form.get(f"{field}_file")
-            text = form.get(field) if isinstance(form.get(field), str) else ""
+            pasted = form.get(field)
+            text = pasted if isinstance(pasted, str) else ""
             if upload is not None and not isinstance(upload, str) and upload.filename:
                 try:
                     text = (await upload.read()).decode()
