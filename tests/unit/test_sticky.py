@@ -55,3 +55,18 @@ def test_clients_go_back_to_the_server_with_the_same_address():
         "set table be_shop key 198.18.0.102 data.server_id 1",  # 102: id 2 -> 1
     ]
     assert sticky.restore_commands(saved, OLD, OLD.replace("stick", "#")) == []
+
+
+def test_ipv6_servers_and_pool_backends_are_told_apart():
+    """An IPv6 server is written [address]:port: each is its own server (the address's first
+    group is no port), and a pool's backend (be_SERVICE:POOL) keeps its table too."""
+    config = """backend be_site:api
+    balance roundrobin
+    stick-table type ipv6 size 256k expire 60s peers carpool
+    stick on src
+    server rs1 [2001:2:0:2::101]:80 weight 1
+    server rs2 [2001:2:0:2::102]:8080 weight 1 disabled
+"""
+    assert sticky.servers_by_id(config) == {
+        "be_site:api": {1: ("2001:2:0:2::101", 80), 2: ("2001:2:0:2::102", 8080)}
+    }

@@ -446,6 +446,8 @@ ADDED_LATER_VS: dict[str, object] = {
     "redirect_http": False,
     "backend_tls": False,
     "backend_ca": "",
+    "pool": [],
+    "rule": [],
 }
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -599,6 +601,99 @@ class Certificate(_Model):
         return certs.inspect(self.chain, self.key)
 
 
+# Content rules (http/https). Every value a rule gives HAProxy is written single-quoted (no
+# escapes, no variables inside), so a quote is the one character refused there.
+_HEADER_NAME = re.compile(r"[!#$%&*+.^_`|~0-9A-Za-z-]{1,64}")  # an RFC 9110 token
+RULE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _unquoted(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"must not contain a single quote: {_shown(value)}")
+    return value
+
+
+def _regex(value: str) -> str:
+    _unquoted(value)
+    if len(value) > 256:
+        raise ValueError("at most 256 characters")
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"not a regular expression: {e}") from None
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"not a header name: {_shown(value)} (letters, digits, - and the like)")
+    return value
+
+
+def _header_line(value: str) -> str:
+    """`Name: value` of a header a rule sets."""
+    name, colon, text = value.partition(":")
+    if not colon:
+        raise ValueError(f"write NAME: VALUE, not {_shown(value)}")
+    _header_name(name.strip())
+    _unquoted(text)
+    if len(text) > 1024:
+        raise ValueError("a header value of at most 1024 characters")
+    return value
+
+
+RulePath = Annotated[UrlPath, AfterValidator(_unquoted)]
+Regex = Annotated[Text, AfterValidator(_regex)]
+HeaderName = Annotated[Text, AfterValidator(_header_name)]
+HeaderLine = Annotated[Text, AfterValidator(_header_line)]
+Quoteless = Annotated[Text, AfterValidator(_unquoted)]
+
+
+class Pool(_Model):
+    """A named group of real servers content rules send requests to, with its own scheduler,
+    persistence and health check."""
+
+    name: Text = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    scheduler: Literal["rr", "wrr", "lc", "sh"] = "rr"
+    persistence: int = Field(0, ge=0, le=86400)
+    cookie: bool = False
+    check: HealthCheck = HealthCheck()
+    real_server: tuple[RealServer, ...] = ()
+
+
+class Rule(_Model):
+    """Matched in order, the first that matches wins: its conditions all hold (none: every
+    request); it sends the request to `pool` or answers with `redirect`, and edits headers."""
+
+    host: tuple[Host, ...] = Field((), max_length=64)  # any of these (no port; any case)
+    path_prefix: tuple[RulePath, ...] = Field((), max_length=64)  # any of these
+    path_regex: Regex = ""
+    method: tuple[Literal[RULE_METHODS], ...] = ()  # type: ignore[valid-type]
+    header: HeaderName = ""  # present (with header_value: containing it)
+    header_value: Quoteless = Field("", max_length=1024)
+    pool: Text = ""  # "": the service's own real servers
+    redirect: Quoteless = Field("", max_length=2048)  # a URL or path: answered, not proxied
+    redirect_code: Literal[301, 302, 303, 307, 308] = 302
+    set_request_header: tuple[HeaderLine, ...] = Field((), max_length=32)
+    delete_request_header: tuple[HeaderName, ...] = Field((), max_length=32)
+    set_response_header: tuple[HeaderLine, ...] = Field((), max_length=32)
+    delete_response_header: tuple[HeaderName, ...] = Field((), max_length=32)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        if self.pool and self.redirect:
+            raise _Problems(
+                [Problem(("redirect",), "a rule redirects or sends to a pool, not both")]
+            )
+        if self.header_value and not self.header:
+            raise _Problems([Problem(("header_value",), "needs header (the name)")])
+        if self.redirect and not (self.redirect.startswith(("/", "https://", "http://"))):
+            raise _Problems([Problem(("redirect",), "a path (/...) or an http(s):// URL")])
+        if any(c.isspace() for c in self.redirect):
+            raise _Problems([Problem(("redirect",), "no spaces (percent-encode them)")])
+        return self
+
+
 # https: Mozilla's server-side TLS profiles (https://wiki.mozilla.org/Security/Server_Side_TLS)
 TlsProfile = Literal["intermediate", "modern"]
 HSTS_MAX = 2 * 365 * 86400
@@ -627,6 +722,15 @@ class VirtualService(_Model):
     backend_ca: Text = ""  # verify the real servers against this [[certificate]] ("": no)
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
+    # http/https content switching: named pools, and ordered rules that pick one (or redirect)
+    pool: tuple[Pool, ...] = Field((), max_length=64)
+    rule: tuple[Rule, ...] = Field((), max_length=256)
+
+    def groups(self) -> list[tuple[str, VirtualService | Pool]]:
+        """(key, group) of each group of real servers with its own scheduler, persistence and
+        check: the service itself (key = its name), then each pool ("service:pool"). The key
+        names its health state and its HAProxy backend (be_KEY)."""
+        return [(self.name, self), *((f"{self.name}:{p.name}", p) for p in self.pool)]
 
     @property
     def proxied(self) -> bool:
@@ -660,6 +764,22 @@ class VirtualService(_Model):
                     f"sends port 80 to https on port 443; this service is on {self.port}",
                 )
             )
+        if not self.proxied and (self.pool or self.rule):
+            key = "rule" if self.rule else "pool"
+            tls_only.append(Problem((key,), "content rules are for type http or https (not l4)"))
+        names = {p.name for p in self.pool}
+        tls_only += [
+            Problem(("pool",), f"{n} is listed twice")
+            for n in sorted(_repeated(p.name for p in self.pool))
+        ]
+        tls_only += [
+            Problem(
+                ("rule", k, "pool"),
+                f"no pool {r.pool!r} (there are: {_some(sorted(names))})",
+            )
+            for k, r in enumerate(self.rule)
+            if r.pool and r.pool not in names
+        ]
         if self.backend_ca and not self.backend_tls:
             tls_only.append(
                 Problem(("backend_ca",), "verifies TLS to the real servers: set backend_tls = true")

@@ -53,11 +53,13 @@ class Dataplanes:
         doc = self.cfg.document if self.cfg is not None else None
         if doc is None:  # (never: no server is checked before start() brings a document)
             return
-        vs = next((v for v in doc.virtual_service if v.name == name), None)
-        if vs is None:
+        service = name.partition(":")[0]  # "site" or a pool's "site:api"
+        vs = next((v for v in doc.virtual_service if v.name == service), None)
+        group = None if vs is None else dict(vs.groups()).get(name)
+        if vs is None or group is None:
             return
         if vs.proxied:  # the runtime API: no reload for a health flip
-            self.spawn(self.l7.set_server(vs, address, port, up))
+            self.spawn(self.l7.set_server(name, group, address, port, up))
         else:
             self.spawn(self.l4.apply(doc, self.health.healthy))
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .. import events, files
-from ..config.document import Document, VirtualService
+from ..config.document import Document, Pool, Rule, VirtualService
 from ..family import hostport
 from . import sticky as sticky_tables
 from .process import stop_process
@@ -58,40 +58,118 @@ def _peer(address: str) -> str:
     return hostport(address, PEERS_PORT)
 
 
-def sticky(vs: VirtualService) -> bool:
-    """Source-address persistence with a timeout (cookie persistence needs no table)."""
-    return vs.proxied and bool(vs.persistence) and not vs.cookie
+def sticky(vs: VirtualService, group: VirtualService | Pool | None = None) -> bool:
+    """Source-address persistence with a timeout (cookie persistence needs no table), of the
+    service or of one of its pools."""
+    g = vs if group is None else group
+    return vs.proxied and bool(g.persistence) and not g.cookie
 
 
 def server_name(n: int) -> str:
     return f"rs{n + 1}"
 
 
-def _backend(vs: VirtualService, healthy, tls_dir: Path) -> list[str]:
-    lines = [f"backend be_{vs.name}", f"    balance {BALANCE[vs.scheduler]}"]
-    if sticky(vs):  # a client seen within `persistence` s goes back to its server
+def _backend(
+    vs: VirtualService,
+    healthy,
+    tls_dir: Path,
+    key: str = "",
+    group: VirtualService | Pool | None = None,
+) -> list[str]:
+    """The backend of the service's own servers, or (key, group) of one of its pools."""
+    g = vs if group is None else group
+    key = key or vs.name
+    lines = [f"backend be_{key}", f"    balance {BALANCE[g.scheduler]}"]
+    if sticky(vs, g):  # a client seen within `persistence` s goes back to its server
         lines += [
             # type ipv6 holds IPv6 clients (and IPv4 ones, mapped); an IPv4 service keeps
             # type ip, which its partner on an older release has too
             f"    stick-table type {'ipv6' if ':' in vs.address else 'ip'} size {STICK_SIZE} "
-            f"expire {vs.persistence}s peers carpool",
+            f"expire {g.persistence}s peers carpool",
             "    stick on src",
         ]
     if vs.x_forwarded_for:
         lines.append("    option forwardfor")
-    if vs.cookie:
+    if g.cookie:
         lines.append("    cookie CARPOOL insert indirect nocache")
-    for n, rs in enumerate(vs.real_server):
+    for n, rs in enumerate(g.real_server):
         line = f"    server {server_name(n)} {hostport(rs.address, rs.port)} weight {rs.weight}"
         line += _server_tls(vs, tls_dir)
-        if vs.cookie:
+        if g.cookie:
             line += f" cookie {server_name(n)}"
-        if not rs.enabled or not healthy(vs.name, rs.address, rs.port):
+        if not rs.enabled or not healthy(key, rs.address, rs.port):
             line += " disabled"
         lines.append(line)
     if vs.when_down == "sorry" and vs.sorry_server:
         lines.append(f"    server sorry {hostport(vs.sorry_server, vs.port)} backup")
     return lines
+
+
+RULE_VAR = "txn.carpool_rule"
+
+
+def _q(text: str) -> str:
+    """Single-quoted for HAProxy (the document refuses a quote inside)."""
+    return f"'{text}'"
+
+
+def _conditions(rule: Rule) -> list[str]:
+    conds = []
+    if rule.host:
+        hosts = " ".join(_q(h.lower()) for h in rule.host)
+        conds.append(f"{{ req.hdr(host),field(1,:),lower -m str {hosts} }}")
+    if rule.path_prefix:
+        conds.append(f"{{ path_beg {' '.join(_q(p) for p in rule.path_prefix)} }}")
+    if rule.path_regex:
+        conds.append(f"{{ path_reg {_q(rule.path_regex)} }}")
+    if rule.method:
+        conds.append(f"{{ method {' '.join(rule.method)} }}")
+    if rule.header and rule.header_value:
+        conds.append(f"{{ req.hdr({rule.header}) -m sub {_q(rule.header_value)} }}")
+    elif rule.header:
+        conds.append(f"{{ req.hdr({rule.header}) -m found }}")
+    return conds
+
+
+def _rules(vs: VirtualService) -> list[str]:
+    """Content rules: the first rule that matches is remembered in a variable (the response
+    rules need it when the request is gone), then each acts where it is the one."""
+    if not vs.rule:
+        return []
+    lines = []
+    for n, rule in enumerate(vs.rule, 1):
+        first = f"!{{ var({RULE_VAR}) -m found }}"
+        lines.append(
+            f"    http-request set-var({RULE_VAR}) int({n}) if {' '.join([first, *_conditions(rule)])}"
+        )
+    for n, rule in enumerate(vs.rule, 1):
+        this = f"{{ var({RULE_VAR}) -m int {n} }}"
+        if rule.redirect:
+            lines.append(
+                f"    http-request redirect location {_q(rule.redirect)} code {rule.redirect_code} if {this}"
+            )
+        for name in rule.delete_request_header:
+            lines.append(f"    http-request del-header {name} if {this}")
+        for line in rule.set_request_header:
+            name, _, value = line.partition(":")
+            lines.append(
+                f"    http-request set-header {name.strip()} {_log_text(value.strip())} if {this}"
+            )
+        for name in rule.delete_response_header:
+            lines.append(f"    http-response del-header {name} if {this}")
+        for line in rule.set_response_header:
+            name, _, value = line.partition(":")
+            lines.append(
+                f"    http-response set-header {name.strip()} {_log_text(value.strip())} if {this}"
+            )
+        if rule.pool:
+            lines.append(f"    use_backend be_{vs.name}:{rule.pool} if {this}")
+    return lines
+
+
+def _log_text(value: str) -> str:
+    """A header value as set-header takes it: a log-format string, so a literal % doubles."""
+    return _q(value.replace("%", "%%")) if value else "''"
 
 
 def _server_tls(vs: VirtualService, tls_dir: Path) -> str:
@@ -128,7 +206,7 @@ def tls_files(doc: Document) -> dict[str, str]:
 def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list=LOCAL_ONLY) -> str:
     tls_dir = run_dir / "tls"
     (own, own_address), partner = peer_list
-    tables = any(sticky(vs) for vs in doc.virtual_service)
+    tables = any(sticky(vs, g) for vs in doc.virtual_service for _, g in vs.groups())
     lines = [
         "# written by carpool from the configuration document; do not edit",
         "global",
@@ -159,7 +237,9 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
         ]
     for vs in doc.virtual_service:
         if vs.proxied:
-            lines += _frontend(vs, tls_dir) + _backend(vs, healthy, tls_dir) + [""]
+            lines += _frontend(vs, tls_dir)
+            for key, group in vs.groups():
+                lines += _backend(vs, healthy, tls_dir, key, group) + [""]
     return "\n".join(lines)
 
 
@@ -178,6 +258,7 @@ def _frontend(vs: VirtualService, tls_dir: Path) -> list[str]:
     else:
         lines.append(bind)
         lines.append("    http-request set-header X-Forwarded-Proto http")
+    lines += _rules(vs)
     lines += [f"    default_backend be_{vs.name}", ""]
     if vs.redirect_http:  # plain http on port 80 of the same address: to https, permanently
         lines += [
@@ -336,12 +417,14 @@ class HaproxyDataplane:
                 await self._start()
                 return
 
-    async def set_server(self, vs: VirtualService, address: str, port: int, up: bool) -> None:
-        """Health flip through the runtime API (no reload)."""
-        for n, rs in enumerate(vs.real_server):
+    async def set_server(
+        self, key: str, group: VirtualService | Pool, address: str, port: int, up: bool
+    ) -> None:
+        """Health flip through the runtime API (no reload), in the backend of `key`."""
+        for n, rs in enumerate(group.real_server):
             if (rs.address, rs.port) == (address, port):
                 state = "ready" if up and rs.enabled else "maint"
-                await self.runtime(f"set server be_{vs.name}/{server_name(n)} state {state}")
+                await self.runtime(f"set server be_{key}/{server_name(n)} state {state}")
 
     async def runtime(self, command: str, quiet: bool = False) -> str:
         try:

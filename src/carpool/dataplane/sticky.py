@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-_SERVER = re.compile(r"^\s+server (\S+) (\S+?):(\d+)\b")
+# address:port, an IPv6 address in brackets (its first group is no port)
+_SERVER = re.compile(r"^\s+server (\S+) (?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[]+)):(\d+)\b")
 _ENTRY = re.compile(r"key=(\S+) .*?server_id=(\d+)")
 
 
@@ -34,7 +35,7 @@ def servers_by_id(config: str) -> dict[str, dict[int, tuple[str, int]]]:
                 sticky = True
             m = _SERVER.match(line)
             if m:
-                servers[len(servers) + 1] = (m[2], int(m[3]))
+                servers[len(servers) + 1] = (m[2] or m[3], int(m[4]))
     return found
 
 
