@@ -325,3 +325,37 @@ def test_certificates_page_uploads_files_and_an_https_service_uses_them(browser,
     assert 'name="certificate" value="www"' in edit
     r = browser.post("/certificates/www/delete", data={"csrf": browser.csrf})
     assert r.status_code == 409 and "used by site" in r.text
+
+
+def test_the_service_form_edits_content_rules_and_pools_as_toml(browser, unit):
+    content = """
+[[pool]]
+name = "api"
+real_server = [{address = "198.18.2.103", port = 8080}]
+
+[[rule]]
+path_prefix = ["/api/"]
+pool = "nope"
+"""
+    form = {
+        "csrf": browser.csrf,
+        "name": "app",
+        "address": "198.18.0.10",
+        "port": "8080",
+        "type": "http",
+        "real_servers": "198.18.2.101:80",
+        "content": content,
+    }
+    r = browser.post("/services/new", data=form)
+    assert r.status_code == 422
+    assert "rule[0].pool: no pool" in field_errors(r.text)["content"]
+    r = browser.post("/services/new", data={**form, "content": "[x]\na = 1"})
+    assert r.status_code == 422 and "only [[pool]] and [[rule]]" in field_errors(r.text)["content"]
+    r = browser.post("/services/new", data={**form, "content": content.replace("nope", "api")})
+    assert r.status_code == 303, r.text
+    vs = unit.document["virtual_service"][1]
+    assert vs["rule"][0]["pool"] == "api" and vs["pool"][0]["real_server"][0]["port"] == 8080
+    page = browser.get("/services").text
+    assert 'data-pool="api"' in page and "1 content rule" in page
+    edit = browser.get("/services/app/edit").text  # shown back without the defaults
+    assert "path_prefix = [&#34;/api/&#34;]" in edit and "redirect_code" not in edit

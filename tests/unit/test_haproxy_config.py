@@ -169,3 +169,122 @@ def test_haproxy_accepts_an_https_service_with_its_files(tmp_path):
             ["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+RULES = [
+    {
+        "host": ["API.lab.test"],
+        "path_prefix": ["/v1/", "/v2/"],
+        "pool": "api",
+        "set_request_header": ["X-Route: api 100%"],
+        "delete_response_header": ["Server"],
+    },
+    {
+        "path_regex": "^/old/[a-z]+$",
+        "method": ["GET", "HEAD"],
+        "redirect": "/new/",
+        "redirect_code": 301,
+    },
+    {
+        "header": "X-Canary",
+        "header_value": "yes",
+        "pool": "canary",
+        "set_response_header": ["X-Pool: canary"],
+    },
+]
+POOLS = [
+    {
+        "name": "api",
+        "scheduler": "lc",
+        "persistence": 30,
+        "real_server": [{"address": "2001:2:0:2::103", "port": 8080}],
+    },
+    {"name": "canary", "cookie": True, "real_server": [{"address": "198.18.2.104", "port": 80}]},
+]
+
+
+def test_content_rules_pick_a_pool_redirect_and_edit_headers_in_order(tmp_path):
+    cfg = text(tmp_path, rule=RULES, pool=POOLS)
+    v = "txn.carpool_rule"
+    assert (
+        f"    http-request set-var({v}) int(1) if !{{ var({v}) -m found }} "
+        "{ req.hdr(host),field(1,:),lower -m str 'api.lab.test' } { path_beg '/v1/' '/v2/' }"
+    ) in cfg
+    assert (
+        f"int(2) if !{{ var({v}) -m found }} {{ path_reg '^/old/[a-z]+$' }} {{ method GET HEAD }}"
+        in cfg
+    )
+    assert f"int(3) if !{{ var({v}) -m found }} {{ req.hdr(X-Canary) -m sub 'yes' }}" in cfg
+    assert f"    http-request redirect location '/new/' code 301 if {{ var({v}) -m int 2 }}" in cfg
+    assert f"    http-request set-header X-Route 'api 100%%' if {{ var({v}) -m int 1 }}" in cfg
+    assert f"    http-response del-header Server if {{ var({v}) -m int 1 }}" in cfg
+    assert f"    use_backend be_app:api if {{ var({v}) -m int 1 }}" in cfg
+    assert f"    use_backend be_app:canary if {{ var({v}) -m int 3 }}" in cfg
+    # each pool its own backend: scheduler, persistence (ipv6 table? the service is IPv4: ip)
+    assert "backend be_app:api\n    balance leastconn\n    stick-table type ip" in cfg
+    assert "    server rs1 [2001:2:0:2::103]:8080 weight 1" in cfg
+    assert (
+        "backend be_app:canary\n    balance roundrobin\n    option forwardfor\n    cookie CARPOOL"
+        in cfg
+    )
+    assert cfg.index("use_backend") < cfg.index("default_backend be_app")
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/haproxy").exists(), reason="haproxy not installed")
+def test_haproxy_accepts_content_rules(tmp_path):
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(text(tmp_path, rule=RULES, pool=POOLS))
+    proc = subprocess.run(
+        ["/usr/sbin/haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "rule, want",
+    [
+        (
+            {"pool": "nope"},
+            "virtual_service[0].rule[0].pool: no pool 'nope' (there are: api, canary)",
+        ),
+        ({"path_regex": "(["}, "virtual_service[0].rule[0].path_regex: not a regular expression"),
+        (
+            {"path_prefix": ["/it's"]},
+            "virtual_service[0].rule[0].path_prefix[0]: must not contain a single quote",
+        ),
+        (
+            {"set_request_header": ["no colon"]},
+            "virtual_service[0].rule[0].set_request_header[0]: write NAME: VALUE",
+        ),
+        ({"header": "Bad Name"}, "virtual_service[0].rule[0].header: not a header name"),
+        (
+            {"pool": "api", "redirect": "/x"},
+            "virtual_service[0].rule[0].redirect: a rule redirects or sends to a pool, not both",
+        ),
+        (
+            {"redirect": "ftp://x"},
+            "virtual_service[0].rule[0].redirect: a path (/...) or an http(s):// URL",
+        ),
+        ({"method": ["BREW"]}, "virtual_service[0].rule[0].method[0]: must be one of"),
+    ],
+)
+def test_a_bad_rule_is_named_by_its_key(rule, want):
+    from carpool.config.document import DocumentError
+
+    doc = {
+        "interface": IFACES,
+        "virtual_service": [
+            {
+                "name": "app",
+                "address": "198.18.0.10",
+                "port": 8080,
+                "type": "http",
+                "real_server": RS,
+                "pool": POOLS,
+                "rule": [rule],
+            },
+        ],
+    }
+    with pytest.raises(DocumentError) as e:
+        parse_document(doc)
+    assert [str(p) for p in e.value.problems][0].startswith(want), e.value.problems

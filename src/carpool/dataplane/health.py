@@ -96,10 +96,10 @@ class HealthChecker:
     def update(self, doc: Document) -> None:
         wanted: dict[Key, HealthCheck] = {}
         for vs in doc.virtual_service:
-            for key, group in vs.groups():  # the service's servers, then each pool's
+            for name, group in vs.groups():  # the service's servers, then each pool's
                 for rs in group.real_server:
                     if rs.enabled and group.check.type != "none":
-                        wanted[(key, rs.address, rs.port)] = group.check
+                        wanted[(name, rs.address, rs.port)] = group.check
         for key in [k for k in self._tasks if wanted.get(k) != self._checks.get(k)]:
             self._tasks.pop(key).cancel()
             self._checks.pop(key, None)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..config.document import Loc, Problem
+from ..config import tomlw
+from ..config.document import Loc, Pool, Problem, Rule, key_of
 from ..family import hostport
 
 VS_FIELDS = (
@@ -28,6 +29,7 @@ VS_FIELDS = (
     "redirect_http",
     "backend_tls",
     "backend_ca",
+    "content",
 )
 # ADDRESS:PORT [WEIGHT]; an IPv6 address in brackets, as in a URL (its last group would read as
 # the port otherwise). The address itself is the document's to judge.
@@ -102,6 +104,10 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
         vs["tls_profile"] = form.get("tls_profile") or "intermediate"
         vs["hsts"] = _int(form, "hsts", errors, default=0)
         vs["redirect_http"] = form.get("redirect_http") == "on"
+    content = _content(form.get("content") or "", errors)
+    for key in ("pool", "rule"):
+        vs.pop(key, None)
+    vs.update(content)
     vs["backend_tls"] = form.get("backend_tls") == "on"
     vs["backend_ca"] = (form.get("backend_ca") or "").strip() if vs["backend_tls"] else ""
     check = dict(vs.get("check") or {})
@@ -119,6 +125,52 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
     return vs
 
 
+def _content(text: str, errors: dict) -> dict:
+    """The content rules and pools from their TOML ([[pool]] and [[rule]] tables)."""
+    import tomllib
+
+    if not text.strip():
+        return {}
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        errors.setdefault("content", []).append(f"not TOML: {e}")
+        return {}
+    extra = sorted(set(data) - {"pool", "rule"})
+    if extra:
+        errors.setdefault("content", []).append(
+            f"only [[pool]] and [[rule]] tables here, not {', '.join(extra)}"
+        )
+    return {k: v for k, v in data.items() if k in ("pool", "rule")}
+
+
+def content_text(vs: dict) -> str:
+    """A service's pools and rules as the form's TOML, defaults left out."""
+    out = {}
+    for key, model in (("pool", Pool), ("rule", Rule)):
+        defaults = {n: f.default for n, f in model.model_fields.items()}
+        items = [
+            {
+                k: v
+                for k, v in item.items()
+                if k in ("name", "real_server") or v != _plain(defaults.get(k))
+            }
+            for item in vs.get(key, [])
+        ]
+        if items:
+            out[key] = items
+    return tomlw.dumps(out) if out else ""
+
+
+def _plain(value):
+    """A model default as the document's JSON form has it (tuples as lists, models as dicts)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
 def field_of(loc: Loc) -> str:
     """The form field of a place inside one virtual service (`check.type` -> check_type)."""
     if not loc:
@@ -127,6 +179,8 @@ def field_of(loc: Loc) -> str:
         return "real_servers"
     if loc[0] == "certificate":
         return "certificate"
+    if loc[0] in ("pool", "rule"):
+        return "content"
     if loc[0] == "check":
         return f"check_{loc[1]}" if len(loc) > 1 and loc[1] in ("type", "path") else "general"
     return str(loc[0]) if loc[0] in VS_FIELDS else "general"
@@ -141,5 +195,7 @@ def vs_problems(problems: Sequence[Problem], subject: Loc | int) -> dict[str, li
     for p in problems:
         inside = bool(subject) and p.loc[: len(subject)] == tuple(subject)
         field = field_of(p.loc[len(subject) :]) if inside else "general"
-        errors.setdefault(field, []).append(p.why if inside else str(p))
+        where = p.loc[len(subject) :] if inside else ()
+        why = f"{key_of(where)}: {p.why}" if field == "content" and where else p.why
+        errors.setdefault(field, []).append(why if inside else str(p))
     return errors

@@ -34,7 +34,7 @@ from ..family import hostport
 from .auth import Blocked, Session, csrf_ok
 from .context import COOKIE, WebContext, login_log, page_role, page_session, source_of
 from .events import KINDS, when
-from .forms import FormErrors, servers_text, vs_from_form, vs_problems
+from .forms import FormErrors, content_text, servers_text, vs_from_form, vs_problems
 from .view import ICONS, active_url
 
 log = events.logger("carpool.web", events.Kind.WEB)
@@ -495,6 +495,7 @@ def _vs_form(vs: dict) -> dict:
         "redirect_http": "on" if vs.get("redirect_http") else "",
         "backend_tls": "on" if vs.get("backend_tls") else "",
         "backend_ca": vs.get("backend_ca", ""),
+        "content": content_text(vs),
     }
 
 
