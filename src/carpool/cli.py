@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="https: a certificate (carpool cert add); repeat for more (SNI), the first default",
     )
     c.add_argument("--protocol", choices=("tcp", "udp"), default="tcp")
-    c.add_argument("--scheduler", choices=("rr", "wrr", "lc", "sh"), default="rr")
+    c.add_argument("--scheduler", choices=("rr", "wrr", "lc", "sh", "fixed"), default="rr")
     c.add_argument("--persistence", type=int, default=0, metavar="SECONDS")
     c = vsub.add_parser("set", help="set one key, e.g. scheduler wrr or check.type https")
     c.add_argument("name")

@@ -288,3 +288,81 @@ def test_a_bad_rule_is_named_by_its_key(rule, want):
     with pytest.raises(DocumentError) as e:
         parse_document(doc)
     assert [str(p) for p in e.value.problems][0].startswith(want), e.value.problems
+
+
+def test_server_controls_fixed_order_limits_slow_start_and_a_quorum(tmp_path):
+    servers = [
+        {"address": "198.18.2.101", "port": 80, "max_connections": 100, "slow_start": 30},
+        {"address": "198.18.2.102", "port": 80},
+        {"address": "198.18.2.103", "port": 80},
+    ]
+    cfg = text(tmp_path, scheduler="fixed", real_server=servers)
+    assert "    server rs1 198.18.2.101:80 weight 1 maxconn 100 slowstart 30s\n" in cfg
+    assert "    server rs2 198.18.2.102:80 weight 1 backup\n" in cfg
+    assert "    server rs3 198.18.2.103:80 weight 1 backup\n" in cfg
+    quorum = text(tmp_path, min_up=2, real_server=servers)
+    assert "    http-request deny deny_status 503 if { nbsrv(be_app) lt 2 }" in quorum
+    sorry = text(
+        tmp_path, min_up=2, when_down="sorry", sorry_server="198.18.2.200", real_server=servers
+    )
+    assert "    use_backend be_app:sorry if { nbsrv(be_app) lt 2 }" in sorry
+    assert "backend be_app:sorry\n    server sorry 198.18.2.200:8080\n" in sorry
+    if Path("/usr/sbin/haproxy").exists():
+        for config in (cfg, quorum, sorry):
+            (tmp_path / "h.cfg").write_text(config)
+            proc = subprocess.run(
+                ["/usr/sbin/haproxy", "-c", "-f", str(tmp_path / "h.cfg")],
+                capture_output=True,
+                text=True,
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_l4_fixed_takes_the_first_healthy_server_and_a_quorum_empties_the_pool():
+    from carpool.dataplane.nft import pool
+
+    doc = parse_document(
+        {
+            "interface": IFACES,
+            "virtual_service": [
+                {
+                    "name": "tcp",
+                    "address": "198.18.0.10",
+                    "port": 80,
+                    "scheduler": "fixed",
+                    "real_server": [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2, 3)],
+                },
+            ],
+        }
+    )
+    vs = doc.virtual_service[0]
+    down = {"198.18.2.101"}
+    assert pool(vs, lambda _s, a, _p: a not in down) == [("198.18.2.102", 80, 1)]
+    quorum = vs.model_copy(update={"scheduler": "rr", "min_up": 3})
+    assert pool(quorum, lambda _s, a, _p: a not in down) == []  # 2 up, 3 needed: down
+    assert len(pool(quorum, lambda *_: True)) == 3
+
+
+@pytest.mark.parametrize(
+    "change, want",
+    [
+        (
+            {
+                "type": "l4",
+                "real_server": [{"address": "198.18.2.101", "port": 80, "slow_start": 5}],
+            },
+            "virtual_service[0].real_server[0].slow_start: is for type http or https (not l4)",
+        ),
+        (
+            {"scheduler": "fixed", "min_up": 2},
+            "virtual_service[0].min_up: is for rr, wrr, lc and sh",
+        ),
+    ],
+)
+def test_server_controls_are_refused_where_they_do_not_apply(change, want):
+    from carpool.config.document import DocumentError
+
+    vs = {"name": "app", "address": "198.18.0.10", "port": 8080, "type": "http", "real_server": RS}
+    with pytest.raises(DocumentError) as e:
+        parse_document({"interface": IFACES, "virtual_service": [{**vs, **change}]})
+    assert str(e.value.problems[0]).startswith(want), e.value.problems

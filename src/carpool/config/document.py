@@ -448,6 +448,7 @@ ADDED_LATER_VS: dict[str, object] = {
     "backend_ca": "",
     "pool": [],
     "rule": [],
+    "min_up": 0,
 }
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -566,6 +567,17 @@ class RealServer(_Model):
     port: Port
     weight: int = Field(1, ge=0, le=256)
     enabled: bool = True
+    max_connections: int = Field(0, ge=0, le=1_000_000)  # http/https: at once (0: no limit)
+    slow_start: int = Field(0, ge=0, le=3600)  # http/https: s to ramp up after coming back
+
+    @model_serializer(mode="wrap")
+    def _later_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # keys added later, at their defaults, are left out: every stored document keeps its hash
+        data: dict[str, Any] = handler(self)
+        for key in ("max_connections", "slow_start"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class HealthCheck(_Model):
@@ -654,7 +666,7 @@ class Pool(_Model):
     persistence and health check."""
 
     name: Text = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
-    scheduler: Literal["rr", "wrr", "lc", "sh"] = "rr"
+    scheduler: Literal["rr", "wrr", "lc", "sh", "fixed"] = "rr"
     persistence: int = Field(0, ge=0, le=86400)
     cookie: bool = False
     check: HealthCheck = HealthCheck()
@@ -705,13 +717,15 @@ class VirtualService(_Model):
     port: Port
     protocol: Literal["tcp", "udp"] = "tcp"
     type: Literal["l4", "http", "https"] = "l4"
-    scheduler: Literal["rr", "wrr", "lc", "sh"] = "rr"
+    # fixed: ordered fail-over, the first healthy server (in the listed order) takes everything
+    scheduler: Literal["rr", "wrr", "lc", "sh", "fixed"] = "rr"
     persistence: int = Field(0, ge=0, le=86400)  # s of source-IP persistence; 0 = none
     cookie: bool = False  # http: cookie persistence
     x_forwarded_for: bool = True  # http
     when_down: Literal["reject", "sorry"] = "reject"
     sorry_server: OptionalUnicastIP = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
+    min_up: int = Field(0, ge=0, le=256)  # fewer healthy servers: the service is down (sorry)
     # https: certificate names ([[certificate]]), the first the default for clients without
     # SNI or naming no other; TLS versions and ciphers; Strict-Transport-Security max-age (s)
     certificate: tuple[Text, ...] = Field((), max_length=64)
@@ -737,13 +751,9 @@ class VirtualService(_Model):
         """Served by HAProxy (http, https) rather than forwarded by nftables (l4)."""
         return self.type != "l4"
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if self.proxied and self.protocol != "tcp":
-            raise ValueError(f"an {self.type} service runs over tcp")
-        if self.scheduler == "lc" and not self.proxied:
-            raise ValueError("scheduler lc (least connections) needs type http or https")
-        tls_only = [
+    def _later_keys(self) -> list[Problem]:
+        """Problems of the keys added with https, content rules and server controls."""
+        out = [
             Problem((key,), f"is for type https (this service is {self.type})")
             for key, unset in (
                 ("certificate", not self.certificate),
@@ -754,25 +764,36 @@ class VirtualService(_Model):
             if self.type != "https" and not unset
         ]
         if self.type == "https" and not self.certificate:
-            tls_only.append(Problem(("certificate",), "an https service needs a certificate"))
+            out.append(Problem(("certificate",), "an https service needs a certificate"))
         if not self.proxied and (self.backend_tls or self.backend_ca):
-            tls_only.append(Problem(("backend_tls",), "is for type http or https (not l4)"))
+            out.append(Problem(("backend_tls",), "is for type http or https (not l4)"))
         if self.redirect_http and self.port != 443:
-            tls_only.append(
+            out.append(
                 Problem(
                     ("redirect_http",),
                     f"sends port 80 to https on port 443; this service is on {self.port}",
                 )
             )
+        if self.min_up and self.scheduler == "fixed":
+            out.append(
+                Problem(("min_up",), "is for rr, wrr, lc and sh (fixed sends all to one server)")
+            )
+        if not self.proxied:
+            out += [
+                Problem(("real_server", n, key), "is for type http or https (not l4)")
+                for n, rs in enumerate(self.real_server)
+                for key in ("max_connections", "slow_start")
+                if getattr(rs, key)
+            ]
         if not self.proxied and (self.pool or self.rule):
             key = "rule" if self.rule else "pool"
-            tls_only.append(Problem((key,), "content rules are for type http or https (not l4)"))
+            out.append(Problem((key,), "content rules are for type http or https (not l4)"))
         names = {p.name for p in self.pool}
-        tls_only += [
+        out += [
             Problem(("pool",), f"{n} is listed twice")
             for n in sorted(_repeated(p.name for p in self.pool))
         ]
-        tls_only += [
+        out += [
             Problem(
                 ("rule", k, "pool"),
                 f"no pool {r.pool!r} (there are: {_some(sorted(names))})",
@@ -781,11 +802,36 @@ class VirtualService(_Model):
             if r.pool and r.pool not in names
         ]
         if self.backend_ca and not self.backend_tls:
-            tls_only.append(
+            out.append(
                 Problem(("backend_ca",), "verifies TLS to the real servers: set backend_tls = true")
             )
-        if tls_only:
-            raise _Problems(tls_only)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.proxied and self.protocol != "tcp":
+            raise ValueError(f"an {self.type} service runs over tcp")
+        if self.scheduler == "lc" and not self.proxied:
+            raise ValueError("scheduler lc (least connections) needs type http or https")
+        if (
+            self.type == "https"
+            or self.certificate
+            or self.hsts
+            or self.redirect_http
+            or self.tls_profile != "intermediate"
+            or self.backend_tls
+            or self.backend_ca
+            or self.min_up
+            or self.pool
+            or self.rule
+            or (
+                not self.proxied
+                and any(r.max_connections or r.slow_start for r in self.real_server)
+            )
+        ):  # the later keys, checked only where set (10,000 plain services stay fast)
+            later = self._later_keys()
+            if later:
+                raise _Problems(later)
         if self.when_down == "sorry" and not self.sorry_server:
             raise ValueError("when_down = sorry needs a sorry_server")
         if self.type == "l4":  # NAT stays within a family (HAProxy joins the two)

@@ -25,7 +25,15 @@ from .process import stop_process
 
 log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
-BALANCE = {"rr": "roundrobin", "wrr": "roundrobin", "lc": "leastconn", "sh": "source"}
+# fixed: every server after the first is a backup, and HAProxy uses only the first backup
+# that is up (no allbackups): ordered fail-over
+BALANCE = {
+    "rr": "roundrobin",
+    "wrr": "roundrobin",
+    "lc": "leastconn",
+    "sh": "source",
+    "fixed": "roundrobin",
+}
 NONLOCAL = ("/proc/sys/net/ipv4/ip_nonlocal_bind", "/proc/sys/net/ipv6/ip_nonlocal_bind")
 PEERS_PORT = 6974  # HAProxy's peers protocol: persistence tables to the partner's HAProxy
 STICK_SIZE = "256k"
@@ -95,6 +103,12 @@ def _backend(
     for n, rs in enumerate(g.real_server):
         line = f"    server {server_name(n)} {hostport(rs.address, rs.port)} weight {rs.weight}"
         line += _server_tls(vs, tls_dir)
+        if g.scheduler == "fixed" and n:
+            line += " backup"
+        if rs.max_connections:
+            line += f" maxconn {rs.max_connections}"
+        if rs.slow_start:
+            line += f" slowstart {rs.slow_start}s"
         if g.cookie:
             line += f" cookie {server_name(n)}"
         if not rs.enabled or not healthy(key, rs.address, rs.port):
@@ -240,6 +254,12 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
             lines += _frontend(vs, tls_dir)
             for key, group in vs.groups():
                 lines += _backend(vs, healthy, tls_dir, key, group) + [""]
+            if vs.min_up and vs.when_down == "sorry" and vs.sorry_server:
+                lines += [
+                    f"backend be_{vs.name}:sorry",
+                    f"    server sorry {hostport(vs.sorry_server, vs.port)}",
+                    "",
+                ]
     return "\n".join(lines)
 
 
@@ -258,6 +278,12 @@ def _frontend(vs: VirtualService, tls_dir: Path) -> list[str]:
     else:
         lines.append(bind)
         lines.append("    http-request set-header X-Forwarded-Proto http")
+    if vs.min_up:  # fewer usable servers than the quorum: the service counts as down
+        quorum = f"{{ nbsrv(be_{vs.name}) lt {vs.min_up} }}"
+        if vs.when_down == "sorry" and vs.sorry_server:
+            lines.append(f"    use_backend be_{vs.name}:sorry if {quorum}")
+        else:
+            lines.append(f"    http-request deny deny_status 503 if {quorum}")
     lines += _rules(vs)
     lines += [f"    default_backend be_{vs.name}", ""]
     if vs.redirect_http:  # plain http on port 80 of the same address: to https, permanently

@@ -50,12 +50,16 @@ def _match(protocol: str, field: str, value) -> dict:
 
 
 def pool(vs: VirtualService, healthy) -> list[tuple[str, int, int]]:
-    """(address, port, weight) of the servers that take new connections."""
-    return [
+    """(address, port, weight) of the servers that take new connections: none below the
+    service's quorum (min_up), the first only with scheduler fixed."""
+    up = [
         (rs.address, rs.port, rs.weight if vs.scheduler == "wrr" else 1)
         for rs in vs.real_server
         if rs.enabled and rs.weight > 0 and healthy(vs.name, rs.address, rs.port)
     ]
+    if len(up) < vs.min_up:
+        return []
+    return up[:1] if vs.scheduler == "fixed" else up
 
 
 def hash_seed(vs: VirtualService) -> int:
