@@ -257,3 +257,36 @@ def test_content_rules_route_by_host_and_path_and_edit_headers(lab, site):
     finally:
         with client(site, lab=lab) as c:
             assert c.delete("/api/v1/virtual-services/app").status_code == 200
+
+
+def test_fixed_order_and_a_quorum_follow_the_servers_health(healed_lab, site):
+    """`fixed`: cp-r1 takes everything while it is up, cp-r2 once it is down; `min_up = 2`:
+    one server down and the service answers 503."""
+    lab = healed_lab
+    check = {"type": "http", "interval": 0.3, "timeout": 0.3, "rise": 1, "fall": 1}
+    pool = [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2)]
+    services = [
+        {"name": "order", "port": 8081, "scheduler": "fixed"},
+        {"name": "quorum", "port": 8082, "min_up": 2},
+    ]
+    with client(site, lab=lab) as c:
+        for s in services:
+            body = {**s, "address": VIP, "type": "http", "check": check, "real_server": pool}
+            assert c.post("/api/v1/virtual-services", json=body).status_code == 201
+
+    def answers(port: int, n: int = 4) -> set[str]:
+        return {
+            (lambda r: r[2] if r[0] == "200" else r[0])(fetch(lab, "", f"http://{VIP}:{port}/"))
+            for _ in range(n)
+        }
+
+    try:
+        lab.wait_for(lambda: answers(8081) == {"cp-r1"}, 15, what="fixed: cp-r1 takes all")
+        lab.wait_for(lambda: answers(8082) == SERVERS, 15, what="quorum: both serve")
+        lab.stop_server("r1")
+        lab.wait_for(lambda: answers(8081) == {"cp-r2"}, 15, what="fixed: cp-r2 once r1 is down")
+        lab.wait_for(lambda: answers(8082) == {"503"}, 15, what="quorum lost: 503")
+    finally:
+        with client(site, lab=lab) as c:
+            for s in services:
+                assert c.delete(f"/api/v1/virtual-services/{s['name']}").status_code == 200
