@@ -181,8 +181,9 @@ def router() -> APIRouter:
         kind: str | None = None,
         since: int = Query(0, ge=0),
         limit: int = Query(200, ge=1, le=500),
+        q: str = Query("", max_length=200, description="only events whose text contains this"),
     ) -> list[dict]:
-        return ctx_of(request).events.recent(kind, since, limit)
+        return ctx_of(request).events.recent(kind, since, limit, q)
 
     @api.post("/failover", summary="Force failover: the active unit steps down gracefully")
     async def failover(

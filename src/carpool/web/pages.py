@@ -407,13 +407,15 @@ def router() -> APIRouter:
     @pages.get("/events", response_class=HTMLResponse)
     async def events(request: Request, session: Session = Depends(page_session)):
         kind = request.query_params.get("kind") or None
+        search = (request.query_params.get("q") or "")[:200]
         return await render(
             request,
             "events.html",
             session,
             kind=kind,
+            search=search,
             kinds=KINDS,
-            events=list(reversed(ctx_of(request).events.recent(kind, 0, 500))),
+            events=list(reversed(ctx_of(request).events.recent(kind, 0, 500, search))),
         )
 
     # -- force failover --------------------------------------------------------------------

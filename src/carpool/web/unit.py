@@ -4,6 +4,7 @@ after the bow-out. Nothing here can stop the election: every failure is logged a
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from .. import events
 from .events import EventLog
@@ -15,7 +16,9 @@ RETRY = 10.0  # s between attempts to listen (the bind address may come up after
 class WebUnit:
     def __init__(self, unit):
         self.unit = unit  # node.view.UnitView
-        self.events = EventLog()
+        cfg = unit.cfg  # the log file beside the configuration store: it outlives a restart
+        store = Path(cfg.config_dir or cfg.state_dir)
+        self.events = EventLog(2000, store / "events.jsonl", cfg.role)
         self.events.attach()  # from the start: the first transitions belong in the event log
         self.ctx = None
         self.app = None
