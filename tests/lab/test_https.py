@@ -292,3 +292,45 @@ def test_fixed_order_and_a_quorum_follow_the_servers_health(healed_lab, site):
         with client(active, lab=lab) as c:
             for s in services:
                 assert c.delete(f"/api/v1/virtual-services/{s['name']}").status_code == 200
+
+
+def test_statistics_count_what_the_client_sent(lab, site):
+    """The traffic statistics of a service count exactly the requests a client sent (sampled
+    every 5 s; a rate times its interval is the requests in it), per server too."""
+    active = lab.wait_for_master()
+    service = {
+        "name": "counted",
+        "address": VIP,
+        "port": 8083,
+        "type": "http",
+        "check": {"type": "tcp", "interval": 1.0},
+        "real_server": [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2)],
+    }
+    with client(active, lab=lab) as c:
+        assert c.post("/api/v1/virtual-services", json=service).status_code == 201
+
+        def series(key: str) -> list:
+            return c.get("/api/v1/stats", params={"key": key}).json()["series"][key]
+
+        try:
+            lab.wait_for(lambda: len(series("counted")) >= 1, 20, what="a first rate sampled")
+            baseline = series("counted")[-1][0]
+            sent = 40
+            for _ in range(sent):
+                assert fetch(lab, "", f"http://{VIP}:8083/")[0] == "200"
+
+            def counted(key: str) -> float:
+                points = series(key)
+                times = [t for t, _p in points]
+                return sum(
+                    p.get("requests", 0.0) * (t - before)
+                    for (t, p), before in zip(points[1:], times, strict=False)
+                    if before >= baseline
+                )
+
+            lab.wait_for(lambda: round(counted("counted")) >= sent, 20, what="the requests counted")
+            assert round(counted("counted")) == sent
+            per_server = [counted(f"counted/198.18.2.10{i}:80") for i in (1, 2)]
+            assert round(sum(per_server)) == sent and all(n > 0 for n in per_server)
+        finally:
+            assert c.delete("/api/v1/virtual-services/counted").status_code == 200

@@ -160,6 +160,27 @@ def test_upload_a_certificate_and_serve_an_https_service_with_it(lab, pair, page
             assert c.delete("/api/v1/certificates/www-ui").status_code == 200
 
 
+def test_the_statistics_graphs_fill_while_a_client_sends_requests(lab, pair, pages):
+    from playwright.sync_api import expect
+
+    from carpool.lab.topology import CLIENT
+
+    page = pages(pair)
+    chart = page.locator("section[data-vs=web-http] svg.chart").first
+
+    def filled() -> bool:
+        for _ in range(10):
+            lab.http_get(CLIENT, "http://198.18.0.10:8080/", timeout=1.0)
+        page.goto(wui_url(pair) + "stats")
+        return int(chart.get_attribute("data-points") or 0) >= 2
+
+    lab.wait_for(filled, 30, interval=0.5, what="the web-http graph has points")
+    expect(chart.locator("polyline")).to_have_count(1)
+    expect(page.locator("#ha-timeline svg rect").first).to_be_visible()
+    page.goto(wui_url(pair))  # the dashboard shows the traffic too
+    expect(page.locator("tr[data-vs=web-http] td.traffic")).to_contain_text("req/s")
+
+
 def test_force_failover_flips_the_icons(healed_lab, pair, pages):
     from playwright.sync_api import expect
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from carpool.config.document import parse_document
 from carpool.config.store import Store
+from carpool.dataplane.stats import Stats
 from carpool.node.configd import ConfigControl
 from carpool.node.view import UnitView
 
@@ -36,6 +37,7 @@ class Unit:
 
     def __init__(self, path, doc: dict = DOC):
         self.active = True
+        self.stats = Stats()  # the traffic statistics' rings, filled by a test
         self.store = Store(path)
         self.store.commit(parse_document(doc), who="test")
         self.cfg = SimpleNamespace(secret=b"unit-test-secret", role="first")
@@ -96,6 +98,7 @@ def unit_view(unit: Unit, **overrides) -> UnitView:
         doctor=unused,
         servers=lambda: [],
         dataplane_counters=unused,
+        stats=lambda: unit.stats,
         paths=unused,
         advert_paths=unused,
         now=unused,

@@ -359,3 +359,14 @@ pool = "nope"
     assert 'data-pool="api"' in page and "1 content rule" in page
     edit = browser.get("/services/app/edit").text  # shown back without the defaults
     assert "path_prefix = [&#34;/api/&#34;]" in edit and "redirect_code" not in edit
+
+
+def test_statistics_page_and_api_show_the_rings(browser, rest, unit):
+    unit.stats.add(100.0, {"web": {"connections": 0.0}, "web/198.18.2.101:80": {"up": 1.0}})
+    unit.stats.add(105.0, {"web": {"connections": 50.0}, "web/198.18.2.101:80": {"up": 1.0}})
+    data = rest.get("/api/v1/stats").json()
+    assert data["step"] == 5.0 and data["series"]["web"] == [[105.0, {"connections": 10.0}]]
+    assert rest.get("/api/v1/stats", params={"range": "7d"}).status_code == 422
+    page = browser.get("/stats").text
+    assert 'data-vs="web"' in page and "new connections/s" in page and "<svg" in page
+    assert 'data-server="web/198.18.2.101:80"' in page and 'id="ha-timeline"' in page

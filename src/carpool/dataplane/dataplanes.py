@@ -5,6 +5,7 @@ and status read its status and counters."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from .conntrack import ConntrackSync
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
+from .stats import RANGES, Stats, l4_connections, samples
 
 if TYPE_CHECKING:
     from ..config.ha import Config
@@ -30,6 +32,8 @@ class Dataplanes:
         self.l4 = L4Dataplane()
         self.l7 = HaproxyDataplane(Path(state_dir) / "haproxy")
         self.state_sync = ConntrackSync(Path(state_dir) / "conntrackd")
+        self.stats = Stats()
+        self.sample_errors = 0
 
     async def start(self, cfg, pinger) -> None:
         self.cfg = cfg
@@ -38,6 +42,7 @@ class Dataplanes:
         await self.l4.apply(cfg.document, self.health.healthy)
         await self.l7.apply(cfg, self.health.healthy)
         await self.state_sync.apply(cfg)
+        self.spawn(self._sample_forever())
 
     def apply(self, cfg, ha_changed: bool) -> None:
         """A new version: servers and services at once; conntrackd if its settings moved."""
@@ -73,6 +78,30 @@ class Dataplanes:
             "state_sync": self.state_sync.status(),
             "servers": self.health.status(),
         }
+
+    async def sample(self, now: float) -> None:
+        """One reading of the traffic statistics (HAProxy's and the L4 rules' totals)."""
+        cfg = self.cfg
+        if cfg is None or cfg.document is None:
+            return
+        doc = cfg.document
+        rows = await self.l7.stats() if any(v.proxied for v in doc.virtual_service) else []
+        l4 = []
+        if any(not v.proxied for v in doc.virtual_service):
+            l4 = await self.l4.connections()
+        self.stats.add(now, samples(doc, rows, l4_connections(l4), self.health.status()))
+
+    async def _sample_forever(self) -> None:
+        step = RANGES["1h"][0]
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.sample(time.time())
+            except Exception as e:  # statistics must never stop the data plane
+                self.sample_errors += 1
+                log.warning("traffic statistics: a reading failed: %s", e)
+            # on the step's grid: points of both units line up
+            await asyncio.sleep(step - (loop.time() % step) or step)
 
     async def counters(self) -> tuple[list[tuple[str, int, int]], list[dict]]:
         """(nft rule counters, HAProxy `show stat` rows) for /metrics."""

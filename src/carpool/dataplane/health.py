@@ -29,6 +29,7 @@ class ServerState:
     last_error: str = ""
     changed: float = 0.0
     checks: int = 0
+    flips: int = 0  # up -> down and back, counted
 
 
 async def check_tcp(address: str, port: int, timeout: float) -> str | None:
@@ -148,6 +149,7 @@ class HealthChecker:
 
     def _flip(self, key: Key, st: ServerState, up: bool, why: str) -> None:
         st.up, st.changed = up, time.time()
+        st.flips += 1
         vs, address, port = key
         if up:
             log.info("real server %s:%d of %s is up again", address, port, vs)
@@ -165,6 +167,7 @@ class HealthChecker:
                 "checks": st.checks,
                 "last_error": st.last_error,
                 "changed": st.changed,
+                "flips": st.flips,
             }
             for (vs, a, p), st in sorted(self.state.items())
         ]

@@ -32,6 +32,25 @@ def parse_counters(listing: str) -> list[tuple[str, int, int]]:
     return found
 
 
+_CHAIN = re.compile(r"^\s*chain (\S+) \{")
+_COMMENT = re.compile(r'comment "([^"]*)"\s*$')
+
+
+def new_connections(listing: str) -> list[tuple[str, int]]:
+    """(service, packets) of each counted rule of chain prerouting: nat rules see only a
+    connection's first packet, so these are the services' new connections."""
+    found, chain = [], ""
+    for line in listing.splitlines():
+        m = _CHAIN.match(line)
+        if m:
+            chain = m[1]
+            continue
+        counted, named = _COUNTER.match(line), _COMMENT.search(line)
+        if chain == "prerouting" and counted and named:
+            found.append((named[1], int(counted[2])))
+    return found
+
+
 class L4Dataplane:
     def __init__(self) -> None:
         self.applied: dict | None = None
@@ -73,6 +92,10 @@ class L4Dataplane:
         """(rule, packets, bytes) of the rules with a counter in our table ([] if it is not
         there or nft does not answer in time)."""
         return [c for f in nft.FAMILIES for c in parse_counters(await _list_table(family=f))]
+
+    async def connections(self) -> list[tuple[str, int]]:
+        """(service, new connections) from both families' tables ([] if nft does not answer)."""
+        return [c for f in nft.FAMILIES for c in new_connections(await _list_table(family=f))]
 
     async def _persisted(self, ruleset: dict) -> dict:
         """The running table's persistent clients, when the new ruleset has persistence sets

@@ -124,6 +124,7 @@ class Daemon:
             doctor=self.run_doctor,
             servers=lambda: self.dataplanes.servers(),
             dataplane_counters=lambda: self.dataplanes.counters(),
+            stats=lambda: self.dataplanes.stats,
             paths=lambda: self.paths,
             advert_paths=lambda: self.adverts.path_names(),
             now=self.driver.now,

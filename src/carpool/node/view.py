@@ -25,6 +25,7 @@ class UnitView:
     doctor: Callable[[], Awaitable[dict]]
     servers: Callable[[], list[dict]]  # real servers' health
     dataplane_counters: Callable[[], Awaitable[tuple[list, list]]]
+    stats: Callable[[], Any]  # dataplane.stats.Stats: traffic per service and server
     # for the doctor: the paths to the partner and the unit's other channels
     paths: Callable[[], dict[str, IfaceState]]
     advert_paths: Callable[[], list[str]]  # advert sockets: interfaces, `<name>/ipv6`

@@ -252,6 +252,21 @@ def router() -> APIRouter:
             ctx, await ctx.call("config.rollback", version=body.version, who=f"api ({user})")
         )
 
+    # -- statistics --------------------------------------------------------------------------
+    @api.get(
+        "/stats",
+        dependencies=read,
+        summary="Traffic per service and real server: rates per second and gauges over time",
+    )
+    async def stats(
+        request: Request,
+        range: Literal["1h", "24h"] = "1h",
+        key: str | None = Query(None, max_length=300, description="one service or server"),
+    ) -> dict:
+        data = ctx_of(request).unit.stats()
+        keys = [key] if key else None
+        return {"range": range, "step": data.ranges[range][0], "series": data.as_json(range, keys)}
+
     # -- certificates ----------------------------------------------------------------------
     def cert_rows(request: Request) -> list[dict]:
         return certs.rows(ctx_of(request).unit.document(), time.time())

@@ -145,14 +145,42 @@ class StatusCollector:
         bytes_out = CounterMetricFamily(
             "carpool_l7_bytes_out", "HAProxy bytes sent to clients", labels=["proxy", "server"]
         )
+        bytes_in = CounterMetricFamily(
+            "carpool_l7_bytes_in", "HAProxy bytes received from clients", labels=["proxy", "server"]
+        )
+        requests = CounterMetricFamily(
+            "carpool_l7_requests", "HTTP requests (frontends)", labels=["proxy"]
+        )
+        answers = CounterMetricFamily(
+            "carpool_l7_responses",
+            "HTTP answers by status class",
+            labels=["proxy", "server", "class"],
+        )
+        response = GaugeMetricFamily(
+            "carpool_l7_response_time_ms",
+            "average response time of the last 1024 requests (backends and servers)",
+            labels=["proxy", "server"],
+        )
         for row in haproxy:
             labels = [row["pxname"], row["svname"]]
             sessions.add_metric(labels, _num(row.get("stot")))
             current.add_metric(labels, _num(row.get("scur")))
             bytes_out.add_metric(labels, _num(row.get("bout")))
+            bytes_in.add_metric(labels, _num(row.get("bin")))
+            if row["svname"] == "FRONTEND":
+                requests.add_metric([row["pxname"]], _num(row.get("req_tot")))
+            else:
+                response.add_metric(labels, _num(row.get("rtime")))
+            for c in "12345":
+                if row.get(f"hrsp_{c}xx"):
+                    answers.add_metric([*labels, f"{c}xx"], _num(row.get(f"hrsp_{c}xx")))
         yield sessions
         yield current
         yield bytes_out
+        yield bytes_in
+        yield requests
+        yield answers
+        yield response
         expiry = GaugeMetricFamily(
             "carpool_certificate_expiry_timestamp_seconds",
             "when a certificate (the earliest in its chain) stops being valid",

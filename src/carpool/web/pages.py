@@ -32,6 +32,7 @@ from ..config.edit import (
 )
 from ..family import hostport
 from .auth import Blocked, Session, csrf_ok
+from .charts import line_chart, timeline
 from .context import COOKIE, WebContext, login_log, page_role, page_session, source_of
 from .events import KINDS, when
 from .forms import FormErrors, content_text, servers_text, vs_from_form, vs_problems
@@ -320,6 +321,67 @@ def router() -> APIRouter:
             f"/certificates?done=cert+rm+{name}+(version+{answer['version']})", status_code=303
         )
 
+    # -- statistics ------------------------------------------------------------------------
+    @pages.get("/stats", response_class=HTMLResponse)
+    async def stats_page(request: Request, session: Session = Depends(page_session)):
+        ctx = ctx_of(request)
+        stats = ctx.unit.stats()
+        span = request.query_params.get("range", "1h")
+        span = span if span in stats.ranges else "1h"
+        step, count = stats.ranges[span]
+        end = time.time()
+        start = end - step * count
+        units = await ctx.pair()
+        services = []
+        for vs in ctx.unit.document().virtual_service:
+            series = stats.series(vs.name, span)
+            graphs = [
+                line_chart(_pick(series, field), start, end, title, unit)
+                for field, title, unit in CHARTS["proxied" if vs.proxied else "l4"]
+            ]
+            servers = []
+            for key, group in vs.groups():
+                for rs in group.real_server:
+                    name = f"{key}/{hostport(rs.address, rs.port)}"
+                    server_series = stats.series(name, span)
+                    field = "requests" if vs.proxied else "up"
+                    servers.append(
+                        {
+                            "name": name,
+                            "latest": stats.latest(name),
+                            "chart": line_chart(
+                                _pick(server_series, field),
+                                start,
+                                end,
+                                f"{name} {field}",
+                                "",
+                                360,
+                                70,
+                            ),
+                        }
+                    )
+            services.append(
+                {
+                    "name": vs.name,
+                    "type": vs.type,
+                    "latest": stats.latest(vs.name),
+                    "graphs": graphs,
+                    "servers": servers,
+                }
+            )
+        states = timeline(
+            {u["role"]: (u["status"] or {}).get("events", []) for u in units}, start, end
+        )
+        return await render(
+            request,
+            "stats.html",
+            session,
+            services=services,
+            span=span,
+            spans=list(stats.ranges),
+            states=states,
+        )
+
     # -- HA parameters ---------------------------------------------------------------------
     @pages.get("/ha", response_class=HTMLResponse)
     async def ha(request: Request, session: Session = Depends(page_session)):
@@ -439,6 +501,22 @@ class CsrfRejected(Exception):
     pass
 
 
+CHARTS = {  # (field, title, unit) per kind of service
+    "proxied": (
+        ("requests", "requests/s", ""),
+        ("http_5xx", "5xx answers/s", ""),
+        ("bytes_out", "bytes/s to clients", "B"),
+        ("response_ms", "response time", " ms"),
+        ("current", "open connections", ""),
+    ),
+    "l4": (("connections", "new connections/s", ""),),
+}
+
+
+def _pick(series: list, field: str) -> list[tuple[float, float]]:
+    return [(t, p[field]) for t, p in series if field in p]
+
+
 def _cert_errors(error: EditError) -> dict[str, list[str]]:
     """A refused upload's problems by form field (chain, key, name), the rest general."""
     if not isinstance(error, Invalid):
@@ -503,4 +581,6 @@ def _vs_form(vs: dict) -> dict:
 
 def _live_data(ctx: WebContext) -> dict:
     doc = ctx.document()
-    return {"services": doc.get("virtual_service", []), "health": _health(ctx)}
+    stats = ctx.unit.stats()
+    traffic = {vs["name"]: stats.latest(vs["name"]) for vs in doc.get("virtual_service", [])}
+    return {"services": doc.get("virtual_service", []), "health": _health(ctx), "traffic": traffic}
