@@ -807,6 +807,12 @@ class VirtualService(_Model):
             )
         return out
 
+    def _mixed_families(self) -> bool:
+        ipv6 = ":" in self.address
+        if any((":" in rs.address) != ipv6 for rs in self.real_server):
+            return True
+        return bool(self.sorry_server) and (":" in self.sorry_server) != ipv6
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.proxied and self.protocol != "tcp":
@@ -834,7 +840,7 @@ class VirtualService(_Model):
                 raise _Problems(later)
         if self.when_down == "sorry" and not self.sorry_server:
             raise ValueError("when_down = sorry needs a sorry_server")
-        if self.type == "l4":  # NAT stays within a family (HAProxy joins the two)
+        if self.type == "l4" and self._mixed_families():  # NAT stays within a family
             ipv6 = ":" in self.address
             family = "IPv6" if ipv6 else "IPv4"
             problems = [
@@ -1131,30 +1137,39 @@ def parse_document(data: Any) -> Document:
     problem. Nothing is half-parsed: either all of it is valid or none is returned."""
     if not isinstance(data, dict):
         raise DocumentError([Problem(("document",), f"must be a table, not {type(data).__name__}")])
-    too_deep = _too_deep(data)
+    prepared, too_deep = {}, []
+    for key, value in data.items():  # one walk: lists to tuples, and nesting bounded
+        try:
+            prepared[key] = _nested(value, 2) if isinstance(value, _CONTAINERS) else value
+        except _TooDeep:
+            too_deep.append(Problem((str(key),), f"nested deeper than {MAX_DEPTH} levels"))
     if too_deep:
         raise DocumentError(too_deep)
     try:
-        return Document.model_validate(_lists_to_tuples(data))
+        return Document.model_validate(prepared)
     except ValidationError as e:
         raise DocumentError(problems_of(e)) from None
 
 
-def _too_deep(data: dict[Any, Any]) -> list[Problem]:
-    """A Problem for each top-level key whose value nests tables or lists deeper than
-    MAX_DEPTH (the document itself is level 1). Iterative, one look at each table and list:
-    what follows (and any recursive walk of the value) never meets a deeper one."""
-    problems = []
-    for key, value in data.items():
-        stack = [(value, 2)] if isinstance(value, (dict, list, tuple)) else []
-        while stack:
-            here, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                problems.append(Problem((str(key),), f"nested deeper than {MAX_DEPTH} levels"))
-                break
-            inner = here.values() if isinstance(here, dict) else here
-            stack += [(v, depth + 1) for v in inner if isinstance(v, (dict, list, tuple))]
-    return problems
+_CONTAINERS = (dict, list, tuple)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _nested(value: Any, depth: int) -> Any:
+    """value (a table or a list at `depth`; the document is level 1) with its lists as tuples
+    (strict mode takes tuples only as tuples; TOML and JSON give lists). Deeper than MAX_DEPTH
+    it stops: _TooDeep, so the recursion itself never goes deeper than that, and nothing
+    after it (pydantic, any recursive walk) meets a deeper value."""
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    if isinstance(value, dict):
+        return {
+            k: _nested(v, depth + 1) if isinstance(v, _CONTAINERS) else v for k, v in value.items()
+        }
+    return tuple(_nested(v, depth + 1) if isinstance(v, _CONTAINERS) else v for v in value)
 
 
 def _lists_to_tuples(value: Any) -> Any:
