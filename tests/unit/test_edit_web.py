@@ -370,3 +370,23 @@ def test_statistics_page_and_api_show_the_rings(browser, rest, unit):
     page = browser.get("/stats").text
     assert 'data-vs="web"' in page and "new connections/s" in page and "<svg" in page
     assert 'data-server="web/198.18.2.101:80"' in page and 'id="ha-timeline"' in page
+
+
+def test_a_service_with_pools_and_rules_round_trips_through_the_rest_api(rest, unit):
+    """The API's service body is dumped whole (defaults too) into the document: an unset
+    rule header ("") must pass there as it does when left out."""
+    vs = {
+        **VS,
+        "type": "http",
+        "pool": [{"name": "api", "real_server": [{"address": "198.18.2.102", "port": 80}]}],
+        "rule": [
+            {"host": ["api.lab.test"], "pool": "api"},
+            {"path_prefix": ["/old/"], "redirect": "/new/"},
+        ],
+    }
+    r = rest.post("/api/v1/virtual-services", json=vs)
+    assert r.status_code == 201, r.text
+    got = rest.get(f"/api/v1/virtual-services/{VS['name']}").json()
+    assert [r_["pool"] for r_ in got["rule"]] == ["api", ""] and got["pool"][0]["name"] == "api"
+    r = rest.put(f"/api/v1/virtual-services/{VS['name']}", json={**vs, "rule": [{"pool": "gone"}]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "rule", 0, "pool"]

@@ -657,6 +657,7 @@ def _header_line(value: str) -> str:
 RulePath = Annotated[UrlPath, AfterValidator(_unquoted)]
 Regex = Annotated[Text, AfterValidator(_regex)]
 HeaderName = Annotated[Text, AfterValidator(_header_name)]
+OptionalHeaderName = Annotated[Text, AfterValidator(lambda v: v and _header_name(v))]
 HeaderLine = Annotated[Text, AfterValidator(_header_line)]
 Quoteless = Annotated[Text, AfterValidator(_unquoted)]
 
@@ -681,7 +682,7 @@ class Rule(_Model):
     path_prefix: tuple[RulePath, ...] = Field((), max_length=64)  # any of these
     path_regex: Regex = ""
     method: tuple[Literal[RULE_METHODS], ...] = ()  # type: ignore[valid-type]
-    header: HeaderName = ""  # present (with header_value: containing it)
+    header: OptionalHeaderName = ""  # present (with header_value: containing it)
     header_value: Quoteless = Field("", max_length=1024)
     pool: Text = ""  # "": the service's own real servers
     redirect: Quoteless = Field("", max_length=2048)  # a URL or path: answered, not proxied

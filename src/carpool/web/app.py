@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from ..config.document import _Problems as Problems
 from . import api, pages
 from .context import Forbidden, LoginRequired, WebContext, viewer
 from .limits import BodyLimit
@@ -68,7 +69,16 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         # pydantic's list, with each error's field path kept (loc) and the input left out
         # (it may hold a password).
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        detail = []
+        for e in exc.errors():
+            inner = (e.get("ctx") or {}).get("error")
+            if isinstance(inner, Problems):  # a model's cross-field check: each at its key
+                detail += [
+                    {"loc": [*e["loc"], *p.loc], "msg": p.why, "type": "value_error"}
+                    for p in inner.problems
+                ]
+            else:
+                detail.append({"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]})
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Forbidden)
