@@ -84,3 +84,14 @@ def test_the_event_log_survives_a_restart_bounded_on_disk(tmp_path, monkeypatch,
     assert all(s <= 400 for s in sizes)
     third = EventLog(100, path, "first")
     assert third.recent()[-1]["text"] == "login 49 of admin"
+
+
+def test_a_line_without_the_fields_the_pages_read_is_skipped(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        '{"id": 1, "time": 1.0, "kind": "login", "level": "info", "unit": "first", "text": "ok"}\n'
+        '{"id": 2}\n'
+        '{"id": 3, "time": "x", "kind": "login", "level": "info", "text": "bad time"}\n'
+    )
+    log = EventLog(10, path, "first")
+    assert [e["text"] for e in log.recent()] == ["ok"] and log.seq == 1

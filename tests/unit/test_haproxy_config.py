@@ -146,10 +146,10 @@ def test_an_https_service_terminates_tls_with_its_certificates_by_sni(tmp_path):
     assert "    http-request set-header X-Forwarded-Proto https" in cfg
     assert '    http-response set-header Strict-Transport-Security "max-age=31536000"' in cfg
     assert "    bind 198.18.0.10:80\n    http-request redirect scheme https code 301" in cfg
-    assert f"weight 3 ssl verify required ca-file {tls}/lab-ca.ca.pem alpn http/1.1" in cfg
+    assert f"weight 3 ssl verify required ca-file {tls}/ca/lab-ca.pem alpn http/1.1" in cfg
     files = tls_files(doc)
-    assert sorted(files) == ["api.pem", "lab-ca.ca.pem", "www.pem"]
-    assert "PRIVATE KEY" in files["www.pem"] and "PRIVATE KEY" not in files["lab-ca.ca.pem"]
+    assert sorted(files) == ["api.pem", "ca/lab-ca.pem", "www.pem"]
+    assert "PRIVATE KEY" in files["www.pem"] and "PRIVATE KEY" not in files["ca/lab-ca.pem"]
     modern = config_text(https_doc(tls_profile="modern"), tmp_path)
     assert "alpn h2,http/1.1 ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256:" in modern
 
@@ -182,7 +182,7 @@ RULES = [
     {
         "path_regex": "^/old/[a-z]+$",
         "method": ["GET", "HEAD"],
-        "redirect": "/new/",
+        "redirect": "/new%20page/",
         "redirect_code": 301,
     },
     {
@@ -215,7 +215,10 @@ def test_content_rules_pick_a_pool_redirect_and_edit_headers_in_order(tmp_path):
         in cfg
     )
     assert f"int(3) if !{{ var({v}) -m found }} {{ req.hdr(X-Canary) -m sub 'yes' }}" in cfg
-    assert f"    http-request redirect location '/new/' code 301 if {{ var({v}) -m int 2 }}" in cfg
+    assert (
+        f"    http-request redirect location '/new%%20page/' code 301 if {{ var({v}) -m int 2 }}"
+        in cfg
+    )
     assert f"    http-request set-header X-Route 'api 100%%' if {{ var({v}) -m int 1 }}" in cfg
     assert f"    http-response del-header Server if {{ var({v}) -m int 1 }}" in cfg
     assert f"    use_backend be_app:api if {{ var({v}) -m int 1 }}" in cfg
@@ -257,6 +260,10 @@ def test_haproxy_accepts_content_rules(tmp_path):
             "virtual_service[0].rule[0].set_request_header[0]: write NAME: VALUE",
         ),
         ({"header": "Bad Name"}, "virtual_service[0].rule[0].header: not a header name"),
+        (
+            {"delete_request_header": ["X#y"]},
+            "virtual_service[0].rule[0].delete_request_header[0]: not a header name",
+        ),
         (
             {"pool": "api", "redirect": "/x"},
             "virtual_service[0].rule[0].redirect: a rule redirects or sends to a pool, not both",
@@ -305,8 +312,8 @@ def test_server_controls_fixed_order_limits_slow_start_and_a_quorum(tmp_path):
     sorry = text(
         tmp_path, min_up=2, when_down="sorry", sorry_server="198.18.2.200", real_server=servers
     )
-    assert "    use_backend be_app:sorry if { nbsrv(be_app) lt 2 }" in sorry
-    assert "backend be_app:sorry\n    server sorry 198.18.2.200:8080\n" in sorry
+    assert "    use_backend sorry_app if { nbsrv(be_app) lt 2 }" in sorry
+    assert "backend sorry_app\n    server sorry 198.18.2.200:8080\n" in sorry
     if Path("/usr/sbin/haproxy").exists():
         for config in (cfg, quorum, sorry):
             (tmp_path / "h.cfg").write_text(config)
@@ -357,6 +364,18 @@ def test_l4_fixed_takes_the_first_healthy_server_and_a_quorum_empties_the_pool()
             {"scheduler": "fixed", "min_up": 2},
             "virtual_service[0].min_up: is for rr, wrr, lc and sh",
         ),
+        (
+            {"scheduler": "fixed", "persistence": 60},
+            "virtual_service[0].persistence: scheduler fixed keeps no persistence",
+        ),
+        (
+            {"min_up": 3},
+            "virtual_service[0].min_up: 3 healthy servers needed but the service has 2",
+        ),
+        (
+            {"pool": [{"name": "p", "scheduler": "fixed", "cookie": True}]},
+            "virtual_service[0].pool[0].cookie: scheduler fixed keeps no persistence",
+        ),
     ],
 )
 def test_server_controls_are_refused_where_they_do_not_apply(change, want):
@@ -366,3 +385,13 @@ def test_server_controls_are_refused_where_they_do_not_apply(change, want):
     with pytest.raises(DocumentError) as e:
         parse_document({"interface": IFACES, "virtual_service": [{**vs, **change}]})
     assert str(e.value.problems[0]).startswith(want), e.value.problems
+
+
+def test_the_tls_directory_holds_only_what_is_served(tmp_path):
+    doc = https_doc(backend_tls=True, backend_ca="lab-ca")
+    tls = tmp_path / "tls"
+    (tls / "old").mkdir(parents=True)
+    (tls / "gone.pem").write_text("a key nothing serves")
+    _write_tls(tls, tls_files(doc))
+    found = sorted(str(p.relative_to(tls)) for p in tls.rglob("*") if p.is_file())
+    assert found == ["api.pem", "ca/lab-ca.pem", "www.pem"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -599,7 +600,9 @@ class Certificate(_Model):
 
     name: Text = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     chain: PemText = Field(min_length=1, max_length=certs.MAX_CHAIN)
-    key: PemText = Field("", max_length=certs.MAX_KEY)  # never shown once stored (config views)
+    key: PemText = Field(
+        "", max_length=certs.MAX_KEY, repr=False
+    )  # never shown once stored (config views)
 
     @model_validator(mode="after")
     def _pem(self) -> Self:
@@ -610,12 +613,14 @@ class Certificate(_Model):
         return self
 
     def info(self) -> certs.CertInfo:
-        return certs.inspect(self.chain, self.key)
+        """The chain's facts (the key was checked when the document was; not again here)."""
+        return dataclasses.replace(certs.inspect(self.chain), has_key=bool(self.key))
 
 
 # Content rules (http/https). Every value a rule gives HAProxy is written single-quoted (no
 # escapes, no variables inside), so a quote is the one character refused there.
-_HEADER_NAME = re.compile(r"[!#$%&*+.^_`|~0-9A-Za-z-]{1,64}")  # an RFC 9110 token
+# an RFC 9110 token, less what HAProxy reads specially in an unquoted word (# $ and the like)
+_HEADER_NAME = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 RULE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -638,7 +643,7 @@ def _regex(value: str) -> str:
 
 def _header_name(value: str) -> str:
     if not _HEADER_NAME.fullmatch(value):
-        raise ValueError(f"not a header name: {_shown(value)} (letters, digits, - and the like)")
+        raise ValueError(f"not a header name: {_shown(value)} (letters, digits, - _ and .)")
     return value
 
 
@@ -672,6 +677,19 @@ class Pool(_Model):
     cookie: bool = False
     check: HealthCheck = HealthCheck()
     real_server: tuple[RealServer, ...] = ()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.scheduler == "fixed" and (self.persistence or self.cookie):
+            key = "persistence" if self.persistence else "cookie"
+            raise _Problems([Problem((key,), _FIXED_STICKS)])
+        return self
+
+
+_FIXED_STICKS = (
+    "scheduler fixed keeps no persistence: a client kept on the second server would stay "
+    "there after the first came back"
+)
 
 
 class Rule(_Model):
@@ -775,6 +793,16 @@ class VirtualService(_Model):
                     f"sends port 80 to https on port 443; this service is on {self.port}",
                 )
             )
+        if self.scheduler == "fixed" and (self.persistence or self.cookie):
+            out.append(Problem(("persistence" if self.persistence else "cookie",), _FIXED_STICKS))
+        if self.min_up > len(self.real_server):
+            out.append(
+                Problem(
+                    ("min_up",),
+                    f"{self.min_up} healthy servers needed but the service has "
+                    f"{len(self.real_server)}: it would always be down",
+                )
+            )
         if self.min_up and self.scheduler == "fixed":
             out.append(
                 Problem(("min_up",), "is for rr, wrr, lc and sh (fixed sends all to one server)")
@@ -829,6 +857,7 @@ class VirtualService(_Model):
             or self.backend_tls
             or self.backend_ca
             or self.min_up
+            or self.scheduler == "fixed"
             or self.pool
             or self.rule
             or (

@@ -638,7 +638,8 @@ OPS: dict[str, type[Op]] = {
 def op_of(data: Any) -> Op:
     """An operation from its JSON form; Invalid names what is wrong with it."""
     if not isinstance(data, dict) or data.get("op") not in OPS:
-        raise invalid(("op",), f"one of {', '.join(OPS)}, not {data!r:.80}")
+        shown = data.get("op") if isinstance(data, dict) else type(data).__name__
+        raise invalid(("op",), f"one of {', '.join(OPS)}, not {shown!r:.80}")
     kind = OPS[data["op"]]
     args = {k: v for k, v in data.items() if k != "op"}
     names = {f.name for f in fields(kind)}

@@ -93,15 +93,14 @@ class Dataplanes:
 
     async def _sample_forever(self) -> None:
         step = RANGES["1h"][0]
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.sample(time.time())
             except Exception as e:  # statistics must never stop the data plane
                 self.sample_errors += 1
                 log.warning("traffic statistics: a reading failed: %s", e)
-            # on the step's grid: points of both units line up
-            await asyncio.sleep(step - (loop.time() % step) or step)
+            # on the wall clock's grid of the step: points of both units line up
+            await asyncio.sleep(step - (time.time() % step) or step)
 
     async def counters(self) -> tuple[list[tuple[str, int, int]], list[dict]]:
         """(nft rule counters, HAProxy `show stat` rows) for /metrics."""

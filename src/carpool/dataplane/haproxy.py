@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -145,11 +146,11 @@ def _conditions(rule: Rule) -> list[str]:
     return conds
 
 
-def _rules(vs: VirtualService) -> list[str]:
+def _rules(vs: VirtualService) -> tuple[list[str], list[str]]:
     """Content rules: the first rule that matches is remembered in a variable (the response
     rules need it when the request is gone), then each acts where it is the one."""
     if not vs.rule:
-        return []
+        return [], []
     lines = []
     for n, rule in enumerate(vs.rule, 1):
         first = f"!{{ var({RULE_VAR}) -m found }}"
@@ -160,7 +161,8 @@ def _rules(vs: VirtualService) -> list[str]:
         this = f"{{ var({RULE_VAR}) -m int {n} }}"
         if rule.redirect:
             lines.append(
-                f"    http-request redirect location {_q(rule.redirect)} code {rule.redirect_code} if {this}"
+                f"    http-request redirect location {_q(rule.redirect.replace('%', '%%'))} "
+                f"code {rule.redirect_code} if {this}"
             )
         for name in rule.delete_request_header:
             lines.append(f"    http-request del-header {name} if {this}")
@@ -176,9 +178,13 @@ def _rules(vs: VirtualService) -> list[str]:
             lines.append(
                 f"    http-response set-header {name.strip()} {_log_text(value.strip())} if {this}"
             )
-        if rule.pool:
-            lines.append(f"    use_backend be_{vs.name}:{rule.pool} if {this}")
-    return lines
+    # the choices of a backend go after every http-request rule (HAProxy runs those first)
+    backends = [
+        f"    use_backend be_{vs.name}:{rule.pool} if {{ var({RULE_VAR}) -m int {n} }}"
+        for n, rule in enumerate(vs.rule, 1)
+        if rule.pool
+    ]
+    return lines, backends
 
 
 def _log_text(value: str) -> str:
@@ -201,7 +207,7 @@ def cert_file(name: str) -> str:
 
 
 def ca_file(name: str) -> str:
-    return f"{name}.ca.pem"
+    return f"ca/{name}.pem"  # its own directory: no certificate's name can meet it
 
 
 def tls_files(doc: Document) -> dict[str, str]:
@@ -217,8 +223,16 @@ def tls_files(doc: Document) -> dict[str, str]:
     return out
 
 
-def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list=LOCAL_ONLY) -> str:
-    tls_dir = run_dir / "tls"
+def config_text(
+    doc: Document,
+    run_dir: Path,
+    healthy=lambda *k: True,
+    peer_list=LOCAL_ONLY,
+    tls_dir: Path | None = None,
+) -> str:
+    """HAProxy's configuration for the document; certificates read from tls_dir (default
+    run_dir/tls)."""
+    tls_dir = tls_dir or run_dir / "tls"
     (own, own_address), partner = peer_list
     tables = any(sticky(vs, g) for vs in doc.virtual_service for _, g in vs.groups())
     lines = [
@@ -256,7 +270,7 @@ def config_text(doc: Document, run_dir: Path, healthy=lambda *k: True, peer_list
                 lines += _backend(vs, healthy, tls_dir, key, group) + [""]
             if vs.min_up and vs.when_down == "sorry" and vs.sorry_server:
                 lines += [
-                    f"backend be_{vs.name}:sorry",
+                    f"backend sorry_{vs.name}",  # not be_*: a pool may be called sorry
                     f"    server sorry {hostport(vs.sorry_server, vs.port)}",
                     "",
                 ]
@@ -278,14 +292,17 @@ def _frontend(vs: VirtualService, tls_dir: Path) -> list[str]:
     else:
         lines.append(bind)
         lines.append("    http-request set-header X-Forwarded-Proto http")
+    requests, backends = _rules(vs)
+    lines += requests
     if vs.min_up:  # fewer usable servers than the quorum: the service counts as down
-        quorum = f"{{ nbsrv(be_{vs.name}) lt {vs.min_up} }}"
+        # (for the requests that go to its own servers: a rule's pool or redirect is not)
+        ruled = f"!{{ var({RULE_VAR}) -m found }} " if vs.rule else ""
+        quorum = f"{ruled}{{ nbsrv(be_{vs.name}) lt {vs.min_up} }}"
         if vs.when_down == "sorry" and vs.sorry_server:
-            lines.append(f"    use_backend be_{vs.name}:sorry if {quorum}")
+            backends.append(f"    use_backend sorry_{vs.name} if {quorum}")
         else:
             lines.append(f"    http-request deny deny_status 503 if {quorum}")
-    lines += _rules(vs)
-    lines += [f"    default_backend be_{vs.name}", ""]
+    lines += [*backends, f"    default_backend be_{vs.name}", ""]
     if vs.redirect_http:  # plain http on port 80 of the same address: to https, permanently
         lines += [
             f"frontend fe_{vs.name}_redirect",
@@ -302,6 +319,7 @@ class HaproxyDataplane:
         self.cfg_path = self.dir / "haproxy.cfg"
         self.proc: asyncio.subprocess.Process | None = None
         self.text: str | None = None
+        self.tls: dict[str, str] | None = None  # the certificate files the running config reads
         self.restarts = 0
         self.reloads = 0
         self.last_error = ""
@@ -321,14 +339,21 @@ class HaproxyDataplane:
     async def _apply(self, doc: Document, healthy, peer_list) -> bool:
         if not self.wanted(doc):
             await self.stop()
+            _remove_tls(self.dir)  # no key stays on disk that nothing serves
             return True
         text = config_text(doc, self.dir, healthy, peer_list)
-        if text == self.text and self.running:
+        wanted = tls_files(doc)
+        # a renewed certificate changes the files only, not the text: reloaded all the same
+        if text == self.text and wanted == self.tls and self.running:
             return True
         files.private_dir(self.dir)
-        _write_tls(self.dir / "tls", tls_files(doc))
+        # checked against new files in their own directory: a refused one leaves the running
+        # configuration's files as they were
+        staged = self.dir / "tls.new"
+        _remove_tls(self.dir, staged.name)
+        _write_tls(staged, wanted)
         candidate = self.dir / "haproxy.cfg.new"
-        files.write_new(candidate, text)
+        files.write_new(candidate, config_text(doc, self.dir, healthy, peer_list, staged))
         check = await asyncio.create_subprocess_exec(
             HAPROXY,
             "-c",
@@ -344,9 +369,13 @@ class HaproxyDataplane:
             log.error(
                 "HAProxy refused the new configuration, the running one stays: %s", self.last_error
             )
+            _remove_tls(self.dir, staged.name)
             return False
-        os.replace(candidate, self.cfg_path)
+        _swap_tls(self.dir, staged)
+        candidate.unlink(missing_ok=True)
+        files.write_private(self.cfg_path, text)  # as checked, reading tls/ instead of tls.new/
         live, self.text, self.last_error = self.text, text, ""
+        self.tls = wanted
         _nonlocal_bind()
         if self.running:
             saved = await self._read_tables(live)
@@ -489,17 +518,30 @@ class HaproxyDataplane:
         }
 
 
+def _remove_tls(run_dir: Path, name: str = "tls") -> None:
+    shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _swap_tls(run_dir: Path, staged: Path) -> None:
+    """The checked files become the ones HAProxy reads (the running worker has its own in
+    memory: the swap is for the reload that follows)."""
+    old = run_dir / "tls.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (run_dir / "tls").exists():
+        os.replace(run_dir / "tls", old)
+    os.replace(staged, run_dir / "tls")
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _write_tls(directory: Path, wanted: dict[str, str]) -> None:
-    """The certificates and keys HAProxy reads, 0600 in a 0700 directory; the ones no
-    service uses any more removed (a key stays on the unit only while it serves)."""
+    """The certificates and keys HAProxy reads (`NAME.pem`, CA certificates `ca/NAME.pem`),
+    0600 in a fresh 0700 directory: only what the services use is there."""
+    shutil.rmtree(directory, ignore_errors=True)
     files.private_dir(directory)
-    for path in directory.iterdir():
-        if path.name not in wanted:
-            path.unlink(missing_ok=True)
     for name, text in wanted.items():
         path = directory / name
-        if not path.exists() or path.read_text() != text:
-            files.write_private(path, text)
+        files.private_dir(path.parent)
+        files.write_private(path, text)
 
 
 def _nonlocal_bind() -> None:

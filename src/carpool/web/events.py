@@ -22,6 +22,16 @@ MAX_BYTES = 1024 * 1024
 MAX_TEXT = 2000  # characters of one event's text kept (a long message is cut, not dropped)
 
 
+def _event_shaped(event: object) -> bool:
+    """A line of ours: the fields the pages and the API read, of their types."""
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), int)
+        and isinstance(event.get("time"), (int, float))
+        and all(isinstance(event.get(k), str) for k in ("kind", "level", "text"))
+    )
+
+
 class EventLog(logging.Handler):
     def __init__(self, size: int = 500, path: str | Path | None = None, unit: str = ""):
         super().__init__(logging.INFO)
@@ -47,7 +57,7 @@ class EventLog(logging.Handler):
                     event = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(event, dict) and isinstance(event.get("id"), int):
+                if _event_shaped(event):
                     self.events.append(event)
                     self.seq = max(self.seq, event["id"])
 

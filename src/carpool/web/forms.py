@@ -136,6 +136,9 @@ def _content(text: str, errors: dict) -> dict:
     except tomllib.TOMLDecodeError as e:
         errors.setdefault("content", []).append(f"not TOML: {e}")
         return {}
+    except RecursionError:
+        errors.setdefault("content", []).append("nested too deep")
+        return {}
     extra = sorted(set(data) - {"pool", "rule"})
     if extra:
         errors.setdefault("content", []).append(
