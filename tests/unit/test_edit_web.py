@@ -364,8 +364,10 @@ pool = "nope"
 def test_statistics_page_and_api_show_the_rings(browser, rest, unit):
     unit.stats.add(100.0, {"web": {"connections": 0.0}, "web/198.18.2.101:80": {"up": 1.0}})
     unit.stats.add(105.0, {"web": {"connections": 50.0}, "web/198.18.2.101:80": {"up": 1.0}})
-    data = rest.get("/api/v1/stats").json()
+    data = rest.get("/api/v1/stats", params={"key": "web"}).json()
     assert data["step"] == 5.0 and data["series"]["web"] == [[105.0, {"connections": 10.0}]]
+    latest = rest.get("/api/v1/stats").json()["latest"]
+    assert latest == {"web": {"connections": 10.0}, "web/198.18.2.101:80": {"up": 1.0}}
     assert rest.get("/api/v1/stats", params={"range": "7d"}).status_code == 422
     page = browser.get("/stats").text
     assert 'data-vs="web"' in page and "new connections/s" in page and "<svg" in page

@@ -98,7 +98,7 @@ def test_the_rings_are_bounded_and_a_minute_is_averaged_into_the_day():
     day = stats.series("web", "24h")
     assert len(day) == 66 and all(abs(p["requests"] - 10.0) < 1e-9 for _t, p in day)
     stats.add(t, {})  # the service went: so does its history
-    assert stats.keys() == []
+    assert stats.names() == []
 
 
 def test_l4_new_connections_are_the_prerouting_counters_by_service():
@@ -125,3 +125,18 @@ def test_charts_are_svg_with_their_text_escaped():
         {"first": [{"time": 5.0, "old": "backup", "new": "master"}], "second<x>": []}, 0.0, 10.0
     )
     assert bars.count('data-state="master"') == 1 and "second&lt;x&gt;" in bars
+
+
+def test_memory_is_bounded_by_counts_and_compact_rings():
+    stats = S.Stats()
+    many = {f"vs{n}": {"requests": 0.0} for n in range(S.MAX_SERVICES + 10)}
+    many |= {f"vs0/198.18.2.{n % 250}:{n}": {"requests": 0.0} for n in range(S.MAX_SERVERS + 10)}
+    stats.add(0.0, many)
+    stats.add(5.0, many)
+    names = stats.names()
+    assert sum("/" not in k for k in names) == S.MAX_SERVICES
+    assert sum("/" in k for k in names) == S.MAX_SERVERS
+    server = next(k for k in names if "/" in k)
+    assert list(stats.rings[server]) == ["1h"]  # a server keeps the hour only
+    ring = stats.rings["vs0"]["24h"]
+    assert ring.values["requests"].itemsize == 4 and len(ring.values["requests"]) == 1440

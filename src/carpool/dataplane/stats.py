@@ -15,6 +15,8 @@ happened since. Rates are per second over the interval between two samples.
 from __future__ import annotations
 
 import collections
+import math
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,17 +38,51 @@ COUNTERS = (
 )
 GAUGES = ("current", "response_ms", "up")
 RANGES = {"1h": (5.0, 720), "24h": (60.0, 1440)}  # step s, points
-MAX_KEYS = 4096  # services and servers kept; more (an enormous document) are not sampled
+# Bounded memory: a service keeps both rings (~110 KB), a server the hour's only (~30 KB);
+# past these counts (an enormous document) the rest is not sampled: ~110 MB at the most.
+MAX_SERVICES = 512
+MAX_SERVERS = 2048
 
 
 Point = tuple[float, dict[str, float]]
+
+
+class Ring:
+    """The last `size` points of one key, compact: times as doubles and each field's values as
+    floats in fixed arrays (what a dict per point would take ten times over)."""
+
+    __slots__ = ("size", "times", "values", "next", "count")
+
+    def __init__(self, size: int, fields: Iterable[str]):
+        self.size, self.next, self.count = size, 0, 0
+        self.times = array("d", bytes(8 * size))
+        self.values = {f: array("f", bytes(4 * size)) for f in sorted(fields)}
+
+    def append(self, t: float, point: dict[str, float]) -> None:
+        i = self.next
+        self.times[i] = t
+        for name, values in self.values.items():
+            values[i] = point.get(name, math.nan)
+        self.next, self.count = (i + 1) % self.size, min(self.count + 1, self.size)
+
+    def points(self) -> list[Point]:
+        first = (self.next - self.count) % self.size
+        out = []
+        for k in range(self.count):
+            i = (first + k) % self.size
+            point = {n: float(v[i]) for n, v in self.values.items() if not math.isnan(v[i])}
+            out.append((self.times[i], point))
+        return out
+
+    def last(self) -> dict[str, float]:
+        return self.points()[-1][1] if self.count else {}
 
 
 class Stats:
     ranges = RANGES  # the web side reads them here (it does not import the data plane)
 
     def __init__(self) -> None:
-        self.rings: dict[str, dict[str, collections.deque[Point]]] = {}
+        self.rings: dict[str, dict[str, Ring]] = {}
         self._last: dict[str, tuple[float, dict[str, float]]] = {}  # the previous totals
         self._minute: dict[str, list[dict[str, float]]] = {}  # fine points of the open minute
         self._minute_start: float | None = None
@@ -61,36 +97,42 @@ class Stats:
         if self._minute_start is None:
             self._minute_start = now
         close_minute = now - self._minute_start >= RANGES["24h"][0]
-        for key, values in list(samples.items())[:MAX_KEYS]:
+        services = [k for k in samples if "/" not in k][:MAX_SERVICES]
+        servers = [k for k in samples if "/" in k][:MAX_SERVERS]
+        for key in services + servers:
+            values = samples[key]
             previous = self._last.get(key)
             self._last[key] = (now, values)
             if previous is None or now <= previous[0]:
                 continue  # a rate needs two readings
             point = _rates(values, previous[1], now - previous[0])
-            rings = self.rings.setdefault(
-                key, {name: collections.deque(maxlen=n) for name, (_s, n) in RANGES.items()}
-            )
-            rings["1h"].append((now, point))
-            self._minute.setdefault(key, []).append(point)
+            rings = self.rings.get(key)
+            if rings is None:
+                spans = RANGES if "/" not in key else {"1h": RANGES["1h"]}  # servers: the hour
+                rings = self.rings[key] = {s: Ring(n, point) for s, (_step, n) in spans.items()}
+            rings["1h"].append(now, point)
+            if "24h" in rings:
+                self._minute.setdefault(key, []).append(point)
         if close_minute:
             for key, points in self._minute.items():
                 if key in self.rings and points:
-                    self.rings[key]["24h"].append((now, _average(points)))
+                    self.rings[key]["24h"].append(now, _average(points))
             self._minute, self._minute_start = {}, now
 
     def series(self, key: str, span: str = "1h") -> list[Point]:
-        return list(self.rings.get(key, {}).get(span, ()))
+        ring = self.rings.get(key, {}).get(span)
+        return ring.points() if ring is not None else []
 
     def latest(self, key: str) -> dict[str, float]:
         ring = self.rings.get(key, {}).get("1h")
-        return dict(ring[-1][1]) if ring else {}
+        return ring.last() if ring is not None else {}
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return sorted(self.rings)
 
     def as_json(self, span: str, keys: Iterable[str] | None = None) -> dict[str, Any]:
         """The API's form: {key: [[time, {field: value}], ...]}."""
-        return {k: [[t, p] for t, p in self.series(k, span)] for k in (keys or self.keys())}
+        return {k: [[t, p] for t, p in self.series(k, span)] for k in (keys or self.names())}
 
 
 def _rates(values: dict[str, float], before: dict[str, float], dt: float) -> dict[str, float]:

@@ -256,7 +256,8 @@ def router() -> APIRouter:
     @api.get(
         "/stats",
         dependencies=read,
-        summary="Traffic per service and real server: rates per second and gauges over time",
+        summary="Traffic per service and real server: the latest rates and gauges of each, "
+        "or one key's series over the range",
     )
     async def stats(
         request: Request,
@@ -264,8 +265,12 @@ def router() -> APIRouter:
         key: str | None = Query(None, max_length=300, description="one service or server"),
     ) -> dict:
         data = ctx_of(request).unit.stats()
-        keys = [key] if key else None
-        return {"range": range, "step": data.ranges[range][0], "series": data.as_json(range, keys)}
+        answer: dict = {"range": range, "step": data.ranges[range][0]}
+        if key:  # one series at a time: all of them would be megabytes
+            answer["series"] = data.as_json(range, [key])
+        else:
+            answer["latest"] = {k: data.latest(k) for k in data.names()}
+        return answer
 
     # -- certificates ----------------------------------------------------------------------
     def cert_rows(request: Request) -> list[dict]:

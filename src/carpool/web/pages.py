@@ -333,7 +333,10 @@ def router() -> APIRouter:
         start = end - step * count
         units = await ctx.pair()
         services = []
-        for vs in ctx.unit.document().virtual_service:
+        everything = ctx.unit.document().virtual_service
+        chosen = request.query_params.get("service")
+        shown = [v for v in everything if v.name == chosen] if chosen else everything[:STATS_SHOWN]
+        for vs in shown:
             series = stats.series(vs.name, span)
             graphs = [
                 line_chart(_pick(series, field), start, end, title, unit)
@@ -380,6 +383,7 @@ def router() -> APIRouter:
             span=span,
             spans=list(stats.ranges),
             states=states,
+            more=[v.name for v in everything[STATS_SHOWN:]] if not chosen else [],
         )
 
     # -- HA parameters ---------------------------------------------------------------------
@@ -501,6 +505,7 @@ class CsrfRejected(Exception):
     pass
 
 
+STATS_SHOWN = 50  # services drawn on one statistics page (more: one at a time, ?service=)
 CHARTS = {  # (field, title, unit) per kind of service
     "proxied": (
         ("requests", "requests/s", ""),
