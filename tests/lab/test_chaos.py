@@ -1,9 +1,9 @@
-"""A short chaos campaign (issue 11) in `make test`: fixed seeds, 15 random faults on the fast
+"""A short chaos campaign (issue 11) in `make test`: a fixed seed, 10 random faults on the fast
 profile (seed 11: one-way on every path and on one, crash + killall of both units, freeze of
-the worker and of whole units, reboots, a flap, blocked adverts, a server stopped under load),
-then 6 on the default one (seed 5: two partitions with a change on each side, one-way, killall,
-a flap); every invariant holds and the canary (a double holder made by hand) is caught. The
-long campaign is bench/chaos.py."""
+the worker and of whole units, reboots); every invariant holds and the canary (a double holder
+made by hand) is caught. The default profile's campaign (75 s for 6 faults) left `make test`
+to keep it under 20 minutes: it runs in bench/chaos.py (200 faults a profile) and in the spot
+campaigns recorded at each stop (BENCHMARKS.md, "Chaos campaigns")."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from carpool.lab.chaos_report import summary_table
 LAB_OPTIONS = {"fast": True}
 
 
-@pytest.mark.parametrize(
-    "fast, faults, seed", [(True, 15, 11), (False, 6, 5)], ids=["fast", "default"]
-)
+@pytest.mark.parametrize("fast, faults, seed", [(True, 10, 11)], ids=["fast"])
 def test_short_campaign_holds_every_invariant(lab, tmp_path, fast, faults, seed):
     result = run_campaign(
         lab, faults=faults, seed=seed, fast=fast, report_dir=tmp_path, say=lambda text: None
