@@ -291,7 +291,8 @@ def test_started_together_one_master(pair):
 @pytest.mark.parametrize(
     ("pair", "how"),
     [
-        (UCARP, "sigterm"),
+        # ucarp sees the supervisor's bow-out (a killed worker); a worker's own bow-out on
+        # SIGTERM is keepalived's case below, and carpool's partner's in test_failover
         (UCARP, "sigkill-daemon"),
         # keepalived's IPv4 instance takes carpool's adverts and yields in the preemption
         # tests; the failover both ways runs over IPv6 (a 25 s test less in make test)
