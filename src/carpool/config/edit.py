@@ -266,12 +266,17 @@ def _servers(doc: dict[str, Any], n: int, create: bool = False) -> list[dict[str
     return _tables(_services(doc)[n], "real_server", ("virtual_service", n), create)
 
 
-def _service(doc: dict[str, Any], name: str) -> int:
-    for n, vs in enumerate(_services(doc)):
-        if vs.get("name") == name:
+def _named(items: list[dict[str, Any]], name: str, table: str, what: str) -> int:
+    """The index of the item called `name`, or NotFound naming the ones there are."""
+    for n, item in enumerate(items):
+        if item.get("name") == name:
             return n
-    names = ", ".join(str(v.get("name")) for v in _services(doc)) or "none"
-    raise NotFound(f"virtual_service[{name}]", f"no virtual service {name!r} (there are: {names})")
+    names = ", ".join(str(i.get("name")) for i in items) or "none"
+    raise NotFound(f"{table}[{name}]", f"no {what} {name!r} (there are: {names})")
+
+
+def _service(doc: dict[str, Any], name: str) -> int:
+    return _named(_services(doc), name, "virtual_service", "virtual service")
 
 
 def _server(doc: dict[str, Any], n: int, address: Any, port: Any) -> int | None:
@@ -503,11 +508,7 @@ def _certificates(doc: dict[str, Any], create: bool = False) -> list[dict[str, A
 
 
 def _certificate(doc: dict[str, Any], name: str) -> int:
-    for n, cert in enumerate(_certificates(doc)):
-        if cert.get("name") == name:
-            return n
-    names = ", ".join(str(c.get("name")) for c in _certificates(doc)) or "none"
-    raise NotFound(f"certificate[{name}]", f"no certificate {name!r} (there are: {names})")
+    return _named(_certificates(doc), name, "certificate", "certificate")
 
 
 @dataclass(frozen=True)

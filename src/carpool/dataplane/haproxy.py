@@ -164,20 +164,16 @@ def _rules(vs: VirtualService) -> tuple[list[str], list[str]]:
                 f"    http-request redirect location {_q(rule.redirect.replace('%', '%%'))} "
                 f"code {rule.redirect_code} if {this}"
             )
-        for name in rule.delete_request_header:
-            lines.append(f"    http-request del-header {name} if {this}")
-        for line in rule.set_request_header:
-            name, _, value = line.partition(":")
-            lines.append(
-                f"    http-request set-header {name.strip()} {_log_text(value.strip())} if {this}"
-            )
-        for name in rule.delete_response_header:
-            lines.append(f"    http-response del-header {name} if {this}")
-        for line in rule.set_response_header:
-            name, _, value = line.partition(":")
-            lines.append(
-                f"    http-response set-header {name.strip()} {_log_text(value.strip())} if {this}"
-            )
+        for side, deleted, set_ in (
+            ("request", rule.delete_request_header, rule.set_request_header),
+            ("response", rule.delete_response_header, rule.set_response_header),
+        ):
+            lines += [f"    http-{side} del-header {name} if {this}" for name in deleted]
+            for line in set_:
+                name, _, value = line.partition(":")
+                lines.append(
+                    f"    http-{side} set-header {name.strip()} {_log_text(value.strip())} if {this}"
+                )
     # the choices of a backend go after every http-request rule (HAProxy runs those first)
     backends = [
         f"    use_backend be_{vs.name}:{rule.pool} if {{ var({RULE_VAR}) -m int {n} }}"
