@@ -621,4 +621,6 @@ def warnings(
             f"vhid {status.get('vhid')} is also used by {f['source']} on "
             f"{f['interface']} ({f['kind']}, last heard {f['last_ago']:g} s ago)",
         )
+    for text in certs.warnings(status.get("certificates") or [], now):
+        warn(Warn.CERTIFICATE, text)
     return out

@@ -8,9 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import certs
 from ..config.ha import Config
-from ..terms import Warn
 from . import findings
 from .advert import AdvertPaths
 from .control import Access
@@ -114,10 +112,6 @@ def unit_status(p: StatusParts) -> dict:
     warnings = findings.warnings(
         status, p.config.sync.partner_ha, p.doctor.recent_foreign(), time.time()
     )
-    warnings += [
-        findings.StatusWarning(Warn.CERTIFICATE, text)
-        for text in certs.warnings(status["certificates"], time.time())
-    ]
     status["warnings"] = [str(w) for w in warnings]
     status["warning_kinds"] = [w.kind.value for w in warnings]  # the kind of each, in order
     return status
