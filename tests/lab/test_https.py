@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import stat
+import subprocess
+import time
 
 import pytest
 from webclient import client, other, wui_ready
@@ -348,3 +351,121 @@ def test_a_renewed_certificate_is_served_at_once(lab, site, ca_file):
         10,
         what="the renewed certificate served",
     )
+
+
+# A client holding one HTTP/1.1 connection: each line on stdin is a path to GET on it; each
+# answer a JSON line (the body, or the error that ended the connection), with seconds taken.
+_HOLDER = (
+    "import http.client, json, sys, time\n"
+    "conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=20)\n"
+    "conn.connect()\n"
+    "conn.auto_open = 0  # a reset connection must not be opened again behind our back\n"
+    "print(json.dumps({'open': True}), flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    start = time.monotonic()\n"
+    "    try:\n"
+    "        conn.request('GET', line.strip())\n"
+    "        out = {'body': conn.getresponse().read().decode().strip()}\n"
+    "    except Exception as e:\n"
+    "        out = {'error': type(e).__name__}\n"
+    "    out['seconds'] = round(time.monotonic() - start, 2)\n"
+    "    print(json.dumps(out), flush=True)\n"
+)
+
+
+class Holder:
+    """One connection from cp-c1 to VIP:port, kept across the test's steps."""
+
+    def __init__(self, lab, port: int):
+        self.proc = lab.spawn(
+            CLIENT,
+            [lab.python(), "-I", "-c", _HOLDER, VIP, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.answer() == {"open": True}
+
+    def answer(self) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        assert ready, "the holding client did not answer within 30 s"
+        return json.loads(self.proc.stdout.readline() or "{}")
+
+    def get(self, path: str) -> dict:
+        self.proc.stdin.write(path + "\n")
+        self.proc.stdin.flush()
+        return self.answer()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.mark.parametrize("kind", ["l4", "http"])
+def test_drain_finishes_established_connections_then_cuts_them_at_the_timeout(
+    healed_lab, site, kind
+):
+    """A server set to weight 0 gets no new connections and its established ones go on; at
+    the service's drain_timeout what is left is cut: an L4 flow is reset on its next packet,
+    an http request still running on the server is closed (in the worker the drain's reload
+    left finishing it)."""
+    lab = healed_lab
+    port, timeout = (8090, 4) if kind == "l4" else (8091, 3)
+    servers = [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2)]
+    service = {
+        "name": f"drain-{kind}",
+        "address": VIP,
+        "port": port,
+        "type": kind,
+        "scheduler": "fixed",
+        "drain_timeout": timeout,
+        "check": {"type": "tcp", "interval": 0.3, "timeout": 0.3, "rise": 1, "fall": 1},
+        "real_server": servers,
+    }
+    active = lab.wait_for_master()
+
+    def answers(n: int = 3) -> set[str]:
+        return {
+            (lambda r: r[2] if r[0] == "200" else r[0])(fetch(lab, "", f"http://{VIP}:{port}/"))
+            for _ in range(n)
+        }
+
+    with client(active, lab=lab) as c:
+        assert c.post("/api/v1/virtual-services", json=service).status_code == 201
+        holder = None
+        try:
+            lab.wait_for(lambda: answers() == {"cp-r1"}, 15, what="fixed: cp-r1 takes all")
+            holder = Holder(lab, port)
+            if kind == "l4":
+                assert holder.get("/").get("body") == "cp-r1"
+            else:  # a request the server answers after 20 s: in flight through the drain
+                holder.proc.stdin.write("/slow/20\n")
+                holder.proc.stdin.flush()
+            drained = [{**servers[0], "weight": 0}, servers[1]]
+            r = c.put(
+                f"/api/v1/virtual-services/{service['name']}",
+                json={**service, "real_server": drained},
+            )
+            assert r.status_code == 200, r.text
+            lab.wait_for(lambda: answers() == {"cp-r2"}, 10, what="new connections to cp-r2")
+            if kind == "l4":
+                kept = holder.get("/")  # before the timeout: the established flow goes on
+                assert kept.get("body") == "cp-r1", kept
+                cut = {}
+                for _ in range(40):  # at most ~20 s: the flow is reset on a packet past the timeout
+                    cut = holder.get("/")
+                    if "error" in cut:
+                        break
+                    assert cut.get("body") == "cp-r1", cut
+                    time.sleep(0.5)  # the client's pace, not a wait for a state
+                assert cut.get("error") in ("ConnectionResetError", "RemoteDisconnected"), cut
+            else:
+                cut = holder.answer()  # cut before cp-r1 answered: HAProxy says 502
+                assert "error" in cut or "502 Bad Gateway" in cut["body"], cut
+                assert timeout - 1 <= cut["seconds"] < 15, cut
+            log = lab.log_tail(active, 400)
+            assert f"drain timeout ({timeout} s) of drain-{kind}/198.18.2.101:80 ran out" in log
+        finally:
+            if holder is not None:
+                holder.close()
+            assert c.delete(f"/api/v1/virtual-services/{service['name']}").status_code == 200

@@ -109,6 +109,9 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
 async def against(tmp_path, bad, body: Callable[[SyncService, dict], Awaitable[None]]) -> None:
     """A fake partner on 127.0.0.1 that misbehaves while mode["bad"], then is the real one."""
     partner = service(tmp_path / "partner", "second")
+    # the real partner takes "relay" messages: the relay's connection to it stays (without,
+    # it would last one round trip, too short to be seen by a poll on a fast machine)
+    AdvertRelay(partner, lambda *a: None, lambda: "master", lambda: None)
     mode = {"bad": True, "connections": 0}
 
     async def handler(reader, writer) -> None:

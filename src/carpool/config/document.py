@@ -450,6 +450,7 @@ ADDED_LATER_VS: dict[str, object] = {
     "pool": [],
     "rule": [],
     "min_up": 0,
+    "drain_timeout": 0,
 }
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -745,6 +746,8 @@ class VirtualService(_Model):
     sorry_server: OptionalUnicastIP = ""
     snat: bool = False  # l4: source-NAT to the shared address on the servers' side
     min_up: int = Field(0, ge=0, le=256)  # fewer healthy servers: the service is down (sorry)
+    # s a draining server's (weight 0, disabled) connections may take to finish; 0 = no limit
+    drain_timeout: int = Field(0, ge=0, le=86400)
     # https: certificate names ([[certificate]]), the first the default for clients without
     # SNI or naming no other; TLS versions and ciphers; Strict-Transport-Security max-age (s)
     certificate: tuple[Text, ...] = Field((), max_length=64)

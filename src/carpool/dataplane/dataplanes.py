@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import events
+from ..family import hostport
 from .conntrack import ConntrackSync
+from .drain import Drain, Drains
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
@@ -34,12 +36,16 @@ class Dataplanes:
         self.state_sync = ConntrackSync(Path(state_dir) / "conntrackd")
         self.stats = Stats()
         self.sample_errors = 0
+        self.drains = Drains()  # on the loop's clock
+        self.cut: frozenset[Drain] = frozenset()  # drains run out and acted on
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     async def start(self, cfg, pinger) -> None:
         self.cfg = cfg
         self.health.pinger = pinger
         self.health.update(cfg.document)
-        await self.l4.apply(cfg.document, self.health.healthy)
+        self._drains_changed()
+        await self.l4.apply(cfg.document, self.health.healthy, self.cut)
         await self.l7.apply(cfg, self.health.healthy)
         await self.state_sync.apply(cfg)
         self.spawn(self._sample_forever())
@@ -48,7 +54,8 @@ class Dataplanes:
         """A new version: servers and services at once; conntrackd if its settings moved."""
         self.cfg = cfg
         self.health.update(cfg.document)
-        self.spawn(self.l4.apply(cfg.document, self.health.healthy))
+        self._drains_changed()
+        self.spawn(self.l4.apply(cfg.document, self.health.healthy, self.cut))
         self.spawn(self.l7.apply(cfg, self.health.healthy))
         if ha_changed:
             self.spawn(self.state_sync.apply(cfg))
@@ -66,7 +73,48 @@ class Dataplanes:
         if vs.proxied:  # the runtime API: no reload for a health flip
             self.spawn(self.l7.set_server(name, group, address, port, up))
         else:
-            self.spawn(self.l4.apply(doc, self.health.healthy))
+            self.spawn(self.l4.apply(doc, self.health.healthy, self.cut))
+
+    def _drains_changed(self) -> None:
+        """A new document: draining servers start (or keep) their clocks; the cut ones that
+        are back in the pool are no longer cut."""
+        loop = asyncio.get_running_loop()
+        if self.cfg is not None and self.cfg.document is not None:
+            self.drains.update(self.cfg.document, loop.time())
+        self.cut &= self.drains.expired(loop.time())
+        self._drain_due(apply=False)
+
+    def _drain_due(self, apply: bool = True) -> None:
+        """Cuts what is left on the servers whose drain ran out; waits for the next one."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        doc = self.cfg.document if self.cfg is not None else None
+        fresh = self.drains.expired(now) - self.cut
+        if fresh and doc is not None:
+            self.cut |= fresh
+            services = {v.name: v for v in doc.virtual_service}
+            for d in sorted(fresh, key=lambda d: (d.key, d.address, d.port)):
+                vs = services.get(d.service)
+                group = None if vs is None else dict(vs.groups()).get(d.key)
+                if vs is None or group is None:
+                    continue
+                log.info(
+                    "drain timeout (%d s) of %s/%s ran out: %s",
+                    d.timeout,
+                    d.key,
+                    hostport(d.address, d.port),
+                    "its sessions are closed" if vs.proxied else "its flows are reset",
+                )
+                if vs.proxied:
+                    self.spawn(self.l7.shutdown_sessions(d.key, group, d.address, d.port))
+            if apply and any(
+                not services[d.service].proxied for d in fresh if d.service in services
+            ):
+                self.spawn(self.l4.apply(doc, self.health.healthy, self.cut))
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        deadline = self.drains.deadline(now)
+        self._drain_timer = None if deadline is None else loop.call_at(deadline, self._drain_due)
 
     def servers(self) -> list[dict]:
         return self.health.status()
@@ -107,6 +155,8 @@ class Dataplanes:
         return await self.l4.counters(), await self.l7.stats()
 
     async def stop(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         self.health.close()
         await self.l4.clear()
         await self.l7.stop()

@@ -438,6 +438,9 @@ class HaproxyDataplane:
             HAPROXY,
             "-W",
             "-db",
+            # the master's CLI reaches every worker, also the old ones a reload left finishing
+            "-S",
+            f"{self.dir / 'master.sock'},mode,600",
             "-f",
             str(self.cfg_path),
             stdin=asyncio.subprocess.DEVNULL,
@@ -477,10 +480,35 @@ class HaproxyDataplane:
                 state = "ready" if up and rs.enabled else "maint"
                 await self.runtime(f"set server be_{key}/{server_name(n)} state {state}")
 
-    async def runtime(self, command: str, quiet: bool = False) -> str:
+    async def shutdown_sessions(
+        self, key: str, group: VirtualService | Pool, address: str, port: int
+    ) -> int:
+        """Closes the sessions of a server of backend be_KEY in every worker (the current one
+        and those a reload left finishing, whose proxies are stopped: `shutdown sessions server`
+        refuses there, so each session is shut by its id); returns how many were closed."""
+        names = {
+            server_name(n)
+            for n, rs in enumerate(group.real_server)
+            if (rs.address, rs.port) == (address, port)
+        }
+        # the master's CLI answers and keeps the connection open: each command ends with quit
+        master = "master.sock"
+        closed = 0
+        for pid in workers(await self.runtime("show proc; quit", socket=master)):
+            listing = await self.runtime(f"@!{pid} show sess; quit", socket=master)
+            ids = sessions_of(listing, f"be_{key}", names)
+            for at in range(0, len(ids), 100):
+                shut = "; ".join(f"@!{pid} shutdown session {i}" for i in ids[at : at + 100])
+                await self.runtime(f"{shut}; quit", socket=master)
+            closed += len(ids)
+        if closed:
+            log.info("HAProxy: %d sessions on %s of be_%s closed", closed, sorted(names), key)
+        return closed
+
+    async def runtime(self, command: str, quiet: bool = False, socket: str = "haproxy.sock") -> str:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.dir / "haproxy.sock")), 2
+                asyncio.open_unix_connection(str(self.dir / socket)), 2
             )
             writer.write(command.encode() + b"\n")
             await writer.drain()
@@ -512,6 +540,20 @@ class HaproxyDataplane:
             "restarts": self.restarts,
             "last_error": self.last_error,
         }
+
+
+def workers(show_proc: str) -> list[str]:
+    """The workers' PIDs in the master CLI's `show proc` answer (current and old ones)."""
+    return re.findall(r"^(\d+)\s+worker\b", show_proc, re.M)
+
+
+def sessions_of(show_sess: str, backend: str, servers: set[str]) -> list[str]:
+    """The ids of the sessions on the named servers of a backend in a `show sess` answer."""
+    return [
+        m[1]
+        for m in re.finditer(r"^(0x[0-9a-f]+): .*?\bbe=(\S+) srv=(\S+)", show_sess, re.M)
+        if m[2] == backend and m[3] in servers
+    ]
 
 
 def _remove_tls(run_dir: Path, name: str = "tls") -> None:

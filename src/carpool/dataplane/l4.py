@@ -14,6 +14,7 @@ import time
 from .. import events
 from ..config.document import Document
 from . import nft
+from .drain import Drain
 
 log = events.logger("carpool.l4", events.Kind.DATAPLANE)
 FORWARD = {"ip": "/proc/sys/net/ipv4/ip_forward", "ip6": "/proc/sys/net/ipv6/conf/all/forwarding"}
@@ -60,8 +61,9 @@ class L4Dataplane:
         self.last_apply: float | None = None
         self._lock = asyncio.Lock()
 
-    async def apply(self, doc: Document, healthy) -> bool:
-        ruleset = nft.ruleset(doc, healthy)
+    async def apply(self, doc: Document, healthy, cut: frozenset[Drain] = frozenset()) -> bool:
+        """cut: draining servers whose flows are reset (their drain timeout ran out)."""
+        ruleset = nft.ruleset(doc, healthy, cut)
         async with self._lock:
             if ruleset == self.applied:
                 return True

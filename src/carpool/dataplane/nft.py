@@ -17,7 +17,9 @@ scheduled as above. Servers that are disabled, weight 0 or down by health check 
 everything to its sorry server. Established connections are never touched by a ruleset change:
 NAT is decided on a connection's first packet and kept by conntrack.
 With `snat`, chain `postrouting` source-NATs the service's traffic to the servers (for servers
-that do not route through the active unit).
+that do not route through the active unit). A draining server past its service's drain timeout
+(drain.py) gets a rule in chain `forward` that resets each of its flows on their next packet,
+either way (UDP: port unreachable), while it stays drained.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import zlib
 
 from .. import family
 from ..config.document import Document, VirtualService
+from .drain import Drain
 
 TABLE = "carpool"
 FAMILY = family.IPV4.nft  # the IPv4 table's; FAMILIES: both
@@ -202,9 +205,44 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
     return rules
 
 
-def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
-    """The whole nft JSON document that replaces tables ip carpool and ip6 carpool."""
+def _ct(key: str, direction: str, value) -> dict:
+    left = {"ct": {"key": key, "dir": direction}}
+    return {"match": {"op": "==", "left": left, "right": value}}
+
+
+def cut_rule(vs: VirtualService, drain: Drain) -> list[dict]:
+    """Resets the established flows of a service to a server whose drain ran out (chain
+    forward: every packet of the flow, the client's and the server's)."""
+    f = family.of(vs.address)
+    if vs.protocol == "tcp":
+        verdict: dict = {"reject": {"type": "tcp reset"}}
+    else:
+        verdict = {"reject": {"type": f.icmp, "expr": "port-unreachable"}}
+    return [
+        {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": vs.protocol}},
+        _ct(f"{f.nft} daddr", "original", vs.address),
+        _ct("proto-dst", "original", vs.port),
+        _ct(f"{f.nft} saddr", "reply", drain.address),
+        _ct("proto-src", "reply", drain.port),
+        {"counter": None},
+        verdict,
+    ]
+
+
+def ruleset(
+    doc: Document,
+    healthy=lambda vs, address, port: True,
+    cut: frozenset[Drain] = frozenset(),
+) -> dict:
+    """The whole nft JSON document that replaces tables ip carpool and ip6 carpool; `cut`:
+    the draining servers whose timeout ran out."""
     cmds: list[dict] = []
+    # chain forward only while it cuts: an empty filter hook would still see every packet
+    cutting = {
+        family_of(v.address)
+        for v in doc.virtual_service
+        if v.type == "l4" and any(d.key == v.name for d in cut)
+    }
     for nft_family in FAMILIES:
         table = {"family": nft_family, "name": TABLE}
         # add + delete + add in one transaction: the table is replaced whole, atomically
@@ -213,11 +251,12 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
             {"delete": {"table": dict(table)}},
             {"add": {"table": dict(table)}},
         ]
-        for name, hook, prio in (
-            ("prerouting", "prerouting", -100),
-            ("postrouting", "postrouting", 100),
+        for name, kind, prio in (
+            ("prerouting", "nat", -100),
+            ("postrouting", "nat", 100),
+            *([("forward", "filter", 0)] if nft_family in cutting else []),
         ):
-            chain = {"name": name, "type": "nat", "hook": hook, "prio": prio, "policy": "accept"}
+            chain = {"name": name, "type": kind, "hook": name, "prio": prio, "policy": "accept"}
             cmds.append({"add": {"chain": {"family": nft_family, "table": TABLE, **chain}}})
     for vs in doc.virtual_service:
         if vs.type != "l4":
@@ -258,6 +297,11 @@ def ruleset(doc: Document, healthy=lambda vs, address, port: True) -> dict:
         cmds += [rule("prerouting", expr) for expr in service_rules(vs, healthy)]
         if vs.snat:
             cmds += [rule("postrouting", expr) for expr in snat_rules(doc, vs)]
+        cmds += [
+            rule("forward", cut_rule(vs, d))
+            for d in sorted(cut, key=lambda d: (d.address, d.port))
+            if d.key == vs.name
+        ]
     return {"nftables": cmds}
 
 

@@ -2,6 +2,7 @@
 
     GET /          -> "<name>\\n"            (e.g. "cp-r1\\n"), header X-Server: <name>
     GET /bytes/N   -> N bytes of "x" (N <= 64 MiB), for throughput runs
+    GET /slow/N    -> "<name>\\n" after N seconds (N <= 30): a request still in flight
     anything else  -> 404
 
 Run inside a namespace as `python -m carpool.lab.servers --name cp-r1 --pid-file F`; the pid file
@@ -17,11 +18,13 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import files
 
 MAX_BYTES = 64 * 1024 * 1024
+MAX_SLOW = 30
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,6 +39,9 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         status, body = 200, b""
         if path == "/":
+            body = f"{self.name}\n".encode()
+        elif path.startswith("/slow/") and path[6:].isdigit() and int(path[6:]) <= MAX_SLOW:
+            time.sleep(int(path[6:]))
             body = f"{self.name}\n".encode()
         elif path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
             body = b"x" * int(path[7:])

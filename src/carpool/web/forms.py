@@ -20,6 +20,7 @@ VS_FIELDS = (
     "type",
     "scheduler",
     "persistence",
+    "drain_timeout",
     "check_type",
     "check_path",
     "real_servers",
@@ -94,6 +95,7 @@ def vs_from_form(form: dict, old: dict | None = None) -> dict:
     )
     vs["port"] = _int(form, "port", errors)
     vs["persistence"] = _int(form, "persistence", errors, default=0)
+    vs["drain_timeout"] = _int(form, "drain_timeout", errors, default=0)
     # TLS: certificates as "www, api" (the first the default); set only where they apply, so
     # an l4 or http service keeps none of them
     names = [n.strip() for n in (form.get("certificate") or "").replace(",", " ").split()]

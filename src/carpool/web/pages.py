@@ -571,6 +571,7 @@ def _vs_form(vs: dict) -> dict:
         "type": vs["type"],
         "scheduler": vs["scheduler"],
         "persistence": str(vs["persistence"]),
+        "drain_timeout": str(vs.get("drain_timeout", 0)),
         "check_type": vs["check"]["type"],
         "check_path": vs["check"]["path"],
         "real_servers": servers_text(vs),
