@@ -295,46 +295,66 @@ def test_fixed_order_and_a_quorum_follow_the_servers_health(healed_lab, site):
                 assert c.delete(f"/api/v1/virtual-services/{s['name']}").status_code == 200
 
 
-def test_statistics_count_what_the_client_sent(lab, site):
-    """The traffic statistics of a service count exactly the requests a client sent (sampled
-    every 5 s; a rate times its interval is the requests in it), per server too."""
+def summed(points: list, since: float, field: str) -> float:
+    """What a rate series counted after `since`: each rate times its interval."""
+    times = [t for t, _p in points]
+    return sum(
+        p.get(field, 0.0) * (t - before)
+        for (t, p), before in zip(points[1:], times, strict=False)
+        if before >= since
+    )
+
+
+@pytest.mark.parametrize("kind", ["http", "l4"])
+def test_statistics_count_what_the_client_sent(lab, site, kind):
+    """The traffic statistics of a service count exactly the requests (http) or connections
+    (l4) a client sent, per server too, and the bytes it got (sampled every 5 s; a rate times
+    its interval is what happened in it); l4 also counts the flows open at a sample."""
     active = lab.wait_for_master()
+    name, port, size = f"counted-{kind}", 8083 if kind == "http" else 8084, 10_000
     service = {
-        "name": "counted",
+        "name": name,
         "address": VIP,
-        "port": 8083,
-        "type": "http",
+        "port": port,
+        "type": kind,
         "check": {"type": "tcp", "interval": 1.0},
         "real_server": [{"address": f"198.18.2.10{i}", "port": 80} for i in (1, 2)],
     }
+    field = "requests" if kind == "http" else "connections"
     with client(active, lab=lab) as c:
         assert c.post("/api/v1/virtual-services", json=service).status_code == 201
 
         def series(key: str) -> list:
             return c.get("/api/v1/stats", params={"key": key}).json()["series"][key]
 
+        holder = None
         try:
-            lab.wait_for(lambda: len(series("counted")) >= 1, 20, what="a first rate sampled")
-            baseline = series("counted")[-1][0]
+            lab.wait_for(lambda: len(series(name)) >= 1, 20, what="a first rate sampled")
+            baseline = series(name)[-1][0]
             sent = 40
             for _ in range(sent):
-                assert fetch(lab, "", f"http://{VIP}:8083/")[0] == "200"
-
-            def counted(key: str) -> float:
-                points = series(key)
-                times = [t for t, _p in points]
-                return sum(
-                    p.get("requests", 0.0) * (t - before)
-                    for (t, p), before in zip(points[1:], times, strict=False)
-                    if before >= baseline
-                )
-
-            lab.wait_for(lambda: round(counted("counted")) >= sent, 20, what="the requests counted")
-            assert round(counted("counted")) == sent
-            per_server = [counted(f"counted/198.18.2.10{i}:80") for i in (1, 2)]
+                assert fetch(lab, "", f"http://{VIP}:{port}/bytes/{size}")[0] == "200"
+            lab.wait_for(
+                lambda: round(summed(series(name), baseline, field)) >= sent,
+                20,
+                what="the requests counted",
+            )
+            assert round(summed(series(name), baseline, field)) == sent
+            keys = [f"{name}/198.18.2.10{i}:80" for i in (1, 2)]
+            per_server = [summed(series(k), baseline, field) for k in keys]
             assert round(sum(per_server)) == sent and all(n > 0 for n in per_server)
+            sent_bytes = summed(series(name), baseline, "bytes_out")
+            assert sent * size <= sent_bytes <= sent * (size + 1000), sent_bytes  # + headers
+            if kind == "l4":
+                holder = Holder(lab, port)  # one connection left open
+                lab.wait_for(
+                    lambda: series(name)[-1][1].get("current") == 1, 20, what="one open flow"
+                )
+                assert sum(series(k)[-1][1].get("current", 0) for k in keys) == 1
         finally:
-            assert c.delete("/api/v1/virtual-services/counted").status_code == 200
+            if holder is not None:
+                holder.close()
+            assert c.delete(f"/api/v1/virtual-services/{name}").status_code == 200
 
 
 def test_a_renewed_certificate_is_served_at_once(lab, site, ca_file):

@@ -43,11 +43,13 @@ def l4(**over):
     return {"name": "web6", "address": "2001:2::10", "port": 80, "real_server": RS6} | over
 
 
-def rules(d, family="ip6"):
+def rules(d, family="ip6", chains=("prerouting", "postrouting")):
     return [
         c["add"]["rule"]
         for c in nft.ruleset(d)["nftables"]
-        if "rule" in c.get("add", {}) and c["add"]["rule"]["family"] == family
+        if "rule" in c.get("add", {})
+        and c["add"]["rule"]["family"] == family
+        and c["add"]["rule"]["chain"] in chains
     ]
 
 

@@ -6,8 +6,9 @@ to services and servers; the charts are SVG with every text escaped."""
 from __future__ import annotations
 
 from carpool.config.document import parse_document
+from carpool.dataplane import nft
 from carpool.dataplane import stats as S
-from carpool.dataplane.l4 import new_connections
+from carpool.dataplane.l4 import new_connections, parse_flows
 from carpool.web.charts import line_chart, timeline
 
 DOC = parse_document(
@@ -65,7 +66,7 @@ HEALTH = [{"service": "web:api", "address": "198.18.2.102", "port": 80, "up": Fa
 
 
 def test_rows_counters_and_health_map_to_services_and_servers():
-    got = S.samples(DOC, ROWS, {"tcp": 7.0}, HEALTH)
+    got = S.samples(DOC, ROWS, {"tcp": {"connections": 7.0}}, HEALTH)
     assert got["web"]["requests"] == 40 and got["web"]["http_5xx"] == 2
     assert got["web"]["response_ms"] == 3 and got["web"]["bytes_out"] == 5000
     assert got["web/198.18.2.101:80"]["requests"] == 30 and got["web/198.18.2.101:80"]["up"] == 1
@@ -113,7 +114,57 @@ def test_l4_new_connections_are_the_prerouting_counters_by_service():
 	}
 }"""
     assert new_connections(listing) == [("tcp", 12), ("other", 3)]
-    assert S.l4_connections(new_connections(listing) + [("tcp", 1)]) == {"tcp": 13.0, "other": 3.0}
+
+
+def test_l4_servers_bytes_new_flows_and_open_flows_add_up_to_their_service():
+    server = nft.traffic_counters(DOC)
+    names = {field: name for name, (_svc, _key, field) in server.items()}
+    assert set(names) == {"bytes_in", "bytes_out", "connections"}
+    counters = {
+        names["bytes_in"]: (9, 900),
+        names["bytes_out"]: (7, 7000),
+        names["connections"]: (3, 180),  # a flow's first packet: 3 flows
+        ("ip", "t_gone_in"): (1, 1),  # a counter of no service of this document
+    }
+    flows = {
+        ("tcp", "198.18.0.10", 80, "198.18.2.101", 80): 2,
+        ("tcp", "198.18.0.10", 8080, "198.18.2.101", 80): 5,  # the http service's port
+    }
+    got = S.l4_traffic(DOC, [("tcp", 12), ("tcp", 1)], counters, flows)
+    assert got["tcp/198.18.2.101:80"] == {
+        "bytes_in": 900.0,
+        "bytes_out": 7000.0,
+        "connections": 3.0,
+        "current": 2.0,
+    }
+    assert got["tcp"] == {
+        "connections": 13.0,
+        "bytes_in": 900.0,
+        "bytes_out": 7000.0,
+        "current": 2.0,
+    }
+    sampled = S.samples(DOC, [], got, [])
+    assert sampled["tcp/198.18.2.101:80"]["bytes_out"] == 7000 and sampled["tcp"]["current"] == 2
+    assert "current" not in S.l4_traffic(DOC, [], {}, None).get("tcp", {})  # table not read
+
+
+def test_conntracks_listing_gives_the_open_flows_by_service_and_server():
+    listing = (
+        "tcp      6 431999 ESTABLISHED src=198.18.1.50 dst=198.18.0.10 sport=40000 dport=80 "
+        "src=198.18.2.101 dst=198.18.1.50 sport=80 dport=40000 [ASSURED] mark=0 use=1\n"
+        "tcp      6 119 TIME_WAIT src=198.18.1.50 dst=198.18.0.10 sport=40001 dport=80 "
+        "src=198.18.2.101 dst=198.18.1.50 sport=80 dport=40001 [ASSURED] mark=0 use=1\n"
+        "udp      17 29 src=198.18.1.50 dst=198.18.0.10 sport=5353 dport=53 [UNREPLIED] "
+        "src=198.18.2.102 dst=198.18.1.50 sport=53 dport=5353 mark=0 use=1\n"
+        "tcp      6 431999 ESTABLISHED src=2001:2::50 dst=2001:2::10 sport=40000 dport=80 "
+        "src=2001:2:0:2::101 dst=2001:2::50 sport=80 dport=40000 [ASSURED] mark=0 use=1\n"
+        "garbage line\n"
+    )
+    assert parse_flows(listing) == {
+        ("tcp", "198.18.0.10", 80, "198.18.2.101", 80): 1,
+        ("udp", "198.18.0.10", 53, "198.18.2.102", 53): 1,
+        ("tcp", "2001:2::10", 80, "2001:2:0:2::101", 80): 1,
+    }
 
 
 def test_charts_are_svg_with_their_text_escaped():

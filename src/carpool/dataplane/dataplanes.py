@@ -17,7 +17,8 @@ from .drain import Drain, Drains
 from .haproxy import HaproxyDataplane
 from .health import HealthChecker
 from .l4 import L4Dataplane
-from .stats import RANGES, Stats, l4_connections, samples
+from .nft import traffic_counters
+from .stats import RANGES, Stats, l4_traffic, samples
 
 if TYPE_CHECKING:
     from ..config.ha import Config
@@ -134,10 +135,11 @@ class Dataplanes:
             return
         doc = cfg.document
         rows = await self.l7.stats() if any(v.proxied for v in doc.virtual_service) else []
-        l4 = []
+        l4 = {}
         if any(not v.proxied for v in doc.virtual_service):
-            l4 = await self.l4.connections()
-        self.stats.add(now, samples(doc, rows, l4_connections(l4), self.health.status()))
+            new, counters = await self.l4.connections(), await self.l4.traffic_counters()
+            l4 = l4_traffic(doc, new, counters, await self.l4.flows())
+        self.stats.add(now, samples(doc, rows, l4, self.health.status()))
 
     async def _sample_forever(self) -> None:
         step = RANGES["1h"][0]
@@ -152,7 +154,16 @@ class Dataplanes:
 
     async def counters(self) -> tuple[list[tuple[str, int, int]], list[dict]]:
         """(nft rule counters, HAProxy `show stat` rows) for /metrics."""
-        return await self.l4.counters(), await self.l7.stats()
+        rules = await self.l4.counters()
+        doc = self.cfg.document if self.cfg is not None else None
+        if doc is not None and any(not v.proxied for v in doc.virtual_service):
+            names = traffic_counters(doc)
+            for where, (packets, octets) in (await self.l4.traffic_counters()).items():
+                if where in names:  # "web/198.18.2.101:80 in" (bytes to it), "out", "new"
+                    rules.append(
+                        (f"{names[where][1]} {where[1].rpartition('_')[2]}", packets, octets)
+                    )
+        return rules, await self.l7.stats()
 
     async def stop(self) -> None:
         if self._drain_timer is not None:

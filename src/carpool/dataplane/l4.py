@@ -52,6 +52,27 @@ def new_connections(listing: str) -> list[tuple[str, int]]:
     return found
 
 
+# conntrack -L: "tcp 6 431999 ESTABLISHED src=C dst=VIP sport=.. dport=P src=RS dst=C sport=RP .."
+_FLOW = re.compile(
+    r"^(tcp|udp)\s+\d+\s+\d+\s+(?:([A-Z_]+)\s+)?src=\S+ dst=(\S+) sport=\d+ dport=(\d+)"
+    r"(?: \[UNREPLIED\])? src=(\S+) dst=\S+ sport=(\d+)"
+)
+MAX_FLOWS = 100_000  # a larger table is not listed for the statistics (its gauge is left out)
+COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
+
+
+def parse_flows(listing: str) -> dict[tuple[str, str, int, str, int], int]:
+    """Open flows by (protocol, original destination, port, reply source, port) in a
+    `conntrack -L` listing: TCP established ones, UDP all."""
+    found: dict[tuple[str, str, int, str, int], int] = {}
+    for line in listing.splitlines():
+        m = _FLOW.match(line)
+        if m and (m[1] == "udp" or m[2] == "ESTABLISHED"):
+            key = (m[1], m[3], int(m[4]), m[5], int(m[6]))
+            found[key] = found.get(key, 0) + 1
+    return found
+
+
 class L4Dataplane:
     def __init__(self) -> None:
         self.applied: dict | None = None
@@ -98,6 +119,38 @@ class L4Dataplane:
     async def connections(self) -> list[tuple[str, int]]:
         """(service, new connections) from both families' tables ([] if nft does not answer)."""
         return [c for f in nft.FAMILIES for c in new_connections(await _list_table(family=f))]
+
+    async def traffic_counters(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(family, counter name) -> (packets, bytes) of the named counters of both tables."""
+        found = {}
+        for f in nft.FAMILIES:
+            listing = await _run(["nft", "-j", "list", "counters", "table", f, nft.TABLE])
+            try:
+                items = json.loads(listing).get("nftables", []) if listing else []
+            except ValueError:
+                continue
+            for item in items:
+                c = item.get("counter") if isinstance(item, dict) else None
+                if isinstance(c, dict) and isinstance(c.get("name"), str):
+                    found[(f, c["name"])] = (int(c.get("packets", 0)), int(c.get("bytes", 0)))
+        return found
+
+    async def flows(self) -> dict[tuple[str, str, int, str, int], int] | None:
+        """The open flows through the services (parse_flows); None when the table holds more
+        than MAX_FLOWS (listing it every few seconds would cost too much) or cannot be read."""
+        try:
+            with open(COUNT) as f:
+                if int(f.read().strip() or 0) > MAX_FLOWS:
+                    return None
+        except (OSError, ValueError):
+            return None
+        found: dict[tuple[str, str, int, str, int], int] = {}
+        for family in ("ipv4", "ipv6"):
+            listing = await _run(["conntrack", "-L", "-f", family], timeout=5.0)
+            if listing is None:
+                return None
+            found |= parse_flows(listing)
+        return found
 
     async def _persisted(self, ruleset: dict) -> dict:
         """The running table's persistent clients, when the new ruleset has persistence sets
@@ -154,23 +207,22 @@ def _enable_forwarding(family: str) -> None:
 async def _list_table(*options: str, timeout: float = 2.0, family: str = nft.FAMILY) -> str:
     """`nft [options] list table` of our table; "" when it is not there or nft fails or does
     not answer within timeout."""
+    out = await _run(["nft", *options, "list", "table", family, nft.TABLE], timeout)
+    return out or ""
+
+
+async def _run(argv: list[str], timeout: float = 2.0) -> str | None:
+    """argv's output; None when it cannot run, fails or does not answer within timeout."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "nft",
-            *options,
-            "list",
-            "table",
-            family,
-            nft.TABLE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
     except OSError:
-        return ""
+        return None
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return ""
-    return out.decode(errors="replace") if proc.returncode == 0 else ""
+        return None
+    return out.decode(errors="replace") if proc.returncode == 0 else None

@@ -20,6 +20,11 @@ With `snat`, chain `postrouting` source-NATs the service's traffic to the server
 that do not route through the active unit). A draining server past its service's drain timeout
 (drain.py) gets a rule in chain `forward` that resets each of its flows on their next packet,
 either way (UDP: port unreachable), while it stays drained.
+
+Traffic per real server (statistics) is counted in chain `count` (filter, forward): the flow's
+original destination picks the service's chain (a map by shared address, then the port), where
+named counters keyed by the server's address and port count bytes each way and new flows — a
+map lookup per packet, not a rule per server.
 """
 
 from __future__ import annotations
@@ -229,6 +234,92 @@ def cut_rule(vs: VirtualService, drain: Drain) -> list[dict]:
     ]
 
 
+COUNTED = (("in", "bytes_in"), ("out", "bytes_out"), ("new", "connections"))
+
+
+def counter_name(vs: VirtualService, address: str, port: int, what: str) -> str:
+    """A named counter of one server of an L4 service: "in", "out" (bytes) or "new" (flows)."""
+    return "t_{:08x}_{}".format(zlib.crc32(f"{vs.name}|{address}|{port}".encode()), what)
+
+
+def traffic_counters(doc: Document) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """(nft family, counter name) -> (service, statistics key of the server, field)."""
+    found = {}
+    for vs in doc.virtual_service:
+        if vs.type != "l4":
+            continue
+        for rs in vs.real_server:
+            key = f"{vs.name}/{family.hostport(rs.address, rs.port)}"
+            for what, field in COUNTED:
+                name = counter_name(vs, rs.address, rs.port, what)
+                found[(family_of(vs.address), name)] = (vs.name, key, field)
+    return found
+
+
+def _count_chain(f: str, services: list[VirtualService]) -> list[dict]:
+    """The counters, chain `count` and its per-address and per-service chains of one family."""
+    cmds: list[dict] = []
+
+    def add(kind: str, **body) -> None:
+        cmds.append({"add": {kind: {"family": f, "table": TABLE, **body}}})
+
+    chain = {"type": "filter", "hook": "forward", "prio": -10, "policy": "accept"}
+    add("chain", name="count", **chain)
+    by_address: dict[str, list[VirtualService]] = {}
+    for vs in services:
+        by_address.setdefault(vs.address, []).append(vs)
+    jumps = []
+    for n, (address, group) in enumerate(by_address.items()):
+        add("chain", name=f"vip_{n}")
+        jumps.append([address, {"jump": {"target": f"vip_{n}"}}])
+        for vs in group:
+            svc = f"svc_{zlib.crc32(vs.name.encode()):08x}"
+            add("chain", name=svc)
+            add(
+                "rule",
+                chain=f"vip_{n}",
+                expr=[
+                    {
+                        "match": {
+                            "op": "==",
+                            "left": {"meta": {"key": "l4proto"}},
+                            "right": vs.protocol,
+                        }
+                    },
+                    _ct("proto-dst", "original", vs.port),
+                    {"jump": {"target": svc}},
+                ],
+            )
+            servers = {(rs.address, rs.port): rs for rs in vs.real_server}
+            for what, match, side in (
+                ("in", {"ct": {"key": "direction"}}, "d"),
+                ("out", {"ct": {"key": "direction"}}, "s"),
+                ("new", {"ct": {"key": "state"}}, "d"),
+            ):
+                for address_, port in servers:
+                    add("counter", name=counter_name(vs, address_, port, what))
+                right = {"in": "original", "out": "reply", "new": "new"}[what]
+                op = "in" if what == "new" else "=="
+                key = {
+                    "concat": [
+                        {"payload": {"protocol": f, "field": side + "addr"}},
+                        {"payload": {"protocol": "th", "field": side + "port"}},
+                    ]
+                }
+                pairs = [[{"concat": [a, p]}, counter_name(vs, a, p, what)] for a, p in servers]
+                add(
+                    "rule",
+                    chain=svc,
+                    expr=[
+                        {"match": {"op": op, "left": match, "right": right}},
+                        {"counter": {"map": {"key": key, "data": {"set": pairs}}}},
+                    ],
+                )
+    vmap = {"key": {"ct": {"key": f"{f} daddr", "dir": "original"}}, "data": {"set": jumps}}
+    add("rule", chain="count", expr=[{"vmap": vmap}])
+    return cmds
+
+
 def ruleset(
     doc: Document,
     healthy=lambda vs, address, port: True,
@@ -302,6 +393,14 @@ def ruleset(
             for d in sorted(cut, key=lambda d: (d.address, d.port))
             if d.key == vs.name
         ]
+    for nft_family in FAMILIES:
+        counted = [
+            v
+            for v in doc.virtual_service
+            if v.type == "l4" and v.real_server and family_of(v.address) == nft_family
+        ]
+        if counted:
+            cmds += _count_chain(nft_family, counted)
     return {"nftables": cmds}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config.document import Document
 from ..family import hostport
+from .nft import traffic_counters
 
 # totals that only grow (rates are shown), and gauges (shown as they are)
 COUNTERS = (
@@ -173,11 +174,11 @@ def _http(row: dict) -> dict[str, float]:
 def samples(
     doc: Document,
     haproxy: Iterable[dict],
-    l4: dict[str, float],
+    l4: dict[str, dict[str, float]],
     health: Iterable[dict],
 ) -> dict[str, dict[str, float]]:
     """One reading for every service and server of the document, from HAProxy's rows
-    (`show stat`), the L4 rules' new-connection counts by service, and the health states."""
+    (`show stat`), the L4 data plane's (l4_traffic), and the health states."""
     rows = {(r.get("pxname"), r.get("svname")): r for r in haproxy}
     checked = {(h["service"], h["address"], h["port"]): h for h in health}
     out: dict[str, dict[str, float]] = {}
@@ -191,7 +192,7 @@ def samples(
                 "response_ms": _num(back, "rtime"),
             }
         else:
-            out[vs.name] = {"connections": l4.get(vs.name, 0.0)}
+            out[vs.name] = dict(l4.get(vs.name, {}))
         for key, group in vs.groups():
             for n, rs in enumerate(group.real_server):
                 name = f"{key}/{hostport(rs.address, rs.port)}"
@@ -206,14 +207,49 @@ def samples(
                         "requests": _num(row, "stot"),
                         "response_ms": _num(row, "rtime"),
                     }
+                else:
+                    server |= l4.get(name, {})
                 out[name] = server
     return out
 
 
-def l4_connections(listing_lines: Iterable[tuple[str, int]]) -> dict[str, float]:
-    """New connections by service from (service name, packets) of the L4 rules' counters (in
-    the nat chains only a connection's first packet is seen: a packet is a connection)."""
-    totals: dict[str, float] = collections.defaultdict(float)
-    for name, packets in listing_lines:
-        totals[name] += packets
-    return dict(totals)
+Flow = tuple[str, str, int, str, int]  # protocol, shared address, port, server address, port
+
+
+def l4_traffic(
+    doc: Document,
+    new_by_service: Iterable[tuple[str, int]],
+    counters: dict[tuple[str, str], tuple[int, int]],
+    flows: dict[Flow, int] | None,
+) -> dict[str, dict[str, float]]:
+    """The L4 services' and servers' readings: new connections by service from (service,
+    packets) of the nat rules' counters (they see a connection's first packet only), bytes each
+    way and new flows per server from the named counters ((family, name) -> (packets, bytes)),
+    current flows from conntrack's table (None: not read; the gauge is left out)."""
+    out: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    for name, packets in new_by_service:
+        service = out[name]
+        service["connections"] = service.get("connections", 0.0) + packets
+    names = traffic_counters(doc)
+    for where, (packets, nbytes) in counters.items():
+        if where not in names:
+            continue
+        service_name, key, field = names[where]
+        value = float(packets if field == "connections" else nbytes)
+        out[key][field] = value
+        if field != "connections":
+            out[service_name][field] = out[service_name].get(field, 0.0) + value
+    if flows is not None:
+        for vs in doc.virtual_service:
+            if vs.proxied:
+                continue
+            mine = {
+                (a, p): n
+                for (proto, vip, vport, a, p), n in flows.items()
+                if (proto, vip, vport) == (vs.protocol, vs.address, vs.port)
+            }
+            out[vs.name]["current"] = float(sum(mine.values()))
+            for rs in vs.real_server:
+                key = f"{vs.name}/{hostport(rs.address, rs.port)}"
+                out[key]["current"] = float(mine.get((rs.address, rs.port), 0))
+    return dict(out)

@@ -347,7 +347,7 @@ def router() -> APIRouter:
                 for rs in group.real_server:
                     name = f"{key}/{hostport(rs.address, rs.port)}"
                     server_series = stats.series(name, span)
-                    field = "requests" if vs.proxied else "up"
+                    field = "requests" if vs.proxied else "connections"
                     servers.append(
                         {
                             "name": name,
@@ -514,7 +514,12 @@ CHARTS = {  # (field, title, unit) per kind of service
         ("response_ms", "response time", " ms"),
         ("current", "open connections", ""),
     ),
-    "l4": (("connections", "new connections/s", ""),),
+    "l4": (
+        ("connections", "new connections/s", ""),
+        ("bytes_out", "bytes/s to clients", "B"),
+        ("bytes_in", "bytes/s from clients", "B"),
+        ("current", "open connections", ""),
+    ),
 }
 
 
