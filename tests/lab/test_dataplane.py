@@ -68,7 +68,8 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
     def out_of_pool():  # in both services, and gone from the applied L4 ruleset
         servers = lab.unit_status(active)["dataplane"]["servers"]
         r2 = [s for s in servers if s["address"] == "198.18.2.102"]
-        ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+        # the pick (chain count names every configured server, for its statistics)
+        ruleset = lab.exec(active, ["nft", "list", "chain", "ip", "carpool", "prerouting"]).stdout
         return len(r2) == 2 and not any(s["up"] for s in r2) and "198.18.2.102" not in ruleset
 
     lab.wait_for(out_of_pool, 5, what="r2 marked down (interval 0.5 s x fall 2)")
@@ -82,7 +83,8 @@ def test_stopped_server_leaves_the_pool_and_comes_back_after_heal(healed_lab):
 
     def back_in_pool():  # in both services, and in the applied L4 ruleset again
         servers = lab.unit_status(active)["dataplane"]["servers"]
-        ruleset = lab.exec(active, ["nft", "list", "table", "ip", "carpool"]).stdout
+        # the pick (chain count names every configured server, for its statistics)
+        ruleset = lab.exec(active, ["nft", "list", "chain", "ip", "carpool", "prerouting"]).stdout
         return (
             all(s["up"] for s in servers if s["address"] == "198.18.2.102")
             and "198.18.2.102" in ruleset

@@ -531,15 +531,23 @@ def test_send_garp_errors_are_oserror(lab):
 # -- links -------------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_link_monitor_reports_changes_at_once(clean):
+    """Carrier from netlink events (the veth's come at once), a poll only where they may not."""
     res = run_in(
         NS_A,
         f"""
         from carpool.node import links
         async def main():
             events = asyncio.Queue()
-            mon = links.LinkMonitor(lambda name, up: events.put_nowait((name, up, time.monotonic())))
+            mon = links.LinkMonitor(lambda name, up: events.put_nowait((name, up, time.monotonic())),
+                                    watch=("va",))
             mon.attach(asyncio.get_running_loop())
+            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
+            subprocess.run(["ip", "link", "add", "cpdum0", "type", "dummy"], check=True)
+            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"))
+            physical.attach(asyncio.get_running_loop())
             facts = dict(state=mon.state("va"), missing=mon.state("nosuch0"),
+                         carrier=mon.carrier(), polls=mon._timer is not None,
+                         physical=physical.carrier(), physical_polls=physical._timer is not None,
                          addr=links.ipv4_address("va"), mac=links.mac_address("va"),
                          nomac=links.mac_address("nosuch0"), noaddr=links.ipv4_address("nosuch0"))
             async def expect(name, up, timeout):
@@ -566,6 +574,8 @@ def test_link_monitor_reports_changes_at_once(clean):
             facts["state_up"] = mon.state("va")
             facts["known"] = mon.known().get("va")
             mon.close()
+            physical.close()
+            subprocess.run(["ip", "link", "del", "cpdum0"], check=True)
             return facts, delays
         facts, delays = asyncio.run(main())
         out(facts=facts, delays=delays)
@@ -576,6 +586,11 @@ def test_link_monitor_reports_changes_at_once(clean):
     assert facts["addr"] == [A1, 24] and facts["noaddr"] is None
     assert facts["mac"] in ip("-n", NS_A, "link", "show", "va").stdout and facts["nomac"] is None
     assert facts["state_down"] is False and facts["state_up"] is True and facts["known"] is True
+    # a veth's carrier events come at once (stacked: linkwatch's urgent path): no poll at all;
+    # a device on no other (dummy, a NIC) or a missing one is polled
+    assert facts["carrier"] == {"va": "events"} and facts["polls"] is False
+    assert facts["physical"] == {c: "polled every 0.1 s" for c in ("cpdum0", "nosuch0")}
+    assert facts["physical_polls"] is True
     assert delays["admin_down"] < 0.2, delays
     assert delays["carrier_down"] < 0.2, delays
     assert delays["admin_up"] < 0.5 and delays["carrier_up"] < 0.5, delays

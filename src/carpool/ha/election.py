@@ -3,7 +3,8 @@
 Events in, effects out. No sockets, no clock reads, no asyncio: the caller passes `now` (float
 seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`.
 
-    INIT --Start--> BACKUP --master down | bow-out | peer more demoted | preempt--> MASTER
+    INIT --Start--> BACKUP --master down | partner gone | bow-out | peer more demoted
+                            | preempt--> MASTER
     MASTER --peer rank beats ours (a rising demote is advertised at once: a healthier
              partner takes over and its advert makes us yield)--> BACKUP
     MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
@@ -44,7 +45,8 @@ class State(enum.Enum):
 TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {
         (State.INIT, State.BACKUP),  # Start
-        (State.BACKUP, State.MASTER),  # master down, bow-out, peer more demoted, preempt
+        # master down, partner gone (fast detector), bow-out, peer more demoted, preempt
+        (State.BACKUP, State.MASTER),
         (State.BACKUP, State.INIT),  # Shutdown
         (State.MASTER, State.BACKUP),  # peer rank beats ours, our demote rose
         (State.MASTER, State.INIT),  # Shutdown (bow out)
@@ -149,6 +151,14 @@ class AdvertReceived:
 
 
 @dataclass(frozen=True)
+class PartnerGone:
+    """The fast detector's verdict (ha/liveness.py): the partner is down, well before
+    master-down says so. A BACKUP takes over; anything else has nothing to do."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class DemoteChanged:
     reasons: tuple[str, ...]  # the full current set of failed checks
 
@@ -183,7 +193,7 @@ class RunNotify:
     reason: str
 
 
-Event = Start | Tick | Shutdown | Relinquish | Pacify | AdvertReceived | DemoteChanged
+Event = Start | Tick | Shutdown | Relinquish | Pacify | AdvertReceived | DemoteChanged | PartnerGone
 Effect = SendAdvert | TakeAddresses | ReleaseAddresses | SendGarp | RunNotify
 
 
@@ -255,8 +265,14 @@ class Election:
                 return self._demote_changed(tuple(reasons), now)
             case Pacify(on=on, reason=reason):
                 return self._pacify(on, reason, now)
-            case Tick() | Shutdown() | Relinquish() | AdvertReceived() if self._state is State.INIT:
+            case Tick() | Shutdown() | Relinquish() | AdvertReceived() | PartnerGone() if (
+                self._state is State.INIT
+            ):
                 return []  # stopped (or not yet started): only Start wakes us
+            case PartnerGone(reason=reason):
+                if self._state is not State.BACKUP:
+                    return []
+                return self._become_master(f"partner gone: {reason}", now)
             case Tick():
                 return self._tick(now)
             case AdvertReceived():

@@ -239,7 +239,9 @@ class Daemon:
         pulse = self.status_parts.pulse = Pulse.from_env(timeout)
         await self.holder.start()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
-        links = self.links = LinkMonitor(self.checks.on_link)
+        watched = tuple(i.name for i in self.cfg.interfaces)
+        links = self.links = LinkMonitor(self.checks.on_link, watch=watched)
+        self.status_parts.carrier = links.carrier
         self.adverts.attach(loop, links.state)
         links.attach(loop)
         pinger = self.pinger = Pinger()

@@ -10,10 +10,12 @@ may be called from anywhere, loop or not.
 from the carrier at the moment it answers; IFF_RUNNING and operstate are only updated by the
 kernel's linkwatch worker, which batches non-urgent events up to one second apart, and the
 RTM_NEWLINK notification of a carrier change is sent from that same worker. So a carrier loss
-(cable pulled, the veth peer set down) is notified up to ~1 s late, while an admin change
-(`ip link set dev X down`) is notified at once. LinkMonitor therefore also re-reads all links
-every `poll_interval` (default 0.1 s) while attached to a loop, so a carrier change is reported
-within about that interval.
+(cable pulled) is notified up to ~1 s late, while an admin change (`ip link set dev X down`) is
+notified at once. Not for every device: linkwatch sends a stacked device's events at once (one
+whose IFLA_LINK names another device: veth, macvlan, vlan), and a LAG's. LinkMonitor therefore
+waits on events only, and re-reads (one RTM_GETLINK each, every `poll_interval`, default 0.1 s)
+just the watched links whose driver may be late: a physical NIC's; in the lab (veth) it never
+polls. `carrier()` says which link is which.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE = 1, 3, 16
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_OPERSTATE = 1, 3, 5, 16
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_SECONDARY = 0x01
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
@@ -119,9 +121,17 @@ def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[t
 class Link:
     """One interface as netlink describes it."""
 
-    __slots__ = ("index", "name", "flags", "operstate", "mac")
+    __slots__ = ("index", "name", "flags", "operstate", "mac", "stacked")
 
-    def __init__(self, index: int, name: str, flags: int, operstate: int | None, mac: str | None):
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        flags: int,
+        operstate: int | None,
+        mac: str | None,
+        stacked: bool = False,
+    ):
         self.index, self.name, self.flags, self.operstate, self.mac = (
             index,
             name,
@@ -129,6 +139,8 @@ class Link:
             operstate,
             mac,
         )
+        # on another device (IFLA_LINK): linkwatch reports its carrier at once
+        self.stacked = stacked
 
     @property
     def up(self) -> bool:
@@ -148,7 +160,9 @@ def _parse_link(body: bytes) -> Link | None:
     operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else None
     raw_mac = attrs.get(IFLA_ADDRESS)
     mac = ":".join(f"{b:02x}" for b in raw_mac) if raw_mac else None
-    return Link(index, name, flags, operstate, mac)
+    under = attrs.get(IFLA_LINK, b"")
+    stacked = len(under) >= 4 and struct.unpack_from("=i", under)[0] != index
+    return Link(index, name, flags, operstate, mac, stacked)
 
 
 def get_link(ifname: str) -> Link | None:
@@ -228,12 +242,19 @@ class LinkMonitor:
     call `poll()` whenever `fileno()` is readable (and `refresh()` now and then for carrier).
     Callbacks run inside the loop's reader / timer (or poll()/refresh()); an exception in one is
     logged, never propagated. A new interface that shows up is reported as it is; a deleted one
-    as down. `poll_interval=None` turns the periodic re-read off (events only).
+    as down. `watch`: the links whose carrier matters; those of them whose driver may report
+    late (not stacked) are re-read every `poll_interval` (None: never, events only).
     """
 
-    def __init__(self, on_change: LinkCallback | None = None, poll_interval: float | None = 0.1):
+    def __init__(
+        self,
+        on_change: LinkCallback | None = None,
+        poll_interval: float | None = 0.1,
+        watch: tuple[str, ...] = (),
+    ):
         self.on_change = on_change
         self.poll_interval = poll_interval
+        self.watch = watch
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock = socket.socket(
@@ -269,14 +290,39 @@ class LinkMonitor:
         self._loop = loop or asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self.poll)
         self.poll()  # anything that changed between construction and now
-        if self.poll_interval:
+        self._arm()
+
+    def late(self) -> list[str]:
+        """The watched links whose carrier events may come late (polled); a missing one too
+        (it may come back as anything)."""
+        by_name = {link.name: link for link in self._known.values()}
+        return [n for n in self.watch if n not in by_name or not by_name[n].stacked]
+
+    def carrier(self) -> dict[str, str]:
+        """How each watched link's carrier is followed: "events", or "polled every N s"."""
+        late = self.late()
+        polled = f"polled every {self.poll_interval:g} s" if self.poll_interval else "events (late)"
+        return {n: polled if n in late else "events" for n in self.watch}
+
+    def _arm(self) -> None:
+        if self._loop is not None and self.poll_interval and self._timer is None and self.late():
             self._timer = self._loop.call_later(self.poll_interval, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        self.refresh()
-        if self._loop is not None and self.poll_interval:
-            self._timer = self._loop.call_later(self.poll_interval, self._tick)
+        self.poll()
+        for name in self.late():
+            try:
+                link = get_link(name)
+            except OSError as e:
+                log.error("link refresh of %s failed: %s", name, e)
+                continue
+            gone = [k for k in self._known.values() if k.name == name]
+            if link is not None:
+                self._update(link, deleted=False)
+            elif gone:
+                self._update(gone[0], deleted=True)
+        self._arm()
 
     def refresh(self) -> None:
         """Read queued notifications, then re-read every link (catches carrier changes that
@@ -322,6 +368,7 @@ class LinkMonitor:
                     link = _parse_link(body)
                     if link is not None:
                         self._update(link, deleted=mtype == RTM_DELLINK)
+                        self._arm()  # a watched link gone or replaced may now need the poll
 
     def _resync(self, notify: bool) -> None:
         fresh = {link.index: link for link in all_links()}

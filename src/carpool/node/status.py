@@ -32,11 +32,13 @@ class StatusParts:
     pulse: Any = None  # node.watchdog.Pulse, once running
     rt_priority: int = 0
     guard: Any = None  # node.guard.Guard: the partner ports' table
+    carrier: Any = None  # node.links.LinkMonitor.carrier, once running
 
 
 def unit_status(p: StatusParts) -> dict:
     cfg, e, now = p.cfg, p.driver.election, p.driver.now()
     partner = {}
+    carrier = p.carrier() if p.carrier is not None else {}
     for name, st in p.paths.items():
         iface = p.adverts.ifaces[name]
         ago = None if st.last_advert is None else round(now - st.last_advert, 3)
@@ -48,6 +50,8 @@ def unit_status(p: StatusParts) -> dict:
             "ping_ok": st.ping_ok,
             "ping_rtt_ms": None if st.ping_rtt is None else round(st.ping_rtt * 1000, 3),
             "link_up": st.link_up,
+            # how its carrier is followed: netlink events, or polled (a driver's may be late)
+            "carrier": carrier.get(name, "events"),
             "check": iface.check,
             "heartbeat": iface.heartbeat,
             "ping_target": str(iface.ping_target) if iface.ping_target else None,

@@ -1,0 +1,163 @@
+"""The fast partner detector (pure): its frames, and its verdicts — a dead partner is gone as
+soon as the heartbeat link falls silent or loses carrier and no other path answers; a cut
+cable (an answer elsewhere) moves nothing; with no other path it leaves it to the adverts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from carpool.ha import election as el
+from carpool.ha.drops import DropError, DropReason
+from carpool.ha.liveness import (
+    QUERY_TIMEOUT,
+    Detector,
+    Frame,
+    Gone,
+    Kind,
+    SendHello,
+    SendQuery,
+    State,
+    decode,
+    encode,
+    liveness_key,
+)
+
+KEY = liveness_key(b"partner-secret-1")
+PATHS = ("eth0", "eth2")
+
+
+def nonces():
+    counter = itertools.count(1)
+    return lambda: next(counter).to_bytes(8, "big")
+
+
+def standby(interval=0.1, multiplier=3) -> Detector:
+    d = Detector(interval, multiplier, nonces())
+    d.active(False, 0.0)
+    return d
+
+
+def test_frames_round_trip_and_every_bad_one_is_a_typed_drop():
+    frame = Frame(Kind.QUERY, session=7, seq=9, nonce=b"12345678")
+    data = encode(KEY, frame)
+    assert len(data) == 40 and decode(KEY, data) == frame
+    cases = {
+        DropReason.BAD_LENGTH: data[:-1],
+        DropReason.BAD_VERSION: b"XXXX" + data[4:],
+        DropReason.BAD_HMAC: data[:10] + bytes([data[10] ^ 1]) + data[11:],
+    }
+    for reason, bad in cases.items():
+        with pytest.raises(DropError) as e:
+            decode(KEY, bad)
+        assert e.value.reason is reason
+    with pytest.raises(DropError) as e:
+        decode(liveness_key(b"another-secret-1"), data)
+    assert e.value.reason is DropReason.BAD_HMAC
+    with pytest.raises(DropError) as e:  # a kind no version knows, properly sealed
+        import hashlib
+        import hmac
+
+        body = data[:4] + b"\x09" + data[5:24]
+        decode(KEY, body + hmac.new(KEY, body, hashlib.sha256).digest()[:16])
+    assert e.value.reason is DropReason.BAD_TYPE
+
+
+def test_the_active_unit_sends_a_hello_each_interval_and_judges_nobody():
+    d = Detector(0.1, 3, nonces())
+    d.active(True, 10.0)
+    assert d.tick(10.0, PATHS) == [SendHello(1)]
+    assert d.deadline() == pytest.approx(10.1)
+    assert d.tick(10.05, PATHS) == []
+    assert d.tick(10.1, PATHS) == [SendHello(2)]
+    assert d.tick(99.0, PATHS) == [SendHello(3)]  # late: one hello, not a burst of them
+    assert d.state is State.WAITING and d.carrier_lost(99.0, PATHS) == []
+
+
+def test_nothing_is_judged_before_the_first_sign_of_life():
+    d = standby()
+    assert d.deadline() is None and d.tick(100.0, PATHS) == []
+    assert d.carrier_lost(100.0, PATHS) == [] and d.state is State.WAITING
+
+
+def test_silence_on_the_heartbeat_asks_every_other_path_and_no_answer_is_gone():
+    d = standby()
+    d.heard(1.0)
+    assert d.state is State.ALIVE and d.deadline() == pytest.approx(1.3)
+    assert d.tick(1.29, PATHS) == []
+    queries = d.tick(1.3, PATHS)
+    assert queries == [
+        SendQuery("eth0", (1).to_bytes(8, "big")),
+        SendQuery("eth2", (2).to_bytes(8, "big")),
+    ]
+    assert d.state is State.ASKING and d.deadline() == pytest.approx(1.3 + QUERY_TIMEOUT)
+    d.heard(1.31)  # a late hello does not settle the question: only an answer does
+    (gone,) = d.tick(1.3 + QUERY_TIMEOUT, PATHS)
+    assert isinstance(gone, Gone) and d.state is State.GONE
+    assert "eth0, eth2" in gone.reason and "nothing heard on the heartbeat link" in gone.reason
+    assert d.tick(5.0, PATHS) == []  # said once
+    d.heard(6.0)  # the partner is back
+    assert d.state is State.ALIVE
+
+
+def test_an_answer_on_another_path_means_the_cable_was_cut_and_nothing_moves():
+    d = standby()
+    d.heard(1.0)
+    first, _second = d.carrier_lost(1.05, PATHS)
+    assert "lost its carrier" in d.reason
+    d.answer(Frame(Kind.ANSWER, 1, 0, first.nonce), 1.051)
+    assert d.state is State.CUT and "answers on eth0" in d.reason
+    assert d.tick(1.05 + QUERY_TIMEOUT, PATHS) == [] and d.counters["cut"] == 1
+    assert d.tick(60.0, PATHS) == []  # cut stays cut until the partner is heard again
+    d.heard(61.0)
+    assert d.state is State.ALIVE
+
+
+def test_a_stale_or_unknown_answer_settles_nothing():
+    d = standby()
+    d.heard(1.0)
+    d.tick(1.3, PATHS)
+    d.answer(Frame(Kind.ANSWER, 1, 0, b"\xff" * 8), 1.301)  # a nonce never asked
+    assert d.state is State.ASKING
+    assert isinstance(d.tick(1.3 + QUERY_TIMEOUT, PATHS)[0], Gone)
+    d.answer(Frame(Kind.ANSWER, 1, 0, (1).to_bytes(8, "big")), 1.4)  # too late
+    assert d.state is State.GONE
+
+
+def test_with_no_other_path_up_a_silent_heartbeat_is_left_to_the_advert_timer():
+    d = standby()
+    d.heard(1.0)
+    assert d.tick(1.3, ()) == [] and d.state is State.BLIND
+    assert "no other path" in d.reason and d.counters["blind"] == 1
+
+
+def test_a_replayed_hello_is_not_a_sign_of_life():
+    d = standby()
+    d.hello(Frame(Kind.HELLO, 5, 10), 1.0)
+    d.hello(Frame(Kind.HELLO, 5, 10), 1.25)  # replayed: does not re-arm the silence limit
+    assert d.counters == d.counters | {"hellos": 1, "replayed": 1}
+    assert isinstance(d.tick(1.3, PATHS)[0], SendQuery)
+    d.hello(Frame(Kind.HELLO, 6, 1), 1.31)  # a restarted partner: a new session
+    assert d.counters["hellos"] == 2
+
+
+def test_a_change_of_role_starts_the_judging_afresh():
+    d = standby()
+    d.heard(1.0)
+    d.active(True, 1.1)
+    d.active(False, 5.0)  # a standby again: the old silence does not count
+    assert d.state is State.WAITING and d.tick(5.0, PATHS) == []
+
+
+def test_the_election_takes_over_at_once_on_gone_only_as_a_backup():
+    params = el.Params(rank_preference=256, address=1, advert_interval=1.0, master_down=3.0)
+    e = el.Election(params)
+    e.handle(el.Start(), 0.0)
+    e.handle(el.AdvertReceived(el.Rank(0, 256, 2)), 0.5)
+    effects = e.handle(el.PartnerGone("no answer on eth0"), 0.6)
+    assert e.state is el.State.MASTER and el.TakeAddresses() in effects
+    assert e.reason == "partner gone: no answer on eth0"
+    assert e.handle(el.PartnerGone("again"), 0.7) == [] and e.state is el.State.MASTER
+    stopped = el.Election(params)
+    assert stopped.handle(el.PartnerGone("x"), 0.0) == [] and stopped.state is el.State.INIT
