@@ -129,11 +129,91 @@ def test_link_loss_on_any_interface_moves_all_addresses(healed_lab, iface):
     lab.heal()
 
 
-def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
-    """Both ends of the cable lose carrier: both units are equally demoted, so the handover
-    rule keeps the master (no needless failover, never a moment without a master)."""
+def test_power_loss_is_seen_on_the_heartbeat_link_long_before_master_down(healed_lab):
+    """The fast detector (ha/liveness.py): the cable loses carrier, no other path answers,
+    the standby takes over in well under the 3 s master-down."""
     lab = healed_lab
     master = settled(lab)
+    survivor = other(master)
+    lab.wait_for(
+        lambda: lab.unit_status(survivor)["liveness"]["state"] == "alive", 5, what="hellos heard"
+    )
+    start = time.monotonic()
+    lab.crash(master)
+    lab.wait_for(
+        lambda: lab.unit_status(survivor, timeout=0.5)["state"] == "master", 3, what="takeover"
+    )
+    took = time.monotonic() - start
+    status = lab.unit_status(survivor)
+    assert "partner gone" in status["reason"] and "no answer on eth0, eth2" in status["reason"]
+    assert took < 1.5, f"{took:.3f} s (the advert timer alone: 3 s)"
+    lab.heal()
+
+
+def test_a_frozen_unit_is_seen_by_its_missing_hellos(healed_lab):
+    """A hung event loop (the worker stopped, links up): no hello for 3 x 100 ms, no answer to
+    the queries on the other paths: the standby takes over before master-down."""
+    lab = healed_lab
+    master = settled(lab)
+    survivor = other(master)
+    lab.wait_for(
+        lambda: lab.unit_status(survivor)["liveness"]["state"] == "alive", 5, what="hellos heard"
+    )
+    start = time.monotonic()
+    lab.freeze(master)
+    lab.wait_for(
+        lambda: lab.unit_status(survivor, timeout=0.5)["state"] == "master", 3, what="takeover"
+    )
+    took = time.monotonic() - start
+    assert "nothing heard on the heartbeat link" in lab.unit_status(survivor)["reason"]
+    assert took < 1.5, f"{took:.3f} s (the advert timer alone: 3 s)"
+    lab.heal()
+
+
+def test_liveness_lost_on_the_cable_and_one_path_moves_nothing(healed_lab):
+    """Hellos dropped on the heartbeat link and queries on eth0: the partner answers on eth2,
+    so the standby knows the cable path failed, not the partner — no takeover."""
+    lab = healed_lab
+    master = settled(lab)
+    standby = other(master)
+    rules = [
+        ("eth1", standby),  # the hellos the standby would hear
+        ("eth0", master),  # the standby's queries on eth0
+    ]
+    before = lab.unit_status(standby)["liveness"]["counters"]
+    try:
+        for iface, unit in rules:
+            lab.exec(unit, ["nft", "-f", "-"], check=True, input=_DROP_LIVENESS.format(iface=iface))
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["liveness"]["counters"]["cut"] >= before["cut"] + 2,
+            10,
+            what="the standby asked twice and heard an answer each time",
+        )
+        status = lab.unit_status(standby)["liveness"]
+        assert "answers on eth2" in status["reason"] or status["state"] == "alive", status
+        assert lab.states() == {master: "master", standby: "backup"}
+        assert status["counters"]["gone"] == before["gone"]
+    finally:
+        for _iface, unit in rules:
+            lab.exec(unit, ["nft", "delete", "table", "inet", "cp_test_liveness"])
+
+
+_DROP_LIVENESS = """table inet cp_test_liveness {{
+    chain input {{
+        type filter hook input priority -300; policy accept;
+        iifname "{iface}" udp dport 6975 drop
+    }}
+}}
+"""
+
+
+def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
+    """Both ends of the cable lose carrier: both units are equally demoted, so the handover
+    rule keeps the master (no needless failover, never a moment without a master); the fast
+    detector asks the partner on the other paths and hears it: a cut, not a dead partner."""
+    lab = healed_lab
+    master = settled(lab)
+    gone = lab.unit_status(other(master))["liveness"]["counters"]["gone"]
     lab.cut_heartbeat()
     lab.wait_for(
         lambda: all("eth1: link down" in lab.unit_status(u)["demote_reasons"] for u in ("a", "b")),
@@ -145,6 +225,8 @@ def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
         assert lab.states() == {master: "master", other(master): "backup"}
         time.sleep(0.1)
     assert held(lab, master) == SHARED and not held(lab, other(master))
+    liveness = lab.unit_status(other(master))["liveness"]
+    assert liveness["state"] == "cut" and liveness["counters"]["gone"] == gone, liveness
     lab.heal()
 
 

@@ -237,3 +237,18 @@ def test_certificates_near_their_end_fail_the_doctor_with_the_renewal_named():
     [late] = [f for f in findings.evaluate(o) if not f.ok]
     assert late.name == "certificates" and "expires in 5 days" in late.hint
     assert "carpool cert replace" in late.hint
+
+
+def test_the_doctor_says_which_detector_tells_the_standby_the_partner_is_gone():
+    o = dict(HEALTHY)
+    detection = ["carrier of eth1 (events), confirmed on eth0", "adverts: master down after 3 s"]
+    o["detection"] = detection
+    o["liveness"] = {"off_reason": "", "state": "alive", "reason": "heard"}
+    [ok] = [f for f in findings.evaluate(o) if f.name == "fast detection"]
+    assert ok.ok and ok.detail == "alive: " + "; ".join(detection)
+    o["liveness"] = {"off_reason": "no heartbeat link", "state": "waiting", "reason": ""}
+    [off] = [f for f in findings.evaluate(o) if not f.ok]
+    assert off.name == "fast detection" and "(no heartbeat link)" in off.hint
+    o["liveness"] = {"off_reason": "", "state": "blind", "reason": "no other path up"}
+    [blind] = [f for f in findings.evaluate(o) if not f.ok]
+    assert "no other path up" in blind.detail

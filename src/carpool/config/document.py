@@ -437,7 +437,11 @@ class _Model(BaseModel):
 # the canonical form (the hash) while they hold it, so a document hashes the same on every
 # release — a version stored before an upgrade stays intact after it, and the units of a pair
 # mid-upgrade agree on what a document is. A new key with a default goes here.
-ADDED_LATER: dict[tuple[str, str], object] = {("ha", "auth"): "carpool"}
+ADDED_LATER: dict[tuple[str, str], object] = {
+    ("ha", "auth"): "carpool",
+    ("ha", "liveness_ms"): 100,
+    ("ha", "liveness_multiplier"): 3,
+}
 # The same for lists of tables added later ([] left out) and keys added to each virtual service.
 ADDED_LATER_LISTS = ("certificate",)
 ADDED_LATER_VS: dict[str, object] = {
@@ -476,6 +480,11 @@ class Ha(_Model):
     advskew: int = Field(0, ge=0, le=254)
     priority: int = Field(100, ge=1, le=254)
     state_sync: bool = True  # conntrackd over the heartbeat link: L4 flows survive
+    # the fast detector on the heartbeat link (ha/liveness.py): hellos every liveness_ms from
+    # the active unit; liveness_multiplier of them missed (or no carrier) and no answer on
+    # another path: the standby takes over. 0 = off (the advert timer alone)
+    liveness_ms: int = Field(100, ge=0, le=1000)
+    liveness_multiplier: int = Field(3, ge=2, le=10)
 
     @model_validator(mode="after")
     def _centiseconds(self) -> Self:
@@ -488,6 +497,11 @@ class Ha(_Model):
             raise ValueError(
                 'fast needs auth = "carpool" (CARP as ucarp speaks it counts whole seconds) '
                 'or protocol = "vrrp3" (unauthenticated, for keepalived)'
+            )
+        if 0 < self.liveness_ms < 10:
+            raise ValueError(
+                f"liveness_ms is 0 (off) or 10 to 1000, not {self.liveness_ms} (a hello "
+                f"every few ms would cost more CPU than it saves time)"
             )
         return self
 

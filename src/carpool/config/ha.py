@@ -122,6 +122,8 @@ class Config:
     ha_timeout: int = 3
     fast: bool = False
     fast_interval_ms: int = 20
+    liveness_ms: int = 100
+    liveness_multiplier: int = 3
     preferred: str = "none"
     initial_wait: float = 0.0
     transport: str = "multicast"
@@ -494,6 +496,8 @@ def config_from(
         ha_timeout=ha.ha_timeout,
         fast=ha.fast,
         fast_interval_ms=ha.fast_interval_ms,
+        liveness_ms=ha.liveness_ms,
+        liveness_multiplier=ha.liveness_multiplier,
         preferred=ha.preferred,
         initial_wait=float(ha.initial_wait),
         transport=ha.transport,

@@ -32,6 +32,7 @@ from .guard import Guard
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
+from .liveness import Liveness
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
@@ -103,6 +104,7 @@ class Daemon:
         )
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
+        self.liveness: Liveness | None = None  # the fast detector, once running
         self.stopped = asyncio.Event()
         self._relay_timer: asyncio.TimerHandle | None = None
         self.web = WebUnit(self.view)  # WUI, REST API, /metrics: same loop, started in run()
@@ -168,6 +170,13 @@ class Daemon:
             # cable is down on both ends) has not hit us too: carrier is polled, not pushed.
             self.links.refresh()
         self.driver.feed(el.AdvertReceived(rank, bow_out, where))
+        if self.liveness is not None:
+            self.liveness.heard_advert(where)
+
+    def _link_changed(self, name: str, up: bool) -> None:
+        self.checks.on_link(name, up)
+        if self.liveness is not None:
+            self.liveness.on_link(name, up)
 
     def on_relayed_advert(self, demote: int, preference: int, bow_out: bool) -> None:
         """An advert the partner relayed over 6973 (node/relay.py): its rank, as the partner."""
@@ -240,8 +249,17 @@ class Daemon:
         await self.holder.start()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
-        links = self.links = LinkMonitor(self.checks.on_link, watch=watched)
+        links = self.links = LinkMonitor(self._link_changed, watch=watched)
         self.status_parts.carrier = links.carrier
+        liveness = self.liveness = Liveness(
+            self.cfg,
+            on_gone=lambda reason: self.driver.feed(el.PartnerGone(reason)),
+            link_up=lambda name: links.known().get(name, False),
+            now=self.driver.now,
+        )
+        self.status_parts.liveness = liveness
+        self.driver.on_transition = liveness.on_transition
+        liveness.start(loop)
         self.adverts.attach(loop, links.state)
         links.attach(loop)
         pinger = self.pinger = Pinger()
@@ -279,7 +297,7 @@ class Daemon:
         if pacified:
             log.warning("pacified: %s; this unit stays standby", pacified)
             self.driver.feed(el.Pacify(True, pacified))
-        self.driver.feed(el.Start())
+        self.driver.feed(el.Start())  # (its transition tells the detector we are a standby)
         self.update_demotion()
         self.tasks.spawn(self.checks.ping_loop(pinger, self.driver.now))
         web = loop.create_task(self.web.run())  # never awaited before the election runs
@@ -300,6 +318,7 @@ class Daemon:
         await self.dataplanes.stop()
         self.status_parts.guard.remove()
         links.close()
+        liveness.close()
         pinger.close()
         pulse.stop()
         self.adverts.close()

@@ -322,6 +322,8 @@ class DoctorAgent:
                 "vhid": cfg.vhid,
                 "auth": status.get("auth"),
                 "certificates": status.get("certificates", []),
+                "liveness": status.get("liveness"),
+                "detection": status.get("detection", []),
                 "vmac_address": cfg.vmac_address if cfg.vmac else None,
                 "sync_port": unit.sync_port(),
                 "report_received": session.first_report_at,

@@ -142,6 +142,7 @@ def evaluate(o: dict) -> list[Finding]:
     out += _shared6(o)
     out += _neighbours(o)
     out += _certificates(o)
+    out += _detection(o)
     out += _vhid(o, ifaces)
     out += _auth(o)
     out += _ha_checks(o)
@@ -166,6 +167,27 @@ def _shared6(o: dict) -> list[Finding]:
     detail = ", ".join(f"{cidr} {s}" for cidr, s in state.items())
     hint = " ".join(HINT_SHARED6.format(cidr=c, state=s) for c, s in bad.items())
     return [Finding("ipv6 shared addresses", not bad, detail, hint)]
+
+
+HINT_DETECTION = (
+    "Only the advert timer tells the standby that the partner is gone ({why}). Fix: a "
+    "heartbeat cable with heartbeat = true, another checked link, ha.liveness_ms > 0."
+)
+
+
+def _detection(o: dict) -> list[Finding]:
+    """Which detector tells the standby the partner is gone (status "detection"): the fast one
+    on the heartbeat link, or the advert timer alone."""
+    lv = o.get("liveness")
+    if lv is None:
+        return []
+    shown = "; ".join(o.get("detection") or [])
+    if lv.get("off_reason"):
+        hint = HINT_DETECTION.format(why=lv["off_reason"])
+        return [Finding("fast detection", False, shown, hint)]
+    if lv.get("state") in ("blind", "gone"):
+        return [Finding("fast detection", False, f"{lv.get('reason')}; {shown}", "")]
+    return [Finding("fast detection", True, f"{lv.get('state')}: {shown}")]
 
 
 def _certificates(o: dict) -> list[Finding]:

@@ -33,6 +33,26 @@ class StatusParts:
     rt_priority: int = 0
     guard: Any = None  # node.guard.Guard: the partner ports' table
     carrier: Any = None  # node.links.LinkMonitor.carrier, once running
+    liveness: Any = None  # node.liveness.Liveness, once running
+
+
+def detection(p: StatusParts, carrier: dict[str, str]) -> list[str]:
+    """Which detectors can tell this standby that the partner is gone, fastest first."""
+    e, out = p.driver.election, []
+    lv = p.liveness
+    if lv is not None and not lv.off and lv.heartbeat is not None:
+        hb = lv.heartbeat.name
+        out.append(
+            f"carrier of {hb} ({carrier.get(hb, 'events')}), confirmed on {', '.join(lv.paths)}"
+        )
+        out.append(
+            f"hellos on {hb} every {lv.cfg.liveness_ms} ms, {lv.cfg.liveness_multiplier} missed, "
+            f"confirmed on {', '.join(lv.paths)}"
+        )
+    out.append(f"adverts: master down after {e.params.master_down:g} s of silence")
+    if lv is not None and lv.off:
+        out.append(f"(fast detector off: {lv.off})")
+    return out
 
 
 def unit_status(p: StatusParts) -> dict:
@@ -110,6 +130,8 @@ def unit_status(p: StatusParts) -> dict:
         "doctor": dict(p.doctor.counters),
         **p.holder.status(),
         "relay": p.relay.status(now),
+        "liveness": p.liveness.status(now) if p.liveness is not None else None,
+        "detection": detection(p, carrier),
         "control": {"refused": p.control.refused},
         "guard": p.guard.status() if p.guard is not None else None,
     }
