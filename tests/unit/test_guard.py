@@ -42,11 +42,13 @@ def test_each_port_only_from_the_partner_on_its_links():
         "sync": ["eth0", "eth1", "eth2"],
         "peers": ["eth1"],  # HAProxy's peers on the heartbeat link
         "conntrack": ["eth1", "eth0"],  # conntrackd's links: heartbeat first, checked others
+        "liveness": ["eth0", "eth1"],  # the fast detector's: the checked links
     }
     text = install_commands(CFG, 7000)
     assert '"eth0" . 198.18.0.12' in text and "198.18.0.11" not in text  # the partner's only
     assert "tcp dport 7000 iifname . ip saddr != @sync counter drop" in text
     assert "udp dport 3780 iifname . ip saddr != @conntrack counter drop" in text
+    assert "udp dport 6975 iifname . ip saddr != @liveness counter drop" in text
     assert 'iifname "lo" accept' in text
 
 

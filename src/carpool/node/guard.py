@@ -1,10 +1,12 @@
-"""The partner ports: config sync (TCP 6973), HAProxy's peers (TCP 6974) and conntrackd
-(UDP 3780) answer the partner only, and only on the links meant for them.
+"""The partner ports: config sync (TCP 6973), HAProxy's peers (TCP 6974), conntrackd (UDP
+3780) and the fast detector (UDP 6975) answer the partner only, and only on the links meant
+for them.
 
     table ip carpool_guard (and table ip6 carpool_guard, the same with the IPv6 addresses)
         set sync      { ifname . ipv4_addr }  every interface . the partner's address on it
         set peers     { ifname . ipv4_addr }  the heartbeat link(s)
         set conntrack { ifname . ipv4_addr }  the heartbeat link(s) and the other checked links
+        set liveness  { ifname . ipv4_addr }  the heartbeat link and the other checked links
         chain input   (priority -10): a packet to one of the ports from any other interface .
                       source is counted and dropped; loopback (the unit's own tools) passes
 
@@ -22,6 +24,8 @@ from ..dataplane import conntrack, haproxy
 from ..dataplane.conntrack import PORT as CONNTRACK_PORT
 from ..dataplane.haproxy import PEERS_PORT
 from ..family import FAMILIES, IPV4, Family
+from ..ha.liveness import PORT as LIVENESS_PORT
+from .liveness import off_reason
 from .nft import NftCommands
 
 log = events.logger("carpool.guard", events.Kind.DAEMON)
@@ -46,6 +50,7 @@ def links(cfg: Config) -> dict[str, list[Interface]]:
         "sync": list(cfg.interfaces),
         "peers": list(cfg.heartbeats[:1]) if haproxy.peers(cfg)[1] else [],
         "conntrack": [by_name[name] for name, _own, _partner in synced[0]] if synced else [],
+        "liveness": [] if off_reason(cfg) else [i for i in cfg.interfaces if i.check],
     }
 
 
@@ -55,6 +60,7 @@ def install_commands(cfg: Config, sync_port: int) -> str:
         "sync": f"tcp dport {sync_port}",
         "peers": f"tcp dport {PEERS_PORT}",
         "conntrack": f"udp dport {CONNTRACK_PORT}",
+        "liveness": f"udp dport {LIVENESS_PORT}",
     }
     out = []
     for f in FAMILIES:
