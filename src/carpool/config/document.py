@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import dataclasses
 import hashlib
 import ipaddress
@@ -1080,6 +1081,16 @@ class Document(_Model):
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> bytes:
+        # a document is immutable: its canonical form is made once (a big one takes 30 ms,
+        # and a commit asks for its hash several times)
+        for doc, made in _CANONICAL:
+            if doc is self:
+                return made
+        made = self._canonical()
+        _CANONICAL.appendleft((self, made))
+        return made
+
+    def _canonical(self) -> bytes:
         data = self.model_dump(mode="json")
         for (table, key), default in ADDED_LATER.items():
             if data.get(table, {}).get(key, default) == default:
@@ -1096,6 +1107,10 @@ class Document(_Model):
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()
+
+
+# the last few documents' canonical forms (they are kept alive here, so an id is never reused)
+_CANONICAL: collections.deque[tuple[Document, bytes]] = collections.deque(maxlen=4)
 
 
 def _where(loc: Loc) -> Loc:

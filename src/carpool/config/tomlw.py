@@ -3,12 +3,15 @@ arrays of scalars, tables and arrays of tables at any depth. Round-trips through
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(key: str) -> str:
+    # a document repeats a few dozen key names thousands of times: each is judged once
     bare = key and all(c.isalnum() or c in "_-" for c in key)
     return key if bare else json.dumps(key)
 
@@ -29,30 +32,31 @@ def _value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
 
 
-def _is_tables(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, dict) for v in value)
-    )
-
-
-def _table(path: list[str], table: dict[str, Any], out: list[str], header: str | None) -> None:
-    scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict) and not _is_tables(v)]
-    if header is not None and (
-        scalars or not any(isinstance(v, dict) or _is_tables(v) for v in table.values())
-    ):
+def _table(name: str, table: dict[str, Any], out: list[str], header: str | None) -> None:
+    """name: the table's dotted name ("" at the top); header: its [name] line, or None."""
+    scalars: list[tuple[str, Any]] = []
+    subs: list[tuple[str, Any, bool]] = []  # (key, a table or an array of them, is an array)
+    for key, value in table.items():
+        if isinstance(value, dict):
+            subs.append((key, value, False))
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
+            subs.append((key, value, True))  # an array of tables
+        else:
+            scalars.append((key, value))
+    if header is not None and (scalars or not subs):
         out += ["", header]
     out += [f"{_key(k)} = {_value(v)}" for k, v in scalars]
-    for key, sub in table.items():
-        name = ".".join(_key(p) for p in path + [key])
-        if isinstance(sub, dict):
-            _table(path + [key], sub, out, f"[{name}]")
-        elif _is_tables(sub):
+    for key, sub, many in subs:
+        sub_name = f"{name}.{_key(key)}" if name else _key(key)
+        if many:
             for item in sub:
-                out += ["", f"[[{name}]]"]
-                _table(path + [key], item, out, None)
+                out += ["", f"[[{sub_name}]]"]
+                _table(sub_name, item, out, None)
+        else:
+            _table(sub_name, sub, out, f"[{sub_name}]")
 
 
 def dumps(doc: dict[str, Any]) -> str:
     out: list[str] = []
-    _table([], doc, out, None)
+    _table("", doc, out, None)
     return "\n".join(out).lstrip("\n") + "\n"
