@@ -161,3 +161,12 @@ def test_the_election_takes_over_at_once_on_gone_only_as_a_backup():
     assert e.handle(el.PartnerGone("again"), 0.7) == [] and e.state is el.State.MASTER
     stopped = el.Election(params)
     assert stopped.handle(el.PartnerGone("x"), 0.0) == [] and stopped.state is el.State.INIT
+
+
+def test_a_fast_profile_waits_for_answers_as_long_as_it_asks():
+    d = Detector(0.1, 3, nonces(), query_timeout=0.01)
+    d.active(False, 0.0)
+    d.heard(1.0)
+    d.carrier_lost(1.0, PATHS)
+    assert d.deadline() == pytest.approx(1.01)
+    assert isinstance(d.tick(1.01, PATHS)[0], Gone) and "within 10 ms" in d.reason

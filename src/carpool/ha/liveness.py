@@ -117,12 +117,20 @@ class Detector:
     partner's adverts on the heartbeat link (both are signs of life: in a fast profile the
     adverts alone come often enough). A change of role starts the judging afresh."""
 
-    def __init__(self, interval: float, multiplier: int, nonce: Callable[[], bytes] | None = None):
+    def __init__(
+        self,
+        interval: float,
+        multiplier: int,
+        nonce: Callable[[], bytes] | None = None,
+        query_timeout: float = QUERY_TIMEOUT,
+    ):
         """interval: s between hellos and the unit of silence; nonce(): 8 fresh random bytes
-        (os.urandom in the adapter; fixed in tests)."""
-        if interval <= 0 or multiplier < 1:
-            raise ValueError("interval must be > 0 and multiplier >= 1")
+        (os.urandom in the adapter; fixed in tests); query_timeout: s to wait for an answer
+        (shorter in a fast profile, where the advert timer itself is that short)."""
+        if interval <= 0 or multiplier < 1 or query_timeout <= 0:
+            raise ValueError("interval and query_timeout must be > 0 and multiplier >= 1")
         self.interval, self.multiplier = interval, multiplier
+        self.query_timeout = query_timeout
         self._nonce = nonce
         self.state = State.WAITING
         self.reason = "no hello from the partner yet"
@@ -205,7 +213,7 @@ class Detector:
             self.counters["gone"] += 1
             reason = (
                 f"{self.reason.partition(': asking')[0]}, and no answer on {', '.join(asked)} "
-                f"within {QUERY_TIMEOUT * 1000:g} ms"
+                f"within {self.query_timeout * 1000:g} ms"
             )
             self._enter(State.GONE, reason)
             out.append(Gone(reason))
@@ -226,7 +234,7 @@ class Detector:
         if self._nonce is None:
             raise RuntimeError("no nonce source")
         self._asked = {bytes(self._nonce()): path for path in paths_up}
-        self._ask_deadline = now + QUERY_TIMEOUT
+        self._ask_deadline = now + self.query_timeout
         self.counters["queries"] += len(self._asked)
         self._enter(State.ASKING, f"{why}: asking on {', '.join(paths_up)}")
         return [SendQuery(path, nonce) for nonce, path in self._asked.items()]

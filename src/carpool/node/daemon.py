@@ -32,7 +32,7 @@ from .guard import Guard
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
-from .liveness import Liveness
+from .liveness import Liveness, off_reason
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
@@ -44,6 +44,7 @@ from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
+LINK_POLL = 0.1  # s: the carrier of a link whose driver may report late is read this often
 
 
 class Daemon:
@@ -249,13 +250,17 @@ class Daemon:
         await self.holder.start()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
-        links = self.links = LinkMonitor(self._link_changed, watch=watched)
+        quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
+        if not off_reason(self.cfg) and params.advert_interval < LINK_POLL:
+            quick = {self.cfg.heartbeats[0].name: params.advert_interval}
+        links = self.links = LinkMonitor(self._link_changed, LINK_POLL, watched, quick)
         self.status_parts.carrier = links.carrier
         liveness = self.liveness = Liveness(
             self.cfg,
             on_gone=lambda reason: self.driver.feed(el.PartnerGone(reason)),
             link_up=lambda name: links.known().get(name, False),
             now=self.driver.now,
+            advert_interval=params.advert_interval,
         )
         self.status_parts.liveness = liveness
         self.driver.on_transition = liveness.on_transition

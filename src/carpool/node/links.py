@@ -251,10 +251,15 @@ class LinkMonitor:
         on_change: LinkCallback | None = None,
         poll_interval: float | None = 0.1,
         watch: tuple[str, ...] = (),
+        quick: dict[str, float] | None = None,
     ):
+        """quick: watched links polled more often than poll_interval (the heartbeat link in a
+        fast profile), name -> s."""
         self.on_change = on_change
         self.poll_interval = poll_interval
         self.watch = watch
+        self.quick = dict(quick or {})
+        self._due: dict[str, float] = {}  # a late link's next poll
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock = socket.socket(
@@ -301,17 +306,42 @@ class LinkMonitor:
     def carrier(self) -> dict[str, str]:
         """How each watched link's carrier is followed: "events", or "polled every N s"."""
         late = self.late()
-        polled = f"polled every {self.poll_interval:g} s" if self.poll_interval else "events (late)"
-        return {n: polled if n in late else "events" for n in self.watch}
+        out = {}
+        for n in self.watch:
+            every = self._every(n)
+            polled = f"polled every {every:g} s" if every else "events (late)"
+            out[n] = polled if n in late else "events"
+        return out
+
+    def _every(self, name: str) -> float | None:
+        return self.quick.get(name, self.poll_interval) if self.poll_interval else None
 
     def _arm(self) -> None:
-        if self._loop is not None and self.poll_interval and self._timer is None and self.late():
-            self._timer = self._loop.call_later(self.poll_interval, self._tick)
+        if self._loop is None or not self.poll_interval:
+            return
+        now = self._loop.time()
+        late = self.late()
+        self._due = {n: self._due.get(n, now + (self._every(n) or 0.0)) for n in late}
+        if not self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        when = min(self._due.values())
+        if self._timer is not None and self._timer.when() <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
         self.poll()
+        now = self._loop.time() if self._loop is not None else 0.0
         for name in self.late():
+            if self._due.get(name, now) > now:
+                continue
+            self._due[name] = now + (self._every(name) or 0.0)
             try:
                 link = get_link(name)
             except OSError as e:

@@ -50,13 +50,18 @@ class Liveness:
         on_gone: Callable[[str], None],
         link_up: Callable[[str], bool],
         now: Callable[[], float],
+        advert_interval: float = 1.0,
     ):
-        """on_gone(reason): the standby's verdict; link_up(name): the monitor's view."""
+        """on_gone(reason): the standby's verdict; link_up(name): the monitor's view;
+        advert_interval: a fast profile's answers are waited for half an advert interval."""
         self.cfg, self.on_gone, self.link_up, self.now = cfg, on_gone, link_up, now
         self.off = off_reason(cfg)
         self.key = lv.liveness_key(cfg.secret)
         self.session = int.from_bytes(os.urandom(4), "big")
-        self.detector = lv.Detector(cfg.liveness_ms / 1000, cfg.liveness_multiplier, _nonce)
+        wait = min(lv.QUERY_TIMEOUT, max(0.005, advert_interval / 2))
+        self.detector = lv.Detector(
+            cfg.liveness_ms / 1000, cfg.liveness_multiplier, _nonce, query_timeout=wait
+        )
         self.drops: Counter[str] = Counter()
         self.errors = 0
         self.heartbeat = cfg.heartbeats[0] if cfg.heartbeats else None

@@ -49,7 +49,9 @@ class Pulse:
 
     def __init__(self, fd: int | None, interval: float, lag_report: float = LAG_REPORT):
         self.fd, self.interval, self.lag_report = fd, interval, lag_report
-        self.step = min(interval, lag_report / 4)
+        self.step = min(
+            interval, lag_report / 2
+        )  # 4 turns a second: the lag thread and the loop wake little
         self.lag_max = 0.0
         self.lags = 0  # turns that came more than lag_report late
         self._handle: asyncio.TimerHandle | None = None
