@@ -335,7 +335,10 @@ class Election:
                     why += ": " + ", ".join(self._demote)
                 reason = f"{_ip(peer.address)} beats us ({why}){where}"
                 return self._become_backup(reason, now)
-            return []  # a weaker peer yields when it hears our next advert
+            # A weaker peer yields when it hears our next advert. It was a master too (a
+            # backup is silent): its gratuitous ARPs may have pointed the clients at it, so
+            # announce again, or they keep sending to a unit that drops the addresses.
+            return [] if advert.bow_out else [SendGarp()]
         if advert.bow_out:
             return self._become_master(f"{_ip(peer.address)} bowed out{where}", now)
         if peer.demote > ours.demote:
