@@ -191,3 +191,21 @@ def test_memory_is_bounded_by_counts_and_compact_rings():
     assert list(stats.rings[server]) == ["1h"]  # a server keeps the hour only
     ring = stats.rings["vs0"]["24h"]
     assert ring.values["requests"].itemsize == 4 and len(ring.values["requests"]) == 1440
+
+
+def test_the_l4_counters_live_in_their_own_tables_so_a_health_flip_keeps_them():
+    main = str(nft.ruleset(DOC)["nftables"])
+    assert "count" not in [
+        c["add"]["chain"]["name"]
+        for c in nft.ruleset(DOC)["nftables"]
+        if "chain" in c.get("add", {})
+    ]
+    assert "t_" not in main  # no named counter in the tables a health flip reloads
+    stats = nft.stats_ruleset(DOC)["nftables"]
+    tables = {c["add"]["table"]["name"] for c in stats if "table" in c.get("add", {})}
+    counters = [c["add"]["counter"]["name"] for c in stats if "counter" in c.get("add", {})]
+    assert tables == {nft.STATS_TABLE} and sorted(counters) == sorted(
+        name for _family, name in nft.traffic_counters(DOC)
+    )
+    down = nft.ruleset(DOC, healthy=lambda *k: False)["nftables"]
+    assert down != nft.ruleset(DOC)["nftables"]  # the flip changes the main tables only

@@ -76,6 +76,8 @@ def parse_flows(listing: str) -> dict[tuple[str, str, int, str, int], int]:
 class L4Dataplane:
     def __init__(self) -> None:
         self.applied: dict | None = None
+        self.stats_applied: dict | None = None
+        self._stats_doc: Document | None = None  # the document the counters were made for
         self.last_error = ""
         self.applies = 0
         self.failures = 0
@@ -87,6 +89,7 @@ class L4Dataplane:
         ruleset = nft.ruleset(doc, healthy, cut)
         async with self._lock:
             if ruleset == self.applied:
+                await self._apply_stats(doc)
                 return True
             for family in {nft.family_of(v.address) for v in doc.virtual_service if v.type == "l4"}:
                 _enable_forwarding(family)
@@ -109,7 +112,32 @@ class L4Dataplane:
             self.applied, self.last_error = ruleset, ""
             self.applies += 1
             self.last_apply = time.time()
+            await self._apply_stats(doc)
             return True
+
+    async def _apply_stats(self, doc: Document) -> None:
+        """The counters' tables, when the services' servers changed (a failure costs the
+        statistics only: logged, tried again with the next change)."""
+        if doc is self._stats_doc:
+            return  # a health flip: the same document, the same counters
+        wanted = nft.stats_ruleset(doc)
+        if wanted == self.stats_applied:
+            self._stats_doc = doc
+            return
+        proc = await asyncio.create_subprocess_exec(
+            "nft",
+            "-j",
+            "-f",
+            "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate(json.dumps(wanted).encode())
+        if proc.returncode != 0:
+            log.error("nft: the traffic counters were not loaded: %s", err.decode()[:300])
+            return
+        self.stats_applied, self._stats_doc = wanted, doc
 
     async def counters(self) -> list[tuple[str, int, int]]:
         """(rule, packets, bytes) of the rules with a counter in our table ([] if it is not
@@ -124,7 +152,7 @@ class L4Dataplane:
         """(family, counter name) -> (packets, bytes) of the named counters of both tables."""
         found = {}
         for f in nft.FAMILIES:
-            listing = await _run(["nft", "-j", "list", "counters", "table", f, nft.TABLE])
+            listing = await _run(["nft", "-j", "list", "counters", "table", f, nft.STATS_TABLE])
             try:
                 items = json.loads(listing).get("nftables", []) if listing else []
             except ValueError:
@@ -170,17 +198,18 @@ class L4Dataplane:
 
     async def clear(self) -> None:
         for family in nft.FAMILIES:
-            proc = await asyncio.create_subprocess_exec(
-                "nft",
-                "delete",
-                "table",
-                family,
-                nft.TABLE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            await proc.wait()
-        self.applied = None
+            for table in (nft.TABLE, nft.STATS_TABLE):
+                proc = await asyncio.create_subprocess_exec(
+                    "nft",
+                    "delete",
+                    "table",
+                    family,
+                    table,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                await proc.wait()
+        self.applied = self.stats_applied = self._stats_doc = None
 
     def status(self) -> dict:
         return {
