@@ -5,6 +5,7 @@ cable (an answer elsewhere) moves nothing; with no other path it leaves it to th
 from __future__ import annotations
 
 import itertools
+from ipaddress import IPv4Address
 
 import pytest
 
@@ -170,3 +171,56 @@ def test_a_fast_profile_waits_for_answers_as_long_as_it_asks():
     d.carrier_lost(1.0, PATHS)
     assert d.deadline() == pytest.approx(1.01)
     assert isinstance(d.tick(1.01, PATHS)[0], Gone) and "within 10 ms" in d.reason
+
+
+def test_the_heart_answers_and_says_hello_while_the_event_loop_is_busy():
+    """The hellos and the answers come from their own thread: a loop stalled in Python work
+    (here the test's main thread, spinning) is not taken for a dead unit by the partner."""
+    import socket
+    import time
+
+    from carpool.ha import liveness as lv
+    from carpool.node.liveness import Heart
+
+    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ours.bind(("127.0.0.1", 0))
+    ours.setblocking(False)
+    partner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    partner.bind(("127.0.0.2", lv.PORT))  # where the heart sends: the partner's port
+    partner.settimeout(2.0)
+    delivered = []
+    heart = Heart(
+        [ours],
+        KEY,
+        session=1,
+        interval=0.02,
+        hello_to=IPv4Address("127.0.0.2"),
+        partner_at={"127.0.0.2": "eth1"},
+        deliver=lambda frame, path: delivered.append((frame.kind, path)),
+    )
+    heart.start()
+    try:
+        query = encode(KEY, Frame(Kind.QUERY, 9, 0, b"nonce-01"))
+        partner.sendto(query, ours.getsockname())
+        heart.set_active(True)
+        spin_until = time.monotonic() + 0.3
+        while time.monotonic() < spin_until:  # the "event loop", busy in Python
+            sum(range(1000))
+        frames = [decode(KEY, partner.recv(64)) for _ in range(5)]
+        kinds = [f.kind for f in frames]
+        assert Kind.ANSWER in kinds and Kind.HELLO in kinds
+        answer = next(f for f in frames if f.kind is Kind.ANSWER)
+        assert answer.nonce == b"nonce-01"
+        hellos = [f.seq for f in frames if f.kind is Kind.HELLO]
+        assert hellos == sorted(hellos) and len(set(hellos)) == len(hellos)
+        partner.sendto(encode(KEY, Frame(Kind.HELLO, 9, 1)), ours.getsockname())
+        partner.sendto(b"garbage", ours.getsockname())
+        deadline = time.monotonic() + 2
+        while not (delivered and heart.drops["bad_length"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert delivered == [(Kind.HELLO, "eth1")]
+        assert heart.drops["bad_length"] == 1
+    finally:
+        heart.stop()
+        ours.close()
+        partner.close()

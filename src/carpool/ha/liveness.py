@@ -123,14 +123,18 @@ class Detector:
         multiplier: int,
         nonce: Callable[[], bytes] | None = None,
         query_timeout: float = QUERY_TIMEOUT,
+        hello_clock: bool = True,
     ):
         """interval: s between hellos and the unit of silence; nonce(): 8 fresh random bytes
         (os.urandom in the adapter; fixed in tests); query_timeout: s to wait for an answer
-        (shorter in a fast profile, where the advert timer itself is that short)."""
+        (shorter in a fast profile, where the advert timer itself is that short);
+        hello_clock: False when something else sends the hellos (the adapter's own thread)."""
         if interval <= 0 or multiplier < 1 or query_timeout <= 0:
             raise ValueError("interval and query_timeout must be > 0 and multiplier >= 1")
         self.interval, self.multiplier = interval, multiplier
         self.query_timeout = query_timeout
+        self.hello_clock = hello_clock
+        self._active = False
         self._nonce = nonce
         self.state = State.WAITING
         self.reason = "no hello from the partner yet"
@@ -150,7 +154,8 @@ class Detector:
 
     @property
     def sending(self) -> bool:
-        return self._next_hello is not None
+        """Active: the unit the hellos come from, judging nobody."""
+        return self._active
 
     def deadline(self) -> float | None:
         """When to call tick() next (the next hello, the silence limit, the query deadline)."""
@@ -161,7 +166,8 @@ class Detector:
 
     def active(self, on: bool, now: float) -> None:
         """The unit became active (send hellos, judge nobody) or standby (listen, judge)."""
-        self._next_hello = now if on else None
+        self._active = on
+        self._next_hello = now if on and self.hello_clock else None
         self._asked, self._ask_deadline, self.last_heard = {}, None, None
         reason = "active: sending hellos" if on else "no hello from the partner yet"
         self._enter(State.WAITING, reason)

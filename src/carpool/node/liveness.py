@@ -2,6 +2,12 @@
 port 6975, hellos to the partner's heartbeat address while active, queries to its address on
 each other checked link when the standby grows suspicious, answers to the partner's queries.
 
+The hellos and the answers come from a thread of their own (`Heart`), not from the event loop:
+a loop that stalls for a second (a big configuration, a loaded machine) must not read as a dead
+unit to a partner that judges in 300 ms — the advert timer and the watchdog deal with a hung
+loop as before. What stops the thread too (power loss, a killed or frozen process, a hung
+kernel) is what the detector is for.
+
 Off (and said so in status) with `ha.liveness_ms = 0`, without a heartbeat link, or without
 another checked link to ask on. Every datagram that is not the partner's, sealed with the
 secret, is a counted drop; nothing is logged per packet.
@@ -11,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
@@ -43,6 +52,117 @@ def off_reason(cfg: Config) -> str:
     return ""
 
 
+class Heart:
+    """The thread that reads the sockets, answers queries at once, sends the hellos while the
+    unit is active, and hands hellos and answers to the loop (`deliver(frame, path)`)."""
+
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        key: bytes,
+        session: int,
+        interval: float,
+        hello_to: Address | None,
+        partner_at: dict[str, str],
+        deliver: Callable[[lv.Frame, str], object],
+    ):
+        self.socks, self.key, self.session, self.interval = socks, key, session, interval
+        self.hello_to, self.partner_at, self.deliver = hello_to, partner_at, deliver
+        self.drops: Counter[str] = Counter()
+        self.errors = 0
+        self.hellos_sent = 0
+        self.answered = 0
+        self.active = False
+        self._seq = 0
+        self._stop = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="carpool-heart", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def set_active(self, on: bool) -> None:
+        self.active = on
+        self._wake()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake()
+        self._thread.join(2.0)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b".")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        next_hello = time.monotonic()
+        readers = [*self.socks, self._wake_r]
+        while not self._stop:
+            now = time.monotonic()
+            if not self.active:
+                next_hello, timeout = now, None  # asleep until a datagram or a wake
+            else:
+                timeout = max(0.0, next_hello - now)
+            try:
+                ready, _, _ = select.select(readers, [], [], timeout)
+            except (OSError, ValueError):
+                return  # the sockets were closed under us: the unit is stopping
+            for sock in ready:
+                if sock is self._wake_r:
+                    self._wake_r.recv(64)
+                else:
+                    self._read(sock)
+            now = time.monotonic()
+            if self.active and now >= next_hello and self.hello_to is not None:
+                self._seq += 1
+                frame = lv.Frame(lv.Kind.HELLO, self.session, self._seq)
+                self.hellos_sent += 1
+                self._send(lv.encode(self.key, frame), str(self.hello_to))
+                next_hello = max(next_hello + self.interval, now)
+
+    def _read(self, sock: socket.socket) -> None:
+        for _ in range(BATCH):
+            try:
+                data, source = sock.recvfrom(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.errors += 1
+                return
+            try:
+                address = source[0].split("%")[0]
+                path = self.partner_at.get(address)
+                if path is None:
+                    raise DropError(DropReason.NOT_PARTNER, address)
+                frame = lv.decode(self.key, data)
+                if frame.kind is lv.Kind.QUERY:
+                    answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
+                    self.answered += 1
+                    self._send(lv.encode(self.key, answer), address, sock)
+                else:
+                    try:
+                        self.deliver(frame, path)
+                    except RuntimeError:  # the loop is closed: the unit is stopping
+                        return
+            except DropError as e:
+                self.drops[e.reason.value] += 1
+
+    def _send(self, data: bytes, address: str, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            want = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = next((s for s in self.socks if s.family == want), None)
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, (address, lv.PORT))
+        except OSError:  # a link down, no route yet: the verdict does not hang on one packet
+            self.errors += 1
+
+
 class Liveness:
     def __init__(
         self,
@@ -60,7 +180,11 @@ class Liveness:
         self.session = int.from_bytes(os.urandom(4), "big")
         wait = min(lv.QUERY_TIMEOUT, max(0.005, advert_interval / 2))
         self.detector = lv.Detector(
-            cfg.liveness_ms / 1000, cfg.liveness_multiplier, _nonce, query_timeout=wait
+            cfg.liveness_ms / 1000,
+            cfg.liveness_multiplier,
+            _nonce,
+            query_timeout=wait,
+            hello_clock=False,  # the Heart sends them
         )
         self.drops: Counter[str] = Counter()
         self.errors = 0
@@ -76,6 +200,7 @@ class Liveness:
         if self.hello_from is not None:
             self.partner_at[str(self.hello_from)] = hb
         self._socks: dict[int, socket.socket] = {}
+        self.heart: Heart | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._cut_logged = float("-inf")
@@ -94,8 +219,17 @@ class Liveness:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(("0.0.0.0" if version == 4 else "::", lv.PORT))
-            loop.add_reader(sock.fileno(), self._readable, sock)
             self._socks[version] = sock
+        self.heart = Heart(
+            list(self._socks.values()),
+            self.key,
+            self.session,
+            self.cfg.liveness_ms / 1000,
+            self.hello_from,
+            self.partner_at,
+            lambda frame, path: loop.call_soon_threadsafe(self._delivered, frame, path),
+        )
+        self.heart.start()
         log.info(
             "fast detector on %s: hellos every %d ms, %d missed (or no carrier) and no answer "
             "on %s -> take over",
@@ -109,9 +243,9 @@ class Liveness:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.heart is not None:
+            self.heart.stop()
         for sock in self._socks.values():
-            if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
             sock.close()
         self._socks = {}
 
@@ -120,7 +254,10 @@ class Liveness:
         """The election changed state: the active unit sends hellos, a standby judges."""
         if self._loop is None:
             return
-        self.detector.active(entry["new"] == "master", self.now())
+        active = entry["new"] == "master"
+        self.detector.active(active, self.now())
+        if self.heart is not None:
+            self.heart.set_active(active)
         self._arm()
 
     def heard_advert(self, interface: str) -> None:
@@ -134,34 +271,14 @@ class Liveness:
             return
         self._do(self.detector.carrier_lost(self.now(), self._paths_up()))
 
-    def _readable(self, sock: socket.socket) -> None:
-        for _ in range(BATCH):
-            try:
-                data, source = sock.recvfrom(64)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self.errors += 1
-                break
-            try:
-                self._datagram(sock, data, source)
-            except DropError as e:
-                self.drops[e.reason.value] += 1
-        self._arm()
-
-    def _datagram(self, sock: socket.socket, data: bytes, source: tuple) -> None:
-        path = self.partner_at.get(source[0].split("%")[0])
-        if path is None:
-            raise DropError(DropReason.NOT_PARTNER, source[0])
-        frame = lv.decode(self.key, data)
+    def _delivered(self, frame: lv.Frame, path: str) -> None:
+        """A hello or an answer from the partner, read by the Heart."""
         now = self.now()
         if frame.kind is lv.Kind.HELLO:
             if self.heartbeat is None or path != self.heartbeat.name:
-                raise DropError(DropReason.UNKNOWN_INTERFACE, f"a hello from {path}")
+                self.drops[DropReason.UNKNOWN_INTERFACE.value] += 1
+                return
             self.detector.hello(frame, now)
-        elif frame.kind is lv.Kind.QUERY:
-            answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
-            self._send(sock, lv.encode(self.key, answer), source[0])
         else:
             before = self.detector.state
             self._do(self.detector.answer(frame, now))
@@ -169,6 +286,7 @@ class Liveness:
                 # hellos lost on the cable while adverts pass: a verdict each advert interval
                 self._cut_logged = now
                 log.warning("%s: nothing moves", self.detector.reason)
+        self._arm()
 
     # -- the clock and the effects ---------------------------------------------------------
     def _paths_up(self) -> tuple[str, ...]:
@@ -193,9 +311,6 @@ class Liveness:
     def _do(self, effects: list[lv.Effect]) -> None:
         for effect in effects:
             match effect:
-                case lv.SendHello(seq=seq):
-                    frame = lv.Frame(lv.Kind.HELLO, self.session, seq)
-                    self._send_to(lv.encode(self.key, frame), self.hello_from)
                 case lv.SendQuery(path=path, nonce=nonce):
                     frame = lv.Frame(lv.Kind.QUERY, self.session, 0, nonce)
                     self._send_to(lv.encode(self.key, frame), self.paths.get(path))
@@ -205,15 +320,8 @@ class Liveness:
         self._arm()
 
     def _send_to(self, data: bytes, address: Address | None) -> None:
-        sock = self._socks.get(address.version) if address is not None else None
-        if sock is not None and address is not None:
-            self._send(sock, data, str(address))
-
-    def _send(self, sock: socket.socket, data: bytes, address: str) -> None:
-        try:
-            sock.sendto(data, (address, lv.PORT))
-        except OSError:  # a link down, no route yet: the verdict does not depend on one packet
-            self.errors += 1
+        if address is not None and self.heart is not None:
+            self.heart._send(data, str(address))  # a UDP send is safe from any thread
 
     def status(self, now: float) -> dict:
         d = self.detector
@@ -227,9 +335,10 @@ class Liveness:
             "state": d.state.value,
             "reason": d.reason,
             "heard_ago": None if d.last_heard is None else round(now - d.last_heard, 3),
-            "counters": dict(d.counters),
-            "drops": dict(self.drops),
-            "send_errors": self.errors,
+            "counters": dict(d.counters)
+            | ({"hellos_sent": h.hellos_sent, "answered": h.answered} if (h := self.heart) else {}),
+            "drops": dict(self.drops + (self.heart.drops if self.heart else Counter())),
+            "send_errors": self.heart.errors if self.heart else 0,
         }
 
 
