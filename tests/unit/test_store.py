@@ -293,3 +293,45 @@ def test_a_document_hashes_as_the_release_before_hashed_it(tmp_path):
     ).hexdigest()
     assert d.hash == old_hash
     assert doc("stored by the release before", auth="carp").hash != d.hash
+
+
+def test_changed_keys_skips_equal_subtrees_and_names_what_flatten_names():
+    """Every difference of the flattened documents, and nothing else, whatever changed."""
+    from carpool.config.store import changed_keys, flatten
+
+    def reference(old, new):
+        a = flatten(old.model_dump(mode="json")) if old else {}
+        b = flatten(new.model_dump(mode="json"))
+        return tuple(sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...)))
+
+    services = [
+        {
+            "name": f"vs{n}",
+            "address": "198.18.0.10",
+            "port": 1000 + n,
+            "real_server": [{"address": f"198.18.2.{101 + k}", "port": 80} for k in range(3)],
+        }
+        for n in range(6)
+    ]
+    base = parse_document({**BASE, "virtual_service": services})
+    rng = random.Random(5)
+    for trial in range(30):
+        raw = json.loads(json.dumps({**BASE, "virtual_service": services}))
+        vs, n = raw["virtual_service"], rng.randrange(len(services))
+        match trial % 6:
+            case 0:
+                vs[n]["port"] = 60000
+            case 1:
+                del vs[n]
+            case 2:
+                vs.append({**vs[n], "name": f"new{trial}", "port": 50000})
+            case 3:
+                vs[n]["real_server"] = vs[n]["real_server"][:1]
+            case 4:
+                vs[0], vs[1] = vs[1], vs[0]
+            case 5:
+                raw["appliance"] = {"description": f"d{trial}"}
+        new = parse_document(raw)
+        assert changed_keys(base, new) == reference(base, new)
+        assert changed_keys(None, new) == reference(None, new)
+    assert changed_keys(base, base) == ()

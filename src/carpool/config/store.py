@@ -182,9 +182,42 @@ def diff(old: Document | None, new: Document) -> list[str]:
 
 
 def changed_keys(old: Document | None, new: Document) -> tuple[str, ...]:
-    a = flatten(old.model_dump(mode="json")) if old else {}
-    b = flatten(new.model_dump(mode="json"))
-    return tuple(sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...)))
+    """The dotted keys (flatten's) whose values differ. Equal subtrees are skipped whole (a
+    C-level comparison), so a change to one of a thousand services costs that service."""
+    a = old.model_dump(mode="json") if old else {}
+    return tuple(sorted(_changed(a, new.model_dump(mode="json"), "")))
+
+
+def _tables(value: object) -> dict[object, dict[str, object]] | None:
+    """A list of tables by flatten's label (a string name, else the index), or None."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return {
+            (v["name"] if isinstance(v.get("name"), str) else n): v for n, v in enumerate(value)
+        }
+    return None
+
+
+def _changed(a: object, b: object, prefix: str) -> list[str]:
+    if a == b:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in a.keys() | b.keys():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += _changed(a.get(k, _MISSING), b.get(k, _MISSING), key)
+        return out
+    ta, tb = _tables(a), _tables(b)
+    if ta is not None and tb is not None:
+        out = []
+        for label in ta.keys() | tb.keys():
+            out += _changed(ta.get(label, _MISSING), tb.get(label, _MISSING), f"{prefix}[{label}]")
+        return out
+    fa = flatten(a, prefix) if a is not _MISSING else {}
+    fb = flatten(b, prefix) if b is not _MISSING else {}
+    return [k for k in fa.keys() | fb.keys() if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
+
+
+_MISSING = object()
 
 
 class Store:
