@@ -224,3 +224,45 @@ def test_the_heart_answers_and_says_hello_while_the_event_loop_is_busy():
         heart.stop()
         ours.close()
         partner.close()
+
+
+def test_the_detector_is_off_and_says_why_when_it_cannot_run():
+    """No heartbeat, no other checked link, liveness_ms 0, or UDP 6975 taken: the election
+    runs on the advert timer and status says why (the daemon never fails to start for it)."""
+    import asyncio
+    import socket
+
+    from carpool.config.ha import parse_config
+    from carpool.ha import liveness as lv
+    from carpool.node.liveness import Liveness, off_reason
+
+    def cfg(interfaces, **ha):
+        return parse_config(
+            {
+                "unit": {"role": "first", "secret": "unit-test-secret"},
+                "interface": interfaces,
+                "ha": ha,
+            }
+        )
+
+    lan = {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12"}
+    cable = {"name": "eth1", "first": "198.18.1.1", "second": "198.18.1.2", "heartbeat": True}
+    assert off_reason(cfg([lan])) == "no heartbeat link"
+    assert off_reason(cfg([cable])) == "no other checked link to ask the partner on"
+    assert off_reason(cfg([lan, cable], liveness_ms=0)) == "ha.liveness_ms = 0"
+    both = cfg([lan, cable])
+    assert off_reason(both) == ""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("0.0.0.0", lv.PORT))
+    try:
+
+        async def main():
+            live = Liveness(both, lambda r: None, lambda n: True, lambda: 0.0)
+            live.start(asyncio.get_running_loop())
+            return live
+
+        live = asyncio.run(main())
+        assert live.off.startswith(f"cannot listen on UDP {lv.PORT}") and live.heart is None
+        assert live.status(0.0)["on"] is False
+    finally:
+        taken.close()

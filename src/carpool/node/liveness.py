@@ -187,7 +187,6 @@ class Liveness:
             hello_clock=False,  # the Heart sends them
         )
         self.drops: Counter[str] = Counter()
-        self.errors = 0
         self.heartbeat = cfg.heartbeats[0] if cfg.heartbeats else None
         hb = self.heartbeat.name if self.heartbeat else ""
         self.paths = {
@@ -212,14 +211,21 @@ class Liveness:
             return
         self._loop = loop
         families = {a.version for a in [*self.paths.values(), self.hello_from] if a is not None}
-        for version in sorted(families):
-            family = socket.AF_INET if version == 4 else socket.AF_INET6
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(("0.0.0.0" if version == 4 else "::", lv.PORT))
-            self._socks[version] = sock
+        try:
+            for version in sorted(families):
+                family = socket.AF_INET if version == 4 else socket.AF_INET6
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                self._socks[version] = sock
+                sock.setblocking(False)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(("0.0.0.0" if version == 4 else "::", lv.PORT))
+        except OSError as e:  # the port taken, no IPv6: the election runs on without it
+            self.off = f"cannot listen on UDP {lv.PORT}: {e.strerror or e}"
+            log.error("fast detector off (%s): the advert timer alone decides", self.off)
+            self.close()
+            self._loop = None
+            return
         self.heart = Heart(
             list(self._socks.values()),
             self.key,
