@@ -2,7 +2,7 @@
 """Throughput benchmark: carpool's data planes against a bare HAProxy, in one lab, in one run.
 
     .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64]
-                                         [--family 4|6] [--json F]
+                                         [--family 4|6] [--close] [--https] [--json F]
 
 wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   direct      one real server (198.18.2.101:80), routed through the active unit without NAT
@@ -28,6 +28,11 @@ against a bare HAProxy with the same certificates, ciphers and ALPN (:9443, :944
 modes: keep-alive requests/s, and with `Connection: close` (a new TCP connection and a full TLS
 handshake per request: handshakes/s). Target (issue 15): carpool >= 0.95 x the bare HAProxy in
 every cell.
+
+With --close every plain target is also run with `Connection: close` (NAME-close): a new TCP
+connection per request, so the L4 path pays conntrack and NAT per request and HAProxy an
+accept and a connect. Targets (issue 16): keep-alive L4 >= 2 x and L7 >= 1.0 x, connection per
+request L4 >= 1.5 x and L7 >= 1.0 x the bare HAProxy's.
 
 Failover under load: wrk against each carpool service while the active unit gets SIGTERM
 (graceful: it bows out, the partner takes over in milliseconds); reported are the failed
@@ -64,6 +69,7 @@ from carpool.lab.topology import (
 SERVERS = 3
 FAMILY = 4
 HTTPS = False
+CLOSE = False  # --close: every plain target also with a connection per request
 KEYS = ("ec", "rsa")
 VIP = SHARED_LAN.split("/")[0]
 
@@ -85,22 +91,33 @@ def targets() -> dict[str, str]:
                 out[f"haproxy-https-{kind}-{mode}"] = f"https://{host(VIP, 9443 + n)}/"
                 out[f"carpool-https-{kind}-{mode}"] = f"https://{host(VIP, 8443 + n)}/"
         return out
-    return {
+    plain = {
         "direct": f"http://{host(server(1), 80)}/",
         "haproxy-tcp": f"http://{host(VIP, 9081)}/",
         "haproxy-http": f"http://{host(VIP, 9080)}/",
         "carpool-l4": f"http://{host(VIP, 80)}/",
         "carpool-l7": f"http://{host(VIP, 8080)}/",
     }
+    if CLOSE:  # wrk adds `Connection: close`: a TCP handshake and a NAT/conntrack entry each
+        plain |= {f"{name}-close": url for name, url in plain.items()}
+    return plain
 
 
 TARGETS = targets()
 
 
-def use_family(family: int, https: bool = False) -> None:
-    """Measure IPv6 (6) or IPv4 (4), plain or TLS: set once, before the lab comes up."""
-    global FAMILY, VIP, TARGETS, HTTPS, RATIOS
-    FAMILY, HTTPS = family, https
+def use_family(family: int, https: bool = False, close: bool = False) -> None:
+    """Measure IPv6 (6) or IPv4 (4), plain or TLS, and (close) each plain target also with a
+    new TCP connection per request: set once, before the lab comes up."""
+    global FAMILY, VIP, TARGETS, HTTPS, RATIOS, CLOSE
+    FAMILY, HTTPS, CLOSE = family, https, close and not https
+    if CLOSE:  # issue 16's targets for both modes
+        RATIOS = (
+            ("carpool-l4", "haproxy-tcp", 2.0),
+            ("carpool-l7", "haproxy-http", 1.0),
+            ("carpool-l4-close", "haproxy-tcp-close", 1.5),
+            ("carpool-l7-close", "haproxy-http-close", 1.0),
+        )
     if https:
         RATIOS = tuple(
             (f"carpool-https-{k}-{m}", f"haproxy-https-{k}-{m}", 0.95)
@@ -441,11 +458,17 @@ def main() -> int:
         help="TLS targets: carpool's https services vs a bare HAProxy (ECDSA and RSA, keep-alive "
         "and a handshake per request); no failover part",
     )
+    ap.add_argument(
+        "--close",
+        action="store_true",
+        help="each plain target also with `Connection: close` (a new TCP connection per "
+        "request), issue 16's connection-per-request ratios",
+    )
     ap.add_argument("--json", help="write the results here (- for stdout)")
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
         ap.error("--runs 1..20, --duration 1..120")
-    use_family(args.family, args.https)
+    use_family(args.family, args.https, args.close)
     issued = {}
     if args.https:
         from carpool.lab.pki import LabCA
