@@ -543,7 +543,7 @@ def test_link_monitor_reports_changes_at_once(clean):
             mon.attach(asyncio.get_running_loop())
             subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
             subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
-            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"))
+            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"), quick={"cpdum0": 0.02})
             physical.attach(asyncio.get_running_loop())
             facts = dict(state=mon.state("va"), missing=mon.state("nosuch0"),
                          carrier=mon.carrier(), polls=mon._timer is not None,
@@ -593,7 +593,8 @@ def test_link_monitor_reports_changes_at_once(clean):
     urgent = va.get("link_index", va["ifindex"]) != va["ifindex"]
     assert facts["carrier"] == {"va": "events" if urgent else "polled every 0.1 s"}
     assert facts["polls"] is not urgent
-    assert facts["physical"] == {c: "polled every 0.1 s" for c in ("cpdum0", "nosuch0")}
+    # (a fast profile's heartbeat link: read every advert interval)
+    assert facts["physical"] == {"cpdum0": "polled every 0.02 s", "nosuch0": "polled every 0.1 s"}
     assert facts["physical_polls"] is True
     assert delays["admin_down"] < 0.2, delays
     assert delays["carrier_down"] < 0.2, delays
