@@ -543,7 +543,7 @@ def test_link_monitor_reports_changes_at_once(clean):
             mon.attach(asyncio.get_running_loop())
             subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
             subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
-            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"), quick={"cpdum0": 0.02})
+            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"), quick={{"cpdum0": 0.02}})
             physical.attach(asyncio.get_running_loop())
             facts = dict(state=mon.state("va"), missing=mon.state("nosuch0"),
                          carrier=mon.carrier(), polls=mon._timer is not None,

@@ -88,33 +88,62 @@ _seq_lock = threading.Lock()
 _seq = [0]
 
 
+_local = threading.local()
+
+
+def _socket(timeout: float) -> socket.socket:
+    """This thread's request socket, kept: the carrier poll asks several times a second, and a
+    socket made, bound and closed per question is most of its cost. Replies are matched by
+    sequence number, so a late reply to an earlier question is skipped."""
+    s = getattr(_local, "sock", None)
+    if s is None or s.fileno() < 0:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        s.bind((0, 0))
+        _local.sock = s
+    s.settimeout(timeout)
+    return s
+
+
 def _request(kind: int, flags: int, body: bytes, timeout: float = 5.0) -> list[tuple[int, bytes]]:
-    """One netlink request on a private socket; the (type, body) replies. Raises OSError."""
+    """One netlink request on this thread's socket; the (type, body) replies. Raises OSError
+    (and then drops the socket: the next request starts clean)."""
     with _seq_lock:
         _seq[0] = (_seq[0] + 1) & 0x7FFFFFFF
         seq = _seq[0]
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as s:
-        s.settimeout(timeout)
-        s.bind((0, 0))
-        s.send(
-            _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
-        )
-        out: list[tuple[int, bytes]] = []
-        while True:
-            data = s.recv(1 << 16)
-            for mtype, _mflags, mseq, mbody in _messages(data):
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_DONE:
-                    return out
-                if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", mbody)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return out
-                out.append((mtype, mbody))
-                if not flags & NLM_F_DUMP:
-                    return out
+    try:
+        return _ask(_socket(timeout), kind, flags, body, seq)
+    except _KernelError:
+        raise
+    except OSError:
+        s = getattr(_local, "sock", None)
+        if s is not None:
+            s.close()
+            _local.sock = None
+        raise
+
+
+class _KernelError(OSError):
+    """The kernel's answer was an error (no such device...): the socket itself is fine."""
+
+
+def _ask(s: socket.socket, kind: int, flags: int, body: bytes, seq: int) -> list[tuple[int, bytes]]:
+    s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+    out: list[tuple[int, bytes]] = []
+    while True:
+        data = s.recv(1 << 16)
+        for mtype, _mflags, mseq, mbody in _messages(data):
+            if mseq != seq:
+                continue  # a late reply to an earlier question on this socket
+            if mtype == NLMSG_DONE:
+                return out
+            if mtype == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", mbody)[0]
+                if code:
+                    raise _KernelError(code, os.strerror(code))
+                return out
+            out.append((mtype, mbody))
+            if not flags & NLM_F_DUMP:
+                return out
 
 
 # -- link records -------------------------------------------------------------------------------

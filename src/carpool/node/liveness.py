@@ -72,7 +72,14 @@ class Heart:
         self.errors = 0
         self.hellos_sent = 0
         self.answered = 0
+        self.hellos = 0
+        self.replayed = 0
         self.active = False
+        # the last hello taken (monotonic, the loop's clock); while `quiet` the loop reads it
+        # when its own deadline comes instead of being woken by every hello
+        self.last_hello: float | None = None
+        self.quiet = False
+        self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
         self._stop = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -143,6 +150,10 @@ class Heart:
                     answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
                     self.answered += 1
                     self._send(lv.encode(self.key, answer), address, sock)
+                elif frame.kind is lv.Kind.HELLO and not self._fresh(frame):
+                    self.replayed += 1
+                elif frame.kind is lv.Kind.HELLO and self.quiet:
+                    self.last_hello = time.monotonic()  # read by the loop at its deadline
                 else:
                     try:
                         self.deliver(frame, path)
@@ -150,6 +161,15 @@ class Heart:
                         return
             except DropError as e:
                 self.drops[e.reason.value] += 1
+
+    def _fresh(self, hello: lv.Frame) -> bool:
+        """A hello's sequence rises within its session (a daemon start draws a new one)."""
+        peer = self._peer
+        if peer is not None and hello.session == peer[0] and hello.seq <= peer[1]:
+            return False
+        self._peer = (hello.session, hello.seq)
+        self.hellos += 1
+        return True
 
     def _send(self, data: bytes, address: str, sock: socket.socket | None = None) -> None:
         if sock is None:
@@ -284,7 +304,7 @@ class Liveness:
             if self.heartbeat is None or path != self.heartbeat.name:
                 self.drops[DropReason.UNKNOWN_INTERFACE.value] += 1
                 return
-            self.detector.hello(frame, now)
+            self.detector.heard(now)  # (the Heart refused replays)
         else:
             before = self.detector.state
             self._do(self.detector.answer(frame, now))
@@ -301,6 +321,8 @@ class Liveness:
     def _arm(self) -> None:
         if self._loop is None:
             return
+        if self.heart is not None:  # judging silence: the deadline reads the hellos
+            self.heart.quiet = self.detector.state is lv.State.ALIVE
         deadline = self.detector.deadline()
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
@@ -312,6 +334,9 @@ class Liveness:
 
     def _tick(self) -> None:
         self._timer = None
+        taken = self.heart.last_hello if self.heart is not None else None
+        if taken is not None and taken > (self.detector.last_heard or float("-inf")):
+            self.detector.heard(taken)  # hellos the Heart took while quiet
         self._do(self.detector.tick(self.now(), self._paths_up()))
 
     def _do(self, effects: list[lv.Effect]) -> None:
@@ -331,6 +356,10 @@ class Liveness:
 
     def status(self, now: float) -> dict:
         d = self.detector
+        heard = max(
+            (t for t in (d.last_heard, self.heart.last_hello if self.heart else None) if t),
+            default=None,
+        )
         return {
             "on": not self.off,
             "off_reason": self.off,
@@ -340,9 +369,18 @@ class Liveness:
             "paths": list(self.paths),
             "state": d.state.value,
             "reason": d.reason,
-            "heard_ago": None if d.last_heard is None else round(now - d.last_heard, 3),
+            "heard_ago": None if heard is None else round(now - heard, 3),
             "counters": dict(d.counters)
-            | ({"hellos_sent": h.hellos_sent, "answered": h.answered} if (h := self.heart) else {}),
+            | (
+                {
+                    "hellos_sent": h.hellos_sent,
+                    "hellos": h.hellos,
+                    "replayed": h.replayed,
+                    "answered": h.answered,
+                }
+                if (h := self.heart)
+                else {}
+            ),
             "drops": dict(self.drops + (self.heart.drops if self.heart else Counter())),
             "send_errors": self.heart.errors if self.heart else 0,
         }
