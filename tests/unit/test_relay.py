@@ -175,3 +175,31 @@ def test_pulse_quiet_loop_reports_nothing(caplog):
 
     assert asyncio.run(main()).lags == 0
     assert "event loop" not in caplog.text
+
+
+def test_watch_wakes_when_the_worker_ends_not_on_a_timer():
+    """With the worker's pidfd the supervisor sleeps up to a second between looks, yet learns
+    of the worker's end at once (a killed worker's addresses are withdrawn without delay)."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    from carpool.node.watchdog import watch
+
+    r, w = os.pipe()
+    worker = subprocess.Popen(["sleep", "30"])
+    ended = os.pidfd_open(worker.pid)
+    try:
+        os.write(w, b".")  # armed: a beat came
+        threading.Timer(0.2, worker.kill).start()
+        started = time.monotonic()
+        assert watch(r, 5.0, lambda: worker.poll() is not None, ended_fd=ended) is None
+        took = time.monotonic() - started
+        assert 0.15 < took < 0.6, took  # a 1 s step would have taken ~1 s
+    finally:
+        worker.kill()
+        worker.wait()
+        os.close(ended)
+        os.close(r)
+        os.close(w)
