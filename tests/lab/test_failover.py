@@ -129,45 +129,39 @@ def test_link_loss_on_any_interface_moves_all_addresses(healed_lab, iface):
     lab.heal()
 
 
-def test_power_loss_is_seen_on_the_heartbeat_link_long_before_master_down(healed_lab):
-    """The fast detector (ha/liveness.py): the cable loses carrier, no other path answers,
-    the standby takes over in well under the 3 s master-down."""
-    lab = healed_lab
+def taken_over_fast(lab, fault) -> tuple[str, float]:
+    """fault(master) on a settled pair whose standby hears hellos: (the survivor's reason for
+    taking over, seconds from the fault to its takeover)."""
     master = settled(lab)
     survivor = other(master)
     lab.wait_for(
         lambda: lab.unit_status(survivor)["liveness"]["state"] == "alive", 5, what="hellos heard"
     )
     start = time.monotonic()
-    lab.crash(master)
+    fault(master)
     lab.wait_for(
         lambda: lab.unit_status(survivor, timeout=0.5)["state"] == "master", 3, what="takeover"
     )
     took = time.monotonic() - start
-    status = lab.unit_status(survivor)
-    assert "partner gone" in status["reason"] and "no answer on eth0, eth2" in status["reason"]
+    return lab.unit_status(survivor)["reason"], took
+
+
+def test_power_loss_is_seen_on_the_heartbeat_link_long_before_master_down(healed_lab):
+    """The fast detector (ha/liveness.py): the cable loses carrier, no other path answers,
+    the standby takes over in well under the 3 s master-down."""
+    reason, took = taken_over_fast(healed_lab, healed_lab.crash)
+    assert "partner gone" in reason and "no answer on eth0, eth2" in reason
     assert took < 1.5, f"{took:.3f} s (the advert timer alone: 3 s)"
-    lab.heal()
+    healed_lab.heal()
 
 
 def test_a_frozen_unit_is_seen_by_its_missing_hellos(healed_lab):
     """A hung event loop (the worker stopped, links up): no hello for 3 x 100 ms, no answer to
     the queries on the other paths: the standby takes over before master-down."""
-    lab = healed_lab
-    master = settled(lab)
-    survivor = other(master)
-    lab.wait_for(
-        lambda: lab.unit_status(survivor)["liveness"]["state"] == "alive", 5, what="hellos heard"
-    )
-    start = time.monotonic()
-    lab.freeze(master)
-    lab.wait_for(
-        lambda: lab.unit_status(survivor, timeout=0.5)["state"] == "master", 3, what="takeover"
-    )
-    took = time.monotonic() - start
-    assert "nothing heard on the heartbeat link" in lab.unit_status(survivor)["reason"]
+    reason, took = taken_over_fast(healed_lab, healed_lab.freeze)
+    assert "nothing heard on the heartbeat link" in reason
     assert took < 1.5, f"{took:.3f} s (the advert timer alone: 3 s)"
-    lab.heal()
+    healed_lab.heal()
 
 
 def test_liveness_lost_on_the_cable_and_one_path_moves_nothing(healed_lab):

@@ -94,19 +94,10 @@ class L4Dataplane:
             for family in {nft.family_of(v.address) for v in doc.virtual_service if v.type == "l4"}:
                 _enable_forwarding(family)
             batch = nft.carry_over(ruleset, await self._persisted(ruleset))
-            proc = await asyncio.create_subprocess_exec(
-                "nft",
-                "-j",
-                "-f",
-                "-",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await proc.communicate(json.dumps(batch).encode())
-            if proc.returncode != 0:
+            error = await _load(batch)
+            if error:
                 self.failures += 1
-                self.last_error = err.decode(errors="replace").strip()[:500]
+                self.last_error = error
                 log.error("nft apply failed, the previous data plane stays: %s", self.last_error)
                 return False
             self.applied, self.last_error = ruleset, ""
@@ -124,18 +115,9 @@ class L4Dataplane:
         if wanted == self.stats_applied:
             self._stats_doc = doc
             return
-        proc = await asyncio.create_subprocess_exec(
-            "nft",
-            "-j",
-            "-f",
-            "-",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await proc.communicate(json.dumps(wanted).encode())
-        if proc.returncode != 0:
-            log.error("nft: the traffic counters were not loaded: %s", err.decode()[:300])
+        error = await _load(wanted)
+        if error:
+            log.error("nft: the traffic counters were not loaded: %s", error)
             return
         self.stats_applied, self._stats_doc = wanted, doc
 
@@ -218,6 +200,21 @@ class L4Dataplane:
             "last_error": self.last_error,
             "last_apply": self.last_apply,
         }
+
+
+async def _load(document: dict) -> str:
+    """`nft -j -f -` of an nft JSON document (one transaction); "" or nft's error."""
+    proc = await asyncio.create_subprocess_exec(
+        "nft",
+        "-j",
+        "-f",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(json.dumps(document).encode())
+    return "" if proc.returncode == 0 else err.decode(errors="replace").strip()[:500] or "failed"
 
 
 def _enable_forwarding(family: str) -> None:

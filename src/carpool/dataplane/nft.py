@@ -214,6 +214,16 @@ def snat_rules(doc: Document, vs: VirtualService) -> list[list[dict]]:
     return rules
 
 
+def _replace(nft_family: str, name: str) -> list[dict]:
+    """add + delete + add in one transaction: the table is replaced whole, atomically."""
+    table = {"family": nft_family, "name": name}
+    return [
+        {"add": {"table": dict(table)}},
+        {"delete": {"table": dict(table)}},
+        {"add": {"table": dict(table)}},
+    ]
+
+
 def _ct(key: str, direction: str, value) -> dict:
     left = {"ct": {"key": key, "dir": direction}}
     return {"match": {"op": "==", "left": left, "right": value}}
@@ -339,13 +349,7 @@ def ruleset(
         if v.type == "l4" and any(d.key == v.name for d in cut)
     }
     for nft_family in FAMILIES:
-        table = {"family": nft_family, "name": TABLE}
-        # add + delete + add in one transaction: the table is replaced whole, atomically
-        cmds += [
-            {"add": {"table": dict(table)}},
-            {"delete": {"table": dict(table)}},
-            {"add": {"table": dict(table)}},
-        ]
+        cmds += _replace(nft_family, TABLE)
         for name, kind, prio in (
             ("prerouting", "nat", -100),
             ("postrouting", "nat", 100),
@@ -405,12 +409,7 @@ def stats_ruleset(doc: Document) -> dict:
     traffic counters of the L4 services; the tables are left empty when there are none)."""
     cmds: list[dict] = []
     for nft_family in FAMILIES:
-        table = {"family": nft_family, "name": STATS_TABLE}
-        cmds += [
-            {"add": {"table": dict(table)}},
-            {"delete": {"table": dict(table)}},
-            {"add": {"table": dict(table)}},
-        ]
+        cmds += _replace(nft_family, STATS_TABLE)
         counted = [
             v
             for v in doc.virtual_service

@@ -128,7 +128,7 @@ class Heart:
                 self._seq += 1
                 frame = lv.Frame(lv.Kind.HELLO, self.session, self._seq)
                 self.hellos_sent += 1
-                self._send(lv.encode(self.key, frame), str(self.hello_to))
+                self.send(lv.encode(self.key, frame), str(self.hello_to))
                 next_hello = max(next_hello + self.interval, now)
 
     def _read(self, sock: socket.socket) -> None:
@@ -149,7 +149,7 @@ class Heart:
                 if frame.kind is lv.Kind.QUERY:
                     answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
                     self.answered += 1
-                    self._send(lv.encode(self.key, answer), address, sock)
+                    self.send(lv.encode(self.key, answer), address, sock)
                 elif frame.kind is lv.Kind.HELLO and not self._fresh(frame):
                     self.replayed += 1
                 elif frame.kind is lv.Kind.HELLO and self.quiet:
@@ -171,7 +171,7 @@ class Heart:
         self.hellos += 1
         return True
 
-    def _send(self, data: bytes, address: str, sock: socket.socket | None = None) -> None:
+    def send(self, data: bytes, address: str, sock: socket.socket | None = None) -> None:
         if sock is None:
             want = socket.AF_INET6 if ":" in address else socket.AF_INET
             sock = next((s for s in self.socks if s.family == want), None)
@@ -352,7 +352,7 @@ class Liveness:
 
     def _send_to(self, data: bytes, address: Address | None) -> None:
         if address is not None and self.heart is not None:
-            self.heart._send(data, str(address))  # a UDP send is safe from any thread
+            self.heart.send(data, str(address))  # a UDP send is safe from any thread
 
     def status(self, now: float) -> dict:
         d = self.detector
