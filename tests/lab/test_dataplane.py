@@ -484,3 +484,61 @@ def test_established_l4_connections_survive_a_failover(healed_lab, tmp_path):
     for conn in json.loads(out)["connections"]:
         assert conn["failures"] == 0 and conn["reconnects"] == 0, conn
         assert conn["requests"] > 20 and conn["last_ok"] > took_over + 1.0, conn
+
+
+@pytest.mark.parametrize("how", ["failover", "term", "off"])
+def test_planned_failover_finishes_l7_keepalive_connections(healed_lab, tmp_path, how):
+    """A planned failover (`carpool failover`, SIGTERM) loses no HTTP request: the old unit's
+    HAProxy finishes the keep-alive connections it holds (their packets that reach the new
+    active unit are handed back to it), answering each one's next request with Connection:
+    close; the clients' next connections go to the new active unit. Without the handover
+    (`ha.handover_drain = 0`), each connection open at the switch fails once."""
+    lab = healed_lab
+    active = serving(lab)
+    standby = other(active)
+    if how == "off":
+        set_key(lab, active, "ha.handover_drain", "0")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["config"]["version"]
+            == lab.unit_status(active)["config"]["version"],
+            10,
+            what="the standby has the version",
+        )
+    stop = tmp_path / "stop"
+    load = _keepalive_load(lab, URL_HTTP, str(stop), connections=4)
+    try:
+        lab.wait_for(
+            lambda: lab.unit_status(active)["dataplane"]["l7"]["running"], 5, what="HAProxy"
+        )
+        time.sleep(0.5)  # requests flow on the open connections
+        if how == "term":
+            lab.term(active)
+        else:
+            answer = lab.exec(active, ["carpool", "failover", "--hold", "0"])
+            assert answer.returncode == 0, answer.stderr
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["state"] == "master", 5, what="the standby takes over"
+        )
+        took_over = time.monotonic()
+        if how != "off":
+            lab.wait_for(
+                lambda: lab.unit_status(standby)["handover"]["forwarding"], 5, what="a handover"
+            )
+        time.sleep(2.0)  # requests flow through the new active unit
+    finally:
+        stop.touch()
+        out, err = load.communicate(timeout=40)
+        if how == "off":
+            set_key(lab, standby, "ha.handover_drain", "10")
+    handover = lab.unit_status(standby)["handover"]
+    connections = json.loads(out)["connections"]
+    for conn in connections:
+        assert conn["last_ok"] > took_over + 1.0, conn
+    if how == "off":
+        assert not handover["forwarding"] and handover["handed_back"]["packets"] == 0, handover
+        assert sum(conn["failures"] for conn in connections) > 0, connections
+        return
+    for conn in connections:
+        assert conn["failures"] == 0, (conn, handover)
+    # each connection open at the switch had its next request answered by the old unit
+    assert handover["handed_back"]["packets"] > 0, handover

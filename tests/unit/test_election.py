@@ -204,7 +204,12 @@ def test_late_tick_reports_the_real_silence():
 def test_bow_out_means_immediate_takeover():
     e = backup()
     effects = e.handle(peer(preference=255 * 256 + 255, bow_out=True, interface="eth1"), 1.0)
-    assert effects == [*TAKEOVER, RunNotify(MASTER, BACKUP, "198.18.0.12 bowed out on eth1")]
+    # a planned failover: the partner finishes its HTTP connections, ours hand them back
+    assert effects == [
+        TakeAddresses(announce=True, handover=True),
+        SendAdvert(bow_out=False, demote=0),
+        RunNotify(MASTER, BACKUP, "198.18.0.12 bowed out on eth1"),
+    ]
     assert e.deadline == 2.0
 
 
@@ -371,7 +376,7 @@ def test_shutdown_from_master_bows_out():
     effects = e.handle(Shutdown("SIGTERM"), 3.5)
     assert effects == [
         SendAdvert(bow_out=True, demote=0),
-        ReleaseAddresses(),
+        ReleaseAddresses(handover=True),  # planned: our HTTP connections get finished
         RunNotify(INIT, MASTER, "SIGTERM: bowed out"),
     ]
     assert (e.state, e.deadline) == (INIT, None)
@@ -665,7 +670,7 @@ def test_relinquish_bows_out_to_the_partner_and_stays_backup():
     effects = e.handle(Relinquish("forced failover by admin", hold=60), 3.5)
     assert effects == [
         SendAdvert(bow_out=True, demote=0),
-        ReleaseAddresses(),
+        ReleaseAddresses(handover=True),
         RunNotify(BACKUP, MASTER, "forced failover by admin: bowed out to the partner"),
     ]
     assert (e.state, e.deadline) == (BACKUP, 6.5)  # master-down still guards a dead partner
@@ -765,7 +770,7 @@ def test_an_ipv6_only_pair_ranks_and_names_ipv6_addresses():
     ours, theirs = IPv6Address("2001:2::11"), IPv6Address("2001:2::12")
     e = backup(carp_params(int(ours)))
     effects = e.handle(peer(address=int(theirs), bow_out=True), 0.5)
-    assert e.state is MASTER and TakeAddresses() in effects
+    assert e.state is MASTER and TakeAddresses(handover=True) in effects
     assert "2001:2::12 bowed out" in e.reason
     assert Rank(0, 256, int(theirs)).versus(Rank(0, 256, int(ours))) == (
         "address 2001:2::12 > 2001:2::11"

@@ -30,8 +30,12 @@ class Recorded(SharedAddresses):
         )
         return [c for _, c in items]
 
-    def _remove(self, live, items, vmac):  # type: ignore[override]
-        self.steps.append(f"remove {[c for _, c in items]}")
+    def _remove(self, live, items, vmac, local=(), lifetime=0):  # type: ignore[override]
+        kept = f" (first {list(local)} on lo for {lifetime} s)" if local else ""
+        self.steps.append(f"remove {[c for _, c in items]}{kept}")
+
+    def _unlocal(self, live, local):  # type: ignore[override]
+        self.steps.append(f"off lo {local}")
 
     def _garp(self, live, items, vmac, count):  # type: ignore[override]
         self.steps.append(f"garp {count}")
@@ -71,10 +75,21 @@ def test_jobs_run_in_order_and_held_follows():
         q.release(ITEMS, None)
         assert q.held == []  # at once: the fence is dark before release is asked
         await settled(q)
+        q.take(ITEMS, None, 3)
+        q.release(ITEMS, None, ["198.18.0.10/32"], 11)  # a planned failover's handover
+        q.unlocal(["198.18.0.10/32"])
+        await settled(q)
         q.close()
         return q.steps
 
-    assert asyncio.run(main()) == [f"add {CIDRS} 3", "garp 5", f"remove {CIDRS}"]
+    assert asyncio.run(main()) == [
+        f"add {CIDRS} 3",
+        "garp 5",
+        f"remove {CIDRS}",
+        f"add {CIDRS} 3",
+        f"remove {CIDRS} (first ['198.18.0.10/32'] on lo for 11 s)",
+        "off lo ['198.18.0.10/32']",
+    ]
 
 
 def test_the_loop_does_not_wait_and_renewals_coalesce():

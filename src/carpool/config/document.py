@@ -442,6 +442,7 @@ ADDED_LATER: dict[tuple[str, str], object] = {
     ("ha", "auth"): "carpool",
     ("ha", "liveness_ms"): 100,
     ("ha", "liveness_multiplier"): 3,
+    ("ha", "handover_drain"): 10,
 }
 # The same for lists of tables added later ([] left out) and keys added to each virtual service.
 ADDED_LATER_LISTS = ("certificate",)
@@ -486,6 +487,9 @@ class Ha(_Model):
     # another path: the standby takes over. 0 = off (the advert timer alone)
     liveness_ms: int = Field(100, ge=0, le=1000)
     liveness_multiplier: int = Field(3, ge=2, le=10)
+    # s after a planned failover during which the old unit finishes its HTTP connections
+    # (dataplane/handover.py); 0 = off
+    handover_drain: int = Field(10, ge=0, le=300)
 
     @model_validator(mode="after")
     def _centiseconds(self) -> Self:

@@ -505,6 +505,26 @@ class HaproxyDataplane:
             log.info("HAProxy: %d sessions on %s of be_%s closed", closed, sorted(names), key)
         return closed
 
+    async def finish_clients(self) -> bool:
+        """A planned failover's old unit: a reload with the same configuration, so the worker
+        holding the clients' connections answers each one's next request with `Connection:
+        close` and ends once they are done (the new worker only listens: the addresses moved).
+        True once the new worker answers."""
+        proc = self._live
+        if proc is None:
+            return False
+        old_pid = await self._worker_pid()
+        proc.send_signal(signal.SIGUSR2)
+        self.reloads += 1
+        return await self._new_worker(old_pid)
+
+    async def old_workers(self) -> int | None:
+        """Workers a reload left finishing (None: the master CLI does not answer)."""
+        if self._live is None:
+            return 0
+        answer = await self.runtime("show proc; quit", quiet=True, socket="master.sock")
+        return old_workers(answer) if answer else None
+
     async def runtime(self, command: str, quiet: bool = False, socket: str = "haproxy.sock") -> str:
         try:
             reader, writer = await asyncio.wait_for(
@@ -545,6 +565,12 @@ class HaproxyDataplane:
 def workers(show_proc: str) -> list[str]:
     """The workers' PIDs in the master CLI's `show proc` answer (current and old ones)."""
     return re.findall(r"^(\d+)\s+worker\b", show_proc, re.M)
+
+
+def old_workers(show_proc: str) -> int:
+    """How many workers the `# old workers` part of a `show proc` answer lists."""
+    part = show_proc.partition("# old workers")[2].split("\n#", 1)[0]
+    return len(workers(part))
 
 
 def sessions_of(show_sess: str, backend: str, servers: set[str]) -> list[str]:

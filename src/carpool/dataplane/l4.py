@@ -92,7 +92,7 @@ class L4Dataplane:
                 await self._apply_stats(doc)
                 return True
             for family in {nft.family_of(v.address) for v in doc.virtual_service if v.type == "l4"}:
-                _enable_forwarding(family)
+                enable_forwarding(family)
             batch = nft.carry_over(ruleset, await self._persisted(ruleset))
             error = await _load(batch)
             if error:
@@ -217,7 +217,9 @@ async def _load(document: dict) -> str:
     return "" if proc.returncode == 0 else err.decode(errors="replace").strip()[:500] or "failed"
 
 
-def _enable_forwarding(family: str) -> None:
+def enable_forwarding(
+    family: str, why: str = "virtual services are NATed to the real servers"
+) -> None:
     name = "IPv6" if family == "ip6" else "IPv4"
     try:
         with open(FORWARD[family]) as f:
@@ -225,7 +227,7 @@ def _enable_forwarding(family: str) -> None:
                 return
         with open(FORWARD[family], "w") as f:
             f.write("1")
-        log.info("enabled %s forwarding (virtual services are NATed to the real servers)", name)
+        log.info("enabled %s forwarding (%s)", name, why)
     except OSError as e:
         log.error("cannot enable %s forwarding: %s", name, e)
 

@@ -174,11 +174,14 @@ class SendAdvert:
 class TakeAddresses:
     # Each address announced as soon as it is up: the first waits for no other's netlink add.
     announce: bool = True
+    # the partner bowed out (a planned failover): its HTTP connections are handed back to it
+    handover: bool = False
 
 
 @dataclass(frozen=True)
 class ReleaseAddresses:
-    pass
+    # we bow out (a planned failover): finish our HTTP connections while the partner serves
+    handover: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,7 +343,7 @@ class Election:
             # announce again, or they keep sending to a unit that drops the addresses.
             return [] if advert.bow_out else [SendGarp()]
         if advert.bow_out:
-            return self._become_master(f"{_ip(peer.address)} bowed out{where}", now)
+            return self._become_master(f"{_ip(peer.address)} bowed out{where}", now, True)
         if peer.demote > ours.demote:
             return self._become_master(
                 f"{_ip(peer.address)} is more demoted than us "
@@ -372,7 +375,7 @@ class Election:
         notify = self._transition(State.INIT, f"{reason}: bowed out" if bow_out else reason, now)
         self._deadline = None
         if bow_out:
-            return [SendAdvert(bow_out=True, demote=self.demote), ReleaseAddresses(), *notify]
+            return [SendAdvert(bow_out=True, demote=self.demote), ReleaseAddresses(True), *notify]
         return notify
 
     def _pacify(self, on: bool, reason: str, now: float) -> list[Effect]:
@@ -391,11 +394,11 @@ class Election:
         if self._state is not State.MASTER:
             return []
         self._no_preempt_until = now + hold
-        notify = self._become_backup(f"{reason}: bowed out to the partner", now)
+        notify = self._become_backup(f"{reason}: bowed out to the partner", now, True)
         return [SendAdvert(bow_out=True, demote=self.demote), *notify]
 
     # -- entering states ----------------------------------------------------------------------
-    def _become_master(self, reason: str, now: float) -> list[Effect]:
+    def _become_master(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
         if self._pacified:  # stay BACKUP; keep listening (master-down re-armed)
             if self._reason != f"pacified ({self._pacified}): not taking over":
                 log.warning("would take over (%s) but pacified: %s", reason, self._pacified)
@@ -404,12 +407,12 @@ class Election:
             return []
         notify = self._transition(State.MASTER, reason, now)
         self._adverts = 0
-        return [TakeAddresses(announce=True), *self._advertise(now), *notify]
+        return [TakeAddresses(True, handover), *self._advertise(now), *notify]
 
-    def _become_backup(self, reason: str, now: float) -> list[Effect]:
+    def _become_backup(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
         notify = self._transition(State.BACKUP, reason, now)
         self._silent_since, self._deadline = now, now + self.params.master_down
-        return [ReleaseAddresses(), *notify]
+        return [ReleaseAddresses(handover), *notify]
 
     def _advertise(self, now: float) -> list[Effect]:
         self._adverts += 1

@@ -29,6 +29,7 @@ from .configd import ConfigControl
 from .doctor import DoctorAgent
 from .driver import ElectionDriver, Tasks
 from .guard import Guard
+from .handover import Handover
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
@@ -77,6 +78,9 @@ class Daemon:
         self.starts = StartRecord(cfg.config_dir or cfg.state_dir, cfg.restart_limit)
         self.commands = Commands(self.driver, self.paths, self.starts, self.config.partner_address)
         self.dataplanes = Dataplanes(cfg.state_dir, self.tasks.spawn)
+        self.handover = Handover(
+            self.holder.fence, self.holder.shared.unlocal, self.dataplanes.l7, self.tasks.spawn
+        )
         self.view = self._view()
         self.doctor = DoctorAgent(self.view)
         self.adverts = AdvertPaths(
@@ -102,6 +106,7 @@ class Daemon:
             self.relay,
             control.Access(cfg.control_gid, cfg.control_group),
             guard=Guard(),
+            handover=self.handover,
         )
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
@@ -147,11 +152,19 @@ class Daemon:
         self.adverts.send(bow_out, demote)
         self.relay.send(demote, self.driver.election.params.rank_preference, bow_out)
 
-    def take(self, announce: bool) -> None:
+    def take(self, announce: bool, handover: bool) -> None:
+        if handover:  # its tables before the addresses: no packet of the old unit's is lost
+            self.handover.forward(self.cfg)
+        else:
+            self.handover.end("we took over")
         self.holder.take(announce)
 
-    def release(self) -> None:
-        self.holder.release()
+    def release(self, handover: bool) -> None:
+        if handover:
+            self.holder.release(*self.handover.finish(self.cfg))
+        else:
+            self.handover.end("we are standby")
+            self.holder.release()
 
     def announce(self) -> None:
         self.holder.announce()
@@ -248,6 +261,7 @@ class Daemon:
         timeout = watchdog_timeout(params.master_down, params.advert_interval, self.cfg.watchdog)
         pulse = self.status_parts.pulse = Pulse.from_env(timeout)
         await self.holder.start()
+        self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
         quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
@@ -310,6 +324,11 @@ class Daemon:
         log.info("SIGTERM: bowing out")
         self.config.sync.close()  # no push (and no address job) after the bow-out
         self.driver.feed(el.Shutdown())
+        # a planned failover: HAProxy finishes our HTTP connections before it stops
+        assert self.cfg.document is not None  # (the daemon's always carry it)
+        if not await self.handover.wait(self.cfg.document.ha.handover_drain + 1.0):
+            log.warning("the handover did not end in time")
+        self.handover.close()
         await self.holder.stop()
         if self.tasks.hooks:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self.tasks.hooks), timeout=self.cfg.notify_timeout + 1)

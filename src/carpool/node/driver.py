@@ -22,8 +22,8 @@ class Effects(Protocol):
     """What the election's effects are carried out by."""
 
     def send_adverts(self, bow_out: bool, demote: int) -> None: ...
-    def take(self, announce: bool) -> None: ...
-    def release(self) -> None: ...
+    def take(self, announce: bool, handover: bool) -> None: ...
+    def release(self, handover: bool) -> None: ...
     def announce(self) -> None: ...
     def notify(self, new: str, old: str, reason: str) -> None: ...
 
@@ -102,10 +102,10 @@ class ElectionDriver:
         match effect:
             case el.SendAdvert(bow_out=bow_out, demote=demote):
                 fx.send_adverts(bow_out, demote)
-            case el.TakeAddresses(announce=announce):
-                fx.take(announce)
-            case el.ReleaseAddresses():
-                fx.release()
+            case el.TakeAddresses(announce=announce, handover=handover):
+                fx.take(announce, handover)
+            case el.ReleaseAddresses(handover=handover):
+                fx.release(handover)
             case el.SendGarp():
                 fx.announce()
             case el.RunNotify(new=new, old=old, reason=reason):

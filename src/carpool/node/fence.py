@@ -14,6 +14,9 @@ matching the moment it expires, checked at lookup), so:
     table ip6 carpool_fence  as ip, for IPv6 shared addresses; its output rule also stops the
                              kernel's Neighbor Advertisements for them (sent from the target)
 
+After a planned failover the old unit finishes its HTTP connections (dataplane/handover.py):
+their listeners (address . port) are in @finishing for the handover period, and pass both ways.
+
 The active unit keeps the addresses it holds in @live with a timeout of a few adverts,
 refreshed as it advertises; when the daemon dies or stops, the elements expire and the
 addresses go dark within that timeout, while the kernel lifetime (node/addresses.py) removes
@@ -60,8 +63,10 @@ def _elements(addresses: list[Address], timeout_ms: int | None = None) -> str:
 def _ip_rules(match: str) -> str:
     return (
         "chain prerouting { type filter hook prerouting priority -400; policy accept; "
+        f"{match} daddr . tcp dport @finishing accept ; "
         f"{match} daddr @shared {match} daddr != @live counter drop ; }} ; "
         "chain output { type filter hook output priority -400; policy accept; "
+        f"{match} saddr . tcp sport @finishing accept ; "
         f"{match} saddr @shared {match} saddr != @live counter drop ; }} ;"
     )
 
@@ -81,10 +86,15 @@ def install_commands(shared: list[Address]) -> str:
         elements = f" elements = {{ {_elements(mine)} }} ;" if mine else ""
         lines.append(f"table {family} {TABLE} {{ }}")
         lines.append(f"delete table {family} {TABLE}")
+        finishing = (
+            f"set finishing {{ type {kind} . inet_service ; flags timeout ; }} ; "
+            if family != "arp"
+            else ""
+        )
         lines.append(
             f"table {family} {TABLE} {{ "
             f"set shared {{ type {kind} ;{elements} }} ; "
-            f"set live {{ type {kind} ; flags timeout ; }} ; {rules} }}"
+            f"set live {{ type {kind} ; flags timeout ; }} ; {finishing}{rules} }}"
         )
     return "\n".join(lines) + "\n"
 
@@ -133,6 +143,25 @@ class Fence:
         if self._run(refresh_commands(list(wanted), self.timeout)):
             self.live, self._last_refresh = wanted, now
             self.refreshes += 1
+
+    def finish(self, listeners: list[tuple[Address, int]], seconds: float) -> bool:
+        """A planned failover: these (address, port) pass both ways for `seconds` (or until
+        finished()), whatever @live says; the addresses stay dark to ARP and NDP."""
+        if not self.installed:
+            return False
+        ms = max(1, round(seconds * 1000))
+        lines = []
+        for family in (IPV4, IPV6):
+            mine = [
+                f"{a} . {p} timeout {ms}ms" for a, p in listeners if a.version == family.version
+            ]
+            if mine:
+                lines.append(f"add element {family.nft} {TABLE} finishing {{ {', '.join(mine)} }}")
+        return not lines or self._run("\n".join(lines) + "\n")
+
+    def finished(self) -> None:
+        if self.installed:
+            self._run("".join(f"flush set {f.nft} {TABLE} finishing\n" for f in FAMILY_TABLES))
 
     def release(self) -> None:
         """Dark at once: before the addresses are removed (removing takes a few netlink calls)."""

@@ -5,14 +5,14 @@ a gratuitous ARP burst announces them. The election's address effects land here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
 from ..config.ha import Config
 from . import addresses
 from .fence import Fence, fence_timeout
-from .shared import SharedAddresses
+from .shared import LOOPBACK, SharedAddresses
 
 log = events.logger("carpool.daemon", events.Kind.ADDRESSES)
 # Kernel lifetime of a held shared address, renewed every LIFETIME_RENEW s while active: the
@@ -64,9 +64,10 @@ class AddressHolder:
         count = self.cfg.garp_count if announce else 0
         self.shared.take(self._items(), self.vmac, ADDRESS_LIFETIME, count)
 
-    def release(self) -> None:
+    def release(self, local: Sequence[str] = (), lifetime: int = 0) -> None:
+        """local: addresses (/32, /128) kept on `lo` for `lifetime` s (a handover)."""
         self.fence.release()  # dark at once; the netlink removals follow on their thread
-        self.shared.release(self._items(), self.vmac)
+        self.shared.release(self._items(), self.vmac, local, lifetime)
 
     def announce(self) -> None:
         self.shared.garp(self._items(), self.vmac, self.cfg.garp_count)
@@ -138,4 +139,9 @@ def remove_shared_addresses(cfg: Config) -> bool:
         except OSError as e:
             log.error("cannot remove shared addresses on %s: %s", ifname, e)
             ok = False
+    try:  # a handover's (node/handover.py), when a stop or a crash cut it short
+        addresses.withdraw(LOOPBACK, [c for _, cidrs in shared for c in cidrs])
+    except OSError as e:
+        log.error("cannot remove shared addresses on %s: %s", LOOPBACK, e)
+        ok = False
     return ok

@@ -5,6 +5,7 @@ not flood the log, nor stop the unit."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -24,16 +25,28 @@ class NftCommands:
         self._nft: nftables.Nftables | None = None  # imported on first use
 
     def run(self, commands: str) -> bool:
+        return self._cmd(commands) is not None
+
+    def listing(self, command: str) -> dict | None:
+        """A `list ...` command's JSON answer (None: it failed, counted as any failure)."""
+        out = self._cmd(command, as_json=True)
+        try:
+            return json.loads(out) if out else None
+        except ValueError:
+            return None
+
+    def _cmd(self, commands: str, as_json: bool = False) -> str | None:
         try:
             if self._nft is None:
                 import nftables
 
                 self._nft = nftables.Nftables()
-            rc, _out, err = self._nft.cmd(commands)
+            self._nft.set_json_output(as_json)
+            rc, out, err = self._nft.cmd(commands)
         except Exception as e:  # a missing library or a broken ruleset: not no unit
-            rc, err = 1, f"{type(e).__name__}: {e}"
+            rc, out, err = 1, "", f"{type(e).__name__}: {e}"
         if rc == 0:
-            return True
+            return out
         self.failures += 1
         self.last_error = str(err).strip()[:300]
         now = time.monotonic()
@@ -42,4 +55,4 @@ class NftCommands:
             self.log.error(
                 "%s: nft failed (%d so far): %s", self.what, self.failures, self.last_error
             )
-        return False
+        return None

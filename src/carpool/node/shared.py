@@ -23,7 +23,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import events
@@ -32,6 +32,7 @@ from .sched import realtime
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 STUCK = 2.0
+LOOPBACK = "lo"
 Item = tuple[str, str]  # (interface name, "address/prefix")
 
 
@@ -94,13 +95,20 @@ class SharedAddresses:
     def garp(self, items: list[Item], vmac: str | None, count: int) -> None:
         self._submit("garp", self._garp, items, vmac, count)
 
-    def release(self, items: list[Item], vmac: str | None) -> None:
+    def release(
+        self, items: list[Item], vmac: str | None, local: Sequence[str] = (), lifetime: int = 0
+    ) -> None:
         """Withdraw every listed address (and the virtual MAC's macvlans); held is empty now:
-        the fence went dark before this was called."""
+        the fence went dark before this was called. The `local` ones (address/32 or /128) are
+        put on `lo` first, for `lifetime` s: a planned failover's connections finish there."""
         self._epoch += 1
         self.held.clear()
         self._waiting_since = None
-        self._submit("release", self._remove, items, vmac)
+        self._submit("release", self._remove, items, vmac, list(local), lifetime)
+
+    def unlocal(self, local: list[str]) -> None:
+        """The handover is over: the addresses kept on `lo` go."""
+        self._submit("unlocal", self._unlocal, list(local))
 
     def forget(self, cidrs: Iterable[str], items: list[Item], vmac: str | None) -> None:
         """Addresses a new configuration dropped: withdrawn in queue order."""
@@ -273,7 +281,25 @@ class SharedAddresses:
                 log.warning("gratuitous ARP for %s on %s failed: %s", cidr, ifname, e)
 
     @staticmethod
-    def _remove(live: Callable[[], bool], items: list[Item], vmac: str | None) -> None:
+    def _unlocal(live: Callable[[], bool], local: list[str]) -> None:
+        try:
+            addresses.withdraw(LOOPBACK, local)
+        except OSError as e:
+            log.error("cannot remove the handed-over addresses from %s: %s", LOOPBACK, e)
+
+    @staticmethod
+    def _remove(
+        live: Callable[[], bool],
+        items: list[Item],
+        vmac: str | None,
+        local: Sequence[str] = (),
+        lifetime: int = 0,
+    ) -> None:
+        for cidr in local:  # before the withdrawal: the connections never miss their address
+            try:
+                addresses.add_shared(LOOPBACK, cidr, None, lifetime)
+            except OSError as e:
+                log.error("cannot keep %s on %s for the handover: %s", cidr, LOOPBACK, e)
         by_iface: dict[str, list[str]] = {}
         for ifname, cidr in items:
             by_iface.setdefault(ifname, []).append(cidr)

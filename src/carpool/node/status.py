@@ -34,6 +34,7 @@ class StatusParts:
     guard: Any = None  # node.guard.Guard: the partner ports' table
     carrier: Any = None  # node.links.LinkMonitor.carrier, once running
     liveness: Any = None  # node.liveness.Liveness, once running
+    handover: Any = None  # node.handover.Handover
 
 
 def detection(p: StatusParts, carrier: dict[str, str]) -> list[str]:
@@ -132,6 +133,7 @@ def unit_status(p: StatusParts) -> dict:
         "relay": p.relay.status(now),
         "liveness": p.liveness.status(now) if p.liveness is not None else None,
         "detection": detection(p, carrier),
+        "handover": p.handover.status() if p.handover is not None else None,
         "control": {"refused": p.control.refused},
         "guard": p.guard.status() if p.guard is not None else None,
     }
