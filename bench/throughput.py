@@ -429,7 +429,7 @@ def print_report(table: dict, failovers: list[dict], args) -> None:
             f"{row['p99_ms_median'] or float('nan'):>10.2f}{row['errors']:>8}"
         )
     print("\nratios (target)")
-    for ours, peer, target in RATIOS:
+    for ours, peer, target in RATIOS if table else ():
         ratio = table[ours]["rps_median"] / table[peer]["rps_median"]
         verdict = "met" if ratio >= target else "NOT met"
         print(f"  {ours} / {peer}: {ratio:.2f}  (>= {target}: {verdict})")
@@ -451,6 +451,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--no-failover", action="store_true")
+    ap.add_argument(
+        "--failover-only", action="store_true", help="no throughput runs: the failovers alone"
+    )
+    ap.add_argument(
+        "--failover-runs", type=int, default=1, help="failovers under load per service (1..10)"
+    )
     ap.add_argument("--family", type=int, choices=(4, 6), default=4, help="the client's family")
     ap.add_argument(
         "--https",
@@ -468,6 +474,8 @@ def main() -> int:
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
         ap.error("--runs 1..20, --duration 1..120")
+    if not 1 <= args.failover_runs <= 10:
+        ap.error("--failover-runs 1..10")
     use_family(args.family, args.https, args.close)
     issued = {}
     if args.https:
@@ -509,7 +517,11 @@ def main() -> int:
                 f"threads: bare HAProxy {threads(bare)}, carpool's HAProxy worker "
                 f"{threads(carpool_l7)}"
             )
-            results = throughput(lab, args.runs, args.duration, args.connections)
+            results = (
+                {}
+                if args.failover_only
+                else throughput(lab, args.runs, args.duration, args.connections)
+            )
             failovers = []
             if not args.no_failover and not args.https:
                 for service, url, scheduler in (
@@ -529,7 +541,10 @@ def main() -> int:
                             ],
                             check=True,
                         )
-                    failovers.append(failover_under_load(lab, service, url, 9.0, args.connections))
+                    for _ in range(args.failover_runs):
+                        failovers.append(
+                            failover_under_load(lab, service, url, 9.0, args.connections)
+                        )
         finally:
             lab.down()
     table = summarize(results)

@@ -499,8 +499,10 @@ def test_planned_failover_finishes_l7_keepalive_connections(healed_lab, tmp_path
     if how == "off":
         set_key(lab, active, "ha.handover_drain", "0")
         lab.wait_for(
-            lambda: lab.unit_status(standby)["config"]["version"]
-            == lab.unit_status(active)["config"]["version"],
+            lambda: (
+                lab.unit_status(standby)["config"]["version"]
+                == lab.unit_status(active)["config"]["version"]
+            ),
             10,
             what="the standby has the version",
         )

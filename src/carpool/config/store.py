@@ -14,6 +14,7 @@ if its hash matches; otherwise the newest intact version file is used (and said 
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
@@ -146,6 +147,20 @@ class Version:
     document: Document = field(repr=False)
 
 
+DOCS_KEPT = 4
+# the last documents' TOML (a version's file and current.toml hold the same text)
+_TOML: collections.deque[tuple[Document, str]] = collections.deque(maxlen=2)
+
+
+def _toml(doc: Document) -> str:
+    for known, text in _TOML:
+        if known is doc:
+            return text
+    text = tomlw.dumps(to_plain(doc))
+    _TOML.appendleft((doc, text))
+    return text
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file (created by us alone, 0600), fsync, rename over, directory fsync."""
     files.write_private(path, data, durable=True)
@@ -154,16 +169,21 @@ def atomic_write(path: Path, data: bytes) -> None:
 def flatten(value: object, prefix: str = "") -> dict[str, object]:
     """Dotted keys to scalar values; list items by index, virtual services by name."""
     out: dict[str, object] = {}
+    _flatten_into(value, prefix, out)
+    return out
+
+
+def _flatten_into(value: object, prefix: str, out: dict[str, object]) -> None:
+    # one dict filled in place: a 1000-service document is 80,000 keys
     if isinstance(value, dict):
         for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            _flatten_into(v, f"{prefix}.{k}" if prefix else str(k), out)
     elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         for n, v in enumerate(value):
-            label = v.get("name", n) if isinstance(v.get("name"), str) else n
-            out.update(flatten(v, f"{prefix}[{label}]"))
+            name = v.get("name", n)
+            _flatten_into(v, f"{prefix}[{name if isinstance(name, str) else n}]", out)
     else:
         out[prefix] = value
-    return out
 
 
 def diff(old: Document | None, new: Document) -> list[str]:
@@ -184,8 +204,8 @@ def diff(old: Document | None, new: Document) -> list[str]:
 def changed_keys(old: Document | None, new: Document) -> tuple[str, ...]:
     """The dotted keys (flatten's) whose values differ. Equal subtrees are skipped whole (a
     C-level comparison), so a change to one of a thousand services costs that service."""
-    a = old.model_dump(mode="json") if old else {}
-    return tuple(sorted(_changed(a, new.model_dump(mode="json"), "")))
+    a = old.as_json() if old else {}
+    return tuple(sorted(_changed(a, new.as_json(), "")))
 
 
 def _tables(value: object) -> dict[object, dict[str, object]] | None:
@@ -212,8 +232,9 @@ def _changed(a: object, b: object, prefix: str) -> list[str]:
         for label in ta.keys() | tb.keys():
             out += _changed(ta.get(label, _MISSING), tb.get(label, _MISSING), f"{prefix}[{label}]")
         return out
-    fa = flatten(a, prefix) if a is not _MISSING else {}
-    fb = flatten(b, prefix) if b is not _MISSING else {}
+    if a is _MISSING or b is _MISSING:  # added or removed whole: each of its keys
+        return list(flatten(b if a is _MISSING else a, prefix))
+    fa, fb = flatten(a, prefix), flatten(b, prefix)
     return [k for k in fa.keys() | fb.keys() if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
 
 
@@ -230,6 +251,9 @@ class Store:
             files.private_dir(d)  # 0700: the documents hold the WUI users' password hashes
         self._current: Version | None = None
         self._index: dict[Path, list[Record]] = {}
+        # the last documents written or read, by record: a push of the version just committed
+        # reads no file back (a 1000-service document is 0.3 s of TOML parsing and validation)
+        self._docs: collections.OrderedDict[tuple[Path, str], Document] = collections.OrderedDict()
         self._load()
 
     # -- reading ---------------------------------------------------------------------------
@@ -265,11 +289,21 @@ class Store:
         return sorted(records, key=lambda r: (r.version, bool(r.conflict), r.when))
 
     def _read(self, where: Path, record: Record) -> Document:
+        known = self._docs.get((where, self._stem(record)))
+        if known is not None:
+            return known
         path = where / f"{self._stem(record)}.toml"
         doc = parse_document(tomllib.loads(path.read_text()))
         if doc.hash != record.hash:
             raise StoreError(f"{path}: content hash {doc.hash[:12]} does not match the record")
+        self._remember(where, record, doc)
         return doc
+
+    def _remember(self, where: Path, record: Record, doc: Document) -> None:
+        self._docs[(where, self._stem(record))] = doc
+        self._docs.move_to_end((where, self._stem(record)))
+        while len(self._docs) > DOCS_KEPT:
+            self._docs.popitem(last=False)
 
     def get(self, version: int, hash_: str | None = None) -> Version:
         """A kept version (a conflict too); `hash_` (or a prefix) picks one of two with the
@@ -326,14 +360,16 @@ class Store:
     # -- writing ---------------------------------------------------------------------------
     def _write_version(self, where: Path, record: Record, doc: Document) -> None:
         stem = self._stem(record)
-        atomic_write(where / f"{stem}.toml", tomlw.dumps(to_plain(doc)).encode())
+        atomic_write(where / f"{stem}.toml", _toml(doc).encode())
         atomic_write(where / f"{stem}.json", json.dumps(record.to_json(), indent=1).encode())
         index = [r for r in self._records(where) if r.key != record.key] + [record]
         self._index[where] = sorted(index, key=lambda r: (r.version, r.when))
+        self._remember(where, record, doc)
 
     def _forget(self, where: Path, record: Record) -> None:
         for suffix in (".json", ".toml"):  # record first: a half-removed version is ignored
             (where / f"{self._stem(record)}{suffix}").unlink(missing_ok=True)
+        self._docs.pop((where, self._stem(record)), None)
         self._index[where] = [r for r in self._records(where) if r.key != record.key]
 
     def _write_current(self, current: Version) -> None:
@@ -342,7 +378,7 @@ class Store:
             f"# carpool configuration version {r.version} hash {r.hash}\n"
             f"# written by carpool; change it with `carpool config`, not by hand\n"
         )
-        atomic_write(self.dir / "current.toml", (header + tomlw.dumps(to_plain(doc))).encode())
+        atomic_write(self.dir / "current.toml", (header + _toml(doc)).encode())
 
     def commit(
         self,

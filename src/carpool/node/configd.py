@@ -177,10 +177,10 @@ class ConfigControl:
             v = await self.sync.writer.run(job)
         except EditError as e:
             return e.to_json()
-        try:
-            self.on_apply(v)
-        finally:
-            self.sync.changed()  # stored: the partner gets it whatever applying it here did
+        # stored: the partner gets it whatever applying it here does, and first: the push's
+        # task runs before the data planes' (a big document's rulesets are seconds of CPU)
+        self.sync.changed()
+        self.on_apply(v)
         return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
 
     async def edit(self, req: dict) -> dict:

@@ -113,7 +113,7 @@ def _versions(store: Store, keys) -> list[dict]:
     out = []
     for version, hash_ in keys:
         v = store.get(version, hash_)
-        out.append({"record": v.record.to_json(), "document": v.document.model_dump(mode="json")})
+        out.append({"record": v.record.to_json(), "document": v.document.as_json()})
     return out
 
 
