@@ -19,6 +19,7 @@ from ..config.document import Document, HealthCheck
 
 log = events.logger("carpool.health", events.Kind.HEALTH)
 Key = tuple[str, str, int]  # (virtual service name, server address, server port)
+SPREAD_FROM = 100  # new checks in one update beyond which their first checks are spread
 
 
 @dataclass
@@ -107,11 +108,14 @@ class HealthChecker:
             if key not in wanted:
                 self.state.pop(key, None)
         loop = asyncio.get_running_loop()
-        for key, check in wanted.items():
-            if key not in self._tasks:
-                self.state.setdefault(key, ServerState(changed=time.time()))
-                self._checks[key] = check
-                self._tasks[key] = loop.create_task(self._run(key, check))
+        new = [(k, c) for k, c in wanted.items() if k not in self._tasks]
+        for n, (key, check) in enumerate(new):
+            self.state.setdefault(key, ServerState(changed=time.time()))
+            self._checks[key] = check
+            # many at once (a big document): their first checks spread over one interval, as
+            # HAProxy spreads its own, not thousands of connects in one loop turn
+            start = check.interval * n / len(new) if len(new) > SPREAD_FROM else 0.0
+            self._tasks[key] = loop.create_task(self._run(key, check, start))
 
     def close(self) -> None:
         for task in self._tasks.values():
@@ -129,8 +133,10 @@ class HealthChecker:
         rtt = await self.pinger.ping(address, check.timeout)
         return None if rtt is not None else "icmp: no echo reply"
 
-    async def _run(self, key: Key, check: HealthCheck) -> None:
+    async def _run(self, key: Key, check: HealthCheck, start: float = 0.0) -> None:
         st = self.state[key]
+        if start:
+            await asyncio.sleep(start)
         while True:
             try:
                 error = await self._once(key, check)
