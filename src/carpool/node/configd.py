@@ -26,6 +26,7 @@ from .storeio import current_version
 from .sync import SyncService
 
 log = events.logger("carpool.config", events.Kind.CONFIG)
+PUSH_FIRST = 0.25  # s a commit waits for its push to be on the wire before applying here
 
 
 def open_store(cfg: Config) -> Store:
@@ -177,9 +178,10 @@ class ConfigControl:
             v = await self.sync.writer.run(job)
         except EditError as e:
             return e.to_json()
-        # stored: the partner gets it whatever applying it here does, and first: the push's
-        # task runs before the data planes' (a big document's rulesets are seconds of CPU)
+        # stored: the partner gets it whatever applying it here does, and first: a big
+        # document's data planes take the loop for a while, the push needs a few of its turns
         self.sync.changed()
+        await self.sync.sent(PUSH_FIRST)
         self.on_apply(v)
         return {"version": v.record.version, "hash": v.record.hash, "what": list(v.record.what)}
 

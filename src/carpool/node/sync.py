@@ -226,6 +226,8 @@ class SyncService:
         self.last_ok: float | None = None
         self.servers: list[asyncio.base_events.Server] = []
         self._wake = asyncio.Event()
+        self._sent = asyncio.Event()  # the push of the last local change is on the wire
+        self._sent.set()
         self._theirs: list[tuple[int, str]] | None = None  # the partner's history, last seen
         self._their_current: tuple[int, str] | None = None
         # (version, committed at on the active unit, applied here): the sync latency
@@ -431,7 +433,19 @@ class SyncService:
     # -- client side (the active unit) -----------------------------------------------------
     def changed(self) -> None:
         """A new local version: push it now."""
+        self._sent.clear()
         self._wake.set()
+
+    async def sent(self, timeout: float) -> None:
+        """Until the push of the last change is written to the partner (bounded; at once when
+        the partner is not in sync): the committer's data plane work (a big document's is
+        hundreds of ms of the loop) must not hold up the push's few loop turns."""
+        if self.state is not SyncState.IN_SYNC:
+            return
+        try:
+            await asyncio.wait_for(self._sent.wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def force(self) -> dict:
         """Force Partner Update: the partner takes our current version, its own newer ones
@@ -527,16 +541,19 @@ class SyncService:
     async def _push(self, ch: Channel, keys, lost=(), why: str = "", expect=...) -> dict:
         if expect is ...:
             expect = list(self._their_current) if self._their_current else None
-        reply = await self._call(
-            ch,
-            {
-                "type": "push",
-                "versions": _versions(self.store, keys),
-                "lost": [list(k) for k in lost],
-                "why": why,
-                "expect": expect,
-            },
-        )
+        msg = {
+            "type": "push",
+            "versions": _versions(self.store, keys),
+            "lost": [list(k) for k in lost],
+            "why": why,
+            "expect": expect,
+        }
+        await ch.send(msg)
+        self._sent.set()
+        reply = await ch.recv()
+        if reply.get("type") == "error":
+            refused = StalePush if reply.get("code") == StalePush.CODE else SyncRefused
+            raise refused(f"partner: {reply.get('error')}")
         self._partner_at(reply.get("history"), reply.get("current"))
         return {"version": self.partner_version[0] if self.partner_version else None}
 
@@ -619,6 +636,7 @@ class SyncService:
                         await self.reconcile(ch, True)  # the partner moved: look again
                     self.state, self.last_ok = SyncState.IN_SYNC, time.time()
                     self.last_error = ""
+                    self._sent.set()  # (nothing to push, or pushed)
                     fresh = not await self._sleep(self._interval())
             except asyncio.CancelledError:
                 if ch:
@@ -644,6 +662,7 @@ class SyncService:
                 if self.last_error != why:
                     log.warning("sync down: %s", why)
                 self.state, self.last_error = SyncState.DOWN, why
+                self._sent.set()
                 self.counters["failures"] += 1
                 if ch:
                     ch.close()
