@@ -5,7 +5,7 @@ CARPOOL := $(VENV)/bin/carpool
 PYTEST := $(VENV)/bin/python -m pytest
 # Debian packages the daemon, the lab and the interop/benchmark peers need.
 APT_PACKAGES := iproute2 nftables python3-nftables python3-venv iputils-ping tcpdump \
-                keepalived ucarp haproxy wrk chromium conntrackd conntrack
+                keepalived ucarp haproxy wrk nghttp2-client chromium conntrackd conntrack
 
 .PHONY: install demo test test-unit test-lab lint bench clean lab-down
 

@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64]
                                          [--family 4|6] [--close] [--https] [--json F]
+                                         [--failover-only] [--failover-runs N]
+                                         [--open-rate R] [--open-seconds S]
 
 wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   direct      one real server (198.18.2.101:80), routed through the active unit without NAT
@@ -33,6 +35,13 @@ With --close every plain target is also run with `Connection: close` (NAME-close
 connection per request, so the L4 path pays conntrack and NAT per request and HAProxy an
 accept and a connect. Targets (issue 16): keep-alive L4 >= 2 x and L7 >= 1.0 x, connection per
 request L4 >= 1.5 x and L7 >= 1.0 x the bare HAProxy's.
+
+With --open-rate R, latency instead of throughput, in an open loop: h2load (nghttp2-client)
+opens R connections a second to each plain target (R/100 every 10 ms) whatever the answers do,
+one request each, so a slow answer does not slow the load down (wrk's closed loop hides it);
+per target p50, p99 and p99.9 of the requests (sent -> answered, from h2load's per-request log)
+and the connect's mean. Targets (issue 16): carpool-l4 p99 <= haproxy-tcp's, carpool-l7 p99
+<= 1.05 x haproxy-http's.
 
 Failover under load: wrk against each carpool service while the active unit gets SIGTERM
 (graceful: it bows out, the partner takes over in milliseconds); reported are the failed
@@ -335,6 +344,123 @@ def wrk(lab: Lab, url: str, duration: float, connections: int, close: bool = Fal
     }
 
 
+H2_SUMMARY = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed"
+)
+H2_CONNECT = re.compile(
+    r"time for connect:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)"
+)
+OPEN_PERIOD = 0.01  # s: h2load opens rate/100 connections every 10 ms
+
+
+def open_loop(lab: Lab, url: str, rate: int, seconds: float, log_file: Path) -> dict:
+    """Open loop, a connection per request: h2load opens `rate` connections a second whatever
+    the answers do (no coordinated omission), one request each; latency per request from its
+    log (request sent -> response complete), the TCP connect's mean from its summary."""
+    total = int(rate * seconds)
+    per = max(1, round(rate * OPEN_PERIOD))
+    log_file.unlink(missing_ok=True)
+    argv = [
+        "taskset",
+        "-c",
+        WRK_CPU,
+        "h2load",
+        "--h1",
+        "-r",
+        str(per),
+        "--rate-period",
+        f"{OPEN_PERIOD}",
+        "-c",
+        str(total),
+        "-n",
+        str(total),
+        "-m",
+        "1",
+        "-N",
+        "2s",
+        "--log-file",
+        str(log_file),
+        url,
+    ]
+    out = lab.exec(CLIENT, argv, timeout=seconds + 60).stdout
+    summary = H2_SUMMARY.search(out)
+    if not summary:
+        raise RuntimeError(f"h2load gave no summary for {url}:\n{out[-2000:]}")
+    latencies, non_200 = [], 0
+    for line in log_file.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3:
+            continue
+        if fields[1] != "200":
+            non_200 += 1
+            continue
+        latencies.append(int(fields[2]) / 1000.0)
+    latencies.sort()
+    connect = H2_CONNECT.search(out)
+
+    def pct(p: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    return {
+        "requests": total,
+        "succeeded": int(summary.group(4)),
+        "failed": int(summary.group(5)) + non_200,
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
+        "connect_mean_ms": float(connect.group(5)) * UNIT[connect.group(6)] if connect else None,
+    }
+
+
+def open_loop_runs(lab: Lab, runs: int, rate: int, seconds: float) -> dict:
+    plain = ("direct", "haproxy-tcp", "haproxy-http", "carpool-l4", "carpool-l7")
+    results: dict[str, list[dict]] = {name: [] for name in plain}
+    for run in range(1, runs + 1):
+        for name in plain:
+            r = open_loop(lab, TARGETS[name], rate, seconds, lab.dir / "bench" / "h2load.log")
+            results[name].append(r)
+            log(
+                f"open loop run {run}/{runs} {name}: p50 {r['p50_ms']} p99 {r['p99_ms']} "
+                f"p99.9 {r['p999_ms']} ms, failed {r['failed']}"
+            )
+    return results
+
+
+def print_open_loop(results: dict, args) -> None:
+    print(
+        f"\nopen loop (IPv{args.family}): h2load, {args.open_rate} new connections/s, one "
+        f"request each, {args.open_seconds:g} s per target, median of {args.runs} interleaved "
+        f"runs ({platform.node()}, {os.cpu_count()} cpus)"
+    )
+    print(
+        f"{'target':<14}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'connect ms':>12}{'failed':>8}"
+    )
+    table = {}
+    for name, runs in results.items():
+
+        def med(key: str, runs=runs) -> float:
+            values = [r[key] for r in runs if r[key] is not None]
+            return statistics.median(values) if values else float("nan")
+
+        table[name] = {k: med(k) for k in ("p50_ms", "p99_ms", "p999_ms", "connect_mean_ms")}
+        table[name]["failed"] = sum(r["failed"] for r in runs)
+        row = table[name]
+        print(
+            f"{name:<14}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['p999_ms']:>10.3f}"
+            f"{row['connect_mean_ms']:>12.3f}{row['failed']:>8}"
+        )
+    print("\np99 ratios (target)")
+    for ours, peer, target in (
+        ("carpool-l4", "haproxy-tcp", 1.0),
+        ("carpool-l7", "haproxy-http", 1.05),
+    ):
+        ratio = table[ours]["p99_ms"] / table[peer]["p99_ms"]
+        verdict = "met" if ratio <= target else "NOT met"
+        print(f"  {ours} / {peer}: {ratio:.2f}  (<= {target}: {verdict})")
+
+
 def wait_all_up(lab: Lab, unit: str) -> None:
     def all_up():
         servers = lab.unit_status(unit)["dataplane"]["servers"]
@@ -470,12 +596,22 @@ def main() -> int:
         help="each plain target also with `Connection: close` (a new TCP connection per "
         "request), issue 16's connection-per-request ratios",
     )
+    ap.add_argument(
+        "--open-rate",
+        type=int,
+        default=0,
+        help="instead of throughput: open-loop latency at this many new connections (one "
+        "request each) a second, the same for every target (a multiple of 100)",
+    )
+    ap.add_argument("--open-seconds", type=float, default=5.0, help="per target and run")
     ap.add_argument("--json", help="write the results here (- for stdout)")
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
         ap.error("--runs 1..20, --duration 1..120")
     if not 1 <= args.failover_runs <= 10:
         ap.error("--failover-runs 1..10")
+    if args.open_rate and not (100 <= args.open_rate <= 50000 and 1 <= args.open_seconds <= 60):
+        ap.error("--open-rate 100..50000, --open-seconds 1..60")
     use_family(args.family, args.https, args.close)
     issued = {}
     if args.https:
@@ -517,6 +653,12 @@ def main() -> int:
                 f"threads: bare HAProxy {threads(bare)}, carpool's HAProxy worker "
                 f"{threads(carpool_l7)}"
             )
+            if args.open_rate:
+                opened = open_loop_runs(lab, args.runs, args.open_rate, args.open_seconds)
+                print_open_loop(opened, args)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"open_loop": opened}, indent=2))
+                return 0
             results = (
                 {}
                 if args.failover_only
