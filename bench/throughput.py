@@ -359,6 +359,7 @@ def open_loop(lab: Lab, url: str, rate: int, seconds: float, log_file: Path) -> 
     log (request sent -> response complete), the TCP connect's mean from its summary."""
     total = int(rate * seconds)
     per = max(1, round(rate * OPEN_PERIOD))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.unlink(missing_ok=True)
     argv = [
         "taskset",
@@ -369,7 +370,7 @@ def open_loop(lab: Lab, url: str, rate: int, seconds: float, log_file: Path) -> 
         "-r",
         str(per),
         "--rate-period",
-        f"{OPEN_PERIOD}",
+        f"{round(OPEN_PERIOD * 1000)}ms",
         "-c",
         str(total),
         "-n",
