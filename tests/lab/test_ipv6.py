@@ -237,3 +237,51 @@ def test_a_shared_address_left_in_dad_is_added_again(healed_lab):
             master,
             ["sysctl", "-q", "-w", *(f"net.ipv6.conf.eth0.{k}=0" for k in dad)],
         )
+
+
+def test_a_planned_failover_finishes_ipv6_http_connections(healed_lab, tmp_path):
+    """The handover in IPv6 (table ip6 carpool_handover, the address on lo as a /128): four
+    keep-alive clients of web6-http lose no request over `carpool failover`."""
+    import subprocess
+    import time
+
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = other(active)
+    stop = tmp_path / "stop"
+    load = lab.spawn(
+        CLIENT,
+        [
+            lab.python(),
+            "-m",
+            "carpool.lab.keepalive",
+            f"http://[{VIP6}]:8080/",
+            "--connections",
+            "4",
+            "--duration",
+            "30",
+            "--stop-file",
+            str(stop),
+            "--pause",
+            "0.005",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)  # requests flow on the open connections
+        answer = lab.exec(active, ["carpool", "failover", "--hold", "0"])
+        assert answer.returncode == 0, answer.stderr
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["handover"]["forwarding"], 5, what="a handover"
+        )
+        took_over = time.monotonic()
+        time.sleep(2.0)
+    finally:
+        stop.touch()
+        out, err = load.communicate(timeout=40)
+    handover = lab.unit_status(standby)["handover"]
+    assert handover["handed_back"]["packets"] > 0, handover
+    for conn in json.loads(out or "{}").get("connections", [{}]):
+        assert conn.get("failures") == 0 and conn["last_ok"] > took_over + 1.0, (conn, err)

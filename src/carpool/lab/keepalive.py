@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 
 
 def run_connection(
@@ -85,14 +86,13 @@ def main(argv=None) -> int:
         help="seconds between requests (a steady load that leaves CPU to the units)",
     )
     args = p.parse_args(argv)
-    target = args.url.split("://", 1)[-1]
-    hostport, _, path = target.partition("/")
-    host, _, port = hostport.partition(":")
+    url = urllib.parse.urlsplit(args.url)  # an IPv6 host in brackets too
+    host, port, path = url.hostname or "", url.port or 80, url.path or "/"
     results: list[dict] = [{} for _ in range(args.connections)]
 
     def worker(i: int) -> None:
         results[i] = run_connection(
-            host, int(port or 80), "/" + path, args.duration, args.stop_file, args.limit, args.pause
+            host, port, path, args.duration, args.stop_file, args.limit, args.pause
         )
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.connections)]
