@@ -386,6 +386,52 @@ def test_shared_address_add_remove_idempotent(clean):
 
 
 @pytest.mark.lab
+def test_a_raw_renewal_keeps_the_address_as_the_first_add_made_it(clean):
+    """rtaddr.renew (one RTM_NEWADDR replace, each second while active) leaves each family's
+    shared address as addresses.add_shared made it (IPv6: nodad, deprecated), with the new
+    lifetime, and puts back an address that went."""
+    res = run_in(
+        NS_A,
+        f"""
+        import json, subprocess
+        from carpool.node import addresses as ad, rtaddr
+        def shown():
+            out = subprocess.run(["ip", "-j", "addr", "show", "dev", "va"],
+                                 capture_output=True, text=True).stdout
+            return {{a["local"]: a for link in json.loads(out) for a in link["addr_info"]}}
+        ad.add_shared("va", "{SHARED}/24", None, 3)
+        ad.add_shared("va", "2001:2:0:77::10/64", None, 3)
+        first = shown()
+        rtaddr.renew("va", "{SHARED}/24", 7)
+        rtaddr.renew("va", "2001:2:0:77::10/64", 7)
+        renewed = shown()
+        ad.withdraw("va", ["{SHARED}/24"])
+        rtaddr.renew("va", "{SHARED}/24", 7)   # gone: put back
+        back = shown()
+        try:
+            rtaddr.renew("nosuch0", "{SHARED}/24", 7)
+            missing = None
+        except OSError as e:
+            missing = e.errno
+        ad.withdraw("va", ["{SHARED}/24", "2001:2:0:77::10/64"])
+        keep = ("prefixlen", "broadcast", "nodad", "deprecated", "valid_life_time",
+                "preferred_life_time", "scope")
+        pick = lambda a: {{k: a.get(k) for k in keep}}
+        out(first4=pick(first["{SHARED}"]), renewed4=pick(renewed["{SHARED}"]),
+            first6=pick(first["2001:2:0:77::10"]), renewed6=pick(renewed["2001:2:0:77::10"]),
+            back="{SHARED}" in back, missing=missing)
+    """,
+    )
+    for family in ("4", "6"):
+        first, renewed = res[f"first{family}"], res[f"renewed{family}"]
+        assert first["valid_life_time"] <= 3 and renewed["valid_life_time"] > 3, res
+        same = {k: v for k, v in first.items() if not k.endswith("life_time")}
+        assert {k: v for k, v in renewed.items() if k in same} == same, res
+    assert res["renewed6"]["nodad"] and res["renewed6"]["preferred_life_time"] == 0, res
+    assert res["renewed4"]["broadcast"] and res["back"] and res["missing"] == 19, res
+
+
+@pytest.mark.lab
 def test_add_shared_from_inside_an_event_loop(clean):
     res = run_in(
         NS_A,

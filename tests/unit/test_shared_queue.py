@@ -30,6 +30,9 @@ class Recorded(SharedAddresses):
         )
         return [c for _, c in items]
 
+    def _renew(self, live, items, vmac, lifetime, announce):  # type: ignore[override]
+        return self._add(live, items, vmac, lifetime, announce)  # (never the host's netlink)
+
     def _remove(self, live, items, vmac, local=(), lifetime=0):  # type: ignore[override]
         kept = f" (first {list(local)} on lo for {lifetime} s)" if local else ""
         self.steps.append(f"remove {[c for _, c in items]}{kept}")
@@ -222,6 +225,11 @@ def test_a_take_announces_each_address_right_after_its_add(monkeypatch):
         "send_garp",
         lambda ifname, address, vmac, count: steps.append(f"announce {address} x{count}"),
     )
+    monkeypatch.setattr(  # a renewal's raw netlink replace (never the host's addresses)
+        shared_mod.rtaddr,
+        "renew",
+        lambda ifname, cidr, lifetime: steps.append(f"renew {cidr} {lifetime}"),
+    )
 
     async def main():
         q = SharedAddresses()
@@ -241,6 +249,6 @@ def test_a_take_announces_each_address_right_after_its_add(monkeypatch):
         "announce 198.18.2.1 x2",
         "add 2001:2::10/64",
         "announce 2001:2::10 x2",
-        "add 198.18.0.10/24",
-        "add 198.18.2.1/24",
+        "renew 198.18.0.10/24 3",
+        "renew 198.18.2.1/24 3",
     ]

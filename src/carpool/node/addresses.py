@@ -251,6 +251,20 @@ def ipv6_flags(address: ipaddress.IPv6Address, index: int) -> int | None:
     return None
 
 
+def dad_pending(ifname: str, cidr: str) -> bool:
+    """An IPv6 shared address on ifname that duplicate address detection holds (tentative) or
+    failed: it serves nobody until added afresh (_heal_dad). False for IPv4."""
+    iface = _interface(cidr)
+    if iface.version != 6:
+        return False
+    try:
+        index = socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    state = ipv6_flags(ipaddress.IPv6Address(iface.ip), index)
+    return state is not None and bool(state & (IFA_F_DADFAILED | IFA_F_TENTATIVE))
+
+
 def _heal_dad(ipr, index: int, iface: Shared, flags: int, lifetime: int | None) -> None:
     """An IPv6 shared address left tentative or failed by duplicate address detection (added
     before without nodad, by hand or by an older release) serves nobody, and a replace keeps

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .. import events
-from . import addresses
+from . import addresses, rtaddr
 from .sched import realtime
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
@@ -90,7 +90,7 @@ class SharedAddresses:
             self.counters["renewals_coalesced"] += 1
             return
         self._renewing = True
-        self._submit("renew", self._add, items, vmac, lifetime, 0)
+        self._submit("renew", self._renew, items, vmac, lifetime, 0)
 
     def garp(self, items: list[Item], vmac: str | None, count: int) -> None:
         self._submit("garp", self._garp, items, vmac, count)
@@ -262,6 +262,30 @@ class SharedAddresses:
             if announce:
                 SharedAddresses._garp(live, [(ifname, cidr)], vmac, announce)
         return added
+
+    @staticmethod
+    def _renew(
+        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int, _announce
+    ) -> list[str]:
+        """Each second while active: one raw netlink replace per address (rtaddr.py); the
+        pyroute2 add when that cannot do (a virtual MAC's macvlan, an IPv6 address left in
+        duplicate address detection, an error)."""
+        if vmac is not None:
+            return SharedAddresses._add(live, items, vmac, lifetime, 0)
+        renewed, again = [], []
+        for ifname, cidr in items:
+            if not live():
+                break
+            try:
+                rtaddr.renew(ifname, cidr, lifetime)
+            except OSError:
+                again.append((ifname, cidr))
+                continue
+            if addresses.dad_pending(ifname, cidr):
+                again.append((ifname, cidr))
+                continue
+            renewed.append(cidr)
+        return renewed + SharedAddresses._add(live, again, vmac, lifetime, 0)
 
     @staticmethod
     def _warm_up(live: Callable[[], bool]) -> None:
