@@ -5,6 +5,7 @@ multicast blocked with the heartbeat cable up, no failback, bad adverts counted,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -90,15 +91,40 @@ def test_election_settles_one_master_holding_everything(healed_lab):
     assert not status["drops"], f"a healthy lab drops nothing: {status['drops']}"
 
 
+def _managed(lab, unit: str) -> dict[str, list[int]]:
+    """The unit's HAProxy and conntrackd processes (by their command lines)."""
+    from carpool.lab.ns import pids_in
+    from carpool.lab.topology import unit_ns
+
+    found: dict[str, list[int]] = {"haproxy": [], "conntrackd": []}
+    for pid in pids_in([unit_ns(unit)])[unit_ns(unit)]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        name = os.path.basename(argv[0].decode(errors="replace"))
+        if name in found:
+            found[name].append(pid)
+    return found
+
+
 def test_sigkill_of_active_moves_addresses_and_supervisor_withdraws(healed_lab):
     lab = healed_lab
     master = settled(lab)
+    before = _managed(lab, master)
     lab.kill(master)
     wait_holder(lab, other(master))
     assert lab.wait_for(
         lambda: lab.unit_status(other(master))["state"] == "master",
         5,
         what="survivor reports master",
+    )
+    # the dead worker's HAProxy and conntrackd went with it (none left serving unmanaged)
+    lab.wait_for(
+        lambda: not set(sum(_managed(lab, master).values(), [])) & set(sum(before.values(), [])),
+        5,
+        what=f"the killed worker's processes gone (were {before})",
     )
     lab.heal()
     # no failback with preferred none: the restarted unit stays backup

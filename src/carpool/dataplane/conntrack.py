@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from .. import events, files
-from .process import stop_process
+from .process import dies_with_us, stop_process
 
 log = events.logger("carpool.conntrack", events.Kind.DATAPLANE)
 CONNTRACKD = "conntrackd"
@@ -161,9 +161,7 @@ class ConntrackSync:
         log_file = open(self.dir / "conntrackd.out", "ab")  # noqa: SIM115 (the process writes it after this block)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                CONNTRACKD,
-                "-C",
-                str(self.cfg_path),
+                *dies_with_us([CONNTRACKD, "-C", str(self.cfg_path)]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,

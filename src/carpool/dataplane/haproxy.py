@@ -22,7 +22,7 @@ from .. import events, files
 from ..config.document import Document, Pool, Rule, VirtualService
 from ..family import hostport
 from . import sticky as sticky_tables
-from .process import stop_process
+from .process import dies_with_us, stop_process
 
 log = events.logger("carpool.haproxy", events.Kind.DATAPLANE)
 HAPROXY = "/usr/sbin/haproxy"
@@ -435,14 +435,18 @@ class HaproxyDataplane:
     async def _start(self) -> None:
         self._stopping = False
         self.proc = await asyncio.create_subprocess_exec(
-            HAPROXY,
-            "-W",
-            "-db",
-            # the master's CLI reaches every worker, also the old ones a reload left finishing
-            "-S",
-            f"{self.dir / 'master.sock'},mode,600",
-            "-f",
-            str(self.cfg_path),
+            *dies_with_us(
+                [
+                    HAPROXY,
+                    "-W",
+                    "-db",
+                    # the master's CLI reaches every worker, also the old ones a reload left
+                    "-S",
+                    f"{self.dir / 'master.sock'},mode,600",
+                    "-f",
+                    str(self.cfg_path),
+                ]
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+
+SETPRIV = shutil.which("setpriv")  # util-linux
+
+
+def dies_with_us(argv: list[str]) -> list[str]:
+    """argv run under `setpriv --pdeathsig TERM`: the process (it execs, same PID) gets SIGTERM
+    when the daemon dies, however it dies (a SIGKILL, the supervisor's watchdog), and does not
+    serve on with a configuration nobody manages; the next worker starts its own."""
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv] if SETPRIV else argv
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace: float) -> None:

@@ -10,6 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# s a stopping unit gets before SIGKILL: an active one's HAProxy finishes its HTTP connections
+# first (ha.handover_drain, 10 s by default)
+STOP_GRACE = 15.0
+
 
 class LabBase:
     # set by Lab.__init__
@@ -43,7 +47,7 @@ class LabBase:
 
         def start_unit(self, unit: str, wait: bool = True, timeout: float = 15.0) -> int: ...
 
-        def stop_unit(self, unit: str, timeout: float = 5.0) -> None: ...
+        def stop_unit(self, unit: str, timeout: float = STOP_GRACE) -> None: ...
 
         def wait_for_master(
             self, timeout: float | None = None, settle: float | None = None, watch: bool = False
@@ -55,7 +59,7 @@ class LabBase:
 
         def _wait_answers(self, unit: str, timeout: float = 15.0) -> str: ...
 
-        def _stop_remnants(self, unit: str, timeout: float = 5.0) -> None: ...
+        def _stop_remnants(self, unit: str, timeout: float = STOP_GRACE) -> None: ...
 
         def _signal_unit(self, unit: str, sig: int, who: str) -> int: ...
 

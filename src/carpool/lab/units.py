@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import tomlw
-from .base import LabBase
+from .base import STOP_GRACE, LabBase
 from .ns import (
     LabError,
     LabTimeout,
@@ -382,14 +382,14 @@ class UnitsMixin(LabBase):
         except LabTimeout as e:
             raise LabTimeout(f"{e}; log {self.log_path(unit)}:\n{self.log_tail(unit)}") from None
 
-    def stop_unit(self, unit: str, timeout: float = 5.0) -> None:
+    def stop_unit(self, unit: str, timeout: float = STOP_GRACE) -> None:
         """SIGTERM the unit's supervisor (the daemon bows out), SIGKILL after timeout."""
         unit = self.unit(unit)
         self.wanted.discard(unit)
         self._save()
         self._stop_remnants(unit, timeout)
 
-    def _stop_remnants(self, unit: str, timeout: float = 5.0) -> None:
+    def _stop_remnants(self, unit: str, timeout: float = STOP_GRACE) -> None:
         pids: dict[int, str | None] = {
             p: None for p in (self.supervisor_pid(unit), self.daemon_pid(unit)) if p
         }
