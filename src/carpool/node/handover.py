@@ -51,6 +51,7 @@ class Handover:
         self.finished = 0  # finishing: relayed packets given their service back
         self.last: dict | None = None  # the last handover: side, seconds, why it ended
         self._local: list[str] = []
+        self._families: tuple[str, ...] = ()  # those with a table (its counter read)
         self._started = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
@@ -144,6 +145,7 @@ class Handover:
     # -- inside -----------------------------------------------------------------------------
     def _begin(self, side: str, found: list[plan.Pair], seconds: float) -> None:
         self.side, self.listeners = side, len(found)
+        self._families = tuple(sorted({"ip6" if p.address.version == 6 else "ip" for p in found}))
         self._started = time.monotonic()
         self.until = self._started + seconds
         loop = asyncio.get_running_loop()
@@ -164,7 +166,7 @@ class Handover:
             return 0, 0
         packets = octets = 0
         name = plan.counter_name(self.side)
-        for family in plan.FAMILIES:
+        for family in self._families:
             listing = self._nft.listing(f"list counter {family} {plan.TABLE} {name}")
             for item in (listing or {}).get("nftables", []):
                 counter = item.get("counter") or {}

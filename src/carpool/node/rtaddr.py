@@ -20,6 +20,7 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 4, 6, 8
 IFA_F_NODAD = 0x02
+IFA_F_NOPREFIXROUTE = 0x200
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBi")
@@ -34,16 +35,19 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
-def request(index: int, cidr: str, lifetime: int, seq: int) -> bytes:
-    """The RTM_NEWADDR (create or replace) for `cidr` on interface `index` (pure)."""
+def request(index: int, cidr: str, lifetime: int, seq: int, extra: int = 0) -> bytes:
+    """The RTM_NEWADDR (create or replace) for `cidr` on interface `index` (pure); `extra`:
+    more IFA_F_* flags."""
     iface = ipaddress.ip_interface(cidr)
     address = iface.ip.packed
     if iface.version == 6:
-        family, flags, preferred = socket.AF_INET6, IFA_F_NODAD, 0  # never a source
+        family, flags, preferred = socket.AF_INET6, IFA_F_NODAD | extra, 0  # never a source
         attrs = _attr(IFA_ADDRESS, address) + _attr(IFA_FLAGS, struct.pack("=I", flags))
     else:
-        family, flags, preferred = socket.AF_INET, 0, lifetime
+        family, flags, preferred = socket.AF_INET, extra, lifetime
         attrs = _attr(IFA_LOCAL, address) + _attr(IFA_ADDRESS, address)
+        if extra:
+            attrs += _attr(IFA_FLAGS, struct.pack("=I", flags))
         if iface.network.prefixlen < 31:
             attrs += _attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
     attrs += _attr(IFA_CACHEINFO, _CACHEINFO.pack(preferred, lifetime, 0, 0))
@@ -70,7 +74,7 @@ def _socket() -> socket.socket:
     return sock
 
 
-def renew(ifname: str, cidr: str, lifetime: int) -> None:
+def renew(ifname: str, cidr: str, lifetime: int, extra: int = 0) -> None:
     """Add or renew `cidr` on `ifname` for `lifetime` s; OSError as the kernel says."""
     try:
         index = socket.if_nametoindex(ifname)
@@ -80,7 +84,7 @@ def renew(ifname: str, cidr: str, lifetime: int) -> None:
     _local.seq += 1
     seq = _local.seq
     try:
-        sock.send(request(index, cidr, lifetime, seq))
+        sock.send(request(index, cidr, lifetime, seq, extra))
         while True:
             data = sock.recv(4096)
             length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data)

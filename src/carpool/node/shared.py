@@ -321,7 +321,10 @@ class SharedAddresses:
     ) -> None:
         for cidr in local:  # before the withdrawal: the connections never miss their address
             try:
-                addresses.add_shared(LOOPBACK, cidr, None, lifetime)
+                # no prefix route: the kernel keeps an address-with-lifetime's prefix route
+                # after the address goes, and a /128 on lo would take the unit's own traffic
+                # to that address until it expired
+                rtaddr.renew(LOOPBACK, cidr, lifetime, rtaddr.IFA_F_NOPREFIXROUTE)
             except OSError as e:
                 log.error("cannot keep %s on %s for the handover: %s", cidr, LOOPBACK, e)
         by_iface: dict[str, list[str]] = {}
