@@ -72,6 +72,10 @@ class Pinger:
         self.ident = os.getpid() & 0xFFFF
         self.last_error: OSError | None = None
         self._cookie = os.urandom(8)
+        # the rest of the payload: made once (only the cookie is checked), as each interface's
+        # index: a ping a second per link should cost its send and little else
+        self._payload = self._cookie + os.urandom(_PAYLOAD_LEN - 8)
+        self._ifindex: dict[str, int] = {}
         self._pending: dict[int, tuple[str, float, asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -161,7 +165,7 @@ class Pinger:
         seq = next(_seq) & 0xFFFF
         while seq in self._pending:
             seq = next(_seq) & 0xFFFF
-        payload = self._cookie + os.urandom(_PAYLOAD_LEN - 8)
+        payload = self._payload
         if ipv6:  # the kernel fills the checksum in
             packet = _ICMP.pack(ICMP6_ECHO, 0, 0, self.ident, seq) + payload
         else:
@@ -188,12 +192,18 @@ class Pinger:
         if ifname is None:
             sock.sendto(packet, (address, 0))
             return
-        index = socket.if_nametoindex(ifname)
+        index = self._ifindex.get(ifname)
+        if index is None:
+            index = self._ifindex[ifname] = socket.if_nametoindex(ifname)
         if ipv6:
             info = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO6.pack(b"\0" * 16, index))
         else:
             info = (socket.IPPROTO_IP, IP_PKTINFO, _PKTINFO.pack(index, b"\0" * 4, b"\0" * 4))
-        sock.sendmsg([packet], [info], 0, (address, 0))
+        try:
+            sock.sendmsg([packet], [info], 0, (address, 0))
+        except OSError:
+            self._ifindex.pop(ifname, None)  # the interface may be a new one by that name
+            raise
 
     async def ping_many(
         self, addresses, timeout: float, ifname: str | None = None

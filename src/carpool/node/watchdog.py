@@ -49,15 +49,15 @@ class Pulse:
 
     def __init__(self, fd: int | None, interval: float, lag_report: float = LAG_REPORT):
         self.fd, self.interval, self.lag_report = fd, interval, lag_report
-        self.step = min(
-            interval, lag_report / 2
-        )  # 4 turns a second: the lag thread and the loop wake little
+        # 2 turns a second: the loop's only wake-ups at idle are its own work and these; the
+        # lag thread looks at the last turn's time as often, and nothing wakes it in between
+        self.step = min(interval, lag_report)
         self.lag_max = 0.0
         self.lags = 0  # turns that came more than lag_report late
         self._handle: asyncio.TimerHandle | None = None
         self._due = self._written = 0.0
-        self._turned = threading.Event()
-        self._stopping = False
+        self._turned_at = time.monotonic()  # the last turn (written by the loop)
+        self._stopped = threading.Event()
         self._loop_thread = 0
         self._stack_at = float("-inf")
         if fd is not None:
@@ -78,24 +78,24 @@ class Pulse:
         self._beat(loop)
 
     def _watch_lag(self) -> None:
-        """Off the loop: log where the loop's thread is once it misses lag_report s of turns."""
-        while not self._stopping:
-            if self._turned.wait(self.lag_report):
-                self._turned.clear()
-                continue
+        """Off the loop: log where the loop's thread is once it has not turned for a step and
+        lag_report s (one stack per stall, at most one per STACK_EVERY)."""
+        reported = None
+        while not self._stopped.wait(self.lag_report):
+            turned = self._turned_at
             now = time.monotonic()
-            if self._stopping or now - self._stack_at < STACK_EVERY:
-                self._turned.wait()  # one stack per stall at most
+            if now - turned < self.step + self.lag_report or turned == reported:
                 continue
-            self._stack_at = now
+            if now - self._stack_at < STACK_EVERY:
+                continue
+            self._stack_at, reported = now, turned
             frame = sys._current_frames().get(self._loop_thread)
             stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "(no frame)\n"
             log.warning(
                 "the event loop has not turned for %.1f s; it is at:\n%s",
-                self.lag_report,
+                now - turned,
                 stack.rstrip(),
             )
-            self._turned.wait()
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
@@ -112,7 +112,7 @@ class Pulse:
             except OSError:
                 self.fd = None  # the supervisor is gone (PR_SET_PDEATHSIG ends us); keep turning
             self._written = now
-        self._turned.set()
+        self._turned_at = time.monotonic()
         self._due = now + self.step
         self._handle = loop.call_at(self._due, self._beat, loop)
 
@@ -126,8 +126,7 @@ class Pulse:
     def stop(self) -> None:
         if self._handle:
             self._handle.cancel()
-        self._stopping = True
-        self._turned.set()
+        self._stopped.set()
         if self.fd is None:
             return
         try:
