@@ -32,6 +32,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from .. import events
 from ..family import IPV4, IPV6
+from .nfset import SetRefresher, keys
 from .nft import NftCommands
 
 log = events.logger("carpool.fence", events.Kind.ADDRESSES)
@@ -123,6 +124,10 @@ class Fence:
         self.refreshes = 0
         self._last_refresh = float("-inf")
         self._nft = NftCommands(log, "fence")
+        self._raw = SetRefresher()  # the refresh's own netlink batch; libnftables if it fails
+        self._keys: tuple[tuple[Address, ...], dict[str, list[bytes]]] | None = None
+        self.raw_failures = 0
+        self.raw_error = ""
 
     def _run(self, commands: str) -> bool:
         return self._nft.run(commands)
@@ -140,9 +145,22 @@ class Fence:
             return
         if not force and wanted == self.live and now - self._last_refresh < self.timeout / 3:
             return
-        if self._run(refresh_commands(list(wanted), self.timeout)):
+        if self._refresh(wanted):
             self.live, self._last_refresh = wanted, now
             self.refreshes += 1
+
+    def _refresh(self, live: tuple[Address, ...]) -> bool:
+        """@live becomes `live`, each element for the timeout: one raw nf_tables batch (tens
+        of microseconds), or libnftables when that fails (counted, shown in status)."""
+        if self._keys is None or self._keys[0] != live:
+            self._keys = (live, {f: keys(live, f) for f in FAMILIES})
+        try:
+            self._raw.refresh(TABLE, "live", self._keys[1], max(1, round(self.timeout * 1000)))
+            return True
+        except OSError as e:
+            self.raw_failures += 1
+            self.raw_error = str(e)[:200]
+            return self._run(refresh_commands(list(live), self.timeout))
 
     def finish(self, listeners: list[tuple[Address, int]], seconds: float) -> bool:
         """A planned failover: these (address, port) pass both ways for `seconds` (or until
@@ -165,7 +183,7 @@ class Fence:
 
     def release(self) -> None:
         """Dark at once: before the addresses are removed (removing takes a few netlink calls)."""
-        if self.installed and self._run(refresh_commands([], self.timeout)):
+        if self.installed and self._refresh(()):
             self.live, self._last_refresh = (), float("-inf")
 
     def remove(self) -> None:
@@ -181,6 +199,8 @@ class Fence:
             "refreshes": self.refreshes,
             "failures": self._nft.failures,
             "last_error": self._nft.last_error,
+            "raw_failures": self.raw_failures,  # fell back to libnftables
+            "raw_error": self.raw_error,
         }
 
 
