@@ -76,25 +76,48 @@ def _socket() -> socket.socket:
 
 def renew(ifname: str, cidr: str, lifetime: int, extra: int = 0) -> None:
     """Add or renew `cidr` on `ifname` for `lifetime` s; OSError as the kernel says."""
-    try:
-        index = socket.if_nametoindex(ifname)
-    except OSError:
-        raise OSError(errno.ENODEV, f"no interface {ifname}") from None
+    error = renew_many([(ifname, cidr)], lifetime, extra)[0]
+    if error is not None:
+        raise error
+
+
+def renew_many(items: list[tuple[str, str]], lifetime: int, extra: int = 0) -> list[OSError | None]:
+    """Each (interface, cidr) added or renewed, all in one datagram (a takeover's addresses in
+    one netlink batch); per item None or the OSError the kernel gave."""
+    out: list[OSError | None] = [None] * len(items)
+    messages: list[bytes] = []
+    waiting: dict[int, int] = {}  # sequence number -> item
     sock = _socket()
-    _local.seq += 1
-    seq = _local.seq
+    for n, (ifname, cidr) in enumerate(items):
+        try:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            out[n] = OSError(errno.ENODEV, f"no interface {ifname}")
+            continue
+        _local.seq = (_local.seq + 1) % 0x7FFFFFFF
+        waiting[_local.seq] = n
+        messages.append(request(index, cidr, lifetime, _local.seq, extra))
+    if not messages:
+        return out
     try:
-        sock.send(request(index, cidr, lifetime, seq, extra))
-        while True:
-            data = sock.recv(4096)
-            length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data)
-            if got != seq or kind != NLMSG_ERROR:
-                continue  # an older request's late answer
-            (code,) = _ERROR.unpack_from(data, _NLMSGHDR.size)
-            if code:
-                raise OSError(-code, f"netlink: {errno.errorcode.get(-code, -code)}")
-            return
+        sock.send(b"".join(messages))
+        while waiting:
+            data = sock.recv(65536)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    break
+                if kind == NLMSG_ERROR and got in waiting:
+                    n = waiting.pop(got)
+                    (code,) = _ERROR.unpack_from(data, offset + _NLMSGHDR.size)
+                    if code:
+                        name = errno.errorcode.get(-code, -code)
+                        out[n] = OSError(-code, f"netlink: {name}")
+                offset += (length + 3) & ~3
     except (TimeoutError, ConnectionError, BlockingIOError) as e:
         _local.sock.close()
         _local.sock = None  # a socket in doubt is made afresh
-        raise OSError(errno.ETIMEDOUT, f"netlink: {e}") from None
+        for n in waiting.values():
+            out[n] = OSError(errno.ETIMEDOUT, f"netlink: {e}")
+    return out

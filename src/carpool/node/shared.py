@@ -81,7 +81,7 @@ class SharedAddresses:
     def take(self, items: list[Item], vmac: str | None, lifetime: int, announce: int = 0) -> None:
         """Add each address (or renew it), and send `announce` gratuitous ARPs/NAs for it
         right after its add: a client's first address waits for no other address's netlink."""
-        self._submit("take", self._add, items, vmac, lifetime, announce)
+        self._submit("take", self._take, items, vmac, lifetime, announce)
 
     def renew(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
         """Renew the kernel lifetime (or put back an address that went); coalesced."""
@@ -264,28 +264,42 @@ class SharedAddresses:
         return added
 
     @staticmethod
+    def _take(
+        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int, announce
+    ) -> list[str]:
+        """Every address in one raw netlink batch (rtaddr.py), then each one's gratuitous
+        ARPs/NAs in order; the pyroute2 add where that cannot do (a virtual MAC's macvlan, an
+        IPv6 address left in duplicate address detection, an error)."""
+        if vmac is not None:
+            return SharedAddresses._add(live, items, vmac, lifetime, announce)
+        done, again = SharedAddresses._raw(live, items, lifetime)
+        if announce:
+            for ifname, cidr in items:
+                if cidr in done:
+                    SharedAddresses._garp(live, [(ifname, cidr)], vmac, announce)
+        return done + SharedAddresses._add(live, again, vmac, lifetime, announce)
+
+    @staticmethod
     def _renew(
         live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int, _announce
     ) -> list[str]:
-        """Each second while active: one raw netlink replace per address (rtaddr.py); the
-        pyroute2 add when that cannot do (a virtual MAC's macvlan, an IPv6 address left in
-        duplicate address detection, an error)."""
-        if vmac is not None:
-            return SharedAddresses._add(live, items, vmac, lifetime, 0)
-        renewed, again = [], []
-        for ifname, cidr in items:
-            if not live():
-                break
-            try:
-                rtaddr.renew(ifname, cidr, lifetime)
-            except OSError:
+        """Each second while active: the take's batch again, without announcements."""
+        return SharedAddresses._take(live, items, vmac, lifetime, 0)
+
+    @staticmethod
+    def _raw(
+        live: Callable[[], bool], items: list[Item], lifetime: int
+    ) -> tuple[list[str], list[Item]]:
+        """(added or renewed, those left for pyroute2)."""
+        if not items or not live():
+            return [], []
+        done, again = [], []
+        for (ifname, cidr), error in zip(items, rtaddr.renew_many(items, lifetime), strict=True):
+            if error is not None or addresses.dad_pending(ifname, cidr):
                 again.append((ifname, cidr))
-                continue
-            if addresses.dad_pending(ifname, cidr):
-                again.append((ifname, cidr))
-                continue
-            renewed.append(cidr)
-        return renewed + SharedAddresses._add(live, again, vmac, lifetime, 0)
+            else:
+                done.append(cidr)
+        return done, again
 
     @staticmethod
     def _warm_up(live: Callable[[], bool]) -> None:
