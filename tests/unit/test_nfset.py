@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from carpool.node import nfset
+from carpool.node import netlink, nfset
 
 SNIPPET = """
 import json, subprocess, sys
@@ -72,7 +72,7 @@ def test_one_transaction_flushes_then_adds_per_family():
     data = nfset.batch("t", "live", {"ip": [b"\xc6\x12\x00\x0a"], "ip6": []}, 80, 1)
     kinds, offset = [], 0
     while offset < len(data):
-        length, kind, flags, seq, _pid = nfset._NLMSGHDR.unpack_from(data, offset)
+        length, kind, flags, seq, _pid = netlink.NLMSGHDR.unpack_from(data, offset)
         kinds.append((kind & 0xFF, seq, bool(flags & nfset.NLM_F_ACK)))
         offset += length
     assert kinds == [

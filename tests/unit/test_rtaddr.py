@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from carpool.node import rtaddr
+from carpool.node import netlink, rtaddr
 
 
 def attrs(body: bytes) -> dict[int, bytes]:
@@ -18,8 +18,8 @@ def attrs(body: bytes) -> dict[int, bytes]:
 
 
 def parse(msg: bytes):
-    length, kind, flags, seq, _pid = rtaddr._NLMSGHDR.unpack_from(msg)
-    body = msg[rtaddr._NLMSGHDR.size :]
+    length, kind, flags, seq, _pid = netlink.NLMSGHDR.unpack_from(msg)
+    body = msg[netlink.NLMSGHDR.size :]
     assert length == len(msg) and kind == rtaddr.RTM_NEWADDR and seq == 9
     assert flags == rtaddr.NLM_F_REQUEST | rtaddr.NLM_F_ACK | 0x100 | 0x400  # replace, create
     return rtaddr._IFADDRMSG.unpack_from(body), attrs(body)
@@ -31,7 +31,7 @@ def test_ipv4_local_address_broadcast_and_lifetimes():
     assert a[rtaddr.IFA_LOCAL] == a[rtaddr.IFA_ADDRESS] == socket.inet_aton("198.18.0.10")
     assert a[rtaddr.IFA_BROADCAST] == socket.inet_aton("198.18.0.255")
     assert struct.unpack("=IIII", a[rtaddr.IFA_CACHEINFO])[:2] == (3, 3)
-    point = attrs(rtaddr.request(7, "198.18.0.10/31", 3, 9)[rtaddr._NLMSGHDR.size :])
+    point = attrs(rtaddr.request(7, "198.18.0.10/31", 3, 9)[netlink.NLMSGHDR.size :])
     assert rtaddr.IFA_BROADCAST not in point  # no broadcast on a /31
 
 

@@ -18,9 +18,9 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol, Self
+from typing import Annotated, Any, Literal, Protocol, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -1087,22 +1087,12 @@ class Document(_Model):
     def canonical(self) -> bytes:
         # a document is immutable: its canonical form is made once (a big one takes 30 ms,
         # and a commit asks for its hash several times)
-        for doc, made in _CANONICAL:
-            if doc is self:
-                return made
-        made = self._canonical()
-        _CANONICAL.appendleft((self, made))
-        return made
+        return made_once(_CANONICAL, self, self._canonical)
 
     def as_json(self) -> dict[str, Any]:
         """model_dump(mode="json"), made once per document (the hash, a commit's changed keys
         and a push all want it; 1000 services: 25 ms each). Shared: never change it."""
-        for doc, made in _DUMPED:
-            if doc is self:
-                return made
-        made = self.model_dump(mode="json")
-        _DUMPED.appendleft((self, made))
-        return made
+        return made_once(_DUMPED, self, lambda: self.model_dump(mode="json"))
 
     def _canonical(self) -> bytes:
         data = dict(self.as_json())  # copied where keys are left out, never changed in place
@@ -1128,9 +1118,24 @@ class Document(_Model):
         return hashlib.sha256(self.canonical()).hexdigest()
 
 
-# the last few documents' canonical forms (they are kept alive here, so an id is never reused)
+# the last few documents' canonical forms and dumps (kept alive here: an id is never reused)
 _CANONICAL: collections.deque[tuple[Document, bytes]] = collections.deque(maxlen=4)
 _DUMPED: collections.deque[tuple[Document, dict[str, Any]]] = collections.deque(maxlen=4)
+
+
+T = TypeVar("T")
+
+
+def made_once(
+    cache: collections.deque[tuple[Document, T]], doc: Document, make: Callable[[], T]
+) -> T:
+    """What `make` gives for this very document (by identity), from `cache` once made there."""
+    for known, made in cache:
+        if known is doc:
+            return made
+    made = make()
+    cache.appendleft((doc, made))
+    return made
 
 
 def _where(loc: Loc) -> Loc:

@@ -26,7 +26,14 @@ from typing import Any
 
 from .. import events, files
 from . import tomlw
-from .document import Document, DocumentError, parse_document, to_plain, unprintable
+from .document import (
+    Document,
+    DocumentError,
+    made_once,
+    parse_document,
+    to_plain,
+    unprintable,
+)
 
 log = events.logger("carpool.store", events.Kind.CONFIG)
 # The stem is the version with at least 8 digits: a longer number is a longer stem, and found
@@ -153,12 +160,7 @@ _TOML: collections.deque[tuple[Document, str]] = collections.deque(maxlen=2)
 
 
 def _toml(doc: Document) -> str:
-    for known, text in _TOML:
-        if known is doc:
-            return text
-    text = tomlw.dumps(to_plain(doc))
-    _TOML.appendleft((doc, text))
-    return text
+    return made_once(_TOML, doc, lambda: tomlw.dumps(to_plain(doc)))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

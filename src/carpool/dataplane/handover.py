@@ -91,20 +91,28 @@ def _timeout(seconds: float) -> str:
     return f"timeout {max(1, round(seconds * 1000))}ms"
 
 
-def forward_commands(found: list[Pair], mark: int, seconds: float) -> str:
-    """The new active unit's tables: unknown connections' packets to the old unit."""
+def _tables(found: list[Pair], table) -> str:
+    """Each family's table replaced: table(family, its nft address type, its pairs) when it has
+    listeners, none otherwise."""
     lines: list[str] = []
     for family, mine in _by_family(found).items():
         lines += _fresh(family)
-        if not mine:
-            continue
-        kind = of(mine[0].address).nft_type
+        if mine:
+            lines.append(
+                f"table {family} {TABLE} {{ {table(family, of(mine[0].address).nft_type, mine)} }}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def forward_commands(found: list[Pair], mark: int, seconds: float) -> str:
+    """The new active unit's tables: unknown connections' packets to the old unit."""
+
+    def table(family: str, kind: str, mine: list[Pair]) -> str:
         t = _timeout(seconds)
         services = ", ".join(f"{p.address} . {p.port} {t}" for p in mine)
         relay = ", ".join(f"{p.address} . {p.port} : {p.relay}" for p in mine)
         partner = ", ".join(f"{p.relay} : {p.partner}" for p in mine)
-        lines.append(
-            f"table {family} {TABLE} {{ "
+        return (
             f"set services {{ type {kind} . inet_service ; flags timeout ; "
             f"elements = {{ {services} }} ; }} ; "
             f"map relay {{ type {kind} . inet_service : inet_service ; elements = {{ {relay} }} ; }} ; "
@@ -115,26 +123,22 @@ def forward_commands(found: list[Pair], mark: int, seconds: float) -> str:
             f"ct state new tcp flags & (syn | ack) == syn ct mark set ct mark | {mark:#x} ; "
             f"ct mark & {mark:#x} == {mark:#x} accept ; "
             f"tcp dport set {family} daddr . tcp dport map @relay "
-            f"{family} daddr set tcp dport map @partner counter name handed_back ; }} ; }}"
+            f"{family} daddr set tcp dport map @partner counter name handed_back ; }} ;"
         )
-    return "\n".join(lines) + "\n"
+
+    return _tables(found, table)
 
 
 def finish_commands(found: list[Pair], seconds: float) -> str:
     """The old unit's tables: relayed packets get their service's address and port back before
     connection tracking (raw priority), so they meet the connections HAProxy holds."""
-    lines: list[str] = []
-    for family, mine in _by_family(found).items():
-        lines += _fresh(family)
-        if not mine:
-            continue
-        kind = of(mine[0].address).nft_type
+
+    def table(family: str, kind: str, mine: list[Pair]) -> str:
         t = _timeout(seconds)
         relayed = ", ".join(f"{p.own} . {p.relay} {t}" for p in mine)
         address = ", ".join(f"{p.relay} : {p.address}" for p in mine)
         port = ", ".join(f"{p.relay} : {p.port}" for p in mine)
-        lines.append(
-            f"table {family} {TABLE} {{ "
+        return (
             f"set relayed {{ type {kind} . inet_service ; flags timeout ; "
             f"elements = {{ {relayed} }} ; }} ; "
             f"map address {{ type inet_service : {kind} ; elements = {{ {address} }} ; }} ; "
@@ -143,9 +147,10 @@ def finish_commands(found: list[Pair], seconds: float) -> str:
             "chain prerouting { type filter hook prerouting priority raw ; policy accept ; "
             f"{family} daddr . tcp dport @relayed "
             f"{family} daddr set tcp dport map @address tcp dport set tcp dport map @port "
-            "counter name finished ; } ; }"
+            "counter name finished ; } ;"
         )
-    return "\n".join(lines) + "\n"
+
+    return _tables(found, table)
 
 
 def remove_commands() -> str:

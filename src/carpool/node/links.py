@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 
 from .. import events
+from . import netlink as nl
 
 log = events.logger("carpool.links", events.Kind.LINK)
 
@@ -43,47 +44,14 @@ IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_SECONDARY = 0x01
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBi")
-_RTATTR = struct.Struct("=HH")
 _RCVBUF = 1 << 20
 
 LinkCallback = Callable[[str, bool], None]
 
 
-# -- netlink plumbing ---------------------------------------------------------------------------
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while offset + _RTATTR.size <= len(data):
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size:
-            break
-        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size : offset + length])
-        offset += _align(length)
-    return out
-
-
-def _messages(data: bytes):
-    """(type, flags, seq, body) of each netlink message in one datagram."""
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        yield kind, flags, seq, data[offset + _NLMSGHDR.size : offset + length]
-        offset += _align(length)
-
-
-def _rtattr(kind: int, value: bytes) -> bytes:
-    raw = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
-    return raw + b"\0" * (_align(len(raw)) - len(raw))
-
-
+# -- requests (the plumbing: node/netlink.py) --------------------------------------------------
 _seq_lock = threading.Lock()
 _seq = [0]
 
@@ -127,11 +95,13 @@ class _KernelError(OSError):
 
 
 def _ask(s: socket.socket, kind: int, flags: int, body: bytes, seq: int) -> list[tuple[int, bytes]]:
-    s.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body)
+    s.send(
+        nl.NLMSGHDR.pack(nl.NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+    )
     out: list[tuple[int, bytes]] = []
     while True:
         data = s.recv(1 << 16)
-        for mtype, _mflags, mseq, mbody in _messages(data):
+        for mtype, _mflags, mseq, mbody in nl.messages(data):
             if mseq != seq:
                 continue  # a late reply to an earlier question on this socket
             if mtype == NLMSG_DONE:
@@ -184,7 +154,7 @@ def _parse_link(body: bytes) -> Link | None:
     if len(body) < _IFINFOMSG.size:
         return None
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
-    attrs = _attrs(body, _IFINFOMSG.size)
+    attrs = nl.attrs(body, _IFINFOMSG.size)
     name = attrs.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
     operstate = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else None
     raw_mac = attrs.get(IFLA_ADDRESS)
@@ -196,7 +166,7 @@ def _parse_link(body: bytes) -> Link | None:
 
 def get_link(ifname: str) -> Link | None:
     """The interface called ifname (fresh from the kernel), None if there is none."""
-    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _rtattr(
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nl.attr(
         IFLA_IFNAME, ifname.encode() + b"\0"
     )
     try:
@@ -246,7 +216,7 @@ def ipv4_addresses(ifname: str) -> list[tuple[str, int]]:
         family, prefixlen, flags8, _scope, index = _IFADDRMSG.unpack_from(mbody)
         if family != socket.AF_INET or index != link.index:
             continue
-        attrs = _attrs(mbody, _IFADDRMSG.size)
+        attrs = nl.attrs(mbody, _IFADDRMSG.size)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if not raw or len(raw) != 4:
             continue
@@ -422,7 +392,7 @@ class LinkMonitor:
                     return
                 log.error("netlink receive error: %s", e)
                 return
-            for mtype, _flags, _seq, body in _messages(data):
+            for mtype, _flags, _seq, body in nl.messages(data):
                 if mtype in (RTM_NEWLINK, RTM_DELLINK):
                     link = _parse_link(body)
                     if link is not None:

@@ -15,34 +15,25 @@ import ipaddress
 import socket
 import struct
 
+from . import netlink as nl
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
-NLMSG_ERROR = 2
-NLA_F_NESTED = 0x8000
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT = 1, 4
 NFTA_DATA_VALUE = 1
 FAMILY = {"ip": socket.AF_INET, "ip6": socket.AF_INET6, "arp": 3}  # NFPROTO_ARP = 3
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")  # family, version, res_id (big-endian on the wire)
-_RTATTR = struct.Struct("=HH")
-_ERROR = struct.Struct("=i")
-
-
-def _attr(kind: int, payload: bytes, nested: bool = False) -> bytes:
-    length = _RTATTR.size + len(payload)
-    head = _RTATTR.pack(length, kind | (NLA_F_NESTED if nested else 0))
-    return head + payload + b"\0" * ((4 - length % 4) % 4)
 
 
 def _message(kind: int, flags: int, seq: int, family: int, attrs: bytes, res_id: int = 0) -> bytes:
     body = _NFGENMSG.pack(family, 0, socket.htons(res_id)) + attrs
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+    return nl.NLMSGHDR.pack(nl.NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
 
 def batch(table: str, name: str, live: dict[str, list[bytes]], timeout_ms: int, seq: int) -> bytes:
@@ -50,10 +41,10 @@ def batch(table: str, name: str, live: dict[str, list[bytes]], timeout_ms: int, 
     and add each key with the timeout. Messages numbered from seq (pure)."""
     nft = NFNL_SUBSYS_NFTABLES << 8
     ids = [table.encode() + b"\0", name.encode() + b"\0"]
-    where = _attr(NFTA_SET_ELEM_LIST_TABLE, ids[0]) + _attr(NFTA_SET_ELEM_LIST_SET, ids[1])
+    where = nl.attr(NFTA_SET_ELEM_LIST_TABLE, ids[0]) + nl.attr(NFTA_SET_ELEM_LIST_SET, ids[1])
     out = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, b"", NFNL_SUBSYS_NFTABLES)]
     n = seq
-    timeout = _attr(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
+    timeout = nl.attr(NFTA_SET_ELEM_TIMEOUT, struct.pack(">Q", timeout_ms))
     for family, keys in live.items():
         n += 1
         flags = NLM_F_REQUEST | NLM_F_ACK
@@ -61,15 +52,15 @@ def batch(table: str, name: str, live: dict[str, list[bytes]], timeout_ms: int, 
         if not keys:
             continue
         elements = b"".join(
-            _attr(
+            nl.attr(
                 NFTA_LIST_ELEM,
-                _attr(NFTA_SET_ELEM_KEY, _attr(NFTA_DATA_VALUE, key), nested=True) + timeout,
+                nl.attr(NFTA_SET_ELEM_KEY, nl.attr(NFTA_DATA_VALUE, key), nested=True) + timeout,
                 nested=True,
             )
             for key in keys
         )
         n += 1
-        attrs = where + _attr(NFTA_SET_ELEM_LIST_ELEMENTS, elements, nested=True)
+        attrs = where + nl.attr(NFTA_SET_ELEM_LIST_ELEMENTS, elements, nested=True)
         out.append(
             _message(nft | NFT_MSG_NEWSETELEM, flags | NLM_F_CREATE, n, FAMILY[family], attrs)
         )
@@ -112,18 +103,11 @@ class SetRefresher:
         assert self._sock is not None
         waiting = set(range(first, last + 1))
         while waiting:
-            data = self._sock.recv(65536)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    break
-                if kind == NLMSG_ERROR and seq in waiting:
-                    (code,) = _ERROR.unpack_from(data, offset + _NLMSGHDR.size)
+            for seq, code in nl.answers(self._sock.recv(65536)):
+                if seq in waiting:
                     if code:
-                        raise OSError(-code, f"nf_tables: {errno.errorcode.get(-code, -code)}")
+                        raise OSError(code, f"nf_tables: {errno.errorcode.get(code, code)}")
                     waiting.discard(seq)
-                offset += (length + 3) & ~3
 
     def _socket(self) -> socket.socket:
         if self._sock is None:

@@ -14,25 +14,18 @@ import socket
 import struct
 import threading
 
+from . import netlink as nl
+
 NETLINK_ROUTE = 0
 RTM_NEWADDR = 20
-NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 4, 6, 8
 IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _IFADDRMSG = struct.Struct("=BBBBi")
-_RTATTR = struct.Struct("=HH")
 _CACHEINFO = struct.Struct("=IIII")
-_ERROR = struct.Struct("=i")
 _local = threading.local()
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
 
 
 def request(index: int, cidr: str, lifetime: int, seq: int, extra: int = 0) -> bytes:
@@ -42,18 +35,18 @@ def request(index: int, cidr: str, lifetime: int, seq: int, extra: int = 0) -> b
     address = iface.ip.packed
     if iface.version == 6:
         family, flags, preferred = socket.AF_INET6, IFA_F_NODAD | extra, 0  # never a source
-        attrs = _attr(IFA_ADDRESS, address) + _attr(IFA_FLAGS, struct.pack("=I", flags))
+        attrs = nl.attr(IFA_ADDRESS, address) + nl.attr(IFA_FLAGS, struct.pack("=I", flags))
     else:
         family, flags, preferred = socket.AF_INET, extra, lifetime
-        attrs = _attr(IFA_LOCAL, address) + _attr(IFA_ADDRESS, address)
+        attrs = nl.attr(IFA_LOCAL, address) + nl.attr(IFA_ADDRESS, address)
         if extra:
-            attrs += _attr(IFA_FLAGS, struct.pack("=I", flags))
+            attrs += nl.attr(IFA_FLAGS, struct.pack("=I", flags))
         if iface.network.prefixlen < 31:
-            attrs += _attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
-    attrs += _attr(IFA_CACHEINFO, _CACHEINFO.pack(preferred, lifetime, 0, 0))
+            attrs += nl.attr(IFA_BROADCAST, iface.network.broadcast_address.packed)
+    attrs += nl.attr(IFA_CACHEINFO, _CACHEINFO.pack(preferred, lifetime, 0, 0))
     body = _IFADDRMSG.pack(family, iface.network.prefixlen, flags & 0xFF, 0, index) + attrs
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body),
+    header = nl.NLMSGHDR.pack(
+        nl.NLMSGHDR.size + len(body),
         RTM_NEWADDR,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE,
         seq,
@@ -102,19 +95,10 @@ def renew_many(items: list[tuple[str, str]], lifetime: int, extra: int = 0) -> l
     try:
         sock.send(b"".join(messages))
         while waiting:
-            data = sock.recv(65536)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    break
-                if kind == NLMSG_ERROR and got in waiting:
-                    n = waiting.pop(got)
-                    (code,) = _ERROR.unpack_from(data, offset + _NLMSGHDR.size)
-                    if code:
-                        name = errno.errorcode.get(-code, -code)
-                        out[n] = OSError(-code, f"netlink: {name}")
-                offset += (length + 3) & ~3
+            for got, code in nl.answers(sock.recv(65536)):
+                n = waiting.pop(got, -1)
+                if n >= 0 and code:
+                    out[n] = OSError(code, f"netlink: {errno.errorcode.get(code, code)}")
     except (TimeoutError, ConnectionError, BlockingIOError) as e:
         _local.sock.close()
         _local.sock = None  # a socket in doubt is made afresh
