@@ -317,6 +317,58 @@ def test_the_real_server_refuses_early_and_closes_slow_headers(ctx, daemon, tmp_
     assert "127.0.0.1" in ctx.limiter._seen and "203.0.113.9" not in ctx.limiter._seen
 
 
+def test_the_idle_server_leaves_the_loop_asleep_and_dates_each_response(ctx, tmp_path, monkeypatch):
+    """uvicorn's own main loop wakes the event loop ten times a second (the Date header, a
+    look at should_exit): an idle unit must not pay for that. Idle, the loop turns at most a
+    few times a second; each response still carries the date of the moment it is sent."""
+    from email.utils import parsedate_to_datetime
+
+    from carpool.web import server as web_server
+    from carpool.web.server import WebServer, ensure_certificate
+
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    ensure_certificate(cert, key, "127.0.0.1", "test")
+    port = _free_port()
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    shift = [0.0]
+    monkeypatch.setattr(web_server, "_clock", lambda: time.time() + shift[0])
+
+    async def dated() -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+        writer.write(b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.transport.abort()
+        date = head.lower().split(b"\r\ndate: ")[1].split(b"\r\n")[0].decode()
+        return parsedate_to_datetime(date).timestamp()
+
+    turns = [0]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        run_once = loop._run_once  # type: ignore[attr-defined]
+
+        def counted():
+            turns[0] += 1
+            run_once()
+
+        server = WebServer(create_app(ctx), "127.0.0.1", port, cert, key)
+        assert await server.start()
+        try:
+            assert abs(await dated() - time.time()) < 2
+            shift[0] = 3600.0  # an hour on: the next response says so
+            assert abs(await dated() - (time.time() + 3600)) < 2
+            loop._run_once = counted  # type: ignore[attr-defined]
+            await asyncio.sleep(1.0)  # the idle window whose turns are counted
+            loop._run_once = run_once  # type: ignore[attr-defined]
+        finally:
+            await server.stop()
+        assert server.task is not None and server.task.done() and not server.task.cancelled()
+
+    asyncio.run(main())
+    assert turns[0] <= 6, f"the idle server turned the loop {turns[0]} times in 1 s"
+
+
 # -- 3. login attempts reserved before hashing ---------------------------------------------
 def test_concurrent_guesses_from_one_address_verify_at_most_the_limit(ctx, monkeypatch):
     verified = []

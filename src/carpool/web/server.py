@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from email.utils import formatdate
 from pathlib import Path
 
 import h11
@@ -35,6 +37,7 @@ MAX_CONNECTIONS = 64
 KEEP_ALIVE = 5  # s an idle kept-alive connection stays open
 MAX_HEADERS = 16 * 1024  # bytes of a request's line and headers
 HEADER_TIMEOUT = 10.0  # s for a request's line and headers to arrive
+_clock = time.time  # the Date header's (a test moves it)
 
 
 class HeaderDeadline(H11Protocol):
@@ -51,6 +54,8 @@ class HeaderDeadline(H11Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        # before uvicorn builds this request's response headers
+        _date(self.server_state, self.config.encoded_headers)
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # the headers are in (or it failed)
             self._disarm()
@@ -85,7 +90,25 @@ class HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
+def _date(state, headers: list[tuple[bytes, bytes]]) -> None:
+    """The Date header of this second (formatted once a second at most). uvicorn's main loop
+    refreshes it from a 0.1 s tick; an idle daemon should not turn its loop for that."""
+    second = int(_clock())
+    if getattr(state, "date_second", None) != second:
+        state.date_second = second
+        state.default_headers = [(b"date", formatdate(second, usegmt=True).encode()), *headers]
+
+
 class EmbeddedServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config):
+        super().__init__(config)
+        self.exit = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        # uvicorn's polls should_exit every 0.1 s; this one sleeps until stop() says so
+        await self.on_tick(0)
+        await self.exit.wait()
+
     @contextlib.contextmanager
     def capture_signals(self):  # the daemon owns the signals
         yield
@@ -164,6 +187,7 @@ class WebServer:
         if self.task is None or self.task.done():
             return
         self.server.should_exit = True
+        self.server.exit.set()
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 3)
         except (TimeoutError, Exception):
