@@ -647,6 +647,84 @@ def test_link_monitor_reports_changes_at_once(clean):
     assert delays["admin_up"] < 0.5 and delays["carrier_up"] < 0.5, delays
 
 
+@pytest.mark.lab
+def test_carrier_polls_read_late_links_off_the_loop(clean):
+    """The late links' carrier read on another thread's wake-ups (the Heart's): the loop's
+    timer is off, a reading that differs from the monitor's view turns the loop once (which
+    reads the link afresh and fires), a link a partner's datagram just came over is not read,
+    and the quick interval is the standby's only."""
+    res = run_in(
+        NS_A,
+        """
+        from carpool.node import links
+        async def main():
+            loop = asyncio.get_running_loop()
+            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
+            subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
+            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
+            fired, posted = [], []
+            mon = links.LinkMonitor(lambda name, up: fired.append((name, up)),
+                                    watch=("cpdum0",), quick={"cpdum0": 0.02})
+            mon.attach(loop)
+            facts = dict(timer_before=mon._timer is not None, late=list(mon.late_now),
+                         view=mon.up_view.get("cpdum0"), carrier=links.carrier("cpdum0"),
+                         missing=links.carrier("nosuch0"))
+            def post(name):
+                posted.append(name)
+                loop.call_soon_threadsafe(mon.recheck, name)
+            polls = links.CarrierPolls(mon, post)
+            mon.delegate(polls)
+            facts["timer_after"] = mon._timer is not None
+            now = time.monotonic()
+            facts["wait_first"] = polls.wait(now)
+            facts["standby_wait"] = round(polls.wait(now + 10) or 0, 3)  # nothing read yet: 0
+            polls.standby = False
+            facts["active_every"] = polls._every("cpdum0")
+            polls.standby = True
+            # a view gone stale (its event not read yet, as a late one): the read differs, the
+            # loop reads the link afresh and fires once
+            loop.remove_reader(mon.fileno())
+            subprocess.run(["ip", "link", "set", "cpdum0", "down"], check=True)
+            facts["stale"] = mon.up_view.get("cpdum0")
+            t0 = time.monotonic()
+            await loop.run_in_executor(None, polls.run, t0)
+            deadline = time.monotonic() + 2
+            while not fired and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            facts["posted"], facts["fired"] = list(posted), list(fired)
+            # read just now: not again within half an interval; proven by a datagram: not read
+            posted.clear()
+            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)  # stale again
+            await loop.run_in_executor(None, polls.run, t0 + 0.005)
+            facts["again_at_once"] = list(posted)
+            later = t0 + 0.05
+            polls.proven["cpdum0"] = later
+            await loop.run_in_executor(None, polls.run, later + 0.005)
+            facts["proven_read"] = list(posted)
+            facts["wait_after_proof"] = round(polls.wait(later), 3)
+            await loop.run_in_executor(None, polls.run, later + 0.03)
+            facts["read_when_due"] = list(posted)
+            mon.delegate(None)
+            facts["timer_back"] = mon._timer is not None
+            mon.close()
+            subprocess.run(["ip", "link", "del", "cpdum0"], check=True)
+            return facts
+        out(facts=asyncio.run(main()))
+    """,
+    )
+    f = res["facts"]
+    assert f["timer_before"] and not f["timer_after"] and f["timer_back"], f
+    assert f["late"] == ["cpdum0"] and f["view"] is True, f
+    assert f["carrier"] is True and f["missing"] is False, f
+    assert f["wait_first"] == 0.0 and f["standby_wait"] == 0.0, f
+    assert f["active_every"] == 0.1, f  # the quick interval is the standby's detector's
+    assert f["stale"] is True, f
+    assert f["posted"] == ["cpdum0"] and f["fired"] == [["cpdum0", False]], f
+    assert f["again_at_once"] == [] and f["proven_read"] == [], f
+    assert f["wait_after_proof"] == 0.025, f  # 1.25 quick intervals after the proof
+    assert f["read_when_due"] == ["cpdum0"], f
+
+
 # -- ICMP ----------------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_ping_live_and_silent(lab):

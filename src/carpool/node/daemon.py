@@ -281,6 +281,7 @@ class Daemon:
         liveness.start(loop)
         self.adverts.attach(loop, links.state)
         links.attach(loop)
+        liveness.read_carriers(links)
         pinger = self.pinger = Pinger()
         await self.dataplanes.start(self.cfg, pinger)
         server = await control.serve(

@@ -39,7 +39,8 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_OPERSTATE = 1, 3, 5, 16
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_OPERSTATE, IFLA_EXT_MASK = 1, 3, 5, 16, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3  # a carrier read needs the flags, not the counters
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_SECONDARY = 0x01
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
@@ -196,6 +197,37 @@ def link_up(ifname: str) -> bool:
     return bool(link and link.up)
 
 
+def carrier(ifname: str) -> bool:
+    """link_up() for a poll: the counters left out of the answer, the flags read, nothing
+    parsed. False for a missing interface."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _carrier_attrs(ifname)
+    try:
+        replies = _request(RTM_GETLINK, 0, body)
+    except OSError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+            return False
+        raise
+    for mtype, mbody in replies:
+        if mtype == RTM_NEWLINK and len(mbody) >= _IFINFOMSG.size:
+            flags = _IFINFOMSG.unpack_from(mbody)[3]
+            return flags & (IFF_UP | IFF_LOWER_UP) == IFF_UP | IFF_LOWER_UP
+    return False
+
+
+_carrier_cache: dict[str, bytes] = {}
+
+
+def _carrier_attrs(ifname: str) -> bytes:
+    attrs = _carrier_cache.get(ifname)
+    if attrs is None:
+        attrs = nl.attr(IFLA_IFNAME, ifname.encode() + b"\0") + nl.attr(
+            IFLA_EXT_MASK, struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        )
+        if len(_carrier_cache) < 64:
+            _carrier_cache[ifname] = attrs
+    return attrs
+
+
 def mac_address(ifname: str) -> str | None:
     """The interface's MAC as "aa:bb:cc:dd:ee:ff", None if missing (or it has none)."""
     link = get_link(ifname)
@@ -260,6 +292,10 @@ class LinkMonitor:
         self.quick = dict(quick or {})
         self._due: dict[str, float] = {}  # a late link's next poll
         self._timer: asyncio.TimerHandle | None = None
+        # read by another thread (CarrierPolls): each replaced whole, never changed in place
+        self.up_view: dict[str, bool] = {}
+        self.late_now: tuple[str, ...] = ()
+        self._delegate: CarrierPolls | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE
@@ -272,6 +308,7 @@ class LinkMonitor:
             self._sock.bind((0, RTMGRP_LINK))
             self._known: dict[int, Link] = {}
             self._resync(notify=False)
+            self.late_now = tuple(self.late())
         except BaseException:
             self._sock.close()
             raise
@@ -315,8 +352,34 @@ class LinkMonitor:
     def _every(self, name: str) -> float | None:
         return self.quick.get(name, self.poll_interval) if self.poll_interval else None
 
+    def delegate(self, polls: CarrierPolls | None) -> None:
+        """Let another thread's wake-ups read the late links (None: the loop's timer again)."""
+        self._delegate = polls
+        if polls is not None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
+
+    def recheck(self, name: str) -> None:
+        """Read one link afresh and fire what changed (CarrierPolls saw it differ)."""
+        if self._loop is None:
+            return
+        self.poll()
+        try:
+            link = get_link(name)
+        except OSError as e:
+            log.error("link refresh of %s failed: %s", name, e)
+            return
+        gone = [k for k in self._known.values() if k.name == name]
+        if link is not None:
+            self._update(link, deleted=False)
+        elif gone:
+            self._update(gone[0], deleted=True)
+        self._arm()
+
     def _arm(self) -> None:
-        if self._loop is None or not self.poll_interval:
+        self.late_now = tuple(self.late())
+        if self._loop is None or not self.poll_interval or self._delegate is not None:
             return
         now = self._loop.time()
         late = self.late()
@@ -341,16 +404,7 @@ class LinkMonitor:
             if self._due.get(name, now) > now:
                 continue
             self._due[name] = now + (self._every(name) or 0.0)
-            try:
-                link = get_link(name)
-            except OSError as e:
-                log.error("link refresh of %s failed: %s", name, e)
-                continue
-            gone = [k for k in self._known.values() if k.name == name]
-            if link is not None:
-                self._update(link, deleted=False)
-            elif gone:
-                self._update(gone[0], deleted=True)
+            self.recheck(name)
         self._arm()
 
     def refresh(self) -> None:
@@ -409,15 +463,19 @@ class LinkMonitor:
                 self._update(link, deleted=False)
         else:
             self._known = fresh
+            self.up_view = self.known()
 
     def _update(self, link: Link, deleted: bool) -> None:
         old = self._known.get(link.index)
         if deleted:
             self._known.pop(link.index, None)
+            self.up_view = self.known()
             if old is not None and old.up:
                 self._fire(old.name, False)
             return
         self._known[link.index] = link
+        if old is None or old.up != link.up or old.name != link.name:
+            self.up_view = self.known()
         if old is not None and old.name != link.name:  # renamed: the old name is gone
             if old.up:
                 self._fire(old.name, False)
@@ -443,3 +501,57 @@ class LinkMonitor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class CarrierPolls:
+    """The late links' carrier, read on another thread's wake-ups instead of the loop's timer.
+
+    The fast detector's thread (node/liveness.py's Heart) wakes for every hello anyway; a read
+    there costs one small netlink round trip and no turn of the event loop, which at default
+    timers was the loop's most frequent wake-up. Only a reading that differs from the monitor's
+    view turns the loop (`post(name)`: LinkMonitor.recheck there). A datagram the partner just
+    sent over a link proves its carrier (`proven`), so a standby hearing hellos on the heartbeat
+    link reads it only when they stop. The quick intervals (a fast profile's heartbeat link)
+    are the standby's: its detector is what needs them.
+
+    `wait(now)`: seconds the thread may sleep; `run(now)`: read what is due (a link is read
+    at most every half interval, at least every 1.25 intervals: a wake-up a little early takes
+    the read along rather than waking again for it)."""
+
+    def __init__(self, monitor: LinkMonitor, post: Callable[[str], object]):
+        self.monitor, self.post = monitor, post
+        self.standby = True
+        self.proven: dict[str, float] = {}  # name -> monotonic time of a partner's datagram
+        self.errors = 0
+        self._read: dict[str, float] = {}
+
+    def _every(self, name: str) -> float | None:
+        m = self.monitor
+        if not m.poll_interval:
+            return None
+        return m.quick.get(name, m.poll_interval) if self.standby else m.poll_interval
+
+    def _last(self, name: str) -> float:
+        return max(self._read.get(name, float("-inf")), self.proven.get(name, float("-inf")))
+
+    def wait(self, now: float) -> float | None:
+        due = [
+            self._last(n) + every * 1.25
+            for n in self.monitor.late_now
+            if (every := self._every(n)) is not None
+        ]
+        return max(0.0, min(due) - now) if due else None
+
+    def run(self, now: float) -> None:
+        for name in self.monitor.late_now:
+            every = self._every(name)
+            if every is None or now - self._last(name) < every / 2:
+                continue
+            self._read[name] = now
+            try:
+                up = carrier(name)
+            except OSError:
+                self.errors += 1
+                continue
+            if up != self.monitor.up_view.get(name, False):
+                self.post(name)

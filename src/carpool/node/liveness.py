@@ -29,6 +29,7 @@ from .. import events
 from ..config.ha import Config, Interface
 from ..ha import liveness as lv
 from ..ha.drops import DropError, DropReason
+from .links import CarrierPolls, LinkMonitor
 
 log = events.logger("carpool.liveness", events.Kind.TRANSITION)
 Address = IPv4Address | IPv6Address
@@ -79,6 +80,7 @@ class Heart:
         # when its own deadline comes instead of being woken by every hello
         self.last_hello: float | None = None
         self.quiet = False
+        self.polls: CarrierPolls | None = None  # the late links' carrier, read on our wake-ups
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
         self._stop = False
@@ -90,6 +92,8 @@ class Heart:
 
     def set_active(self, on: bool) -> None:
         self.active = on
+        if self.polls is not None:
+            self.polls.standby = not on
         self._wake()
 
     def stop(self) -> None:
@@ -114,6 +118,9 @@ class Heart:
                 next_hello, timeout = now, None  # asleep until a datagram or a wake
             else:
                 timeout = max(0.0, next_hello - now)
+            polls = self.polls
+            if polls is not None and (wait := polls.wait(now)) is not None:
+                timeout = wait if timeout is None else min(timeout, wait)
             try:
                 ready, _, _ = select.select(readers, [], [], timeout)
             except (OSError, ValueError):
@@ -130,6 +137,8 @@ class Heart:
                 self.hellos_sent += 1
                 self.send(lv.encode(self.key, frame), str(self.hello_to))
                 next_hello = max(next_hello + self.interval, now)
+            if polls is not None:
+                polls.run(now)
 
     def _read(self, sock: socket.socket) -> None:
         for _ in range(BATCH):
@@ -146,6 +155,8 @@ class Heart:
                 if path is None:
                     raise DropError(DropReason.NOT_PARTNER, address)
                 frame = lv.decode(self.key, data)
+                if self.polls is not None:  # the partner's datagram came over it: carrier
+                    self.polls.proven[path] = time.monotonic()
                 if frame.kind is lv.Kind.QUERY:
                     answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
                     self.answered += 1
@@ -270,6 +281,8 @@ class Liveness:
         if self._timer is not None:
             self._timer.cancel()
         if self.heart is not None:
+            if self.heart.polls is not None:
+                self.heart.polls.monitor.delegate(None)  # the loop's timer reads them again
             self.heart.stop()
         for sock in self._socks.values():
             sock.close()
@@ -286,8 +299,24 @@ class Liveness:
             self.heart.set_active(active)
         self._arm()
 
+    def read_carriers(self, monitor: LinkMonitor) -> bool:
+        """Hand the monitor's late-link reads to the Heart's wake-ups (False: no Heart)."""
+        loop, heart = self._loop, self.heart
+        if loop is None or heart is None:
+            return False
+        polls = CarrierPolls(monitor, lambda name: loop.call_soon_threadsafe(monitor.recheck, name))
+        polls.standby = not heart.active
+        heart.polls = polls
+        monitor.delegate(polls)
+        heart._wake()  # its sleep now ends at the first read due
+        return True
+
     def heard_advert(self, interface: str) -> None:
-        """A valid partner advert: on the heartbeat link, a sign of life."""
+        """A valid partner advert: on the heartbeat link, a sign of life; on any link, its
+        carrier (no read of it due)."""
+        polls = self.heart.polls if self.heart is not None else None
+        if polls is not None:
+            polls.proven[interface] = self.now()
         if self._loop is not None and self.heartbeat and interface == self.heartbeat.name:
             self.detector.heard(self.now())
             self._arm()
