@@ -227,6 +227,44 @@ _DROP_LIVENESS = """table inet cp_test_liveness {{
 """
 
 
+def test_a_master_whose_hellos_stop_everywhere_costs_one_takeover_not_one_a_second(healed_lab):
+    """The master's liveness datagrams gone on every path (UDP 6975 dropped both ways on it:
+    as a partner without the detector, mid-upgrade, or with a dead hello thread) while its
+    adverts go on: the standby judges it gone at most once, then leaves it to the advert
+    timer — not a takeover 0.3 s after each advert, lost again at the next one."""
+    lab = healed_lab
+    master = settled(lab)
+    standby = other(master)
+    before = lab.unit_status(standby)["liveness"]["counters"]["gone"]
+    try:
+        lab.exec(master, ["nft", "-f", "-"], check=True, input=_SILENT_LIVENESS)
+        deadline = time.monotonic() + 6.0  # six adverts
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+        gone = lab.unit_status(standby)["liveness"]["counters"]["gone"] - before
+        assert gone <= 1, f"the standby judged the master gone {gone} times in 6 s"
+        lab.wait_for(
+            lambda: lab.states() == {master: "master", standby: "backup"},
+            TAKEOVER,
+            what=f"unit {master} master again, unit {standby} backup",
+        )
+    finally:
+        lab.exec(master, ["nft", "delete", "table", "inet", "cp_test_liveness"])
+
+
+_SILENT_LIVENESS = """table inet cp_test_liveness {
+    chain input {
+        type filter hook input priority -300; policy accept;
+        udp dport 6975 drop
+    }
+    chain output {
+        type filter hook output priority -300; policy accept;
+        udp dport 6975 drop
+    }
+}
+"""
+
+
 def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
     """Both ends of the cable lose carrier: both units are equally demoted, so the handover
     rule keeps the master (no needless failover, never a moment without a master); the fast

@@ -652,7 +652,8 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
     """The late links' carrier read on another thread's wake-ups (the Heart's): the loop's
     timer is off, a reading that differs from the monitor's view turns the loop once (which
     reads the link afresh and fires), a link a partner's datagram just came over is not read,
-    and the quick interval is the standby's only."""
+    and the quick interval is the standby's only. An admin-down link reads as down from sysfs
+    (the kernel's EINVAL)."""
     res = run_in(
         NS_A,
         """
@@ -692,6 +693,9 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             while not fired and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             facts["posted"], facts["fired"] = list(posted), list(fired)
+            facts["sysfs"] = polls._files["cpdum0"][0] is not None  # read with one pread
+            index, mac = mon.idents["cpdum0"]
+            facts["foreign"] = links._sysfs_carrier("cpdum0", (index, "02:00:00:00:00:01"))
             # read just now: not again within half an interval; proven by a datagram: not read
             posted.clear()
             subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)  # stale again
@@ -719,6 +723,8 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
     assert f["wait_first"] == 0.0 and f["standby_wait"] == 0.0, f
     assert f["active_every"] == 0.1, f  # the quick interval is the standby's detector's
     assert f["stale"] is True, f
+    # sysfs is read where it shows this link (index and MAC as netlink has them), not otherwise
+    assert f["sysfs"] is True and f["foreign"] is None, f
     assert f["posted"] == ["cpdum0"] and f["fired"] == [["cpdum0", False]], f
     assert f["again_at_once"] == [] and f["proven_read"] == [], f
     assert f["wait_after_proof"] == 0.025, f  # 1.25 quick intervals after the proof

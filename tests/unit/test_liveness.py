@@ -82,6 +82,25 @@ def test_nothing_is_judged_before_the_first_sign_of_life():
     assert d.carrier_lost(100.0, PATHS) == [] and d.state is State.WAITING
 
 
+def test_a_partner_that_sends_no_hellos_is_left_to_the_advert_timer():
+    """Its adverts alone never start the judging: a partner without the detector (an older
+    version, mid-upgrade) or whose hello thread died would be judged gone 0.3 s after each
+    advert, taken over from, and win back at its next advert: a failover every second."""
+    d = standby()
+    for t in (1.0, 2.0, 3.0):
+        d.heard(t, hello=False)
+        assert d.state is State.WAITING and d.deadline() is None
+        assert d.tick(t + 0.5, PATHS) == [] and d.carrier_lost(t + 0.5, PATHS) == []
+    d.heard(3.9)  # a hello: judged from now on, and adverts count as signs of life
+    assert d.state is State.ALIVE
+    d.heard(4.1, hello=False)
+    assert d.deadline() == pytest.approx(4.4)
+    d.active(True, 5.0)
+    d.active(False, 6.0)  # a new role: a hello again before an advert counts
+    d.heard(6.5, hello=False)
+    assert d.state is State.WAITING
+
+
 def test_silence_on_the_heartbeat_asks_every_other_path_and_no_answer_is_gone():
     d = standby()
     d.heard(1.0)

@@ -115,7 +115,10 @@ class Detector:
 
     The active unit sends hellos (`active(True)`); the standby listens for them and for the
     partner's adverts on the heartbeat link (both are signs of life: in a fast profile the
-    adverts alone come often enough). A change of role starts the judging afresh."""
+    adverts alone come often enough). A change of role starts the judging afresh, and only a
+    hello starts it: a partner that sends none (a version without the detector, mid-upgrade;
+    a hello thread that died) is left to the advert timer, not judged gone after each
+    advert."""
 
     def __init__(
         self,
@@ -140,6 +143,7 @@ class Detector:
         self.reason = "no hello from the partner yet"
         self.last_heard: float | None = None
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
+        self._hellos_heard = False  # in this role: what lets an advert count as a sign of life
         self._seq = 0
         self._next_hello: float | None = None
         self._asked: dict[bytes, str] = {}  # nonce -> path, while ASKING
@@ -169,6 +173,7 @@ class Detector:
         self._active = on
         self._next_hello = now if on and self.hello_clock else None
         self._asked, self._ask_deadline, self.last_heard = {}, None, None
+        self._hellos_heard = False
         reason = "active: sending hellos" if on else "no hello from the partner yet"
         self._enter(State.WAITING, reason)
 
@@ -181,11 +186,16 @@ class Detector:
         self.counters["hellos"] += 1
         self.heard(now)
 
-    def heard(self, now: float) -> None:
-        """A sign of life from the partner on the heartbeat link (a hello or an advert)."""
+    def heard(self, now: float, hello: bool = True) -> None:
+        """A sign of life from the partner on the heartbeat link: a hello, or an advert
+        (hello=False), which counts once a hello has been heard in this role."""
         self.last_heard = now
         if self.sending or self.state in (State.ALIVE, State.ASKING):
             return  # an answer, not a late hello, settles a question already asked
+        if hello:
+            self._hellos_heard = True
+        elif not self._hellos_heard:
+            return
         self._enter(State.ALIVE, "the partner is heard on the heartbeat link")
 
     def answer(self, frame: Frame, now: float) -> list[Effect]:

@@ -294,6 +294,7 @@ class LinkMonitor:
         self._timer: asyncio.TimerHandle | None = None
         # read by another thread (CarrierPolls): each replaced whole, never changed in place
         self.up_view: dict[str, bool] = {}
+        self.idents: dict[str, tuple[int, str | None]] = {}  # name -> (index, MAC)
         self.late_now: tuple[str, ...] = ()
         self._delegate: CarrierPolls | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -463,19 +464,24 @@ class LinkMonitor:
                 self._update(link, deleted=False)
         else:
             self._known = fresh
-            self.up_view = self.known()
+            self._publish()
+
+    def _publish(self) -> None:
+        links = list(self._known.values())
+        self.up_view = {link.name: link.up for link in links}
+        self.idents = {link.name: (link.index, link.mac) for link in links}
 
     def _update(self, link: Link, deleted: bool) -> None:
         old = self._known.get(link.index)
         if deleted:
             self._known.pop(link.index, None)
-            self.up_view = self.known()
+            self._publish()
             if old is not None and old.up:
                 self._fire(old.name, False)
             return
         self._known[link.index] = link
         if old is None or old.up != link.up or old.name != link.name:
-            self.up_view = self.known()
+            self._publish()
         if old is not None and old.name != link.name:  # renamed: the old name is gone
             if old.up:
                 self._fire(old.name, False)
@@ -524,6 +530,7 @@ class CarrierPolls:
         self.proven: dict[str, float] = {}  # name -> monotonic time of a partner's datagram
         self.errors = 0
         self._read: dict[str, float] = {}
+        self._files: dict[str, tuple[int | None, tuple[int, str | None] | None]] = {}
 
     def _every(self, name: str) -> float | None:
         m = self.monitor
@@ -549,9 +556,56 @@ class CarrierPolls:
                 continue
             self._read[name] = now
             try:
-                up = carrier(name)
+                up = self._carrier(name)
             except OSError:
                 self.errors += 1
                 continue
             if up != self.monitor.up_view.get(name, False):
                 self.post(name)
+
+    def _carrier(self, name: str) -> bool:
+        """The link's sysfs `carrier` re-read (one pread: the netlink round trip costs several
+        system calls), where that file is this link's; else netlink."""
+        ident = self.monitor.idents.get(name)
+        fd, opened_for = self._files.get(name, (None, None))
+        if opened_for != ident:
+            self._close(name)
+            fd = _sysfs_carrier(name, ident) if ident is not None else None
+            self._files[name] = (fd, ident)
+        if fd is None:
+            return carrier(name)
+        try:
+            return os.pread(fd, 8, 0)[:1] == b"1"
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # the kernel's answer for a link that is admin down
+                return False
+            self._close(name)  # gone or replaced: netlink says what it is now
+            return carrier(name)
+
+    def _close(self, name: str) -> None:
+        fd = self._files.pop(name, (None, None))[0]
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for name in list(self._files):
+            self._close(name)
+
+
+def _sysfs_carrier(name: str, ident: tuple[int, str | None]) -> int | None:
+    """An open /sys/class/net/<name>/carrier, if sysfs shows this namespace's link (a unit run
+    in a namespace without its own sysfs sees another one's links there): its index and MAC
+    must be the ones netlink gave."""
+    if "/" in name or name in (".", ".."):
+        return None
+    base = f"/sys/class/net/{name}/"
+    try:
+        with open(base + "ifindex") as f:
+            index = int(f.read())
+        with open(base + "address") as f:
+            mac = f.read().strip()
+        if (index, mac) != ident:
+            return None
+        return os.open(base + "carrier", os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return None

@@ -35,6 +35,7 @@ log = events.logger("carpool.liveness", events.Kind.TRANSITION)
 Address = IPv4Address | IPv6Address
 BATCH = 64  # datagrams read per wakeup at the most: a flood cannot hold the loop
 CUT_LOG_EVERY = 60.0  # s: a cut heartbeat path is logged once a minute (counted each time)
+RESTART = 0.1  # s before the thread starts over after a fault of its own
 
 
 def _partner(iface: Interface, role: str) -> Address | None:
@@ -71,6 +72,7 @@ class Heart:
         self.hello_to, self.partner_at, self.deliver = hello_to, partner_at, deliver
         self.drops: Counter[str] = Counter()
         self.errors = 0
+        self.faults = 0  # the thread's own failures (it starts over)
         self.hellos_sent = 0
         self.answered = 0
         self.hellos = 0
@@ -110,8 +112,30 @@ class Heart:
             pass
 
     def _run(self) -> None:
+        """A fault must not end the thread: a partner would judge this unit gone (it did, once
+        a second, before its detector waited for a first hello). Counted, logged once a minute,
+        and the thread starts over a little later."""
+        logged = float("-inf")
+        while not self._stop:
+            try:
+                self._serve()
+                return
+            except Exception:
+                self.faults += 1
+                if time.monotonic() - logged >= CUT_LOG_EVERY:
+                    logged = time.monotonic()
+                    log.exception("the liveness thread failed; it starts over in %g s", RESTART)
+                time.sleep(RESTART)
+
+    def _serve(self) -> None:
         next_hello = time.monotonic()
-        readers = [*self.socks, self._wake_r]
+        # registered once: each wake-up at idle is a cost (select() would rebuild its sets)
+        poller = select.poll()
+        by_fd = {}
+        for sock in [*self.socks, self._wake_r]:
+            poller.register(sock, select.POLLIN)
+            by_fd[sock.fileno()] = sock
+        hello_to = str(self.hello_to) if self.hello_to is not None else None
         while not self._stop:
             now = time.monotonic()
             if not self.active:
@@ -122,20 +146,23 @@ class Heart:
             if polls is not None and (wait := polls.wait(now)) is not None:
                 timeout = wait if timeout is None else min(timeout, wait)
             try:
-                ready, _, _ = select.select(readers, [], [], timeout)
+                ready = poller.poll(None if timeout is None else timeout * 1000)
             except (OSError, ValueError):
                 return  # the sockets were closed under us: the unit is stopping
-            for sock in ready:
+            for fd, mask in ready:
+                if mask & select.POLLNVAL:
+                    return  # closed under us: the unit is stopping
+                sock = by_fd[fd]
                 if sock is self._wake_r:
                     self._wake_r.recv(64)
                 else:
                     self._read(sock)
             now = time.monotonic()
-            if self.active and now >= next_hello and self.hello_to is not None:
+            if self.active and now >= next_hello and hello_to is not None:
                 self._seq += 1
                 frame = lv.Frame(lv.Kind.HELLO, self.session, self._seq)
                 self.hellos_sent += 1
-                self.send(lv.encode(self.key, frame), str(self.hello_to))
+                self.send(lv.encode(self.key, frame), hello_to)
                 next_hello = max(next_hello + self.interval, now)
             if polls is not None:
                 polls.run(now)
@@ -281,9 +308,12 @@ class Liveness:
         if self._timer is not None:
             self._timer.cancel()
         if self.heart is not None:
-            if self.heart.polls is not None:
-                self.heart.polls.monitor.delegate(None)  # the loop's timer reads them again
+            polls = self.heart.polls
+            if polls is not None:
+                polls.monitor.delegate(None)  # the loop's timer reads them again
             self.heart.stop()
+            if polls is not None:
+                polls.close()  # its thread has ended
         for sock in self._socks.values():
             sock.close()
         self._socks = {}
@@ -318,7 +348,7 @@ class Liveness:
         if polls is not None:
             polls.proven[interface] = self.now()
         if self._loop is not None and self.heartbeat and interface == self.heartbeat.name:
-            self.detector.heard(self.now())
+            self.detector.heard(self.now(), hello=False)
             self._arm()
 
     def on_link(self, name: str, up: bool) -> None:
@@ -412,6 +442,7 @@ class Liveness:
             ),
             "drops": dict(self.drops + (self.heart.drops if self.heart else Counter())),
             "send_errors": self.heart.errors if self.heart else 0,
+            "thread_faults": self.heart.faults if self.heart else 0,
         }
 
 

@@ -1,0 +1,43 @@
+"""The liveness thread (node/liveness.py's Heart) on loopback: a fault of its own is counted
+and the thread starts over; it never goes silent for good."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from carpool.ha import liveness as lv
+from carpool.node.liveness import Heart
+
+KEY = lv.liveness_key(b"partner-secret-1")
+
+
+def test_a_fault_in_the_thread_is_counted_and_the_thread_starts_over():
+    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen.bind(("127.0.0.1", 0))
+    listen.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    delivered: list[int] = []
+
+    def deliver(frame: lv.Frame, path: str) -> None:
+        if not delivered:
+            delivered.append(-1)
+            raise ValueError("a bug in the loop-side callback")
+        delivered.append(frame.seq)
+
+    heart = Heart([listen], KEY, 1, 0.1, None, {"127.0.0.1": "lo"}, deliver)
+    heart.start()
+    try:
+        deadline = time.monotonic() + 5
+        seq = 0
+        while delivered[1:] == [] and time.monotonic() < deadline:
+            seq += 1
+            hello = lv.encode(KEY, lv.Frame(lv.Kind.HELLO, 7, seq))
+            sender.sendto(hello, listen.getsockname())
+            time.sleep(0.05)
+        assert heart.faults == 1 and delivered[0] == -1 and len(delivered) >= 2, delivered
+        assert heart._thread.is_alive()
+    finally:
+        heart.stop()
+        listen.close()
+        sender.close()
