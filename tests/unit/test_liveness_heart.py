@@ -41,3 +41,31 @@ def test_a_fault_in_the_thread_is_counted_and_the_thread_starts_over():
         heart.stop()
         listen.close()
         sender.close()
+
+
+def test_while_quiet_the_thread_tells_the_loop_of_a_silence_and_nothing_sooner():
+    """The standby's loop sleeps while hellos come (the Heart takes them); the Heart tells it
+    once they stop for `silence` s."""
+    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen.bind(("127.0.0.1", 0))
+    listen.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    told: list[float] = []
+    heart = Heart([listen], KEY, 1, 0.05, None, {"127.0.0.1": "lo"}, lambda f, p: None)
+    heart.silence, heart.on_silence = 0.3, lambda: told.append(time.monotonic())
+    heart.heard_at, heart.quiet = time.monotonic(), True
+    heart.start()
+    try:
+        for seq in range(1, 21):  # a second of hellos, one every 0.05 s
+            sender.sendto(lv.encode(KEY, lv.Frame(lv.Kind.HELLO, 7, seq)), listen.getsockname())
+            time.sleep(0.05)
+        assert told == [] and heart.hellos == 20
+        stopped = time.monotonic()
+        deadline = stopped + 5
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert told and 0.2 < told[0] - stopped < 1.0, told
+    finally:
+        heart.stop()
+        listen.close()
+        sender.close()

@@ -37,7 +37,7 @@ from .liveness import Liveness, off_reason
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
-from .relay import AdvertRelay, wants_relay
+from .relay import WANT_AFTER, AdvertRelay, wants_relay
 from .sched import realtime
 from .status import StatusParts, unit_status
 from .storeio import current_version
@@ -46,6 +46,7 @@ from .watchdog import Pulse, watchdog_timeout
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 LINK_POLL = 0.1  # s: the carrier of a link whose driver may report late is read this often
+RELAY_SLACK = 0.01  # s after the newest advert grows too old: then `want` has turned
 
 
 class Daemon:
@@ -113,6 +114,7 @@ class Daemon:
         self.liveness: Liveness | None = None  # the fast detector, once running
         self.stopped = asyncio.Event()
         self._relay_timer: asyncio.TimerHandle | None = None
+        self._relay_on = False  # from the start until the bow-out
         self.web = WebUnit(self.view)  # WUI, REST API, /metrics: same loop, started in run()
         self.web.prepare()  # (built before the loop runs: see WebUnit.prepare)
 
@@ -186,6 +188,8 @@ class Daemon:
         self.driver.feed(el.AdvertReceived(rank, bow_out, where))
         if self.liveness is not None:
             self.liveness.heard_advert(where)
+        if self._relay_on and self.relay.want and where != "6973":
+            self._relay_tick()  # a path carries adverts again: stop asking now
 
     def _link_changed(self, name: str, up: bool) -> None:
         self.checks.on_link(name, up)
@@ -202,12 +206,29 @@ class Daemon:
         return self.driver.election.demote, self.driver.election.params.rank_preference
 
     def _relay_tick(self) -> None:
-        """Every half advert interval: ask the partner to relay its adverts while no path brings
-        them (a master asks too: two masters that cannot hear each other settle over 6973)."""
+        """Ask the partner to relay its adverts while no path brings them (a master asks too:
+        two masters that cannot hear each other settle over 6973). Looked at again when the
+        newest advert grows too old to count (about once an advert interval while they come;
+        an idle unit's loop has few reasons to turn), at once when an advert arrives while we
+        ask, and at each change of state (which the ask carries)."""
+        if self._relay_timer is not None:
+            self._relay_timer.cancel()
+            self._relay_timer = None
         interval = self.driver.election.params.advert_interval
         heard = [self.paths[i.name].last_advert for i in self.cfg.checked]
-        self.relay.ask(wants_relay(heard, self.driver.now(), interval))
-        self._relay_timer = self.driver.loop.call_later(interval / 2, self._relay_tick)
+        now = self.driver.now()
+        want = wants_relay(heard, now, interval)
+        self.relay.ask(want)
+        recent = [t for t in heard if t is not None]
+        if not want and recent:  # no sooner can `want` turn
+            wait = max(recent) + WANT_AFTER * interval - now + RELAY_SLACK
+            self._relay_timer = self.driver.loop.call_later(wait, self._relay_tick)
+
+    def _on_transition(self, entry: dict) -> None:
+        if self.liveness is not None:
+            self.liveness.on_transition(entry)
+        if self._relay_on:
+            self._relay_tick()
 
     def update_demotion(self) -> None:
         reasons = tuple(self.checks.reasons() + self.holder.reasons())
@@ -277,7 +298,7 @@ class Daemon:
             advert_interval=params.advert_interval,
         )
         self.status_parts.liveness = liveness
-        self.driver.on_transition = liveness.on_transition
+        self.driver.on_transition = self._on_transition
         liveness.start(loop)
         self.adverts.attach(loop, links.state)
         links.attach(loop)
@@ -300,6 +321,7 @@ class Daemon:
         except OSError as e:  # sync is not the election: run without it and say why
             log.error("config sync cannot listen on port %d: %s", self.config.sync.port, e)
         self.tasks.spawn(self.relay.run())
+        self._relay_on = True
         self._relay_tick()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopped.set)
@@ -334,6 +356,7 @@ class Daemon:
         if self.tasks.hooks:  # the shutdown's own hook (and any still running) gets to finish
             await asyncio.wait(list(self.tasks.hooks), timeout=self.cfg.notify_timeout + 1)
         web.cancel()
+        self._relay_on = False
         if self._relay_timer:
             self._relay_timer.cancel()
         await self.web.stop()

@@ -82,6 +82,13 @@ class Heart:
         # when its own deadline comes instead of being woken by every hello
         self.last_hello: float | None = None
         self.quiet = False
+        # while quiet, the silence is judged here: `on_silence()` once `silence` s pass after
+        # the last hello (or the loop's last sign of life, `heard_at`) with nothing new; the
+        # loop's own timer would turn every few hundred ms only to find a hello had come
+        self.silence: float | None = None
+        self.heard_at = float("-inf")
+        self.on_silence: Callable[[], object] | None = None
+        self._silence_told: float | None = None
         self.polls: CarrierPolls | None = None  # the late links' carrier, read on our wake-ups
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
@@ -142,6 +149,9 @@ class Heart:
                 next_hello, timeout = now, None  # asleep until a datagram or a wake
             else:
                 timeout = max(0.0, next_hello - now)
+            quiet_for = self._watch_silence(now)
+            if quiet_for is not None:
+                timeout = quiet_for if timeout is None else min(timeout, quiet_for)
             polls = self.polls
             if polls is not None and (wait := polls.wait(now)) is not None:
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -166,6 +176,23 @@ class Heart:
                 next_hello = max(next_hello + self.interval, now)
             if polls is not None:
                 polls.run(now)
+
+    def _watch_silence(self, now: float) -> float | None:
+        """Seconds until the silence is due, or until it is told again (None: not watching)."""
+        if not self.quiet or self.silence is None or self.on_silence is None:
+            return None
+        last = max(self.last_hello or float("-inf"), self.heard_at)
+        if now < last + self.silence:
+            return last + self.silence - now
+        told = self._silence_told
+        if told is None or told < last or now - told >= self.silence:
+            # once per silence (the loop takes it from there), again if it is still quiet
+            self._silence_told = now
+            try:
+                self.on_silence()
+            except RuntimeError:  # the loop is closed: the unit is stopping
+                pass
+        return self.silence
 
     def _read(self, sock: socket.socket) -> None:
         for _ in range(BATCH):
@@ -293,6 +320,8 @@ class Liveness:
             self.partner_at,
             lambda frame, path: loop.call_soon_threadsafe(self._delivered, frame, path),
         )
+        self.heart.silence = self.detector.detect_time
+        self.heart.on_silence = lambda: loop.call_soon_threadsafe(self._tick)
         self.heart.start()
         log.info(
             "fast detector on %s: hellos every %d ms, %d missed (or no carrier) and no answer "
@@ -380,9 +409,13 @@ class Liveness:
     def _arm(self) -> None:
         if self._loop is None:
             return
-        if self.heart is not None:  # judging silence: the deadline reads the hellos
-            self.heart.quiet = self.detector.state is lv.State.ALIVE
         deadline = self.detector.deadline()
+        heart = self.heart
+        if heart is not None:  # alive: the Heart takes the hellos and judges the silence
+            heart.heard_at = self.detector.last_heard or float("-inf")
+            heart.quiet = self.detector.state is lv.State.ALIVE
+            if heart.quiet and heart.on_silence is not None:
+                deadline = None
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return  # already set for it: no new handle per datagram
