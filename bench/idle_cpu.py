@@ -3,7 +3,8 @@
 the lab's virtual services (6 health checks every 0.5 s) or without (the HA core only, the
 work keepalived does), beside keepalived in the same run.
 
-    .venv/bin/python bench/idle_cpu.py [--seconds 30] [--profiles default,fast] [--json FILE]
+    .venv/bin/python bench/idle_cpu.py [--seconds 30] [--profiles default,fast]
+        [--variants "IPv4-only, no services,keepalived"] [--json FILE]
 
 Each variant: the pair started, settled, then utime+stime of each unit's processes (carpool
 supervisor + worker, keepalived parent + VRRP child) over the window, in % of one core
@@ -29,6 +30,12 @@ VARIANTS = {
     "dual-stack, no services": {"virtual_service": []},
     "IPv4-only, services": ipv4_only(),
     "IPv4-only, no services": {**ipv4_only(), "virtual_service": []},
+    # the same without the fast detector: what its hellos and carrier reads cost
+    "IPv4-only, no services, no detector": {
+        **ipv4_only(),
+        "virtual_service": [],
+        "ha.liveness_ms": 0,
+    },
 }
 
 
@@ -45,16 +52,35 @@ class Variant(fb.CarpoolPair):
         return self.settled()
 
 
+def _split(text: str, names: list[str]) -> list[str]:
+    """The variant names in a comma-separated list whose names may hold commas themselves."""
+    out, rest = [], text.strip()
+    while rest:
+        match = max((n for n in names if rest.startswith(n)), key=len, default=None)
+        if match is None:
+            raise SystemExit(f"--variants: {rest.split(',')[0]!r} is none of: {', '.join(names)}")
+        out.append(match)
+        rest = rest[len(match) :].lstrip(",").strip()
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=30.0, help="idle window per variant")
     p.add_argument("--profiles", default="default,fast")
     p.add_argument("--fast-interval-ms", type=int, default=20)
+    p.add_argument(
+        "--variants",
+        default=",".join([*VARIANTS, "keepalived"]),
+        help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived"]),
+    )
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     if not 1 <= args.seconds <= 600:
         p.error("--seconds: 1..600")
     profiles = fb.profiles(args.fast_interval_ms)
+    names = [*VARIANTS, "keepalived"]
+    chosen = _split(args.variants, names)  # (names hold ", " themselves)
     wanted = [x for x in args.profiles.split(",") if x]
     if set(wanted) - set(profiles):
         p.error(f"--profiles: from {', '.join(profiles)}")
@@ -66,8 +92,13 @@ def main(argv=None) -> int:
         try:
             for pname in wanted:
                 profile = profiles[pname]
-                pairs = [(name, Variant(lab, profile, o)) for name, o in VARIANTS.items()]
-                pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
+                pairs = [
+                    (name, Variant(lab, profile, o))
+                    for name, o in VARIANTS.items()
+                    if name in chosen
+                ]
+                if "keepalived" in chosen:
+                    pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
                 for name, pair in pairs:
                     pair.start()
                     try:

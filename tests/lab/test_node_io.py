@@ -651,8 +651,8 @@ def test_link_monitor_reports_changes_at_once(clean):
 def test_carrier_polls_read_late_links_off_the_loop(clean):
     """The late links' carrier read on another thread's wake-ups (the Heart's): the loop's
     timer is off, a reading that differs from the monitor's view turns the loop once (which
-    reads the link afresh and fires), a link a partner's datagram just came over is not read,
-    and the quick interval is the standby's only. An admin-down link reads as down from sysfs
+    reads the link afresh and fires), a link is read at most every half interval and at least
+    every one (quick) or 1.25 intervals, and the quick interval is the standby's only. An admin-down link reads as down from sysfs
     (the kernel's EINVAL)."""
     res = run_in(
         NS_A,
@@ -696,17 +696,16 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             facts["sysfs"] = polls._files["cpdum0"][0] is not None  # read with one pread
             index, mac = mon.idents["cpdum0"]
             facts["foreign"] = links._sysfs_carrier("cpdum0", (index, "02:00:00:00:00:01"))
-            # read just now: not again within half an interval; proven by a datagram: not read
+            # read just now: not again within half an interval, then read
             posted.clear()
             subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)  # stale again
             await loop.run_in_executor(None, polls.run, t0 + 0.005)
             facts["again_at_once"] = list(posted)
-            later = t0 + 0.05
-            polls.proven["cpdum0"] = later
-            await loop.run_in_executor(None, polls.run, later + 0.005)
-            facts["proven_read"] = list(posted)
-            facts["wait_after_proof"] = round(polls.wait(later), 3)
-            await loop.run_in_executor(None, polls.run, later + 0.03)
+            facts["wait_quick"] = round(polls.wait(t0 + 0.005), 3)
+            polls.standby = False
+            facts["wait_active"] = round(polls.wait(t0 + 0.005), 3)
+            polls.standby = True
+            await loop.run_in_executor(None, polls.run, t0 + 0.011)
             facts["read_when_due"] = list(posted)
             mon.delegate(None)
             facts["timer_back"] = mon._timer is not None
@@ -726,8 +725,9 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
     # sysfs is read where it shows this link (index and MAC as netlink has them), not otherwise
     assert f["sysfs"] is True and f["foreign"] is None, f
     assert f["posted"] == ["cpdum0"] and f["fired"] == [["cpdum0", False]], f
-    assert f["again_at_once"] == [] and f["proven_read"] == [], f
-    assert f["wait_after_proof"] == 0.025, f  # 1.25 quick intervals after the proof
+    assert f["again_at_once"] == [], f
+    # the standby's quick read is due one interval after the last; an ordinary one 1.25
+    assert f["wait_quick"] == 0.015 and f["wait_active"] == 0.12, f
     assert f["read_when_due"] == ["cpdum0"], f
 
 

@@ -513,21 +513,19 @@ class CarrierPolls:
     """The late links' carrier, read on another thread's wake-ups instead of the loop's timer.
 
     The fast detector's thread (node/liveness.py's Heart) wakes for every hello anyway; a read
-    there costs one small netlink round trip and no turn of the event loop, which at default
-    timers was the loop's most frequent wake-up. Only a reading that differs from the monitor's
-    view turns the loop (`post(name)`: LinkMonitor.recheck there). A datagram the partner just
-    sent over a link proves its carrier (`proven`), so a standby hearing hellos on the heartbeat
-    link reads it only when they stop. The quick intervals (a fast profile's heartbeat link)
-    are the standby's: its detector is what needs them.
+    there (one pread of sysfs, else a netlink round trip) costs no turn of the event loop,
+    which at default timers was the loop's most frequent wake-up. Only a reading that differs
+    from the monitor's view turns the loop (`post(name)`: LinkMonitor.recheck there). The
+    quick intervals (a fast profile's heartbeat link) are the standby's: its detector is what
+    needs them.
 
-    `wait(now)`: seconds the thread may sleep; `run(now)`: read what is due (a link is read
-    at most every half interval, at least every 1.25 intervals: a wake-up a little early takes
-    the read along rather than waking again for it)."""
+    `wait(now)`: seconds the thread may sleep; `run(now)`: read what is due. A link is read at
+    most every half interval; at least every 1.25 intervals (a hello every interval then
+    always comes first and takes the read along), a quick one every interval."""
 
     def __init__(self, monitor: LinkMonitor, post: Callable[[str], object]):
         self.monitor, self.post = monitor, post
         self.standby = True
-        self.proven: dict[str, float] = {}  # name -> monotonic time of a partner's datagram
         self.errors = 0
         self._read: dict[str, float] = {}
         self._files: dict[str, tuple[int | None, tuple[int, str | None] | None]] = {}
@@ -538,21 +536,19 @@ class CarrierPolls:
             return None
         return m.quick.get(name, m.poll_interval) if self.standby else m.poll_interval
 
-    def _last(self, name: str) -> float:
-        return max(self._read.get(name, float("-inf")), self.proven.get(name, float("-inf")))
-
     def wait(self, now: float) -> float | None:
-        due = [
-            self._last(n) + every * 1.25
-            for n in self.monitor.late_now
-            if (every := self._every(n)) is not None
-        ]
+        due = []
+        for name in self.monitor.late_now:
+            every = self._every(name)
+            if every is not None:
+                slack = 1.0 if self.standby and name in self.monitor.quick else 1.25
+                due.append(self._read.get(name, float("-inf")) + every * slack)
         return max(0.0, min(due) - now) if due else None
 
     def run(self, now: float) -> None:
         for name in self.monitor.late_now:
             every = self._every(name)
-            if every is None or now - self._last(name) < every / 2:
+            if every is None or now - self._read.get(name, float("-inf")) < every / 2:
                 continue
             self._read[name] = now
             try:

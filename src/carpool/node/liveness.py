@@ -209,8 +209,6 @@ class Heart:
                 if path is None:
                     raise DropError(DropReason.NOT_PARTNER, address)
                 frame = lv.decode(self.key, data)
-                if self.polls is not None:  # the partner's datagram came over it: carrier
-                    self.polls.proven[path] = time.monotonic()
                 if frame.kind is lv.Kind.QUERY:
                     answer = lv.Frame(lv.Kind.ANSWER, self.session, 0, frame.nonce)
                     self.answered += 1
@@ -371,11 +369,7 @@ class Liveness:
         return True
 
     def heard_advert(self, interface: str) -> None:
-        """A valid partner advert: on the heartbeat link, a sign of life; on any link, its
-        carrier (no read of it due)."""
-        polls = self.heart.polls if self.heart is not None else None
-        if polls is not None:
-            polls.proven[interface] = self.now()
+        """A valid partner advert: on the heartbeat link, a sign of life."""
         if self._loop is not None and self.heartbeat and interface == self.heartbeat.name:
             self.detector.heard(self.now(), hello=False)
             self._arm()
