@@ -269,6 +269,19 @@ def test_the_detector_is_off_and_says_why_when_it_cannot_run():
     assert off_reason(cfg([lan])) == "no heartbeat link"
     assert off_reason(cfg([cable])) == "no other checked link to ask the partner on"
     assert off_reason(cfg([lan, cable], liveness_ms=0)) == "ha.liveness_ms = 0"
+
+    async def switched_off():  # the documented "0 = off" once stopped the daemon's start
+        live = Liveness(
+            cfg([lan, cable], liveness_ms=0), lambda r: None, lambda n: True, lambda: 0.0
+        )
+        live.start(asyncio.get_running_loop())
+        live.on_transition({"new": "backup"})
+        live.heard_advert("eth1")
+        return live
+
+    off = asyncio.run(switched_off())
+    assert off.heart is None and off.status(0.0)["on"] is False
+    assert off.status(0.0)["off_reason"] == "ha.liveness_ms = 0"
     both = cfg([lan, cable])
     assert off_reason(both) == ""
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -36,6 +36,7 @@ Address = IPv4Address | IPv6Address
 BATCH = 64  # datagrams read per wakeup at the most: a flood cannot hold the loop
 CUT_LOG_EVERY = 60.0  # s: a cut heartbeat path is logged once a minute (counted each time)
 RESTART = 0.1  # s before the thread starts over after a fault of its own
+OFF_INTERVAL_MS = 100
 
 
 def _partner(iface: Interface, role: str) -> Address | None:
@@ -263,7 +264,8 @@ class Liveness:
         self.session = int.from_bytes(os.urandom(4), "big")
         wait = min(lv.QUERY_TIMEOUT, max(0.005, advert_interval / 2))
         self.detector = lv.Detector(
-            cfg.liveness_ms / 1000,
+            # switched off (0): a detector that never runs, there for status
+            (cfg.liveness_ms or OFF_INTERVAL_MS) / 1000,
             cfg.liveness_multiplier,
             _nonce,
             query_timeout=wait,
