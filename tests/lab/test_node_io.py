@@ -673,8 +673,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             def post(name):
                 posted.append(name)
                 loop.call_soon_threadsafe(mon.recheck, name)
-            polls = links.CarrierPolls(mon, post)
-            mon.delegate(polls)
+            polls = mon.delegate(post)
             facts["timer_after"] = mon._timer is not None
             now = time.monotonic()
             facts["wait_first"] = polls.wait(now)

@@ -13,9 +13,10 @@ RTM_NEWLINK notification of a carrier change is sent from that same worker. So a
 (cable pulled) is notified up to ~1 s late, while an admin change (`ip link set dev X down`) is
 notified at once. Not for every device: linkwatch sends a stacked device's events at once (one
 whose IFLA_LINK names another device: veth, macvlan, vlan), and a LAG's. LinkMonitor therefore
-waits on events only, and re-reads (one RTM_GETLINK each, every `poll_interval`, default 0.1 s)
-just the watched links whose driver may be late: a physical NIC's; in the lab (veth) it never
-polls. `carrier()` says which link is which.
+waits on events only, and reads the carrier (CarrierPolls: one pread of sysfs, else an
+RTM_GETLINK; every `poll_interval`, default 0.1 s) of just the watched links whose driver may be
+late: a physical NIC's, or a veth whose peer has the same index in another namespace (as the
+kernel judges it; the lab's heartbeat cable). `carrier()` says which link is which.
 """
 
 from __future__ import annotations
@@ -290,13 +291,12 @@ class LinkMonitor:
         self.poll_interval = poll_interval
         self.watch = watch
         self.quick = dict(quick or {})
-        self._due: dict[str, float] = {}  # a late link's next poll
         self._timer: asyncio.TimerHandle | None = None
         # read by another thread (CarrierPolls): each replaced whole, never changed in place
         self.up_view: dict[str, bool] = {}
         self.idents: dict[str, tuple[int, str | None]] = {}  # name -> (index, MAC)
         self.late_now: tuple[str, ...] = ()
-        self._delegate: CarrierPolls | None = None
+        self._delegated = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, NETLINK_ROUTE
@@ -310,6 +310,7 @@ class LinkMonitor:
             self._known: dict[int, Link] = {}
             self._resync(notify=False)
             self.late_now = tuple(self.late())
+            self.polls = CarrierPolls(self, self.recheck)  # the late links' reads
         except BaseException:
             self._sock.close()
             raise
@@ -353,13 +354,17 @@ class LinkMonitor:
     def _every(self, name: str) -> float | None:
         return self.quick.get(name, self.poll_interval) if self.poll_interval else None
 
-    def delegate(self, polls: CarrierPolls | None) -> None:
-        """Let another thread's wake-ups read the late links (None: the loop's timer again)."""
-        self._delegate = polls
-        if polls is not None and self._timer is not None:
+    def delegate(self, post: Callable[[str], object] | None) -> CarrierPolls:
+        """Let another thread's wake-ups read the late links, `post(name)` bringing a change
+        back into the loop (None: the loop's timer reads them again). Returns the reads."""
+        self._delegated = post is not None
+        self.polls.post = post or self.recheck
+        self.polls.slack = 1.25 if post is not None else 1.0
+        if post is not None and self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._arm()
+        return self.polls
 
     def recheck(self, name: str) -> None:
         """Read one link afresh and fire what changed (CarrierPolls saw it differ)."""
@@ -380,17 +385,16 @@ class LinkMonitor:
 
     def _arm(self) -> None:
         self.late_now = tuple(self.late())
-        if self._loop is None or not self.poll_interval or self._delegate is not None:
+        if self._loop is None or not self.poll_interval or self._delegated:
             return
         now = self._loop.time()
-        late = self.late()
-        self._due = {n: self._due.get(n, now + (self._every(n) or 0.0)) for n in late}
-        if not self._due:
+        wait = self.polls.wait(now)
+        if wait is None:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             return
-        when = min(self._due.values())
+        when = now + wait
         if self._timer is not None and self._timer.when() <= when:
             return
         if self._timer is not None:
@@ -400,12 +404,8 @@ class LinkMonitor:
     def _tick(self) -> None:
         self._timer = None
         self.poll()
-        now = self._loop.time() if self._loop is not None else 0.0
-        for name in self.late():
-            if self._due.get(name, now) > now:
-                continue
-            self._due[name] = now + (self._every(name) or 0.0)
-            self.recheck(name)
+        if self._loop is not None:
+            self.polls.run(self._loop.time())  # a reading that differs: recheck
         self._arm()
 
     def refresh(self) -> None:
@@ -501,6 +501,7 @@ class LinkMonitor:
     def close(self) -> None:
         self.detach()
         self._sock.close()
+        self.polls.close()
 
     def __enter__(self) -> LinkMonitor:
         return self
@@ -512,20 +513,22 @@ class LinkMonitor:
 class CarrierPolls:
     """The late links' carrier, read on another thread's wake-ups instead of the loop's timer.
 
-    The fast detector's thread (node/liveness.py's Heart) wakes for every hello anyway; a read
-    there (one pread of sysfs, else a netlink round trip) costs no turn of the event loop,
-    which at default timers was the loop's most frequent wake-up. Only a reading that differs
-    from the monitor's view turns the loop (`post(name)`: LinkMonitor.recheck there). The
-    quick intervals (a fast profile's heartbeat link) are the standby's: its detector is what
-    needs them.
+    A read is one pread of sysfs (else a netlink round trip); only a reading that differs from
+    the monitor's view reads the link afresh and fires (`post(name)`: LinkMonitor.recheck).
+    The monitor's timer runs them, or, delegated, the fast detector's thread (node/liveness.py's
+    Heart): it wakes for every hello anyway, so the reads cost no turn of the event loop,
+    which at default timers was its most frequent wake-up. The quick intervals (a fast
+    profile's heartbeat link) are the standby's: its detector is what needs them.
 
-    `wait(now)`: seconds the thread may sleep; `run(now)`: read what is due. A link is read at
-    most every half interval; at least every 1.25 intervals (a hello every interval then
-    always comes first and takes the read along), a quick one every interval."""
+    `wait(now)`: seconds until a read is due; `run(now)`: read what is due. A link is read at
+    most every half interval, at least every `slack` intervals (on the Heart 1.25: a hello
+    every interval then always comes first and takes the read along; a quick one every
+    interval)."""
 
     def __init__(self, monitor: LinkMonitor, post: Callable[[str], object]):
         self.monitor, self.post = monitor, post
         self.standby = True
+        self.slack = 1.0
         self.errors = 0
         self._read: dict[str, float] = {}
         self._files: dict[str, tuple[int | None, tuple[int, str | None] | None]] = {}
@@ -541,7 +544,7 @@ class CarrierPolls:
         for name in self.monitor.late_now:
             every = self._every(name)
             if every is not None:
-                slack = 1.0 if self.standby and name in self.monitor.quick else 1.25
+                slack = 1.0 if self.standby and name in self.monitor.quick else self.slack
                 due.append(self._read.get(name, float("-inf")) + every * slack)
         return max(0.0, min(due) - now) if due else None
 

@@ -340,9 +340,7 @@ class Liveness:
             polls = self.heart.polls
             if polls is not None:
                 polls.monitor.delegate(None)  # the loop's timer reads them again
-            self.heart.stop()
-            if polls is not None:
-                polls.close()  # its thread has ended
+            self.heart.stop()  # (joined: the loop's timer cannot run meanwhile)
         for sock in self._socks.values():
             sock.close()
         self._socks = {}
@@ -363,10 +361,9 @@ class Liveness:
         loop, heart = self._loop, self.heart
         if loop is None or heart is None:
             return False
-        polls = CarrierPolls(monitor, lambda name: loop.call_soon_threadsafe(monitor.recheck, name))
+        polls = monitor.delegate(lambda name: loop.call_soon_threadsafe(monitor.recheck, name))
         polls.standby = not heart.active
         heart.polls = polls
-        monitor.delegate(polls)
         heart._wake()  # its sleep now ends at the first read due
         return True
 
