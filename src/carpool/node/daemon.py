@@ -365,8 +365,8 @@ class Daemon:
         self.config.sync.close()
         await self.dataplanes.stop()
         self.status_parts.guard.remove()
+        liveness.close()  # first: its thread reads the links' carrier
         links.close()
-        liveness.close()
         pinger.close()
         pulse.stop()
         self.adverts.close()

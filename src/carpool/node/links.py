@@ -480,7 +480,7 @@ class LinkMonitor:
                 self._fire(old.name, False)
             return
         self._known[link.index] = link
-        if old is None or old.up != link.up or old.name != link.name:
+        if old is None or (old.up, old.name, old.mac) != (link.up, link.name, link.mac):
             self._publish()
         if old is not None and old.name != link.name:  # renamed: the old name is gone
             if old.up:
@@ -511,7 +511,7 @@ class LinkMonitor:
 
 
 class CarrierPolls:
-    """The late links' carrier, read on another thread's wake-ups instead of the loop's timer.
+    """The late links' carrier reads, run by the monitor's timer or another thread's wake-ups.
 
     A read is one pread of sysfs (else a netlink round trip); only a reading that differs from
     the monitor's view reads the link afresh and fires (`post(name)`: LinkMonitor.recheck).
