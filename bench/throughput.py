@@ -4,7 +4,7 @@
     .venv/bin/python bench/throughput.py [--runs 3] [--duration 8] [--connections 64]
                                          [--family 4|6] [--close] [--https] [--json F]
                                          [--failover-only] [--failover-runs N]
-                                         [--open-rate R] [--open-seconds S]
+                                         [--open-rate R] [--open-seconds S] [--keep-alive]
 
 wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   direct      one real server (198.18.2.101:80), routed through the active unit without NAT
@@ -41,7 +41,8 @@ opens R connections a second to each plain target (R/100 every 10 ms) whatever t
 one request each, so a slow answer does not slow the load down (wrk's closed loop hides it);
 per target p50, p99 and p99.9 of the requests (sent -> answered, from h2load's per-request log)
 and the connect's mean. Targets (issue 16): carpool-l4 p99 <= haproxy-tcp's, carpool-l7 p99
-<= 1.05 x haproxy-http's.
+<= 1.05 x haproxy-http's. With --keep-alive the same rate of requests is paced on 100
+kept-alive connections (h2load --rps), the latency of a request without its connection's.
 
 Failover under load: wrk against each carpool service while the active unit gets SIGTERM
 (graceful: it bows out, the partner takes over in milliseconds); reported are the failed
@@ -351,28 +352,36 @@ H2_CONNECT = re.compile(
     r"time for connect:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)"
 )
 OPEN_PERIOD = 0.01  # s: h2load opens rate/100 connections every 10 ms
+PACED_CONNECTIONS = 100  # kept-alive connections of the paced mode, each rate/100 requests/s
 
 
-def open_loop(lab: Lab, url: str, rate: int, seconds: float, log_file: Path) -> dict:
+def open_loop(
+    lab: Lab, url: str, rate: int, seconds: float, log_file: Path, keep_alive: bool = False
+) -> dict:
     """Open loop, a connection per request: h2load opens `rate` connections a second whatever
     the answers do (no coordinated omission), one request each; latency per request from its
-    log (request sent -> response complete), the TCP connect's mean from its summary."""
+    log (request sent -> response complete), the TCP connect's mean from its summary.
+
+    keep_alive: paced instead, on PACED_CONNECTIONS kept-alive connections, each sending
+    rate/PACED_CONNECTIONS requests a second (h2load --rps). Not strictly open: a connection
+    waits for its previous answer (HTTP/1.1), so an answer later than its period delays that
+    connection's next request; at 2000/s that is 50 ms, far above these targets' p99.9."""
     total = int(rate * seconds)
     per = max(1, round(rate * OPEN_PERIOD))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.unlink(missing_ok=True)
+    pace = (
+        ["-c", str(PACED_CONNECTIONS), "--rps", f"{rate / PACED_CONNECTIONS:g}"]
+        if keep_alive
+        else ["-r", str(per), "--rate-period", f"{round(OPEN_PERIOD * 1000)}ms", "-c", str(total)]
+    )
     argv = [
         "taskset",
         "-c",
         WRK_CPU,
         "h2load",
         "--h1",
-        "-r",
-        str(per),
-        "--rate-period",
-        f"{round(OPEN_PERIOD * 1000)}ms",
-        "-c",
-        str(total),
+        *pace,
         "-n",
         str(total),
         "-m",
@@ -415,12 +424,15 @@ def open_loop(lab: Lab, url: str, rate: int, seconds: float, log_file: Path) -> 
     }
 
 
-def open_loop_runs(lab: Lab, runs: int, rate: int, seconds: float) -> dict:
+def open_loop_runs(
+    lab: Lab, runs: int, rate: int, seconds: float, keep_alive: bool = False
+) -> dict:
     plain = ("direct", "haproxy-tcp", "haproxy-http", "carpool-l4", "carpool-l7")
     results: dict[str, list[dict]] = {name: [] for name in plain}
+    log_file = lab.dir / "bench" / "h2load.log"
     for run in range(1, runs + 1):
         for name in plain:
-            r = open_loop(lab, TARGETS[name], rate, seconds, lab.dir / "bench" / "h2load.log")
+            r = open_loop(lab, TARGETS[name], rate, seconds, log_file, keep_alive)
             results[name].append(r)
             log(
                 f"open loop run {run}/{runs} {name}: p50 {r['p50_ms']} p99 {r['p99_ms']} "
@@ -430,10 +442,14 @@ def open_loop_runs(lab: Lab, runs: int, rate: int, seconds: float) -> dict:
 
 
 def print_open_loop(results: dict, args) -> None:
+    how = (
+        f"{args.open_rate} requests/s on {PACED_CONNECTIONS} kept-alive connections (paced)"
+        if args.keep_alive
+        else f"{args.open_rate} new connections/s, one request each"
+    )
     print(
-        f"\nopen loop (IPv{args.family}): h2load, {args.open_rate} new connections/s, one "
-        f"request each, {args.open_seconds:g} s per target, median of {args.runs} interleaved "
-        f"runs ({platform.node()}, {os.cpu_count()} cpus)"
+        f"\nopen loop (IPv{args.family}): h2load, {how}, {args.open_seconds:g} s per target, "
+        f"median of {args.runs} interleaved runs ({platform.node()}, {os.cpu_count()} cpus)"
     )
     print(
         f"{'target':<14}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'connect ms':>12}{'failed':>8}"
@@ -605,6 +621,12 @@ def main() -> int:
         "request each) a second, the same for every target (a multiple of 100)",
     )
     ap.add_argument("--open-seconds", type=float, default=5.0, help="per target and run")
+    ap.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="with --open-rate: the requests paced on 100 kept-alive connections instead of "
+        "a new connection each",
+    )
     ap.add_argument("--json", help="write the results here (- for stdout)")
     args = ap.parse_args()
     if not 1 <= args.runs <= 20 or not 1 <= args.duration <= 120:
@@ -613,6 +635,8 @@ def main() -> int:
         ap.error("--failover-runs 1..10")
     if args.open_rate and not (100 <= args.open_rate <= 50000 and 1 <= args.open_seconds <= 60):
         ap.error("--open-rate 100..50000, --open-seconds 1..60")
+    if args.keep_alive and not args.open_rate:
+        ap.error("--keep-alive goes with --open-rate")
     use_family(args.family, args.https, args.close)
     issued = {}
     if args.https:
@@ -655,7 +679,9 @@ def main() -> int:
                 f"{threads(carpool_l7)}"
             )
             if args.open_rate:
-                opened = open_loop_runs(lab, args.runs, args.open_rate, args.open_seconds)
+                opened = open_loop_runs(
+                    lab, args.runs, args.open_rate, args.open_seconds, args.keep_alive
+                )
                 print_open_loop(opened, args)
                 if args.json:
                     Path(args.json).write_text(json.dumps({"open_loop": opened}, indent=2))
