@@ -9,14 +9,22 @@ work keepalived does), beside keepalived in the same run.
 Each variant: the pair started, settled, then utime+stime of each unit's processes (carpool
 supervisor + worker, keepalived parent + VRRP child) over the window, in % of one core
 (bench/failover.py's measurement). The lab lock is held throughout.
+
+Printed first, this machine's floor for a Python daemon: the thread time of one wake-up of a
+thread that only sleeps in poll() for 100 ms (and of the same thread sending one 40-byte UDP
+datagram to loopback per wake), the cost any hello, advert or timer pays before its own work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import select
+import socket
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +60,36 @@ class Variant(fb.CarpoolPair):
         return self.settled()
 
 
+def wake_floor(send: bool, wakes: int = 50, period: float = 0.1) -> float:
+    """µs of thread time per wake-up (median of 5 blocks) of a thread asleep in poll()."""
+    out: list[float] = []
+
+    def run() -> None:
+        poller = select.poll()
+        r, w = socket.socketpair()
+        poller.register(r, select.POLLIN)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(5):
+                start = time.thread_time_ns()
+                for _ in range(wakes // 5):
+                    poller.poll(period * 1000)
+                    if send:
+                        tx.sendto(bytes(40), sink.getsockname())
+                        sink.recv(64)
+                out.append((time.thread_time_ns() - start) / (wakes // 5) / 1000)
+        finally:
+            for s in (r, w, sink, tx):
+                s.close()
+
+    thread = threading.Thread(target=run, name="wake-floor")
+    thread.start()
+    thread.join(wakes * period * 3 + 10)
+    return statistics.median(out) if out else float("nan")
+
+
 def _split(text: str, names: list[str]) -> list[str]:
     """The variant names in a comma-separated list whose names may hold commas themselves."""
     out, rest = [], text.strip()
@@ -84,6 +122,11 @@ def main(argv=None) -> int:
     wanted = [x for x in args.profiles.split(",") if x]
     if set(wanted) - set(profiles):
         p.error(f"--profiles: from {', '.join(profiles)}")
+    floor = {"wake_us": wake_floor(False), "wake_send_us": wake_floor(True)}
+    fb.log(
+        f"floor: a Python thread's wake-up {floor['wake_us']:.0f} µs, with a datagram sent "
+        f"{floor['wake_send_us']:.0f} µs (10 a second: {floor['wake_us'] / 1000:.2f} % of a core)"
+    )
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="carpool-idle-", dir="/run"))
     with machine_lock(timeout=3600):
@@ -123,9 +166,13 @@ def main(argv=None) -> int:
             f"| {r['profile']} | {r['variant']} | {r['master']:.2f} | {r['backup']:.2f} | "
             f"{r['seconds']} |"
         )
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M:%S %z')}, {fb.os.cpu_count()} CPUs")
+    print(
+        f"\nfloor: a Python thread's wake-up {floor['wake_us']:.0f} µs of thread time, with a "
+        f"datagram sent {floor['wake_send_us']:.0f} µs"
+    )
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}, {fb.os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))
     return 0
 
 

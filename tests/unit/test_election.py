@@ -308,9 +308,12 @@ def test_master_adverts_carry_the_demote_count():
 
 
 def test_master_yields_to_a_better_peer():
+    """And says so with a bow-out: the winner may hear no other advert of ours (we stop
+    sending), while the clients may still point at us (two masters after a split)."""
     e = master()
     effects = e.handle(peer(preference=100), 3.5)
     assert effects == [
+        SendAdvert(bow_out=True, demote=0),
         ReleaseAddresses(),
         RunNotify(BACKUP, MASTER, "198.18.0.12 beats us (preference 100 < 256) on eth0"),
     ]
@@ -338,10 +341,11 @@ def test_master_yields_to_a_less_demoted_peer():
 )
 def test_master_keeps_the_addresses(advert):
     """A weaker master's advert (two masters after a partition heals) is answered with a
-    gratuitous ARP: that master may have pointed the clients at itself, and it now yields."""
+    gratuitous ARP: that master may have pointed the clients at itself, and it now yields. So
+    is a bow-out heard while master: the partner yielded to us, or leaves, after holding the
+    addresses itself."""
     e = master()
-    announce = [] if advert.bow_out else [SendGarp()]
-    assert e.handle(advert, 3.5) == announce and (e.state, e.deadline) == (MASTER, 4.0)
+    assert e.handle(advert, 3.5) == [SendGarp()] and (e.state, e.deadline) == (MASTER, 4.0)
 
 
 def test_rising_demotion_is_advertised_at_once_and_the_master_holds_on():

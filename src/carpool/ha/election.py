@@ -6,7 +6,8 @@ seconds, any monotonic origin) and delivers a Tick when `now` reaches `deadline`
     INIT --Start--> BACKUP --master down | partner gone | bow-out | peer more demoted
                             | preempt--> MASTER
     MASTER --peer rank beats ours (a rising demote is advertised at once: a healthier
-             partner takes over and its advert makes us yield)--> BACKUP
+             partner takes over and its advert makes us yield; we bow out as we go, and a
+             master that hears a bow-out or a weaker master announces again)--> BACKUP
     MASTER --Relinquish (forced failover: bow out, no preempting back for `hold` s)--> BACKUP
     MASTER --Pacify(on)--> BACKUP; a pacified unit (reboot loop) never becomes MASTER
     MASTER --woke from a freeze well past master-down (the partner has taken over)--> BACKUP
@@ -337,11 +338,15 @@ class Election:
                 if peer.demote < ours.demote:
                     why += ": " + ", ".join(self._demote)
                 reason = f"{_ip(peer.address)} beats us ({why}){where}"
-                return self._become_backup(reason, now)
-            # A weaker peer yields when it hears our next advert. It was a master too (a
-            # backup is silent): its gratuitous ARPs may have pointed the clients at it, so
-            # announce again, or they keep sending to a unit that drops the addresses.
-            return [] if advert.bow_out else [SendGarp()]
+                # Two masters (a split healing): the clients may send to us, and the winner
+                # may never hear an advert of ours (we stop sending), so we say we leave.
+                bow_out = SendAdvert(bow_out=True, demote=self.demote)
+                return [bow_out, *self._become_backup(reason, now)]
+            # A weaker peer yields when it hears our next advert, a bow-out says it left. It
+            # was a master too (a backup is silent): its gratuitous ARPs may have pointed the
+            # clients at it, so announce again, or they keep sending to a unit that drops
+            # the addresses.
+            return [SendGarp()]
         if advert.bow_out:
             return self._become_master(f"{_ip(peer.address)} bowed out{where}", now, True)
         if peer.demote > ours.demote:
