@@ -10,7 +10,8 @@ wrk in the client (cp-c1), HTTP/1.1 keep-alive, against:
   direct      one real server (198.18.2.101:80), routed through the active unit without NAT
   haproxy-tcp a bare HAProxy in the active unit, configured by hand: mode tcp, roundrobin over
               the three real servers (198.18.0.10:9081)
-  haproxy-http the same in mode http (198.18.0.10:9080)
+  haproxy-http the same in mode http, with the headers carpool adds (X-Forwarded-For and
+              -Proto) (198.18.0.10:9080)
   carpool-l4  carpool's L4 service web-l4 (nftables DNAT, 198.18.0.10:80)
   carpool-l7  carpool's http service web-http (its managed HAProxy, 198.18.0.10:8080)
 Targets (issue 4): carpool-l4 >= 1.25 x haproxy-tcp, carpool-l7 >= 0.95 x haproxy-http.
@@ -197,9 +198,16 @@ def server_config(name: str) -> str:
     )
 
 
+# What carpool's http services send their servers by default (x_forwarded_for = true), so
+# the bare HAProxy does the same work: the client's address costs HAProxy 0.15-0.25 ms of p50
+# at 2000 requests/s on this lab's shared CPU (BENCHMARKS.md), whoever configures it.
+HEADERS = ["    option forwardfor"]
+
+
 def bare_config(tls_dir: Path | None = None) -> str:
-    """What an admin would write by hand for the same pool (defaults otherwise); with
-    tls_dir the https listeners, with carpool's ciphers and ALPN."""
+    """What an admin would write by hand for the same pool and the same request headers as
+    carpool's service (defaults otherwise); with tls_dir the https listeners, with carpool's
+    ciphers and ALPN."""
     servers = [f"    server r{i} {host(server(i), 80)}" for i in range(1, SERVERS + 1)]
     if tls_dir is not None:
         from carpool.dataplane.haproxy import PROFILES
@@ -213,6 +221,8 @@ def bare_config(tls_dir: Path | None = None) -> str:
                 + PROFILES["intermediate"],
                 "    mode http",
                 "    balance roundrobin",
+                "    http-request set-header X-Forwarded-Proto https",
+                *HEADERS,
                 *servers,
             ]
         return "\n".join([*lines, ""])
@@ -229,6 +239,8 @@ def bare_config(tls_dir: Path | None = None) -> str:
             f"    bind {host(VIP, 9080)}",
             "    mode http",
             "    balance roundrobin",
+            "    http-request set-header X-Forwarded-Proto http",
+            *HEADERS,
             *servers,
             "listen bare-tcp",
             f"    bind {host(VIP, 9081)}",
