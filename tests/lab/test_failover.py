@@ -335,7 +335,7 @@ def test_a_master_that_yields_after_a_split_makes_the_winner_announce(healed_lab
             lambda: lab.states() == {"a": "backup", "b": "master"}, 5, what="a yields to b"
         )
         lab.wait_for(
-            lambda: _client_mac_for_vip(lab) == _mac(lab, "b"), 1.0, what="b announced again"
+            lambda: _client_mac_for_vip(lab) == _mac(lab, "b"), 2.0, what="b announced again"
         )
         lab.exec(CLIENT, ["ping", "-c", "1", "-W", "1", VIP], check=True)
     finally:
