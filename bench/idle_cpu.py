@@ -123,10 +123,11 @@ def main(argv=None) -> int:
     if set(wanted) - set(profiles):
         p.error(f"--profiles: from {', '.join(profiles)}")
     floor = {"wake_us": wake_floor(False), "wake_send_us": wake_floor(True)}
-    fb.log(
-        f"floor: a Python thread's wake-up {floor['wake_us']:.0f} µs, with a datagram sent "
-        f"{floor['wake_send_us']:.0f} µs (10 a second: {floor['wake_us'] / 1000:.2f} % of a core)"
+    floor_line = (
+        f"floor: a Python thread's wake-up {floor['wake_us']:.0f} µs of thread time, with a "
+        f"datagram sent {floor['wake_send_us']:.0f} µs"
     )
+    fb.log(floor_line)
     rows = []
     workdir = Path(tempfile.mkdtemp(prefix="carpool-idle-", dir="/run"))
     with machine_lock(timeout=3600):
@@ -166,10 +167,7 @@ def main(argv=None) -> int:
             f"| {r['profile']} | {r['variant']} | {r['master']:.2f} | {r['backup']:.2f} | "
             f"{r['seconds']} |"
         )
-    print(
-        f"\nfloor: a Python thread's wake-up {floor['wake_us']:.0f} µs of thread time, with a "
-        f"datagram sent {floor['wake_send_us']:.0f} µs"
-    )
+    print(f"\n{floor_line}")
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}, {fb.os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))

@@ -201,7 +201,8 @@ def server_config(name: str) -> str:
 # What carpool's http services send their servers by default (x_forwarded_for = true), so
 # the bare HAProxy does the same work: the client's address costs HAProxy 0.15-0.25 ms of p50
 # at 2000 requests/s on this lab's shared CPU (BENCHMARKS.md), whoever configures it.
-HEADERS = ["    option forwardfor"]
+def forwarded(proto: str) -> list[str]:
+    return [f"    http-request set-header X-Forwarded-Proto {proto}", "    option forwardfor"]
 
 
 def bare_config(tls_dir: Path | None = None) -> str:
@@ -221,8 +222,7 @@ def bare_config(tls_dir: Path | None = None) -> str:
                 + PROFILES["intermediate"],
                 "    mode http",
                 "    balance roundrobin",
-                "    http-request set-header X-Forwarded-Proto https",
-                *HEADERS,
+                *forwarded("https"),
                 *servers,
             ]
         return "\n".join([*lines, ""])
@@ -239,8 +239,7 @@ def bare_config(tls_dir: Path | None = None) -> str:
             f"    bind {host(VIP, 9080)}",
             "    mode http",
             "    balance roundrobin",
-            "    http-request set-header X-Forwarded-Proto http",
-            *HEADERS,
+            *forwarded("http"),
             *servers,
             "listen bare-tcp",
             f"    bind {host(VIP, 9081)}",

@@ -89,12 +89,6 @@ def multicast_arrives(lab: Lab, src: str, dst: str, marker: str, seconds: float 
     return out.strip() == "got"
 
 
-def neighbour_mac(lab: Lab, node: str, address: str) -> str | None:
-    out = lab.exec(node, ["ip", "-j", "neigh", "show", address], check=True).stdout
-    entries = json.loads(out) if out.strip() else []
-    return entries[0].get("lladdr") if entries else None
-
-
 def garp(lab: Lab, node: str, ifname: str, address: str, mac: str) -> None:
     lab.exec(node, [sys.executable, "-I", "-c", SEND_GARP, ifname, address, mac], check=True)
 
@@ -107,7 +101,7 @@ def announce(
 
     def learned():
         garp(lab, node, ifname, address, mac)
-        return neighbour_mac(lab, observer, address)
+        return lab.neighbour_mac(observer, address)
 
     try:
         return lab.wait_for(learned, timeout, interval=0.1, what=f"{observer} learns {address}")
@@ -254,7 +248,7 @@ def test_gratuitous_arp_creates_neighbour_entries(lab):
     """arp_accept=1 on the client and servers (DESIGN §7): a GARP makes the entry."""
     ip("neigh", "flush", "dev", "eth0", ns="cp-c1")
     ip("neigh", "flush", "dev", "eth0", ns="cp-r1")
-    assert neighbour_mac(lab, "c1", "198.18.0.10") is None
+    assert lab.neighbour_mac("c1", "198.18.0.10") is None
     assert announce(lab, "a", "eth0", "198.18.0.10", mac_for(A_LAN), "c1") == mac_for(A_LAN)
     assert announce(lab, "a", "eth2", "198.18.2.1", mac_for(A_SRV), "r1") == mac_for(A_SRV)
 
@@ -416,7 +410,7 @@ def test_block_vmac_drops_frames_from_the_virtual_mac(healed_lab):
     garp(lab, "a", "eth0", "198.18.0.10", VMAC)  # dropped by the switch
     # then a marker that passes (sent until it is seen)
     assert announce(lab, "a", "eth0", "198.18.0.20", mac_for(A_LAN), "c1") == mac_for(A_LAN)
-    assert neighbour_mac(lab, "c1", "198.18.0.10") is None
+    assert lab.neighbour_mac("c1", "198.18.0.10") is None
     lab.heal()
     assert announce(lab, "a", "eth0", "198.18.0.10", VMAC, "c1") == VMAC
 

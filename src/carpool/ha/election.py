@@ -340,8 +340,7 @@ class Election:
                 reason = f"{_ip(peer.address)} beats us ({why}){where}"
                 # Two masters (a split healing): the clients may send to us, and the winner
                 # may never hear an advert of ours (we stop sending), so we say we leave.
-                bow_out = SendAdvert(bow_out=True, demote=self.demote)
-                return [bow_out, *self._become_backup(reason, now)]
+                return self._bow_out(reason, now)
             # A weaker peer yields when it hears our next advert, a bow-out says it left. It
             # was a master too (a backup is silent): its gratuitous ARPs may have pointed the
             # clients at it, so announce again, or they keep sending to a unit that drops
@@ -391,16 +390,14 @@ class Election:
             log.warning("pacified no more (%s)", reason or "cleared")
         if on and self._state is State.MASTER:
             self._no_preempt_until = float("-inf")
-            notify = self._become_backup(f"pacified ({self._pacified}): bowed out", now)
-            return [SendAdvert(bow_out=True, demote=self.demote), *notify]
+            return self._bow_out(f"pacified ({self._pacified}): bowed out", now)
         return []
 
     def _relinquish(self, reason: str, hold: float, now: float) -> list[Effect]:
         if self._state is not State.MASTER:
             return []
         self._no_preempt_until = now + hold
-        notify = self._become_backup(f"{reason}: bowed out to the partner", now, True)
-        return [SendAdvert(bow_out=True, demote=self.demote), *notify]
+        return self._bow_out(f"{reason}: bowed out to the partner", now, True)
 
     # -- entering states ----------------------------------------------------------------------
     def _become_master(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
@@ -413,6 +410,13 @@ class Election:
         notify = self._transition(State.MASTER, reason, now)
         self._adverts = 0
         return [TakeAddresses(True, handover), *self._advertise(now), *notify]
+
+    def _bow_out(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
+        """MASTER -> BACKUP, saying so first: the partner acts on the bow-out at once."""
+        return [
+            SendAdvert(bow_out=True, demote=self.demote),
+            *self._become_backup(reason, now, handover),
+        ]
 
     def _become_backup(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
         notify = self._transition(State.BACKUP, reason, now)

@@ -360,6 +360,12 @@ class Lab(UnitsMixin, FaultsMixin):
         )
         return proc.stdout if proc.returncode == 0 else None
 
+    def neighbour_mac(self, node: str, address: str) -> str | None:
+        """The MAC in node's neighbour entry for address, or None (no entry, or unresolved)."""
+        out = self.exec(node, ["ip", "-j", "neigh", "show", address], check=True).stdout
+        entries = json.loads(out) if out.strip() else []
+        return entries[0].get("lladdr") if entries else None
+
     def tcp_connect(self, node: str, host: str, port: int, timeout: float = 2.0) -> bool:
         """True if a TCP connection from node to host:port is accepted."""
         proc = self.exec(
