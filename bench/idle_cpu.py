@@ -4,11 +4,16 @@ the lab's virtual services (6 health checks every 0.5 s) or without (the HA core
 work keepalived does), beside keepalived in the same run.
 
     .venv/bin/python bench/idle_cpu.py [--seconds 30] [--profiles default,fast]
-        [--variants "IPv4-only, no services,keepalived"] [--json FILE]
+        [--variants "IPv4-only, no services,keepalived"] [--threads] [--json FILE]
 
 Each variant: the pair started, settled, then utime+stime of each unit's processes (carpool
 supervisor + worker, keepalived parent + VRRP child) over the window, in % of one core
 (bench/failover.py's measurement). The lab lock is held throughout.
+
+With --threads, each carpool unit's threads over the same window: wake-ups a second (the
+scheduler's timeslices, /proc/PID/task/TID/schedstat), µs of CPU per wake-up and % of a core,
+by the thread's kernel name (the daemon names its threads; the main threads are the
+supervisor's and the worker's event loop).
 
 Printed first, this machine's floor for a Python daemon: the thread time of one wake-up of a
 thread that only sleeps in poll() for 100 ms (and of the same thread sending one 40-byte UDP
@@ -90,6 +95,41 @@ def wake_floor(send: bool, wakes: int = 50, period: float = 0.1) -> float:
     return statistics.median(out) if out else float("nan")
 
 
+def thread_times(pids: dict[str, int]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(process role, thread name) -> (run ns, timeslices), summed over threads of one name."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for role, pid in pids.items():
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                comm = (task / "comm").read_text().strip()
+                run_ns, _wait, slices = (int(x) for x in (task / "schedstat").read_text().split())
+            except (OSError, ValueError):
+                continue  # the thread ended meanwhile
+            name = "(main)" if task.name == str(pid) else comm
+            ns, n = out.get((role, name), (0, 0))
+            out[(role, name)] = (ns + run_ns, n + slices)
+    return out
+
+
+def thread_rows(before, after, seconds: float) -> list[dict]:
+    rows = []
+    for key, (ns, n) in sorted(after.items()):
+        ns0, n0 = before.get(key, (0, 0))
+        wakes, run_us = n - n0, (ns - ns0) / 1000
+        if wakes <= 0:
+            continue
+        rows.append(
+            {
+                "process": key[0],
+                "thread": key[1],
+                "wakes_per_s": round(wakes / seconds, 1),
+                "us_per_wake": round(run_us / wakes),
+                "cpu_percent": round(100 * run_us / 1e6 / seconds, 3),
+            }
+        )
+    return rows
+
+
 def _split(text: str, names: list[str]) -> list[str]:
     """The variant names in a comma-separated list whose names may hold commas themselves."""
     out, rest = [], text.strip()
@@ -112,6 +152,7 @@ def main(argv=None) -> int:
         default=",".join([*VARIANTS, "keepalived"]),
         help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived"]),
     )
+    p.add_argument("--threads", action="store_true", help="carpool's threads one by one")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     if not 1 <= args.seconds <= 600:
@@ -144,9 +185,23 @@ def main(argv=None) -> int:
                 if "keepalived" in chosen:
                     pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
                 for name, pair in pairs:
-                    pair.start()
+                    master = pair.start()
+                    traced = args.threads and isinstance(pair, Variant)
+                    if traced:
+                        procs = {
+                            f"{role} {kind}": pid
+                            for role, unit in (("master", master), ("backup", fb.other(master)))
+                            for kind, pid in zip(
+                                ("supervisor", "worker"), pair.pids(unit), strict=True
+                            )
+                        }
+                        before, t0 = thread_times(procs), time.monotonic()
                     try:
                         cpu = fb.idle_cpu(pair, args.seconds)
+                        if traced:
+                            threads = thread_rows(
+                                before, thread_times(procs), time.monotonic() - t0
+                            )
                     finally:
                         pair.stop()
                     row = {
@@ -156,6 +211,8 @@ def main(argv=None) -> int:
                         "backup": cpu["backup"]["cpu_percent"],
                         "seconds": cpu["seconds"],
                     }
+                    if traced:
+                        row["threads"] = threads
                     fb.log(f"  {row}")
                     rows.append(row)
         finally:
@@ -167,6 +224,17 @@ def main(argv=None) -> int:
             f"| {r['profile']} | {r['variant']} | {r['master']:.2f} | {r['backup']:.2f} | "
             f"{r['seconds']} |"
         )
+    for r in rows:
+        if not r.get("threads"):
+            continue
+        print(f"\n{r['profile']}, {r['variant']}: threads")
+        print("| process | thread | wake-ups/s | µs per wake-up | % of a core |")
+        print("|---|---|---|---|---|")
+        for t in r["threads"]:
+            print(
+                f"| {t['process']} | {t['thread']} | {t['wakes_per_s']} | {t['us_per_wake']} | "
+                f"{t['cpu_percent']:.3f} |"
+            )
     print(f"\n{floor_line}")
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}, {fb.os.cpu_count()} CPUs")
     if args.json:

@@ -45,6 +45,7 @@ from ..config.ha import VMAC_PREFIX, vmac_for  # noqa: F401  (vmac_for: the test
 from ..ha import ipv6
 from ..ha.ipv4 import internet_checksum
 from .links import mac_address
+from .threads import name_os_thread
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 
@@ -152,7 +153,9 @@ def _netlink(fn: Callable[..., T]) -> T:
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="carpool-nl")
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="carpool-nl", initializer=name_os_thread
+            )
     try:
         return _executor.submit(job).result(timeout=NETLINK_TIMEOUT)
     except concurrent.futures.TimeoutError:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .. import events, files
 from ..ha import election as el
+from .threads import name_os_thread
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 
@@ -147,7 +148,9 @@ class StateFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="carpool-files")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="carpool-files", initializer=name_os_thread
+        )
         self._value, self._pending = "init", False
 
     def write(self, value: str) -> None:

@@ -30,6 +30,7 @@ from ..config.ha import Config, Interface
 from ..ha import liveness as lv
 from ..ha.drops import DropError, DropReason
 from .links import CarrierPolls, LinkMonitor
+from .threads import name_os_thread
 
 log = events.logger("carpool.liveness", events.Kind.TRANSITION)
 Address = IPv4Address | IPv6Address
@@ -123,6 +124,7 @@ class Heart:
         """A fault must not end the thread: a partner would judge this unit gone (it did, once
         a second, before its detector waited for a first hello). Counted, logged once a minute,
         and the thread starts over a little later."""
+        name_os_thread()
         logged = float("-inf")
         while not self._stop:
             try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .. import events
 from . import addresses, rtaddr
 from .sched import realtime
+from .threads import name_os_thread
 
 log = events.logger("carpool.addresses", events.Kind.ADDRESSES)
 STUCK = 2.0
@@ -220,6 +221,7 @@ class SharedAddresses:
 
     # -- on the netlink thread --------------------------------------------------------------
     def _work(self, jobs: queue.SimpleQueue, generation: int) -> None:
+        name_os_thread()
         realtime(self.rt_priority, "the netlink thread")
         while True:
             job = jobs.get()

@@ -26,6 +26,7 @@ import time
 import traceback
 
 from .. import events
+from .threads import name_os_thread
 
 log = events.logger("carpool.watchdog", events.Kind.DAEMON)
 ENV = "CARPOOL_WATCHDOG_FD"
@@ -80,6 +81,7 @@ class Pulse:
     def _watch_lag(self) -> None:
         """Off the loop: log where the loop's thread is once it has not turned for a step and
         lag_report s (one stack per stall, at most one per STACK_EVERY)."""
+        name_os_thread()
         reported = None
         while not self._stopped.wait(self.lag_report):
             turned = self._turned_at
