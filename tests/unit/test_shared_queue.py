@@ -120,6 +120,50 @@ def test_the_loop_does_not_wait_and_renewals_coalesce():
     assert steps == [f"add {CIDRS} 3"] * 2
 
 
+def test_a_renewal_that_changes_nothing_does_not_wake_the_loop():
+    """The active unit renews each second; told through the loop, each renewal cost the idle
+    loop a wake-up. One that adds nothing to held is taken in at the queue's next use."""
+
+    async def main():
+        q = Recorded()
+        loop = q.loop = asyncio.get_running_loop()
+        q.take(ITEMS, None, 3)
+        await settled(q)
+        woken: list[str] = []
+        real = loop.call_soon_threadsafe
+
+        def spy(fn, *args):
+            woken.append(getattr(fn, "__name__", repr(fn)))
+            return real(fn, *args)
+
+        loop.call_soon_threadsafe = spy  # type: ignore[method-assign]
+        q.renew(ITEMS, None, 3)
+        await until(lambda: q._quiet, what="the renewal done")
+        assert q.status()["queued"] == 0  # taken in by the next use
+        assert not q.wedged(0) and not q._renewing
+        q.renew(ITEMS, None, 3)  # not coalesced into the finished one
+        await until(lambda: q._quiet, what="the second renewal done")
+        loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+        q.close()
+        return woken, q.steps, q.counters["renewals_coalesced"]
+
+    woken, steps, coalesced = asyncio.run(main())
+    assert woken == [] and coalesced == 0
+    assert steps == [f"add {CIDRS} 3"] * 3
+
+
+def test_a_renewal_that_puts_an_address_back_is_told_at_once():
+    async def main():
+        q = Recorded()
+        q.loop = asyncio.get_running_loop()
+        q.renew(ITEMS, None, 3)  # (held is empty: the renewal adds both)
+        await until(lambda: q.held == CIDRS, what="held filled by the loop's callback")
+        q.close()
+        return q
+
+    assert not asyncio.run(main())._quiet
+
+
 def test_a_renewal_finishing_after_a_release_does_not_refill_held():
     async def main():
         gate = threading.Event()

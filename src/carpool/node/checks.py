@@ -14,12 +14,19 @@ from .paths import Paths
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage
 PARTNER_EVERY = 1.0  # s between echoes to the partner (status only: they demote nothing)
+PARTNER_SLACK = 0.5  # s they may wait for an advert turn to ride on (node/rides.py)
 
 
 class Checks:
     def __init__(self, cfg: Config, paths: Paths, on_change: Callable[[], None]):
         """on_change(): the demote reasons may have changed."""
         self.cfg, self.paths, self.on_change = cfg, paths, on_change
+        self._echoes: asyncio.Future | None = None
+        self._reconfigured = asyncio.Event()
+
+    def configure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._reconfigured.set()  # a ping target may have come
 
     def reasons(self) -> list[str]:
         reasons = []
@@ -39,18 +46,25 @@ class Checks:
         log.info("%s: link %s", ifname, "up" if up else "down")
         self.on_change()
 
-    async def ping_loop(self, pinger: Pinger, now: Callable[[], float]) -> None:
-        """Partner status (for the WUI) and check targets, once per ping_interval."""
-        next_partner = 0.0
+    def echo_partner(self, pinger: Pinger) -> None:
+        """The partner's status on each interface (for the WUI): an echo on each, once per
+        PARTNER_EVERY, ridden on the advert turns; a round still waiting for its replies is
+        not doubled."""
+        if self._echoes is None or self._echoes.done():
+            jobs = [self._ping_partner(pinger, i) for i in self.cfg.interfaces]
+            self._echoes = asyncio.ensure_future(asyncio.gather(*jobs))
+
+    async def ping_loop(self, pinger: Pinger) -> None:
+        """The check targets, each once per its ping_interval (a demote reason: on a timer
+        of their own); asleep until a new configuration while no interface has one."""
         while True:
-            jobs = []
-            if now() >= next_partner:
-                next_partner = now() + PARTNER_EVERY
-                jobs += [self._ping_partner(pinger, i) for i in self.cfg.interfaces]
             targets = [i for i in self.cfg.checked if i.ping_target is not None]
-            jobs += [self._ping_target(pinger, i) for i in targets]
-            await asyncio.gather(*jobs)
-            await asyncio.sleep(min([PARTNER_EVERY] + [i.ping_interval for i in targets]))
+            if not targets:
+                self._reconfigured.clear()
+                await self._reconfigured.wait()
+                continue
+            await asyncio.gather(*[self._ping_target(pinger, i) for i in targets])
+            await asyncio.sleep(min(i.ping_interval for i in targets))
 
     async def _ping_partner(self, pinger: Pinger, iface: Interface) -> None:
         rtt = await pinger.ping(str(iface.partner(self.cfg.role)), 0.9)

@@ -23,7 +23,7 @@ from ..ha import election as el
 from ..web.unit import WebUnit
 from . import control, findings
 from .advert import AdvertPaths, election_params
-from .checks import Checks
+from .checks import PARTNER_EVERY, PARTNER_SLACK, Checks
 from .commands import Commands
 from .configd import ConfigControl
 from .doctor import DoctorAgent
@@ -38,6 +38,7 @@ from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
 from .relay import WANT_AFTER, AdvertRelay, wants_relay
+from .rides import Rides
 from .sched import realtime
 from .status import StatusParts, unit_status
 from .storeio import current_version
@@ -47,6 +48,7 @@ from .watchdog import Pulse, watchdog_timeout
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 LINK_POLL = 0.1  # s: the carrier of a link whose driver may report late is read this often
 RELAY_SLACK = 0.01  # s after the newest advert grows too old: then `want` has turned
+PULSE_SLACK = 1.0  # s the watchdog's beat may wait for an advert turn (node/rides.py)
 
 
 class Daemon:
@@ -112,6 +114,7 @@ class Daemon:
         self.pinger: Pinger | None = None
         self.links: LinkMonitor | None = None
         self.liveness: Liveness | None = None  # the fast detector, once running
+        self.rides: Rides | None = None  # housekeeping on the advert turns, once running
         self.stopped = asyncio.Event()
         self._relay_timer: asyncio.TimerHandle | None = None
         self._relay_on = False  # from the start until the bow-out
@@ -153,6 +156,8 @@ class Daemon:
             self.driver.loop.call_soon(self.update_demotion)  # netlink wedged: ours go
         self.adverts.send(bow_out, demote)
         self.relay.send(demote, self.driver.election.params.rank_preference, bow_out)
+        if self.rides is not None:
+            self.rides.turn()  # the active unit's loop woke for them
 
     def take(self, announce: bool, handover: bool) -> None:
         if handover:  # its tables before the addresses: no packet of the old unit's is lost
@@ -186,6 +191,8 @@ class Daemon:
             # cable is down on both ends) has not hit us too: carrier is polled, not pushed.
             self.links.refresh()
         self.driver.feed(el.AdvertReceived(rank, bow_out, where))
+        if self.rides is not None:
+            self.rides.turn()  # the standby's loop woke for it: the housekeeping rides along
         if self.liveness is not None:
             self.liveness.heard_advert(where)
         if self._relay_on and self.relay.want and where != "6973":
@@ -261,7 +268,8 @@ class Daemon:
         self.holder.reconfigure(old, new, params.advert_interval, self.driver.is_active())
 
     def _set_cfg(self, cfg: Config) -> None:
-        self.cfg = self.checks.cfg = self.status_parts.cfg = cfg
+        self.cfg = self.status_parts.cfg = cfg
+        self.checks.configure(cfg)
         self.holder.cfg = cfg
 
     # -- control -----------------------------------------------------------------------------
@@ -281,6 +289,7 @@ class Daemon:
         self.status_parts.rt_priority = realtime(self.cfg.rt_priority, "the event loop")
         timeout = watchdog_timeout(params.master_down, params.advert_interval, self.cfg.watchdog)
         pulse = self.status_parts.pulse = Pulse.from_env(timeout)
+        rides = self.rides = Rides(loop)
         await self.holder.start()
         self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
@@ -334,14 +343,17 @@ class Daemon:
             ", ".join(self.adverts.path_names()),
         )
         # watched from here: the start (pyroute2's import, the data planes: seconds on a busy
-        pulse.start(loop)  # machine) holds no address and is no hang
+        pulse.start(loop, rides, PULSE_SLACK)  # machine) holds no address and is no hang
         pacified = self.starts.on_start()
         if pacified:
             log.warning("pacified: %s; this unit stays standby", pacified)
             self.driver.feed(el.Pacify(True, pacified))
         self.driver.feed(el.Start())  # (its transition tells the detector we are a standby)
         self.update_demotion()
-        self.tasks.spawn(self.checks.ping_loop(pinger, self.driver.now))
+        self.tasks.spawn(self.checks.ping_loop(pinger))
+        rides.add(
+            "partner echoes", PARTNER_EVERY, PARTNER_SLACK, lambda: self.checks.echo_partner(pinger)
+        )
         web = loop.create_task(self.web.run())  # never awaited before the election runs
         await self.stopped.wait()
         log.info("SIGTERM: bowing out")
@@ -369,6 +381,7 @@ class Daemon:
         links.close()
         pinger.close()
         pulse.stop()
+        rides.close()
         self.adverts.close()
         self.driver.close()  # the last state lands
         return 0

@@ -20,6 +20,7 @@ sub-millisecond); this module only keeps the kernel's addresses in step behind i
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -59,6 +60,8 @@ class SharedAddresses:
         self._running: tuple[Job, float] | None = None  # (job, since: monotonic)
         self._renewing = False
         self._pending: list[Job] = []  # submitted, not yet done (in order)
+        # renewals that changed nothing, told without waking the loop: read at its next use
+        self._quiet: collections.deque[tuple[Job, list[str]]] = collections.deque()
         self._waiting_since: float | None = None  # a take/renew asked for, none done since
         self._closed = False
 
@@ -86,6 +89,7 @@ class SharedAddresses:
 
     def renew(self, items: list[Item], vmac: str | None, lifetime: int) -> None:
         """Renew the kernel lifetime (or put back an address that went); coalesced."""
+        self._settle()
         self._check_stuck()  # a renewal stuck behind another must not hide the queue's state
         if self._renewing:
             self.counters["renewals_coalesced"] += 1
@@ -121,16 +125,18 @@ class SharedAddresses:
     def wedged(self, limit: float, now: float | None = None) -> bool:
         """A take or renewal has been waiting for more than `limit` s with none finished."""
         now = time.monotonic() if now is None else now
+        self._settle()
         return self._waiting_since is not None and now - self._waiting_since > limit
 
     async def drain(self, timeout: float) -> bool:
         """Wait (bounded) for the queued jobs: True when none is left."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
+        while self._settle() and self._pending and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         return not self._pending
 
     def status(self) -> dict:
+        self._settle()
         running = self._running
         return {
             "held": list(self.held),
@@ -151,6 +157,7 @@ class SharedAddresses:
         if self._closed:
             log.debug("shared addresses: %s asked after close, ignored", what)
             return
+        self._settle()
         self._check_stuck()
         job = Job(what, fn, args, self._generation, self._epoch)
         if what in ("take", "renew") and self._waiting_since is None:
@@ -161,6 +168,12 @@ class SharedAddresses:
     def _enqueue(self, job: Job) -> None:
         self._pending.append(job)
         self._queue.put(job)
+
+    def _settle(self) -> bool:
+        """The quiet renewals' ends, taken in. True (for a loop's condition)."""
+        while self._quiet:
+            self._done(*self._quiet.popleft(), None)
+        return True
 
     def _done(self, job: Job, result, error: BaseException | None) -> None:
         if job in self._pending:
@@ -221,7 +234,7 @@ class SharedAddresses:
 
     # -- on the netlink thread --------------------------------------------------------------
     def _work(self, jobs: queue.SimpleQueue, generation: int) -> None:
-        name_os_thread()
+        name_os_thread("carpool-shared")  # (the generation would not fit in 15 bytes)
         realtime(self.rt_priority, "the netlink thread")
         while True:
             job = jobs.get()
@@ -241,7 +254,12 @@ class SharedAddresses:
                 error = e
             if self._running is not None and self._running[0] is job:
                 self._running = None
-            self._call_in_loop(self._done, job, result, error)
+            if job.what == "renew" and isinstance(result, list) and set(result) <= set(self.held):
+                # the loop needs not wake for it: the next renewal, status or wedge check
+                # (each second while active) takes it in first
+                self._quiet.append((job, result))
+            else:
+                self._call_in_loop(self._done, job, result, error)
 
     @staticmethod
     def _add(

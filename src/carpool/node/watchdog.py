@@ -7,6 +7,9 @@ which does nothing else, reads the pipe and SIGKILLs the worker once the pipe ha
 for the watchdog timeout, then cleans up as after any death. The watch is armed by the first
 beat, so a slow start (imports, the first data plane load) is never mistaken for a hang.
 
+The beat rides on the loop's advert turns (node/rides.py) and has a timer of its own only as a
+backstop, `step + slack` s after the last beat: an idle loop wakes for nothing else.
+
 A loop that is blocked for less than the timeout is no hang but costs adverts all the same. A
 small thread waits on the pulse's turns: once the loop misses LAG_REPORT s of them it logs where
 the loop's thread is (its Python stack, at most every STACK_EVERY s), and the pulse logs the
@@ -26,6 +29,7 @@ import time
 import traceback
 
 from .. import events
+from .rides import Rides
 from .threads import name_os_thread
 
 log = events.logger("carpool.watchdog", events.Kind.DAEMON)
@@ -50,12 +54,15 @@ class Pulse:
 
     def __init__(self, fd: int | None, interval: float, lag_report: float = LAG_REPORT):
         self.fd, self.interval, self.lag_report = fd, interval, lag_report
-        # 2 turns a second: the loop's only wake-ups at idle are its own work and these; the
-        # lag thread looks at the last turn's time as often, and nothing wakes it in between
+        # a beat at the first advert turn `step` s after the last, by the backstop `slack` s
+        # later at the latest; the lag thread looks at the last beat's time every lag_report s
         self.step = min(interval, lag_report)
+        self.slack = 0.0
         self.lag_max = 0.0
-        self.lags = 0  # turns that came more than lag_report late
-        self._handle: asyncio.TimerHandle | None = None
+        self.lags = 0  # beats that came more than lag_report after the backstop's time
+        self._rides: Rides | None = None
+        self._own_rides = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._due = self._written = 0.0
         self._turned_at = time.monotonic()  # the last turn (written by the loop)
         self._stopped = threading.Event()
@@ -72,11 +79,17 @@ class Pulse:
         fd = int(value) if value.isdigit() and timeout > 0 else None
         return cls(fd, max(0.01, timeout / 8) if timeout > 0 else 1.0)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._due = loop.time()
+    def start(
+        self, loop: asyncio.AbstractEventLoop, rides: Rides | None = None, slack: float = 0.0
+    ) -> None:
+        """rides: the loop's advert turns to beat on (none: a timer every step s)."""
+        self._rides, self._own_rides = rides or Rides(loop), rides is None
+        self.slack = slack
+        self._loop = loop
+        self._due = loop.time() + slack  # the first beat's backstop
         self._loop_thread = threading.get_ident()
         threading.Thread(target=self._watch_lag, name="carpool-lag", daemon=True).start()
-        self._beat(loop)
+        self._rides.add("pulse", self.step, slack, self._beat)
 
     def _watch_lag(self) -> None:
         """Off the loop: log where the loop's thread is once it has not turned for a step and
@@ -86,7 +99,7 @@ class Pulse:
         while not self._stopped.wait(self.lag_report):
             turned = self._turned_at
             now = time.monotonic()
-            if now - turned < self.step + self.lag_report or turned == reported:
+            if now - turned < self.step + self.slack + self.lag_report or turned == reported:
                 continue
             if now - self._stack_at < STACK_EVERY:
                 continue
@@ -99,8 +112,9 @@ class Pulse:
                 stack.rstrip(),
             )
 
-    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
+    def _beat(self) -> None:
+        assert self._loop is not None  # (added to the rides by start)
+        now = self._loop.time()
         late = now - self._due
         self.lag_max = max(self.lag_max, late)
         if late > self.lag_report:
@@ -115,8 +129,7 @@ class Pulse:
                 self.fd = None  # the supervisor is gone (PR_SET_PDEATHSIG ends us); keep turning
             self._written = now
         self._turned_at = time.monotonic()
-        self._due = now + self.step
-        self._handle = loop.call_at(self._due, self._beat, loop)
+        self._due = now + self.step + self.slack  # (the backstop's time)
 
     def status(self) -> dict:
         return {
@@ -126,8 +139,10 @@ class Pulse:
         }
 
     def stop(self) -> None:
-        if self._handle:
-            self._handle.cancel()
+        if self._rides is not None and self._own_rides:
+            self._rides.close()
+        elif self._rides is not None:
+            self._rides.remove("pulse")
         self._stopped.set()
         if self.fd is None:
             return
