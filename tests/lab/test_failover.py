@@ -108,6 +108,31 @@ def test_election_settles_one_master_holding_everything(healed_lab):
     assert not status["drops"], f"a healthy lab drops nothing: {status['drops']}"
 
 
+def test_an_idle_pair_does_its_housekeeping_in_the_advert_turns(healed_lab):
+    """The watchdog's pulse and the partner's echoes ride on the loop's advert turns (sent by
+    the active unit, heard by the standby): their backstop timers stay unused while adverts
+    flow, and the echoes still show the partner on every interface."""
+    lab = healed_lab
+    settled(lab)
+
+    def rides(unit: str) -> dict:
+        return lab.unit_status(unit)["loop"]["rides"]["counters"]
+
+    def echoes_ok(unit: str) -> bool:
+        return all(p.get("ping_ok") for p in lab.unit_status(unit)["partner"].values())
+
+    lab.wait_for(lambda: echoes_ok("a") and echoes_ok("b"), 5, what="the partner answers")
+    before = {u: rides(u) for u in ("a", "b")}
+    lab.wait_for(
+        lambda: all(rides(u)["ridden"] >= before[u]["ridden"] + 6 for u in ("a", "b")),
+        8,
+        what="the pulse and the echoes ridden (3 a second)",
+    )
+    after = {u: rides(u) for u in ("a", "b")}
+    assert {u: after[u]["backstop"] - before[u]["backstop"] for u in after} == {"a": 0, "b": 0}
+    assert lab.unit_status("a")["loop"]["rides"]["rides"] == ["pulse", "partner echoes"]
+
+
 def _managed(lab, unit: str) -> dict[str, list[int]]:
     """The unit's HAProxy and conntrackd processes (by their command lines)."""
     from carpool.lab.ns import pids_in

@@ -6,6 +6,7 @@ configuration versions to them and stops them in order; each job lives in its ow
     relay.py     adverts over 6973 when no path brings them      doctor.py   the doctor's agent
     status.py    `carpool status`                                commands.py failover, pacify
     configd.py   versions, sync                                  view.py     what web/doctor see
+    rides.py     the pulse and partner echoes on the advert turns
 
 One event loop; decisions are made in carpool.ha.election.
 """
@@ -289,7 +290,7 @@ class Daemon:
         self.status_parts.rt_priority = realtime(self.cfg.rt_priority, "the event loop")
         timeout = watchdog_timeout(params.master_down, params.advert_interval, self.cfg.watchdog)
         pulse = self.status_parts.pulse = Pulse.from_env(timeout)
-        rides = self.rides = Rides(loop)
+        rides = self.rides = self.status_parts.rides = Rides(loop)
         await self.holder.start()
         self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)

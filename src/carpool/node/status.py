@@ -30,6 +30,7 @@ class StatusParts:
     relay: Any  # node.relay.AdvertRelay
     control: Access  # who may use the control socket; the refused peers' count
     pulse: Any = None  # node.watchdog.Pulse, once running
+    rides: Any = None  # node.rides.Rides, once running
     rt_priority: int = 0
     guard: Any = None  # node.guard.Guard: the partner ports' table
     carrier: Any = None  # node.links.LinkMonitor.carrier, once running
@@ -112,7 +113,11 @@ def unit_status(p: StatusParts) -> dict:
             "timer_late_max_ms": round(dc.timer_late_max * 1000, 1),
             "timer_late_over_interval": dc.timer_late_over_interval,
         },
-        "loop": {**(p.pulse.status() if p.pulse else {}), "rt_priority": p.rt_priority},
+        "loop": {
+            **(p.pulse.status() if p.pulse else {}),
+            "rt_priority": p.rt_priority,
+            "rides": p.rides.status() if p.rides else None,
+        },
         "timers": {
             "advert_interval": e.params.advert_interval,
             "master_down": e.params.master_down,
