@@ -73,3 +73,34 @@ def test_pulse_beats_on_the_turns_and_its_lag_thread_stays_quiet(caplog):
     assert pulse.lags == 0
     assert "event loop" not in caplog.text
     assert rides.status()["rides"] == []  # the pulse left the rides it was given
+
+
+def _timeslices(thread_name: str) -> int:
+    import threading
+    from pathlib import Path
+
+    thread = next(t for t in threading.enumerate() if t.name == thread_name)
+    return int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[2])
+
+
+def test_the_lag_thread_sleeps_until_a_stall_could_be_reported():
+    """It used to look every lag_report s (0.1 here: 12 wake-ups in 1.2 s); it now sleeps
+    until the last beat is step + slack + lag_report old, so beats push its wake-up back."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        rides = Rides(loop)
+        pulse = Pulse(None, 0.1, lag_report=0.1)
+        pulse.start(loop, rides, slack=0.3)  # a report 0.5 s after the last beat
+        await asyncio.sleep(0.05)
+        before = _timeslices("carpool-lag")
+        for _ in range(12):  # 1.2 s, a beat every 0.1 s
+            await asyncio.sleep(0.1)
+            rides.turn()
+        woke = _timeslices("carpool-lag") - before
+        pulse.stop()
+        rides.close()
+        return woke, pulse
+
+    woke, pulse = asyncio.run(main())
+    assert woke <= 6 and pulse.lags == 0

@@ -37,6 +37,7 @@ ENV = "CARPOOL_WATCHDOG_FD"
 MIN_TIMEOUT = 5.0
 LAG_REPORT = 0.5  # a blocked loop worth a stack trace: longer than any advert interval
 STACK_EVERY = 10.0  # s between two stacks in the log (a loop that keeps stalling: no flood)
+MIN_LAG_WAIT = 0.01  # s: the lag thread's shortest sleep (a clock at the edge never spins it)
 
 
 def watchdog_timeout(master_down: float, advert_interval: float, configured: float) -> float:
@@ -92,16 +93,21 @@ class Pulse:
         self._rides.add("pulse", self.step, slack, self._beat)
 
     def _watch_lag(self) -> None:
-        """Off the loop: log where the loop's thread is once it has not turned for a step and
-        lag_report s (one stack per stall, at most one per STACK_EVERY)."""
+        """Off the loop: log where the loop's thread is once it has not beaten for a step, the
+        slack and lag_report s (one stack per stall, at most one per STACK_EVERY). It sleeps
+        until that moment, not a fixed lag_report: a beating loop wakes it once a beat."""
         name_os_thread()
         reported = None
-        while not self._stopped.wait(self.lag_report):
+        wait = self.lag_report
+        while not self._stopped.wait(wait):
             turned = self._turned_at
             now = time.monotonic()
-            if now - turned < self.step + self.slack + self.lag_report or turned == reported:
+            due = turned + self.step + self.slack + self.lag_report
+            wait = self.lag_report
+            if now < due:
+                wait = max(due - now, MIN_LAG_WAIT)
                 continue
-            if now - self._stack_at < STACK_EVERY:
+            if turned == reported or now - self._stack_at < STACK_EVERY:
                 continue
             self._stack_at, reported = now, turned
             frame = sys._current_frames().get(self._loop_thread)
