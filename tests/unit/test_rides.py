@@ -104,3 +104,34 @@ def test_the_lag_thread_sleeps_until_a_stall_could_be_reported():
 
     woke, pulse = asyncio.run(main())
     assert woke <= 6 and pulse.lags == 0
+
+
+def test_a_short_watchdog_bounds_how_long_the_pulse_waits_for_an_advert():
+    """unit.watchdog = 1 s: the supervisor kills after 1 s of silence, so the beat may not wait
+    the daemon's 1 s slack for an advert turn; it beats at least every 0.5 s without one."""
+    import os
+    import time
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        pulse = Pulse(w, 1.0 / 8)  # (Pulse.from_env: the timeout / 8)
+        pulse.start(loop, Rides(loop), slack=1.0)
+        beats: list[float] = []
+        end = time.monotonic() + 1.3
+        while time.monotonic() < end:  # no advert turn at all
+            await asyncio.sleep(0.02)
+            try:
+                if os.read(r, 64):
+                    beats.append(time.monotonic())
+            except BlockingIOError:
+                pass
+        pulse.stop()
+        os.close(r)
+        return pulse, beats
+
+    pulse, beats = asyncio.run(main())
+    assert pulse.step + pulse.slack <= 0.5
+    assert len(beats) >= 2
+    assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) < 0.7

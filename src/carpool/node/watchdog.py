@@ -85,12 +85,14 @@ class Pulse:
     ) -> None:
         """rides: the loop's advert turns to beat on (none: a timer every step s)."""
         self._rides, self._own_rides = rides or Rides(loop), rides is None
-        self.slack = slack
+        # the supervisor kills after 8 intervals of silence: a beat every half of that at most,
+        # however long the adverts take (a short unit.watchdog)
+        self.slack = min(slack, max(0.0, 4 * self.interval - self.step))
         self._loop = loop
-        self._due = loop.time() + slack  # the first beat's backstop
+        self._due = loop.time() + self.slack  # the first beat's backstop
         self._loop_thread = threading.get_ident()
         threading.Thread(target=self._watch_lag, name="carpool-lag", daemon=True).start()
-        self._rides.add("pulse", self.step, slack, self._beat)
+        self._rides.add("pulse", self.step, self.slack, self._beat)
 
     def _watch_lag(self) -> None:
         """Off the loop: log where the loop's thread is once it has not beaten for a step, the
