@@ -111,7 +111,8 @@ def test_election_settles_one_master_holding_everything(healed_lab):
 def test_an_idle_pair_does_its_housekeeping_in_the_advert_turns(healed_lab):
     """The watchdog's pulse and the partner's echoes ride on the loop's advert turns (sent by
     the active unit, heard by the standby): their backstop timers stay unused while adverts
-    flow, and the echoes still show the partner on every interface."""
+    flow, and the echoes still show the partner on every interface. An idle loop wakes for
+    its adverts and little else."""
     lab = healed_lab
     settled(lab)
 
@@ -121,8 +122,12 @@ def test_an_idle_pair_does_its_housekeeping_in_the_advert_turns(healed_lab):
     def echoes_ok(unit: str) -> bool:
         return all(p.get("ping_ok") for p in lab.unit_status(unit)["partner"].values())
 
+    def relay_checks(unit: str) -> int:
+        return lab.unit_status(unit)["relay"]["counters"].get("checks_timed", 0)
+
     lab.wait_for(lambda: echoes_ok("a") and echoes_ok("b"), 5, what="the partner answers")
     before = {u: rides(u) for u in ("a", "b")}
+    checks = {u: relay_checks(u) for u in ("a", "b")}
     lab.wait_for(
         lambda: all(rides(u)["ridden"] >= before[u]["ridden"] + 6 for u in ("a", "b")),
         8,
@@ -130,6 +135,9 @@ def test_an_idle_pair_does_its_housekeeping_in_the_advert_turns(healed_lab):
     )
     after = {u: rides(u) for u in ("a", "b")}
     assert {u: after[u]["backstop"] - before[u]["backstop"] for u in after} == {"a": 0, "b": 0}
+    # nor does the standby's check for a silent partner (relayed adverts) fire while adverts
+    # come: each round pushes it back (it fired once an advert interval)
+    assert {u: relay_checks(u) - checks[u] for u in checks} == {"a": 0, "b": 0}
     assert lab.unit_status("a")["loop"]["rides"]["rides"] == ["pulse", "partner echoes"]
 
 

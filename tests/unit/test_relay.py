@@ -3,7 +3,7 @@
 import pytest
 
 from carpool.node.fence import fence_timeout, install_commands, refresh_commands
-from carpool.node.relay import WANT_AFTER, parse_advert, wants_relay
+from carpool.node.relay import RELAY_SLACK, WANT_AFTER, later_check, parse_advert, wants_relay
 from carpool.node.watchdog import watchdog_timeout
 
 
@@ -203,3 +203,14 @@ def test_watch_wakes_when_the_worker_ends_not_on_a_timer():
         os.close(ended)
         os.close(r)
         os.close(w)
+
+
+def test_each_advert_round_pushes_the_relay_check_back_once():
+    # set at the advert of t=10 for 11.26; the next round at t=11 moves it to 12.26
+    first = 10.0 + WANT_AFTER + RELAY_SLACK
+    assert later_check(first, 11.0, 1.0) == 11.0 + WANT_AFTER + RELAY_SLACK
+    # the round's other paths, a moment later, leave it where it is (no new timer each)
+    assert later_check(11.0 + WANT_AFTER + RELAY_SLACK, 11.001, 1.0) is None
+    # the fast profile: 20 ms adverts
+    assert later_check(first, 10.02, 0.02) is None  # (a check already far ahead stays)
+    assert later_check(10.0 + 0.025 + RELAY_SLACK, 10.02, 0.02) == 10.02 + 0.025 + RELAY_SLACK

@@ -34,6 +34,7 @@ log = events.logger("carpool.relay", events.Kind.SYNC)
 # partner relays its state at once, so with the daemon's check every half interval the relay
 # arrives by 1.75 intervals, well before master-down (3 intervals).
 WANT_AFTER = 1.25
+RELAY_SLACK = 0.01  # s after the newest advert grows too old: then `want` has turned
 
 
 def keep_alive(ch: Channel) -> None:
@@ -60,6 +61,15 @@ def wants_relay(last_heard: list[float | None], now: float, advert_interval: flo
     """Ask for relayed adverts when no path has carried one for WANT_AFTER intervals."""
     recent = [t for t in last_heard if t is not None]
     return not recent or now - max(recent) > WANT_AFTER * advert_interval
+
+
+def later_check(when: float, heard: float, advert_interval: float) -> float | None:
+    """The relay check's new time after an advert heard at `heard`, when it moves the check (due
+    at `when`) by more than a quarter interval; None otherwise. Pushed back with each advert
+    round, the check never fires while adverts come: it used to wake an idle standby's loop
+    once an advert interval (50 times a second in a fast profile) to find one had come."""
+    due = heard + WANT_AFTER * advert_interval + RELAY_SLACK
+    return due if due - when > advert_interval / 4 else None
 
 
 def parse_advert(msg: dict) -> tuple[int, int, bool]:
