@@ -129,15 +129,19 @@ def test_an_idle_pair_does_its_housekeeping_in_the_advert_turns(healed_lab):
     before = {u: rides(u) for u in ("a", "b")}
     checks = {u: relay_checks(u) for u in ("a", "b")}
     lab.wait_for(
-        lambda: all(rides(u)["ridden"] >= before[u]["ridden"] + 6 for u in ("a", "b")),
-        8,
-        what="the pulse and the echoes ridden (3 a second)",
+        lambda: all(rides(u)["ridden"] >= before[u]["ridden"] + 15 for u in ("a", "b")),
+        12,
+        what="the pulse and the echoes ridden for 5 s (3 a second)",
     )
     after = {u: rides(u) for u in ("a", "b")}
-    assert {u: after[u]["backstop"] - before[u]["backstop"] for u in after} == {"a": 0, "b": 0}
-    # nor does the standby's check for a silent partner (relayed adverts) fire while adverts
-    # come: each round pushes it back (it fired once an advert interval)
-    assert {u: relay_checks(u) - checks[u] for u in checks} == {"a": 0, "b": 0}
+    # (at most one: an advert late on a loaded machine, the settling's last check; without
+    # the turns every one of the 15 is a backstop's)
+    backstops = {u: after[u]["backstop"] - before[u]["backstop"] for u in after}
+    assert max(backstops.values()) <= 1, backstops
+    # nor does the check for a silent partner (relayed adverts) fire while adverts come: each
+    # round pushes it back (it fired once an advert interval: 5 in the window)
+    timed = {u: relay_checks(u) - checks[u] for u in checks}
+    assert max(timed.values()) <= 1, timed
     assert lab.unit_status("a")["loop"]["rides"]["rides"] == ["pulse", "partner echoes"]
 
 
