@@ -56,7 +56,7 @@ class Pulse:
     def __init__(self, fd: int | None, interval: float, lag_report: float = LAG_REPORT):
         self.fd, self.interval, self.lag_report = fd, interval, lag_report
         # a beat at the first advert turn `step` s after the last, by the backstop `slack` s
-        # later at the latest; the lag thread looks at the last beat's time every lag_report s
+        # later at the latest; the lag thread wakes when the last beat is lag_report s overdue
         self.step = min(interval, lag_report)
         self.slack = 0.0
         self.lag_max = 0.0
