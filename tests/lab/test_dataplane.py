@@ -14,7 +14,7 @@ import time
 import pytest
 
 from carpool.dataplane import nft
-from carpool.lab.topology import CLIENT
+from carpool.lab.topology import CLIENT, UNIT_ADDR, mac_for
 
 URL = "http://198.18.0.10/"
 URL_HTTP = "http://198.18.0.10:8080/"
@@ -544,3 +544,141 @@ def test_planned_failover_finishes_l7_keepalive_connections(healed_lab, tmp_path
         assert conn["failures"] == 0, (conn, handover)
     # each connection open at the switch had its next request answered by the old unit
     assert handover["handed_back"]["packets"] > 0, handover
+
+
+# Connections the test opens and uses one command at a time ("NAME open", "NAME get PATH"),
+# answering each with a JSON line; run in the client.
+_CONNECTIONS = r"""
+import http.client, json, sys
+host, port, conns = sys.argv[1], int(sys.argv[2]), {}
+for line in sys.stdin:
+    name, verb, *rest = line.split()
+    try:
+        if verb == "open":
+            conns[name] = http.client.HTTPConnection(host, port, timeout=10.0)
+            conns[name].connect()
+            answer = {"ok": True}
+        else:
+            conns[name].request("GET", rest[0])
+            response = conns[name].getresponse()
+            answer = {"ok": response.status == 200, "body": response.read().decode(errors="replace")}
+    except Exception as e:
+        answer = {"ok": False, "error": repr(e)}
+    print(json.dumps({"name": name, "verb": verb, **answer}), flush=True)
+"""
+
+
+class ClientConnections:
+    """Named HTTP connections in the client, each command answered asynchronously."""
+
+    def __init__(self, lab, host: str, port: int):
+        import queue
+        import subprocess
+        import threading
+
+        self.proc = lab.spawn(
+            CLIENT,
+            [lab.python(), "-c", _CONNECTIONS, host, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.answers.put(json.loads(line))
+
+    def send(self, command: str) -> None:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self, timeout: float) -> dict:
+        return self.answers.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=15)
+
+
+def _fence_drops(lab, unit: str) -> int:
+    """Packets the unit's fence dropped on the way in (to a shared address it does not serve)."""
+    listing = lab.exec(
+        unit, ["nft", "-j", "list", "chain", "ip", "carpool_fence", "prerouting"], check=True
+    ).stdout
+    return sum(
+        expr["counter"]["packets"]
+        for item in json.loads(listing)["nftables"]
+        for expr in item.get("rule", {}).get("expr", [])
+        if "counter" in expr
+    )
+
+
+def test_a_connection_opened_on_the_old_unit_while_it_finishes_is_never_orphaned(healed_lab):
+    """A client whose ARP entry still names the old unit after a planned failover sends its
+    next SYN there. The old unit, finishing its own HTTP connections, must not accept it: its
+    HAProxy's new worker would own the connection, the finishing ends with the old worker and
+    takes the address off `lo`, and the connection's next request is lost. Dropped instead, the
+    SYN is sent again and reaches the new active unit."""
+    lab = healed_lab
+    active = serving(lab)
+    standby = other(active)
+    client = ClientConnections(lab, "198.18.0.10", 8080)
+    vip = "198.18.0.10"
+    try:
+        # the old HAProxy worker keeps a request in flight, so the finishing lasts ~3 s
+        client.send("k1 open")
+        assert client.answer(5)["ok"]
+        client.send("k1 get /slow/3")
+        lab.wait_for(
+            lambda: lab.unit_status(active)["dataplane"]["l7"]["running"], 5, what="HAProxy"
+        )
+        answer = lab.exec(active, ["carpool", "failover", "--hold", "0"])
+        assert answer.returncode == 0, answer.stderr
+        lab.wait_for(
+            lambda: lab.unit_status(active)["handover"]["finishing"],
+            5,
+            what="the old unit finishes",
+        )
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["state"] == "master", 5, what="the standby takes over"
+        )
+        # the client still sends to the old unit's MAC (its GARP not yet seen)
+        old_mac = mac_for(UNIT_ADDR[active]["eth0"])
+        lab.exec(
+            CLIENT,
+            ["ip", "neigh", "replace", vip, "lladdr", old_mac, "dev", "eth0", "nud", "permanent"],
+            check=True,
+        )
+        drops = _fence_drops(lab, active)
+        client.send("k2 open")
+        # the old unit saw k2's SYN: it either accepted it or its fence dropped it
+        import queue
+
+        opened = None
+        deadline = time.monotonic() + 5
+        while opened is None and time.monotonic() < deadline:
+            try:
+                opened = client.answer(0.05)
+            except queue.Empty:
+                if _fence_drops(lab, active) > drops:
+                    break
+        lab.exec(CLIENT, ["ip", "neigh", "del", vip, "dev", "eth0"], check=True)
+        answers = [opened] if opened is not None else []
+        while len(answers) < 2:
+            answers.append(client.answer(12))
+        by = {a["name"]: a for a in answers}
+        assert by["k1"]["ok"], by  # the slow request the old worker finished
+        assert by["k2"]["ok"], by  # opened, on one unit or the other
+        lab.wait_for(
+            lambda: not lab.unit_status(active)["handover"]["finishing"],
+            10,
+            what="the old unit's finishing is over",
+        )
+        client.send("k2 get /")
+        second = client.answer(12)
+        assert second["ok"], second
+    finally:
+        client.close()
+        lab.exec(CLIENT, ["ip", "neigh", "del", vip, "dev", "eth0"])

@@ -15,7 +15,10 @@ matching the moment it expires, checked at lookup), so:
                              kernel's Neighbor Advertisements for them (sent from the target)
 
 After a planned failover the old unit finishes its HTTP connections (dataplane/handover.py):
-their listeners (address . port) are in @finishing for the handover period, and pass both ways.
+their listeners (address . port) are in @finishing for the handover period, and pass both ways
+except a new connection's SYN. A client whose ARP entry still names the old unit would open it
+on the old unit's new HAProxy worker, which the finishing does not wait for: the connection
+would lose its address mid-use. Dropped, the SYN is sent again and meets the new active unit.
 
 The active unit keeps the addresses it holds in @live with a timeout of a few adverts,
 refreshed as it advertises; when the daemon dies or stops, the elements expire and the
@@ -64,7 +67,7 @@ def _elements(addresses: list[Address], timeout_ms: int | None = None) -> str:
 def _ip_rules(match: str) -> str:
     return (
         "chain prerouting { type filter hook prerouting priority -400; policy accept; "
-        f"{match} daddr . tcp dport @finishing accept ; "
+        f"{match} daddr . tcp dport @finishing tcp flags & (syn | ack) != syn accept ; "
         f"{match} daddr @shared {match} daddr != @live counter drop ; }} ; "
         "chain output { type filter hook output priority -400; policy accept; "
         f"{match} saddr . tcp sport @finishing accept ; "
