@@ -49,6 +49,7 @@ IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBi")
 _RCVBUF = 1 << 20
+NEVER = float("-inf")
 
 LinkCallback = Callable[[str, bool], None]
 
@@ -545,13 +546,13 @@ class CarrierPolls:
             every = self._every(name)
             if every is not None:
                 slack = 1.0 if self.standby and name in self.monitor.quick else self.slack
-                due.append(self._read.get(name, float("-inf")) + every * slack)
+                due.append(self._read.get(name, NEVER) + every * slack)
         return max(0.0, min(due) - now) if due else None
 
     def run(self, now: float) -> None:
         for name in self.monitor.late_now:
             every = self._every(name)
-            if every is None or now - self._read.get(name, float("-inf")) < every / 2:
+            if every is None or now - self._read.get(name, NEVER) < every / 2:
                 continue
             self._read[name] = now
             try:

@@ -38,6 +38,7 @@ BATCH = 64  # datagrams read per wakeup at the most: a flood cannot hold the loo
 CUT_LOG_EVERY = 60.0  # s: a cut heartbeat path is logged once a minute (counted each time)
 RESTART = 0.1  # s before the thread starts over after a fault of its own
 OFF_INTERVAL_MS = 100
+NEVER = float("-inf")
 
 
 def _partner(iface: Interface, role: str) -> Address | None:
@@ -146,6 +147,9 @@ class Heart:
             poller.register(sock, select.POLLIN)
             by_fd[sock.fileno()] = sock
         hello_to = str(self.hello_to) if self.hello_to is not None else None
+        hello_sock = self._sock_for(hello_to) if hello_to is not None else None
+        hello_addr = (hello_to, lv.PORT)
+        key, session, hello = self.key, self.session, lv.hello
         while not self._stop:
             now = time.monotonic()
             if not self.active:
@@ -171,11 +175,13 @@ class Heart:
                 else:
                     self._read(sock)
             now = time.monotonic()
-            if self.active and now >= next_hello and hello_to is not None:
+            if self.active and now >= next_hello and hello_sock is not None:
                 self._seq += 1
-                frame = lv.Frame(lv.Kind.HELLO, self.session, self._seq)
                 self.hellos_sent += 1
-                self.send(lv.encode(self.key, frame), hello_to)
+                try:
+                    hello_sock.sendto(hello(key, session, self._seq), hello_addr)
+                except OSError:  # a link down, no route yet: the verdict does not hang on one
+                    self.errors += 1
                 next_hello = max(next_hello + self.interval, now)
             if polls is not None:
                 polls.run(now)
@@ -184,7 +190,7 @@ class Heart:
         """Seconds until the silence is due, or until it is told again (None: not watching)."""
         if not self.quiet or self.silence is None or self.on_silence is None:
             return None
-        last = max(self.last_hello or float("-inf"), self.heard_at)
+        last = max(self.last_hello or NEVER, self.heard_at)
         if now < last + self.silence:
             return last + self.silence - now
         told = self._silence_told
@@ -237,10 +243,13 @@ class Heart:
         self.hellos += 1
         return True
 
+    def _sock_for(self, address: str) -> socket.socket | None:
+        want = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return next((s for s in self.socks if s.family == want), None)
+
     def send(self, data: bytes, address: str, sock: socket.socket | None = None) -> None:
         if sock is None:
-            want = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = next((s for s in self.socks if s.family == want), None)
+            sock = self._sock_for(address)
         if sock is None:
             return
         try:
