@@ -43,6 +43,13 @@ VARIANTS = {
     "dual-stack, no services": {"virtual_service": []},
     "IPv4-only, services": ipv4_only(),
     "IPv4-only, no services": {**ipv4_only(), "virtual_service": []},
+    # the fast detector as the releases before ran it by default (automatic is 250 ms x 2)
+    "IPv4-only, no services, hellos 100 ms x 3": {
+        **ipv4_only(),
+        "virtual_service": [],
+        "ha.liveness_ms": 100,
+        "ha.liveness_multiplier": 3,
+    },
     # the same without the fast detector: what its hellos and carrier reads cost
     "IPv4-only, no services, no detector": {
         **ipv4_only(),

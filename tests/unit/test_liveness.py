@@ -298,3 +298,50 @@ def test_the_detector_is_off_and_says_why_when_it_cannot_run():
         assert live.status(0.0)["on"] is False
     finally:
         taken.close()
+
+
+def test_an_unset_detector_is_automatic_and_the_carrier_reads_ride_its_hellos():
+    """ha.liveness_ms / liveness_multiplier unset (what a document stored by the release
+    before means: it left its defaults out) run LIVENESS_AUTO; set, they run as written. The
+    late links' carrier is read with each hello when hellos come more often than LINK_POLL,
+    so the reads never wake the unit on their own."""
+    import asyncio
+
+    from carpool.config.document import LIVENESS_AUTO
+    from carpool.config.ha import parse_config
+    from carpool.node.daemon import LINK_POLL
+    from carpool.node.liveness import Liveness, link_poll
+
+    def cfg(**ha):
+        lan = {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12"}
+        cable = {"name": "eth1", "first": "198.18.1.1", "second": "198.18.1.2", "heartbeat": True}
+        return parse_config(
+            {
+                "unit": {"role": "first", "secret": "unit-test-secret"},
+                "interface": [lan, cable],
+                "ha": ha,
+            }
+        )
+
+    auto, written, off = cfg(), cfg(liveness_ms=100, liveness_multiplier=3), cfg(liveness_ms=0)
+    assert (auto.liveness_ms, auto.liveness_multiplier) == LIVENESS_AUTO == (250, 2)
+    assert auto.document.ha.liveness_ms is None  # left out of the stored form and the hash
+    assert (written.liveness_ms, written.liveness_multiplier) == (100, 3)
+    # a verdict on a silent partner (no carrier help) within 0.15 of keepalived's 3.5 s
+    assert LIVENESS_AUTO[0] * LIVENESS_AUTO[1] / 1000 + QUERY_TIMEOUT <= 0.15 * 3.5
+    assert link_poll(written, LINK_POLL) == 0.1
+    assert link_poll(auto, LINK_POLL) == LINK_POLL == 0.25
+    assert link_poll(cfg(liveness_ms=1000), LINK_POLL) == LINK_POLL
+    assert link_poll(off, LINK_POLL) == LINK_POLL
+
+    async def statuses():
+        out = []
+        for c in (auto, written):
+            live = Liveness(c, lambda r: None, lambda n: True, lambda: 0.0)
+            out.append(live.status(0.0))
+            live.close()
+        return out
+
+    shown_auto, shown_written = asyncio.run(statuses())
+    assert shown_auto["automatic"] and shown_auto["interval_ms"] == 250
+    assert not shown_written["automatic"] and shown_written["interval_ms"] == 100

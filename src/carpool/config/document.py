@@ -434,14 +434,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# The fast detector when ha.liveness_ms / liveness_multiplier are unset: a verdict on a silent
+# partner 0.5 s after its last hello (and 25 ms for the queries), within 0.15 of keepalived's
+# 3.5 s master-down at advert_int 1 even when no carrier drops; 4 hellos a second keep the
+# active unit's idle cost near a third of what 10 cost (BENCHMARKS.md, tenth session)
+LIVENESS_AUTO = (250, 2)
+
 # Keys added after the first release, with the value a document without them means: left out of
 # the canonical form (the hash) while they hold it, so a document hashes the same on every
 # release — a version stored before an upgrade stays intact after it, and the units of a pair
 # mid-upgrade agree on what a document is. A new key with a default goes here.
 ADDED_LATER: dict[tuple[str, str], object] = {
     ("ha", "auth"): "carpool",
-    ("ha", "liveness_ms"): 100,
-    ("ha", "liveness_multiplier"): 3,
+    # unset = automatic (LIVENESS_AUTO). The release before had 100 and 3 as defaults, which
+    # its stored versions leave out (to_plain): a document without them now means automatic
+    ("ha", "liveness_ms"): None,
+    ("ha", "liveness_multiplier"): None,
     ("ha", "handover_drain"): 10,
 }
 # The same for lists of tables added later ([] left out) and keys added to each virtual service.
@@ -484,9 +492,10 @@ class Ha(_Model):
     state_sync: bool = True  # conntrackd over the heartbeat link: L4 flows survive
     # the fast detector on the heartbeat link (ha/liveness.py): hellos every liveness_ms from
     # the active unit; liveness_multiplier of them missed (or no carrier) and no answer on
-    # another path: the standby takes over. 0 = off (the advert timer alone)
-    liveness_ms: int = Field(100, ge=0, le=1000)
-    liveness_multiplier: int = Field(3, ge=2, le=10)
+    # another path: the standby takes over. 0 = off (the advert timer alone); unset =
+    # automatic, LIVENESS_AUTO
+    liveness_ms: int | None = Field(None, ge=0, le=1000)
+    liveness_multiplier: int | None = Field(None, ge=2, le=10)
     # s after a planned failover during which the old unit finishes its HTTP connections
     # (dataplane/handover.py); 0 = off
     handover_drain: int = Field(10, ge=0, le=300)
@@ -503,7 +512,7 @@ class Ha(_Model):
                 'fast needs auth = "carpool" (CARP as ucarp speaks it counts whole seconds) '
                 'or protocol = "vrrp3" (unauthenticated, for keepalived)'
             )
-        if 0 < self.liveness_ms < 10:
+        if self.liveness_ms is not None and 0 < self.liveness_ms < 10:
             raise ValueError(
                 f"liveness_ms is 0 (off) or 10 to 1000, not {self.liveness_ms} (a hello "
                 f"every few ms would cost more CPU than it saves time)"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from . import document
+from .document import LIVENESS_AUTO
 
 ROLES = ("first", "second")
 TRANSPORTS = ("multicast", "unicast", "broadcast")
@@ -122,8 +123,8 @@ class Config:
     ha_timeout: int = 3
     fast: bool = False
     fast_interval_ms: int = 20
-    liveness_ms: int = 100
-    liveness_multiplier: int = 3
+    liveness_ms: int = LIVENESS_AUTO[0]  # ha.liveness_ms resolved (unset: automatic)
+    liveness_multiplier: int = LIVENESS_AUTO[1]
     preferred: str = "none"
     initial_wait: float = 0.0
     transport: str = "multicast"
@@ -496,8 +497,10 @@ def config_from(
         ha_timeout=ha.ha_timeout,
         fast=ha.fast,
         fast_interval_ms=ha.fast_interval_ms,
-        liveness_ms=ha.liveness_ms,
-        liveness_multiplier=ha.liveness_multiplier,
+        liveness_ms=LIVENESS_AUTO[0] if ha.liveness_ms is None else ha.liveness_ms,
+        liveness_multiplier=(
+            LIVENESS_AUTO[1] if ha.liveness_multiplier is None else ha.liveness_multiplier
+        ),
         preferred=ha.preferred,
         initial_wait=float(ha.initial_wait),
         transport=ha.transport,

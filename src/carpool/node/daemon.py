@@ -34,7 +34,7 @@ from .handover import Handover
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
-from .liveness import Liveness, off_reason
+from .liveness import Liveness, link_poll, off_reason
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
@@ -47,7 +47,8 @@ from .view import UnitView
 from .watchdog import Pulse, watchdog_timeout
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
-LINK_POLL = 0.1  # s: the carrier of a link whose driver may report late is read this often
+LINK_POLL = 0.25  # s: the carrier of a link whose driver may report late is read this often,
+# or with each hello when the fast detector sends them more often (link_poll())
 PULSE_SLACK = 1.0  # s the watchdog's beat may wait for an advert turn (node/rides.py)
 
 
@@ -312,10 +313,11 @@ class Daemon:
         self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
+        every = link_poll(self.cfg, LINK_POLL)
         quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
-        if not off_reason(self.cfg) and params.advert_interval < LINK_POLL:
+        if not off_reason(self.cfg) and params.advert_interval < every:
             quick = {self.cfg.heartbeats[0].name: params.advert_interval}
-        links = self.links = LinkMonitor(self._link_changed, LINK_POLL, watched, quick)
+        links = self.links = LinkMonitor(self._link_changed, every, watched, quick)
         self.status_parts.carrier = links.carrier
         liveness = self.liveness = Liveness(
             self.cfg,

@@ -171,7 +171,7 @@ def _shared6(o: dict) -> list[Finding]:
 
 HINT_DETECTION = (
     "Only the advert timer tells the standby that the partner is gone ({why}). Fix: a "
-    "heartbeat cable with heartbeat = true, another checked link, ha.liveness_ms > 0."
+    "heartbeat cable with heartbeat = true, another checked link, ha.liveness_ms unset (automatic) or above 0."
 )
 
 

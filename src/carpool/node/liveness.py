@@ -57,6 +57,14 @@ def off_reason(cfg: Config) -> str:
     return ""
 
 
+def link_poll(cfg: Config, most: float) -> float:
+    """Seconds between reads of a late link's carrier: `most`, or each hello's interval when
+    hellos come more often (the reads ride the Heart's wake-ups: no wake-up of their own)."""
+    if off_reason(cfg):
+        return most
+    return min(most, cfg.liveness_ms / 1000)
+
+
 class Heart:
     """The thread that reads the sockets, answers queries at once, sends the hellos while the
     unit is active, and hands hellos and answers to the loop (`deliver(frame, path)`)."""
@@ -271,6 +279,11 @@ class Liveness:
         advert_interval: a fast profile's answers are waited for half an advert interval."""
         self.cfg, self.on_gone, self.link_up, self.now = cfg, on_gone, link_up, now
         self.off = off_reason(cfg)
+        ha = cfg.document.ha if cfg.document is not None else None
+        # ha.liveness_ms and liveness_multiplier unset: config.document.LIVENESS_AUTO
+        self.automatic = (
+            ha is not None and ha.liveness_ms is None and ha.liveness_multiplier is None
+        )
         self.key = lv.liveness_key(cfg.secret)
         self.session = int.from_bytes(os.urandom(4), "big")
         wait = min(lv.QUERY_TIMEOUT, max(0.005, advert_interval / 2))
@@ -461,6 +474,7 @@ class Liveness:
             "off_reason": self.off,
             "heartbeat": self.heartbeat.name if self.heartbeat else None,
             "interval_ms": self.cfg.liveness_ms,
+            "automatic": self.automatic,
             "multiplier": self.cfg.liveness_multiplier,
             "paths": list(self.paths),
             "state": d.state.value,

@@ -48,8 +48,8 @@ def detection(p: StatusParts, carrier: dict[str, str]) -> list[str]:
             f"carrier of {hb} ({carrier.get(hb, 'events')}), confirmed on {', '.join(lv.paths)}"
         )
         out.append(
-            f"hellos on {hb} every {lv.cfg.liveness_ms} ms, {lv.cfg.liveness_multiplier} missed, "
-            f"confirmed on {', '.join(lv.paths)}"
+            f"hellos on {hb} every {lv.cfg.liveness_ms} ms, {lv.cfg.liveness_multiplier} missed"
+            f"{' (automatic)' if lv.automatic else ''}, confirmed on {', '.join(lv.paths)}"
         )
     out.append(f"adverts: master down after {e.params.master_down:g} s of silence")
     if lv is not None and lv.off:
