@@ -549,10 +549,9 @@ def test_planned_failover_finishes_l7_keepalive_connections(healed_lab, tmp_path
 # Connections the test opens and uses one command at a time ("NAME open", "NAME get PATH"),
 # answering each with a JSON line; run in the client.
 _CONNECTIONS = r"""
-import http.client, json, sys
-host, port, conns = sys.argv[1], int(sys.argv[2]), {}
-for line in sys.stdin:
-    name, verb, *rest = line.split()
+import http.client, json, sys, threading
+host, port, conns, lock = sys.argv[1], int(sys.argv[2]), {}, threading.Lock()
+def run(name, verb, rest):
     try:
         if verb == "open":
             conns[name] = http.client.HTTPConnection(host, port, timeout=10.0)
@@ -564,7 +563,11 @@ for line in sys.stdin:
             answer = {"ok": response.status == 200, "body": response.read().decode(errors="replace")}
     except Exception as e:
         answer = {"ok": False, "error": repr(e)}
-    print(json.dumps({"name": name, "verb": verb, **answer}), flush=True)
+    with lock:
+        print(json.dumps({"name": name, "verb": verb, **answer}), flush=True)
+for line in sys.stdin:
+    name, verb, *rest = line.split()
+    threading.Thread(target=run, args=(name, verb, rest)).start()
 """
 
 
@@ -598,8 +601,14 @@ class ClientConnections:
         return self.answers.get(timeout=timeout)
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=15)
+        import subprocess
+
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
 
 def _fence_drops(lab, unit: str) -> int:
@@ -653,24 +662,26 @@ def test_a_connection_opened_on_the_old_unit_while_it_finishes_is_never_orphaned
         )
         drops = _fence_drops(lab, active)
         client.send("k2 open")
-        # the old unit saw k2's SYN: it either accepted it or its fence dropped it
         import queue
 
-        opened = None
+        # the old unit sees k2's SYN while it still finishes k1: accepted, or dropped by its fence
+        seen, answers = None, {}
         deadline = time.monotonic() + 5
-        while opened is None and time.monotonic() < deadline:
+        while seen is None and time.monotonic() < deadline:
             try:
-                opened = client.answer(0.05)
+                got = client.answer(0.05)
+                answers[got["name"]] = got
+                seen = "accepted" if got["name"] == "k2" else None
             except queue.Empty:
-                if _fence_drops(lab, active) > drops:
-                    break
+                seen = "dropped" if _fence_drops(lab, active) > drops else None
+        assert seen is not None, f"k2's SYN never reached unit {active}: {answers}"
+        assert "k1" not in answers, f"k1 ended before k2's SYN: not the window tested, {answers}"
         lab.exec(CLIENT, ["ip", "neigh", "del", vip, "dev", "eth0"], check=True)
-        answers = [opened] if opened is not None else []
         while len(answers) < 2:
-            answers.append(client.answer(12))
-        by = {a["name"]: a for a in answers}
-        assert by["k1"]["ok"], by  # the slow request the old worker finished
-        assert by["k2"]["ok"], by  # opened, on one unit or the other
+            got = client.answer(12)
+            answers[got["name"]] = got
+        assert answers["k1"]["ok"], answers  # the slow request the old worker finished
+        assert answers["k2"]["ok"], (seen, answers)  # opened, on one unit or the other
         lab.wait_for(
             lambda: not lab.unit_status(active)["handover"]["finishing"],
             10,
@@ -680,5 +691,5 @@ def test_a_connection_opened_on_the_old_unit_while_it_finishes_is_never_orphaned
         second = client.answer(12)
         assert second["ok"], second
     finally:
+        lab.exec(CLIENT, ["ip", "neigh", "del", vip, "dev", "eth0"])  # gone already: harmless
         client.close()
-        lab.exec(CLIENT, ["ip", "neigh", "del", vip, "dev", "eth0"])
