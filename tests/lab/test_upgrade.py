@@ -19,17 +19,27 @@ OLD_RELEASE = "99152230982b8d7f9e77d27a0349617a72284201"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def old_src(tmp_path_factory) -> str:
+# the last commit where ha.liveness_* defaulted to 100 and 3 (sent, and left out of the hash)
+BEFORE_AUTOMATIC = "111b62d6e3df6e22db09c4ac7d171292102a3531"
+
+
+def release_src(tmp_path_factory, commit: str) -> str:
+    """The src tree of an earlier commit, from this clone's history."""
+
     def git(*args: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(REPO), *args], timeout=60, **kw)
 
-    if git("cat-file", "-e", f"{OLD_RELEASE}^{{commit}}", capture_output=True).returncode:
-        pytest.skip(f"this clone has no history back to {OLD_RELEASE[:12]} (a shallow clone)")
-    dest = tmp_path_factory.mktemp("old-release")
-    archive = git("archive", OLD_RELEASE, "src", capture_output=True, check=True).stdout
+    if git("cat-file", "-e", f"{commit}^{{commit}}", capture_output=True).returncode:
+        pytest.skip(f"this clone has no history back to {commit[:12]} (a shallow clone)")
+    dest = tmp_path_factory.mktemp(f"release-{commit[:12]}")
+    archive = git("archive", commit, "src", capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
     return str(dest / "src")
+
+
+@pytest.fixture(scope="module")
+def old_src(tmp_path_factory) -> str:
+    return release_src(tmp_path_factory, OLD_RELEASE)
 
 
 def one_master(lab, expect: str | None = None) -> str | None:
@@ -130,3 +140,42 @@ def test_the_readme_rolling_upgrade_keeps_one_active_unit_and_the_configuration(
         for unit in ("a", "b"):
             lab.stop_unit(unit)
         lab.start_units()
+
+
+def test_a_pair_mid_upgrade_syncs_across_the_automatic_fast_detector(lab, tmp_path_factory):
+    """Unit b on the release before ha.liveness_* became automatic (it sends 100 / 3 and
+    leaves them out of its hash), unit a on this tree (unset, left out): a version committed on
+    either unit reaches the other with the hash both agree on."""
+    before = release_src(tmp_path_factory, BEFORE_AUTOMATIC)
+    restart(lab, "b", before)
+    try:
+        if lab.wait_for(lambda: one_master(lab), 20, what="one master, a new and b before") == "b":
+            fail_over(lab, "b")  # changes are made on the active unit: a first
+
+        def set_on(unit: str, value: str) -> None:
+            src = before if unit == "b" else None
+            argv = ["carpool", "config", "set", "ha.garp_count", value]
+            if src is not None:  # the release's own command line
+                argv = ["env", f"PYTHONPATH={src}", lab.python(), "-m", "carpool.cli", *argv[1:]]
+            answer = lab.exec(unit, argv)
+            assert answer.returncode == 0, answer.stderr
+
+        for unit, value in (("a", "4"), ("b", "5")):
+            if unit == "b":
+                assert fail_over(lab, "a") == "b"
+            was = config_key(lab, unit)
+            set_on(unit, value)
+            made = lab.wait_for(
+                lambda unit=unit, was=was: (k := config_key(lab, unit)) != was and k,
+                10,
+                what=f"a new version on unit {unit}",
+            )
+            lab.wait_for(
+                lambda made=made: config_key(lab, "a") == config_key(lab, "b") == made,
+                20,
+                what=f"the version committed on {unit} on both units",
+            )
+        assert lab.unit_status("a")["liveness"]["interval_ms"] == 250  # automatic here
+        assert lab.unit_status("b")["liveness"]["interval_ms"] == 100  # its default there
+    finally:
+        restart(lab, "b", None)

@@ -333,6 +333,8 @@ def test_an_unset_detector_is_automatic_and_the_carrier_reads_ride_its_hellos():
     assert link_poll(auto, LINK_POLL) == LINK_POLL == 0.25
     assert link_poll(cfg(liveness_ms=1000), LINK_POLL) == LINK_POLL
     assert link_poll(off, LINK_POLL) == LINK_POLL
+    # no Heart running (UDP 6975 taken): the loop's timer reads them, not every 100 ms
+    assert link_poll(written, LINK_POLL, heart=False) == LINK_POLL
 
     async def statuses():
         out = []

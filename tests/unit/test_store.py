@@ -335,3 +335,53 @@ def test_changed_keys_skips_equal_subtrees_and_names_what_flatten_names():
         assert changed_keys(base, new) == reference(base, new)
         assert changed_keys(None, new) == reference(None, new)
     assert changed_keys(base, base) == ()
+
+
+def test_what_config_show_prints_reads_back_as_the_same_document():
+    """`carpool config show` writes the shown document as TOML: an unset key (None, the
+    automatic fast detector) is left out, and the text parses back to the same hash."""
+    import tomllib
+
+    from carpool.config import tomlw
+
+    for d in (doc("automatic"), doc("written", liveness_ms=100, liveness_multiplier=3)):
+        text = tomlw.dumps(d.shown())
+        assert parse_document(tomllib.loads(text)).hash == d.hash, text
+    assert "liveness_ms" not in tomlw.dumps(doc("automatic").shown())
+
+
+def test_a_pair_of_two_releases_agrees_on_documents_across_the_liveness_default_change():
+    """The release before sent every key, with ha.liveness_ms = 100 and liveness_multiplier =
+    3 at its defaults, and left those out of its hash; this one means unset (automatic) by a
+    document without them. Its versions are taken as unset; ours are sent without the unset
+    keys, so the release before fills in its defaults and hashes them as we do. A document
+    that matches neither way is still refused."""
+    from carpool.node.sync import SyncRefused, _parse_versions
+
+    unset = doc("mid-upgrade")
+    earlier = unset.model_dump(mode="json")
+    earlier["ha"].update(liveness_ms=100, liveness_multiplier=3)  # what it sent
+    record = {"version": 4, "hash": unset.hash}  # what it hashed: both left out
+    taken = _parse_versions([{"record": record, "document": earlier}])[0]
+    assert taken.document.ha.liveness_ms is None and taken.document.hash == unset.hash
+
+    sent = unset.wire()
+    assert "liveness_ms" not in sent["ha"] and "liveness_multiplier" not in sent["ha"]
+    # the release before: its model fills in 100 and 3, its hash leaves them out again
+    filled = {**sent, "ha": {**sent["ha"], "liveness_ms": 100, "liveness_multiplier": 3}}
+    its_defaults = {("liveness_ms", 100), ("liveness_multiplier", 3)}
+    as_it_hashes = {
+        **filled,
+        "ha": {k: v for k, v in filled["ha"].items() if (k, v) not in its_defaults},
+    }
+    assert (
+        hashlib.sha256(
+            json.dumps(as_it_hashes, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        == unset.hash
+    )
+
+    written = doc("mid-upgrade", liveness_ms=200)
+    assert written.wire()["ha"]["liveness_ms"] == 200  # a written value travels as before
+    with pytest.raises(SyncRefused, match="hash does not match"):
+        _parse_versions([{"record": {"version": 5, "hash": written.hash}, "document": earlier}])

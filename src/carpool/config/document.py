@@ -440,6 +440,13 @@ class _Model(BaseModel):
 # active unit's idle cost near a third of what 10 cost (BENCHMARKS.md, tenth session)
 LIVENESS_AUTO = (250, 2)
 
+# Defaults of an earlier release that this one changed: a partner of that release sends them
+# (it sends every key) and leaves them out of the hash, where they now mean "unset"
+EARLIER_DEFAULTS: dict[tuple[str, str], object] = {
+    ("ha", "liveness_ms"): 100,
+    ("ha", "liveness_multiplier"): 3,
+}
+
 # Keys added after the first release, with the value a document without them means: left out of
 # the canonical form (the hash) while they hold it, so a document hashes the same on every
 # release — a version stored before an upgrade stays intact after it, and the units of a pair
@@ -1103,7 +1110,16 @@ class Document(_Model):
         and a push all want it; 1000 services: 25 ms each). Shared: never change it."""
         return made_once(_DUMPED, self, lambda: self.model_dump(mode="json"))
 
+    def wire(self) -> dict[str, Any]:
+        """What a partner is sent: as_json() without the keys the canonical form leaves out.
+        A partner of an earlier release then fills in its own defaults for them (a null
+        would not validate there) and hashes the document as we do. Shared: never change it."""
+        return made_once(_WIRE, self, self._canonical_data)
+
     def _canonical(self) -> bytes:
+        return json.dumps(self.wire(), sort_keys=True, separators=(",", ":")).encode()
+
+    def _canonical_data(self) -> dict[str, Any]:
         data = dict(self.as_json())  # copied where keys are left out, never changed in place
         for table in {t for t, _ in ADDED_LATER}:
             if table in data:
@@ -1120,7 +1136,7 @@ class Document(_Model):
             for key, default in ADDED_LATER_VS.items():
                 if vs.get(key, default) == default:
                     vs.pop(key, None)
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return data
 
     @property
     def hash(self) -> str:
@@ -1130,6 +1146,7 @@ class Document(_Model):
 # the last few documents' canonical forms and dumps (kept alive here: an id is never reused)
 _CANONICAL: collections.deque[tuple[Document, bytes]] = collections.deque(maxlen=4)
 _DUMPED: collections.deque[tuple[Document, dict[str, Any]]] = collections.deque(maxlen=4)
+_WIRE: collections.deque[tuple[Document, dict[str, Any]]] = collections.deque(maxlen=4)
 
 
 T = TypeVar("T")
@@ -1275,6 +1292,18 @@ def _lists_to_tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_lists_to_tuples(v) for v in value)
     return value
+
+
+def as_earlier_release_meant(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A document from a partner of an earlier release with its defaults (EARLIER_DEFAULTS)
+    read as unset, or None when it holds none of them."""
+    out, changed = dict(data), False
+    for (table, key), earlier in EARLIER_DEFAULTS.items():
+        section = out.get(table)
+        if isinstance(section, dict) and section.get(key) == earlier:
+            out[table] = {k: v for k, v in section.items() if k != key}
+            changed = True
+    return out if changed else None
 
 
 def to_plain(doc: Document) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """A small TOML writer for our documents (the standard library only reads TOML): scalars,
-arrays of scalars, tables and arrays of tables at any depth. Round-trips through tomllib."""
+arrays of scalars, tables and arrays of tables at any depth. Round-trips through tomllib; a None
+(an unset key) is left out, which reads back as unset."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _table(name: str, table: dict[str, Any], out: list[str], header: str | None)
             subs.append((key, value, False))
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, dict) for v in value):
             subs.append((key, value, True))  # an array of tables
-        else:
+        elif value is not None:  # TOML has no null: an unset key (automatic) is left out
             scalars.append((key, value))
     if header is not None and (scalars or not subs):
         out += ["", header]

@@ -34,7 +34,7 @@ from .handover import Handover
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
-from .liveness import Liveness, link_poll, off_reason
+from .liveness import Liveness, link_poll
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
@@ -313,12 +313,6 @@ class Daemon:
         self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
-        every = link_poll(self.cfg, LINK_POLL)
-        quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
-        if not off_reason(self.cfg) and params.advert_interval < every:
-            quick = {self.cfg.heartbeats[0].name: params.advert_interval}
-        links = self.links = LinkMonitor(self._link_changed, every, watched, quick)
-        self.status_parts.carrier = links.carrier
         liveness = self.liveness = Liveness(
             self.cfg,
             on_gone=lambda reason: self.driver.feed(el.PartnerGone(reason)),
@@ -329,6 +323,15 @@ class Daemon:
         self.status_parts.liveness = liveness
         self.driver.on_transition = self._on_transition
         liveness.start(loop)
+        # the late links' carrier rides the hellos only where a Heart runs (it may not: UDP
+        # 6975 taken); else the loop's own timer reads it, every LINK_POLL
+        heart = liveness.heart is not None
+        every = link_poll(self.cfg, LINK_POLL, heart)
+        quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
+        if heart and params.advert_interval < every:
+            quick = {self.cfg.heartbeats[0].name: params.advert_interval}
+        links = self.links = LinkMonitor(self._link_changed, every, watched, quick)
+        self.status_parts.carrier = links.carrier
         self.adverts.attach(loop, links.state)
         links.attach(loop)
         liveness.read_carriers(links)

@@ -57,10 +57,11 @@ def off_reason(cfg: Config) -> str:
     return ""
 
 
-def link_poll(cfg: Config, most: float) -> float:
+def link_poll(cfg: Config, most: float, heart: bool = True) -> float:
     """Seconds between reads of a late link's carrier: `most`, or each hello's interval when
-    hellos come more often (the reads ride the Heart's wake-ups: no wake-up of their own)."""
-    if off_reason(cfg):
+    hellos come more often (the reads ride the Heart's wake-ups: no wake-up of their own).
+    Without a running Heart (`heart` False: UDP 6975 taken) the loop reads them: `most`."""
+    if not heart or off_reason(cfg):
         return most
     return min(most, cfg.liveness_ms / 1000)
 

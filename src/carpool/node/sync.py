@@ -18,7 +18,12 @@ from typing import Protocol
 
 from .. import __version__, events
 from ..config import syncproto as sp
-from ..config.document import DocumentError, parse_document
+from ..config.document import (
+    Document,
+    DocumentError,
+    as_earlier_release_meant,
+    parse_document,
+)
 from ..config.store import Record, Store, StoreError, Version
 from ..terms import SyncState
 from .limits import RateLimitedLog
@@ -113,7 +118,7 @@ def _versions(store: Store, keys) -> list[dict]:
     out = []
     for version, hash_ in keys:
         v = store.get(version, hash_)
-        out.append({"record": v.record.to_json(), "document": v.document.as_json()})
+        out.append({"record": v.record.to_json(), "document": v.document.wire()})
     return out
 
 
@@ -129,9 +134,25 @@ def _parse_versions(items) -> list[Version]:
         except (KeyError, TypeError, DocumentError, StoreError) as e:  # StoreError: RecordError
             raise SyncRefused(f"invalid version from partner: {str(e)[:1000]}") from None
         if doc.hash != record.hash:
+            doc = _as_earlier_release_meant(item["document"], record) or doc
+        if doc.hash != record.hash:
             raise SyncRefused(f"version {record.version}: hash does not match its document")
         out.append(Version(record, doc))
     return out
+
+
+def _as_earlier_release_meant(data: object, record: Record) -> Document | None:
+    """The document of a partner of an earlier release, whose defaults it sends and leaves out
+    of its hash (100 and 3 for ha.liveness_*), as it meant them: unset. None if that is not
+    the document the record names either."""
+    earlier = as_earlier_release_meant(data) if isinstance(data, dict) else None
+    if earlier is None:
+        return None
+    try:
+        doc = parse_document(earlier)
+    except DocumentError:
+        return None
+    return doc if doc.hash == record.hash else None
 
 
 def _is_key(value: object) -> bool:
