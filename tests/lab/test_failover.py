@@ -325,6 +325,13 @@ def test_cut_heartbeat_cable_keeps_the_master(healed_lab):
     detector asks the partner on the other paths and hears it: a cut, not a dead partner."""
     lab = healed_lab
     master = settled(lab)
+    # the detector judges a cut only once it has heard a hello in its role (a hello every
+    # 250 ms: a unit that changed roles a moment ago may not have one yet)
+    lab.wait_for(
+        lambda: lab.unit_status(other(master))["liveness"]["state"] == "alive",
+        5,
+        what="the standby hears hellos",
+    )
     gone = lab.unit_status(other(master))["liveness"]["counters"]["gone"]
     lab.cut_heartbeat()
     lab.wait_for(

@@ -29,15 +29,37 @@ second = "198.18.1.2"
 
 
 class Pinger:
-    """Answers at once (the echo itself runs in the lab tests), recording whom it asked."""
+    """Answers in the next loop turn, as the kernel's reply comes, except the addresses in
+    `silent`; records whom it asked (the echo itself runs below on loopback, and in the lab)."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.silent: set[str] = set()
+        self.out: set[int] = set()
 
     async def ping(self, address: str, timeout: float) -> float | None:
         self.asked.append(address)
         await asyncio.sleep(0)
         return 0.001
+
+    def echo(self, address: str, told) -> int:
+        self.asked.append(address)
+        seq = len(self.asked)
+        self.out.add(seq)
+        if address not in self.silent:
+            asyncio.get_running_loop().call_soon(self._reply, seq, told)
+        return seq
+
+    def _reply(self, seq: int, told) -> None:
+        if seq in self.out:
+            self.out.discard(seq)
+            told(0.001)
+
+    def forget(self, seq: int) -> bool:
+        if seq in self.out:
+            self.out.discard(seq)
+            return True
+        return False
 
 
 def config(tmp_path, target: str = ""):
@@ -69,18 +91,58 @@ def test_a_loop_without_targets_sleeps_until_a_configuration_brings_one(tmp_path
     assert asked and set(asked) == {"198.18.0.100"}
 
 
-def test_partner_echoes_go_on_every_interface_and_a_round_is_never_doubled(tmp_path):
+def test_partner_echoes_go_on_every_interface_and_a_lost_one_shows_at_the_next_round(tmp_path):
+    """A round sends one echo per interface and needs no task or timer: a reply sets the path's
+    status as it comes; an echo still unanswered when the next round goes out was lost."""
+
     async def main():
         checks, pinger = checks_for(config(tmp_path)), Pinger()
         checks.echo_partner(pinger)
-        checks.echo_partner(pinger)  # the first round still runs: not doubled
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
         first = list(pinger.asked)
+        answered = {n: (p.ping_ok, p.ping_rtt) for n, p in checks.paths.items()}
+        pinger.silent.add("198.18.1.2")  # the partner stops answering on eth1
         checks.echo_partner(pinger)
-        await asyncio.sleep(0.01)
-        return first, pinger.asked, checks.paths
+        await asyncio.sleep(0)
+        still = checks.paths["eth1"].ping_ok  # not known lost before the next round
+        checks.echo_partner(pinger)
+        await asyncio.sleep(0)
+        return first, answered, still, checks.paths, pinger
 
-    first, asked, paths = asyncio.run(main())
+    first, answered, still, paths, pinger = asyncio.run(main())
     assert first == ["198.18.0.12", "198.18.1.2"]  # the partner's (we are the first unit)
-    assert asked == first * 2
-    assert all(p.ping_ok for p in paths.values())
+    assert answered == {"eth0": (True, 0.001), "eth1": (True, 0.001)}
+    assert still is True
+    assert paths["eth0"].ping_ok and not paths["eth1"].ping_ok and paths["eth1"].ping_rtt is None
+    assert len(pinger.asked) == 6 and len(pinger.out) == 1  # the last round's eth1 echo
+
+
+def test_an_echo_tells_its_rtt_without_a_task_and_forget_stops_waiting():
+    """The real Pinger on loopback (root: a raw ICMP socket): echo() is answered through the
+    loop's reader; forget() says whether the reply was still missing; ping() still works."""
+    from carpool.node.icmp import Pinger as RealPinger
+
+    async def main():
+        pinger = RealPinger()
+        heard: list[float] = []
+        try:
+            seq = pinger.echo("127.0.0.1", heard.append)
+            for _ in range(200):  # bounded: loopback answers within a turn or two
+                if heard:
+                    break
+                await asyncio.sleep(0.005)
+            after_reply = pinger.forget(seq) if seq is not None else None
+            # forgotten before the loop reads its reply: the reply then tells nobody
+            quiet = pinger.echo("127.0.0.2", lambda rtt: heard.append(-1.0))
+            before_reply = pinger.forget(quiet) if quiet is not None else None
+            await asyncio.sleep(0.05)
+            rtt = await pinger.ping("127.0.0.1", 1.0)
+            return seq, heard, after_reply, before_reply, rtt
+        finally:
+            pinger.close()
+
+    seq, heard, after_reply, before_reply, rtt = asyncio.run(main())
+    assert seq is not None and len(heard) == 1 and 0 <= heard[0] < 1.0
+    assert after_reply is False  # the reply had come
+    assert before_reply is True  # forgotten first: its reply, when it came, told nobody
+    assert rtt is not None and 0 <= rtt < 1.0

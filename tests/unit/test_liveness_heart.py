@@ -69,3 +69,33 @@ def test_while_quiet_the_thread_tells_the_loop_of_a_silence_and_nothing_sooner()
         heart.stop()
         listen.close()
         sender.close()
+
+
+def test_the_thread_runs_real_time_like_the_loop():
+    """SCHED_RR at the unit's rt_priority (root here, as the daemon): a normal task can wait
+    half a second for a CPU on a busy machine, and half a second of silence is a verdict."""
+    import os
+
+    listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listen.bind(("127.0.0.1", 0))
+    listen.setblocking(False)
+    heart = Heart([listen], KEY, 1, 0.1, None, {"127.0.0.1": "lo"}, lambda f, p: None)
+    heart.rt_priority = 10
+    heart.start()
+    try:
+        tid = None
+        deadline = time.monotonic() + 5
+        while tid is None and time.monotonic() < deadline:  # bounded: the thread starts
+            tid = heart._thread.native_id
+            time.sleep(0.01)
+        policy = None
+        while time.monotonic() < deadline:  # set by the thread itself, once it runs
+            policy = os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
+            if policy == os.SCHED_RR:
+                break
+            time.sleep(0.01)
+        assert policy == os.SCHED_RR
+        assert os.sched_getparam(tid).sched_priority == 10
+    finally:
+        heart.stop()
+        listen.close()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 from .. import events
 from ..config.ha import Config, Interface
 from .icmp import Pinger
-from .paths import Paths
+from .paths import IfaceState, Paths
 
 log = events.logger("carpool.daemon", events.Kind.DAEMON)
 PING_MISSES = 3  # consecutive misses before a ping check fails: one lost echo is no outage
@@ -17,11 +18,15 @@ PARTNER_EVERY = 1.0  # s between echoes to the partner (status only: they demote
 PARTNER_SLACK = 0.5  # s they may wait for an advert turn to ride on (node/rides.py)
 
 
+def _heard(st: IfaceState, rtt: float) -> None:
+    st.ping_rtt, st.ping_ok = rtt, True
+
+
 class Checks:
     def __init__(self, cfg: Config, paths: Paths, on_change: Callable[[], None]):
         """on_change(): the demote reasons may have changed."""
         self.cfg, self.paths, self.on_change = cfg, paths, on_change
-        self._echoes: asyncio.Future | None = None
+        self._echoes: list[tuple[int, str]] = []  # (seq, interface) of the round out
         self._reconfigured = asyncio.Event()
 
     def configure(self, cfg: Config) -> None:
@@ -48,11 +53,21 @@ class Checks:
 
     def echo_partner(self, pinger: Pinger) -> None:
         """The partner's status on each interface (for the WUI): an echo on each, once per
-        PARTNER_EVERY, ridden on the advert turns; a round still waiting for its replies is
-        not doubled."""
-        if self._echoes is None or self._echoes.done():
-            jobs = [self._ping_partner(pinger, i) for i in self.cfg.interfaces]
-            self._echoes = asyncio.ensure_future(asyncio.gather(*jobs))
+        PARTNER_EVERY, ridden on the advert turns. A reply sets the path's rtt as it comes;
+        an echo still unanswered when the next round goes out was lost. No task, future or
+        timer per echo: the round is what the loop's advert turn does anyway."""
+        for seq, name in self._echoes:
+            st = self.paths.get(name)
+            if pinger.forget(seq) and st is not None:
+                st.ping_rtt, st.ping_ok = None, False
+        self._echoes = []
+        for iface in self.cfg.interfaces:
+            st = self.paths[iface.name]
+            sent = pinger.echo(str(iface.partner(self.cfg.role)), partial(_heard, st))
+            if sent is None:
+                st.ping_rtt, st.ping_ok = None, False
+            else:
+                self._echoes.append((sent, iface.name))
 
     async def ping_loop(self, pinger: Pinger) -> None:
         """The check targets, each once per its ping_interval (a demote reason: on a timer
@@ -65,11 +80,6 @@ class Checks:
                 continue
             await asyncio.gather(*[self._ping_target(pinger, i) for i in targets])
             await asyncio.sleep(min(i.ping_interval for i in targets))
-
-    async def _ping_partner(self, pinger: Pinger, iface: Interface) -> None:
-        rtt = await pinger.ping(str(iface.partner(self.cfg.role)), 0.9)
-        st = self.paths[iface.name]
-        st.ping_rtt, st.ping_ok = rtt, rtt is not None
 
     async def _ping_target(self, pinger: Pinger, iface: Interface) -> None:
         rtt = await pinger.ping(str(iface.ping_target), min(1.0, iface.ping_interval))

@@ -28,6 +28,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 from ..family import IPV4, IPV6
 from ..ha.ipv4 import internet_checksum
@@ -76,7 +77,9 @@ class Pinger:
         # index: a ping a second per link should cost its send and little else
         self._payload = self._cookie + os.urandom(_PAYLOAD_LEN - 8)
         self._ifindex: dict[str, int] = {}
-        self._pending: dict[int, tuple[str, float, asyncio.Future]] = {}
+        # seq -> (address pinged, when sent, told the rtt once a matching reply comes)
+        self._pending: dict[int, tuple[str, float, Callable[[float], object]]] = {}
+        self._waiting: set[asyncio.Future[float | None]] = set()  # ping()s, told None by close()
         self._loop: asyncio.AbstractEventLoop | None = None
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         try:
@@ -144,21 +147,46 @@ class Pinger:
             entry = self._pending.get(seq)
             if entry is None:
                 continue
-            pinged, sent, fut = entry
+            pinged, sent, told = entry
             if src != pinged or icmp[_ICMP.size : _ICMP.size + 8] != self._cookie:
                 continue
             if not ipv6 and internet_checksum(icmp) != 0:
                 continue
-            if not fut.done():
-                fut.set_result(now - sent)
+            del self._pending[seq]
+            told(now - sent)
 
     async def ping(self, address: str, timeout: float, ifname: str | None = None) -> float | None:
         """One echo (ICMP or ICMPv6, as the address is); the round-trip time in seconds, or
         None if no reply within timeout."""
+        fut: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+
+        def told(rtt: float) -> None:
+            if not fut.done():
+                fut.set_result(rtt)
+
+        seq = self.echo(address, told, ifname)
+        if seq is None:
+            return None
+        self._waiting.add(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.discard(fut)
+            self._pending.pop(seq, None)
+
+    def echo(
+        self, address: str, told: Callable[[float], object], ifname: str | None = None
+    ) -> int | None:
+        """One echo sent now, `told(rtt)` in the loop when its reply comes; no task, future or
+        timer (a round a second per link should cost its send and little else): the caller
+        decides when it has waited long enough and calls `forget(seq)`. Returns the echo's
+        seq, or None when it could not be sent (`last_error`)."""
         ip = ipaddress.ip_address(address)
         address, ipv6 = str(ip), ip.version == 6
         try:
-            loop = self._attach(ipv6)
+            self._attach(ipv6)
         except OSError as e:
             self.last_error = e
             return None
@@ -170,21 +198,19 @@ class Pinger:
             packet = _ICMP.pack(ICMP6_ECHO, 0, 0, self.ident, seq) + payload
         else:
             packet = _echo_request(self.ident, seq, payload)
-        fut = loop.create_future()
-        self._pending[seq] = (address, time.monotonic(), fut)
+        self._pending[seq] = (address, time.monotonic(), told)
         try:
-            try:
-                self._send(packet, address, ifname, ipv6)
-            except OSError as e:
-                self.last_error = e
-                log.debug("ping %s: send failed: %s", address, e)
-                return None
-            try:
-                return await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                return None
-        finally:
+            self._send(packet, address, ifname, ipv6)
+        except OSError as e:
             self._pending.pop(seq, None)
+            self.last_error = e
+            log.debug("ping %s: send failed: %s", address, e)
+            return None
+        return seq
+
+    def forget(self, seq: int) -> bool:
+        """Stop waiting for echo `seq`; True if its reply had not come."""
+        return self._pending.pop(seq, None) is not None
 
     def _send(self, packet: bytes, address: str, ifname: str | None, ipv6: bool) -> None:
         sock = self._sock6 if ipv6 else self._sock
@@ -214,7 +240,7 @@ class Pinger:
         return dict(zip(addresses, rtts, strict=False))
 
     def close(self) -> None:
-        for _address, _sent, fut in list(self._pending.values()):
+        for fut in list(self._waiting):  # a ping() waiting says None at once
             if not fut.done():
                 fut.set_result(None)
         self._pending.clear()

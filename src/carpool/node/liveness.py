@@ -30,6 +30,7 @@ from ..config.ha import Config, Interface
 from ..ha import liveness as lv
 from ..ha.drops import DropError, DropReason
 from .links import CarrierPolls, LinkMonitor
+from .sched import realtime
 from .threads import name_os_thread
 
 log = events.logger("carpool.liveness", events.Kind.TRANSITION)
@@ -102,6 +103,9 @@ class Heart:
         self.on_silence: Callable[[], object] | None = None
         self._silence_told: float | None = None
         self.polls: CarrierPolls | None = None  # the late links' carrier, read on our wake-ups
+        # SCHED_RR like the loop (node/sched.py): a normal task waits half a second for a CPU
+        # on a busy machine, and a partner judges half a second of silence a dead unit
+        self.rt_priority = 0
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
         self._stop = False
@@ -135,6 +139,7 @@ class Heart:
         a second, before its detector waited for a first hello). Counted, logged once a minute,
         and the thread starts over a little later."""
         name_os_thread()
+        realtime(self.rt_priority, "the liveness thread")
         logged = float("-inf")
         while not self._stop:
             try:
@@ -346,6 +351,7 @@ class Liveness:
             lambda frame, path: loop.call_soon_threadsafe(self._delivered, frame, path),
         )
         self.heart.silence = self.detector.detect_time
+        self.heart.rt_priority = self.cfg.rt_priority
         self.heart.on_silence = lambda: loop.call_soon_threadsafe(self._tick)
         self.heart.start()
         log.info(

@@ -3,8 +3,9 @@
 In the fast profile (adverts every 20 ms, master-down 72 ms) a loop thread that waits half a
 second for a CPU is a failover: chaos campaigns on a busy two-core machine measured 0.5–2.5 s
 stalls of a runnable loop (a thread start waited 0.5 s to be scheduled), and every one of them
-cost adverts. Like keepalived's vrrp_rt_priority, the event loop's thread (and the netlink
-thread that adds the shared addresses) run SCHED_RR at a low real-time priority. With
+cost adverts. Like keepalived's vrrp_rt_priority, the event loop's thread, the netlink
+thread that adds the shared addresses and the fast detector's thread (its hellos and answers
+are judged within half a second) run SCHED_RR at a low real-time priority. With
 SCHED_RESET_ON_FORK nothing they start inherits it: HAProxy, conntrackd, nft and the worker
 threads stay normal tasks. The kernel's RT throttling (95 % of a CPU by default) bounds a loop
 that would spin.
