@@ -29,7 +29,7 @@ from .. import events
 from ..config.ha import Config, Interface
 from ..ha import liveness as lv
 from ..ha.drops import DropError, DropReason
-from .links import CarrierPolls, LinkMonitor
+from .links import NEVER, CarrierPolls, LinkMonitor
 from .sched import realtime
 from .threads import name_os_thread
 
@@ -39,7 +39,6 @@ BATCH = 64  # datagrams read per wakeup at the most: a flood cannot hold the loo
 CUT_LOG_EVERY = 60.0  # s: a cut heartbeat path is logged once a minute (counted each time)
 RESTART = 0.1  # s before the thread starts over after a fault of its own
 OFF_INTERVAL_MS = 100
-NEVER = float("-inf")
 
 
 def _partner(iface: Interface, role: str) -> Address | None:
@@ -99,7 +98,7 @@ class Heart:
         # the last hello (or the loop's last sign of life, `heard_at`) with nothing new; the
         # loop's own timer would turn every few hundred ms only to find a hello had come
         self.silence: float | None = None
-        self.heard_at = float("-inf")
+        self.heard_at = NEVER
         self.on_silence: Callable[[], object] | None = None
         self._silence_told: float | None = None
         self.polls: CarrierPolls | None = None  # the late links' carrier, read on our wake-ups
@@ -140,7 +139,7 @@ class Heart:
         and the thread starts over a little later."""
         name_os_thread()
         realtime(self.rt_priority, "the liveness thread")
-        logged = float("-inf")
+        logged = NEVER
         while not self._stop:
             try:
                 self._serve()
@@ -162,7 +161,6 @@ class Heart:
             by_fd[sock.fileno()] = sock
         hello_to = str(self.hello_to) if self.hello_to is not None else None
         hello_sock = self._sock_for(hello_to) if hello_to is not None else None
-        hello_addr = (hello_to, lv.PORT)
         key, session, hello = self.key, self.session, lv.hello
         while not self._stop:
             now = time.monotonic()
@@ -189,13 +187,10 @@ class Heart:
                 else:
                     self._read(sock)
             now = time.monotonic()
-            if self.active and now >= next_hello and hello_sock is not None:
+            if self.active and now >= next_hello and hello_to and hello_sock is not None:
                 self._seq += 1
                 self.hellos_sent += 1
-                try:
-                    hello_sock.sendto(hello(key, session, self._seq), hello_addr)
-                except OSError:  # a link down, no route yet: the verdict does not hang on one
-                    self.errors += 1
+                self.send(hello(key, session, self._seq), hello_to, hello_sock)
                 next_hello = max(next_hello + self.interval, now)
             if polls is not None:
                 polls.run(now)
@@ -317,7 +312,7 @@ class Liveness:
         self.heart: Heart | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._cut_logged = float("-inf")
+        self._cut_logged = NEVER
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -436,7 +431,7 @@ class Liveness:
         deadline = self.detector.deadline()
         heart = self.heart
         if heart is not None:  # alive: the Heart takes the hellos and judges the silence
-            heart.heard_at = self.detector.last_heard or float("-inf")
+            heart.heard_at = self.detector.last_heard or NEVER
             heart.quiet = self.detector.state is lv.State.ALIVE
             if heart.quiet and heart.on_silence is not None:
                 deadline = None
@@ -451,7 +446,7 @@ class Liveness:
     def _tick(self) -> None:
         self._timer = None
         taken = self.heart.last_hello if self.heart is not None else None
-        if taken is not None and taken > (self.detector.last_heard or float("-inf")):
+        if taken is not None and taken > (self.detector.last_heard or NEVER):
             self.detector.heard(taken)  # hellos the Heart took while quiet
         self._do(self.detector.tick(self.now(), self._paths_up()))
 
