@@ -306,3 +306,56 @@ def test_a_partner_whose_sync_speaks_this_release_is_no_longer_answered_in_the_o
     assert r.paths.auth_status()["sending"] == ["carpool", "carp"]
     r.paths.partner_upgraded()
     assert r.paths.auth_status()["sending"] == ["carpool"]
+
+
+# -- one advert round, every path --------------------------------------------------------------
+OWN1, PARTNER1 = IPv4Address("198.18.1.11"), IPv4Address("198.18.1.12")
+CFG2 = parse_config(
+    {
+        "unit": {"role": "first", "secret": "unit-test-secret"},
+        "interface": [
+            {
+                "name": "eth0",
+                "first": str(OWN),
+                "second": str(PARTNER),
+                "shared": ["198.18.0.10/24"],
+            },
+            {"name": "eth1", "first": str(OWN1), "second": str(PARTNER1)},
+        ],
+    }
+)
+
+
+def test_a_round_heard_on_every_path_reaches_the_election_once_and_keeps_each_path_alive():
+    # The partner sends each round (one counter) on every path: the election needs it once,
+    # each path's liveness every time (a fast profile reads 50 rounds a second on 3 paths)
+    heard, again, clock = [], [], Clock()
+    paths = AdvertPaths(
+        CFG2,
+        {},
+        on_advert=lambda rank, bow_out, name: heard.append((name, bow_out)),
+        on_probe=lambda *a: None,
+        on_foreign=lambda *a: None,
+        on_again=again.append,
+        clock=clock,
+    )
+
+    def round_on(names: list[str], bow_out: bool = False) -> None:
+        counter = next(COUNTER)
+        sources = {"eth0": PARTNER, "eth1": PARTNER1}
+        for name in names:
+            carried = [IPv4Address("198.18.0.10")]  # eth1 carries the pair's (it has none)
+            payload = PROFILE.encode(bow_out, 0, counter, carried, sources[name], GROUP)
+            paths.sockets[name] = Batch(datagram(payload, sources[name]))  # type: ignore
+            clock.t += 0.001
+            paths.on_readable(name)
+
+    round_on(["eth0", "eth1"])
+    assert heard == [("eth0", False)] and again == ["eth1"]
+    assert paths.paths["eth0"].last_advert == 1000.001
+    assert paths.paths["eth1"].last_advert == 1000.002
+    round_on(["eth1", "eth0"], bow_out=True)  # whichever path is read first carries it
+    assert heard == [("eth0", False), ("eth1", True)] and again == ["eth1", "eth0"]
+    assert paths.counters.received == 4 and paths.counters.again == 2
+    assert paths.paths["eth1"].adverts_heard == paths.paths["eth0"].adverts_heard == 2
+    assert not paths.counters.drops

@@ -53,7 +53,7 @@ def _mac(key: bytes, header: bytes, source: Address, addresses: Iterable[Address
     # IPv4 ascending, then IPv6 ascending (CARP's order); an IPv4-only pair's MAC as before
     ordered = sorted(addresses, key=lambda a: (a.version, int(a)))
     data = header + source.packed + b"".join(a.packed for a in ordered)
-    return hmac.new(key, data, hashlib.sha256).digest()[:MAC_LEN]
+    return hmac.digest(key, data, "sha256")[:MAC_LEN]  # (the one-shot: no HMAC object)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -101,6 +101,7 @@ class AdvertCounters:
     received: int = 0
     send_errors: int = 0
     stale: int = 0  # carpool adverts of a round older than one heard on another path
+    again: int = 0  # carpool adverts of a round already heard on another path
 
 
 class AdvertPaths:
@@ -112,11 +113,14 @@ class AdvertPaths:
         on_advert: Callable[[el.Rank, bool, str], None],
         on_probe: Callable[[str, IPv4Address | IPv6Address, bytes], None],
         on_foreign: Callable[[str, IPv4Address | IPv6Address, bytes], None],
+        on_again: Callable[[str], None] = lambda _interface: None,
         clock: Callable[[], float] = time.monotonic,
     ):
         """on_advert(rank, bow_out, interface): a valid partner advert, ranked as the partner.
         on_probe / on_foreign(interface, source, payload): a doctor probe; an advert for our
-        VHID from a stranger (judged as usual afterwards). clock: the loop's (attach sets it)."""
+        VHID from a stranger (judged as usual afterwards). on_again(interface): a carpool
+        advert of a round on_advert had from another path (a sign of life on this one).
+        clock: the loop's (attach sets it)."""
         self.clock = clock
         self._strangers = TokenBuckets(
             STRANGER_RATE,
@@ -128,6 +132,7 @@ class AdvertPaths:
         self._errors = RateLimitedLog(log, clock=lambda: self.clock())
         self.paths = paths
         self.on_advert, self.on_probe, self.on_foreign = on_advert, on_probe, on_foreign
+        self.on_again = on_again
         self.counters = AdvertCounters()
         self.sockets: dict[str, AdvertSocket] = {}
         self.sockets6: dict[str, AdvertSocket6] = {}  # dual-stack links
@@ -378,9 +383,6 @@ class AdvertPaths:
         if not self._form_accepted(path, heard):
             return
         self.counters.received += 1
-        # Ranks compare unit identities, not per-link sources (or the tie-break would differ
-        # per link and flap): classify let only the partner through, so the rank is its own.
-        rank = replace(heard.rank, address=int(self.partner))
         st = self.paths[name]
         st.last_advert = self.clock()
         st.adverts_heard += 1
@@ -391,7 +393,14 @@ class AdvertPaths:
             if heard.counter < self.newest:
                 self.counters.stale += 1
                 return
+            if heard.counter == self.newest:  # the same fields as on the path read first
+                self.counters.again += 1
+                self.on_again(name)
+                return
             self.newest = heard.counter
+        # Ranks compare unit identities, not per-link sources (or the tie-break would differ
+        # per link and flap): classify let only the partner through, so the rank is its own.
+        rank = replace(heard.rank, address=int(self.partner))
         self.on_advert(rank, heard.bow_out, name)
 
     def _form_accepted(self, path: str, heard: Heard) -> bool:

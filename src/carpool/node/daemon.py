@@ -91,6 +91,7 @@ class Daemon:
             cfg,
             self.paths,
             on_advert=self._heard,
+            on_again=self._heard_again,
             on_probe=self.doctor.on_probe,
             on_foreign=self.doctor.note_foreign,
         )
@@ -201,6 +202,11 @@ class Daemon:
                 self._relay_tick()  # a path carries adverts again: stop asking now
             else:
                 self._push_relay_check(where)
+
+    def _heard_again(self, where: str) -> None:
+        """A round the election has from another path: only this path's liveness is news."""
+        if self.liveness is not None:
+            self.liveness.heard_advert(where)
 
     def _link_changed(self, name: str, up: bool) -> None:
         self.checks.on_link(name, up)

@@ -123,6 +123,8 @@ class Fence:
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.live: tuple[Address, ...] = ()
+        self._asked: list[Address] | None = None  # the last list hold() had, and its set:
+        self._wanted: tuple[Address, ...] = ()
         self.installed = False
         self.refreshes = 0
         self._last_refresh = float("-inf")
@@ -143,9 +145,12 @@ class Fence:
     def hold(self, live: list[Address], now: float, force: bool = False) -> None:
         """Keep `live` serving for another timeout. Called with each advert; refreshes once a
         third of the timeout has passed (or at once with force: a takeover, a new set)."""
-        wanted = tuple(sorted(set(live), key=lambda a: (a.version, int(a))))
         if not self.installed:
             return
+        if live is not self._asked:  # the holder's list is built once per configuration
+            self._asked = live
+            self._wanted = tuple(sorted(set(live), key=lambda a: (a.version, int(a))))
+        wanted = self._wanted
         if not force and wanted == self.live and now - self._last_refresh < self.timeout / 3:
             return
         if self._refresh(wanted):

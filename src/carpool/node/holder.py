@@ -35,13 +35,14 @@ class AddressHolder:
     def configure(self, cfg: Config, advert_interval: float) -> None:
         self.cfg = cfg
         self.fence.timeout = fence_timeout(advert_interval)
+        self._ips = [c.ip for i in cfg.interfaces for c in i.shared]
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.shared.loop = loop
 
     @property
     def ips(self) -> list[IPv4Address | IPv6Address]:
-        return [c.ip for i in self.cfg.interfaces for c in i.shared]
+        return self._ips  # one list per configuration (the fence sorts it once)
 
     @property
     def held(self) -> list[str]:

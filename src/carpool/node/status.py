@@ -107,6 +107,7 @@ def unit_status(p: StatusParts) -> dict:
             "adverts_sent": ac.sent,
             "adverts_received": ac.received,
             "adverts_stale": ac.stale,  # an older round read late on another path
+            "adverts_again": ac.again,  # a round already heard on another path
             "send_errors": ac.send_errors,
             "effect_errors": dc.effect_errors,
             "transitions": dc.transitions,
