@@ -589,8 +589,9 @@ def test_link_monitor_reports_changes_at_once(clean):
             mon.attach(asyncio.get_running_loop())
             subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
             subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
-            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"), quick={{"cpdum0": 0.02}})
+            physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"))
             physical.attach(asyncio.get_running_loop())
+            physical.gated["cpdum0"] = 0.021  # (a fast profile's standby: node/heartbeat_read.py)
             facts = dict(state=mon.state("va"), missing=mon.state("nosuch0"),
                          carrier=mon.carrier(), polls=mon._timer is not None,
                          physical=physical.carrier(), physical_polls=physical._timer is not None,
@@ -639,8 +640,11 @@ def test_link_monitor_reports_changes_at_once(clean):
     urgent = va.get("link_index", va["ifindex"]) != va["ifindex"]
     assert facts["carrier"] == {"va": "events" if urgent else "polled every 0.1 s"}
     assert facts["polls"] is not urgent
-    # (a fast profile's heartbeat link: read every advert interval)
-    assert facts["physical"] == {"cpdum0": "polled every 0.02 s", "nosuch0": "polled every 0.1 s"}
+    # (a fast profile's heartbeat link: also read when its adverts are late)
+    assert facts["physical"] == {
+        "cpdum0": "polled every 0.1 s, and when its adverts are 0.021 s late",
+        "nosuch0": "polled every 0.1 s",
+    }
     assert facts["physical_polls"] is True
     assert delays["admin_down"] < 0.2, delays
     assert delays["carrier_down"] < 0.2, delays
@@ -652,8 +656,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
     """The late links' carrier read on another thread's wake-ups (the Heart's): the loop's
     timer is off, a reading that differs from the monitor's view turns the loop once (which
     reads the link afresh and fires), a link is read at most every half interval and at least
-    every one (quick) or 1.25 intervals, and the quick interval is the standby's only. An admin-down link reads as down from sysfs
-    (the kernel's EINVAL)."""
+    every 1.25 intervals. An admin-down link reads as down from sysfs (the kernel's EINVAL)."""
     res = run_in(
         NS_A,
         """
@@ -665,7 +668,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
             fired, posted = [], []
             mon = links.LinkMonitor(lambda name, up: fired.append((name, up)),
-                                    watch=("cpdum0",), quick={"cpdum0": 0.02})
+                                    watch=("cpdum0",), poll_interval=0.02)
             mon.attach(loop)
             facts = dict(timer_before=mon._timer is not None, late=list(mon.late_now),
                          view=mon.up_view.get("cpdum0"), carrier=links.carrier("cpdum0"),
@@ -677,10 +680,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             facts["timer_after"] = mon._timer is not None
             now = time.monotonic()
             facts["wait_first"] = polls.wait(now)
-            facts["standby_wait"] = round(polls.wait(now + 10) or 0, 3)  # nothing read yet: 0
-            polls.standby = False
-            facts["active_every"] = polls._every("cpdum0")
-            polls.standby = True
+            facts["later_wait"] = round(polls.wait(now + 10) or 0, 3)  # nothing read yet: 0
             # a view gone stale (its event not read yet, as a late one): the read differs, the
             # loop reads the link afresh and fires once
             loop.remove_reader(mon.fileno())
@@ -692,7 +692,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             while not fired and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             facts["posted"], facts["fired"] = list(posted), list(fired)
-            facts["sysfs"] = polls._files["cpdum0"][0] is not None  # read with one pread
+            facts["sysfs"] = polls.files.sysfs("cpdum0")  # read with one pread
             index, mac = mon.idents["cpdum0"]
             facts["foreign"] = links._sysfs_carrier("cpdum0", (index, "02:00:00:00:00:01"))
             # read just now: not again within half an interval, then read
@@ -700,10 +700,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
             subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)  # stale again
             await loop.run_in_executor(None, polls.run, t0 + 0.005)
             facts["again_at_once"] = list(posted)
-            facts["wait_quick"] = round(polls.wait(t0 + 0.005), 3)
-            polls.standby = False
-            facts["wait_active"] = round(polls.wait(t0 + 0.005), 3)
-            polls.standby = True
+            facts["wait"] = round(polls.wait(t0 + 0.005), 3)
             await loop.run_in_executor(None, polls.run, t0 + 0.011)
             facts["read_when_due"] = list(posted)
             mon.delegate(None)
@@ -718,16 +715,81 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
     assert f["timer_before"] and not f["timer_after"] and f["timer_back"], f
     assert f["late"] == ["cpdum0"] and f["view"] is True, f
     assert f["carrier"] is True and f["missing"] is False, f
-    assert f["wait_first"] == 0.0 and f["standby_wait"] == 0.0, f
-    assert f["active_every"] == 0.1, f  # the quick interval is the standby's detector's
+    assert f["wait_first"] == 0.0 and f["later_wait"] == 0.0, f
     assert f["stale"] is True, f
     # sysfs is read where it shows this link (index and MAC as netlink has them), not otherwise
     assert f["sysfs"] is True and f["foreign"] is None, f
     assert f["posted"] == ["cpdum0"] and f["fired"] == [["cpdum0", False]], f
     assert f["again_at_once"] == [], f
-    # the standby's quick read is due one interval after the last; an ordinary one 1.25
-    assert f["wait_quick"] == 0.015 and f["wait_active"] == 0.12, f
+    # delegated, a read is due 1.25 intervals after the last
+    assert f["wait"] == 0.02, f
     assert f["read_when_due"] == ["cpdum0"], f
+
+
+@pytest.mark.lab
+def test_a_fast_standby_reads_the_heartbeat_only_when_its_adverts_are_late(clean):
+    """node/heartbeat_read.py: nothing is read while adverts come over the link; once they stop
+    it is read LATE intervals after the last one, and a loss the monitor's view missed fires
+    within about one interval; a link that reads down is not read again until an advert; the
+    active unit reads nothing."""
+    res = run_in(
+        NS_A,
+        """
+        from carpool.node import links
+        from carpool.node.heartbeat_read import HeartbeatRead
+        async def main():
+            loop = asyncio.get_running_loop()
+            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
+            subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
+            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
+            fired = []
+            mon = links.LinkMonitor(lambda name, up: fired.append((name, up, loop.time())),
+                                    watch=("cpdum0",), poll_interval=0.25)
+            mon.attach(loop)
+            read = HeartbeatRead(mon, "cpdum0", 0.02, loop)
+            read.set_standby(True)
+            facts = dict(carrier=mon.carrier()["cpdum0"])
+            for _ in range(20):  # adverts every 10 ms for 0.2 s
+                read.heard(loop.time())
+                await asyncio.sleep(0.01)
+            facts["reads_while_heard"] = read.reads
+            await asyncio.sleep(0.1)  # no advert: read every interval (up: nothing fires)
+            facts["reads_silent"] = read.reads
+            # the loss as a late driver tells it: the monitor's events are not read
+            loop.remove_reader(mon.fileno())
+            read.heard(loop.time())
+            last = loop.time()
+            subprocess.run(["ip", "link", "set", "cpdum0", "down"], check=True)
+            deadline = time.monotonic() + 2
+            while not fired and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            facts["fired"] = [(n, up) for n, up, _ in fired]
+            facts["after_last"] = fired[0][2] - last if fired else None
+            reads_down = read.reads
+            await asyncio.sleep(0.1)
+            facts["reads_while_down"] = read.reads - reads_down
+            read.set_standby(False)
+            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
+            reads_active = read.reads
+            read.heard(loop.time())
+            await asyncio.sleep(0.1)
+            facts["reads_active"] = read.reads - reads_active
+            read.close()
+            facts["carrier_after"] = mon.carrier()["cpdum0"]
+            mon.close()
+            subprocess.run(["ip", "link", "del", "cpdum0"], check=True)
+            return facts
+        out(facts=asyncio.run(main()))
+    """,
+    )
+    f = res["facts"]
+    assert f["carrier"] == "polled every 0.25 s, and when its adverts are 0.021 s late", f
+    assert f["reads_while_heard"] == 0, f
+    assert 3 <= f["reads_silent"] <= 6, f  # 0.1 s at one read per 20 ms
+    assert f["fired"] == [["cpdum0", False]], f
+    assert 0.021 <= f["after_last"] < 0.1, f
+    assert f["reads_while_down"] == 0 and f["reads_active"] == 0, f
+    assert f["carrier_after"] == "polled every 0.25 s", f
 
 
 # -- ICMP ----------------------------------------------------------------------------------------

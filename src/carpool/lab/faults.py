@@ -83,18 +83,19 @@ class FaultsMixin(LabBase):
         return self._signal_unit(unit, signal.SIGTERM, "supervisor")
 
     def crash(self, unit: str) -> list[int]:
-        """Power loss: supervisor and worker frozen FIRST, then every link of the unit down,
-        then both SIGKILLed. The unit keeps whatever it held (no bow-out reaches anyone).
-        Frozen first because the links go down one `ip` command at a time: a running daemon
-        sees the first one go and advertises (hands over) on the others before they follow,
-        which a real power loss never does. Returns the killed pids."""
+        """Power loss: supervisor and worker frozen FIRST, then every link of the unit down at
+        once, then both SIGKILLed. The unit keeps whatever it held (no bow-out reaches anyone).
+        Frozen first because the links go down one netlink request at a time: a running daemon
+        would see the first one go and advertise (hand over) on the others, which a real power
+        loss never does. One `ip -batch` takes them all down within microseconds, as a power
+        loss does; a process per link put ~1.5 ms between one link and the next. Returns the
+        killed pids."""
         unit = self.unit(unit)
         ns = unit_ns(unit)
+        names = [link["ifname"] for link in links(ns) if link["ifname"] != "lo"]
         for pid in (self.supervisor_pid(unit), self.daemon_pid(unit)):
             signal_pid(pid, signal.SIGSTOP, None)
-        for link in links(ns):
-            if link["ifname"] != "lo":
-                ip("link", "set", link["ifname"], "down", ns=ns)
+        sh(["ip", "-n", ns, "-batch", "-"], input="".join(f"link set {n} down\n" for n in names))
         return self._kill_now(unit)
 
     def freeze(self, unit: str, whole: bool = False) -> list[int]:

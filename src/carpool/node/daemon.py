@@ -333,10 +333,7 @@ class Daemon:
         # 6975 taken); else the loop's own timer reads it, every LINK_POLL
         heart = liveness.heart is not None
         every = link_poll(self.cfg, LINK_POLL, heart)
-        quick = {}  # a fast profile: the heartbeat's carrier (a late driver's) every advert
-        if heart and params.advert_interval < every:
-            quick = {self.cfg.heartbeats[0].name: params.advert_interval}
-        links = self.links = LinkMonitor(self._link_changed, every, watched, quick)
+        links = self.links = LinkMonitor(self._link_changed, every, watched)
         self.status_parts.carrier = links.carrier
         self.adverts.attach(loop, links.state)
         links.attach(loop)

@@ -284,14 +284,12 @@ class LinkMonitor:
         on_change: LinkCallback | None = None,
         poll_interval: float | None = 0.1,
         watch: tuple[str, ...] = (),
-        quick: dict[str, float] | None = None,
     ):
-        """quick: watched links polled more often than poll_interval (the heartbeat link in a
-        fast profile), name -> s."""
         self.on_change = on_change
         self.poll_interval = poll_interval
         self.watch = watch
-        self.quick = dict(quick or {})
+        # name -> s: also read when its adverts are that late (node/heartbeat_read.py)
+        self.gated: dict[str, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         # read by another thread (CarrierPolls): each replaced whole, never changed in place
         self.up_view: dict[str, bool] = {}
@@ -347,13 +345,12 @@ class LinkMonitor:
         late = self.late()
         out = {}
         for n in self.watch:
-            every = self._every(n)
+            every = self.poll_interval
             polled = f"polled every {every:g} s" if every else "events (late)"
+            if n in self.gated:
+                polled += f", and when its adverts are {self.gated[n]:.3g} s late"
             out[n] = polled if n in late else "events"
         return out
-
-    def _every(self, name: str) -> float | None:
-        return self.quick.get(name, self.poll_interval) if self.poll_interval else None
 
     def delegate(self, post: Callable[[str], object] | None) -> CarrierPolls:
         """Let another thread's wake-ups read the late links, `post(name)` bringing a change
@@ -511,61 +508,16 @@ class LinkMonitor:
         self.close()
 
 
-class CarrierPolls:
-    """The late links' carrier reads, run by the monitor's timer or another thread's wake-ups.
+class CarrierFiles:
+    """Carrier reads: one pread of a link's sysfs `carrier` where that file is this link's
+    (the netlink round trip costs several system calls), else netlink. The open files are the
+    reader's own: one per thread that reads."""
 
-    A read is one pread of sysfs (else a netlink round trip); only a reading that differs from
-    the monitor's view reads the link afresh and fires (`post(name)`: LinkMonitor.recheck).
-    The monitor's timer runs them, or, delegated, the fast detector's thread (node/liveness.py's
-    Heart): it wakes for every hello anyway, so the reads cost no turn of the event loop,
-    which at default timers was its most frequent wake-up. The quick intervals (a fast
-    profile's heartbeat link) are the standby's: its detector is what needs them.
-
-    `wait(now)`: seconds until a read is due; `run(now)`: read what is due. A link is read at
-    most every half interval, at least every `slack` intervals (on the Heart 1.25: a hello
-    every interval then always comes first and takes the read along; a quick one every
-    interval)."""
-
-    def __init__(self, monitor: LinkMonitor, post: Callable[[str], object]):
-        self.monitor, self.post = monitor, post
-        self.standby = True
-        self.slack = 1.0
-        self.errors = 0
-        self._read: dict[str, float] = {}
+    def __init__(self, monitor: LinkMonitor):
+        self.monitor = monitor
         self._files: dict[str, tuple[int | None, tuple[int, str | None] | None]] = {}
 
-    def _every(self, name: str) -> float | None:
-        m = self.monitor
-        if not m.poll_interval:
-            return None
-        return m.quick.get(name, m.poll_interval) if self.standby else m.poll_interval
-
-    def wait(self, now: float) -> float | None:
-        due = []
-        for name in self.monitor.late_now:
-            every = self._every(name)
-            if every is not None:
-                slack = 1.0 if self.standby and name in self.monitor.quick else self.slack
-                due.append(self._read.get(name, NEVER) + every * slack)
-        return max(0.0, min(due) - now) if due else None
-
-    def run(self, now: float) -> None:
-        for name in self.monitor.late_now:
-            every = self._every(name)
-            if every is None or now - self._read.get(name, NEVER) < every / 2:
-                continue
-            self._read[name] = now
-            try:
-                up = self._carrier(name)
-            except OSError:
-                self.errors += 1
-                continue
-            if up != self.monitor.up_view.get(name, False):
-                self.post(name)
-
-    def _carrier(self, name: str) -> bool:
-        """The link's sysfs `carrier` re-read (one pread: the netlink round trip costs several
-        system calls), where that file is this link's; else netlink."""
+    def read(self, name: str) -> bool:
         ident = self.monitor.idents.get(name)
         fd, opened_for = self._files.get(name, (None, None))
         if opened_for != ident:
@@ -582,6 +534,10 @@ class CarrierPolls:
             self._close(name)  # gone or replaced: netlink says what it is now
             return carrier(name)
 
+    def sysfs(self, name: str) -> bool:
+        """Whether `name` is read from sysfs (else netlink)."""
+        return self._files.get(name, (None, None))[0] is not None
+
     def _close(self, name: str) -> None:
         fd = self._files.pop(name, (None, None))[0]
         if fd is not None:
@@ -590,6 +546,53 @@ class CarrierPolls:
     def close(self) -> None:
         for name in list(self._files):
             self._close(name)
+
+
+class CarrierPolls:
+    """The late links' carrier reads, run by the monitor's timer or another thread's wake-ups.
+
+    A read is one CarrierFiles read; only a reading that differs from the monitor's view reads
+    the link afresh and fires (`post(name)`: LinkMonitor.recheck). The monitor's timer runs
+    them, or, delegated, the fast detector's thread (node/liveness.py's Heart): it wakes for
+    every hello anyway, so the reads cost no turn of the event loop, which at default timers
+    was its most frequent wake-up.
+
+    `wait(now)`: seconds until a read is due; `run(now)`: read what is due. A link is read at
+    most every half interval, at least every `slack` intervals (on the Heart 1.25: a hello
+    every interval then always comes first and takes the read along)."""
+
+    def __init__(self, monitor: LinkMonitor, post: Callable[[str], object]):
+        self.monitor, self.post = monitor, post
+        self.slack = 1.0
+        self.errors = 0
+        self.files = CarrierFiles(monitor)
+        self._read: dict[str, float] = {}
+
+    def wait(self, now: float) -> float | None:
+        every = self.monitor.poll_interval
+        if not every or not self.monitor.late_now:
+            return None
+        due = min(self._read.get(name, NEVER) for name in self.monitor.late_now)
+        return max(0.0, due + every * self.slack - now)
+
+    def run(self, now: float) -> None:
+        every = self.monitor.poll_interval
+        if not every:
+            return
+        for name in self.monitor.late_now:
+            if now - self._read.get(name, NEVER) < every / 2:
+                continue
+            self._read[name] = now
+            try:
+                up = self.files.read(name)
+            except OSError:
+                self.errors += 1
+                continue
+            if up != self.monitor.up_view.get(name, False):
+                self.post(name)
+
+    def close(self) -> None:
+        self.files.close()
 
 
 def _sysfs_carrier(name: str, ident: tuple[int, str | None]) -> int | None:

@@ -29,6 +29,7 @@ from .. import events
 from ..config.ha import Config, Interface
 from ..ha import liveness as lv
 from ..ha.drops import DropError, DropReason
+from .heartbeat_read import HeartbeatRead
 from .links import NEVER, CarrierPolls, LinkMonitor
 from .sched import realtime
 from .threads import name_os_thread
@@ -116,8 +117,6 @@ class Heart:
 
     def set_active(self, on: bool) -> None:
         self.active = on
-        if self.polls is not None:
-            self.polls.standby = not on
         self._wake()
 
     def stop(self) -> None:
@@ -287,6 +286,7 @@ class Liveness:
         )
         self.key = lv.liveness_key(cfg.secret)
         self.session = int.from_bytes(os.urandom(4), "big")
+        self.advert_interval = advert_interval
         wait = min(lv.QUERY_TIMEOUT, max(0.005, advert_interval / 2))
         self.detector = lv.Detector(
             # switched off (0): a detector that never runs, there for status
@@ -310,6 +310,7 @@ class Liveness:
             self.partner_at[str(self.hello_from)] = hb
         self._socks: dict[int, socket.socket] = {}
         self.heart: Heart | None = None
+        self.heartbeat_read: HeartbeatRead | None = None  # a fast profile's standby
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._cut_logged = NEVER
@@ -362,6 +363,8 @@ class Liveness:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.heartbeat_read is not None:
+            self.heartbeat_read.close()
         if self.heart is not None:
             polls = self.heart.polls
             if polls is not None:
@@ -380,23 +383,34 @@ class Liveness:
         self.detector.active(active, self.now())
         if self.heart is not None:
             self.heart.set_active(active)
+        if self.heartbeat_read is not None:
+            self.heartbeat_read.set_standby(not active)
         self._arm()
 
     def read_carriers(self, monitor: LinkMonitor) -> bool:
-        """Hand the monitor's late-link reads to the Heart's wake-ups (False: no Heart)."""
+        """Hand the monitor's late-link reads to the Heart's wake-ups (False: no Heart). Adverts
+        that come more often than those reads: the standby also reads the heartbeat link
+        whenever its adverts are late (node/heartbeat_read.py)."""
         loop, heart = self._loop, self.heart
         if loop is None or heart is None:
             return False
         polls = monitor.delegate(lambda name: loop.call_soon_threadsafe(monitor.recheck, name))
-        polls.standby = not heart.active
         heart.polls = polls
         heart._wake()  # its sleep now ends at the first read due
+        every = monitor.poll_interval
+        if self.heartbeat is not None and every and self.advert_interval < every:
+            read = HeartbeatRead(monitor, self.heartbeat.name, self.advert_interval, loop)
+            read.set_standby(not heart.active)
+            self.heartbeat_read = read
         return True
 
     def heard_advert(self, interface: str) -> None:
         """A valid partner advert: on the heartbeat link, a sign of life."""
         if self._loop is not None and self.heartbeat and interface == self.heartbeat.name:
-            self.detector.heard(self.now(), hello=False)
+            now = self.now()
+            self.detector.heard(now, hello=False)
+            if self.heartbeat_read is not None:
+                self.heartbeat_read.heard(now)
             self._arm()
 
     def on_link(self, name: str, up: bool) -> None:
