@@ -25,6 +25,7 @@ The Internet checksum CARP carries would add nothing the MAC does not check.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -50,10 +51,23 @@ def advert_key(secret: bytes) -> bytes:
 
 
 def _mac(key: bytes, header: bytes, source: Address, addresses: Iterable[Address]) -> bytes:
+    h = _keyed(key).copy()  # (no digest looked up by name, no key schedule: per advert)
+    h.update(header + _covered(source, tuple(addresses)))
+    return h.digest()[:MAC_LEN]
+
+
+# A pair has a key or two and a few (source, addresses) per link: what the MAC covers besides
+# the header is the same in every advert of a link, sent or received 50 times a second.
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+@functools.lru_cache(maxsize=64)
+def _covered(source: Address, addresses: tuple[Address, ...]) -> bytes:
     # IPv4 ascending, then IPv6 ascending (CARP's order); an IPv4-only pair's MAC as before
     ordered = sorted(addresses, key=lambda a: (a.version, int(a)))
-    data = header + source.packed + b"".join(a.packed for a in ordered)
-    return hmac.digest(key, data, "sha256")[:MAC_LEN]  # (the one-shot: no HMAC object)
+    return source.packed + b"".join(a.packed for a in ordered)
 
 
 @dataclass(frozen=True, kw_only=True)
