@@ -244,6 +244,45 @@ def test_a_frozen_unit_is_seen_by_its_missing_hellos(healed_lab):
     healed_lab.heal()
 
 
+def test_a_new_fast_detector_setting_runs_at_once_on_both_units(healed_lab):
+    """ha.liveness_ms changed on a running pair: each unit's detector runs the new interval as
+    the version is applied (it used to keep the one it started with until a restart, while
+    status and the document said otherwise), and nothing moves."""
+    lab = healed_lab
+    master = settled(lab)
+    standby = other(master)
+    before = lab.unit_status(master)["config"]["version"]
+
+    def interval(unit: str) -> int:
+        return lab.unit_status(unit)["liveness"]["interval_ms"]
+
+    def hellos() -> int:
+        return lab.unit_status(master)["liveness"]["counters"]["hellos_sent"]
+
+    proc = lab.exec(master, ["carpool", "config", "set", "ha.liveness_ms", "100"])
+    assert proc.returncode == 0, proc.stderr
+    try:
+        lab.wait_for(lambda: interval("a") == interval("b") == 100, 10, what="100 ms on both")
+        # sent at the new rate: 8 hellos within 1.5 s (at 250 ms there would be 6)
+        start = hellos()
+        lab.wait_for(lambda: hellos() >= start + 8, 1.5, what="hellos every 100 ms")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["liveness"]["state"] == "alive",
+            5,
+            what="the standby hears the new hellos",
+        )
+        assert lab.master() == master
+    finally:
+        lab.exec(master, ["carpool", "config", "rollback", str(before)], check=True)
+        lab.wait_for(lambda: interval("a") == interval("b") == 250, 10, what="automatic again")
+        # a new detector judges once it has heard a hello: the next test finds it judging
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["liveness"]["state"] == "alive",
+            5,
+            what="the rebuilt standby detector hears hellos",
+        )
+
+
 def test_liveness_lost_on_the_cable_and_one_path_moves_nothing(healed_lab):
     """Hellos dropped on the heartbeat link and queries on eth0: the partner answers on eth2,
     so the standby knows the cable path failed, not the partner — no takeover."""
@@ -254,6 +293,10 @@ def test_liveness_lost_on_the_cable_and_one_path_moves_nothing(healed_lab):
         ("eth1", standby),  # the hellos the standby would hear
         ("eth0", master),  # the standby's queries on eth0
     ]
+    # the standby judges only once it has heard a hello in its role
+    lab.wait_for(
+        lambda: lab.unit_status(standby)["liveness"]["state"] == "alive", 5, what="hellos heard"
+    )
     before = lab.unit_status(standby)["liveness"]["counters"]
     try:
         for iface, unit in rules:

@@ -348,6 +348,18 @@ def test_master_keeps_the_addresses(advert):
     assert e.handle(advert, 3.5) == [SendGarp()] and (e.state, e.deadline) == (MASTER, 4.0)
 
 
+@pytest.mark.parametrize("advert", [peer(preference=266), peer(preference=0, bow_out=True)])
+def test_a_master_answering_a_yielding_partner_announces_again_with_its_next_advert(advert):
+    """The partner that yields may have announced itself just before (its own repeat with its
+    second advert, queued on its address thread), and that gratuitous ARP can reach the
+    clients after ours: our next advert announces again, once, so ours is the last word."""
+    e = master()
+    e.handle(Tick(), e.deadline)  # past our own repeat (the second advert)
+    assert e.handle(advert, e.deadline - 0.5) == [SendGarp()]
+    assert e.handle(Tick(), e.deadline) == [SendAdvert(bow_out=False, demote=0), SendGarp()]
+    assert e.handle(Tick(), e.deadline) == [SendAdvert(bow_out=False, demote=0)]
+
+
 def test_rising_demotion_is_advertised_at_once_and_the_master_holds_on():
     e = master()
     assert e.handle(DemoteChanged(LINK), 3.2) == [SendAdvert(bow_out=False, demote=1)]

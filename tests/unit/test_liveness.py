@@ -347,3 +347,47 @@ def test_an_unset_detector_is_automatic_and_the_carrier_reads_ride_its_hellos():
     shown_auto, shown_written = asyncio.run(statuses())
     assert shown_auto["automatic"] and shown_auto["interval_ms"] == 250
     assert not shown_written["automatic"] and shown_written["interval_ms"] == 100
+
+
+def test_a_new_version_rebuilds_the_detector_only_when_its_settings_change():
+    """The daemon builds a new Liveness for a version that changes what the running one was
+    built from (interval, multiplier, the paths, the advert interval its waits follow), and
+    not for an unrelated change. A closed one acts on nothing its Heart handed the loop
+    before it stopped: a late silence must not become a verdict."""
+    import asyncio
+
+    from carpool.config.ha import parse_config
+    from carpool.node.liveness import Liveness, settings
+
+    def cfg(lan_check=True, **ha):
+        lan = {"name": "eth0", "first": "198.18.0.11", "second": "198.18.0.12", "check": lan_check}
+        cable = {"name": "eth1", "first": "198.18.1.1", "second": "198.18.1.2", "heartbeat": True}
+        return parse_config(
+            {
+                "unit": {"role": "first", "secret": "unit-test-secret"},
+                "interface": [lan, cable],
+                "ha": ha,
+            }
+        )
+
+    base = settings(cfg(), 1.0)
+    assert settings(cfg(garp_count=5), 1.0) == base
+    assert settings(cfg(liveness_ms=100), 1.0) != base
+    assert settings(cfg(liveness_multiplier=3), 1.0) != base
+    assert settings(cfg(), 0.02) != base  # ha.fast: answers are waited half an advert
+    assert settings(cfg(lan_check=False), 1.0) != base  # no other path: off
+    gone: list[str] = []
+
+    async def closed_then_told():
+        live = Liveness(cfg(), gone.append, lambda n: True, lambda: 100.0)
+        live.start(asyncio.get_running_loop())
+        live.set_active(False)
+        live.detector.heard(1.0)  # a partner heard long ago: a tick now would ask
+        before = dict(live.detector.counters)
+        live.close()
+        live._tick()  # what the Heart queued before it stopped
+        live.heard_advert("eth1")
+        return before, dict(live.detector.counters), live.detector.state
+
+    before, after, state = asyncio.run(closed_then_told())
+    assert gone == [] and after == before, (after, state)

@@ -211,6 +211,7 @@ class Election:
         self._deadline: float | None = None
         self._silent_since = 0.0  # BACKUP: last advert heard (or entry into BACKUP)
         self._adverts = 0  # MASTER: adverts sent since takeover
+        self._announce_again = False  # MASTER: a gratuitous ARP with the next advert
         self._no_preempt_until = float("-inf")  # after a Relinquish
         self._pacified = ""  # why, while pacified
 
@@ -344,7 +345,9 @@ class Election:
             # A weaker peer yields when it hears our next advert, a bow-out says it left. It
             # was a master too (a backup is silent): its gratuitous ARPs may have pointed the
             # clients at it, so announce again, or they keep sending to a unit that drops
-            # the addresses.
+            # the addresses. Its own repeat (with its second advert) may still be on its way
+            # and reach the clients after ours: announce once more with our next advert.
+            self._announce_again = True
             return [SendGarp()]
         if advert.bow_out:
             return self._become_master(f"{_ip(peer.address)} bowed out{where}", now, True)
@@ -408,7 +411,7 @@ class Election:
             self._silent_since, self._deadline = now, now + self.params.master_down
             return []
         notify = self._transition(State.MASTER, reason, now)
-        self._adverts = 0
+        self._adverts, self._announce_again = 0, False
         return [TakeAddresses(True, handover), *self._advertise(now), *notify]
 
     def _bow_out(self, reason: str, now: float, handover: bool = False) -> list[Effect]:
@@ -427,7 +430,8 @@ class Election:
         self._adverts += 1
         self._deadline = now + self.params.advert_interval
         effects: list[Effect] = [SendAdvert(bow_out=False, demote=self.demote)]
-        if self._adverts == GARP_REPEAT_ADVERT:
+        if self._adverts == GARP_REPEAT_ADVERT or self._announce_again:
+            self._announce_again = False
             effects.append(SendGarp())
         return effects
 

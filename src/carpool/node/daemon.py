@@ -34,7 +34,7 @@ from .handover import Handover
 from .holder import AddressHolder
 from .icmp import Pinger
 from .links import LinkMonitor
-from .liveness import Liveness, link_poll
+from .liveness import Liveness, link_poll, settings
 from .notify import run_notify
 from .pacify import StartRecord
 from .paths import Paths
@@ -291,6 +291,33 @@ class Daemon:
         params = self.driver.election.params = election_params(new)
         self.adverts.configure(new)
         self.holder.reconfigure(old, new, params.advert_interval, self.driver.is_active())
+        self._restart_liveness(params.advert_interval)
+
+    def _start_liveness(self, loop: asyncio.AbstractEventLoop, advert_interval: float) -> Liveness:
+        liveness = self.liveness = Liveness(
+            self.cfg,
+            on_gone=lambda reason: self.driver.feed(el.PartnerGone(reason)),
+            link_up=lambda name: self.links is not None and self.links.known().get(name, False),
+            now=self.driver.now,
+            advert_interval=advert_interval,
+        )
+        self.status_parts.liveness = liveness
+        liveness.start(loop)
+        return liveness
+
+    def _restart_liveness(self, advert_interval: float) -> None:
+        """A version that changes what the fast detector was built from (its interval, the
+        paths, the advert interval its waits follow): a new one, at once, in the unit's role.
+        The partner's detector takes the new session as a restarted unit's."""
+        old, links, loop = self.liveness, self.links, self.driver.loop
+        if old is None or links is None or old.settings == settings(self.cfg, advert_interval):
+            return
+        old.close()  # (the late links' reads go back to the monitor's timer meanwhile)
+        liveness = self._start_liveness(loop, advert_interval)
+        links.set_poll_interval(link_poll(self.cfg, LINK_POLL, liveness.heart is not None))
+        liveness.read_carriers(links)
+        liveness.set_active(self.driver.is_active())
+        log.info("fast detector rebuilt for the new version")
 
     def _set_cfg(self, cfg: Config) -> None:
         self.cfg = self.status_parts.cfg = cfg
@@ -319,20 +346,11 @@ class Daemon:
         self.handover.clear()
         self.status_parts.guard.install(self.cfg, self.config.sync.port)
         watched = tuple(i.name for i in self.cfg.interfaces)
-        liveness = self.liveness = Liveness(
-            self.cfg,
-            on_gone=lambda reason: self.driver.feed(el.PartnerGone(reason)),
-            link_up=lambda name: links.known().get(name, False),
-            now=self.driver.now,
-            advert_interval=params.advert_interval,
-        )
-        self.status_parts.liveness = liveness
         self.driver.on_transition = self._on_transition
-        liveness.start(loop)
+        liveness = self._start_liveness(loop, params.advert_interval)
         # the late links' carrier rides the hellos only where a Heart runs (it may not: UDP
         # 6975 taken); else the loop's own timer reads it, every LINK_POLL
-        heart = liveness.heart is not None
-        every = link_poll(self.cfg, LINK_POLL, heart)
+        every = link_poll(self.cfg, LINK_POLL, liveness.heart is not None)
         links = self.links = LinkMonitor(self._link_changed, every, watched)
         self.status_parts.carrier = links.carrier
         self.adverts.attach(loop, links.state)

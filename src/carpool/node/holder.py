@@ -30,19 +30,23 @@ class AddressHolder:
         self.fence = Fence(fence_timeout(advert_interval))
         self.shared = SharedAddresses(rt_priority=rt_priority)  # the loop is set in attach()
         self._renewed = float("-inf")  # when the held addresses' kernel lifetime was renewed
+        self._ips_of: Config | None = None
+        self._ips: list[IPv4Address | IPv6Address] = []
         self.configure(cfg, advert_interval)
 
     def configure(self, cfg: Config, advert_interval: float) -> None:
         self.cfg = cfg
         self.fence.timeout = fence_timeout(advert_interval)
-        self._ips = [c.ip for i in cfg.interfaces for c in i.shared]
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.shared.loop = loop
 
     @property
     def ips(self) -> list[IPv4Address | IPv6Address]:
-        return self._ips  # one list per configuration (the fence sorts it once)
+        if self._ips_of is not self.cfg:  # one list per configuration: the fence sorts it once
+            self._ips_of = self.cfg
+            self._ips = [c.ip for i in self.cfg.interfaces for c in i.shared]
+        return self._ips
 
     @property
     def held(self) -> list[str]:

@@ -352,6 +352,14 @@ class LinkMonitor:
             out[n] = polled if n in late else "events"
         return out
 
+    def set_poll_interval(self, every: float | None) -> None:
+        """A new version's late-link read interval (node/liveness.py link_poll)."""
+        self.poll_interval = every
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
+
     def delegate(self, post: Callable[[str], object] | None) -> CarrierPolls:
         """Let another thread's wake-ups read the late links, `post(name)` bringing a change
         back into the loop (None: the loop's timer reads them again). Returns the reads."""

@@ -67,6 +67,20 @@ def link_poll(cfg: Config, most: float, heart: bool = True) -> float:
     return min(most, cfg.liveness_ms / 1000)
 
 
+def settings(cfg: Config, advert_interval: float) -> tuple:
+    """What a Liveness is built from: a new version that changes it needs a new one."""
+    return (
+        off_reason(cfg),
+        cfg.liveness_ms,
+        cfg.liveness_multiplier,
+        advert_interval,
+        cfg.secret,
+        cfg.rt_priority,
+        tuple(i.name for i in cfg.heartbeats),
+        tuple((i.name, i.check, _partner(i, cfg.role)) for i in cfg.interfaces),
+    )
+
+
 class Heart:
     """The thread that reads the sockets, answers queries at once, sends the hellos while the
     unit is active, and hands hellos and answers to the loop (`deliver(frame, path)`)."""
@@ -278,6 +292,7 @@ class Liveness:
         """on_gone(reason): the standby's verdict; link_up(name): the monitor's view;
         advert_interval: a fast profile's answers are waited for half an advert interval."""
         self.cfg, self.on_gone, self.link_up, self.now = cfg, on_gone, link_up, now
+        self.settings = settings(cfg, advert_interval)
         self.off = off_reason(cfg)
         ha = cfg.document.ha if cfg.document is not None else None
         # ha.liveness_ms and liveness_multiplier unset: config.document.LIVENESS_AUTO
@@ -373,13 +388,16 @@ class Liveness:
         for sock in self._socks.values():
             sock.close()
         self._socks = {}
+        self._loop = None  # what the Heart handed the loop before it stopped is not acted on
 
     # -- inputs ----------------------------------------------------------------------------
     def on_transition(self, entry: dict) -> None:
         """The election changed state: the active unit sends hellos, a standby judges."""
+        self.set_active(entry["new"] == "master")
+
+    def set_active(self, active: bool) -> None:
         if self._loop is None:
             return
-        active = entry["new"] == "master"
         self.detector.active(active, self.now())
         if self.heart is not None:
             self.heart.set_active(active)
@@ -420,6 +438,8 @@ class Liveness:
 
     def _delivered(self, frame: lv.Frame, path: str) -> None:
         """A hello or an answer from the partner, read by the Heart."""
+        if self._loop is None:
+            return
         now = self.now()
         if frame.kind is lv.Kind.HELLO:
             if self.heartbeat is None or path != self.heartbeat.name:
@@ -459,6 +479,8 @@ class Liveness:
 
     def _tick(self) -> None:
         self._timer = None
+        if self._loop is None:
+            return
         taken = self.heart.last_hello if self.heart is not None else None
         if taken is not None and taken > (self.detector.last_heard or NEVER):
             self.detector.heard(taken)  # hellos the Heart took while quiet
