@@ -357,6 +357,7 @@ def test_a_new_version_rebuilds_the_detector_only_when_its_settings_change():
     import asyncio
 
     from carpool.config.ha import parse_config
+    from carpool.ha import liveness as lv
     from carpool.node.liveness import Liveness, settings
 
     def cfg(lan_check=True, **ha):
@@ -376,18 +377,22 @@ def test_a_new_version_rebuilds_the_detector_only_when_its_settings_change():
     assert settings(cfg(liveness_multiplier=3), 1.0) != base
     assert settings(cfg(), 0.02) != base  # ha.fast: answers are waited half an advert
     assert settings(cfg(lan_check=False), 1.0) != base  # no other path: off
+    # written as the automatic values: the same detector, but status says "automatic" no more
+    assert settings(cfg(liveness_ms=250, liveness_multiplier=2), 1.0) != base
     gone: list[str] = []
 
     async def closed_then_told():
         live = Liveness(cfg(), gone.append, lambda n: True, lambda: 100.0)
         live.start(asyncio.get_running_loop())
+        assert live.heart is not None, live.off  # (UDP 6975 free: the detector runs)
         live.set_active(False)
         live.detector.heard(1.0)  # a partner heard long ago: a tick now would ask
-        before = dict(live.detector.counters)
+        before = (dict(live.detector.counters), live.detector.state, live.detector.last_heard)
         live.close()
         live._tick()  # what the Heart queued before it stopped
+        live._delivered(lv.Frame(lv.Kind.HELLO, 7, 1, bytes(8)), "eth1")
         live.heard_advert("eth1")
-        return before, dict(live.detector.counters), live.detector.state
+        return before, (dict(live.detector.counters), live.detector.state, live.detector.last_heard)
 
-    before, after, state = asyncio.run(closed_then_told())
-    assert gone == [] and after == before, (after, state)
+    before, after = asyncio.run(closed_then_told())
+    assert gone == [] and after == before, after

@@ -421,7 +421,8 @@ class Daemon:
         self.config.sync.close()
         await self.dataplanes.stop()
         self.status_parts.guard.remove()
-        liveness.close()  # first: its thread reads the links' carrier
+        if self.liveness is not None:  # (a new version may have rebuilt it)
+            self.liveness.close()  # first: its thread reads the links' carrier
         links.close()
         pinger.close()
         pulse.stop()

@@ -69,8 +69,10 @@ def link_poll(cfg: Config, most: float, heart: bool = True) -> float:
 
 def settings(cfg: Config, advert_interval: float) -> tuple:
     """What a Liveness is built from: a new version that changes it needs a new one."""
+    ha = cfg.document.ha if cfg.document is not None else None
     return (
         off_reason(cfg),
+        ha is not None and ha.liveness_ms is None and ha.liveness_multiplier is None,
         cfg.liveness_ms,
         cfg.liveness_multiplier,
         advert_interval,
@@ -123,6 +125,7 @@ class Heart:
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
         self._stop = False
+        self._stopped = threading.Event()  # ends the wait after a fault at once
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="carpool-heart", daemon=True)
 
@@ -135,6 +138,7 @@ class Heart:
 
     def stop(self) -> None:
         self._stop = True
+        self._stopped.set()
         self._wake()
         self._thread.join(2.0)
         self._wake_r.close()
@@ -162,7 +166,7 @@ class Heart:
                 if time.monotonic() - logged >= CUT_LOG_EVERY:
                     logged = time.monotonic()
                     log.exception("the liveness thread failed; it starts over in %g s", RESTART)
-                time.sleep(RESTART)
+                self._stopped.wait(RESTART)
 
     def _serve(self) -> None:
         next_hello = time.monotonic()
@@ -382,9 +386,9 @@ class Liveness:
             self.heartbeat_read.close()
         if self.heart is not None:
             polls = self.heart.polls
+            self.heart.stop()  # joined first: from now on only the loop reads the links
             if polls is not None:
                 polls.monitor.delegate(None)  # the loop's timer reads them again
-            self.heart.stop()  # (joined: the loop's timer cannot run meanwhile)
         for sock in self._socks.values():
             sock.close()
         self._socks = {}

@@ -40,6 +40,11 @@ class StatusCollector:
             c.get("adverts_stale", 0),
         )
         yield _counter(
+            "carpool_adverts_again",
+            "valid adverts of a round already heard on another path (a sign of life of theirs)",
+            c.get("adverts_again", 0),
+        )
+        yield _counter(
             "carpool_advert_send_errors", "adverts that could not be sent", c["send_errors"]
         )
         drops = CounterMetricFamily(
