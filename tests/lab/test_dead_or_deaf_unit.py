@@ -299,3 +299,32 @@ def test_a_split_from_one_way_loss_ends_once_6973_is_back(healed_lab):
         assert lab.unit_status(active)["state"] == "master"
     for addr in SHARED:
         assert not rec.held_after(standby, addr, t0 + resolved + stale_bound(lab) + SLACK), addr
+
+
+def test_adverts_blocked_just_after_a_link_came_back_are_relayed_at_once(healed_lab):
+    """A chaos finding (seed 31371, fast, faults #48–#49): the active unit's eth0 down for 2 s,
+    back, then every advert path blocked: two active units for 0.94 s. While eth0 was down the
+    demoted unit's relay connection told its new state, and nobody acknowledged it. TCP resent
+    it on a timer that had backed off to about 1.6 s, and the ask for relayed adverts waited
+    behind it. An ask on a connection with unacknowledged bytes now goes on a new one."""
+    lab = healed_lab
+    active = lab.wait_for_master()
+    standby = other(active)
+    bound = 0.1 if lab.options.get("fast") else 2 * lab.advert_interval()
+    window = 2 * master_down(lab) + 1.0  # a second active unit shows in it
+    with sampling(lab) as rec:
+        lab.link_down(active, "eth0")
+        lab.wait_for(
+            lambda: lab.unit_status(standby)["state"] == "master", 10, what="the partner takes over"
+        )
+        time.sleep(2.0)  # the campaign's hold: the retransmission timer backs off meanwhile
+        lab.link_up(active, "eth0")
+        lab.wait_for(lambda: lab.unit_status(active)["demote"] == 0, 5, what="eth0 back")
+        t0 = time.monotonic()  # (the campaign blocked 0.16 s after the heal)
+        lab.block_adverts()
+        try:
+            time.sleep(window)
+        finally:
+            lab.unblock()
+    for addr in SHARED:
+        assert max(rec.overlaps(addr, t0), default=0.0) <= bound + SLACK, (addr, bound)

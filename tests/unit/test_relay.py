@@ -214,3 +214,45 @@ def test_each_advert_round_pushes_the_relay_check_back_once():
     # the fast profile: 20 ms adverts
     assert later_check(first, 10.02, 0.02) is None  # (a check already far ahead stays)
     assert later_check(10.0 + 0.025 + RELAY_SLACK, 10.02, 0.02) == 10.02 + 0.025 + RELAY_SLACK
+
+
+def test_without_a_connection_relays_wanted_are_tried_for_at_once_not_after_retry():
+    """The relay connection lost (a link down for a while): it is tried again every RETRY s,
+    but as soon as no path carries adverts (relays wanted) within HURRY, and then every
+    HURRY while they are: a link back from a fault must not leave two active units until the
+    next RETRY (a chaos campaign found 0.94 s of two holders)."""
+    import asyncio
+    import errno
+
+    from carpool.node.relay import HURRY, RETRY, AdvertRelay
+
+    class Unreachable:
+        relay = None
+
+        def __init__(self):
+            self.attempts: list[float] = []
+
+        async def _connect(self):
+            self.attempts.append(asyncio.get_running_loop().time())
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sync = Unreachable()
+        relay = AdvertRelay(sync, lambda *a: None, lambda: "backup", lambda: None)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(0.3)  # one attempt, then waiting out RETRY
+        asked = loop.time()
+        relay.ask(True)
+        await asyncio.sleep(0.5)
+        relay.ask(False)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return sync.attempts, asked, dict(relay.counters)
+
+    attempts, asked, counters = asyncio.run(main())
+    assert attempts[0] < asked and not [t for t in attempts if attempts[0] < t < asked]
+    after = [t - asked for t in attempts if t > asked]
+    assert after and HURRY <= after[0] < HURRY + 0.1 < RETRY, after  # not RETRY s later
+    assert 3 <= len(after) <= 6, after  # then every HURRY while wanted
+    assert counters["hurried"] == 1 and counters["disconnects"] == len(attempts), counters
