@@ -38,6 +38,11 @@ PRELUDE = """
 import asyncio, json, os, select, socket, struct, subprocess, sys, time
 def out(**kw):
     print(json.dumps(kw), flush=True)
+def fresh_bridge(name, up=True):  # a link with no stacked parent: its carrier is polled
+    subprocess.run(["ip", "link", "del", name], stderr=subprocess.DEVNULL)  # a rerun's
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    if up:
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
 """
 
 
@@ -587,8 +592,7 @@ def test_link_monitor_reports_changes_at_once(clean):
             mon = links.LinkMonitor(lambda name, up: events.put_nowait((name, up, time.monotonic())),
                                     watch=("va",))
             mon.attach(asyncio.get_running_loop())
-            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
-            subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
+            fresh_bridge("cpdum0", up=False)
             physical = links.LinkMonitor(None, watch=("cpdum0", "nosuch0"))
             physical.attach(asyncio.get_running_loop())
             physical.gated["cpdum0"] = 0.021  # (a fast profile's standby: node/heartbeat_read.py)
@@ -663,9 +667,7 @@ def test_carrier_polls_read_late_links_off_the_loop(clean):
         from carpool.node import links
         async def main():
             loop = asyncio.get_running_loop()
-            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
-            subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
-            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
+            fresh_bridge("cpdum0")
             fired, posted = [], []
             mon = links.LinkMonitor(lambda name, up: fired.append((name, up)),
                                     watch=("cpdum0",), poll_interval=0.02)
@@ -739,9 +741,7 @@ def test_a_fast_standby_reads_the_heartbeat_only_when_its_adverts_are_late(clean
         from carpool.node.heartbeat_read import HeartbeatRead
         async def main():
             loop = asyncio.get_running_loop()
-            subprocess.run(["ip", "link", "del", "cpdum0"], stderr=subprocess.DEVNULL)  # a rerun's
-            subprocess.run(["ip", "link", "add", "cpdum0", "type", "bridge"], check=True)
-            subprocess.run(["ip", "link", "set", "cpdum0", "up"], check=True)
+            fresh_bridge("cpdum0")
             fired = []
             # (the monitor's own reads every 10 s: only the advert-gated read can see the loss)
             mon = links.LinkMonitor(lambda name, up: fired.append((name, up, loop.time())),

@@ -22,19 +22,16 @@ from carpool.node.limits import RateLimitedLog, TokenBuckets
 OWN, PARTNER = IPv4Address("198.18.0.11"), IPv4Address("198.18.0.12")
 STRANGER, GROUP = IPv4Address("198.18.0.99"), IPv4Address("224.0.0.18")
 SHARED = [IPv4Address("198.18.0.10")]
-CFG = parse_config(
-    {
-        "unit": {"role": "first", "secret": "unit-test-secret"},
-        "interface": [
-            {
-                "name": "eth0",
-                "first": str(OWN),
-                "second": str(PARTNER),
-                "shared": ["198.18.0.10/24"],
-            }
-        ],
-    }
-)
+ETH0 = {"name": "eth0", "first": str(OWN), "second": str(PARTNER), "shared": ["198.18.0.10/24"]}
+
+
+def config(*interfaces: dict):
+    return parse_config(
+        {"unit": {"role": "first", "secret": "unit-test-secret"}, "interface": list(interfaces)}
+    )
+
+
+CFG = config(ETH0)
 PROFILE = make_profile(CFG)
 COUNTER = itertools.count(1)  # carpool adverts: the counter must rise
 
@@ -310,20 +307,7 @@ def test_a_partner_whose_sync_speaks_this_release_is_no_longer_answered_in_the_o
 
 # -- one advert round, every path --------------------------------------------------------------
 OWN1, PARTNER1 = IPv4Address("198.18.1.11"), IPv4Address("198.18.1.12")
-CFG2 = parse_config(
-    {
-        "unit": {"role": "first", "secret": "unit-test-secret"},
-        "interface": [
-            {
-                "name": "eth0",
-                "first": str(OWN),
-                "second": str(PARTNER),
-                "shared": ["198.18.0.10/24"],
-            },
-            {"name": "eth1", "first": str(OWN1), "second": str(PARTNER1)},
-        ],
-    }
-)
+CFG2 = config(ETH0, {"name": "eth1", "first": str(OWN1), "second": str(PARTNER1)})
 
 
 def test_a_round_heard_on_every_path_reaches_the_election_once_and_keeps_each_path_alive():

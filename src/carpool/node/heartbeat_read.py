@@ -31,7 +31,6 @@ class HeartbeatRead:
         self.files = CarrierFiles(monitor)
         self.standby = False
         self.reads = 0
-        self.errors = 0
         self._timer: asyncio.TimerHandle | None = None
         monitor.gated[name] = round(every * LATE, 6)
 
@@ -62,12 +61,12 @@ class HeartbeatRead:
         if not self.standby or self.name not in self.monitor.late_now:
             return  # its events come at once: nothing to read until the next advert
         self.reads += 1
+        view = self.monitor.up_view.get(self.name, False)
         try:
             up = self.files.read(self.name)
-        except OSError:
-            self.errors += 1
-            up = self.monitor.up_view.get(self.name, False)
-        if up != self.monitor.up_view.get(self.name, False):
+        except OSError:  # (netlink failed too: the monitor's view stands)
+            up = view
+        if up != view:
             self.monitor.recheck(self.name)
         if up:
             self._arm(self.loop.time() + self.every)

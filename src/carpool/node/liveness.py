@@ -124,8 +124,7 @@ class Heart:
         self.rt_priority = 0
         self._peer: tuple[int, int] | None = None  # (session, seq) of the last hello taken
         self._seq = 0
-        self._stop = False
-        self._stopped = threading.Event()  # ends the wait after a fault at once
+        self._stopped = threading.Event()  # (an event: it also ends the wait after a fault)
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="carpool-heart", daemon=True)
 
@@ -137,7 +136,6 @@ class Heart:
         self._wake()
 
     def stop(self) -> None:
-        self._stop = True
         self._stopped.set()
         self._wake()
         self._thread.join(2.0)
@@ -157,7 +155,7 @@ class Heart:
         name_os_thread()
         realtime(self.rt_priority, "the liveness thread")
         logged = NEVER
-        while not self._stop:
+        while not self._stopped.is_set():
             try:
                 self._serve()
                 return
@@ -179,7 +177,7 @@ class Heart:
         hello_to = str(self.hello_to) if self.hello_to is not None else None
         hello_sock = self._sock_for(hello_to) if hello_to is not None else None
         key, session, hello = self.key, self.session, lv.hello
-        while not self._stop:
+        while not self._stopped.is_set():
             now = time.monotonic()
             if not self.active:
                 next_hello, timeout = now, None  # asleep until a datagram or a wake
