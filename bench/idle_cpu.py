@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import select
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import failover as fb  # the pairs and the measurement are the failover bench's
-from carpool.lab import Lab, machine_lock
+from carpool.lab import Lab, LabError, machine_lock
+from carpool.lab.ns import alive, wait_for
+from carpool.lab.topology import unit_ns
 from carpool.lab.units import ipv4_only
 
 VARIANTS = {
@@ -70,6 +74,81 @@ class Variant(fb.CarpoolPair):
         self.lab.write_configs(fast=self.profile.fast, overrides=merged or None)
         self.lab.start_units(timeout=fb.SETTLE_TIMEOUT)
         return self.settled()
+
+
+class FloorPair:
+    """bench/advert_floor.py on the IPv4-only configuration: unit a sends the adverts, unit b
+    judges them; nothing else runs. Its report (adverts judged valid, dropped) is checked at stop:
+    a floor that heard too few adverts measured nothing."""
+
+    name = "python floor"
+    SCRIPT = Path(__file__).resolve().parent / "advert_floor.py"
+
+    def __init__(self, lab, profile, workdir: Path):
+        self.lab, self.profile = lab, profile
+        self.report_path = workdir / "floor-report.json"
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.report: dict = {}
+        self.t0 = 0.0
+
+    def start(self) -> str:
+        fast = {"ha.fast_interval_ms": round(self.profile.interval * 1000)}
+        merged = {**VARIANTS["IPv4-only, no services"], **(fast if self.profile.fast else {})}
+        self.lab.write_configs(fast=self.profile.fast, overrides=merged)
+        self.report_path.unlink(missing_ok=True)
+        for unit, args in (("b", ["listen", "--report", str(self.report_path)]), ("a", ["send"])):
+            mode, *rest = args
+            self.procs[unit] = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    unit_ns(unit),
+                    sys.executable,
+                    str(self.SCRIPT),
+                    mode,
+                    str(self.lab.config_path(unit)),
+                    *rest,
+                ],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.t0 = time.monotonic()
+        return self.settled()
+
+    def settled(self) -> str:
+        wait_for(
+            lambda: (
+                all(p.poll() is None for p in self.procs.values())
+                and time.monotonic() - self.t0 > 1.0
+            ),
+            10,
+            what="the floor pair running",
+        )
+        return "a"
+
+    def pids(self, unit: str) -> list[int]:
+        return [self.procs[unit].pid]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if alive(proc.pid):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        elapsed = time.monotonic() - self.t0
+        self.procs.clear()
+        try:
+            self.report = json.loads(self.report_path.read_text())
+        except (OSError, ValueError) as e:
+            raise LabError(f"the floor pair's listener left no report: {e}") from None
+        expected = elapsed / self.profile.interval * 3  # three IPv4 paths
+        if self.report.get("valid", 0) < expected / 2:
+            raise LabError(f"the floor pair heard {self.report} of ~{expected:.0f} adverts")
 
 
 def wake_floor(send: bool, wakes: int = 50, period: float = 0.1) -> float:
@@ -157,7 +236,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variants",
         default=",".join([*VARIANTS, "keepalived"]),
-        help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived"]),
+        help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived", "python floor"]),
     )
     p.add_argument("--threads", action="store_true", help="carpool's threads one by one")
     p.add_argument("--json", metavar="FILE")
@@ -165,7 +244,7 @@ def main(argv=None) -> int:
     if not 1 <= args.seconds <= 600:
         p.error("--seconds: 1..600")
     profiles = fb.profiles(args.fast_interval_ms)
-    names = [*VARIANTS, "keepalived"]
+    names = [*VARIANTS, "keepalived", "python floor"]
     chosen = _split(args.variants, names)  # (names hold ", " themselves)
     wanted = [x for x in args.profiles.split(",") if x]
     if set(wanted) - set(profiles):
@@ -191,6 +270,8 @@ def main(argv=None) -> int:
                 ]
                 if "keepalived" in chosen:
                     pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
+                if "python floor" in chosen:
+                    pairs.append(("python floor", FloorPair(lab, profile, workdir)))
                 for name, pair in pairs:
                     master = pair.start()
                     traced = args.threads and isinstance(pair, Variant)
@@ -220,6 +301,8 @@ def main(argv=None) -> int:
                     }
                     if traced:
                         row["threads"] = threads
+                    if isinstance(pair, FloorPair):
+                        row["floor_heard"] = pair.report
                     fb.log(f"  {row}")
                     rows.append(row)
         finally:
