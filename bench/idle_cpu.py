@@ -15,6 +15,11 @@ scheduler's timeslices, /proc/PID/task/TID/schedstat), µs of CPU per wake-up an
 by the thread's kernel name (the daemon names its threads; the main threads are the
 supervisor's and the worker's event loop).
 
+The variants "python floor" and "python floor, eth0+eth2" run bench/advert_floor.py instead: an
+asyncio program doing only the adverts' wire work (the daemon's codec, HMAC and sockets) on
+carpool's three paths, or on keepalived's two. What carpool costs above the first is its own
+work; what the floors cost above keepalived is the interpreter and the third path.
+
 Printed first, this machine's floor for a Python daemon: the thread time of one wake-up of a
 thread that only sleeps in poll() for 100 ms (and of the same thread sending one 40-byte UDP
 datagram to loopback per wake), the cost any hello, advert or timer pays before its own work.
@@ -76,16 +81,20 @@ class Variant(fb.CarpoolPair):
         return self.settled()
 
 
+# the floor pairs: carpool's three IPv4 advert paths, and keepalived's two (no heartbeat cable)
+FLOORS = {"python floor": None, "python floor, eth0+eth2": ["eth0", "eth2"]}
+
+
 class FloorPair:
     """bench/advert_floor.py on the IPv4-only configuration: unit a sends the adverts, unit b
-    judges them; nothing else runs. Its report (adverts judged valid, dropped) is checked at stop:
+    judges them; nothing else runs. `links`: only these paths (None: all three). Its report (adverts judged valid, dropped) is checked at stop:
     a floor that heard too few adverts measured nothing."""
 
     name = "python floor"
     SCRIPT = Path(__file__).resolve().parent / "advert_floor.py"
 
-    def __init__(self, lab, profile, workdir: Path):
-        self.lab, self.profile = lab, profile
+    def __init__(self, lab, profile, workdir: Path, links: list[str] | None = None):
+        self.lab, self.profile, self.links = lab, profile, links
         self.report_path = workdir / "floor-report.json"
         self.procs: dict[str, subprocess.Popen] = {}
         self.report: dict = {}
@@ -96,8 +105,9 @@ class FloorPair:
         merged = {**VARIANTS["IPv4-only, no services"], **(fast if self.profile.fast else {})}
         self.lab.write_configs(fast=self.profile.fast, overrides=merged)
         self.report_path.unlink(missing_ok=True)
+        only = ["--links", ",".join(self.links)] if self.links else []
         for unit, args in (("b", ["listen", "--report", str(self.report_path)]), ("a", ["send"])):
-            mode, *rest = args
+            mode, *rest = [*args, *only]
             self.procs[unit] = subprocess.Popen(
                 [
                     "ip",
@@ -146,7 +156,7 @@ class FloorPair:
             self.report = json.loads(self.report_path.read_text())
         except (OSError, ValueError) as e:
             raise LabError(f"the floor pair's listener left no report: {e}") from None
-        expected = elapsed / self.profile.interval * 3  # three IPv4 paths
+        expected = elapsed / self.profile.interval * (len(self.links) if self.links else 3)
         if self.report.get("valid", 0) < expected / 2:
             raise LabError(f"the floor pair heard {self.report} of ~{expected:.0f} adverts")
 
@@ -236,7 +246,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--variants",
         default=",".join([*VARIANTS, "keepalived"]),
-        help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived", "python floor"]),
+        help="comma-separated, from: " + ", ".join([*VARIANTS, "keepalived", *FLOORS]),
     )
     p.add_argument("--threads", action="store_true", help="carpool's threads one by one")
     p.add_argument("--json", metavar="FILE")
@@ -244,7 +254,7 @@ def main(argv=None) -> int:
     if not 1 <= args.seconds <= 600:
         p.error("--seconds: 1..600")
     profiles = fb.profiles(args.fast_interval_ms)
-    names = [*VARIANTS, "keepalived", "python floor"]
+    names = [*VARIANTS, "keepalived", *FLOORS]
     chosen = _split(args.variants, names)  # (names hold ", " themselves)
     wanted = [x for x in args.profiles.split(",") if x]
     if set(wanted) - set(profiles):
@@ -270,8 +280,11 @@ def main(argv=None) -> int:
                 ]
                 if "keepalived" in chosen:
                     pairs.append(("keepalived", fb.KeepalivedPair(lab, profile, workdir)))
-                if "python floor" in chosen:
-                    pairs.append(("python floor", FloorPair(lab, profile, workdir)))
+                pairs += [
+                    (name, FloorPair(lab, profile, workdir, links))
+                    for name, links in FLOORS.items()
+                    if name in chosen
+                ]
                 for name, pair in pairs:
                     master = pair.start()
                     traced = args.threads and isinstance(pair, Variant)
