@@ -62,8 +62,8 @@ def send(cfg, only: list[str] | None, stop: asyncio.Event, interval: float) -> N
 def listen(cfg, only: list[str] | None, counts: dict) -> None:
     loop = asyncio.get_running_loop()
     profile = make_profile(cfg)
-    for iface, _own, partner, carried in _links(cfg, only):
-        sock = AdvertSocket(iface.name, str(_own), cfg.transport)
+    for iface, own, partner, carried in _links(cfg, only):
+        sock = AdvertSocket(iface.name, str(own), cfg.transport)
 
         def readable(sock=sock, partner=partner, carried=carried) -> None:
             for datagram in sock.recv_all():
