@@ -343,3 +343,33 @@ def test_a_round_heard_on_every_path_reaches_the_election_once_and_keeps_each_pa
     assert paths.counters.received == 4 and paths.counters.again == 2
     assert paths.paths["eth1"].adverts_heard == paths.paths["eth0"].adverts_heard == 2
     assert not paths.counters.drops
+
+
+def test_a_relayed_round_is_news_only_when_no_path_brought_it_or_a_newer_one():
+    # A relay connection (6973) holds back what it could not deliver while a path was down,
+    # and hands it over after the heal: a chaos campaign saw a relayed demote from during a
+    # split arrive 0.4 s after it healed and make the healthier unit take over for one advert,
+    # its gratuitous ARP leaving the clients dark for 8 s. The relayed round's counter is the
+    # one its adverts carried on the paths.
+    rx = Receiver()
+    rx.feed(advert())
+    newest = rx.paths.newest
+    assert rx.paths.relayed(newest - 1) == "stale"  # sent before the round a path brought
+    assert rx.paths.relayed(newest) == "again"  # the round a path brought
+    assert rx.paths.relayed(newest + 1) == "news"
+    assert rx.paths.newest == newest + 1  # the path's copy of that round is now "again"
+    assert rx.paths.relayed(None) == "unknown"  # an older release relays no counter
+    counter = rx.paths.newest + 1
+    assert rx.paths.relayed(counter) == "news"
+    rx.feed(datagram(PROFILE.encode(False, 0, counter, SHARED, PARTNER, GROUP)))
+    assert rx.adverts == [False] and rx.paths.counters.again == 1
+
+
+def test_a_unit_that_sent_an_advert_round_knows_its_counter():
+    paths = Receiver().paths
+    assert paths.last_counter is None  # nothing sent: nothing to relay with a counter
+    paths.sockets["eth0"] = SimpleNamespace(send=lambda payload, dst: True)  # type: ignore
+    paths.send(False, 0)
+    first = paths.last_counter
+    paths.send(False, 0)
+    assert first is not None and paths.last_counter == first + 1

@@ -29,6 +29,10 @@ def test_asking_leaves_time_for_the_relay_before_master_down():
         ({"demote": 0, "preference": 70000, "bow_out": False}, "preference"),
         ({"demote": 0, "preference": 256, "bow_out": 1}, "bow_out"),
         ({"demote": 0, "preference": 256}, "bow_out"),
+        ({"demote": 0, "preference": 256, "bow_out": False, "counter": -1}, "counter"),
+        ({"demote": 0, "preference": 256, "bow_out": False, "counter": 2**64}, "counter"),
+        ({"demote": 0, "preference": 256, "bow_out": False, "counter": "7"}, "counter"),
+        ({"demote": 0, "preference": 256, "bow_out": False, "counter": True}, "counter"),
     ],
 )
 def test_a_relayed_advert_with_a_bad_field_is_refused_naming_it(msg, field):
@@ -37,7 +41,10 @@ def test_a_relayed_advert_with_a_bad_field_is_refused_naming_it(msg, field):
 
 
 def test_a_relayed_advert():
-    assert parse_advert({"demote": 2, "preference": 256, "bow_out": True}) == (2, 256, True)
+    assert parse_advert({"demote": 2, "preference": 256, "bow_out": True}) == (2, 256, True, None)
+    # the round's counter (the one its adverts carried): an older release sends none
+    msg = {"demote": 0, "preference": 1, "bow_out": False, "counter": 2**64 - 1}
+    assert parse_advert(msg) == (0, 1, False, 2**64 - 1)
 
 
 def test_fence_timeout_stays_within_two_adverts_and_100_ms_in_fast_profiles():

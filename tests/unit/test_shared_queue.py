@@ -299,3 +299,52 @@ def test_a_take_adds_every_address_in_one_batch_then_announces_each(monkeypatch)
         "announce 2001:2::10 x2",
         "batch ['198.18.0.10/24', '198.18.2.1/24'] 3",
     ]
+
+
+def test_announcements_asked_before_a_release_are_not_sent(monkeypatch):
+    """A takeover whose job ran late, and the repeat with its second advert, must not reach
+    the clients after the unit let the addresses go (the partner announced meanwhile): a
+    chaos campaign saw 8 s without replies after a split healed. The announcement already on
+    the wire goes; the rest of the take's, and the queued repeat, do not."""
+    steps: list[str] = []
+    sending, gate = threading.Event(), threading.Event()
+
+    def send_garp(ifname, address, vmac, count):
+        if not sending.is_set():
+            sending.set()
+            assert gate.wait(5)  # the first announcement is on the wire when the release comes
+        steps.append(f"announce {address} x{count}")
+
+    monkeypatch.setattr(shared_mod.addresses, "send_garp", send_garp)
+    monkeypatch.setattr(
+        shared_mod.rtaddr, "renew_many", lambda items, lifetime: [None] * len(items)
+    )
+    monkeypatch.setattr(shared_mod.addresses, "dad_pending", lambda ifname, cidr: False)
+    monkeypatch.setattr(
+        shared_mod.addresses, "withdraw", lambda ifname, cidrs: steps.append(f"withdraw {cidrs}")
+    )
+    monkeypatch.setattr(shared_mod.addresses, "remove_stale", lambda ifname, cidrs: None)
+
+    async def main():
+        q = SharedAddresses()
+        q.loop = asyncio.get_running_loop()
+        q.take(ITEMS, None, 3, announce=2)
+        await until(sending.is_set, what="the first announcement sending")
+        q.garp(ITEMS, None, 2)  # the repeat with the second advert
+        q.release(ITEMS, None)
+        gate.set()
+        await settled(q)
+        q.take(ITEMS, None, 3, announce=1)  # a later takeover announces as usual
+        await settled(q)
+        q.close()
+        return q.counters.get("announcements_withdrawn")
+
+    withdrawn = asyncio.run(main())
+    assert steps == [
+        "announce 198.18.0.10 x2",
+        "withdraw ['198.18.0.10/24']",
+        "withdraw ['198.18.2.1/24']",
+        "announce 198.18.0.10 x1",
+        "announce 198.18.2.1 x1",
+    ]
+    assert withdrawn == 2  # the take's second address, and the repeat

@@ -140,6 +140,7 @@ class AdvertPaths:
         self._counter: AdvertCounter | None = None  # carpool adverts': rises across restarts
         self.replay = ReplayGuard()
         self.newest = -1  # the highest carpool advert counter accepted on any path
+        self.last_counter: int | None = None  # our last round's (relayed with it, node/relay.py)
         self.partner_form: str | None = None  # the form the partner was last heard in
         self.partner_sealed = False  # it spoke the carpool form since we started
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,7 +228,7 @@ class AdvertPaths:
         return self._counter.next()
 
     def send(self, bow_out: bool, demote: int) -> None:
-        counter = self._next_counter()
+        counter = self.last_counter = self._next_counter()
         forms = self.forms()
         for name, sock in self.sockets.items():  # IPv4: links where both units have it
             iface = self.ifaces[name]
@@ -402,6 +403,20 @@ class AdvertPaths:
         # per link and flap): classify let only the partner through, so the rank is its own.
         rank = replace(heard.rank, address=int(self.partner))
         self.on_advert(rank, heard.bow_out, name)
+
+    def relayed(self, counter: int | None) -> str:
+        """A relayed advert's round (6973), by its counter: "news" for the election; "again"
+        (a path brought it) or "stale" (a path brought a newer one: a connection delivers what
+        a fault held back after the heal); "unknown" without a carpool counter to judge by (an
+        older release relays none, CARP's and VRRP's start anew with the partner's daemon)."""
+        if counter is None or not self.sealed or not self.partner_sealed:
+            return "unknown"
+        if counter < self.newest:
+            return "stale"
+        if counter == self.newest:
+            return "again"
+        self.newest = counter  # the paths' copies of this round are "again" now
+        return "news"
 
     def _form_accepted(self, path: str, heard: Heard) -> bool:
         """The counter rule for carpool adverts; an older release's form only from a partner

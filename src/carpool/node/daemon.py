@@ -157,7 +157,9 @@ class Daemon:
         if not bow_out and self.driver.is_active() and self.holder.keep_alive():
             self.driver.loop.call_soon(self.update_demotion)  # netlink wedged: ours go
         self.adverts.send(bow_out, demote)
-        self.relay.send(demote, self.driver.election.params.rank_preference, bow_out)
+        self.relay.send(
+            demote, self.driver.election.params.rank_preference, bow_out, self.adverts.last_counter
+        )
         if self.rides is not None:
             self.rides.turn()  # the active unit's loop woke for them
 
@@ -213,14 +215,26 @@ class Daemon:
         if self.liveness is not None:
             self.liveness.on_link(name, up)
 
-    def on_relayed_advert(self, demote: int, preference: int, bow_out: bool) -> None:
-        """An advert the partner relayed over 6973 (node/relay.py): its rank, as the partner."""
+    def on_relayed_advert(
+        self, demote: int, preference: int, bow_out: bool, counter: int | None = None
+    ) -> None:
+        """An advert the partner relayed over 6973 (node/relay.py): its rank, as the partner;
+        unless a path brought that round or a newer one, or, without a counter, while no longer
+        asked for. (A relayed demote from during a split, handed over after the heal, made the
+        healthier unit take over for one advert: its gratuitous ARP cost the clients 8 s.)"""
+        verdict = self.adverts.relayed(counter)
+        if verdict == "unknown":
+            verdict = "news" if self.relay.want else "unasked"
+        if verdict != "news":
+            self.relay.counters[f"not_news_{verdict}"] += 1
+            return
         self._heard(el.Rank(demote, preference, int(self.adverts.partner)), bow_out, "6973")
 
-    def _our_advert(self) -> tuple[int, int] | None:
+    def _our_advert(self) -> tuple[int, int, int | None] | None:
         if not self.driver.is_active():
             return None
-        return self.driver.election.demote, self.driver.election.params.rank_preference
+        election = self.driver.election
+        return election.demote, election.params.rank_preference, self.adverts.last_counter
 
     def _relay_tick(self) -> None:
         """Ask the partner to relay its adverts while no path brings them (a master asks too:

@@ -5,11 +5,17 @@ When every advert path drops the partner's adverts in one direction (a filter on
 takes over while the partner still serves: two active units that still talk on 6973. So each
 unit keeps one authenticated 6973 connection to its partner and, while it hears no advert on
 any path, asks over it for the partner's adverts ("relay", want true). The partner then posts
-each advert it sends (demote, preference, bow-out) on that connection as well, and they feed
-the election like any advert: the unit stays standby, or, active, yields to a better ranked
+each advert it sends (demote, preference, bow-out, and the round's counter) on that connection
+as well, and they feed the election like any advert: the unit stays standby, or, active, yields to a better ranked
 partner at once. Nothing flows while adverts arrive on a path (want false), so a healthy pair
 pays nothing; a silent partner (dead, frozen, cut off) relays nothing either, so a takeover is
 never delayed. The session's HMAC and sequence numbers authenticate every relayed advert.
+
+A connection holds back what it could not deliver while a path was down and hands it over
+after the heal, so a relayed advert may be old news: the round's counter (the one its adverts
+carried on the paths) tells the daemon whether a path brought that round or a newer one
+already (node/advert.py `relayed`). An older release relays no counter; its adverts count
+only while we ask.
 
 The doctor uses the same connection: a run asks the partner ("doctor", id) for its report of
 the run's probes, which then arrives here even when no advert path carries it back, so the
@@ -94,27 +100,39 @@ def later_check(when: float, heard: float, advert_interval: float) -> float | No
     return due if due - when > advert_interval / 4 else None
 
 
-def parse_advert(msg: dict) -> tuple[int, int, bool]:
-    """(demote, preference, bow_out) of a relayed advert; ValueError names a bad field."""
+def parse_advert(msg: dict) -> tuple[int, int, bool, int | None]:
+    """(demote, preference, bow_out, counter) of a relayed advert (counter None: an older
+    release's); ValueError names a bad field."""
     demote, preference, bow_out = msg.get("demote"), msg.get("preference"), msg.get("bow_out")
+    counter = msg.get("counter")
     if type(demote) is not int or not 0 <= demote <= 255:
         raise ValueError(f"demote: {demote!r}")
     if type(preference) is not int or not 0 <= preference <= 65535:
         raise ValueError(f"preference: {preference!r}")
     if type(bow_out) is not bool:
         raise ValueError(f"bow_out: {bow_out!r}")
-    return demote, preference, bow_out
+    if counter is not None and (type(counter) is not int or not 0 <= counter < 2**64):
+        raise ValueError(f"counter: {counter!r}")
+    return demote, preference, bow_out, counter
+
+
+def _advert_message(demote: int, preference: int, bow_out: bool, counter: int | None) -> dict:
+    msg = {"type": "advert", "demote": demote, "preference": preference, "bow_out": bow_out}
+    if counter is not None:
+        msg["counter"] = counter
+    return msg
 
 
 class AdvertRelay:
     def __init__(
         self,
         sync: SyncService,
-        on_advert: Callable[[int, int, bool], None],
+        on_advert: Callable[[int, int, bool, int | None], None],
         state: Callable[[], str],
-        advert: Callable[[], tuple[int, int] | None],
+        advert: Callable[[], tuple[int, int, int | None] | None],
     ):
-        """advert(): (demote, preference) of our advert while we are active, else None."""
+        """advert(): (demote, preference, the last round's counter) of our advert while we are
+        active, else None."""
         self.sync, self.on_advert, self.state, self.advert = sync, on_advert, state, advert
         self.want = False
         self._asked: tuple[bool, str] | None = None  # what the partner last heard from us
@@ -140,9 +158,7 @@ class AdvertRelay:
         self.subscribers[ch] = sub
         current = self.advert() if sub["want"] else None
         if current is not None:  # not the next advert: the asker's master-down is running
-            sent = ch.post(
-                {"type": "advert", "demote": current[0], "preference": current[1], "bow_out": False}
-            )
+            sent = ch.post(_advert_message(current[0], current[1], False, current[2]))
             self.counters["relayed" if sent else "relay_dropped"] += 1
 
     def doctor(self, ch: Channel, msg: dict) -> None:
@@ -166,18 +182,11 @@ class AdvertRelay:
         """The partner's ask ({"want", "state"}) if it wants our adverts, else None."""
         return next((s for s in self.subscribers.values() if s["want"]), None)
 
-    def send(self, demote: int, preference: int, bow_out: bool) -> None:
-        """With every advert we send: relayed to a partner that asked for it."""
+    def send(self, demote: int, preference: int, bow_out: bool, counter: int | None) -> None:
+        """With every advert round we send: relayed to a partner that asked for it."""
         for ch, sub in list(self.subscribers.items()):
             if sub["want"]:
-                sent = ch.post(
-                    {
-                        "type": "advert",
-                        "demote": demote,
-                        "preference": preference,
-                        "bow_out": bow_out,
-                    }
-                )
+                sent = ch.post(_advert_message(demote, preference, bow_out, counter))
                 self.counters["relayed" if sent else "relay_dropped"] += 1
 
     # -- the side that asks --------------------------------------------------------------------
@@ -220,13 +229,13 @@ class AdvertRelay:
         if kind != "advert":
             raise sp.FrameError("garbage", f"relay: unexpected {kind!r}")
         try:
-            demote, preference, bow_out = parse_advert(msg)
+            demote, preference, bow_out, counter = parse_advert(msg)
         except ValueError as e:
             self.counters["relay_garbage"] += 1
             raise sp.FrameError("garbage", f"relayed advert: {e}") from None
         self.counters["heard"] += 1
         self.last_heard = time.monotonic()
-        self.on_advert(demote, preference, bow_out)
+        self.on_advert(demote, preference, bow_out, counter)
 
     async def run(self) -> None:
         """Keep one connection to the partner (reconnecting after RETRY s) and feed what it

@@ -13,6 +13,10 @@ sub-millisecond); this module only keeps the kernel's addresses in step behind i
   request and announcement, and its result is ignored, so it can never act after a newer job.
 - `held` follows the jobs' results, except those of jobs asked for before the last release
   (an epoch): a renewal that finishes after a release does not put addresses back in `held`.
+- A gratuitous ARP/NA asked for before the last release is not sent (one already on the wire
+  cannot be recalled): a takeover that ran late, or the repeat with the second advert, would
+  otherwise point the clients at a unit that just let the addresses go, after the partner's
+  own announcement (a chaos campaign: 8 s without replies after a split healed).
 - `wedged()` says that no take or renewal has finished for longer than the addresses' kernel
   lifetime: the daemon then demotes itself rather than advertise addresses it no longer has.
 """
@@ -45,7 +49,28 @@ class Job:
     args: tuple
     generation: int
     epoch: int
+    releases: int
     submitted: float = field(default_factory=time.monotonic)
+
+
+class Live:
+    """What a job checks on the netlink thread: before each netlink request, that its thread
+    is still the queue's (`live()`); before each announcement, also that no release was asked
+    since the job was (`live.announcing()`)."""
+
+    def __init__(self, owner: SharedAddresses, job: Job):
+        self._owner, self._job = owner, job
+
+    def __call__(self) -> bool:
+        return self._job.generation == self._owner._generation
+
+    def announcing(self) -> bool:
+        if not self():
+            return False
+        if self._job.releases != self._owner._releases:
+            self._owner.counters["announcements_withdrawn"] += 1
+            return False
+        return True
 
 
 class SharedAddresses:
@@ -53,9 +78,16 @@ class SharedAddresses:
         self.loop = loop
         self.rt_priority = rt_priority  # the thread's too: a takeover waits for its add
         self.held: list[str] = []  # cidrs added (as last reported by the thread)
-        self.counters = {"jobs": 0, "errors": 0, "stuck": 0, "renewals_coalesced": 0}
+        self.counters = {
+            "jobs": 0,
+            "errors": 0,
+            "stuck": 0,
+            "renewals_coalesced": 0,
+            "announcements_withdrawn": 0,
+        }
         self._generation = 0
         self._epoch = 0
+        self._releases = 0  # releases asked for (an announcement asked before one is not sent)
         self._queue: queue.SimpleQueue = self._new_thread()
         self._running: tuple[Job, float] | None = None  # (job, since: monotonic)
         self._renewing = False
@@ -107,6 +139,7 @@ class SharedAddresses:
         the fence went dark before this was called. The `local` ones (address/32 or /128) are
         put on `lo` first, for `lifetime` s: a planned failover's connections finish there."""
         self._epoch += 1
+        self._releases += 1
         self.held.clear()
         self._waiting_since = None
         self._submit("release", self._remove, items, vmac, list(local), lifetime)
@@ -159,7 +192,7 @@ class SharedAddresses:
             return
         self._settle()
         self._check_stuck()
-        job = Job(what, fn, args, self._generation, self._epoch)
+        job = Job(what, fn, args, self._generation, self._epoch, self._releases)
         if what in ("take", "renew") and self._waiting_since is None:
             self._waiting_since = job.submitted
         self.counters["jobs"] += 1
@@ -245,11 +278,7 @@ class SharedAddresses:
             self._running = (job, time.monotonic())
             result, error = None, None
             try:
-
-                def live(g=generation):
-                    return g == self._generation
-
-                result = job.fn(live, *job.args)
+                result = job.fn(Live(self, job), *job.args)
             except Exception as e:  # reported in the loop; the thread goes on
                 error = e
             if self._running is not None and self._running[0] is job:
@@ -263,7 +292,7 @@ class SharedAddresses:
 
     @staticmethod
     def _add(
-        live: Callable[[], bool],
+        live: Live,
         items: list[Item],
         vmac: str | None,
         lifetime: int,
@@ -285,7 +314,7 @@ class SharedAddresses:
 
     @staticmethod
     def _take(
-        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int, announce
+        live: Live, items: list[Item], vmac: str | None, lifetime: int, announce
     ) -> list[str]:
         """Every address in one raw netlink batch (rtaddr.py), then each one's gratuitous
         ARPs/NAs in order; the pyroute2 add where that cannot do (a virtual MAC's macvlan, an
@@ -301,15 +330,13 @@ class SharedAddresses:
 
     @staticmethod
     def _renew(
-        live: Callable[[], bool], items: list[Item], vmac: str | None, lifetime: int, _announce
+        live: Live, items: list[Item], vmac: str | None, lifetime: int, _announce
     ) -> list[str]:
         """Each second while active: the take's batch again, without announcements."""
         return SharedAddresses._take(live, items, vmac, lifetime, 0)
 
     @staticmethod
-    def _raw(
-        live: Callable[[], bool], items: list[Item], lifetime: int
-    ) -> tuple[list[str], list[Item]]:
+    def _raw(live: Live, items: list[Item], lifetime: int) -> tuple[list[str], list[Item]]:
         """(added or renewed, those left for pyroute2)."""
         if not items or not live():
             return [], []
@@ -322,16 +349,16 @@ class SharedAddresses:
         return done, again
 
     @staticmethod
-    def _warm_up(live: Callable[[], bool]) -> None:
+    def _warm_up(live: Live) -> None:
         try:
             addresses.warm_up()
         except OSError as e:
             log.warning("netlink/packet socket warm-up failed: %s", e)
 
     @staticmethod
-    def _garp(live: Callable[[], bool], items: list[Item], vmac: str | None, count: int) -> None:
+    def _garp(live: Live, items: list[Item], vmac: str | None, count: int) -> None:
         for ifname, cidr in items:
-            if not live():
+            if not live.announcing():
                 return
             try:
                 addresses.send_garp(ifname, cidr.split("/")[0], vmac, count=count)
@@ -339,7 +366,7 @@ class SharedAddresses:
                 log.warning("gratuitous ARP for %s on %s failed: %s", cidr, ifname, e)
 
     @staticmethod
-    def _unlocal(live: Callable[[], bool], local: list[str]) -> None:
+    def _unlocal(live: Live, local: list[str]) -> None:
         try:
             addresses.withdraw(LOOPBACK, local)
         except OSError as e:
@@ -347,7 +374,7 @@ class SharedAddresses:
 
     @staticmethod
     def _remove(
-        live: Callable[[], bool],
+        live: Live,
         items: list[Item],
         vmac: str | None,
         local: Sequence[str] = (),
