@@ -373,3 +373,26 @@ def test_a_unit_that_sent_an_advert_round_knows_its_counter():
     first = paths.last_counter
     paths.send(False, 0)
     assert first is not None and paths.last_counter == first + 1
+
+
+def test_only_a_carpool_counter_is_relayed_and_a_new_form_starts_the_order_anew():
+    # During a change of ha.auth one unit may relay while still on the other form: a CARP
+    # counter (random, ~2^62) taken for a carpool one would leave every later carpool advert
+    # "stale" (a reviewer's finding)
+    carp = parse_config(
+        {
+            "unit": {"role": "first", "secret": "unit-test-secret"},
+            "ha": {"auth": "carp"},
+            "interface": [ETH0],
+        }
+    )
+    rx = Receiver()
+    rx.paths.sockets["eth0"] = SimpleNamespace(send=lambda payload, dst: True)  # type: ignore
+    rx.paths.configure(carp)
+    rx.paths.send(False, 0)
+    assert rx.paths.last_counter is None
+    rx.paths.configure(CFG)
+    rx.feed(advert())
+    assert rx.paths.newest > 0 and rx.adverts == [False]
+    rx.paths.configure(carp)
+    assert rx.paths.newest == -1  # the sealed order ended with the form

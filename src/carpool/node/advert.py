@@ -151,7 +151,10 @@ class AdvertPaths:
         """Everything derived from the configuration (at start and on a new version)."""
         self.cfg = cfg
         self.profile = make_profile(cfg)
-        self.sealed = isinstance(self.profile, SealedProfile)
+        sealed = isinstance(self.profile, SealedProfile)
+        if sealed != getattr(self, "sealed", sealed):
+            self.newest = -1  # another counter's sequence from now on (the guard is per path)
+        self.sealed = sealed
         self.partner = cfg.partner_address
         # the partner's addresses on every link, both families (its rank's identity is always
         # self.partner: see _heard)
@@ -228,7 +231,9 @@ class AdvertPaths:
         return self._counter.next()
 
     def send(self, bow_out: bool, demote: int) -> None:
-        counter = self.last_counter = self._next_counter()
+        counter = self._next_counter()
+        # relayed with it: only a carpool counter (CARP's and VRRP's start anywhere)
+        self.last_counter = counter if self.sealed else None
         forms = self.forms()
         for name, sock in self.sockets.items():  # IPv4: links where both units have it
             iface = self.ifaces[name]
