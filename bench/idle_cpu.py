@@ -68,15 +68,19 @@ VARIANTS = {
 }
 
 
+def write_configs(lab, profile, overrides: dict | None) -> None:
+    """The lab's documents with `overrides`, and a fast profile's interval."""
+    fast = {"ha.fast_interval_ms": round(profile.interval * 1000)} if profile.fast else {}
+    lab.write_configs(fast=profile.fast, overrides={**(overrides or {}), **fast} or None)
+
+
 class Variant(fb.CarpoolPair):
     def __init__(self, lab, profile, overrides):
         super().__init__(lab, profile)
         self.overrides = overrides
 
     def start(self) -> str:
-        fast = {"ha.fast_interval_ms": round(self.profile.interval * 1000)}
-        merged = {**(self.overrides or {}), **(fast if self.profile.fast else {})}
-        self.lab.write_configs(fast=self.profile.fast, overrides=merged or None)
+        write_configs(self.lab, self.profile, self.overrides)
         self.lab.start_units(timeout=fb.SETTLE_TIMEOUT)
         return self.settled()
 
@@ -101,9 +105,7 @@ class FloorPair:
         self.t0 = 0.0
 
     def start(self) -> str:
-        fast = {"ha.fast_interval_ms": round(self.profile.interval * 1000)}
-        merged = {**VARIANTS["IPv4-only, no services"], **(fast if self.profile.fast else {})}
-        self.lab.write_configs(fast=self.profile.fast, overrides=merged)
+        write_configs(self.lab, self.profile, VARIANTS["IPv4-only, no services"])
         self.report_path.unlink(missing_ok=True)
         only = ["--links", ",".join(self.links)] if self.links else []
         for unit, args in (("b", ["listen", "--report", str(self.report_path)]), ("a", ["send"])):

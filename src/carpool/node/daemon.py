@@ -216,7 +216,7 @@ class Daemon:
             self.liveness.on_link(name, up)
 
     def on_relayed_advert(
-        self, demote: int, preference: int, bow_out: bool, counter: int | None = None
+        self, demote: int, preference: int, bow_out: bool, counter: int | None
     ) -> None:
         """An advert the partner relayed over 6973 (node/relay.py): its rank, as the partner;
         unless a path brought that round or a newer one, or, without a counter, while no longer

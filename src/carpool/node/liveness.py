@@ -67,12 +67,17 @@ def link_poll(cfg: Config, most: float, heart: bool = True) -> float:
     return min(most, cfg.liveness_ms / 1000)
 
 
+def automatic(cfg: Config) -> bool:
+    """ha.liveness_ms and liveness_multiplier unset: config.document.LIVENESS_AUTO."""
+    ha = cfg.document.ha if cfg.document is not None else None
+    return ha is not None and ha.liveness_ms is None and ha.liveness_multiplier is None
+
+
 def settings(cfg: Config, advert_interval: float) -> tuple:
     """What a Liveness is built from: a new version that changes it needs a new one."""
-    ha = cfg.document.ha if cfg.document is not None else None
     return (
         off_reason(cfg),
-        ha is not None and ha.liveness_ms is None and ha.liveness_multiplier is None,
+        automatic(cfg),
         cfg.liveness_ms,
         cfg.liveness_multiplier,
         advert_interval,
@@ -296,11 +301,7 @@ class Liveness:
         self.cfg, self.on_gone, self.link_up, self.now = cfg, on_gone, link_up, now
         self.settings = settings(cfg, advert_interval)
         self.off = off_reason(cfg)
-        ha = cfg.document.ha if cfg.document is not None else None
-        # ha.liveness_ms and liveness_multiplier unset: config.document.LIVENESS_AUTO
-        self.automatic = (
-            ha is not None and ha.liveness_ms is None and ha.liveness_multiplier is None
-        )
+        self.automatic = automatic(cfg)
         self.key = lv.liveness_key(cfg.secret)
         self.session = int.from_bytes(os.urandom(4), "big")
         self.advert_interval = advert_interval

@@ -6,8 +6,8 @@ takes over while the partner still serves: two active units that still talk on 6
 unit keeps one authenticated 6973 connection to its partner and, while it hears no advert on
 any path, asks over it for the partner's adverts ("relay", want true). The partner then posts
 each advert it sends (demote, preference, bow-out, and the round's counter) on that connection
-as well, and they feed the election like any advert: the unit stays standby, or, active, yields to a better ranked
-partner at once. Nothing flows while adverts arrive on a path (want false), so a healthy pair
+as well, and they feed the election like any advert: the unit stays standby, or, active,
+yields to a better ranked partner at once. Nothing flows while adverts arrive on a path (want false), so a healthy pair
 pays nothing; a silent partner (dead, frozen, cut off) relays nothing either, so a takeover is
 never delayed. The session's HMAC and sequence numbers authenticate every relayed advert.
 
