@@ -13,10 +13,11 @@ sub-millisecond); this module only keeps the kernel's addresses in step behind i
   request and announcement, and its result is ignored, so it can never act after a newer job.
 - `held` follows the jobs' results, except those of jobs asked for before the last release
   (an epoch): a renewal that finishes after a release does not put addresses back in `held`.
-- A gratuitous ARP/NA of an older epoch is not sent (one already on the wire cannot be
-  recalled): a takeover that ran late, or the repeat with the second advert, would otherwise
-  point the clients at a unit that just let the addresses go, after the partner's own
-  announcement (a chaos campaign: 8 s without replies after a split healed).
+- A gratuitous ARP/NA asked for before the last release is not sent (one already on the wire
+  cannot be recalled): a takeover that ran late, or the repeat with the second advert, would
+  otherwise point the clients at a unit that just let the addresses go, after the partner's
+  own announcement (a chaos campaign: 8 s without replies after a split healed). A forget
+  (also an epoch) withdraws none: the addresses a new version keeps are still announced.
 - `wedged()` says that no take or renewal has finished for longer than the addresses' kernel
   lifetime: the daemon then demotes itself rather than advertise addresses it no longer has.
 """
@@ -49,13 +50,14 @@ class Job:
     args: tuple
     generation: int
     epoch: int
+    releases: int
     submitted: float = field(default_factory=time.monotonic)
 
 
 class Live:
     """What a job checks on the netlink thread: before each netlink request, that its thread
-    is still the queue's (`live()`); before each announcement, also that no release (or
-    forget) was asked since the job was: its epoch (`live.announcing()`)."""
+    is still the queue's (`live()`); before each announcement, also that no release was asked
+    since the job was (`live.announcing()`)."""
 
     def __init__(self, owner: SharedAddresses, job: Job):
         self._owner, self._job = owner, job
@@ -66,7 +68,7 @@ class Live:
     def announcing(self) -> bool:
         if not self():
             return False
-        if self._job.epoch != self._owner._epoch:
+        if self._job.releases != self._owner._releases:
             self._owner.counters["announcements_withdrawn"] += 1
             return False
         return True
@@ -86,6 +88,7 @@ class SharedAddresses:
         }
         self._generation = 0
         self._epoch = 0
+        self._releases = 0  # releases asked for (an announcement asked before one is not sent)
         self._queue: queue.SimpleQueue = self._new_thread()
         self._running: tuple[Job, float] | None = None  # (job, since: monotonic)
         self._renewing = False
@@ -137,6 +140,7 @@ class SharedAddresses:
         the fence went dark before this was called. The `local` ones (address/32 or /128) are
         put on `lo` first, for `lifetime` s: a planned failover's connections finish there."""
         self._epoch += 1
+        self._releases += 1
         self.held.clear()
         self._waiting_since = None
         self._submit("release", self._remove, items, vmac, list(local), lifetime)
@@ -189,7 +193,7 @@ class SharedAddresses:
             return
         self._settle()
         self._check_stuck()
-        job = Job(what, fn, args, self._generation, self._epoch)
+        job = Job(what, fn, args, self._generation, self._epoch, self._releases)
         if what in ("take", "renew") and self._waiting_since is None:
             self._waiting_since = job.submitted
         self.counters["jobs"] += 1
